@@ -1,0 +1,90 @@
+//! Counter deltas between two samples of one interface.
+//!
+//! The kernel's byte counters are cumulative u64s that restart from zero when an
+//! interface is re-created (a VM restart makes a new tap with a new ifindex) or the host
+//! reboots. A naive `new - old` then wraps to ~2^64 — the "8 EiB spike" of tools that
+//! forget this. The rule here: if the ifindex changed or a counter went backwards, the
+//! interface was reset, and everything it counted since the reset is the new value.
+//! Genuine 64-bit wraps do not happen in practice (2^64 bytes at 100 Gbit/s is 46 years),
+//! so a backwards counter is always read as a reset.
+
+use serde::{Deserialize, Serialize};
+
+/// Cumulative counters of one interface at one sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub ifindex: u32,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+/// Bytes moved between two samples, and whether the counters were reset in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delta {
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub reset: bool,
+}
+
+/// The bytes counted since `prev` (or since the interface's reset, when there was one).
+pub fn counter_delta(prev: Counters, cur: Counters) -> Delta {
+    let reset =
+        prev.ifindex != cur.ifindex || cur.rx_bytes < prev.rx_bytes || cur.tx_bytes < prev.tx_bytes;
+    if reset {
+        Delta {
+            rx_bytes: cur.rx_bytes,
+            tx_bytes: cur.tx_bytes,
+            reset,
+        }
+    } else {
+        Delta {
+            rx_bytes: cur.rx_bytes - prev.rx_bytes,
+            tx_bytes: cur.tx_bytes - prev.tx_bytes,
+            reset,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(ifindex: u32, rx: u64, tx: u64) -> Counters {
+        Counters {
+            ifindex,
+            rx_bytes: rx,
+            tx_bytes: tx,
+        }
+    }
+
+    #[test]
+    fn deltas_table() {
+        // (previous, current, expected rx, expected tx, reset?)
+        let table = [
+            (c(5, 100, 200), c(5, 150, 260), 50, 60, false),
+            (c(5, 100, 200), c(5, 100, 200), 0, 0, false),
+            // interface re-created: new ifindex, counters restarted
+            (c(5, 1_000_000, 2_000_000), c(9, 300, 400), 300, 400, true),
+            // same ifindex but counters went backwards (driver reset, reboot)
+            (
+                c(5, 1_000_000, 2_000_000),
+                c(5, 10, 3_000_000),
+                10,
+                3_000_000,
+                true,
+            ),
+            // ifindex reused after re-creation with counters already past the old ones
+            (c(5, 10, 10), c(6, 50, 50), 50, 50, true),
+            // near the top of u64: still a plain subtraction, never a wrap
+            (c(1, u64::MAX - 10, 0), c(1, u64::MAX, 5), 10, 5, false),
+        ];
+        for (prev, cur, rx, tx, reset) in table {
+            let d = counter_delta(prev, cur);
+            assert_eq!(
+                (d.rx_bytes, d.tx_bytes, d.reset),
+                (rx, tx, reset),
+                "{prev:?} -> {cur:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! The configuration file: its schema, its defaults, and loading it from TOML or JSON.
+//!
+//! Loading happens in two steps. The file is first read into a *raw* shape that mirrors
+//! the text (strings for rates and durations, unknown keys collected instead of fatal);
+//! then [`validate`] turns that into a typed [`Config`], collecting *every* problem with
+//! its field path so `sluice check` can show them all at once. The defaults live here, in
+//! code; `config/sluice.example.toml` only documents them.
+
+mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use regex::Regex;
+
+use crate::names::{IfName, InstanceId};
+use crate::units::{Fraction, Rate};
+
+use validate::validate;
+
+/// Where the agent looks for its config when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/sluice/sluice.toml";
+pub const DEFAULT_STATE_DIR: &str = "/run/sluice";
+pub const DEFAULT_LOG_DIR: &str = "/var/log/sluice";
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A validated configuration. Every field holds a value that passed its checks.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub agent: AgentConfig,
+    pub log: LogConfig,
+    pub penalty: PenaltyConfig,
+    pub instances: BTreeMap<InstanceId, InstanceConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub interval: Duration,
+    pub interfaces: Vec<InterfacePattern>,
+    pub backend: BackendKind,
+    pub state_dir: PathBuf,
+    pub ovs_vsctl: PathBuf,
+    /// `--db` target for ovs-vsctl (e.g. `unix:/run/openvswitch/db.sock`).
+    pub ovsdb: Option<String>,
+    /// Timeout for each external command (ovs-vsctl).
+    pub command_timeout: Duration,
+    /// Stage 0 holds the base rate as a limit (true) or means "no limit" (false).
+    pub enforce_base: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Ovs,
+    None,
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendKind::Ovs => "ovs",
+            BackendKind::None => "none",
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Directory of the daily-rotated log file; `None` logs to stderr only.
+    pub dir: Option<PathBuf>,
+    pub format: LogFormat,
+    /// A tracing filter directive, e.g. "info" or "sluice=debug".
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct PenaltyConfig {
+    pub base_rate: Rate,
+    pub burst: Option<BurstSpec>,
+    /// Penalty stages 1..=N, in order; `stages[0]` is stage 1.
+    pub stages: Vec<StageConfig>,
+}
+
+/// How large a burst the upload limit allows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BurstSpec {
+    /// A share of the limit's rate ("10%").
+    Percent(f64),
+    /// A fixed size expressed as a rate, the way OVS spells bursts ("2000kbit").
+    Absolute(Rate),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StageConfig {
+    /// Upload at or above `usage × base` ...
+    pub usage: Fraction,
+    /// ... sustained for `trigger` ...
+    pub trigger: Duration,
+    /// ... limits upload to `rate × base` ...
+    pub rate: Fraction,
+    /// ... for `duration`.
+    pub duration: Duration,
+}
+
+impl StageConfig {
+    /// The seed policy: stage 1 = 0.9 / 15m / 0.9 / 30m, stage 2 = 0.8 / 30m / 0.8 / 1h.
+    pub fn seed_defaults() -> Vec<StageConfig> {
+        let f = |x| Fraction::new(x).unwrap_or_else(|| unreachable!("constant in (0,1]"));
+        vec![
+            StageConfig {
+                usage: f(0.9),
+                trigger: Duration::from_secs(15 * 60),
+                rate: f(0.9),
+                duration: Duration::from_secs(30 * 60),
+            },
+            StageConfig {
+                usage: f(0.8),
+                trigger: Duration::from_secs(30 * 60),
+                rate: f(0.8),
+                duration: Duration::from_secs(60 * 60),
+            },
+        ]
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct InstanceConfig {
+    pub base_rate: Option<Rate>,
+}
+
+/// One `agent.interfaces` regex. A named group `instance` extracts the instance id.
+#[derive(Debug, Clone)]
+pub struct InterfacePattern {
+    regex: Regex,
+    has_instance_group: bool,
+}
+
+impl InterfacePattern {
+    pub fn new(regex: Regex) -> Self {
+        let has_instance_group = regex.capture_names().flatten().any(|n| n == "instance");
+        InterfacePattern {
+            regex,
+            has_instance_group,
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        self.regex.as_str()
+    }
+    /// The instance this interface belongs to, if the pattern matches it.
+    fn instance_of(&self, name: &IfName) -> Option<InstanceId> {
+        let caps = self.regex.captures(name.as_str())?;
+        if self.has_instance_group {
+            InstanceId::new(caps.name("instance")?.as_str()).ok()
+        } else {
+            InstanceId::new(name.as_str()).ok()
+        }
+    }
+}
+
+impl Config {
+    /// The instance owning `name`, from the first pattern that matches; `None` when the
+    /// interface is not ours to watch.
+    pub fn instance_of(&self, name: &IfName) -> Option<InstanceId> {
+        self.agent
+            .interfaces
+            .iter()
+            .find_map(|p| p.instance_of(name))
+    }
+
+    /// The base rate sold to `instance`: its override, else the default.
+    pub fn base_rate(&self, instance: &InstanceId) -> Rate {
+        self.instances
+            .get(instance)
+            .and_then(|i| i.base_rate)
+            .unwrap_or(self.penalty.base_rate)
+    }
+
+    /// Read, parse and validate a config file (`.json` by extension, TOML otherwise).
+    pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            problems: vec![Problem::new("", format!("cannot read: {e}"))],
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parse and validate config text; `path` names the file in errors and picks the format.
+    pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
+        let is_json = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        let fail = |problems| ConfigError {
+            file: path.to_owned(),
+            problems,
+        };
+        let (raw, unknown) = raw::parse(text, is_json).map_err(|p| fail(vec![p]))?;
+        let mut problems: Vec<Problem> = unknown
+            .into_iter()
+            .map(|key| Problem::new(&key, "unknown key (misspelt?)".to_owned()))
+            .collect();
+        match validate(raw) {
+            Ok(loaded) if problems.is_empty() => Ok(loaded),
+            Ok(_) => Err(fail(problems)),
+            Err(mut more) => {
+                problems.append(&mut more);
+                Err(fail(problems))
+            }
+        }
+    }
+}
+
+/// A config that passed validation, with the warnings it earned.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<Problem>,
+}
+
+/// One problem in a config: the field path ("penalty.stage[1].rate") and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(path: &str, message: String) -> Self {
+        Problem {
+            path: path.to_owned(),
+            message,
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in one config file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "{}: {n} problem{}",
+            self.file.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  {}: {p}", self.file.display())?;
+        }
+        Ok(())
+    }
+}

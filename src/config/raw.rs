@@ -1,0 +1,90 @@
+//! The config file as written: strings for units, every key optional, unknown keys
+//! collected (not fatal) so they are reported together with the other problems.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::Problem;
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawConfig {
+    pub agent: Option<RawAgent>,
+    pub log: Option<RawLog>,
+    pub penalty: Option<RawPenalty>,
+    pub instances: Option<BTreeMap<String, RawInstance>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawAgent {
+    pub interval: Option<String>,
+    pub interfaces: Option<Vec<String>>,
+    pub backend: Option<String>,
+    pub state_dir: Option<String>,
+    pub ovs_vsctl: Option<String>,
+    pub ovsdb: Option<String>,
+    pub command_timeout: Option<String>,
+    pub enforce_base: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawLog {
+    pub dir: Option<String>,
+    pub format: Option<String>,
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawPenalty {
+    pub base_rate: Option<String>,
+    pub burst: Option<String>,
+    pub stage: Option<Vec<RawStage>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawStage {
+    pub usage: Option<f64>,
+    pub trigger: Option<String>,
+    pub rate: Option<f64>,
+    pub duration: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawInstance {
+    pub base_rate: Option<String>,
+}
+
+/// Parse `text`; returns the raw config and the paths of keys the schema does not know.
+pub(super) fn parse(text: &str, is_json: bool) -> Result<(RawConfig, Vec<String>), Problem> {
+    let mut unknown = Vec::new();
+    let mut note = |path: serde_ignored::Path<'_>| unknown.push(dotted(&path.to_string()));
+    let raw = if is_json {
+        let mut de = serde_json::Deserializer::from_str(text);
+        serde_ignored::deserialize(&mut de, &mut note)
+            .map_err(|e| Problem::new("", format!("invalid JSON: {e}")))?
+    } else {
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| Problem::new("", format!("invalid TOML: {}", e.to_string().trim())))?;
+        serde_ignored::deserialize(de, &mut note)
+            .map_err(|e| Problem::new("", format!("invalid TOML: {}", e.to_string().trim())))?
+    };
+    Ok((raw, unknown))
+}
+
+/// serde_ignored prints sequence indices as `stage.0`; show them as `stage[1]` (1-based,
+/// because `penalty.stage[1]` *is* stage 1).
+fn dotted(path: &str) -> String {
+    let mut out = String::new();
+    for part in path.split('.').filter(|p| *p != "?") {
+        match part.parse::<usize>() {
+            Ok(i) => out.push_str(&format!("[{}]", i + 1)),
+            Err(_) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(part);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,591 @@
+//! Raw config → typed [`Config`], collecting every problem with its field path.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use regex::Regex;
+
+use super::raw::{RawAgent, RawConfig, RawLog, RawPenalty, RawStage};
+use super::{
+    AgentConfig, BackendKind, BurstSpec, Config, DEFAULT_COMMAND_TIMEOUT, DEFAULT_INTERVAL,
+    DEFAULT_LOG_DIR, DEFAULT_STATE_DIR, InstanceConfig, InterfacePattern, Loaded, LogConfig,
+    LogFormat, PenaltyConfig, Problem, StageConfig,
+};
+use crate::names::InstanceId;
+use crate::units::{Fraction, Rate, parse_duration};
+
+/// Collects problems; each `check_*` returns the value when it is valid.
+#[derive(Default)]
+struct Checker {
+    errors: Vec<Problem>,
+    warnings: Vec<Problem>,
+}
+
+impl Checker {
+    fn error(&mut self, path: &str, message: impl Into<String>) {
+        self.errors.push(Problem::new(path, message.into()));
+    }
+    fn warn(&mut self, path: &str, message: impl Into<String>) {
+        self.warnings.push(Problem::new(path, message.into()));
+    }
+
+    fn duration(
+        &mut self,
+        path: &str,
+        value: Option<&str>,
+        default: Duration,
+        min: Duration,
+    ) -> Duration {
+        let Some(s) = value else { return default };
+        match parse_duration(s) {
+            Ok(d) if d < min => {
+                self.error(
+                    path,
+                    format!(
+                        "must be at least {}, got {s:?}",
+                        humantime::format_duration(min)
+                    ),
+                );
+                default
+            }
+            Ok(d) => d,
+            Err(e) => {
+                self.error(path, e.to_string());
+                default
+            }
+        }
+    }
+
+    fn rate(&mut self, path: &str, value: &str) -> Option<Rate> {
+        value
+            .parse()
+            .map_err(|e| self.error(path, format!("{e}")))
+            .ok()
+    }
+
+    fn fraction(&mut self, path: &str, value: Option<f64>) -> Option<Fraction> {
+        let Some(v) = value else {
+            self.error(path, "is required (a fraction of the base rate in (0, 1])");
+            return None;
+        };
+        let f = Fraction::new(v);
+        if f.is_none() {
+            self.error(path, format!("must be in (0, 1], got {v}"));
+        }
+        f
+    }
+}
+
+/// Validate a raw config completely; `Err` holds every problem found.
+pub(super) fn validate(raw: RawConfig) -> Result<Loaded, Vec<Problem>> {
+    let mut c = Checker::default();
+    let agent = check_agent(&mut c, raw.agent.unwrap_or_default());
+    let log = check_log(&mut c, raw.log.unwrap_or_default());
+    let penalty = check_penalty(&mut c, raw.penalty);
+    let mut instances = BTreeMap::new();
+    for (key, inst) in raw.instances.unwrap_or_default() {
+        let path = format!("instances.{key:?}");
+        let id = InstanceId::new(&key)
+            .map_err(|e| c.error(&path, e.to_string()))
+            .ok();
+        let base_rate = inst
+            .base_rate
+            .as_deref()
+            .and_then(|r| c.rate(&format!("{path}.base_rate"), r));
+        if let Some(id) = id {
+            instances.insert(id, InstanceConfig { base_rate });
+        }
+    }
+    if !c.errors.is_empty() {
+        return Err(c.errors);
+    }
+    let (Some(agent), Some(penalty)) = (agent, penalty) else {
+        return Err(vec![Problem::new("", "invalid configuration".into())]);
+    };
+    Ok(Loaded {
+        config: Config {
+            agent,
+            log,
+            penalty,
+            instances,
+        },
+        warnings: c.warnings,
+    })
+}
+
+fn check_agent(c: &mut Checker, a: RawAgent) -> Option<AgentConfig> {
+    let interval = c.duration(
+        "agent.interval",
+        a.interval.as_deref(),
+        DEFAULT_INTERVAL,
+        Duration::from_secs(1),
+    );
+    let command_timeout = c.duration(
+        "agent.command_timeout",
+        a.command_timeout.as_deref(),
+        DEFAULT_COMMAND_TIMEOUT,
+        Duration::from_millis(100),
+    );
+    let mut interfaces = Vec::new();
+    match a.interfaces {
+        None => c.error(
+            "agent.interfaces",
+            "is required: at least one regex, e.g. '^kvm(?P<instance>[0-9]+)\\..*$'",
+        ),
+        Some(list) if list.is_empty() => c.error("agent.interfaces", "needs at least one regex"),
+        Some(list) => {
+            for (i, pattern) in list.iter().enumerate() {
+                match Regex::new(pattern) {
+                    Ok(re) => interfaces.push(InterfacePattern::new(re)),
+                    Err(e) => c.error(
+                        &format!("agent.interfaces[{}]", i + 1),
+                        format!("invalid regex: {e}"),
+                    ),
+                }
+            }
+        }
+    }
+    let backend = match a.backend.as_deref() {
+        None | Some("ovs") => BackendKind::Ovs,
+        Some("none") => BackendKind::None,
+        Some(other) => {
+            c.error(
+                "agent.backend",
+                format!("must be \"ovs\" or \"none\", got {other:?}"),
+            );
+            BackendKind::None
+        }
+    };
+    if a.ovsdb.as_deref().is_some_and(|s| s.trim().is_empty()) {
+        c.error(
+            "agent.ovsdb",
+            "must not be empty (leave it out for ovs-vsctl's default)",
+        );
+    }
+    if a.ovs_vsctl.as_deref().is_some_and(|s| s.trim().is_empty()) {
+        c.error("agent.ovs_vsctl", "must not be empty");
+    }
+    if a.state_dir.as_deref().is_some_and(|s| !s.starts_with('/')) {
+        c.error("agent.state_dir", "must be an absolute path");
+    }
+    Some(AgentConfig {
+        interval,
+        interfaces,
+        backend,
+        state_dir: PathBuf::from(a.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into())),
+        ovs_vsctl: PathBuf::from(a.ovs_vsctl.unwrap_or_else(|| "ovs-vsctl".into())),
+        ovsdb: a.ovsdb,
+        command_timeout,
+        enforce_base: a.enforce_base.unwrap_or(true),
+    })
+}
+
+fn check_log(c: &mut Checker, l: RawLog) -> LogConfig {
+    let format = match l.format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            c.error(
+                "log.format",
+                format!("must be \"text\" or \"json\", got {other:?}"),
+            );
+            LogFormat::Text
+        }
+    };
+    let level = l.level.unwrap_or_else(|| "info".into());
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        c.error(
+            "log.level",
+            format!("{level:?} is not a log filter (try \"info\" or \"sluice=debug\")"),
+        );
+    }
+    let dir = match l.dir.as_deref() {
+        None => Some(PathBuf::from(DEFAULT_LOG_DIR)),
+        Some("") => None,
+        Some(d) if d.starts_with('/') => Some(PathBuf::from(d)),
+        Some(_) => {
+            c.error(
+                "log.dir",
+                "must be an absolute path, or \"\" for stderr only",
+            );
+            None
+        }
+    };
+    LogConfig { dir, format, level }
+}
+
+fn check_penalty(c: &mut Checker, p: Option<RawPenalty>) -> Option<PenaltyConfig> {
+    let Some(p) = p else {
+        c.error(
+            "penalty",
+            "is required: at least penalty.base_rate (the bandwidth sold, e.g. \"1000mbit\")",
+        );
+        return None;
+    };
+    let base_rate = match p.base_rate.as_deref() {
+        None => {
+            c.error(
+                "penalty.base_rate",
+                "is required (the bandwidth sold, e.g. \"1000mbit\")",
+            );
+            None
+        }
+        Some(s) => c.rate("penalty.base_rate", s),
+    };
+    let burst = p.burst.as_deref().and_then(|s| check_burst(c, s));
+    let stages = match p.stage {
+        None => StageConfig::seed_defaults(),
+        Some(list) if list.is_empty() => {
+            c.error(
+                "penalty.stage",
+                "needs at least one stage (leave it out for the seed defaults)",
+            );
+            Vec::new()
+        }
+        Some(list) => check_stages(c, list),
+    };
+    Some(PenaltyConfig {
+        base_rate: base_rate?,
+        burst,
+        stages,
+    })
+}
+
+fn check_burst(c: &mut Checker, s: &str) -> Option<BurstSpec> {
+    let t = s.trim();
+    if let Some(pct) = t.strip_suffix('%') {
+        match pct.trim().parse::<f64>() {
+            Ok(v) if v > 0.0 && v <= 100.0 => Some(BurstSpec::Percent(v)),
+            _ => {
+                c.error(
+                    "penalty.burst",
+                    format!("a percentage must be in (0%, 100%], got {s:?}"),
+                );
+                None
+            }
+        }
+    } else {
+        c.rate("penalty.burst", t)
+            .map(BurstSpec::Absolute)
+            .or_else(|| {
+                // c.rate already reported; add the hint about percentages.
+                if let Some(last) = c.errors.last_mut() {
+                    last.message
+                        .push_str(" (or a share of the rate, e.g. \"10%\")");
+                }
+                None
+            })
+    }
+}
+
+fn check_stages(c: &mut Checker, list: Vec<RawStage>) -> Vec<StageConfig> {
+    let mut out: Vec<Option<StageConfig>> = Vec::new();
+    for (i, s) in list.iter().enumerate() {
+        let path = format!("penalty.stage[{}]", i + 1);
+        let usage = c.fraction(&format!("{path}.usage"), s.usage);
+        let rate = c.fraction(&format!("{path}.rate"), s.rate);
+        let mut positive = |field: &str, v: &Option<String>| -> Option<Duration> {
+            let p = format!("{path}.{field}");
+            let Some(v) = v else {
+                c.error(&p, "is required (a duration, e.g. \"15m\")");
+                return None;
+            };
+            match parse_duration(v) {
+                Ok(d) if d.is_zero() => {
+                    c.error(&p, "must be longer than zero");
+                    None
+                }
+                Ok(d) => Some(d),
+                Err(e) => {
+                    c.error(&p, e.to_string());
+                    None
+                }
+            }
+        };
+        let trigger = positive("trigger", &s.trigger);
+        let duration = positive("duration", &s.duration);
+        out.push(match (usage, trigger, rate, duration) {
+            (Some(usage), Some(trigger), Some(rate), Some(duration)) => Some(StageConfig {
+                usage,
+                trigger,
+                rate,
+                duration,
+            }),
+            _ => None,
+        });
+    }
+    // Cross-stage checks, only between stages that are valid on their own.
+    for i in 1..out.len() {
+        let (Some(prev), Some(this)) = (out[i - 1], out[i]) else {
+            continue;
+        };
+        let path = format!("penalty.stage[{}]", i + 1);
+        if this.rate >= prev.rate {
+            c.error(
+                &format!("{path}.rate"),
+                format!(
+                    "must be lower than stage {}'s rate {} (each stage is stricter), got {}",
+                    i,
+                    prev.rate.get(),
+                    this.rate.get()
+                ),
+            );
+        }
+        if this.trigger > prev.duration {
+            c.warn(
+                &format!("{path}.trigger"),
+                format!(
+                    "{} is longer than stage {}'s duration {}: stage {} can never be reached",
+                    humantime::format_duration(this.trigger),
+                    i,
+                    humantime::format_duration(prev.duration),
+                    i + 1
+                ),
+            );
+        }
+    }
+    out.into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    const MINIMAL: &str = r#"
+[agent]
+interfaces = ['^kvm(?P<instance>[0-9]+)\..*$']
+[penalty]
+base_rate = "1000mbit"
+"#;
+
+    fn errors(text: &str) -> Vec<String> {
+        match Config::parse(Path::new("t.toml"), text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_the_seed_defaults() {
+        let loaded = Config::parse(Path::new("t.toml"), MINIMAL).unwrap();
+        let c = loaded.config;
+        assert_eq!(c.agent.interval.as_secs(), 60);
+        assert_eq!(c.penalty.stages.len(), 2);
+        assert_eq!(c.penalty.stages[0].trigger.as_secs(), 900);
+        assert_eq!(c.penalty.stages[1].duration.as_secs(), 3600);
+        assert!(c.agent.enforce_base);
+        assert_eq!(c.agent.backend, super::BackendKind::Ovs);
+        assert!(
+            loaded.warnings.is_empty(),
+            "seed defaults are reachable: {:?}",
+            loaded.warnings
+        );
+    }
+
+    #[test]
+    fn every_error_path_is_named() {
+        // (config text appended to a valid base, expected substring of one error)
+        let table: &[(&str, &str)] = &[
+            (
+                "[agent]\ninterval = \"500ms\"\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"",
+                "agent.interval: must be at least 1s",
+            ),
+            (
+                "[agent]\ninterval = \"soon\"\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"",
+                "agent.interval: \"soon\" is not a duration",
+            ),
+            (
+                "[agent]\ninterfaces=[]\n[penalty]\nbase_rate=\"1mbit\"",
+                "agent.interfaces: needs at least one regex",
+            ),
+            (
+                "[agent]\n[penalty]\nbase_rate=\"1mbit\"",
+                "agent.interfaces: is required",
+            ),
+            (
+                "[agent]\ninterfaces=['(']\n[penalty]\nbase_rate=\"1mbit\"",
+                "agent.interfaces[1]: invalid regex",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\nbackend=\"tc2\"\n[penalty]\nbase_rate=\"1mbit\"",
+                "agent.backend: must be \"ovs\" or \"none\", got \"tc2\"",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\nstate_dir=\"run\"\n[penalty]\nbase_rate=\"1mbit\"",
+                "agent.state_dir: must be an absolute path",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\novsdb=\"\"\n[penalty]\nbase_rate=\"1mbit\"",
+                "agent.ovsdb: must not be empty",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\novs_vsctl=\"\"\n[penalty]\nbase_rate=\"1mbit\"",
+                "agent.ovs_vsctl: must not be empty",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\ncommand_timeout=\"1ms\"\n[penalty]\nbase_rate=\"1mbit\"",
+                "agent.command_timeout: must be at least 100ms",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\nintervall=\"5s\"\n[penalty]\nbase_rate=\"1mbit\"",
+                "agent.intervall: unknown key",
+            ),
+            ("[agent]\ninterfaces=['x']", "penalty: is required"),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nburst=\"10%\"",
+                "penalty.base_rate: is required",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1000mb\"",
+                "penalty.base_rate: \"1000mb\" is not a rate",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\nburst=\"150%\"",
+                "penalty.burst: a percentage must be in (0%, 100%]",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\nburst=\"lots\"",
+                "penalty.burst: \"lots\" is not a rate",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\nstage=[]",
+                "penalty.stage: needs at least one stage",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[penalty.stage]]\nusage=0.9\ntrigger=\"1m\"\nrate=1.5\nduration=\"1m\"",
+                "penalty.stage[1].rate: must be in (0, 1], got 1.5",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[penalty.stage]]\nusage=0\ntrigger=\"1m\"\nrate=0.5\nduration=\"1m\"",
+                "penalty.stage[1].usage: must be in (0, 1], got 0",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[penalty.stage]]\ntrigger=\"1m\"\nrate=0.5\nduration=\"1m\"",
+                "penalty.stage[1].usage: is required",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[penalty.stage]]\nusage=0.9\ntrigger=\"0s\"\nrate=0.5\nduration=\"1m\"",
+                "penalty.stage[1].trigger: must be longer than zero",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[penalty.stage]]\nusage=0.9\ntrigger=\"1m\"\nrate=0.5",
+                "penalty.stage[1].duration: is required",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[penalty.stage]]\nusage=0.9\ntrigger=\"1m\"\nrate=0.5\nduration=\"1m\"\n[[penalty.stage]]\nusage=0.9\ntrigger=\"1m\"\nrate=0.5\nduration=\"1m\"",
+                "penalty.stage[2].rate: must be lower than stage 1's rate 0.5",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[penalty.stage]]\nusage=0.9\ntrigger=\"1m\"\nrate=0.5\nduration=\"1m\"\nspeed=3",
+                "penalty.stage[1].speed: unknown key",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[instances.\"a b\"]\nbase_rate=\"1mbit\"",
+                "instances.\"a b\": instance id \"a b\"",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[instances.\"101\"]\nbase_rate=\"fast\"",
+                "instances.\"101\".base_rate: \"fast\" is not a rate",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[log]\nformat=\"xml\"",
+                "log.format: must be \"text\" or \"json\"",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[log]\ndir=\"logs\"",
+                "log.dir: must be an absolute path",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[log]\nlevel=\"[[[\"",
+                "log.level:",
+            ),
+            ("[agent\n", "invalid TOML"),
+            (
+                "[agent]\ninterval = 5\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"",
+                "invalid TOML",
+            ),
+        ];
+        for (text, want) in table {
+            let errs = errors(text);
+            assert!(
+                errs.iter().any(|e| e.contains(want)),
+                "config:\n{text}\nwanted {want:?}, got {errs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn all_errors_are_reported_at_once() {
+        let text =
+            "[agent]\ninterval=\"0s\"\ninterfaces=['(']\ncolour=1\n[penalty]\nbase_rate=\"x\"\n";
+        let errs = errors(text);
+        assert_eq!(errs.len(), 4, "{errs:?}");
+    }
+
+    #[test]
+    fn unreachable_stage_is_a_warning_not_an_error() {
+        let text = format!(
+            "{MINIMAL}[[penalty.stage]]\nusage=0.9\ntrigger=\"15m\"\nrate=0.9\nduration=\"30m\"\n[[penalty.stage]]\nusage=0.8\ntrigger=\"31m\"\nrate=0.8\nduration=\"1h\"\n"
+        );
+        let loaded = Config::parse(Path::new("t.toml"), &text).unwrap();
+        assert_eq!(loaded.warnings.len(), 1);
+        assert!(
+            loaded.warnings[0]
+                .to_string()
+                .starts_with("penalty.stage[2].trigger:"),
+            "{}",
+            loaded.warnings[0]
+        );
+        assert!(loaded.warnings[0].message.contains("can never be reached"));
+    }
+
+    #[test]
+    fn json_has_the_same_schema() {
+        let json = r#"{"agent":{"interfaces":["^tap(?P<instance>[0-9]+)i[0-9]+$"],"backend":"none","interval":"5s"},
+                       "penalty":{"base_rate":"500mbit","burst":"2000kbit"},
+                       "instances":{"101":{"base_rate":"100mbit"}}}"#;
+        let c = Config::parse(Path::new("x.json"), json).unwrap().config;
+        assert_eq!(c.agent.backend, super::BackendKind::None);
+        assert_eq!(
+            c.penalty.burst,
+            Some(super::BurstSpec::Absolute("2000kbit".parse().unwrap()))
+        );
+        let bad = r#"{"agent":{"interfaces":["x"],"typo":1},"penalty":{"base_rate":"1mbit"}}"#;
+        let err = Config::parse(Path::new("x.json"), bad).unwrap_err();
+        assert_eq!(
+            err.problems[0].to_string(),
+            "agent.typo: unknown key (misspelt?)"
+        );
+    }
+
+    #[test]
+    fn instance_extraction_and_base_rate_override() {
+        let text = format!("{MINIMAL}[instances.\"101\"]\nbase_rate = \"500mbit\"\n");
+        let c = Config::parse(Path::new("t.toml"), &text).unwrap().config;
+        let name = |s| crate::names::IfName::new(s).unwrap();
+        let id = c.instance_of(&name("kvm101.0")).unwrap();
+        assert_eq!(id.as_str(), "101");
+        assert_eq!(c.base_rate(&id).to_string(), "500mbit");
+        let other = c.instance_of(&name("kvm7.1")).unwrap();
+        assert_eq!(c.base_rate(&other).to_string(), "1gbit");
+        assert!(c.instance_of(&name("eth0")).is_none());
+
+        let no_group = "[agent]\ninterfaces=['^veth']\n[penalty]\nbase_rate=\"1mbit\"";
+        let c = Config::parse(Path::new("t.toml"), no_group).unwrap().config;
+        assert_eq!(c.instance_of(&name("veth12")).unwrap().as_str(), "veth12");
+    }
+
+    #[test]
+    fn the_example_config_is_valid_and_complete() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sluice.example.toml");
+        let loaded = Config::load(&path).unwrap();
+        assert!(loaded.warnings.is_empty());
+        assert_eq!(
+            loaded.config.penalty.stages,
+            crate::config::StageConfig::seed_defaults()
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! sluice: a per-host traffic agent for hypervisors. See DESIGN.md for the map; each
+//! module's first lines say what it owns.
+
+pub mod account;
+pub mod config;
+pub mod names;
+pub mod policy;
+pub mod sample;
+pub mod units;

@@ -1,0 +1,287 @@
+//! The policy: a pure function of (previous state, samples, clock, config) that decides
+//! each interface's stage and limit. It never reads a clock, a file or the network, so
+//! the daemon, `sluice simulate` and the tests all drive the very same code.
+
+mod penalty;
+mod verdict;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+pub use penalty::{ChangeCause, Measured, PenaltyMachine, PenaltyState, StageChange};
+pub use verdict::{Burst, Limit, Reason, Verdict};
+
+use crate::account::{Counters, counter_delta};
+use crate::config::Config;
+use crate::names::{IfName, InstanceId};
+use crate::sample::Sample;
+use crate::units::Rate;
+
+/// The moment a tick happens: monotonic time for intervals, wall time for expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tick {
+    /// Since an arbitrary origin fixed for the life of the process.
+    pub mono: Duration,
+    pub wall: Timestamp,
+}
+
+impl Tick {
+    /// A tick of a simulated clock where monotonic and wall time are both `secs` since the
+    /// Unix epoch (what `simulate` and the tests use).
+    pub fn simulated(secs: f64) -> Tick {
+        Tick {
+            mono: Duration::from_secs_f64(secs.max(0.0)),
+            wall: Timestamp::from_duration(SignedDuration::from_secs_f64(secs))
+                .unwrap_or(Timestamp::UNIX_EPOCH),
+        }
+    }
+}
+
+/// What the policy knows about one interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceState {
+    pub instance: InstanceId,
+    /// Seen in the latest tick's samples.
+    pub present: bool,
+    pub ifindex: Option<u32>,
+    /// Average upload/download over the latest interval; `None` when unknown (gap).
+    pub upload: Option<Rate>,
+    pub download: Option<Rate>,
+    pub penalty: PenaltyState,
+    last: Option<(Counters, Duration)>,
+}
+
+impl InterfaceState {
+    fn new(instance: InstanceId) -> Self {
+        InterfaceState {
+            instance,
+            present: false,
+            ifindex: None,
+            upload: None,
+            download: None,
+            penalty: PenaltyState::default(),
+            last: None,
+        }
+    }
+}
+
+/// Something worth a log line (and a line of `simulate` output).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub interface: IfName,
+    pub instance: InstanceId,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// A stage change; `upload_limit` is the limit after it.
+    Stage {
+        change: StageChange,
+        upload_limit: Option<Rate>,
+        usage: Option<Rate>,
+        until: Option<Timestamp>,
+    },
+    /// The interface is back while its penalty still runs: the penalty is re-applied.
+    Returned { stage: usize },
+    /// The interface vanished with a penalty running; its state is kept.
+    VanishedKeepingPenalty { stage: usize },
+    /// The interface's counters were reset (re-created or host reboot).
+    CountersReset,
+}
+
+/// Per-interface state of the whole host.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    interfaces: BTreeMap<IfName, InterfaceState>,
+}
+
+impl Policy {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Put back a penalty read from the state file after a restart. The interface counts
+    /// as absent until the sampler sees it; its first sample is a gap (rule 5).
+    pub fn restore(&mut self, name: IfName, instance: InstanceId, penalty: PenaltyState) {
+        let mut st = InterfaceState::new(instance);
+        st.penalty = PenaltyState {
+            timer: None,
+            ..penalty
+        };
+        self.interfaces.insert(name, st);
+    }
+
+    pub fn interfaces(&self) -> impl Iterator<Item = (&IfName, &InterfaceState)> {
+        self.interfaces.iter()
+    }
+
+    pub fn get(&self, name: &IfName) -> Option<&InterfaceState> {
+        self.interfaces.get(name)
+    }
+
+    /// Advance the whole host by one tick. `samples` is one dump of every interface
+    /// (those no pattern matches are ignored).
+    pub fn tick(&mut self, cfg: &Config, samples: &[Sample], now: Tick) -> Vec<Event> {
+        let machine = PenaltyMachine::new(&cfg.penalty.stages);
+        let max_gap = cfg.agent.interval * 2;
+        let mut events = Vec::new();
+        let mut was_present = Vec::new();
+        for (name, st) in self.interfaces.iter_mut() {
+            if std::mem::replace(&mut st.present, false) {
+                was_present.push(name.clone());
+            }
+        }
+
+        for sample in samples {
+            let Some(instance) = cfg.instance_of(&sample.name) else {
+                continue;
+            };
+            let st = self
+                .interfaces
+                .entry(sample.name.clone())
+                .or_insert_with(|| InterfaceState::new(instance.clone()));
+            st.instance = instance;
+            let cur = Counters {
+                ifindex: sample.ifindex,
+                rx_bytes: sample.rx_bytes,
+                tx_bytes: sample.tx_bytes,
+            };
+            let mut measured = None;
+            st.upload = None;
+            st.download = None;
+            if let Some((prev, at)) = st.last {
+                let delta = counter_delta(prev, cur);
+                if delta.reset {
+                    events.push(event(&sample.name, &st.instance, EventKind::CountersReset));
+                }
+                // Rule 5: a gap (too long, or the clock went backwards) makes the rate unknown.
+                let elapsed = now
+                    .mono
+                    .checked_sub(at)
+                    .filter(|e| !e.is_zero() && *e <= max_gap);
+                if let Some(elapsed) = elapsed {
+                    st.upload = Rate::from_bytes_over(delta.rx_bytes, elapsed);
+                    st.download = Rate::from_bytes_over(delta.tx_bytes, elapsed);
+                    measured = st.upload.map(|upload| Measured {
+                        upload,
+                        interval_start: at,
+                    });
+                }
+            } else if st.penalty.stage > 0 {
+                events.push(event(
+                    &sample.name,
+                    &st.instance,
+                    EventKind::Returned {
+                        stage: st.penalty.stage,
+                    },
+                ));
+            }
+            st.last = Some((cur, now.mono));
+            st.ifindex = Some(sample.ifindex);
+            st.present = true;
+            let base = cfg.base_rate(&st.instance);
+            if let Some(change) = machine.step(&mut st.penalty, measured, now, base) {
+                events.push(stage_event(
+                    cfg,
+                    &machine,
+                    &sample.name,
+                    st,
+                    change,
+                    measured,
+                ));
+            }
+        }
+
+        // Interfaces not in this dump: keep running penalties (expiring them on time),
+        // forget the rest.
+        let mut gone = Vec::new();
+        for (name, st) in self.interfaces.iter_mut().filter(|(_, s)| !s.present) {
+            st.last = None;
+            st.upload = None;
+            st.download = None;
+            if let Some(change) = machine.expire(&mut st.penalty, now.wall) {
+                events.push(stage_event(cfg, &machine, name, st, change, None));
+            }
+            if st.penalty.stage == 0 {
+                gone.push(name.clone());
+            } else if was_present.contains(name) {
+                events.push(event(
+                    name,
+                    &st.instance,
+                    EventKind::VanishedKeepingPenalty {
+                        stage: st.penalty.stage,
+                    },
+                ));
+            }
+        }
+        for name in gone {
+            self.interfaces.remove(&name);
+        }
+        events
+    }
+
+    /// What every present interface should be limited to now.
+    pub fn verdicts(&self, cfg: &Config) -> BTreeMap<IfName, Verdict> {
+        let machine = PenaltyMachine::new(&cfg.penalty.stages);
+        self.interfaces
+            .iter()
+            .filter(|(_, s)| s.present)
+            .map(|(name, st)| (name.clone(), verdict_for(cfg, &machine, st)))
+            .collect()
+    }
+}
+
+fn verdict_for(cfg: &Config, machine: &PenaltyMachine<'_>, st: &InterfaceState) -> Verdict {
+    let base = cfg.base_rate(&st.instance);
+    let stage = st.penalty.stage;
+    let (rate, reason) = match machine.stage_rate(stage, base) {
+        Some(r) => (Some(r), Reason::Penalty(stage)),
+        None if cfg.agent.enforce_base => (Some(base), Reason::Base),
+        None => (None, Reason::Unlimited),
+    };
+    Verdict {
+        instance: st.instance.clone(),
+        stage,
+        upload: rate.map(|rate| Limit {
+            rate,
+            burst: Burst::for_rate(rate, cfg.penalty.burst),
+        }),
+        reason,
+        until: st.penalty.until,
+    }
+}
+
+fn event(name: &IfName, instance: &InstanceId, kind: EventKind) -> Event {
+    Event {
+        interface: name.clone(),
+        instance: instance.clone(),
+        kind,
+    }
+}
+
+fn stage_event(
+    cfg: &Config,
+    machine: &PenaltyMachine<'_>,
+    name: &IfName,
+    st: &InterfaceState,
+    change: StageChange,
+    measured: Option<Measured>,
+) -> Event {
+    let upload_limit = verdict_for(cfg, machine, st).upload.map(|l| l.rate);
+    event(
+        name,
+        &st.instance,
+        EventKind::Stage {
+            change,
+            upload_limit,
+            usage: measured.map(|m| m.upload),
+            until: st.penalty.until,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,310 @@
+//! The policy engine over whole ticks: samples in, events and verdicts out.
+
+use std::path::Path;
+
+use super::*;
+use crate::config::Config;
+
+const BASE_BPS: u64 = 1_000_000_000;
+
+fn config(extra: &str) -> Config {
+    let text = format!(
+        "[agent]\ninterval = \"60s\"\ninterfaces = ['^kvm(?P<instance>[0-9]+)\\..*$']\n{extra}\n[penalty]\nbase_rate = \"1000mbit\"\n[instances.\"7\"]\nbase_rate = \"100mbit\"\n"
+    );
+    Config::parse(Path::new("t.toml"), &text).unwrap().config
+}
+
+fn sample(name: &str, ifindex: u32, rx: u64) -> Sample {
+    Sample {
+        ifindex,
+        name: IfName::new(name).unwrap(),
+        rx_bytes: rx,
+        tx_bytes: rx / 2,
+        rx_packets: 0,
+        tx_packets: 0,
+    }
+}
+
+/// Bytes uploaded in `secs` at `pct` % of `base_bps`.
+fn bytes_at(pct: u64, base_bps: u64, secs: u64) -> u64 {
+    base_bps / 8 / 100 * pct * secs
+}
+
+fn stage_changes(events: &[Event]) -> Vec<(usize, usize)> {
+    events
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Stage { change, .. } => Some((change.from, change.to)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn name(s: &str) -> IfName {
+    IfName::new(s).unwrap()
+}
+
+#[test]
+fn worked_example_through_the_whole_engine() {
+    let cfg = config("");
+    let mut p = Policy::new();
+    let mut log = Vec::new();
+    let mut rx = 0;
+    for t in (0..=7200).step_by(60) {
+        for e in p.tick(
+            &cfg,
+            &[sample("kvm101.0", 3, rx)],
+            Tick::simulated(t as f64),
+        ) {
+            if let EventKind::Stage {
+                change,
+                upload_limit,
+                ..
+            } = e.kind
+            {
+                log.push((t, change.to, upload_limit.map(|r| r.kbps())));
+            }
+        }
+        rx += bytes_at(95, BASE_BPS, 60);
+    }
+    assert_eq!(
+        log,
+        vec![
+            (900, 1, Some(900_000)),
+            (2700, 2, Some(800_000)),
+            (6300, 0, Some(1_000_000)),
+            (7200, 1, Some(900_000))
+        ]
+    );
+}
+
+#[test]
+fn rates_are_measured_from_counter_deltas() {
+    let cfg = config("");
+    let mut p = Policy::new();
+    p.tick(&cfg, &[sample("kvm101.0", 3, 0)], Tick::simulated(0.0));
+    let st = p.get(&name("kvm101.0")).unwrap();
+    assert_eq!(
+        (st.upload, st.download),
+        (None, None),
+        "first sample: rate unknown"
+    );
+    p.tick(
+        &cfg,
+        &[sample("kvm101.0", 3, 7_500_000)],
+        Tick::simulated(60.0),
+    );
+    let st = p.get(&name("kvm101.0")).unwrap();
+    assert_eq!(st.upload.unwrap().bits_per_sec(), 1_000_000);
+    assert_eq!(st.download.unwrap().bits_per_sec(), 500_000);
+}
+
+#[test]
+fn gaps_make_the_rate_unknown_and_clear_timers() {
+    // (description, time of the second sample after t=0; rate known?)
+    let table = [
+        ("one interval", 60.0, true),
+        ("exactly two intervals", 120.0, true),
+        ("more than two intervals", 121.0, false),
+        ("clock went backwards", -1.0, false),
+        ("same instant", 0.0, false),
+    ];
+    for (what, t2, known) in table {
+        let cfg = config("");
+        let mut p = Policy::new();
+        p.tick(
+            &cfg,
+            &[sample("kvm101.0", 3, 0)],
+            Tick {
+                mono: std::time::Duration::from_secs(1000),
+                wall: Tick::simulated(1000.0).wall,
+            },
+        );
+        let t = 1000.0 + t2;
+        p.tick(
+            &cfg,
+            &[sample("kvm101.0", 3, 1_000_000)],
+            Tick::simulated(t),
+        );
+        assert_eq!(
+            p.get(&name("kvm101.0")).unwrap().upload.is_some(),
+            known,
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn a_gap_restarts_the_sustained_timer() {
+    let cfg = config("");
+    let mut p = Policy::new();
+    let mut rx = 0;
+    let mut changes = Vec::new();
+    // Busy from t=0, but no sample between 300 and 600 (gap of 300 s > 2 × 60 s).
+    for t in (0..=1500).step_by(60).filter(|t| !(300 < *t && *t < 600)) {
+        rx = bytes_at(95, BASE_BPS, t);
+        for (from, to) in stage_changes(&p.tick(
+            &cfg,
+            &[sample("kvm101.0", 3, rx)],
+            Tick::simulated(t as f64),
+        )) {
+            changes.push((t, from, to));
+        }
+    }
+    let _ = rx;
+    // The tick at 600 has an unknown rate; the timer starts again at 600 (interval 600..660).
+    assert_eq!(changes, vec![(1500, 0, 1)]);
+}
+
+#[test]
+fn counter_reset_is_not_a_spike() {
+    let cfg = config("");
+    let mut p = Policy::new();
+    p.tick(
+        &cfg,
+        &[sample("kvm101.0", 3, 10_000_000_000)],
+        Tick::simulated(0.0),
+    );
+    // VM restarted: new ifindex, counters from zero; 750 kB in the interval = 100 kbit/s.
+    let events = p.tick(
+        &cfg,
+        &[sample("kvm101.0", 9, 750_000)],
+        Tick::simulated(60.0),
+    );
+    assert!(events.iter().any(|e| e.kind == EventKind::CountersReset));
+    assert_eq!(
+        p.get(&name("kvm101.0"))
+            .unwrap()
+            .upload
+            .unwrap()
+            .bits_per_sec(),
+        100_000
+    );
+}
+
+#[test]
+fn vanished_interfaces_keep_running_penalties_only() {
+    let cfg = config("");
+    let mut p = Policy::new();
+    let mut t = 0;
+    while t <= 900 {
+        p.tick(
+            &cfg,
+            &[
+                sample("kvm101.0", 3, bytes_at(95, BASE_BPS, t)),
+                sample("kvm102.0", 4, 0),
+            ],
+            Tick::simulated(t as f64),
+        );
+        t += 60;
+    }
+    assert_eq!(p.get(&name("kvm101.0")).unwrap().penalty.stage, 1);
+    // Both vanish: 101 has a penalty (kept, not enforced), 102 has none (dropped).
+    let events = p.tick(&cfg, &[], Tick::simulated(960.0));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == EventKind::VanishedKeepingPenalty { stage: 1 })
+    );
+    assert!(p.get(&name("kvm102.0")).is_none());
+    assert!(p.get(&name("kvm101.0")).is_some());
+    assert!(
+        p.verdicts(&cfg).is_empty(),
+        "absent interfaces get no verdict"
+    );
+    // The VM restarts with a new tap: the penalty is re-applied.
+    let events = p.tick(&cfg, &[sample("kvm101.0", 12, 0)], Tick::simulated(1020.0));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == EventKind::Returned { stage: 1 })
+    );
+    let v = &p.verdicts(&cfg)[&name("kvm101.0")];
+    assert_eq!((v.stage, v.upload.unwrap().rate.kbps()), (1, 900_000));
+    // Gone again past the expiry at 2700: expired and dropped.
+    let events = p.tick(&cfg, &[], Tick::simulated(2700.0));
+    assert_eq!(stage_changes(&events), vec![(1, 0)]);
+    assert!(p.get(&name("kvm101.0")).is_none());
+}
+
+#[test]
+fn verdicts_follow_stage_base_override_and_enforce_base() {
+    let cfg = config("");
+    let mut p = Policy::new();
+    p.tick(
+        &cfg,
+        &[
+            sample("kvm7.0", 1, 0),
+            sample("kvm8.0", 2, 0),
+            sample("eth0", 3, 0),
+        ],
+        Tick::simulated(0.0),
+    );
+    let v = p.verdicts(&cfg);
+    assert_eq!(v.len(), 2, "eth0 matches no pattern");
+    assert_eq!(
+        v[&name("kvm7.0")].upload.unwrap().rate.to_string(),
+        "100mbit"
+    );
+    assert_eq!(v[&name("kvm7.0")].reason, Reason::Base);
+    assert_eq!(v[&name("kvm8.0")].upload.unwrap().rate.to_string(), "1gbit");
+    assert_eq!(v[&name("kvm8.0")].upload.unwrap().burst.kb(), 100_000);
+
+    let cfg = config("enforce_base = false");
+    let mut p = Policy::new();
+    p.tick(&cfg, &[sample("kvm8.0", 2, 0)], Tick::simulated(0.0));
+    let v = &p.verdicts(&cfg)[&name("kvm8.0")];
+    assert_eq!((v.upload, v.reason), (None, Reason::Unlimited));
+}
+
+#[test]
+fn per_instance_base_rate_sets_the_thresholds() {
+    // Instance 7 is sold 100mbit: 95 mbit is 95 % of its base → penalised.
+    let cfg = config("");
+    let mut p = Policy::new();
+    let mut last = Vec::new();
+    for t in (0..=900).step_by(60) {
+        last = p.tick(
+            &cfg,
+            &[sample("kvm7.0", 1, bytes_at(95, 100_000_000, t))],
+            Tick::simulated(t as f64),
+        );
+    }
+    assert_eq!(stage_changes(&last), vec![(0, 1)]);
+    assert_eq!(
+        p.verdicts(&cfg)[&name("kvm7.0")]
+            .upload
+            .unwrap()
+            .rate
+            .to_string(),
+        "90mbit"
+    );
+}
+
+#[test]
+fn restored_penalty_applies_when_the_interface_shows_up() {
+    let cfg = config("");
+    let mut p = Policy::new();
+    let wall = Tick::simulated(100.0).wall;
+    p.restore(
+        name("kvm101.0"),
+        InstanceId::new("101").unwrap(),
+        PenaltyState {
+            stage: 2,
+            since: Some(wall),
+            until: Some(wall + jiff::SignedDuration::from_secs(3600)),
+            timer: None,
+        },
+    );
+    p.tick(&cfg, &[sample("kvm101.0", 3, 0)], Tick::simulated(200.0));
+    assert_eq!(
+        p.verdicts(&cfg)[&name("kvm101.0")]
+            .upload
+            .unwrap()
+            .rate
+            .to_string(),
+        "800mbit"
+    );
+    let events = p.tick(&cfg, &[sample("kvm101.0", 3, 0)], Tick::simulated(3700.0));
+    assert_eq!(stage_changes(&events), vec![(2, 0)]);
+}

@@ -1,0 +1,118 @@
+//! What the policy wants for one interface now, and the burst that goes with a limit.
+
+use std::fmt;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::config::BurstSpec;
+use crate::names::InstanceId;
+use crate::units::Rate;
+
+/// A burst size in bits. OVS takes it in kilobits (`ingress_policing_burst`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Burst(u64);
+
+impl Burst {
+    pub const fn from_bits(bits: u64) -> Self {
+        Burst(bits)
+    }
+    pub const fn from_kb(kb: u64) -> Self {
+        Burst(kb.saturating_mul(1000))
+    }
+    pub const fn kb(self) -> u64 {
+        self.0 / 1000
+    }
+
+    /// The burst allowed with a limit of `rate`.
+    ///
+    /// Default: max(10 % of the rate, 2000 kbit), capped at one second of the rate. The
+    /// 10 % keeps TCP from collapsing at high rates (a policer with a tiny bucket drops
+    /// whole windows); the 2000 kbit floor covers a few full-size segments at low rates; the
+    /// one-second cap stops the floor from letting a slow limit burst for seconds.
+    pub fn for_rate(rate: Rate, spec: Option<BurstSpec>) -> Burst {
+        let bps = rate.bits_per_sec();
+        match spec {
+            Some(BurstSpec::Percent(p)) => Burst((bps as f64 * p / 100.0).round() as u64),
+            Some(BurstSpec::Absolute(size)) => Burst(size.bits_per_sec()),
+            None => Burst((bps / 10).max(2_000_000).min(bps)),
+        }
+    }
+}
+
+/// Why an interface has the limit it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "stage")]
+pub enum Reason {
+    /// Stage 0 with `enforce_base = true`: the base rate sold.
+    Base,
+    /// Stage 0 with `enforce_base = false`: no limit.
+    Unlimited,
+    /// A penalty stage (1..=N).
+    Penalty(usize),
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Base => f.write_str("base rate"),
+            Reason::Unlimited => f.write_str("unlimited"),
+            Reason::Penalty(k) => write!(f, "penalty stage {k}"),
+        }
+    }
+}
+
+/// An upload limit as a backend applies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limit {
+    pub rate: Rate,
+    pub burst: Burst,
+}
+
+/// What the policy wants for one interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub instance: InstanceId,
+    pub stage: usize,
+    /// Upload (instance → host, host rx) limit; `None` means none.
+    pub upload: Option<Limit>,
+    pub reason: Reason,
+    pub until: Option<Timestamp>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(s: &str) -> Rate {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn default_burst_rule() {
+        // (rate, expected burst in kbit)
+        let table = [
+            ("1000mbit", 100_000), // 10 %
+            ("900mbit", 90_000),
+            ("20mbit", 2_000), // 10 % = 2000 kbit exactly
+            ("10mbit", 2_000), // floor
+            ("1mbit", 1_000),  // floor capped at one second of the rate
+            ("1500kbit", 1_500),
+        ];
+        for (rate, kb) in table {
+            assert_eq!(Burst::for_rate(r(rate), None).kb(), kb, "{rate}");
+        }
+    }
+
+    #[test]
+    fn configured_burst_wins() {
+        assert_eq!(
+            Burst::for_rate(r("100mbit"), Some(BurstSpec::Percent(25.0))).kb(),
+            25_000
+        );
+        assert_eq!(
+            Burst::for_rate(r("100mbit"), Some(BurstSpec::Absolute(r("2000kbit")))).kb(),
+            2_000
+        );
+    }
+}
