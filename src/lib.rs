@@ -3,7 +3,9 @@
 
 pub mod account;
 pub mod config;
+pub mod enforce;
 pub mod names;
 pub mod policy;
 pub mod sample;
+pub mod state;
 pub mod units;

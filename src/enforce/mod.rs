@@ -1,0 +1,87 @@
+//! Enforcement: turning verdicts into kernel state, and proving they took.
+//!
+//! Each tick the daemon hands the backend every present interface's verdict. The backend
+//! diffs that against what the system holds, makes all changes in one batch, reads back,
+//! and returns one [`Enforcement`] per interface. An interface is only ever reported as
+//! limited when the read-back shows the limit in place.
+
+mod command;
+mod ovs;
+mod policer;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use command::{CommandError, run as run_command};
+pub use ovs::{OvsBackend, OvsConfig};
+pub use policer::PolicerProbe;
+
+use crate::config::BackendKind;
+use crate::names::IfName;
+use crate::policy::Verdict;
+
+/// Whether an interface holds what its verdict asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Enforcement {
+    /// Read back and verified: the system holds the verdict.
+    Applied,
+    /// Written this tick; the kernel has not shown it yet (verified next tick).
+    Pending,
+    /// The system does not hold the verdict.
+    EnforceFailed { reason: String },
+    /// `backend = "none"`: decided, not enforced.
+    ObserveOnly,
+}
+
+impl Enforcement {
+    pub fn failed(reason: impl Into<String>) -> Self {
+        Enforcement::EnforceFailed {
+            reason: reason.into(),
+        }
+    }
+    pub fn label(&self) -> &'static str {
+        match self {
+            Enforcement::Applied => "applied",
+            Enforcement::Pending => "pending",
+            Enforcement::EnforceFailed { .. } => "enforce_failed",
+            Enforcement::ObserveOnly => "observe",
+        }
+    }
+}
+
+/// One interface's verdict and where it lives.
+#[derive(Debug, Clone)]
+pub struct Wanted<'a> {
+    pub interface: &'a IfName,
+    pub ifindex: u32,
+    pub verdict: &'a Verdict,
+}
+
+/// The configured way of enforcing.
+pub enum Backend {
+    Ovs(OvsBackend),
+    /// Observe only.
+    None,
+}
+
+impl Backend {
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            Backend::Ovs(_) => BackendKind::Ovs,
+            Backend::None => BackendKind::None,
+        }
+    }
+
+    /// Make the system hold `wanted`, verify, and report per interface.
+    pub async fn reconcile(&mut self, wanted: &[Wanted<'_>]) -> BTreeMap<IfName, Enforcement> {
+        match self {
+            Backend::Ovs(ovs) => ovs.reconcile(wanted).await,
+            Backend::None => wanted
+                .iter()
+                .map(|w| (w.interface.clone(), Enforcement::ObserveOnly))
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! One agent per host: an exclusive `flock` on `/run/sluice/sluice.lock`, which holds the
+//! holder's pid so the second agent can say who is in the way. The kernel drops the lock
+//! when the process dies, so a stale file never blocks a restart.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("another sluice agent (pid {pid}) holds {path}")]
+    Held { pid: String, path: PathBuf },
+    #[error("cannot lock {path}: {reason}")]
+    Io { path: PathBuf, reason: String },
+}
+
+/// Held for the life of the agent; dropping it releases the lock.
+#[derive(Debug)]
+pub struct AgentLock {
+    _file: File,
+}
+
+impl AgentLock {
+    pub fn acquire(path: &Path) -> Result<AgentLock, LockError> {
+        let io = |e: std::io::Error| LockError::Io {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let pid = pid.trim();
+                return Err(LockError::Held {
+                    pid: if pid.is_empty() {
+                        "unknown".into()
+                    } else {
+                        pid.into()
+                    },
+                    path: path.to_owned(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        file.set_len(0).map_err(io)?;
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        Ok(AgentLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_holder_is_refused_with_the_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.lock");
+        let first = AgentLock::acquire(&path).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap().trim(),
+            std::process::id().to_string()
+        );
+        // flock locks belong to the open file description: a second open is refused too.
+        let err = AgentLock::acquire(&path).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "another sluice agent (pid {}) holds {}",
+                std::process::id(),
+                path.display()
+            )
+        );
+        drop(first);
+        AgentLock::acquire(&path).unwrap();
+    }
+}

@@ -1,0 +1,227 @@
+//! The persisted snapshot (`/run/sluice/state.json`) and the one-daemon-per-host lock.
+//!
+//! The snapshot is what `sluice list` reads (so it works with the agent down) and what a
+//! restarted agent restores its penalties from. It is written atomically — a reader, or a
+//! crash, never sees half a file — and a file that cannot be read back is moved aside
+//! with a warning rather than stopping the agent.
+
+mod atomic;
+mod lock;
+
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+pub use atomic::write_atomic;
+pub use lock::{AgentLock, LockError};
+
+use crate::enforce::Enforcement;
+use crate::names::{IfName, InstanceId};
+use crate::policy::Reason;
+
+/// Bumped on any incompatible change to [`Snapshot`].
+pub const STATE_VERSION: u32 = 1;
+pub const STATE_FILE: &str = "state.json";
+pub const LOCK_FILE: &str = "sluice.lock";
+
+/// Everything `sluice list` shows, and the penalties a restart must keep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    pub version: u32,
+    pub written_at: Timestamp,
+    pub pid: u32,
+    pub backend: String,
+    pub interval_secs: u64,
+    pub interfaces: Vec<InterfaceRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceRecord {
+    pub interface: IfName,
+    pub instance: InstanceId,
+    /// Seen in the latest sample (absent ones are kept only while a penalty runs).
+    pub present: bool,
+    pub stage: usize,
+    /// When the running penalty started and ends (wall clock).
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub reason: Reason,
+    pub upload_limit_kbps: Option<u64>,
+    pub burst_kb: Option<u64>,
+    /// Average rates over the latest interval; `None` when unknown (first sample, gap).
+    pub upload_bps: Option<u64>,
+    pub download_bps: Option<u64>,
+    pub enforcement: Option<Enforcement>,
+}
+
+/// What was found at the state path on start.
+#[derive(Debug)]
+pub enum Loaded {
+    Missing,
+    Found(Snapshot),
+    /// Unreadable or corrupt; moved to `moved_to`.
+    MovedAside {
+        reason: String,
+        moved_to: PathBuf,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{path}: {reason}")]
+    Io { path: PathBuf, reason: String },
+    #[error("{path}: not a sluice state file: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+/// Read the snapshot at `path` (for `sluice list`): errors are reported, nothing is moved.
+pub fn read(path: &Path) -> Result<Option<Snapshot>, StateError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(StateError::Io {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            });
+        }
+    };
+    parse(&bytes)
+        .map(Some)
+        .map_err(|reason| StateError::Corrupt {
+            path: path.to_owned(),
+            reason,
+        })
+}
+
+fn parse(bytes: &[u8]) -> Result<Snapshot, String> {
+    let snap: Snapshot = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if snap.version != STATE_VERSION {
+        return Err(format!(
+            "schema version {} (this sluice reads {STATE_VERSION})",
+            snap.version
+        ));
+    }
+    Ok(snap)
+}
+
+/// Load the snapshot for the agent: a corrupt file is moved aside
+/// (`state.json.corrupt-<unix time>`), never fatal.
+pub fn load_or_move_aside(path: &Path, now: Timestamp) -> Result<Loaded, StateError> {
+    match read(path) {
+        Ok(None) => Ok(Loaded::Missing),
+        Ok(Some(s)) => Ok(Loaded::Found(s)),
+        Err(StateError::Corrupt { reason, .. }) => {
+            let mut aside = path.as_os_str().to_owned();
+            aside.push(format!(".corrupt-{}", now.as_second()));
+            let moved_to = PathBuf::from(aside);
+            std::fs::rename(path, &moved_to).map_err(|e| StateError::Io {
+                path: path.to_owned(),
+                reason: format!("cannot move corrupt state aside: {e}"),
+            })?;
+            Ok(Loaded::MovedAside { reason, moved_to })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Write the snapshot atomically.
+pub fn write(path: &Path, snap: &Snapshot) -> Result<(), StateError> {
+    let mut bytes = serde_json::to_vec_pretty(snap).map_err(|e| StateError::Io {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes, 0o644).map_err(|e| StateError::Io {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            version: STATE_VERSION,
+            written_at: Timestamp::from_second(1_700_000_000).unwrap(),
+            pid: 42,
+            backend: "ovs".into(),
+            interval_secs: 60,
+            interfaces: vec![InterfaceRecord {
+                interface: IfName::new("kvm101.0").unwrap(),
+                instance: InstanceId::new("101").unwrap(),
+                present: true,
+                stage: 1,
+                since: Some(Timestamp::from_second(1_700_000_000).unwrap()),
+                until: Some(Timestamp::from_second(1_700_001_800).unwrap()),
+                reason: Reason::Penalty(1),
+                upload_limit_kbps: Some(900_000),
+                burst_kb: Some(90_000),
+                upload_bps: Some(950_000_000),
+                download_bps: None,
+                enforcement: Some(Enforcement::failed("no policer")),
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trip_and_atomic_replace() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        assert!(read(&path).unwrap().is_none());
+        write(&path, &snapshot()).unwrap();
+        assert_eq!(read(&path).unwrap().unwrap(), snapshot());
+        let mut s2 = snapshot();
+        s2.interfaces.clear();
+        write(&path, &s2).unwrap();
+        assert_eq!(read(&path).unwrap().unwrap(), s2);
+        // No temp files left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from(STATE_FILE)]);
+    }
+
+    #[test]
+    fn corrupt_files_are_moved_aside() {
+        let now = Timestamp::from_second(1_700_000_123).unwrap();
+        let table: [(&str, &[u8]); 4] = [
+            ("garbage", b"{not json"),
+            ("truncated", br#"{"version":1,"written_at":"2023-11-14T22:13:20Z""#),
+            ("future version", br#"{"version":99,"written_at":"2023-11-14T22:13:20Z","pid":1,"backend":"ovs","interval_secs":60,"interfaces":[]}"#),
+            ("empty", b""),
+        ];
+        for (what, bytes) in table {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(STATE_FILE);
+            std::fs::write(&path, bytes).unwrap();
+            match load_or_move_aside(&path, now).unwrap() {
+                Loaded::MovedAside { moved_to, .. } => {
+                    assert_eq!(
+                        moved_to,
+                        dir.path().join("state.json.corrupt-1700000123"),
+                        "{what}"
+                    );
+                    assert_eq!(
+                        std::fs::read(&moved_to).unwrap(),
+                        bytes,
+                        "{what}: content kept for inspection"
+                    );
+                    assert!(!path.exists(), "{what}");
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            load_or_move_aside(&dir.path().join(STATE_FILE), now).unwrap(),
+            Loaded::Missing
+        ));
+    }
+}
