@@ -2,8 +2,11 @@
 //! module's first lines say what it owns.
 
 pub mod account;
+pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod enforce;
+pub mod logging;
 pub mod names;
 pub mod policy;
 pub mod sample;

@@ -1,1 +1,23 @@
-fn main() {}
+//! `sluice`: clap dispatch only; each subcommand lives in `sluice::cli`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use sluice::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Agent(args) => sluice::cli::agent::run(args),
+        Command::List(args) => sluice::cli::list::run(args),
+        Command::Check(args) => sluice::cli::check::run(args),
+        Command::Simulate(args) => sluice::cli::simulate::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sluice: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

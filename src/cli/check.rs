@@ -1,0 +1,58 @@
+//! `sluice check`: validate a config, print "ok" and a summary or every problem.
+
+use std::process::ExitCode;
+
+use super::ConfigArg;
+use crate::config::Config;
+use crate::units::format_duration;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let path = &args.config.config;
+    let loaded = match Config::load(path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    for w in &loaded.warnings {
+        eprintln!("warning: {}: {w}", path.display());
+    }
+    let c = &loaded.config;
+    println!("ok: {}", path.display());
+    println!(
+        "  agent: every {}, backend {}, state in {}, stage 0 {}",
+        format_duration(c.agent.interval),
+        c.agent.backend,
+        c.agent.state_dir.display(),
+        if c.agent.enforce_base {
+            "holds the base rate"
+        } else {
+            "is unlimited"
+        }
+    );
+    let patterns: Vec<&str> = c.agent.interfaces.iter().map(|p| p.as_str()).collect();
+    println!("  interfaces: {}", patterns.join("  "));
+    println!(
+        "  base rate: {} ({} instance override(s))",
+        c.penalty.base_rate,
+        c.instances.len()
+    );
+    for (i, s) in c.penalty.stages.iter().enumerate() {
+        println!(
+            "  stage {}: upload ≥ {}% of base for {} → limit {}% of base for {}",
+            i + 1,
+            s.usage.get() * 100.0,
+            format_duration(s.trigger),
+            s.rate.get() * 100.0,
+            format_duration(s.duration)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,239 @@
+//! `sluice list`: every watched interface, from the state file (works with the agent down).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use jiff::Timestamp;
+
+use super::ConfigArg;
+use crate::config::{Config, DEFAULT_STATE_DIR};
+use crate::enforce::Enforcement;
+use crate::state::{self, InterfaceRecord, STATE_FILE, Snapshot};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print the state as JSON
+    #[arg(long)]
+    pub json: bool,
+    /// Read the state from this directory instead of the config's agent.state_dir
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let dir = match args.state_dir {
+        Some(d) => d,
+        None => match Config::load(&args.config.config) {
+            Ok(l) => l.config.agent.state_dir,
+            Err(e) => {
+                if args.config.config.exists() {
+                    eprintln!("warning: {e}\nwarning: reading the state from {DEFAULT_STATE_DIR}");
+                }
+                PathBuf::from(DEFAULT_STATE_DIR)
+            }
+        },
+    };
+    let path = dir.join(STATE_FILE);
+    let Some(snap) = state::read(&path)? else {
+        anyhow::bail!(
+            "no state at {} (has `sluice agent` run on this host?)",
+            path.display()
+        );
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&snap)?);
+    } else {
+        print!("{}", render(&snap, Timestamp::now()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The human table.
+pub fn render(snap: &Snapshot, now: Timestamp) -> String {
+    let age = now.duration_since(snap.written_at).as_secs().max(0) as u64;
+    let stale = age > snap.interval_secs.saturating_mul(3).max(10);
+    let mut out = format!(
+        "state written {} ago by pid {} (backend {}, every {}s){}\n",
+        human_secs(age),
+        snap.pid,
+        snap.backend,
+        snap.interval_secs,
+        if stale {
+            " — STALE: is the agent running?"
+        } else {
+            ""
+        }
+    );
+    let header = [
+        "INTERFACE",
+        "INSTANCE",
+        "STAGE",
+        "UPLOAD LIMIT",
+        "REMAINING",
+        "UPLOAD",
+        "DOWNLOAD",
+        "STATUS",
+    ];
+    let mut rows: Vec<[String; 8]> = vec![header.map(String::from)];
+    for r in &snap.interfaces {
+        rows.push(row(r, now));
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == 7 {
+                    c.clone()
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    if snap.interfaces.is_empty() {
+        out.push_str("(no interface matches agent.interfaces)\n");
+    }
+    out
+}
+
+fn row(r: &InterfaceRecord, now: Timestamp) -> [String; 8] {
+    let stage = if r.stage == 0 {
+        "0".to_owned()
+    } else {
+        format!("{}", r.stage)
+    };
+    let limit = r
+        .upload_limit_kbps
+        .map_or_else(|| "none".to_owned(), |k| human_rate(k.saturating_mul(1000)));
+    let remaining = match r.until {
+        Some(until) if r.stage > 0 => human_secs(until.duration_since(now).as_secs().max(0) as u64),
+        _ => "-".to_owned(),
+    };
+    let rate = |b: Option<u64>| b.map_or_else(|| "-".to_owned(), human_rate);
+    let status = if !r.present {
+        "absent (penalty kept)".to_owned()
+    } else {
+        match &r.enforcement {
+            None => "-".to_owned(),
+            Some(Enforcement::EnforceFailed { reason }) => format!("enforce_failed: {reason}"),
+            Some(e) => e.label().to_owned(),
+        }
+    };
+    [
+        r.interface.to_string(),
+        r.instance.to_string(),
+        stage,
+        limit,
+        remaining,
+        rate(r.upload_bps),
+        rate(r.download_bps),
+        status,
+    ]
+}
+
+/// "950.0 Mbit/s", "1.20 Gbit/s", "12.0 kbit/s".
+pub fn human_rate(bps: u64) -> String {
+    let b = bps as f64;
+    if b >= 1e9 {
+        format!("{:.2} Gbit/s", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} Mbit/s", b / 1e6)
+    } else if b >= 1e3 {
+        format!("{:.1} kbit/s", b / 1e3)
+    } else {
+        format!("{bps} bit/s")
+    }
+}
+
+/// "25m 10s", "1h 02m", "3d 4h".
+pub fn human_secs(s: u64) -> String {
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d {}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::{IfName, InstanceId};
+    use crate::policy::Reason;
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human_rate(950_000_000), "950.0 Mbit/s");
+        assert_eq!(human_rate(1_200_000_000), "1.20 Gbit/s");
+        assert_eq!(human_rate(12_000), "12.0 kbit/s");
+        assert_eq!(human_rate(7), "7 bit/s");
+        assert_eq!(human_secs(59), "59s");
+        assert_eq!(human_secs(1510), "25m 10s");
+        assert_eq!(human_secs(3720), "1h 02m");
+        assert_eq!(human_secs(3 * 86400 + 4 * 3600), "3d 4h");
+    }
+
+    #[test]
+    fn table_shows_stage_limit_remaining_and_failures() {
+        let now = Timestamp::from_second(1_700_000_000).unwrap();
+        let rec = |name: &str, stage, present, enforcement| InterfaceRecord {
+            interface: IfName::new(name).unwrap(),
+            instance: InstanceId::new("101").unwrap(),
+            present,
+            stage,
+            since: None,
+            until: (stage > 0).then(|| Timestamp::from_second(1_700_001_510).unwrap()),
+            reason: if stage > 0 {
+                Reason::Penalty(stage)
+            } else {
+                Reason::Base
+            },
+            upload_limit_kbps: Some(if stage > 0 { 900_000 } else { 1_000_000 }),
+            burst_kb: Some(90_000),
+            upload_bps: Some(950_000_000),
+            download_bps: None,
+            enforcement,
+        };
+        let snap = Snapshot {
+            version: 1,
+            written_at: Timestamp::from_second(1_699_999_990).unwrap(),
+            pid: 7,
+            backend: "ovs".into(),
+            interval_secs: 60,
+            interfaces: vec![
+                rec("kvm101.0", 1, true, Some(Enforcement::failed("no policer"))),
+                rec("kvm101.1", 0, true, Some(Enforcement::Applied)),
+                rec("kvm102.0", 2, false, None),
+            ],
+        };
+        let text = render(&snap, now);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("state written 10s ago by pid 7 (backend ovs"),
+            "{text}"
+        );
+        assert!(!lines[0].contains("STALE"));
+        assert!(
+            lines[2].contains("kvm101.0")
+                && lines[2].contains("900.0 Mbit/s")
+                && lines[2].contains("25m 10s")
+        );
+        assert!(
+            lines[2].ends_with("enforce_failed: no policer"),
+            "{}",
+            lines[2]
+        );
+        assert!(lines[3].contains("1.00 Gbit/s") && lines[3].ends_with("applied"));
+        assert!(lines[4].ends_with("absent (penalty kept)"));
+        let stale = render(&snap, Timestamp::from_second(1_700_001_000).unwrap());
+        assert!(stale.lines().next().unwrap().contains("STALE"));
+    }
+}

@@ -1,0 +1,43 @@
+//! The command line: one file per subcommand. This is the edge where `anyhow` is allowed.
+
+pub mod agent;
+pub mod check;
+pub mod list;
+pub mod simulate;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::DEFAULT_CONFIG_PATH;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Per-host traffic agent: measures, throttles and reports each VM's and container's network traffic"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent (foreground; systemd runs it)
+    Agent(agent::Args),
+    /// Show every watched interface: stage, limit, rates, enforcement (reads the state file)
+    List(list::Args),
+    /// Validate a config file: "ok" and a summary, or every problem with its field path
+    Check(check::Args),
+    /// Replay a recorded trace through a config and print what would have happened
+    Simulate(simulate::Args),
+}
+
+/// `--config FILE`, shared by the subcommands that read one.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArg {
+    /// Config file (TOML, or JSON by extension)
+    #[arg(long, short = 'c', value_name = "FILE", default_value = DEFAULT_CONFIG_PATH, env = "SLUICE_CONFIG")]
+    pub config: PathBuf,
+}

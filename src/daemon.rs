@@ -1,0 +1,384 @@
+//! `sluice agent`: the tokio loop that ties the edges to the pure policy.
+//!
+//! Each tick: one netlink stats dump → policy (pure) → one batched backend reconcile with
+//! read-back → snapshot written atomically when it changed. Ticks fall on wall-clock
+//! multiples of the interval, so hosts across a fleet sample at the same moments and the
+//! work done in a tick never makes the schedule drift; a tick that overruns skips the
+//! boundaries it missed instead of running twice. Signals are handled between ticks, so
+//! SIGTERM always lets the current tick finish.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+use crate::config::{BackendKind, Config};
+use crate::enforce::{Backend, Enforcement, OvsBackend, OvsConfig, PolicerProbe, Wanted};
+use crate::names::IfName;
+use crate::policy::{ChangeCause, Event, EventKind, Policy, Tick};
+use crate::sample::LinkSampler;
+use crate::state::{self, AgentLock, InterfaceRecord, LOCK_FILE, Loaded, STATE_FILE, Snapshot};
+use crate::units::Rate;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot create the state directory {path}: {reason}")]
+    StateDir { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Lock(#[from] state::LockError),
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    #[error(transparent)]
+    Sample(#[from] crate::sample::SampleError),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// The running agent.
+pub struct Agent {
+    config_path: PathBuf,
+    config: Config,
+    policy: Policy,
+    backend: Backend,
+    sampler: LinkSampler,
+    enforcement: BTreeMap<IfName, Enforcement>,
+    origin: Instant,
+    state_path: PathBuf,
+    /// The last snapshot written, minus its timestamp, to skip identical writes.
+    last_written: Option<Snapshot>,
+    _lock: AgentLock,
+}
+
+impl Agent {
+    /// Take the lock, restore state, open netlink. Must run inside a tokio runtime.
+    pub fn start(config_path: &Path, config: Config) -> Result<Agent, AgentError> {
+        let dir = &config.agent.state_dir;
+        std::fs::create_dir_all(dir).map_err(|e| AgentError::StateDir {
+            path: dir.clone(),
+            reason: e.to_string(),
+        })?;
+        let lock = AgentLock::acquire(&dir.join(LOCK_FILE))?;
+        let state_path = dir.join(STATE_FILE);
+        let mut policy = Policy::new();
+        match state::load_or_move_aside(&state_path, Timestamp::now())? {
+            Loaded::Missing => {
+                info!(path = %state_path.display(), "no previous state; starting fresh")
+            }
+            Loaded::MovedAside { reason, moved_to } => warn!(
+                path = %state_path.display(),
+                moved_to = %moved_to.display(),
+                "state file is corrupt ({reason}); moved aside, starting fresh"
+            ),
+            Loaded::Found(snap) => {
+                let mut kept = 0;
+                for r in snap.interfaces.into_iter().filter(|r| r.stage > 0) {
+                    if r.stage > config.penalty.stages.len() {
+                        warn!(interface = %r.interface, stage = r.stage, "saved stage no longer exists in the config; dropped");
+                        continue;
+                    }
+                    let penalty = crate::policy::PenaltyState {
+                        stage: r.stage,
+                        since: r.since,
+                        until: r.until,
+                        timer: None,
+                    };
+                    policy.restore(r.interface, r.instance, penalty);
+                    kept += 1;
+                }
+                info!(
+                    penalties = kept,
+                    "restored state from {}",
+                    state_path.display()
+                );
+            }
+        }
+        let backend = build_backend(&config)?;
+        Ok(Agent {
+            config_path: config_path.to_owned(),
+            config,
+            policy,
+            backend,
+            sampler: LinkSampler::open()?,
+            enforcement: BTreeMap::new(),
+            origin: Instant::now(),
+            state_path,
+            last_written: None,
+            _lock: lock,
+        })
+    }
+
+    /// Tick until SIGTERM/SIGINT; reload on SIGHUP.
+    pub async fn run(mut self) -> Result<(), AgentError> {
+        let mut term = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
+        let mut hup = signal(SignalKind::hangup()).map_err(AgentError::Signals)?;
+        info!(
+            config = %self.config_path.display(),
+            backend = %self.backend.kind(),
+            interval = %humantime::format_duration(self.config.agent.interval),
+            "sluice agent started"
+        );
+        self.tick().await;
+        loop {
+            let deadline = tokio::time::Instant::now()
+                + until_next_boundary(self.config.agent.interval, Timestamp::now());
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => self.tick().await,
+                _ = hup.recv() => self.reload(),
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        self.write_state(true);
+        info!("sluice agent stopped; limits left in place");
+        Ok(())
+    }
+
+    fn reload(&mut self) {
+        match Config::load(&self.config_path) {
+            Err(e) => error!("reload failed, keeping the running config: {e}"),
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    warn!("config: {w}");
+                }
+                let new = loaded.config;
+                let backend_changed = new.agent.backend != self.config.agent.backend
+                    || new.agent.ovs_vsctl != self.config.agent.ovs_vsctl
+                    || new.agent.ovsdb != self.config.agent.ovsdb
+                    || new.agent.command_timeout != self.config.agent.command_timeout;
+                if backend_changed {
+                    match build_backend(&new) {
+                        Ok(b) => self.backend = b,
+                        Err(e) => {
+                            error!("reload failed, keeping the running config: {e}");
+                            return;
+                        }
+                    }
+                }
+                if new.agent.state_dir != self.config.agent.state_dir {
+                    warn!("agent.state_dir changes only take effect on restart");
+                }
+                self.config = new;
+                info!(config = %self.config_path.display(), "configuration reloaded");
+            }
+        }
+    }
+
+    /// One tick: sample, decide, enforce, record.
+    pub async fn tick(&mut self) {
+        let samples = match self.sampler.sample().await {
+            Ok(s) => s,
+            Err(e) => {
+                error!("sampling failed, skipping this tick: {e}");
+                return;
+            }
+        };
+        let now = Tick {
+            mono: self.origin.elapsed(),
+            wall: Timestamp::now(),
+        };
+        for event in self.policy.tick(&self.config, &samples, now) {
+            log_event(&event);
+        }
+        let verdicts = self.policy.verdicts(&self.config);
+        let wanted: Vec<Wanted> = verdicts
+            .iter()
+            .filter_map(|(name, verdict)| {
+                let ifindex = self.policy.get(name)?.ifindex?;
+                Some(Wanted {
+                    interface: name,
+                    ifindex,
+                    verdict,
+                })
+            })
+            .collect();
+        let enforcement = self.backend.reconcile(&wanted).await;
+        for (name, status) in &enforcement {
+            let before = self.enforcement.get(name);
+            if before != Some(status) {
+                match status {
+                    Enforcement::EnforceFailed { reason } => {
+                        warn!(interface = %name, "enforce_failed: {reason}");
+                    }
+                    Enforcement::Applied if before.is_some() => {
+                        info!(interface = %name, "enforcement verified")
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.enforcement = enforcement;
+        self.write_state(false);
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let verdicts = self.policy.verdicts(&self.config);
+        let machine = crate::policy::PenaltyMachine::new(&self.config.penalty.stages);
+        let interfaces = self
+            .policy
+            .interfaces()
+            .map(|(name, st)| {
+                let verdict = verdicts.get(name);
+                // Absent interfaces hold a penalty but no limit; show the limit it will get.
+                let limit = match verdict {
+                    Some(v) => v.upload.map(|l| (l.rate.kbps(), l.burst.kb())),
+                    None => machine
+                        .stage_rate(st.penalty.stage, self.config.base_rate(&st.instance))
+                        .map(|r| {
+                            (
+                                r.kbps(),
+                                crate::policy::Burst::for_rate(r, self.config.penalty.burst).kb(),
+                            )
+                        }),
+                };
+                InterfaceRecord {
+                    interface: name.clone(),
+                    instance: st.instance.clone(),
+                    present: st.present,
+                    stage: st.penalty.stage,
+                    since: st.penalty.since,
+                    until: st.penalty.until,
+                    reason: verdict.map_or(crate::policy::Reason::Penalty(st.penalty.stage), |v| {
+                        v.reason
+                    }),
+                    upload_limit_kbps: limit.map(|l| l.0),
+                    burst_kb: limit.map(|l| l.1),
+                    upload_bps: st.upload.map(Rate::bits_per_sec),
+                    download_bps: st.download.map(Rate::bits_per_sec),
+                    enforcement: if st.present {
+                        self.enforcement.get(name).cloned()
+                    } else {
+                        None
+                    },
+                }
+            })
+            .collect();
+        Snapshot {
+            version: state::STATE_VERSION,
+            written_at: Timestamp::now(),
+            pid: std::process::id(),
+            backend: self.backend.kind().to_string(),
+            interval_secs: self.config.agent.interval.as_secs(),
+            interfaces,
+        }
+    }
+
+    /// Write the snapshot if it changed since the last write (or when `force`d).
+    fn write_state(&mut self, force: bool) {
+        let snap = self.snapshot();
+        let same = self.last_written.as_ref().is_some_and(|last| {
+            last.interfaces == snap.interfaces
+                && last.backend == snap.backend
+                && last.interval_secs == snap.interval_secs
+        });
+        if same && !force {
+            return;
+        }
+        match state::write(&self.state_path, &snap) {
+            Ok(()) => self.last_written = Some(snap),
+            Err(e) => error!("cannot write state: {e}"),
+        }
+    }
+}
+
+fn build_backend(config: &Config) -> Result<Backend, AgentError> {
+    Ok(match config.agent.backend {
+        BackendKind::None => Backend::None,
+        BackendKind::Ovs => Backend::Ovs(OvsBackend::new(
+            OvsConfig {
+                ovs_vsctl: config.agent.ovs_vsctl.clone(),
+                db: config.agent.ovsdb.clone(),
+                timeout: config.agent.command_timeout,
+            },
+            Some(PolicerProbe::open()?),
+        )),
+    })
+}
+
+/// Time from `now` to the next wall-clock multiple of `interval` (never zero).
+pub fn until_next_boundary(interval: Duration, now: Timestamp) -> Duration {
+    let period = interval.as_nanos().max(1);
+    let since_epoch = u128::try_from(now.as_nanosecond()).unwrap_or(0);
+    let into = since_epoch % period;
+    Duration::from_nanos(u64::try_from(period - into).unwrap_or(u64::MAX))
+}
+
+fn log_event(e: &Event) {
+    let (iface, inst) = (e.interface.as_str(), e.instance.as_str());
+    match &e.kind {
+        EventKind::Stage {
+            change,
+            upload_limit,
+            usage,
+            until,
+        } => {
+            let limit = upload_limit.map_or_else(|| "none".to_owned(), |r| r.to_string());
+            let usage =
+                usage.map_or_else(|| "unknown".to_owned(), |r| format!("{:.1}mbit", r.mbps()));
+            let until = until.map_or_else(|| "-".to_owned(), |t| t.to_string());
+            let cause = match change.cause {
+                ChangeCause::Escalated => "sustained upload",
+                ChangeCause::Expired => "penalty expired",
+            };
+            info!(
+                interface = iface,
+                instance = inst,
+                from = change.from,
+                to = change.to,
+                upload_limit = %limit,
+                usage = %usage,
+                until = %until,
+                "stage {} -> {} ({cause})",
+                change.from,
+                change.to
+            );
+        }
+        EventKind::Returned { stage } => {
+            info!(
+                interface = iface,
+                instance = inst,
+                stage,
+                "interface is back; re-applying its running penalty"
+            )
+        }
+        EventKind::VanishedKeepingPenalty { stage } => {
+            info!(
+                interface = iface,
+                instance = inst,
+                stage,
+                "interface vanished; keeping its running penalty"
+            )
+        }
+        EventKind::CountersReset => info!(
+            interface = iface,
+            instance = inst,
+            "counters reset (interface re-created or host rebooted)"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_fall_on_wall_clock_multiples() {
+        let at = |s: i64, ms: i64| Timestamp::from_millisecond(s * 1000 + ms).unwrap();
+        let table = [
+            (60, at(1_700_000_000, 0), 40_000), // 1_700_000_000 % 60 = 20 → 40 s to go
+            (60, at(1_700_000_040, 500), 19_500), // half a second past 40 s
+            (60, at(1_700_000_040, 0), 60_000), // exactly on a boundary: the next one
+            (1, at(5, 250), 750),
+        ];
+        for (interval, now, ms) in table {
+            assert_eq!(
+                until_next_boundary(Duration::from_secs(interval), now).as_millis(),
+                ms,
+                "{now}"
+            );
+        }
+    }
+}
