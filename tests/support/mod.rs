@@ -1,0 +1,420 @@
+//! Fixtures for integration tests that touch the real kernel: network namespaces, veth
+//! pairs, bounded UDP traffic between namespaces, and a private Open vSwitch (ovsdb-server
+//! + ovs-vswitchd, userspace datapath) in a temp dir. Everything is created under unique
+//! names and removed by name or pid on drop — never by killing processes by name.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Fail loudly (not skip silently) when the kernel tests cannot run.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "kernel integration tests need root (CI runs them as root)"
+    );
+}
+
+/// Run a command, panicking with its stderr on failure; returns stdout.
+pub fn sh(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {}: {}\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace owned by the test; deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        require_root();
+        let name = format!(
+            "sl{tag}{}x{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        sh("ip", &["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        // No IPv6 autoconfiguration chatter: byte counts must be exactly what the test sent.
+        ns.exec("sysctl", &["-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"]);
+        ns.exec(
+            "sysctl",
+            &["-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"],
+        );
+        ns
+    }
+
+    pub fn exec(&self, program: &str, args: &[&str]) -> String {
+        let mut full = vec!["netns", "exec", &self.name, program];
+        full.extend_from_slice(args);
+        sh("ip", &full)
+    }
+
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut full = vec!["-n", &self.name];
+        full.extend_from_slice(args);
+        sh("ip", &full)
+    }
+
+    /// `ip -batch` inside the namespace (thousands of links in one process).
+    pub fn ip_batch(&self, commands: &str) {
+        let path = std::env::temp_dir().join(format!("{}-batch", self.name));
+        std::fs::write(&path, commands).unwrap();
+        sh("ip", &["-n", &self.name, "-batch", path.to_str().unwrap()]);
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// Create `names` as cheap, traffic-less links in one `ip -batch`: `dummy` where the
+    /// kernel has it (production kernels do), else `ifb` (this build machine lacks dummy).
+    pub fn add_cheap_links(&self, names: &[String]) {
+        let kind = if Command::new("ip")
+            .args(["-n", &self.name, "link", "add", "slprobe0", "type", "dummy"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            self.ip(&["link", "del", "slprobe0"]);
+            "dummy"
+        } else {
+            "ifb"
+        };
+        let batch: String = names
+            .iter()
+            .map(|n| format!("link add {n} type {kind}\n"))
+            .collect();
+        self.ip_batch(&batch);
+    }
+
+    /// A counter from sysfs as the kernel shows it inside this namespace.
+    pub fn sysfs_counter(&self, dev: &str, counter: &str) -> u64 {
+        self.exec(
+            "cat",
+            &[&format!("/sys/class/net/{dev}/statistics/{counter}")],
+        )
+        .trim()
+        .parse()
+        .unwrap()
+    }
+
+    pub fn mac(&self, dev: &str) -> String {
+        self.exec("cat", &[&format!("/sys/class/net/{dev}/address")])
+            .trim()
+            .to_owned()
+    }
+
+    pub fn ifindex(&self, dev: &str) -> u32 {
+        self.exec("cat", &[&format!("/sys/class/net/{dev}/ifindex")])
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Run `f` on a fresh thread inside this namespace (setns affects only that thread).
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let file = File::open(&path).unwrap();
+            // SAFETY: setns on a valid netns fd; affects only this thread.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// Run an async block on a current-thread runtime inside this namespace.
+    pub fn block_on<T: Send + 'static, F: std::future::Future<Output = T>>(
+        &self,
+        f: impl FnOnce() -> F + Send + 'static,
+    ) -> T {
+        self.run(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(f())
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A veth pair between two namespaces with /24 addresses and static neighbours (no ARP
+/// traffic, so byte counts are exactly what the test sends).
+pub struct Link {
+    pub a: String,
+    pub b: String,
+    pub a_ip: Ipv4Addr,
+    pub b_ip: Ipv4Addr,
+}
+
+pub fn veth(a_ns: &Netns, a: &str, b_ns: &Netns, b: &str, subnet: u8) -> Link {
+    a_ns.ip(&[
+        "link", "add", a, "type", "veth", "peer", "name", b, "netns", &b_ns.name,
+    ]);
+    let a_ip = Ipv4Addr::new(10, 250, subnet, 1);
+    let b_ip = Ipv4Addr::new(10, 250, subnet, 2);
+    a_ns.ip(&["addr", "add", &format!("{a_ip}/24"), "dev", a]);
+    b_ns.ip(&["addr", "add", &format!("{b_ip}/24"), "dev", b]);
+    a_ns.ip(&["link", "set", a, "up"]);
+    b_ns.ip(&["link", "set", b, "up"]);
+    let (a_mac, b_mac) = (a_ns.mac(a), b_ns.mac(b));
+    a_ns.ip(&[
+        "neigh",
+        "replace",
+        &b_ip.to_string(),
+        "lladdr",
+        &b_mac,
+        "dev",
+        a,
+        "nud",
+        "permanent",
+    ]);
+    b_ns.ip(&[
+        "neigh",
+        "replace",
+        &a_ip.to_string(),
+        "lladdr",
+        &a_mac,
+        "dev",
+        b,
+        "nud",
+        "permanent",
+    ]);
+    Link {
+        a: a.into(),
+        b: b.into(),
+        a_ip,
+        b_ip,
+    }
+}
+
+/// Ethernet + IPv4 + UDP header bytes in front of each payload on a veth.
+pub const UDP_FRAME_OVERHEAD: u64 = 14 + 20 + 8;
+
+/// Send `count` UDP datagrams of `payload` bytes from inside `ns` to `dst`, paced to about
+/// `rate_bps` on the wire, stopping after `max` whatever happens. Returns datagrams sent.
+pub fn send_udp(
+    ns: &Netns,
+    dst: Ipv4Addr,
+    payload: usize,
+    count: u64,
+    rate_bps: u64,
+    max: Duration,
+) -> u64 {
+    ns.run(move || {
+        let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let buf = vec![0x5au8; payload];
+        let frame_bits = (payload as u64 + UDP_FRAME_OVERHEAD) * 8;
+        let per_packet = Duration::from_secs_f64(frame_bits as f64 / rate_bps as f64);
+        let start = Instant::now();
+        let mut sent = 0;
+        while sent < count && start.elapsed() < max {
+            let due = start + per_packet * sent as u32;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            // ENOBUFS under load is possible; only count what the kernel accepted.
+            if sock.send_to(&buf, SocketAddrV4::new(dst, 9)).is_ok() {
+                sent += 1;
+            }
+        }
+        sent
+    })
+}
+
+/// A private Open vSwitch inside `ns`: ovsdb-server and ovs-vswitchd with every path in a
+/// temp dir, stopped by pid on drop.
+pub struct Ovs {
+    pub dir: tempfile::TempDir,
+    pub db: String,
+    ns: String,
+    children: Vec<Child>,
+}
+
+impl Ovs {
+    pub fn start(ns: &Netns) -> Ovs {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_owned();
+        let d = d.as_path();
+        let sock = d.join("db.sock");
+        let db_file = d.join("conf.db");
+        sh(
+            "ovsdb-tool",
+            &[
+                "create",
+                db_file.to_str().unwrap(),
+                "/usr/share/openvswitch/vswitch.ovsschema",
+            ],
+        );
+        let env = |c: &mut Command| {
+            for var in ["OVS_RUNDIR", "OVS_DBDIR", "OVS_LOGDIR", "OVS_SYSCONFDIR"] {
+                c.env(var, d);
+            }
+        };
+        let mut server = Command::new("ip");
+        server.args([
+            "netns",
+            "exec",
+            &ns.name,
+            "ovsdb-server",
+            db_file.to_str().unwrap(),
+        ]);
+        server.arg(format!("--remote=punix:{}", sock.display()));
+        server.arg(format!(
+            "--unixctl={}",
+            d.join("ovsdb-server.ctl").display()
+        ));
+        server.arg(format!(
+            "--log-file={}",
+            d.join("ovsdb-server.log").display()
+        ));
+        server.arg(format!(
+            "--pidfile={}",
+            d.join("ovsdb-server.pid").display()
+        ));
+        env(&mut server);
+        let server = server
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let db = format!("unix:{}", sock.display());
+        let mut ovs = Ovs {
+            dir,
+            db,
+            ns: ns.name.clone(),
+            children: vec![server],
+        };
+        wait_for(&sock, Duration::from_secs(10));
+        ovs.vsctl(&["--no-wait", "init"]);
+        let d = ovs.dir.path().to_owned();
+        let mut switchd = Command::new("ip");
+        switchd.args(["netns", "exec", &ns.name, "ovs-vswitchd", &ovs.db]);
+        switchd.arg(format!(
+            "--unixctl={}",
+            d.join("ovs-vswitchd.ctl").display()
+        ));
+        switchd.arg(format!(
+            "--log-file={}",
+            d.join("ovs-vswitchd.log").display()
+        ));
+        switchd.arg(format!(
+            "--pidfile={}",
+            d.join("ovs-vswitchd.pid").display()
+        ));
+        env(&mut switchd);
+        ovs.children.push(
+            switchd
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_for(&d.join("ovs-vswitchd.ctl"), Duration::from_secs(10));
+        ovs.vsctl(&[
+            "add-br",
+            "br0",
+            "--",
+            "set",
+            "bridge",
+            "br0",
+            "datapath_type=netdev",
+        ]);
+        ovs
+    }
+
+    pub fn vsctl(&self, args: &[&str]) -> String {
+        let db = format!("--db={}", self.db);
+        let mut full = vec!["netns", "exec", &self.ns, "ovs-vsctl", &db, "--timeout=10"];
+        full.extend_from_slice(args);
+        sh("ip", &full)
+    }
+
+    pub fn add_port(&self, name: &str) {
+        self.vsctl(&["--no-wait", "add-port", "br0", name]);
+    }
+
+    /// (ingress_policing_rate, ingress_policing_burst) of an interface.
+    pub fn policing(&self, name: &str) -> (u64, u64) {
+        let get = |col: &str| -> u64 {
+            self.vsctl(&["get", "interface", name, col])
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        (get("ingress_policing_rate"), get("ingress_policing_burst"))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("ovs-vswitchd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Ovs {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().rev() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn wait_for(path: &Path, max: Duration) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(
+            start.elapsed() < max,
+            "{} did not appear within {max:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Poll `f` every 100 ms until it returns `Some`, or panic after `max` with `what`.
+pub fn eventually<T>(max: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < max,
+            "timed out after {max:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn sluice_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sluice"))
+}
