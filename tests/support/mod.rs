@@ -132,16 +132,7 @@ impl Netns {
 
     /// Run `f` on a fresh thread inside this namespace (setns affects only that thread).
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/var/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let file = File::open(&path).unwrap();
-            // SAFETY: setns on a valid netns fd; affects only this thread.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .unwrap()
+        run_in(&self.name, f)
     }
 
     /// Run an async block on a current-thread runtime inside this namespace.
@@ -165,6 +156,20 @@ impl Drop for Netns {
             .args(["netns", "del", &self.name])
             .status();
     }
+}
+
+/// Run `f` on a fresh thread inside the namespace `name`.
+pub fn run_in<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{name}");
+    std::thread::spawn(move || {
+            let file = File::open(&path).unwrap();
+            // SAFETY: setns on a valid netns fd; affects only this thread.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap()
 }
 
 /// A veth pair between two namespaces with /24 addresses and static neighbours (no ARP
@@ -223,14 +228,14 @@ pub const UDP_FRAME_OVERHEAD: u64 = 14 + 20 + 8;
 /// Send `count` UDP datagrams of `payload` bytes from inside `ns` to `dst`, paced to about
 /// `rate_bps` on the wire, stopping after `max` whatever happens. Returns datagrams sent.
 pub fn send_udp(
-    ns: &Netns,
+    ns: &str,
     dst: Ipv4Addr,
     payload: usize,
     count: u64,
     rate_bps: u64,
     max: Duration,
 ) -> u64 {
-    ns.run(move || {
+    run_in(ns, move || {
         let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
         let buf = vec![0x5au8; payload];
         let frame_bits = (payload as u64 + UDP_FRAME_OVERHEAD) * 8;
@@ -417,4 +422,61 @@ pub fn eventually<T>(max: Duration, what: &str, mut f: impl FnMut() -> Option<T>
 
 pub fn sluice_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sluice"))
+}
+
+/// A `sluice agent` running inside a namespace, stopped by pid on drop.
+pub struct AgentProc {
+    pub child: Child,
+    pub stderr: PathBuf,
+}
+
+impl AgentProc {
+    pub fn start(ns: &Netns, config: &Path, stderr: PathBuf) -> AgentProc {
+        let err = File::create(&stderr).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(sluice_bin())
+            .args(["agent", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        AgentProc { child, stderr }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait (bounded); returns the exit code.
+    pub fn stop(mut self) -> Option<i32> {
+        self.signal(libc::SIGTERM);
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(start.elapsed() < Duration::from_secs(15), "agent did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
