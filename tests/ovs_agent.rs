@@ -7,10 +7,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use sluice::state::{self, InterfaceRecord, Snapshot};
-use support::{eventually, send_udp, veth, AgentProc, Netns, Ovs};
+use support::{AgentProc, Netns, Ovs, eventually, send_udp, veth};
 
 fn record<'a>(snap: &'a Snapshot, name: &str) -> Option<&'a InterfaceRecord> {
-    snap.interfaces.iter().find(|r| r.interface.as_str() == name)
+    snap.interfaces
+        .iter()
+        .find(|r| r.interface.as_str() == name)
 }
 
 fn read_state(dir: &Path) -> Option<Snapshot> {
@@ -21,7 +23,9 @@ fn read_state(dir: &Path) -> Option<Snapshot> {
 /// interface's ingress?
 fn kernel_has_ingress_filter(ns: &Netns, dev: &str) -> bool {
     let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &ns.name, "tc", "filter", "show", "dev", dev, "ingress"])
+        .args([
+            "netns", "exec", &ns.name, "tc", "filter", "show", "dev", dev, "ingress",
+        ])
         .output()
         .unwrap();
     !String::from_utf8_lossy(&out.stdout).trim().is_empty()
@@ -67,17 +71,29 @@ duration = "12s"
 
     let agent = AgentProc::start(&host, &config, tmp.path().join("agent1.log"));
     // Stage 0 holds the base rate: 10 Mbit = 10000 kbit/s, burst 2000 kbit (the floor).
-    eventually(Duration::from_secs(15), "base rate in OVSDB", || (ovs.policing("kvm101.0") == (10_000, 2_000)).then_some(()));
+    eventually(Duration::from_secs(15), "base rate in OVSDB", || {
+        (ovs.policing("kvm101.0") == (10_000, 2_000)).then_some(())
+    });
 
     // The kernel check: sluice must agree with what tc shows on the ingress.
-    let rec = eventually(Duration::from_secs(10), "a verified enforcement status", || {
-        let snap = read_state(&run)?;
-        let r = record(&snap, "kvm101.0")?.clone();
-        let settled = r.enforcement.as_ref().is_some_and(|e| e.label() != "pending");
-        settled.then_some(r)
-    });
+    let rec = eventually(
+        Duration::from_secs(10),
+        "a verified enforcement status",
+        || {
+            let snap = read_state(&run)?;
+            let r = record(&snap, "kvm101.0")?.clone();
+            let settled = r
+                .enforcement
+                .as_ref()
+                .is_some_and(|e| e.label() != "pending");
+            settled.then_some(r)
+        },
+    );
     let label = rec.enforcement.as_ref().unwrap().label();
-    eprintln!("kernel verification on this host: {label} ({:?})", rec.enforcement);
+    eprintln!(
+        "kernel verification on this host: {label} ({:?})",
+        rec.enforcement
+    );
     if kernel_has_ingress_filter(&host, "kvm101.0") {
         assert_eq!(label, "applied");
     } else {
@@ -90,14 +106,23 @@ duration = "12s"
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&list.stdout);
-        assert!(text.lines().any(|l| l.starts_with("kvm101.0") && l.contains("enforce_failed")), "{text}");
-        assert!(agent.log().contains("enforce_failed"), "the log says it too");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("kvm101.0") && l.contains("enforce_failed")),
+            "{text}"
+        );
+        assert!(
+            agent.log().contains("enforce_failed"),
+            "the log says it too"
+        );
     }
 
     // Upload at ~8 Mbit/s (≥ 0.5 × 10 Mbit) for up to 8 s: stage 1 after the 3 s trigger.
     let sender = {
         let (inst, dst) = (inst.name.clone(), link.a_ip);
-        std::thread::spawn(move || send_udp(&inst, dst, 1200, 10_000, 8_000_000, Duration::from_secs(8)))
+        std::thread::spawn(move || {
+            send_udp(&inst, dst, 1200, 10_000, 8_000_000, Duration::from_secs(8))
+        })
     };
     let rec = eventually(Duration::from_secs(12), "stage 1", || {
         let snap = read_state(&run)?;
@@ -105,34 +130,66 @@ duration = "12s"
     });
     assert_eq!(rec.upload_limit_kbps, Some(5_000));
     assert_eq!(rec.instance.as_str(), "101");
-    eventually(Duration::from_secs(5), "stage 1 limit in OVSDB", || (ovs.policing("kvm101.0") == (5_000, 2_000)).then_some(()));
-    assert!(agent.log().contains("stage 0 -> 1"), "one log line per stage change:\n{}", agent.log());
+    eventually(Duration::from_secs(5), "stage 1 limit in OVSDB", || {
+        (ovs.policing("kvm101.0") == (5_000, 2_000)).then_some(())
+    });
+    assert!(
+        agent.log().contains("stage 0 -> 1"),
+        "one log line per stage change:\n{}",
+        agent.log()
+    );
     assert!(sender.join().unwrap() > 1000);
 
     // Someone changes the rate by hand: set back within a tick or two.
-    ovs.vsctl(&["--no-wait", "set", "interface", "kvm101.0", "ingress_policing_rate=1234"]);
-    eventually(Duration::from_secs(5), "hand edit reconciled", || (ovs.policing("kvm101.0") == (5_000, 2_000)).then_some(()));
+    ovs.vsctl(&[
+        "--no-wait",
+        "set",
+        "interface",
+        "kvm101.0",
+        "ingress_policing_rate=1234",
+    ]);
+    eventually(Duration::from_secs(5), "hand edit reconciled", || {
+        (ovs.policing("kvm101.0") == (5_000, 2_000)).then_some(())
+    });
 
     // Restart: SIGTERM exits 0 leaving the limit; the new agent keeps the penalty.
     assert_eq!(agent.stop(), Some(0));
-    assert_eq!(ovs.policing("kvm101.0"), (5_000, 2_000), "limits stay in place over a restart");
-    let saved = record(&read_state(&run).unwrap(), "kvm101.0").unwrap().clone();
+    assert_eq!(
+        ovs.policing("kvm101.0"),
+        (5_000, 2_000),
+        "limits stay in place over a restart"
+    );
+    let saved = record(&read_state(&run).unwrap(), "kvm101.0")
+        .unwrap()
+        .clone();
     assert_eq!(saved.stage, 1);
     let agent = AgentProc::start(&host, &config, tmp.path().join("agent2.log"));
     eventually(Duration::from_secs(10), "restored state written", || {
         let snap = read_state(&run)?;
         (snap.pid == agent.pid() as u32).then_some(())
     });
-    let after = record(&read_state(&run).unwrap(), "kvm101.0").unwrap().clone();
-    assert_eq!((after.stage, after.until), (1, saved.until), "same penalty, same expiry");
+    let after = record(&read_state(&run).unwrap(), "kvm101.0")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (after.stage, after.until),
+        (1, saved.until),
+        "same penalty, same expiry"
+    );
     assert_eq!(ovs.policing("kvm101.0"), (5_000, 2_000));
 
     // The penalty ends on its wall-clock expiry: back to the base rate.
     eventually(Duration::from_secs(20), "back to stage 0", || {
         let snap = read_state(&run)?;
-        record(&snap, "kvm101.0").filter(|r| r.stage == 0).map(|_| ())
+        record(&snap, "kvm101.0")
+            .filter(|r| r.stage == 0)
+            .map(|_| ())
     });
-    eventually(Duration::from_secs(5), "base rate restored in OVSDB", || (ovs.policing("kvm101.0") == (10_000, 2_000)).then_some(()));
+    eventually(
+        Duration::from_secs(5),
+        "base rate restored in OVSDB",
+        || (ovs.policing("kvm101.0") == (10_000, 2_000)).then_some(()),
+    );
     assert!(agent.log().contains("stage 1 -> 0"));
     assert_eq!(agent.stop(), Some(0));
 }

@@ -162,14 +162,14 @@ impl Drop for Netns {
 pub fn run_in<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let path = format!("/var/run/netns/{name}");
     std::thread::spawn(move || {
-            let file = File::open(&path).unwrap();
-            // SAFETY: setns on a valid netns fd; affects only this thread.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .unwrap()
+        let file = File::open(&path).unwrap();
+        // SAFETY: setns on a valid netns fd; affects only this thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap()
 }
 
 /// A veth pair between two namespaces with /24 addresses and static neighbours (no ARP
@@ -466,7 +466,10 @@ impl AgentProc {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code();
             }
-            assert!(start.elapsed() < Duration::from_secs(15), "agent did not stop on SIGTERM");
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "agent did not stop on SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

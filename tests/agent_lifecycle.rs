@@ -1,0 +1,117 @@
+//! The agent process: one per host, reload, corrupt state, signals.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::{AgentProc, Netns, eventually, sluice_bin};
+
+fn config_text(run: &std::path::Path, interval: &str) -> String {
+    format!(
+        "[agent]\ninterval = \"{interval}\"\ninterfaces = ['^kvm(?P<instance>[0-9]+)\\..*$']\nbackend = \"none\"\nstate_dir = \"{}\"\n[log]\ndir = \"\"\n[penalty]\nbase_rate = \"100mbit\"\n",
+        run.display()
+    )
+}
+
+#[test]
+fn lock_reload_corrupt_state_and_sigterm() {
+    let ns = Netns::new("lc");
+    ns.add_cheap_links(&["kvm5.0".to_owned()]);
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    // A corrupt state file from a previous life: moved aside, not fatal.
+    std::fs::write(run.join("state.json"), b"{\"version\":1, trunc").unwrap();
+    let config = tmp.path().join("sluice.toml");
+    std::fs::write(&config, config_text(&run, "1s")).unwrap();
+
+    let agent = AgentProc::start(&ns, &config, tmp.path().join("agent.log"));
+    let snap = eventually(Duration::from_secs(10), "a fresh state file", || {
+        sluice::state::read(&run.join("state.json")).ok().flatten()
+    });
+    assert_eq!(snap.pid, agent.pid() as u32);
+    assert_eq!(snap.backend, "none");
+    assert_eq!(snap.interfaces.len(), 1);
+    assert_eq!(
+        snap.interfaces[0].enforcement.as_ref().unwrap().label(),
+        "observe"
+    );
+    let aside: Vec<_> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("state.json.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "corrupt file moved aside");
+    assert_eq!(
+        std::fs::read(run.join(&aside[0])).unwrap(),
+        b"{\"version\":1, trunc"
+    );
+    assert!(
+        agent.log().contains("state file is corrupt"),
+        "{}",
+        agent.log()
+    );
+
+    // A second agent is refused by the lock, naming the holder.
+    let second = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(sluice_bin())
+        .args(["agent", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains(&format!("another sluice agent (pid {})", agent.pid())),
+        "{err}"
+    );
+
+    // SIGHUP with a broken config: the old one keeps running, and the log says why.
+    std::fs::write(&config, "[agent]\ninterval = \"never\"\n").unwrap();
+    agent.signal(libc::SIGHUP);
+    eventually(Duration::from_secs(5), "reload failure logged", || {
+        agent
+            .log()
+            .contains("reload failed, keeping the running config")
+            .then_some(())
+    });
+    assert!(
+        agent.log().contains("agent.interval"),
+        "the error names the field:\n{}",
+        agent.log()
+    );
+    let before = sluice::state::read(&run.join("state.json"))
+        .unwrap()
+        .unwrap()
+        .interval_secs;
+    assert_eq!(before, 1);
+
+    // SIGHUP with a good, changed config: taken.
+    std::fs::write(&config, config_text(&run, "2s")).unwrap();
+    agent.signal(libc::SIGHUP);
+    eventually(Duration::from_secs(10), "new interval in the state", || {
+        let s = sluice::state::read(&run.join("state.json"))
+            .ok()
+            .flatten()?;
+        (s.interval_secs == 2).then_some(())
+    });
+    assert!(agent.log().contains("configuration reloaded"));
+
+    // SIGTERM: exit 0, state left for `list`.
+    assert_eq!(agent.stop(), Some(0));
+    let list = Command::new(sluice_bin())
+        .args(["list", "--state-dir"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(list.status.success());
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        text.lines()
+            .nth(2)
+            .is_some_and(|l| l.starts_with("kvm5.0") && l.contains("observe")),
+        "{text}"
+    );
+}

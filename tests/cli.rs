@@ -1,0 +1,188 @@
+//! The CLI as an operator runs it: exit codes and what is printed.
+
+mod support;
+
+use std::process::{Command, Output};
+
+use support::sluice_bin;
+
+fn sluice(args: &[&str]) -> Output {
+    Command::new(sluice_bin()).args(args).output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn check_accepts_the_example_and_prints_a_summary() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/sluice.example.toml");
+    let out = sluice(&["check", "--config", example]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("ok: "));
+    assert!(
+        stdout.contains("stage 1: upload ≥ 90% of base for 15m → limit 90% of base for 30m"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("stage 2: upload ≥ 80% of base for 30m → limit 80% of base for 1h"));
+}
+
+#[test]
+fn check_reports_every_problem_with_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[agent]\ninterval=\"0s\"\ninterfaces=['(']\n[penalty]\nbase_rate=\"1mbit\"\n[[penalty.stage]]\nusage=0.9\ntrigger=\"1m\"\nrate=1.5\nduration=\"1m\"\n",
+    )
+    .unwrap();
+    let out = sluice(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let p = path.display();
+    assert!(
+        err.contains(&format!("{p}: agent.interval: must be at least 1s")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{p}: agent.interfaces[1]: invalid regex")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{p}: penalty.stage[1].rate: must be in (0, 1], got 1.5"
+        )),
+        "{err}"
+    );
+    assert!(err.starts_with(&format!("{p}: 3 problems")), "{err}");
+
+    let missing = sluice(&["check", "--config", "/nonexistent/sluice.toml"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).contains("/nonexistent/sluice.toml: cannot read"));
+}
+
+#[test]
+fn check_warns_about_unreachable_stages_but_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warn.toml");
+    std::fs::write(
+        &path,
+        "[agent]\ninterfaces=['^kvm']\n[penalty]\nbase_rate=\"1gbit\"\n[[penalty.stage]]\nusage=0.9\ntrigger=\"1m\"\nrate=0.9\nduration=\"5m\"\n[[penalty.stage]]\nusage=0.8\ntrigger=\"10m\"\nrate=0.5\nduration=\"1h\"\n",
+    )
+    .unwrap();
+    let out = sluice(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("warning:")
+            && text(&out.stderr).contains("penalty.stage[2].trigger")
+    );
+}
+
+#[test]
+fn simulate_prints_the_worked_example() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.csv");
+    // 95 % of 1 Gbit/s upload on one tap, sampled every 60 s; a quiet one beside it.
+    let mut csv = String::from("time,interface,rx_bytes,tx_bytes\n");
+    let per_minute: u64 = 1_000_000_000 / 8 * 95 / 100 * 60;
+    for (i, t) in (0..=7200u64).step_by(60).enumerate() {
+        csv.push_str(&format!(
+            "{t},kvm101.0,{},{}\n",
+            per_minute * i as u64,
+            i * 100
+        ));
+        csv.push_str(&format!("{t},kvm102.0,{},0\n", i * 1000));
+    }
+    std::fs::write(&trace, csv).unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/sluice.example.toml");
+    let out = sluice(&[
+        "simulate",
+        "--config",
+        example,
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let events: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<(u64, u64, u64, u64)> = events
+        .iter()
+        .filter(|e| e["event"] == "stage")
+        .map(|e| {
+            (
+                e["time"].as_u64().unwrap(),
+                e["from"].as_u64().unwrap(),
+                e["to"].as_u64().unwrap(),
+                e["upload_limit_kbps"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (900, 0, 1, 900_000),
+            (2700, 1, 2, 800_000),
+            (6300, 2, 0, 1_000_000),
+            (7200, 0, 1, 900_000)
+        ]
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e["interface"] == "kvm101.0" && e["instance"] == "101")
+    );
+    // The documented shape, field order included.
+    let first = text(&out.stdout).lines().next().unwrap().to_owned();
+    assert!(
+        first.starts_with(r#"{"time":900,"interface":"kvm101.0","instance":"101","event":"stage","from":0,"to":1,"upload_limit_kbps":900000"#),
+        "{first}"
+    );
+}
+
+#[test]
+fn simulate_names_the_bad_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("bad.csv");
+    std::fs::write(
+        &trace,
+        "time,interface,rx_bytes,tx_bytes\n0,kvm1.0,0,0\n60,kvm1.0,lots,0\n",
+    )
+    .unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/sluice.example.toml");
+    let out = sluice(&[
+        "simulate",
+        "--config",
+        example,
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("bad.csv") && err.contains("line 3: rx_bytes: \"lots\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn list_without_state_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sluice(&["list", "--state-dir", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no state at"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::write(dir.path().join("state.json"), "{}").unwrap();
+    let out = sluice(&["list", "--state-dir", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not a sluice state file"),
+        "{}",
+        text(&out.stderr)
+    );
+}
