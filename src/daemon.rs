@@ -369,7 +369,7 @@ mod tests {
         let at = |s: i64, ms: i64| Timestamp::from_millisecond(s * 1000 + ms).unwrap();
         let table = [
             (60, at(1_700_000_000, 0), 40_000), // 1_700_000_000 % 60 = 20 → 40 s to go
-            (60, at(1_700_000_040, 500), 19_500), // half a second past 40 s
+            (60, at(1_700_000_030, 500), 9_500), // 50.5 s into the minute
             (60, at(1_700_000_040, 0), 60_000), // exactly on a boundary: the next one
             (1, at(5, 250), 750),
         ];

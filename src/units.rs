@@ -87,7 +87,7 @@ impl FromStr for Rate {
 impl fmt::Display for Rate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (suffix, mult) in RATE_UNITS {
-            if self.0 >= mult && self.0 % mult == 0 {
+            if self.0 >= mult && self.0.is_multiple_of(mult) {
                 return write!(f, "{}{suffix}", self.0 / mult);
             }
         }
@@ -165,7 +165,7 @@ impl fmt::Display for Bytes {
             ("B", 1),
         ];
         for (suffix, mult) in SHOW {
-            if self.0 >= mult && self.0 % mult == 0 {
+            if self.0 >= mult && self.0.is_multiple_of(mult) {
                 return write!(f, "{}{suffix}", self.0 / mult);
             }
         }

@@ -28,7 +28,7 @@ fn byte_counts_equal_the_kernels_to_the_byte() {
 
     // 500 datagrams of 1000 bytes from the instance = its upload = host rx on the tap.
     let sent = send_udp(
-        &inst,
+        &inst.name,
         link.a_ip,
         1000,
         500,
@@ -64,7 +64,7 @@ fn recreated_interface_is_a_counter_reset_not_a_spike() {
     let inst = Netns::new("i");
     let link = veth(&host, "kvm7.0", &inst, "eth0", 2);
     send_udp(
-        &inst,
+        &inst.name,
         link.a_ip,
         1400,
         2000,
@@ -79,7 +79,7 @@ fn recreated_interface_is_a_counter_reset_not_a_spike() {
     host.ip(&["link", "del", "kvm7.0"]);
     let link = veth(&host, "kvm7.0", &inst, "eth0", 2);
     send_udp(
-        &inst,
+        &inst.name,
         link.a_ip,
         100,
         10,

@@ -111,10 +111,10 @@ impl<'a> PenaltyMachine<'a> {
             _ => st.timer = None,
         }
         // Rule 3: expiry after escalation.
-        if change.is_none() {
-            if let Some(expired) = self.expire(st, now.wall) {
-                change = Some(expired);
-            }
+        if change.is_none()
+            && let Some(expired) = self.expire(st, now.wall)
+        {
+            change = Some(expired);
         }
         change
     }

@@ -144,16 +144,16 @@ impl LinkSampler {
             match msg.payload {
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewStats(m)) => {
                     for attr in &m.attributes {
-                        if let StatsAttribute::Link64(s) = attr {
-                            if seen.insert(m.header.ifindex) {
-                                out.push((
-                                    m.header.ifindex,
-                                    s.rx_bytes,
-                                    s.tx_bytes,
-                                    s.rx_packets,
-                                    s.tx_packets,
-                                ));
-                            }
+                        if let StatsAttribute::Link64(s) = attr
+                            && seen.insert(m.header.ifindex)
+                        {
+                            out.push((
+                                m.header.ifindex,
+                                s.rx_bytes,
+                                s.tx_bytes,
+                                s.rx_packets,
+                                s.tx_packets,
+                            ));
                         }
                     }
                 }

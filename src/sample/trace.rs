@@ -140,16 +140,16 @@ impl<R: Read> Iterator for TraceReader<R> {
             Some(Ok(row)) => row,
         };
         let (time, sample, line) = first;
-        if let Some(last) = self.last_time {
-            if time < last {
-                self.done = true;
-                return Some(Err(TraceError::Line {
-                    line,
-                    reason: format!(
-                        "time {time} is earlier than the previous tick's {last}: rows must be in time order"
-                    ),
-                }));
-            }
+        if let Some(last) = self.last_time
+            && time < last
+        {
+            self.done = true;
+            return Some(Err(TraceError::Line {
+                line,
+                reason: format!(
+                    "time {time} is earlier than the previous tick's {last}: rows must be in time order"
+                ),
+            }));
         }
         self.last_time = Some(time);
         let mut seen = HashSet::from([sample.name.clone()]);

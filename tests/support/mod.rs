@@ -1,6 +1,6 @@
 //! Fixtures for integration tests that touch the real kernel: network namespaces, veth
-//! pairs, bounded UDP traffic between namespaces, and a private Open vSwitch (ovsdb-server
-//! + ovs-vswitchd, userspace datapath) in a temp dir. Everything is created under unique
+//! pairs, bounded UDP traffic between namespaces, and a private Open vSwitch
+//! (ovsdb-server and ovs-vswitchd, userspace datapath) in a temp dir. Everything is created under unique
 //! names and removed by name or pid on drop — never by killing processes by name.
 #![allow(dead_code)]
 
