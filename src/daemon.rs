@@ -169,7 +169,7 @@ impl Agent {
 
     /// One tick: sample, decide, enforce, record.
     pub async fn tick(&mut self) {
-        let samples = match self.sampler.sample().await {
+        let samples = match self.sampler.sample() {
             Ok(s) => s,
             Err(e) => {
                 error!("sampling failed, skipping this tick: {e}");

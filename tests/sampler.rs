@@ -9,7 +9,7 @@ use sluice::sample::{LinkSampler, Sample};
 use support::{Netns, UDP_FRAME_OVERHEAD, send_udp, veth};
 
 fn sample_in(ns: &Netns) -> Vec<Sample> {
-    ns.block_on(|| async { LinkSampler::open().unwrap().sample().await.unwrap() })
+    ns.run(|| LinkSampler::open().unwrap().sample().unwrap())
 }
 
 fn find<'a>(samples: &'a [Sample], name: &str) -> &'a Sample {
@@ -137,17 +137,17 @@ fn name_cache_follows_renames_and_new_links() {
                 .success()
         )
     };
-    let (a, b, c, d) = ns.block_on(move || async move {
+    let (a, b, c, d) = ns.run(move || {
         let mut s = LinkSampler::open().unwrap();
-        let a = s.sample().await.unwrap();
+        let a = s.sample().unwrap();
         // A rename keeps the ifindex and the number of links: only the kernel's link
         // notification tells the cache that the old name is gone.
         ip(&["link", "set", "kvm1.0", "name", "kvm2.0"]);
-        let b = s.sample().await.unwrap();
+        let b = s.sample().unwrap();
         ip(&["link", "add", "kvm3.0", "type", "ifb"]);
-        let c = s.sample().await.unwrap();
+        let c = s.sample().unwrap();
         ip(&["link", "del", "kvm3.0"]);
-        let d = s.sample().await.unwrap();
+        let d = s.sample().unwrap();
         (a, b, c, d)
     });
     let names = |v: &[Sample]| v.iter().map(|s| s.name.to_string()).collect::<Vec<_>>();

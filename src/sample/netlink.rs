@@ -1,174 +1,264 @@
-//! Link counters over rtnetlink, one dump per tick whatever the number of interfaces.
+//! Link counters over netlink, one dump per tick whatever the number of interfaces.
 //!
 //! Counters come from an `RTM_GETSTATS` dump asking only for `IFLA_STATS_LINK_64`: the
 //! kernel then sends 64-bit counters and nothing else, far cheaper than a full
 //! `RTM_GETLINK` dump (which carries every attribute of every link). Stats messages name
 //! interfaces by ifindex only, so a name cache is kept from one `RTM_GETLINK` dump and
-//! then kept current by the kernel's link notifications (the socket joins
-//! `RTNLGRP_LINK`): a rename, which keeps the ifindex, is seen at once. A full refresh
-//! also happens whenever the stats dump shows an ifindex the cache does not know, or a
-//! cached one is missing (a notification may have been lost to a full socket buffer).
+//! then kept current by the kernel's link notifications on a second socket that joins
+//! `RTNLGRP_LINK`: a rename, which keeps the ifindex, is seen at once. A full refresh
+//! also happens when the stats dump shows an ifindex the cache does not know, a cached
+//! one is missing, or notifications were lost (the socket overflowed).
+//!
+//! Why a plain netlink-sys socket rather than rtnetlink's connection: rtnetlink parses
+//! every `RTM_GETLINK` answer into a full `LinkMessage` (~17 KB each, all queued before
+//! the caller reads one), which made a 1,000-interface refresh peak at 17 MB of heap.
+//! Here each answer is read in place from one reused 64 KiB buffer with
+//! netlink-packet-route's header parsers and only the name is kept.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::io;
 
-use futures::channel::mpsc::UnboundedReceiver;
-use futures::{StreamExt, TryStreamExt};
-use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{
+    ErrorBuffer, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
+    NetlinkBuffer, NetlinkMessage, NlasIterator,
+};
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_packet_route::link::{LinkAttribute, LinkMessage};
-use netlink_packet_route::stats::{StatsAttribute, StatsFilterMask, StatsHeader, StatsMessage};
-use netlink_sys::{AsyncSocket, SocketAddr};
-use rtnetlink::Handle;
+use netlink_packet_route::link::{LinkHeader, LinkMessage, Stats64};
+use netlink_packet_route::stats::{StatsFilterMask, StatsHeader, StatsMessage};
+use netlink_sys::protocols::NETLINK_ROUTE;
+use netlink_sys::{Socket, SocketAddr};
 
 use super::Sample;
 use crate::names::IfName;
 
+const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
+const RTM_NEWSTATS: u16 = 92;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_STATS_LINK_64: u16 = 1;
+/// Multicast group of link notifications (RTNLGRP_LINK = 1, as a bind mask).
+const RTNLGRP_LINK_MASK: u32 = 1;
+/// The kernel sizes dump datagrams at ≤ 32 KiB; twice that never truncates.
+const RECV_BUFFER: usize = 64 * 1024;
+const LINK_HEADER_LEN: usize = 16;
+const STATS_HEADER_LEN: usize = 12;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SampleError {
     #[error("cannot open a netlink socket: {0}")]
-    Socket(#[from] std::io::Error),
-    #[error("netlink link dump failed: {0}")]
-    LinkDump(rtnetlink::Error),
-    #[error("netlink stats dump failed: {0}")]
-    StatsDump(String),
+    Socket(#[from] io::Error),
+    #[error("netlink {what} dump failed: {reason}")]
+    Dump { what: &'static str, reason: String },
 }
 
 /// Samples every interface's counters with one netlink stats dump.
 pub struct LinkSampler {
-    handle: Handle,
+    dump: Socket,
+    notify: Socket,
+    buf: Vec<u8>,
+    seq: u32,
     /// ifindex → name; `None` for names that are not valid [`IfName`]s (never sampled).
     names: HashMap<u32, Option<IfName>>,
-    /// Link notifications (RTM_NEWLINK / RTM_DELLINK) since the last sample.
-    events: UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>,
-    /// The cache has never been filled.
-    fresh: bool,
+    /// The cache must be refilled before it is trusted.
+    stale: bool,
 }
 
-/// Multicast group of link notifications (RTNLGRP_LINK = 1).
-const RTNLGRP_LINK_MASK: u32 = 1;
-
 impl LinkSampler {
-    /// Open a netlink socket in the calling thread's network namespace. The connection task
-    /// is spawned on the current tokio runtime.
+    /// Open netlink sockets in the calling thread's network namespace.
     pub fn open() -> Result<Self, SampleError> {
-        let (mut conn, handle, events) = rtnetlink::new_connection()?;
-        conn.socket_mut()
-            .socket_mut()
-            .bind(&SocketAddr::new(0, RTNLGRP_LINK_MASK))?;
-        tokio::spawn(conn);
+        let mut dump = Socket::new(NETLINK_ROUTE)?;
+        dump.bind_auto()?;
+        let mut notify = Socket::new(NETLINK_ROUTE)?;
+        notify.bind(&SocketAddr::new(0, RTNLGRP_LINK_MASK))?;
+        notify.set_non_blocking(true)?;
         Ok(LinkSampler {
-            handle,
+            dump,
+            notify,
+            buf: Vec::with_capacity(RECV_BUFFER),
+            seq: 0,
             names: HashMap::new(),
-            events,
-            fresh: true,
+            stale: true,
         })
     }
 
     /// One sample of every interface, in ifindex order.
-    pub async fn sample(&mut self) -> Result<Vec<Sample>, SampleError> {
-        let stats = self.dump_stats().await?;
-        // Notifications queued before the dump's answers have been read by now.
-        self.apply_link_events();
-        let stale = self.fresh
-            || stats.iter().any(|(idx, ..)| !self.names.contains_key(idx))
-            || self.names.len() != stats.len();
-        if stale {
-            self.refresh_names().await?;
-        }
-        let mut out = Vec::with_capacity(stats.len());
-        for (ifindex, rx_bytes, tx_bytes, rx_packets, tx_packets) in stats {
-            // An interface created between the two dumps is simply sampled next tick.
-            let Some(Some(name)) = self.names.get(&ifindex) else {
-                continue;
-            };
-            out.push(Sample {
-                ifindex,
-                name: name.clone(),
-                rx_bytes,
-                tx_bytes,
-                rx_packets,
-                tx_packets,
-            });
-        }
-        Ok(out)
-    }
-
-    /// The ifindex of each interface name, from the last link dump.
-    pub fn ifindex_of(&self, name: &IfName) -> Option<u32> {
-        self.names
-            .iter()
-            .find(|(_, n)| n.as_ref() == Some(name))
-            .map(|(i, _)| *i)
-    }
-
-    fn apply_link_events(&mut self) {
-        while let Ok((msg, _)) = self.events.try_recv() {
-            match msg.payload {
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
-                    self.names.insert(link.header.index, name_of(&link));
-                }
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => {
-                    self.names.remove(&link.header.index);
-                }
-                _ => {}
-            }
-        }
-    }
-
-    async fn refresh_names(&mut self) -> Result<(), SampleError> {
-        let mut links = self.handle.link().get().execute();
-        let mut names = HashMap::with_capacity(self.names.len().max(16));
-        while let Some(msg) = links.try_next().await.map_err(SampleError::LinkDump)? {
-            names.insert(msg.header.index, name_of(&msg));
-        }
-        self.names = names;
-        self.fresh = false;
-        Ok(())
-    }
-
-    /// (ifindex, rx_bytes, tx_bytes, rx_packets, tx_packets) of every link.
-    async fn dump_stats(&mut self) -> Result<Vec<(u32, u64, u64, u64, u64)>, SampleError> {
-        let mut header = StatsHeader::default();
-        header.filter_mask = StatsFilterMask::Link64;
+    pub fn sample(&mut self) -> Result<Vec<Sample>, SampleError> {
+        let mut stats: Vec<(u32, Stats64)> = Vec::with_capacity(self.names.len().max(16));
+        let mut interrupted = false;
+        self.seq = self.seq.wrapping_add(1);
         let mut req = StatsMessage::default();
-        req.header = header;
-        let mut msg = NetlinkMessage::from(RouteNetlinkMessage::GetStats(req));
-        msg.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        let mut responses = self
-            .handle
-            .request(msg)
-            .map_err(|e| SampleError::StatsDump(e.to_string()))?;
-        let mut out = Vec::with_capacity(self.names.len().max(16));
-        let mut seen = HashSet::with_capacity(self.names.len().max(16));
-        while let Some(msg) = responses.next().await {
-            match msg.payload {
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewStats(m)) => {
-                    for attr in &m.attributes {
-                        if let StatsAttribute::Link64(s) = attr
-                            && seen.insert(m.header.ifindex)
-                        {
-                            out.push((
-                                m.header.ifindex,
-                                s.rx_bytes,
-                                s.tx_bytes,
-                                s.rx_packets,
-                                s.tx_packets,
-                            ));
-                        }
+        req.header.filter_mask = StatsFilterMask::Link64;
+        dump(
+            &self.dump,
+            &mut self.buf,
+            self.seq,
+            RouteNetlinkMessage::GetStats(req),
+            |kind, flags, payload| {
+                interrupted |= flags & NLM_F_DUMP_INTR != 0;
+                if kind == RTM_NEWSTATS {
+                    let header = StatsHeader::parse(payload).map_err(|e| e.to_string())?;
+                    let link64 =
+                        NlasIterator::new(payload.get(STATS_HEADER_LEN..).unwrap_or_default())
+                            .filter_map(Result::ok)
+                            .find(|nla| nla.kind() == IFLA_STATS_LINK_64);
+                    if let Some(nla) = link64 {
+                        stats.push((
+                            header.ifindex,
+                            Stats64::parse(nla.value()).map_err(|e| e.to_string())?,
+                        ));
                     }
                 }
-                NetlinkPayload::Error(e) => return Err(SampleError::StatsDump(e.to_string())),
-                _ => {}
+                Ok(())
+            },
+        )
+        .map_err(|reason| SampleError::Dump {
+            what: "stats",
+            reason,
+        })?;
+        stats.sort_unstable_by_key(|s| s.0);
+        stats.dedup_by_key(|s| s.0);
+
+        self.apply_link_notifications();
+        let unknown = stats.iter().any(|(idx, _)| !self.names.contains_key(idx));
+        if self.stale || unknown || interrupted || self.names.len() != stats.len() {
+            self.refresh_names()?;
+        }
+        Ok(stats
+            .into_iter()
+            .filter_map(|(ifindex, s)| {
+                // A link created between the two dumps is simply sampled next tick.
+                let name = self.names.get(&ifindex)?.clone()?;
+                Some(Sample {
+                    ifindex,
+                    name,
+                    rx_bytes: s.rx_bytes,
+                    tx_bytes: s.tx_bytes,
+                    rx_packets: s.rx_packets,
+                    tx_packets: s.tx_packets,
+                })
+            })
+            .collect())
+    }
+
+    /// Apply queued RTM_NEWLINK / RTM_DELLINK notifications; a lost one marks the cache stale.
+    fn apply_link_notifications(&mut self) {
+        loop {
+            self.buf.clear();
+            match self.notify.recv(&mut self.buf, 0) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    // ENOBUFS: the kernel dropped notifications; trust nothing cached.
+                    self.stale = true;
+                    continue;
+                }
+            }
+            let mut off = 0;
+            while let Ok(msg) = NetlinkBuffer::new_checked(&self.buf[off..]) {
+                let payload = msg.payload();
+                let link = LinkHeader::parse(payload).ok();
+                match (msg.message_type(), link) {
+                    (RTM_NEWLINK, Some(h)) => {
+                        self.names.insert(h.index, link_name(payload));
+                    }
+                    (RTM_DELLINK, Some(h)) => {
+                        self.names.remove(&h.index);
+                    }
+                    _ => {}
+                }
+                off += align4(msg.length() as usize);
+                if off >= self.buf.len() {
+                    break;
+                }
             }
         }
-        out.sort_unstable_by_key(|s| s.0);
-        Ok(out)
+    }
+
+    fn refresh_names(&mut self) -> Result<(), SampleError> {
+        // Notifications that raced with this dump are covered by it.
+        self.apply_link_notifications();
+        let mut names = HashMap::with_capacity(self.names.len().max(16));
+        let mut interrupted = false;
+        self.seq = self.seq.wrapping_add(1);
+        dump(
+            &self.dump,
+            &mut self.buf,
+            self.seq,
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            |kind, flags, payload| {
+                interrupted |= flags & NLM_F_DUMP_INTR != 0;
+                if kind == RTM_NEWLINK {
+                    let h = LinkHeader::parse(payload).map_err(|e| e.to_string())?;
+                    names.insert(h.index, link_name(payload));
+                }
+                Ok(())
+            },
+        )
+        .map_err(|reason| SampleError::Dump {
+            what: "link",
+            reason,
+        })?;
+        self.names = names;
+        // An interrupted dump may have missed a link: look again next tick.
+        self.stale = interrupted;
+        Ok(())
     }
 }
 
-fn name_of(link: &LinkMessage) -> Option<IfName> {
-    link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::IfName(n) => IfName::new(n.as_str()).ok(),
-        _ => None,
-    })
+/// IFLA_IFNAME of an RTM_NEWLINK payload, if it is a valid [`IfName`].
+fn link_name(payload: &[u8]) -> Option<IfName> {
+    let nla = NlasIterator::new(payload.get(LINK_HEADER_LEN..)?)
+        .filter_map(Result::ok)
+        .find(|nla| nla.kind() == IFLA_IFNAME)?;
+    let raw = nla.value();
+    let raw = raw.split(|b| *b == 0).next()?;
+    IfName::new(std::str::from_utf8(raw).ok()?).ok()
+}
+
+fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+/// Send one dump request and feed every answer (type, flags, payload) to `each` until
+/// NLMSG_DONE. Answers to other sequence numbers (a previous dump cut short) are skipped.
+fn dump(
+    sock: &Socket,
+    buf: &mut Vec<u8>,
+    seq: u32,
+    request: RouteNetlinkMessage,
+    mut each: impl FnMut(u16, u16, &[u8]) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut msg = NetlinkMessage::from(request);
+    msg.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    msg.header.sequence_number = seq;
+    msg.finalize();
+    let mut out = vec![0u8; msg.buffer_len()];
+    msg.serialize(&mut out);
+    sock.send(&out, 0).map_err(|e| e.to_string())?;
+    loop {
+        buf.clear();
+        buf.reserve(RECV_BUFFER);
+        sock.recv(buf, 0).map_err(|e| e.to_string())?;
+        let mut off = 0;
+        while off < buf.len() {
+            let m = NetlinkBuffer::new_checked(&buf[off..])
+                .map_err(|e| format!("malformed answer: {e}"))?;
+            let len = m.length() as usize;
+            if m.sequence_number() == seq {
+                match m.message_type() {
+                    NLMSG_DONE => return Ok(()),
+                    NLMSG_ERROR => {
+                        let code = ErrorBuffer::new_checked(m.payload())
+                            .ok()
+                            .and_then(|e| e.code());
+                        if let Some(code) = code {
+                            return Err(io::Error::from_raw_os_error(-code.get()).to_string());
+                        }
+                    }
+                    kind => each(kind, m.flags(), m.payload())?,
+                }
+            }
+            off += align4(len.max(16));
+        }
+    }
 }

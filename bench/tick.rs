@@ -1,0 +1,452 @@
+//! Benchmarks for the agent spine, each printed as a ratio against a baseline measured in
+//! the same run. Needs root (it builds network namespaces and a private ovsdb-server).
+//!
+//!   cargo bench --bench tick            # everything
+//!   cargo bench --bench tick -- quick   # 1,000 interfaces only, 100 OVS calls
+//!
+//! 1. One agent tick (netlink stats dump + policy + state write) at 1,000 and 10,000
+//!    interfaces, against (a) the bare RTM_GETSTATS dump, (b) reading /proc/net/dev,
+//!    (c) `ovs-vsctl --format=json list Interface` at 1,000 OVS ports.
+//! 2. 1,000 policing changes in one batched ovs-vsctl call against 1,000 separate calls.
+//! 3. Peak RSS of `sluice agent` watching 10,000 interfaces.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkMessage};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::stats::{StatsFilterMask, StatsMessage};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+fn sh(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("slbench{tag}{}", std::process::id());
+        sh("ip", &["netns", "add", &name]);
+        Netns(name)
+    }
+    /// `n` cheap links named kvm{i}.0: dummy where the kernel has it, else ifb.
+    fn add_links(&self, n: usize) {
+        let kind = if Command::new("ip")
+            .args(["-n", &self.0, "link", "add", "slprobe", "type", "dummy"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            sh("ip", &["-n", &self.0, "link", "del", "slprobe"]);
+            "dummy"
+        } else {
+            "ifb"
+        };
+        let batch: String = (0..n)
+            .map(|i| format!("link add kvm{i}.0 type {kind}\n"))
+            .collect();
+        let path = std::env::temp_dir().join(format!("{}.batch", self.0));
+        std::fs::write(&path, batch).unwrap();
+        sh("ip", &["-n", &self.0, "-batch", path.to_str().unwrap()]);
+        let _ = std::fs::remove_file(path);
+        eprintln!("  created {n} {kind} links in {}", self.0);
+    }
+    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.0);
+        std::thread::spawn(move || {
+            let ns = File::open(path).unwrap();
+            // SAFETY: setns on a valid netns fd, for this thread only.
+            assert_eq!(
+                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Median of `runs` timings of `f` (after one warm-up call).
+fn median(runs: usize, mut f: impl FnMut()) -> Duration {
+    f();
+    let mut t: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed()
+        })
+        .collect();
+    t.sort();
+    t[runs / 2]
+}
+
+/// The floor: one RTM_GETSTATS dump on a plain socket, messages counted, nothing parsed.
+fn bare_stats_dump(sock: &Socket, buf: &mut Vec<u8>) -> usize {
+    let mut req = StatsMessage::default();
+    req.header.filter_mask = StatsFilterMask::Link64;
+    let mut msg = NetlinkMessage::from(RouteNetlinkMessage::GetStats(req));
+    msg.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    msg.finalize();
+    let mut out = vec![0u8; msg.buffer_len()];
+    msg.serialize(&mut out);
+    sock.send(&out, 0).unwrap();
+    let mut count = 0;
+    loop {
+        buf.clear();
+        sock.recv(buf, 0).unwrap();
+        let mut off = 0;
+        while off + 16 <= buf.len() {
+            let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
+            let kind = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
+            if kind == 3 {
+                return count; // NLMSG_DONE
+            }
+            assert_ne!(kind, 2, "netlink error in dump");
+            count += 1;
+            off += (len + 3) & !3;
+        }
+    }
+}
+
+struct TickTimes {
+    bare: Duration,
+    proc: Duration,
+    sample: Duration,
+    policy: Duration,
+    tick: Duration,
+}
+
+fn tick_bench(n: usize, runs: usize) -> TickTimes {
+    let ns = Netns::new(&format!("t{n}"));
+    ns.add_links(n);
+    // Production keeps state in /run, a tmpfs; /dev/shm is the tmpfs every machine has.
+    let state = tempfile::tempdir_in("/dev/shm").unwrap();
+    let state_dir = state.path().to_owned();
+    ns.run(move || {
+        let mut sock = Socket::new(NETLINK_ROUTE).unwrap();
+        sock.bind(&SocketAddr::new(0, 0)).unwrap();
+        sock.set_rx_buf_sz(4 << 20).unwrap();
+        let mut buf = Vec::with_capacity(1 << 20);
+        assert!(bare_stats_dump(&sock, &mut buf) >= n);
+        let bare = median(runs, || {
+            bare_stats_dump(&sock, &mut buf);
+        });
+        let proc = median(runs, || {
+            let text = std::fs::read_to_string("/proc/thread-self/net/dev").unwrap();
+            assert!(text.lines().count() > n);
+        });
+        let cfg_text = format!(
+            "[agent]\ninterval=\"60s\"\ninterfaces=['^kvm(?P<instance>[0-9]+)\\..*$']\nbackend=\"none\"\nstate_dir=\"{}\"\n[log]\ndir=\"\"\n[penalty]\nbase_rate=\"1gbit\"\n",
+            state_dir.display()
+        );
+        let config = sluice::config::Config::parse(Path::new("bench.toml"), &cfg_text).unwrap().config;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        // The parts, for the breakdown: the sampler alone, the pure policy alone.
+        let (sample, policy) = rt.block_on(async {
+            let mut sampler = sluice::sample::LinkSampler::open().unwrap();
+            let samples = sampler.sample().unwrap();
+            let mut t = Vec::with_capacity(runs);
+            for _ in 0..runs {
+                let s = Instant::now();
+                sampler.sample().unwrap();
+                t.push(s.elapsed());
+            }
+            t.sort();
+            let mut p = sluice::policy::Policy::new();
+            let mut i = 0.0;
+            let policy = median(runs, || {
+                i += 60.0;
+                p.tick(&config, &samples, sluice::policy::Tick::simulated(i));
+                assert_eq!(p.verdicts(&config).len(), n);
+            });
+            (t[runs / 2], policy)
+        });
+        let tick = rt.block_on(async {
+            let mut agent = sluice::daemon::Agent::start(Path::new("bench.toml"), config).unwrap();
+            agent.tick().await;
+            let mut t: Vec<Duration> = Vec::with_capacity(runs);
+            for _ in 0..runs {
+                let s = Instant::now();
+                agent.tick().await;
+                t.push(s.elapsed());
+            }
+            t.sort();
+            t[runs / 2]
+        });
+        let snap = sluice::state::read(&state_dir.join("state.json")).unwrap().unwrap();
+        assert_eq!(snap.interfaces.len(), n, "every interface in the state");
+        TickTimes {
+            bare,
+            proc,
+            sample,
+            policy,
+            tick,
+        }
+    })
+}
+
+struct OvsDb {
+    _dir: tempfile::TempDir,
+    db: String,
+    child: Child,
+}
+
+impl OvsDb {
+    /// ovsdb-server alone: `--no-wait` writes and `list` reads never need ovs-vswitchd.
+    fn start() -> OvsDb {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let db_file = d.join("conf.db");
+        sh(
+            "ovsdb-tool",
+            &[
+                "create",
+                db_file.to_str().unwrap(),
+                "/usr/share/openvswitch/vswitch.ovsschema",
+            ],
+        );
+        let sock = d.join("db.sock");
+        let child = Command::new("ovsdb-server")
+            .arg(&db_file)
+            .arg(format!("--remote=punix:{}", sock.display()))
+            .arg(format!("--unixctl={}", d.join("ctl").display()))
+            .arg(format!("--pidfile={}", d.join("pid").display()))
+            .env("OVS_RUNDIR", d)
+            .env("OVS_LOGDIR", d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while !sock.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "ovsdb-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let db = format!("unix:{}", sock.display());
+        let o = OvsDb {
+            _dir: dir,
+            db,
+            child,
+        };
+        o.vsctl(&["--no-wait", "init"]);
+        o
+    }
+    fn vsctl(&self, args: &[&str]) -> String {
+        let db = format!("--db={}", self.db);
+        let mut full = vec![db.as_str(), "--timeout=30"];
+        full.extend_from_slice(args);
+        sh("ovs-vsctl", &full)
+    }
+}
+
+impl Drop for OvsDb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ovs_benches(ports: usize, separate: usize) -> (Duration, Duration, Duration) {
+    let ovs = OvsDb::start();
+    let mut args: Vec<String> = vec!["--no-wait".into(), "add-br".into(), "br0".into()];
+    for i in 0..ports {
+        args.extend([
+            "--".into(),
+            "add-port".into(),
+            "br0".into(),
+            format!("kvm{i}.0"),
+        ]);
+    }
+    ovs.vsctl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let list = median(5, || {
+        let out = ovs.vsctl(&[
+            "--format=json",
+            "--columns=name,ingress_policing_rate,ingress_policing_burst",
+            "list",
+            "Interface",
+        ]);
+        assert!(out.len() > ports * 10);
+    });
+    // Batched: every change in one call, as the OVS backend does it.
+    let mut batch: Vec<String> = vec!["--no-wait".into()];
+    for i in 0..ports {
+        batch.extend([
+            "--".into(),
+            "set".into(),
+            "interface".into(),
+            format!("kvm{i}.0"),
+            format!("ingress_policing_rate={}", 900_000 + i),
+            "ingress_policing_burst=90000".into(),
+        ]);
+    }
+    let s = Instant::now();
+    ovs.vsctl(&batch.iter().map(String::as_str).collect::<Vec<_>>());
+    let batched = s.elapsed();
+    let s = Instant::now();
+    for i in 0..separate {
+        let name = format!("kvm{i}.0");
+        let rate = format!("ingress_policing_rate={}", 800_000 + i);
+        ovs.vsctl(&[
+            "--no-wait",
+            "set",
+            "interface",
+            &name,
+            &rate,
+            "ingress_policing_burst=80000",
+        ]);
+    }
+    let separate_total = s.elapsed() * (ports as u32) / (separate as u32);
+    (list, batched, separate_total)
+}
+
+fn peak_rss_kb(n: usize) -> u64 {
+    let ns = Netns::new("rss");
+    ns.add_links(n);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sluice.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[agent]\ninterval=\"1s\"\ninterfaces=['^kvm(?P<instance>[0-9]+)\\..*$']\nbackend=\"none\"\nstate_dir=\"{}\"\n[log]\ndir=\"\"\n[penalty]\nbase_rate=\"1gbit\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let bin = release_binary();
+    let child = Command::new("ip")
+        .args(["netns", "exec", &ns.0])
+        .arg(&bin)
+        .args(["agent", "--config"])
+        .arg(&cfg)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    // Let it run ten ticks (1 s interval), then read its high-water mark.
+    let state = dir.path().join("state.json");
+    std::thread::sleep(Duration::from_secs(10));
+    assert!(child.0.try_wait().unwrap().is_none(), "agent exited early");
+    let snap = sluice::state::read(&state)
+        .unwrap()
+        .expect("agent wrote its state");
+    assert_eq!(snap.interfaces.len(), n);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.0.id())).unwrap();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    let _ = child.0.wait();
+    hwm
+}
+
+/// Stops a child process by pid even when the benchmark panics.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn release_binary() -> PathBuf {
+    // `cargo bench` builds the library in release mode; build the binary the same way.
+    sh(
+        "cargo",
+        &["build", "--release", "--quiet", "--bin", "sluice"],
+    );
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/sluice")
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+fn main() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the benchmark needs root (network namespaces)"
+    );
+    let quick = std::env::args().any(|a| a == "quick");
+    let sizes: &[usize] = if quick { &[1_000] } else { &[1_000, 10_000] };
+
+    println!("## one tick (median of 21) vs baselines, same run");
+    let mut ticks = Vec::new();
+    for &n in sizes {
+        let t = tick_bench(n, 21);
+        println!(
+            "{n:>6} interfaces: tick {}  bare RTM_GETSTATS dump {}  /proc/net/dev {}  tick/bare = {:.2}x (target <= 2x)  tick/proc = {:.2}x",
+            ms(t.tick),
+            ms(t.bare),
+            ms(t.proc),
+            t.tick.as_secs_f64() / t.bare.as_secs_f64(),
+            t.tick.as_secs_f64() / t.proc.as_secs_f64(),
+        );
+        println!(
+            "         parts: sampler {}  policy+verdicts {}",
+            ms(t.sample),
+            ms(t.policy)
+        );
+        ticks.push((n, t.tick));
+    }
+
+    let separate = if quick { 100 } else { 1_000 };
+    let (list, batched, separate_total) = ovs_benches(1_000, separate);
+    let tick_1k = ticks[0].1;
+    println!("## OVS, 1,000 ports (ovsdb-server only; --no-wait as the backend uses it)");
+    println!(
+        "ovs-vsctl list Interface: {}  tick at 1,000 interfaces is {:.1}x cheaper (target >= 20x)",
+        ms(list),
+        list.as_secs_f64() / tick_1k.as_secs_f64()
+    );
+    println!(
+        "1,000 limit changes: one batched call {}  vs separate calls {}{}  = {:.1}x (target >= 20x)",
+        ms(batched),
+        ms(separate_total),
+        if quick {
+            " (extrapolated from 100)"
+        } else {
+            ""
+        },
+        separate_total.as_secs_f64() / batched.as_secs_f64()
+    );
+
+    let rss_n = if quick { 1_000 } else { 10_000 };
+    let kb = peak_rss_kb(rss_n);
+    println!("## memory");
+    println!(
+        "peak RSS of sluice agent at {rss_n} interfaces: {:.1} MB (target <= 20 MB)",
+        kb as f64 / 1024.0
+    );
+}
