@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 use crate::config::{BackendKind, Config};
 use crate::enforce::{Backend, Enforcement, OvsBackend, OvsConfig, PolicerProbe, Wanted};
 use crate::names::IfName;
-use crate::policy::{ChangeCause, Event, EventKind, Policy, Tick};
+use crate::policy::{ChangeCause, Event, EventKind, Policy, Tick, Verdict};
 use crate::sample::LinkSampler;
 use crate::state::{self, AgentLock, InterfaceRecord, LOCK_FILE, Loaded, STATE_FILE, Snapshot};
 use crate::units::Rate;
@@ -132,7 +132,8 @@ impl Agent {
                 _ = int.recv() => break,
             }
         }
-        self.write_state(true);
+        let verdicts = self.policy.verdicts(&self.config);
+        self.write_state(&verdicts, true);
         info!("sluice agent stopped; limits left in place");
         Ok(())
     }
@@ -211,11 +212,10 @@ impl Agent {
             }
         }
         self.enforcement = enforcement;
-        self.write_state(false);
+        self.write_state(&verdicts, false);
     }
 
-    fn snapshot(&self) -> Snapshot {
-        let verdicts = self.policy.verdicts(&self.config);
+    fn snapshot(&self, verdicts: &BTreeMap<IfName, Verdict>) -> Snapshot {
         let machine = crate::policy::PenaltyMachine::new(&self.config.penalty.stages);
         let interfaces = self
             .policy
@@ -267,8 +267,8 @@ impl Agent {
     }
 
     /// Write the snapshot if it changed since the last write (or when `force`d).
-    fn write_state(&mut self, force: bool) {
-        let snap = self.snapshot();
+    fn write_state(&mut self, verdicts: &BTreeMap<IfName, Verdict>, force: bool) {
+        let snap = self.snapshot(verdicts);
         let same = self.last_written.as_ref().is_some_and(|last| {
             last.interfaces == snap.interfaces
                 && last.backend == snap.backend

@@ -6,8 +6,9 @@
 //! `IfName` never needs to wonder whether it is safe to pass on.
 
 use std::fmt;
+use std::sync::Arc;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Longest interface name the kernel accepts (IFNAMSIZ - 1).
 pub const IFNAME_MAX: usize = 15;
@@ -30,9 +31,10 @@ fn plain_chars(s: &str, extra: &[u8]) -> bool {
 }
 
 /// A kernel network interface name, valid for the kernel and harmless in argv.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
-pub struct IfName(String);
+/// Shared (`Arc<str>`): the same names are cloned into samples, state and verdicts every
+/// tick, and a clone must not cost an allocation per interface.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IfName(Arc<str>);
 
 impl IfName {
     pub fn new(s: &str) -> Result<Self, NameError> {
@@ -43,7 +45,7 @@ impl IfName {
             && s != ".."
             && plain_chars(s, b"@");
         if ok {
-            Ok(IfName(s.to_owned()))
+            Ok(IfName(Arc::from(s)))
         } else {
             Err(NameError::Interface(s.to_owned()))
         }
@@ -59,6 +61,18 @@ impl fmt::Display for IfName {
     }
 }
 
+impl Serialize for IfName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl Serialize for InstanceId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
 impl<'de> Deserialize<'de> for IfName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -67,14 +81,13 @@ impl<'de> Deserialize<'de> for IfName {
 }
 
 /// The VM or container an interface belongs to (a Proxmox VMID, an LXD container name).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
-pub struct InstanceId(String);
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InstanceId(Arc<str>);
 
 impl InstanceId {
     pub fn new(s: &str) -> Result<Self, NameError> {
         if !s.is_empty() && s.len() <= 64 && !s.starts_with('-') && plain_chars(s, b"") {
-            Ok(InstanceId(s.to_owned()))
+            Ok(InstanceId(Arc::from(s)))
         } else {
             Err(NameError::Instance(s.to_owned()))
         }

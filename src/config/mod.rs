@@ -12,6 +12,7 @@ mod validate;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use regex::Regex;
@@ -40,7 +41,9 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub interval: Duration,
-    pub interfaces: Vec<InterfacePattern>,
+    /// Shared so the policy can tell, by pointer, whether the patterns it cached matches
+    /// for are still the ones in force (a reload makes a new `Arc`).
+    pub interfaces: Arc<[InterfacePattern]>,
     pub backend: BackendKind,
     pub state_dir: PathBuf,
     pub ovs_vsctl: PathBuf,

@@ -171,7 +171,7 @@ fn check_agent(c: &mut Checker, a: RawAgent) -> Option<AgentConfig> {
     }
     Some(AgentConfig {
         interval,
-        interfaces,
+        interfaces: interfaces.into(),
         backend,
         state_dir: PathBuf::from(a.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into())),
         ovs_vsctl: PathBuf::from(a.ovs_vsctl.unwrap_or_else(|| "ovs-vsctl".into())),

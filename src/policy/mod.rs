@@ -5,7 +5,8 @@
 mod penalty;
 mod verdict;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -14,7 +15,7 @@ pub use penalty::{ChangeCause, Measured, PenaltyMachine, PenaltyState, StageChan
 pub use verdict::{Burst, Limit, Reason, Verdict};
 
 use crate::account::{Counters, counter_delta};
-use crate::config::Config;
+use crate::config::{Config, InterfacePattern};
 use crate::names::{IfName, InstanceId};
 use crate::sample::Sample;
 use crate::units::Rate;
@@ -45,6 +46,8 @@ pub struct InterfaceState {
     pub instance: InstanceId,
     /// Seen in the latest tick's samples.
     pub present: bool,
+    /// Seen in the tick before (to log a disappearance once).
+    was_present: bool,
     pub ifindex: Option<u32>,
     /// Average upload/download over the latest interval; `None` when unknown (gap).
     pub upload: Option<Rate>,
@@ -58,6 +61,7 @@ impl InterfaceState {
         InterfaceState {
             instance,
             present: false,
+            was_present: false,
             ifindex: None,
             upload: None,
             download: None,
@@ -96,6 +100,11 @@ pub enum EventKind {
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     interfaces: BTreeMap<IfName, InterfaceState>,
+    /// Which instance each interface name belongs to (`None`: no pattern matches), so the
+    /// regexes run once per name rather than once per name per tick.
+    matches: HashMap<IfName, Option<InstanceId>>,
+    /// The patterns `matches` was computed with; another set (a reload) clears it.
+    matched_with: Option<Arc<[InterfacePattern]>>,
 }
 
 impl Policy {
@@ -128,22 +137,40 @@ impl Policy {
         let machine = PenaltyMachine::new(&cfg.penalty.stages);
         let max_gap = cfg.agent.interval * 2;
         let mut events = Vec::new();
-        let mut was_present = Vec::new();
-        for (name, st) in self.interfaces.iter_mut() {
-            if std::mem::replace(&mut st.present, false) {
-                was_present.push(name.clone());
-            }
+        for st in self.interfaces.values_mut() {
+            st.was_present = std::mem::replace(&mut st.present, false);
+        }
+        if !self
+            .matched_with
+            .as_ref()
+            .is_some_and(|p| Arc::ptr_eq(p, &cfg.agent.interfaces))
+        {
+            self.matches.clear();
+            self.matched_with = Some(cfg.agent.interfaces.clone());
+        }
+        // Forget names long gone (tap churn over months), keeping the map near the host's size.
+        if self.matches.len() > 2 * samples.len() + 64 {
+            let live: std::collections::HashSet<&IfName> =
+                samples.iter().map(|s| &s.name).collect();
+            self.matches.retain(|name, _| live.contains(name));
         }
 
         for sample in samples {
-            let Some(instance) = cfg.instance_of(&sample.name) else {
-                continue;
-            };
-            let st = self
-                .interfaces
+            let instance = self
+                .matches
                 .entry(sample.name.clone())
-                .or_insert_with(|| InterfaceState::new(instance.clone()));
-            st.instance = instance;
+                .or_insert_with(|| cfg.instance_of(&sample.name));
+            let Some(instance) = instance else { continue };
+            let st = match self.interfaces.get_mut(&sample.name) {
+                Some(st) => st,
+                None => self
+                    .interfaces
+                    .entry(sample.name.clone())
+                    .or_insert_with(|| InterfaceState::new(instance.clone())),
+            };
+            if st.instance != *instance {
+                st.instance = instance.clone();
+            }
             let cur = Counters {
                 ifindex: sample.ifindex,
                 rx_bytes: sample.rx_bytes,
@@ -207,7 +234,7 @@ impl Policy {
             }
             if st.penalty.stage == 0 {
                 gone.push(name.clone());
-            } else if was_present.contains(name) {
+            } else if st.was_present {
                 events.push(event(
                     name,
                     &st.instance,

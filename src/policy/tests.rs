@@ -308,3 +308,28 @@ fn restored_penalty_applies_when_the_interface_shows_up() {
     let events = p.tick(&cfg, &[sample("kvm101.0", 3, 0)], Tick::simulated(3700.0));
     assert_eq!(stage_changes(&events), vec![(2, 0)]);
 }
+
+#[test]
+fn a_new_config_rematches_interfaces() {
+    let kvm = config("");
+    let tap_text = "[agent]\ninterval=\"60s\"\ninterfaces=['^tap(?P<instance>[0-9]+)i[0-9]+$']\n[penalty]\nbase_rate=\"1gbit\"\n";
+    let tap = Config::parse(Path::new("t.toml"), tap_text).unwrap().config;
+    let samples = [sample("kvm101.0", 1, 0), sample("tap102i0", 2, 0)];
+    let mut p = Policy::new();
+    p.tick(&kvm, &samples, Tick::simulated(0.0));
+    assert_eq!(
+        p.verdicts(&kvm)
+            .keys()
+            .map(|n| n.as_str())
+            .collect::<Vec<_>>(),
+        ["kvm101.0"]
+    );
+    // Same samples, reloaded config with other patterns: the cached matches are dropped.
+    p.tick(&tap, &samples, Tick::simulated(60.0));
+    let v = p.verdicts(&tap);
+    assert_eq!(
+        v.keys().map(|n| n.as_str()).collect::<Vec<_>>(),
+        ["tap102i0"]
+    );
+    assert_eq!(v[&name("tap102i0")].instance.as_str(), "102");
+}
