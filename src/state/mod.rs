@@ -37,6 +37,8 @@ pub struct Snapshot {
     pub interfaces: Vec<InterfaceRecord>,
 }
 
+/// One interface. Absent optional fields mean "none" (left out to keep a
+/// 10,000-interface file small).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InterfaceRecord {
@@ -46,14 +48,21 @@ pub struct InterfaceRecord {
     pub present: bool,
     pub stage: usize,
     /// When the running penalty started and ends (wall clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<Timestamp>,
     pub reason: Reason,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_limit_kbps: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst_kb: Option<u64>,
     /// Average rates over the latest interval; `None` when unknown (first sample, gap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_bps: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub download_bps: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enforcement: Option<Enforcement>,
 }
 
