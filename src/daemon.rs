@@ -20,8 +20,7 @@ use crate::enforce::{Backend, Enforcement, OvsBackend, OvsConfig, PolicerProbe, 
 use crate::names::IfName;
 use crate::policy::{ChangeCause, Event, EventKind, Policy, Tick, Verdict};
 use crate::sample::LinkSampler;
-use crate::state::{self, AgentLock, InterfaceRecord, LOCK_FILE, Loaded, STATE_FILE, Snapshot};
-use crate::units::Rate;
+use crate::state::{self, AgentLock, AgentView, Header, LOCK_FILE, Loaded, STATE_FILE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -47,8 +46,8 @@ pub struct Agent {
     enforcement: BTreeMap<IfName, Enforcement>,
     origin: Instant,
     state_path: PathBuf,
-    /// The last snapshot written, minus its timestamp, to skip identical writes.
-    last_written: Option<Snapshot>,
+    /// Fingerprint of the last snapshot written, to skip identical writes.
+    last_written: Option<u64>,
     _lock: AgentLock,
 }
 
@@ -215,70 +214,27 @@ impl Agent {
         self.write_state(&verdicts, false);
     }
 
-    fn snapshot(&self, verdicts: &BTreeMap<IfName, Verdict>) -> Snapshot {
-        let machine = crate::policy::PenaltyMachine::new(&self.config.penalty.stages);
-        let interfaces = self
-            .policy
-            .interfaces()
-            .map(|(name, st)| {
-                let verdict = verdicts.get(name);
-                // Absent interfaces hold a penalty but no limit; show the limit it will get.
-                let limit = match verdict {
-                    Some(v) => v.upload.map(|l| (l.rate.kbps(), l.burst.kb())),
-                    None => machine
-                        .stage_rate(st.penalty.stage, self.config.base_rate(&st.instance))
-                        .map(|r| {
-                            (
-                                r.kbps(),
-                                crate::policy::Burst::for_rate(r, self.config.penalty.burst).kb(),
-                            )
-                        }),
-                };
-                InterfaceRecord {
-                    interface: name.clone(),
-                    instance: st.instance.clone(),
-                    present: st.present,
-                    stage: st.penalty.stage,
-                    since: st.penalty.since,
-                    until: st.penalty.until,
-                    reason: verdict.map_or(crate::policy::Reason::Penalty(st.penalty.stage), |v| {
-                        v.reason
-                    }),
-                    upload_limit_kbps: limit.map(|l| l.0),
-                    burst_kb: limit.map(|l| l.1),
-                    upload_bps: st.upload.map(Rate::bits_per_sec),
-                    download_bps: st.download.map(Rate::bits_per_sec),
-                    enforcement: if st.present {
-                        self.enforcement.get(name).cloned()
-                    } else {
-                        None
-                    },
-                }
-            })
-            .collect();
-        Snapshot {
-            version: state::STATE_VERSION,
-            written_at: Timestamp::now(),
-            pid: std::process::id(),
-            backend: self.backend.kind().to_string(),
-            interval_secs: self.config.agent.interval.as_secs(),
-            interfaces,
-        }
-    }
-
     /// Write the snapshot if it changed since the last write (or when `force`d).
     fn write_state(&mut self, verdicts: &BTreeMap<IfName, Verdict>, force: bool) {
-        let snap = self.snapshot(verdicts);
-        let same = self.last_written.as_ref().is_some_and(|last| {
-            last.interfaces == snap.interfaces
-                && last.backend == snap.backend
-                && last.interval_secs == snap.interval_secs
-        });
-        if same && !force {
+        let view = AgentView {
+            config: &self.config,
+            policy: &self.policy,
+            verdicts,
+            enforcement: &self.enforcement,
+        };
+        let backend = self.backend.kind().to_string();
+        let header = Header {
+            written_at: Timestamp::now(),
+            pid: std::process::id(),
+            backend: &backend,
+            interval_secs: self.config.agent.interval.as_secs(),
+        };
+        let fingerprint = state::fingerprint(view.records(), &header);
+        if !force && self.last_written == Some(fingerprint) {
             return;
         }
-        match state::write(&self.state_path, &snap) {
-            Ok(()) => self.last_written = Some(snap),
+        match state::write_streamed(&self.state_path, &header, view.records()) {
+            Ok(()) => self.last_written = Some(fingerprint),
             Err(e) => error!("cannot write state: {e}"),
         }
     }

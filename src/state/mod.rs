@@ -7,14 +7,19 @@
 
 mod atomic;
 mod lock;
+mod record;
 
+use std::cell::Cell;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
 pub use atomic::write_atomic;
 pub use lock::{AgentLock, LockError};
+pub use record::AgentView;
 
 use crate::enforce::Enforcement;
 use crate::names::{IfName, InstanceId};
@@ -39,7 +44,7 @@ pub struct Snapshot {
 
 /// One interface. Absent optional fields mean "none" (left out to keep a
 /// 10,000-interface file small).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InterfaceRecord {
     pub interface: IfName,
@@ -137,19 +142,86 @@ pub fn load_or_move_aside(path: &Path, now: Timestamp) -> Result<Loaded, StateEr
     }
 }
 
-/// Write the snapshot atomically.
-pub fn write(path: &Path, snap: &Snapshot) -> Result<(), StateError> {
+/// Everything in a snapshot but its records, for writing.
+#[derive(Debug, Clone, Serialize)]
+pub struct Header<'a> {
+    pub written_at: Timestamp,
+    pub pid: u32,
+    pub backend: &'a str,
+    pub interval_secs: u64,
+}
+
+/// The on-disk shape of [`Snapshot`], with the records streamed from an iterator.
+#[derive(Serialize)]
+#[serde(bound = "")]
+struct Streamed<'a, I: Iterator<Item = InterfaceRecord>> {
+    version: u32,
+    written_at: Timestamp,
+    pid: u32,
+    backend: &'a str,
+    interval_secs: u64,
+    interfaces: Stream<I>,
+}
+
+/// Serializes an iterator once, as a JSON array.
+struct Stream<I>(Cell<Option<I>>);
+
+impl<I: Iterator<Item = InterfaceRecord>> Serialize for Stream<I> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.take() {
+            Some(records) => s.collect_seq(records),
+            None => s.collect_seq(std::iter::empty::<InterfaceRecord>()),
+        }
+    }
+}
+
+/// A fingerprint of the records, to skip writing a snapshot identical to the last one.
+pub fn fingerprint(records: impl Iterator<Item = InterfaceRecord>, header: &Header<'_>) -> u64 {
+    let mut h = DefaultHasher::new();
+    (header.backend, header.interval_secs).hash(&mut h);
+    for r in records {
+        r.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Write a snapshot atomically, streaming the records (no copy of the whole file in memory).
+pub fn write_streamed(
+    path: &Path,
+    header: &Header<'_>,
+    records: impl Iterator<Item = InterfaceRecord>,
+) -> Result<(), StateError> {
+    let out = Streamed {
+        version: STATE_VERSION,
+        written_at: header.written_at,
+        pid: header.pid,
+        backend: header.backend,
+        interval_secs: header.interval_secs,
+        interfaces: Stream(Cell::new(Some(records))),
+    };
     // Compact: at 10,000 interfaces pretty-printing doubles the size and the time;
     // `sluice list --json` pretty-prints for people.
-    let mut bytes = serde_json::to_vec(snap).map_err(|e| StateError::Io {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })?;
-    bytes.push(b'\n');
-    write_atomic(path, &bytes, 0o644).map_err(|e| StateError::Io {
+    atomic::write_atomic_with(path, 0o644, |file| {
+        let mut w = BufWriter::with_capacity(64 * 1024, file);
+        serde_json::to_writer(&mut w, &out)?;
+        w.write_all(b"\n")?;
+        w.flush()
+    })
+    .map_err(|e| StateError::Io {
         path: path.to_owned(),
         reason: e.to_string(),
     })
+}
+
+/// Write an owned snapshot atomically.
+pub fn write(path: &Path, snap: &Snapshot) -> Result<(), StateError> {
+    let header = Header {
+        written_at: snap.written_at,
+        pid: snap.pid,
+        backend: &snap.backend,
+        interval_secs: snap.interval_secs,
+    };
+    write_streamed(path, &header, snap.interfaces.iter().cloned())
 }
 
 #[cfg(test)]

@@ -1,0 +1,55 @@
+//! The agent's view of one interface as `state.json` records it, built straight from the
+//! policy, the verdicts and the enforcement results — one record at a time, so a
+//! 10,000-interface snapshot is streamed to disk without a second copy in memory.
+
+use std::collections::BTreeMap;
+
+use super::InterfaceRecord;
+use crate::config::Config;
+use crate::enforce::Enforcement;
+use crate::names::IfName;
+use crate::policy::{Burst, PenaltyMachine, Policy, Reason, Verdict};
+use crate::units::Rate;
+
+/// What the agent knows this tick, from which records are made.
+pub struct AgentView<'a> {
+    pub config: &'a Config,
+    pub policy: &'a Policy,
+    pub verdicts: &'a BTreeMap<IfName, Verdict>,
+    pub enforcement: &'a BTreeMap<IfName, Enforcement>,
+}
+
+impl AgentView<'_> {
+    /// One record per interface the policy knows, in name order.
+    pub fn records(&self) -> impl Iterator<Item = InterfaceRecord> + '_ {
+        let machine = PenaltyMachine::new(&self.config.penalty.stages);
+        self.policy.interfaces().map(move |(name, st)| {
+            let verdict = self.verdicts.get(name);
+            // Absent interfaces hold a penalty but no limit; show the limit they will get.
+            let limit = match verdict {
+                Some(v) => v.upload.map(|l| (l.rate, l.burst)),
+                None => machine
+                    .stage_rate(st.penalty.stage, self.config.base_rate(&st.instance))
+                    .map(|r| (r, Burst::for_rate(r, self.config.penalty.burst))),
+            };
+            InterfaceRecord {
+                interface: name.clone(),
+                instance: st.instance.clone(),
+                present: st.present,
+                stage: st.penalty.stage,
+                since: st.penalty.since,
+                until: st.penalty.until,
+                reason: verdict.map_or(Reason::Penalty(st.penalty.stage), |v| v.reason),
+                upload_limit_kbps: limit.map(|l| l.0.kbps()),
+                burst_kb: limit.map(|l| l.1.kb()),
+                upload_bps: st.upload.map(Rate::bits_per_sec),
+                download_bps: st.download.map(Rate::bits_per_sec),
+                enforcement: if st.present {
+                    self.enforcement.get(name).cloned()
+                } else {
+                    None
+                },
+            }
+        })
+    }
+}
