@@ -46,8 +46,9 @@ pub struct Agent {
     enforcement: BTreeMap<IfName, Enforcement>,
     origin: Instant,
     state_path: PathBuf,
-    /// Fingerprint of the last snapshot written, to skip identical writes.
-    last_written: Option<u64>,
+    /// The state file must be rewritten even if the policy saw no change (first tick,
+    /// reload, a failed write).
+    state_dirty: bool,
     _lock: AgentLock,
 }
 
@@ -104,7 +105,7 @@ impl Agent {
             enforcement: BTreeMap::new(),
             origin: Instant::now(),
             state_path,
-            last_written: None,
+            state_dirty: true,
             _lock: lock,
         })
     }
@@ -162,9 +163,16 @@ impl Agent {
                     warn!("agent.state_dir changes only take effect on restart");
                 }
                 self.config = new;
+                self.state_dirty = true;
                 info!(config = %self.config_path.display(), "configuration reloaded");
             }
         }
+    }
+
+    /// Make the next tick rewrite the state file even if nothing changed (the benchmark
+    /// uses it to measure a tick that writes, on interfaces that carry no traffic).
+    pub fn invalidate_state(&mut self) {
+        self.state_dirty = true;
     }
 
     /// One tick: sample, decide, enforce, record.
@@ -196,6 +204,7 @@ impl Agent {
             })
             .collect();
         let enforcement = self.backend.reconcile(&wanted).await;
+        self.state_dirty |= enforcement != self.enforcement;
         for (name, status) in &enforcement {
             let before = self.enforcement.get(name);
             if before != Some(status) {
@@ -214,7 +223,7 @@ impl Agent {
         self.write_state(&verdicts, false);
     }
 
-    /// Write the snapshot if it changed since the last write (or when `force`d).
+    /// Write the snapshot if anything in it changed this tick (or when `force`d).
     fn write_state(&mut self, verdicts: &BTreeMap<IfName, Verdict>, force: bool) {
         let view = AgentView {
             config: &self.config,
@@ -229,13 +238,15 @@ impl Agent {
             backend: &backend,
             interval_secs: self.config.agent.interval.as_secs(),
         };
-        let fingerprint = state::fingerprint(view.records(), &header);
-        if !force && self.last_written == Some(fingerprint) {
+        if !(force || self.state_dirty || self.policy.changed()) {
             return;
         }
         match state::write_streamed(&self.state_path, &header, view.records()) {
-            Ok(()) => self.last_written = Some(fingerprint),
-            Err(e) => error!("cannot write state: {e}"),
+            Ok(()) => self.state_dirty = false,
+            Err(e) => {
+                self.state_dirty = true;
+                error!("cannot write state: {e}");
+            }
         }
     }
 }

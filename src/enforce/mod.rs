@@ -22,7 +22,7 @@ use crate::names::IfName;
 use crate::policy::Verdict;
 
 /// Whether an interface holds what its verdict asks for.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Enforcement {
     /// Read back and verified: the system holds the verdict.

@@ -105,6 +105,8 @@ pub struct Policy {
     matches: HashMap<IfName, Option<InstanceId>>,
     /// The patterns `matches` was computed with; another set (a reload) clears it.
     matched_with: Option<Arc<[InterfacePattern]>>,
+    /// Whether the last tick changed anything a snapshot shows (rates, stages, presence).
+    changed: bool,
 }
 
 impl Policy {
@@ -127,6 +129,12 @@ impl Policy {
         self.interfaces.iter()
     }
 
+    /// Whether the last tick changed anything `sluice list` shows: lets the daemon skip
+    /// rewriting an identical state file without comparing it record by record.
+    pub fn changed(&self) -> bool {
+        self.changed
+    }
+
     pub fn get(&self, name: &IfName) -> Option<&InterfaceState> {
         self.interfaces.get(name)
     }
@@ -137,6 +145,7 @@ impl Policy {
         let machine = PenaltyMachine::new(&cfg.penalty.stages);
         let max_gap = cfg.agent.interval * 2;
         let mut events = Vec::new();
+        let mut changed = false;
         for st in self.interfaces.values_mut() {
             st.was_present = std::mem::replace(&mut st.present, false);
         }
@@ -177,8 +186,7 @@ impl Policy {
                 tx_bytes: sample.tx_bytes,
             };
             let mut measured = None;
-            st.upload = None;
-            st.download = None;
+            let before = (st.upload.take(), st.download.take());
             if let Some((prev, at)) = st.last {
                 let delta = counter_delta(prev, cur);
                 if delta.reset {
@@ -209,8 +217,10 @@ impl Policy {
             st.last = Some((cur, now.mono));
             st.ifindex = Some(sample.ifindex);
             st.present = true;
+            changed |= !st.was_present || before != (st.upload, st.download);
             let base = cfg.base_rate(&st.instance);
             if let Some(change) = machine.step(&mut st.penalty, measured, now, base) {
+                changed = true;
                 events.push(stage_event(
                     cfg,
                     &machine,
@@ -226,10 +236,12 @@ impl Policy {
         // forget the rest.
         let mut gone = Vec::new();
         for (name, st) in self.interfaces.iter_mut().filter(|(_, s)| !s.present) {
+            changed |= st.was_present;
             st.last = None;
             st.upload = None;
             st.download = None;
             if let Some(change) = machine.expire(&mut st.penalty, now.wall) {
+                changed = true;
                 events.push(stage_event(cfg, &machine, name, st, change, None));
             }
             if st.penalty.stage == 0 {
@@ -244,9 +256,11 @@ impl Policy {
                 ));
             }
         }
+        changed |= !gone.is_empty();
         for name in gone {
             self.interfaces.remove(&name);
         }
+        self.changed = changed;
         events
     }
 

@@ -333,3 +333,25 @@ fn a_new_config_rematches_interfaces() {
     );
     assert_eq!(v[&name("tap102i0")].instance.as_str(), "102");
 }
+
+#[test]
+fn changed_says_whether_a_snapshot_would_differ() {
+    let cfg = config("");
+    let mut p = Policy::new();
+    // (time, rx counter, changed?)
+    let table = [
+        (0.0, 0, true),             // new interface
+        (60.0, 0, true),            // first rate known (0 bit/s)
+        (120.0, 0, false),          // idle, same rate
+        (180.0, 7_500_000, true),   // traffic: new rate
+        (240.0, 15_000_000, false), // same rate again
+    ];
+    for (t, rx, want) in table {
+        p.tick(&cfg, &[sample("kvm101.0", 3, rx)], Tick::simulated(t));
+        assert_eq!(p.changed(), want, "t={t}");
+    }
+    p.tick(&cfg, &[], Tick::simulated(300.0));
+    assert!(p.changed(), "vanished");
+    p.tick(&cfg, &[], Tick::simulated(360.0));
+    assert!(!p.changed(), "still gone");
+}

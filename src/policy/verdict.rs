@@ -41,7 +41,7 @@ impl Burst {
 }
 
 /// Why an interface has the limit it has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "stage")]
 pub enum Reason {
     /// Stage 0 with `enforce_base = true`: the base rate sold.

@@ -83,7 +83,9 @@ impl LinkSampler {
 
     /// One sample of every interface, in ifindex order.
     pub fn sample(&mut self) -> Result<Vec<Sample>, SampleError> {
-        let mut stats: Vec<(u32, Stats64)> = Vec::with_capacity(self.names.len().max(16));
+        // Only the four counters are kept (a full Stats64 is 200 bytes; at 10,000 interfaces
+        // that alone was 2 MB of peak heap).
+        let mut stats: Vec<(u32, [u64; 4])> = Vec::with_capacity(self.names.len().max(16));
         let mut interrupted = false;
         self.seq = self.seq.wrapping_add(1);
         let mut req = StatsMessage::default();
@@ -102,9 +104,10 @@ impl LinkSampler {
                             .filter_map(Result::ok)
                             .find(|nla| nla.kind() == IFLA_STATS_LINK_64);
                     if let Some(nla) = link64 {
+                        let s = Stats64::parse(nla.value()).map_err(|e| e.to_string())?;
                         stats.push((
                             header.ifindex,
-                            Stats64::parse(nla.value()).map_err(|e| e.to_string())?,
+                            [s.rx_bytes, s.tx_bytes, s.rx_packets, s.tx_packets],
                         ));
                     }
                 }
@@ -125,16 +128,16 @@ impl LinkSampler {
         }
         Ok(stats
             .into_iter()
-            .filter_map(|(ifindex, s)| {
+            .filter_map(|(ifindex, [rx_bytes, tx_bytes, rx_packets, tx_packets])| {
                 // A link created between the two dumps is simply sampled next tick.
                 let name = self.names.get(&ifindex)?.clone()?;
                 Some(Sample {
                     ifindex,
                     name,
-                    rx_bytes: s.rx_bytes,
-                    tx_bytes: s.tx_bytes,
-                    rx_packets: s.rx_packets,
-                    tx_packets: s.tx_packets,
+                    rx_bytes,
+                    tx_bytes,
+                    rx_packets,
+                    tx_packets,
                 })
             })
             .collect())

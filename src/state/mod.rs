@@ -10,7 +10,6 @@ mod lock;
 mod record;
 
 use std::cell::Cell;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -44,7 +43,7 @@ pub struct Snapshot {
 
 /// One interface. Absent optional fields mean "none" (left out to keep a
 /// 10,000-interface file small).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InterfaceRecord {
     pub interface: IfName,
@@ -173,16 +172,6 @@ impl<I: Iterator<Item = InterfaceRecord>> Serialize for Stream<I> {
             None => s.collect_seq(std::iter::empty::<InterfaceRecord>()),
         }
     }
-}
-
-/// A fingerprint of the records, to skip writing a snapshot identical to the last one.
-pub fn fingerprint(records: impl Iterator<Item = InterfaceRecord>, header: &Header<'_>) -> u64 {
-    let mut h = DefaultHasher::new();
-    (header.backend, header.interval_secs).hash(&mut h);
-    for r in records {
-        r.hash(&mut h);
-    }
-    h.finish()
 }
 
 /// Write a snapshot atomically, streaming the records (no copy of the whole file in memory).
