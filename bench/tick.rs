@@ -426,9 +426,11 @@ fn main() {
             t.tick.as_secs_f64() / t.proc.as_secs_f64(),
         );
         println!(
-            "         parts: sampler {}  policy+verdicts {}",
+            "         parts: sampler {}  policy+verdicts {}  idle tick (nothing changed, no write) {} = {:.2}x bare",
             ms(t.sample),
-            ms(t.policy)
+            ms(t.policy),
+            ms(t.idle_tick),
+            t.idle_tick.as_secs_f64() / t.bare.as_secs_f64()
         );
         ticks.push((n, t.tick));
     }
