@@ -10,8 +10,9 @@
 //! 2. 1,000 policing changes in one batched ovs-vsctl call against 1,000 separate calls.
 //! 3. Peak RSS of `sluice agent` watching 10,000 interfaces.
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,70 +21,13 @@ use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::stats::{StatsFilterMask, StatsMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+use support::{Netns, Ovs, sh};
 
-fn sh(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("slbench{tag}{}", std::process::id());
-        sh("ip", &["netns", "add", &name]);
-        Netns(name)
-    }
-    /// `n` cheap links named kvm{i}.0: dummy where the kernel has it, else ifb.
-    fn add_links(&self, n: usize) {
-        let kind = if Command::new("ip")
-            .args(["-n", &self.0, "link", "add", "slprobe", "type", "dummy"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-        {
-            sh("ip", &["-n", &self.0, "link", "del", "slprobe"]);
-            "dummy"
-        } else {
-            "ifb"
-        };
-        let batch: String = (0..n)
-            .map(|i| format!("link add kvm{i}.0 type {kind}\n"))
-            .collect();
-        let path = std::env::temp_dir().join(format!("{}.batch", self.0));
-        std::fs::write(&path, batch).unwrap();
-        sh("ip", &["-n", &self.0, "-batch", path.to_str().unwrap()]);
-        let _ = std::fs::remove_file(path);
-        eprintln!("  created {n} {kind} links in {}", self.0);
-    }
-    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/var/run/netns/{}", self.0);
-        std::thread::spawn(move || {
-            let ns = File::open(path).unwrap();
-            // SAFETY: setns on a valid netns fd, for this thread only.
-            assert_eq!(
-                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
-                0
-            );
-            f()
-        })
-        .join()
-        .unwrap()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
+/// `n` cheap links named kvm{i}.0.
+fn add_links(ns: &Netns, n: usize) {
+    let names: Vec<String> = (0..n).map(|i| format!("kvm{i}.0")).collect();
+    ns.add_cheap_links(&names);
+    eprintln!("  created {n} links in {}", ns.name);
 }
 
 /// Median of `runs` timings of `f` (after one warm-up call).
@@ -139,7 +83,7 @@ struct TickTimes {
 
 fn tick_bench(n: usize, runs: usize) -> TickTimes {
     let ns = Netns::new(&format!("t{n}"));
-    ns.add_links(n);
+    add_links(&ns, n);
     // Production keeps state in /run, a tmpfs; /dev/shm is the tmpfs every machine has.
     let state = tempfile::tempdir_in("/dev/shm").unwrap();
     let state_dir = state.path().to_owned();
@@ -217,72 +161,9 @@ fn tick_bench(n: usize, runs: usize) -> TickTimes {
     })
 }
 
-struct OvsDb {
-    _dir: tempfile::TempDir,
-    db: String,
-    child: Child,
-}
-
-impl OvsDb {
-    /// ovsdb-server alone: `--no-wait` writes and `list` reads never need ovs-vswitchd.
-    fn start() -> OvsDb {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        let db_file = d.join("conf.db");
-        sh(
-            "ovsdb-tool",
-            &[
-                "create",
-                db_file.to_str().unwrap(),
-                "/usr/share/openvswitch/vswitch.ovsschema",
-            ],
-        );
-        let sock = d.join("db.sock");
-        let child = Command::new("ovsdb-server")
-            .arg(&db_file)
-            .arg(format!("--remote=punix:{}", sock.display()))
-            .arg(format!("--unixctl={}", d.join("ctl").display()))
-            .arg(format!("--pidfile={}", d.join("pid").display()))
-            .env("OVS_RUNDIR", d)
-            .env("OVS_LOGDIR", d)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while !sock.exists() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "ovsdb-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let db = format!("unix:{}", sock.display());
-        let o = OvsDb {
-            _dir: dir,
-            db,
-            child,
-        };
-        o.vsctl(&["--no-wait", "init"]);
-        o
-    }
-    fn vsctl(&self, args: &[&str]) -> String {
-        let db = format!("--db={}", self.db);
-        let mut full = vec![db.as_str(), "--timeout=30"];
-        full.extend_from_slice(args);
-        sh("ovs-vsctl", &full)
-    }
-}
-
-impl Drop for OvsDb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn ovs_benches(ports: usize, separate: usize) -> (Duration, Duration, Duration) {
-    let ovs = OvsDb::start();
+    let ns = Netns::new("ovs");
+    let ovs = Ovs::start_db(&ns.name);
     let mut args: Vec<String> = vec!["--no-wait".into(), "add-br".into(), "br0".into()];
     for i in 0..ports {
         args.extend([
@@ -336,7 +217,7 @@ fn ovs_benches(ports: usize, separate: usize) -> (Duration, Duration, Duration) 
 
 fn peak_rss_kb(n: usize) -> u64 {
     let ns = Netns::new("rss");
-    ns.add_links(n);
+    add_links(&ns, n);
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("sluice.toml");
     std::fs::write(
@@ -349,7 +230,7 @@ fn peak_rss_kb(n: usize) -> u64 {
     .unwrap();
     let bin = release_binary();
     let child = Command::new("ip")
-        .args(["netns", "exec", &ns.0])
+        .args(["netns", "exec", &ns.name])
         .arg(&bin)
         .args(["agent", "--config"])
         .arg(&cfg)
