@@ -7,7 +7,6 @@
 //! boundaries it missed instead of running twice. Signals are handled between ticks, so
 //! SIGTERM always lets the current tick finish.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -43,7 +42,8 @@ pub struct Agent {
     policy: Policy,
     backend: Backend,
     sampler: LinkSampler,
-    enforcement: BTreeMap<IfName, Enforcement>,
+    /// The latest status of every present interface, in name order.
+    enforcement: Vec<(IfName, Enforcement)>,
     origin: Instant,
     state_path: PathBuf,
     /// The state file must be rewritten even if the policy saw no change (first tick,
@@ -102,7 +102,7 @@ impl Agent {
             policy,
             backend,
             sampler: LinkSampler::open()?,
-            enforcement: BTreeMap::new(),
+            enforcement: Vec::new(),
             origin: Instant::now(),
             state_path,
             state_dirty: true,
@@ -194,37 +194,24 @@ impl Agent {
         let verdicts = self.policy.verdicts(&self.config);
         let wanted: Vec<Wanted> = verdicts
             .iter()
-            .filter_map(|(name, verdict)| {
-                let ifindex = self.policy.get(name)?.ifindex?;
-                Some(Wanted {
-                    interface: name,
-                    ifindex,
-                    verdict,
-                })
-            })
+            .map(|(interface, verdict)| Wanted { interface, verdict })
             .collect();
-        let enforcement = self.backend.reconcile(&wanted).await;
-        self.state_dirty |= enforcement != self.enforcement;
-        for (name, status) in &enforcement {
-            let before = self.enforcement.get(name);
-            if before != Some(status) {
-                match status {
-                    Enforcement::EnforceFailed { reason } => {
-                        warn!(interface = %name, "enforce_failed: {reason}");
-                    }
-                    Enforcement::Applied if before.is_some() => {
-                        info!(interface = %name, "enforcement verified")
-                    }
-                    _ => {}
-                }
-            }
+        let statuses = self.backend.reconcile(&wanted).await;
+        let enforcement: Vec<(IfName, Enforcement)> = verdicts
+            .iter()
+            .map(|(name, _)| name.clone())
+            .zip(statuses)
+            .collect();
+        if enforcement != self.enforcement {
+            self.state_dirty = true;
+            log_enforcement_changes(&self.enforcement, &enforcement);
         }
         self.enforcement = enforcement;
         self.write_state(&verdicts, false);
     }
 
     /// Write the snapshot if anything in it changed this tick (or when `force`d).
-    fn write_state(&mut self, verdicts: &BTreeMap<IfName, Verdict>, force: bool) {
+    fn write_state(&mut self, verdicts: &[(IfName, Verdict)], force: bool) {
         let view = AgentView {
             config: &self.config,
             policy: &self.policy,
@@ -271,6 +258,28 @@ pub fn until_next_boundary(interval: Duration, now: Timestamp) -> Duration {
     let since_epoch = u128::try_from(now.as_nanosecond()).unwrap_or(0);
     let into = since_epoch % period;
     Duration::from_nanos(u64::try_from(period - into).unwrap_or(u64::MAX))
+}
+
+/// One line per interface whose enforcement status changed (both lists in name order).
+fn log_enforcement_changes(before: &[(IfName, Enforcement)], after: &[(IfName, Enforcement)]) {
+    for (name, status) in after {
+        let old = before
+            .binary_search_by(|(n, _)| n.cmp(name))
+            .ok()
+            .map(|i| &before[i].1);
+        if old == Some(status) {
+            continue;
+        }
+        match status {
+            Enforcement::EnforceFailed { reason } => {
+                warn!(interface = %name, "enforce_failed: {reason}")
+            }
+            Enforcement::Applied if old.is_some() => {
+                info!(interface = %name, "enforcement verified")
+            }
+            _ => {}
+        }
+    }
 }
 
 fn log_event(e: &Event) {

@@ -9,8 +9,6 @@ mod command;
 mod ovs;
 mod policer;
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 pub use command::{CommandError, run as run_command};
@@ -51,11 +49,10 @@ impl Enforcement {
     }
 }
 
-/// One interface's verdict and where it lives.
-#[derive(Debug, Clone)]
+/// One interface's verdict.
+#[derive(Debug, Clone, Copy)]
 pub struct Wanted<'a> {
     pub interface: &'a IfName,
-    pub ifindex: u32,
     pub verdict: &'a Verdict,
 }
 
@@ -74,14 +71,22 @@ impl Backend {
         }
     }
 
-    /// Make the system hold `wanted`, verify, and report per interface.
-    pub async fn reconcile(&mut self, wanted: &[Wanted<'_>]) -> BTreeMap<IfName, Enforcement> {
+    /// Make the system hold `wanted`, verify, and report one status per interface, in the
+    /// order of `wanted`.
+    pub async fn reconcile(&mut self, wanted: &[Wanted<'_>]) -> Vec<Enforcement> {
         match self {
-            Backend::Ovs(ovs) => ovs.reconcile(wanted).await,
-            Backend::None => wanted
-                .iter()
-                .map(|w| (w.interface.clone(), Enforcement::ObserveOnly))
-                .collect(),
+            Backend::Ovs(ovs) => {
+                let mut by_name = ovs.reconcile(wanted).await;
+                wanted
+                    .iter()
+                    .map(|w| {
+                        by_name
+                            .remove(w.interface)
+                            .unwrap_or_else(|| Enforcement::failed("not reconciled"))
+                    })
+                    .collect()
+            }
+            Backend::None => vec![Enforcement::ObserveOnly; wanted.len()],
         }
     }
 }

@@ -170,7 +170,7 @@ impl OvsBackend {
         let Some(probe) = &self.probe else {
             return Enforcement::Applied;
         };
-        match probe.has_ingress_policer(w.ifindex).await {
+        match probe.has_ingress_policer(w.verdict.ifindex).await {
             Ok(true) => Enforcement::Applied,
             Ok(false) if written_now || self.written_last_tick.contains(w.interface) => {
                 Enforcement::Pending
@@ -269,6 +269,7 @@ mod tests {
     fn verdict(kbps: Option<u64>) -> Verdict {
         Verdict {
             instance: InstanceId::new("1").unwrap(),
+            ifindex: 1,
             stage: 0,
             upload: kbps.map(|k| Limit {
                 rate: Rate::from_kbps(k),
@@ -309,11 +310,7 @@ mod tests {
         let wanted: Vec<Wanted> = names
             .iter()
             .zip(&v)
-            .map(|(interface, verdict)| Wanted {
-                interface,
-                ifindex: 1,
-                verdict,
-            })
+            .map(|(interface, verdict)| Wanted { interface, verdict })
             .collect();
         let current = HashMap::from([
             ("a".to_owned(), (900_000, 90_000)), // as wanted

@@ -264,14 +264,25 @@ impl Policy {
         events
     }
 
-    /// What every present interface should be limited to now.
-    pub fn verdicts(&self, cfg: &Config) -> BTreeMap<IfName, Verdict> {
+    /// What every present interface should be limited to now, in name order (the order
+    /// of [`Policy::interfaces`], so callers can walk both together without lookups).
+    pub fn verdicts(&self, cfg: &Config) -> Vec<(IfName, Verdict)> {
         let machine = PenaltyMachine::new(&cfg.penalty.stages);
         self.interfaces
             .iter()
             .filter(|(_, s)| s.present)
             .map(|(name, st)| (name.clone(), verdict_for(cfg, &machine, st)))
             .collect()
+    }
+
+    /// The verdict for one present interface.
+    pub fn verdict(&self, cfg: &Config, name: &IfName) -> Option<Verdict> {
+        let st = self.interfaces.get(name).filter(|s| s.present)?;
+        Some(verdict_for(
+            cfg,
+            &PenaltyMachine::new(&cfg.penalty.stages),
+            st,
+        ))
     }
 }
 
@@ -285,6 +296,7 @@ fn verdict_for(cfg: &Config, machine: &PenaltyMachine<'_>, st: &InterfaceState) 
     };
     Verdict {
         instance: st.instance.clone(),
+        ifindex: st.ifindex.unwrap_or(0),
         stage,
         upload: rate.map(|rate| Limit {
             rate,

@@ -219,7 +219,7 @@ fn vanished_interfaces_keep_running_penalties_only() {
             .iter()
             .any(|e| e.kind == EventKind::Returned { stage: 1 })
     );
-    let v = &p.verdicts(&cfg)[&name("kvm101.0")];
+    let v = p.verdict(&cfg, &name("kvm101.0")).unwrap();
     assert_eq!((v.stage, v.upload.unwrap().rate.kbps()), (1, 900_000));
     // Gone again past the expiry at 2700: expired and dropped.
     let events = p.tick(&cfg, &[], Tick::simulated(2700.0));
@@ -241,19 +241,22 @@ fn verdicts_follow_stage_base_override_and_enforce_base() {
         Tick::simulated(0.0),
     );
     let v = p.verdicts(&cfg);
-    assert_eq!(v.len(), 2, "eth0 matches no pattern");
+    let names: Vec<&str> = v.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
-        v[&name("kvm7.0")].upload.unwrap().rate.to_string(),
-        "100mbit"
+        names,
+        ["kvm7.0", "kvm8.0"],
+        "eth0 matches no pattern; name order"
     );
-    assert_eq!(v[&name("kvm7.0")].reason, Reason::Base);
-    assert_eq!(v[&name("kvm8.0")].upload.unwrap().rate.to_string(), "1gbit");
-    assert_eq!(v[&name("kvm8.0")].upload.unwrap().burst.kb(), 100_000);
+    assert_eq!(v[0].1.upload.unwrap().rate.to_string(), "100mbit");
+    assert_eq!(v[0].1.reason, Reason::Base);
+    assert_eq!(v[0].1.ifindex, 1);
+    assert_eq!(v[1].1.upload.unwrap().rate.to_string(), "1gbit");
+    assert_eq!(v[1].1.upload.unwrap().burst.kb(), 100_000);
 
     let cfg = config("enforce_base = false");
     let mut p = Policy::new();
     p.tick(&cfg, &[sample("kvm8.0", 2, 0)], Tick::simulated(0.0));
-    let v = &p.verdicts(&cfg)[&name("kvm8.0")];
+    let v = p.verdict(&cfg, &name("kvm8.0")).unwrap();
     assert_eq!((v.upload, v.reason), (None, Reason::Unlimited));
 }
 
@@ -272,7 +275,8 @@ fn per_instance_base_rate_sets_the_thresholds() {
     }
     assert_eq!(stage_changes(&last), vec![(0, 1)]);
     assert_eq!(
-        p.verdicts(&cfg)[&name("kvm7.0")]
+        p.verdict(&cfg, &name("kvm7.0"))
+            .unwrap()
             .upload
             .unwrap()
             .rate
@@ -298,7 +302,8 @@ fn restored_penalty_applies_when_the_interface_shows_up() {
     );
     p.tick(&cfg, &[sample("kvm101.0", 3, 0)], Tick::simulated(200.0));
     assert_eq!(
-        p.verdicts(&cfg)[&name("kvm101.0")]
+        p.verdict(&cfg, &name("kvm101.0"))
+            .unwrap()
             .upload
             .unwrap()
             .rate
@@ -319,7 +324,8 @@ fn a_new_config_rematches_interfaces() {
     p.tick(&kvm, &samples, Tick::simulated(0.0));
     assert_eq!(
         p.verdicts(&kvm)
-            .keys()
+            .iter()
+            .map(|(n, _)| n)
             .map(|n| n.as_str())
             .collect::<Vec<_>>(),
         ["kvm101.0"]
@@ -328,10 +334,10 @@ fn a_new_config_rematches_interfaces() {
     p.tick(&tap, &samples, Tick::simulated(60.0));
     let v = p.verdicts(&tap);
     assert_eq!(
-        v.keys().map(|n| n.as_str()).collect::<Vec<_>>(),
+        v.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
         ["tap102i0"]
     );
-    assert_eq!(v[&name("tap102i0")].instance.as_str(), "102");
+    assert_eq!(v[0].1.instance.as_str(), "102");
 }
 
 #[test]

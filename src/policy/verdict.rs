@@ -73,6 +73,8 @@ pub struct Limit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     pub instance: InstanceId,
+    /// Where the interface is now (verdicts exist only for present interfaces).
+    pub ifindex: u32,
     pub stage: usize,
     /// Upload (instance → host, host rx) limit; `None` means none.
     pub upload: Option<Limit>,

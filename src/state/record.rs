@@ -2,8 +2,6 @@
 //! policy, the verdicts and the enforcement results — one record at a time, so a
 //! 10,000-interface snapshot is streamed to disk without a second copy in memory.
 
-use std::collections::BTreeMap;
-
 use super::InterfaceRecord;
 use crate::config::Config;
 use crate::enforce::Enforcement;
@@ -15,16 +13,22 @@ use crate::units::Rate;
 pub struct AgentView<'a> {
     pub config: &'a Config,
     pub policy: &'a Policy,
-    pub verdicts: &'a BTreeMap<IfName, Verdict>,
-    pub enforcement: &'a BTreeMap<IfName, Enforcement>,
+    /// Present interfaces only, in name order (as [`Policy::verdicts`] gives them).
+    pub verdicts: &'a [(IfName, Verdict)],
+    /// Same interfaces, same order.
+    pub enforcement: &'a [(IfName, Enforcement)],
 }
 
 impl AgentView<'_> {
-    /// One record per interface the policy knows, in name order.
+    /// One record per interface the policy knows, in name order. The three sources are
+    /// all sorted by name, so they are walked together rather than looked up.
     pub fn records(&self) -> impl Iterator<Item = InterfaceRecord> + '_ {
         let machine = PenaltyMachine::new(&self.config.penalty.stages);
+        let mut verdicts = self.verdicts.iter().peekable();
+        let mut enforcement = self.enforcement.iter().peekable();
         self.policy.interfaces().map(move |(name, st)| {
-            let verdict = self.verdicts.get(name);
+            let verdict = verdicts.next_if(|(n, _)| n == name).map(|(_, v)| v);
+            let status = enforcement.next_if(|(n, _)| n == name).map(|(_, e)| e);
             // Absent interfaces hold a penalty but no limit; show the limit they will get.
             let limit = match verdict {
                 Some(v) => v.upload.map(|l| (l.rate, l.burst)),
@@ -44,11 +48,7 @@ impl AgentView<'_> {
                 burst_kb: limit.map(|l| l.1.kb()),
                 upload_bps: st.upload.map(Rate::bits_per_sec),
                 download_bps: st.download.map(Rate::bits_per_sec),
-                enforcement: if st.present {
-                    self.enforcement.get(name).cloned()
-                } else {
-                    None
-                },
+                enforcement: status.cloned(),
             }
         })
     }
