@@ -87,78 +87,76 @@ fn tick_bench(n: usize, runs: usize) -> TickTimes {
     // Production keeps state in /run, a tmpfs; /dev/shm is the tmpfs every machine has.
     let state = tempfile::tempdir_in("/dev/shm").unwrap();
     let state_dir = state.path().to_owned();
-    ns.run(move || {
+    let times = ns.run(move || {
         let mut sock = Socket::new(NETLINK_ROUTE).unwrap();
         sock.bind(&SocketAddr::new(0, 0)).unwrap();
         sock.set_rx_buf_sz(4 << 20).unwrap();
         let mut buf = Vec::with_capacity(1 << 20);
         assert!(bare_stats_dump(&sock, &mut buf) >= n);
-        let bare = median(runs, || {
-            bare_stats_dump(&sock, &mut buf);
-        });
-        let proc = median(runs, || {
-            let text = std::fs::read_to_string("/proc/thread-self/net/dev").unwrap();
-            assert!(text.lines().count() > n);
-        });
         let cfg_text = format!(
             "[agent]\ninterval=\"60s\"\ninterfaces=['^kvm(?P<instance>[0-9]+)\\..*$']\nbackend=\"none\"\nstate_dir=\"{}\"\n[log]\ndir=\"\"\n[penalty]\nbase_rate=\"1gbit\"\n",
             state_dir.display()
         );
         let config = sluice::config::Config::parse(Path::new("bench.toml"), &cfg_text).unwrap().config;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        // The parts, for the breakdown: the sampler alone, the pure policy alone.
-        let (sample, policy) = rt.block_on(async {
+        rt.block_on(async {
             let mut sampler = sluice::sample::LinkSampler::open().unwrap();
             let samples = sampler.sample().unwrap();
-            let mut t = Vec::with_capacity(runs);
-            for _ in 0..runs {
-                let s = Instant::now();
-                sampler.sample().unwrap();
-                t.push(s.elapsed());
-            }
-            t.sort();
-            let mut p = sluice::policy::Policy::new();
-            let mut i = 0.0;
-            let policy = median(runs, || {
-                i += 60.0;
-                p.tick(&config, &samples, sluice::policy::Tick::simulated(i));
-                assert_eq!(p.verdicts(&config).len(), n);
-            });
-            (t[runs / 2], policy)
-        });
-        let (tick, idle_tick) = rt.block_on(async {
-            let mut agent = sluice::daemon::Agent::start(Path::new("bench.toml"), config).unwrap();
+            let mut policy = sluice::policy::Policy::new();
+            let mut agent = sluice::daemon::Agent::start(Path::new("bench.toml"), config.clone()).unwrap();
             agent.tick().await;
-            // A tick that rewrites state.json (as every tick does on a host with traffic)...
-            let mut t: Vec<Duration> = Vec::with_capacity(runs);
-            for _ in 0..runs {
+            // Every measurement once per round, so all of them see the same machine state
+            // (the bare dump's own time drifts by 2-3x between runs at 10,000 links).
+            let mut m: [Vec<Duration>; 6] = Default::default();
+            for round in 0..runs {
+                let time = |f: &mut dyn FnMut()| {
+                    let s = Instant::now();
+                    f();
+                    s.elapsed()
+                };
+                m[0].push(time(&mut || {
+                    bare_stats_dump(&sock, &mut buf);
+                }));
+                m[1].push(time(&mut || {
+                    let text = std::fs::read_to_string("/proc/thread-self/net/dev").unwrap();
+                    assert!(text.lines().count() > n);
+                }));
+                m[2].push(time(&mut || {
+                    sampler.sample().unwrap();
+                }));
+                m[3].push(time(&mut || {
+                    policy.tick(&config, &samples, sluice::policy::Tick::simulated(60.0 * round as f64));
+                    assert_eq!(policy.verdicts(&config).len(), n);
+                }));
+                // A tick that rewrites state.json (as every tick does on a host with traffic)...
                 agent.invalidate_state();
                 let s = Instant::now();
                 agent.tick().await;
-                t.push(s.elapsed());
-            }
-            t.sort();
-            // ...and one where nothing changed, so nothing is written.
-            let mut idle: Vec<Duration> = Vec::with_capacity(runs);
-            for _ in 0..runs {
+                m[4].push(s.elapsed());
+                // ...and one where nothing changed, so nothing is written.
                 let s = Instant::now();
                 agent.tick().await;
-                idle.push(s.elapsed());
+                m[5].push(s.elapsed());
             }
-            idle.sort();
-            (t[runs / 2], idle[runs / 2])
-        });
-        let snap = sluice::state::read(&state_dir.join("state.json")).unwrap().unwrap();
-        assert_eq!(snap.interfaces.len(), n, "every interface in the state");
-        TickTimes {
-            bare,
-            proc,
-            sample,
-            policy,
-            tick,
-            idle_tick,
-        }
-    })
+            let [bare, proc, sample, policy, tick, idle_tick] = m.map(|mut v| {
+                v.sort();
+                v[v.len() / 2]
+            });
+            TickTimes {
+                bare,
+                proc,
+                sample,
+                policy,
+                tick,
+                idle_tick,
+            }
+        })
+    });
+    let snap = sluice::state::read(&state.path().join("state.json"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(snap.interfaces.len(), n, "every interface in the state");
+    times
 }
 
 fn ovs_benches(ports: usize, separate: usize) -> (Duration, Duration, Duration) {
@@ -294,7 +292,7 @@ fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     let sizes: &[usize] = if quick { &[1_000] } else { &[1_000, 10_000] };
 
-    println!("## one tick (median of 21) vs baselines, same run");
+    println!("## one tick (median of 21 rounds, every measurement once per round) vs baselines");
     let mut ticks = Vec::new();
     for &n in sizes {
         let t = tick_bench(n, 21);
