@@ -14,6 +14,14 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Write `content` to `name` in a fresh temp dir (kept alive by the returned guard).
+fn file(name: &str, content: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, content).unwrap();
+    (dir, path)
+}
+
 #[test]
 fn check_accepts_the_example_and_prints_a_summary() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/sluice.example.toml");
@@ -30,13 +38,10 @@ fn check_accepts_the_example_and_prints_a_summary() {
 
 #[test]
 fn check_reports_every_problem_with_file_and_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
+    let (_dir, path) = file(
+        "bad.toml",
         "[agent]\ninterval=\"0s\"\ninterfaces=['(']\n[penalty]\nbase_rate=\"1mbit\"\n[[penalty.stage]]\nusage=0.9\ntrigger=\"1m\"\nrate=1.5\nduration=\"1m\"\n",
-    )
-    .unwrap();
+    );
     let out = sluice(&["check", "--config", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
@@ -64,13 +69,10 @@ fn check_reports_every_problem_with_file_and_field() {
 
 #[test]
 fn check_warns_about_unreachable_stages_but_passes() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("warn.toml");
-    std::fs::write(
-        &path,
+    let (_dir, path) = file(
+        "warn.toml",
         "[agent]\ninterfaces=['^kvm']\n[penalty]\nbase_rate=\"1gbit\"\n[[penalty.stage]]\nusage=0.9\ntrigger=\"1m\"\nrate=0.9\nduration=\"5m\"\n[[penalty.stage]]\nusage=0.8\ntrigger=\"10m\"\nrate=0.5\nduration=\"1h\"\n",
-    )
-    .unwrap();
+    );
     let out = sluice(&["check", "-c", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0));
     assert!(
@@ -81,8 +83,6 @@ fn check_warns_about_unreachable_stages_but_passes() {
 
 #[test]
 fn simulate_prints_the_worked_example() {
-    let dir = tempfile::tempdir().unwrap();
-    let trace = dir.path().join("trace.csv");
     // 95 % of 1 Gbit/s upload on one tap, sampled every 60 s; a quiet one beside it.
     let mut csv = String::from("time,interface,rx_bytes,tx_bytes\n");
     let per_minute: u64 = 1_000_000_000 / 8 * 95 / 100 * 60;
@@ -94,7 +94,7 @@ fn simulate_prints_the_worked_example() {
         ));
         csv.push_str(&format!("{t},kvm102.0,{},0\n", i * 1000));
     }
-    std::fs::write(&trace, csv).unwrap();
+    let (_dir, trace) = file("trace.csv", &csv);
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/sluice.example.toml");
     let out = sluice(&[
         "simulate",
@@ -144,13 +144,10 @@ fn simulate_prints_the_worked_example() {
 
 #[test]
 fn simulate_names_the_bad_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let trace = dir.path().join("bad.csv");
-    std::fs::write(
-        &trace,
+    let (_dir, trace) = file(
+        "bad.csv",
         "time,interface,rx_bytes,tx_bytes\n0,kvm1.0,0,0\n60,kvm1.0,lots,0\n",
-    )
-    .unwrap();
+    );
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/sluice.example.toml");
     let out = sluice(&[
         "simulate",

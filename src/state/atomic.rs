@@ -3,16 +3,13 @@
 //! and after a crash the rename is either durable or not there at all.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    write_atomic_with(path, mode, |f| f.write_all(bytes))
-}
-
-/// Like [`write_atomic`], with the content written by `fill` (to stream large files).
-pub fn write_atomic_with(
+/// Replace `path` atomically with what `fill` writes (streamed: large files need no copy
+/// in memory), created with permission bits `mode`.
+pub fn write_atomic(
     path: &Path,
     mode: u32,
     fill: impl FnOnce(&mut File) -> io::Result<()>,

@@ -190,7 +190,7 @@ pub fn write_streamed(
     };
     // Compact: at 10,000 interfaces pretty-printing doubles the size and the time;
     // `sluice list --json` pretty-prints for people.
-    atomic::write_atomic_with(path, 0o644, |file| {
+    atomic::write_atomic(path, 0o644, |file| {
         let mut w = BufWriter::with_capacity(64 * 1024, file);
         serde_json::to_writer(&mut w, &out)?;
         w.write_all(b"\n")?;

@@ -134,20 +134,6 @@ impl Netns {
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         run_in(&self.name, f)
     }
-
-    /// Run an async block on a current-thread runtime inside this namespace.
-    pub fn block_on<T: Send + 'static, F: std::future::Future<Output = T>>(
-        &self,
-        f: impl FnOnce() -> F + Send + 'static,
-    ) -> T {
-        self.run(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(f())
-        })
-    }
 }
 
 impl Drop for Netns {
