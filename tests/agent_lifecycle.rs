@@ -99,6 +99,19 @@ fn lock_reload_corrupt_state_and_sigterm() {
     });
     assert!(agent.log().contains("configuration reloaded"));
 
+    // `list` asks the lock whether the agent runs (an idle host's state is not rewritten,
+    // so its age cannot tell).
+    let list = Command::new(sluice_bin())
+        .args(["list", "--state-dir"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert!(
+        text.starts_with(&format!("agent running (pid {})", agent.pid())),
+        "{text}"
+    );
+
     // SIGTERM: exit 0, state left for `list`.
     assert_eq!(agent.stop(), Some(0));
     let list = Command::new(sluice_bin())
@@ -108,6 +121,7 @@ fn lock_reload_corrupt_state_and_sigterm() {
         .unwrap();
     assert!(list.status.success());
     let text = String::from_utf8_lossy(&list.stdout);
+    assert!(text.starts_with("agent NOT running"), "{text}");
     assert!(
         text.lines()
             .nth(2)

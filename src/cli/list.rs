@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use super::ConfigArg;
 use crate::config::{Config, DEFAULT_STATE_DIR};
 use crate::enforce::Enforcement;
-use crate::state::{self, InterfaceRecord, STATE_FILE, Snapshot};
+use crate::state::{self, Holder, InterfaceRecord, LOCK_FILE, STATE_FILE, Snapshot};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -45,26 +45,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&snap)?);
     } else {
-        print!("{}", render(&snap, Timestamp::now()));
+        let agent = state::holder(&dir.join(LOCK_FILE));
+        print!("{}", render(&snap, &agent, Timestamp::now()));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The human table.
-pub fn render(snap: &Snapshot, now: Timestamp) -> String {
+/// The human table. `agent` says whether an agent holds the lock now: the state's age
+/// cannot, since an idle host's state is only rewritten when something changes.
+pub fn render(snap: &Snapshot, agent: &Holder, now: Timestamp) -> String {
     let age = now.duration_since(snap.written_at).as_secs().max(0) as u64;
-    let stale = age > snap.interval_secs.saturating_mul(3).max(10);
+    let who = match agent {
+        Holder::Running(pid) => format!("agent running (pid {pid})"),
+        Holder::NotRunning => "agent NOT running: limits stay as last applied".to_owned(),
+        Holder::Unknown(why) => format!("agent status unknown ({why})"),
+    };
     let mut out = format!(
-        "state written {} ago by pid {} (backend {}, every {}s){}\n",
-        human_secs(age),
-        snap.pid,
+        "{who}; backend {}, every {}s; state written {} ago by pid {}\n",
         snap.backend,
         snap.interval_secs,
-        if stale {
-            " — STALE: is the agent running?"
-        } else {
-            ""
-        }
+        human_secs(age),
+        snap.pid,
     );
     let header = [
         "INTERFACE",
@@ -214,13 +215,12 @@ mod tests {
                 rec("kvm102.0", 2, false, None),
             ],
         };
-        let text = render(&snap, now);
+        let text = render(&snap, &Holder::Running("7".into()), now);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(
-            lines[0].starts_with("state written 10s ago by pid 7 (backend ovs"),
-            "{text}"
+        assert_eq!(
+            lines[0],
+            "agent running (pid 7); backend ovs, every 60s; state written 10s ago by pid 7"
         );
-        assert!(!lines[0].contains("STALE"));
         assert!(
             lines[2].contains("kvm101.0")
                 && lines[2].contains("900.0 Mbit/s")
@@ -233,7 +233,12 @@ mod tests {
         );
         assert!(lines[3].contains("1.00 Gbit/s") && lines[3].ends_with("applied"));
         assert!(lines[4].ends_with("absent (penalty kept)"));
-        let stale = render(&snap, Timestamp::from_second(1_700_001_000).unwrap());
-        assert!(stale.lines().next().unwrap().contains("STALE"));
+        let down = render(&snap, &Holder::NotRunning, now);
+        assert!(
+            down.lines()
+                .next()
+                .unwrap()
+                .starts_with("agent NOT running")
+        );
     }
 }

@@ -1,10 +1,18 @@
 //! One agent per host: an exclusive `flock` on `/run/sluice/sluice.lock`, which holds the
 //! holder's pid so the second agent can say who is in the way. The kernel drops the lock
-//! when the process dies, so a stale file never blocks a restart.
+//! when the process dies, so a stale file never blocks a restart — and the lock is also
+//! the one reliable answer to "is an agent running?" (`sluice list` asks it; the state
+//! file's age cannot tell, since an idle host's state is not rewritten).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A second agent retries this long before giving up, so a `sluice list` probing the
+/// lock at the very moment an agent starts cannot make that start fail.
+const ACQUIRE_RETRIES: u32 = 5;
+const ACQUIRE_PAUSE: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -33,7 +41,17 @@ impl AgentLock {
             .truncate(false)
             .open(path)
             .map_err(io)?;
-        match file.try_lock() {
+        let mut attempt = 0;
+        let locked = loop {
+            match file.try_lock() {
+                Err(std::fs::TryLockError::WouldBlock) if attempt < ACQUIRE_RETRIES => {
+                    attempt += 1;
+                    std::thread::sleep(ACQUIRE_PAUSE);
+                }
+                other => break other,
+            }
+        };
+        match locked {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 let mut pid = String::new();
@@ -55,6 +73,35 @@ impl AgentLock {
         writeln!(file, "{}", std::process::id()).map_err(io)?;
         file.sync_all().map_err(io)?;
         Ok(AgentLock { _file: file })
+    }
+}
+
+/// Whether an agent holds the lock at `path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// Held; the pid written in the file.
+    Running(String),
+    NotRunning,
+    /// The lock file cannot be opened (permissions): nothing can be said.
+    Unknown(String),
+}
+
+/// Ask the lock whether an agent is running, without disturbing one: a shared lock is
+/// refused while an agent holds its exclusive one, and released at once otherwise.
+pub fn holder(path: &Path) -> Holder {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Holder::NotRunning,
+        Err(e) => return Holder::Unknown(e.to_string()),
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Holder::NotRunning,
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            Holder::Running(pid.trim().to_owned())
+        }
+        Err(std::fs::TryLockError::Error(e)) => Holder::Unknown(e.to_string()),
     }
 }
 
@@ -81,7 +128,14 @@ mod tests {
                 path.display()
             )
         );
+        assert_eq!(
+            holder(&path),
+            Holder::Running(std::process::id().to_string())
+        );
         drop(first);
+        assert_eq!(holder(&path), Holder::NotRunning);
+        // Probing left no lock behind.
         AgentLock::acquire(&path).unwrap();
+        assert_eq!(holder(&dir.path().join("absent.lock")), Holder::NotRunning);
     }
 }

@@ -17,7 +17,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize, Serializer};
 
 pub use atomic::write_atomic;
-pub use lock::{AgentLock, LockError};
+pub use lock::{AgentLock, Holder, LockError, holder};
 pub use record::AgentView;
 
 use crate::enforce::Enforcement;
