@@ -143,6 +143,34 @@ fn simulate_prints_the_worked_example() {
 }
 
 #[test]
+fn simulate_warns_when_the_trace_is_coarser_than_the_interval() {
+    // Samples every 300 s against the example's 60 s interval: every interval is a gap.
+    let mut csv = String::from("time,interface,rx_bytes,tx_bytes\n");
+    for i in 0..10u64 {
+        csv.push_str(&format!("{},kvm101.0,{},0\n", i * 300, i * 35_000_000_000));
+    }
+    let (_dir, trace) = file("coarse.csv", &csv);
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/sluice.example.toml");
+    let out = sluice(&[
+        "simulate",
+        "--config",
+        example,
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    assert!(
+        text(&out.stdout).is_empty(),
+        "no stage can trigger across gaps"
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("warning: 9 of 10 ticks came more than 2 × agent.interval (60s)"),
+        "{err}"
+    );
+}
+
+#[test]
 fn simulate_names_the_bad_line() {
     let (_dir, trace) = file(
         "bad.csv",

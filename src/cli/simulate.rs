@@ -40,9 +40,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut out = BufWriter::new(stdout.lock());
     let mut policy = Policy::new();
     let (mut ticks, mut changes) = (0u64, 0u64);
+    let max_gap = config.agent.interval.as_secs_f64() * 2.0;
+    let (mut previous, mut gaps) = (None::<f64>, 0u64);
     for tick in reader {
         let tick = tick.with_context(|| args.trace.display().to_string())?;
         ticks += 1;
+        // Ticks further apart than 2 × interval are sampling gaps to the policy (rate
+        // unknown, timers cleared): a trace sampled coarser than the config's interval
+        // would never trigger anything, and the operator should hear why.
+        if previous.is_some_and(|p| tick.time - p > max_gap) {
+            gaps += 1;
+        }
+        previous = Some(tick.time);
         for event in policy.tick(&config, &tick.samples, Tick::simulated(tick.time)) {
             if matches!(event.kind, EventKind::Stage { .. }) {
                 changes += 1;
@@ -53,6 +62,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     out.flush()?;
     eprintln!("simulated {ticks} ticks: {changes} stage changes");
+    if gaps > 0 {
+        eprintln!(
+            "warning: {gaps} of {ticks} ticks came more than 2 × agent.interval ({}s) after the previous one and counted as \
+             sampling gaps (rate unknown, timers cleared); is agent.interval the trace's sampling interval?",
+            config.agent.interval.as_secs()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
