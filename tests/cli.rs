@@ -14,6 +14,18 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// `sluice simulate` with the example config (the seed policy, 60 s interval).
+fn simulate_example(trace: &std::path::Path) -> Output {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/sluice.example.toml");
+    sluice(&[
+        "simulate",
+        "--config",
+        example,
+        "--trace",
+        trace.to_str().unwrap(),
+    ])
+}
+
 /// Write `content` to `name` in a fresh temp dir (kept alive by the returned guard).
 fn file(name: &str, content: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -95,14 +107,7 @@ fn simulate_prints_the_worked_example() {
         csv.push_str(&format!("{t},kvm102.0,{},0\n", i * 1000));
     }
     let (_dir, trace) = file("trace.csv", &csv);
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/sluice.example.toml");
-    let out = sluice(&[
-        "simulate",
-        "--config",
-        example,
-        "--trace",
-        trace.to_str().unwrap(),
-    ]);
+    let out = simulate_example(&trace);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let events: Vec<serde_json::Value> = text(&out.stdout)
         .lines()
@@ -150,14 +155,7 @@ fn simulate_warns_when_the_trace_is_coarser_than_the_interval() {
         csv.push_str(&format!("{},kvm101.0,{},0\n", i * 300, i * 35_000_000_000));
     }
     let (_dir, trace) = file("coarse.csv", &csv);
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/sluice.example.toml");
-    let out = sluice(&[
-        "simulate",
-        "--config",
-        example,
-        "--trace",
-        trace.to_str().unwrap(),
-    ]);
+    let out = simulate_example(&trace);
     assert!(out.status.success());
     assert!(
         text(&out.stdout).is_empty(),
@@ -176,14 +174,7 @@ fn simulate_names_the_bad_line() {
         "bad.csv",
         "time,interface,rx_bytes,tx_bytes\n0,kvm1.0,0,0\n60,kvm1.0,lots,0\n",
     );
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/sluice.example.toml");
-    let out = sluice(&[
-        "simulate",
-        "--config",
-        example,
-        "--trace",
-        trace.to_str().unwrap(),
-    ]);
+    let out = simulate_example(&trace);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
