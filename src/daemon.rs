@@ -31,6 +31,8 @@ pub enum AgentError {
     State(#[from] state::StateError),
     #[error(transparent)]
     Sample(#[from] crate::sample::SampleError),
+    #[error("cannot open a netlink socket for the kernel policer check: {0}")]
+    Policer(std::io::Error),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -247,7 +249,7 @@ fn build_backend(config: &Config) -> Result<Backend, AgentError> {
                 db: config.agent.ovsdb.clone(),
                 timeout: config.agent.command_timeout,
             },
-            Some(PolicerProbe::open()?),
+            Some(PolicerProbe::open().map_err(AgentError::Policer)?),
         )),
     })
 }

@@ -13,14 +13,13 @@ use netlink_packet_route::tc::{
 };
 use rtnetlink::Handle;
 
-use crate::sample::SampleError;
-
 pub struct PolicerProbe {
     handle: Handle,
 }
 
 impl PolicerProbe {
-    pub fn open() -> Result<Self, SampleError> {
+    /// Open an rtnetlink connection; its task is spawned on the current tokio runtime.
+    pub fn open() -> std::io::Result<Self> {
         let (conn, handle, _) = rtnetlink::new_connection()?;
         tokio::spawn(conn);
         Ok(PolicerProbe { handle })

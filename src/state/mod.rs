@@ -202,20 +202,20 @@ pub fn write_streamed(
     })
 }
 
-/// Write an owned snapshot atomically.
-pub fn write(path: &Path, snap: &Snapshot) -> Result<(), StateError> {
-    let header = Header {
-        written_at: snap.written_at,
-        pid: snap.pid,
-        backend: &snap.backend,
-        interval_secs: snap.interval_secs,
-    };
-    write_streamed(path, &header, snap.interfaces.iter().cloned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Write an owned snapshot atomically.
+    fn write(path: &Path, snap: &Snapshot) -> Result<(), StateError> {
+        let header = Header {
+            written_at: snap.written_at,
+            pid: snap.pid,
+            backend: &snap.backend,
+            interval_secs: snap.interval_secs,
+        };
+        write_streamed(path, &header, snap.interfaces.iter().cloned())
+    }
 
     fn snapshot() -> Snapshot {
         Snapshot {
