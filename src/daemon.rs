@@ -15,7 +15,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 use crate::config::{BackendKind, Config};
-use crate::enforce::{Backend, Enforcement, OvsBackend, OvsConfig, PolicerProbe, Wanted};
+use crate::enforce::{
+    Backend, Enforcement, OvsBackend, OvsConfig, PolicerProbe, TcBackend, Wanted,
+};
 use crate::names::IfName;
 use crate::policy::{ChangeCause, Event, EventKind, Policy, Tick, Verdict};
 use crate::sample::LinkSampler;
@@ -33,6 +35,8 @@ pub enum AgentError {
     Sample(#[from] crate::sample::SampleError),
     #[error("cannot open a netlink socket for the kernel policer check: {0}")]
     Policer(std::io::Error),
+    #[error("cannot open a netlink socket for the tc backend: {0}")]
+    Tc(std::io::Error),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -243,6 +247,7 @@ impl Agent {
 fn build_backend(config: &Config) -> Result<Backend, AgentError> {
     Ok(match config.agent.backend {
         BackendKind::None => Backend::None,
+        BackendKind::Tc => Backend::Tc(TcBackend::open().map_err(AgentError::Tc)?),
         BackendKind::Ovs => Backend::Ovs(OvsBackend::new(
             OvsConfig {
                 ovs_vsctl: config.agent.ovs_vsctl.clone(),

@@ -58,6 +58,7 @@ pub struct AgentConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
     Ovs,
+    Tc,
     None,
 }
 
@@ -65,6 +66,7 @@ impl fmt::Display for BackendKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             BackendKind::Ovs => "ovs",
+            BackendKind::Tc => "tc",
             BackendKind::None => "none",
         })
     }
@@ -88,6 +90,9 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct PenaltyConfig {
     pub base_rate: Rate,
+    /// The download (host → instance) limit sold; `None`: download is not limited.
+    /// Penalties are earned and paid on upload only, so this does not change with stages.
+    pub download_rate: Option<Rate>,
     pub burst: Option<BurstSpec>,
     /// Penalty stages 1..=N, in order; `stages[0]` is stage 1.
     pub stages: Vec<StageConfig>,
@@ -138,6 +143,7 @@ impl StageConfig {
 #[derive(Debug, Clone, Default)]
 pub struct InstanceConfig {
     pub base_rate: Option<Rate>,
+    pub download_rate: Option<Rate>,
 }
 
 /// One `agent.interfaces` regex. A named group `instance` extracts the instance id.
@@ -185,6 +191,14 @@ impl Config {
             .get(instance)
             .and_then(|i| i.base_rate)
             .unwrap_or(self.penalty.base_rate)
+    }
+
+    /// The download limit sold to `instance`: its override, else the default, else none.
+    pub fn download_rate(&self, instance: &InstanceId) -> Option<Rate> {
+        self.instances
+            .get(instance)
+            .and_then(|i| i.download_rate)
+            .or(self.penalty.download_rate)
     }
 
     /// Read, parse and validate a config file (`.json` by extension, TOML otherwise).

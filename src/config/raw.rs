@@ -37,6 +37,7 @@ pub(super) struct RawLog {
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawPenalty {
     pub base_rate: Option<String>,
+    pub download_rate: Option<String>,
     pub burst: Option<String>,
     pub stage: Option<Vec<RawStage>>,
 }
@@ -52,6 +53,7 @@ pub(super) struct RawStage {
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawInstance {
     pub base_rate: Option<String>,
+    pub download_rate: Option<String>,
 }
 
 /// Parse `text`; returns the raw config and the paths of keys the schema does not know.

@@ -93,8 +93,18 @@ pub(super) fn validate(raw: RawConfig) -> Result<Loaded, Vec<Problem>> {
             .base_rate
             .as_deref()
             .and_then(|r| c.rate(&format!("{path}.base_rate"), r));
+        let download_rate = inst
+            .download_rate
+            .as_deref()
+            .and_then(|r| c.rate(&format!("{path}.download_rate"), r));
         if let Some(id) = id {
-            instances.insert(id, InstanceConfig { base_rate });
+            instances.insert(
+                id,
+                InstanceConfig {
+                    base_rate,
+                    download_rate,
+                },
+            );
         }
     }
     if !c.errors.is_empty() {
@@ -103,6 +113,16 @@ pub(super) fn validate(raw: RawConfig) -> Result<Loaded, Vec<Problem>> {
     let (Some(agent), Some(penalty)) = (agent, penalty) else {
         return Err(vec![Problem::new("", "invalid configuration".into())]);
     };
+    if agent.backend == BackendKind::Ovs {
+        let limited = penalty.download_rate.is_some()
+            || instances.values().any(|i| i.download_rate.is_some());
+        if limited {
+            c.warn(
+                "penalty.download_rate",
+                "the ovs backend limits upload only (ingress policing); download limits are decided and shown but not enforced — use backend = \"tc\"",
+            );
+        }
+    }
     Ok(Loaded {
         config: Config {
             agent,
@@ -148,11 +168,12 @@ fn check_agent(c: &mut Checker, a: RawAgent) -> Option<AgentConfig> {
     }
     let backend = match a.backend.as_deref() {
         None | Some("ovs") => BackendKind::Ovs,
+        Some("tc") => BackendKind::Tc,
         Some("none") => BackendKind::None,
         Some(other) => {
             c.error(
                 "agent.backend",
-                format!("must be \"ovs\" or \"none\", got {other:?}"),
+                format!("must be \"ovs\", \"tc\" or \"none\", got {other:?}"),
             );
             BackendKind::None
         }
@@ -233,6 +254,10 @@ fn check_penalty(c: &mut Checker, p: Option<RawPenalty>) -> Option<PenaltyConfig
         }
         Some(s) => c.rate("penalty.base_rate", s),
     };
+    let download_rate = p
+        .download_rate
+        .as_deref()
+        .and_then(|s| c.rate("penalty.download_rate", s));
     let burst = p.burst.as_deref().and_then(|s| check_burst(c, s));
     let stages = match p.stage {
         None => StageConfig::seed_defaults(),
@@ -247,6 +272,7 @@ fn check_penalty(c: &mut Checker, p: Option<RawPenalty>) -> Option<PenaltyConfig
     };
     Some(PenaltyConfig {
         base_rate: base_rate?,
+        download_rate,
         burst,
         stages,
     })
@@ -411,7 +437,7 @@ base_rate = "1000mbit"
             ),
             (
                 "[agent]\ninterfaces=['x']\nbackend=\"tc2\"\n[penalty]\nbase_rate=\"1mbit\"",
-                "agent.backend: must be \"ovs\" or \"none\", got \"tc2\"",
+                "agent.backend: must be \"ovs\", \"tc\" or \"none\", got \"tc2\"",
             ),
             (
                 "[agent]\ninterfaces=['x']\nstate_dir=\"run\"\n[penalty]\nbase_rate=\"1mbit\"",

@@ -8,12 +8,14 @@
 mod command;
 mod ovs;
 mod policer;
+pub mod tc;
 
 use serde::{Deserialize, Serialize};
 
 pub use command::{CommandError, run as run_command};
 pub use ovs::{OvsBackend, OvsConfig};
 pub use policer::PolicerProbe;
+pub use tc::TcBackend;
 
 use crate::config::BackendKind;
 use crate::names::IfName;
@@ -59,6 +61,7 @@ pub struct Wanted<'a> {
 /// The configured way of enforcing.
 pub enum Backend {
     Ovs(OvsBackend),
+    Tc(TcBackend),
     /// Observe only.
     None,
 }
@@ -67,6 +70,7 @@ impl Backend {
     pub fn kind(&self) -> BackendKind {
         match self {
             Backend::Ovs(_) => BackendKind::Ovs,
+            Backend::Tc(_) => BackendKind::Tc,
             Backend::None => BackendKind::None,
         }
     }
@@ -86,7 +90,16 @@ impl Backend {
                     })
                     .collect()
             }
+            Backend::Tc(tc) => tc.reconcile(wanted),
             Backend::None => vec![Enforcement::ObserveOnly; wanted.len()],
+        }
+    }
+
+    /// The shaping qdiscs' counters per interface, as of the last reconcile (tc only).
+    pub fn shaper_counters(&self, name: &IfName) -> Option<tc::ShaperCounters> {
+        match self {
+            Backend::Tc(tc) => tc.counters().get(name).copied(),
+            _ => None,
         }
     }
 }

@@ -275,6 +275,7 @@ mod tests {
                 rate: Rate::from_kbps(k),
                 burst: Burst::for_rate(Rate::from_kbps(k), None),
             }),
+            download: None,
             reason: Reason::Base,
             until: None,
         }

@@ -302,6 +302,13 @@ fn verdict_for(cfg: &Config, machine: &PenaltyMachine<'_>, st: &InterfaceState) 
             rate,
             burst: Burst::for_rate(rate, cfg.penalty.burst),
         }),
+        download: cfg
+            .download_rate(&st.instance)
+            .filter(|_| cfg.agent.enforce_base)
+            .map(|rate| Limit {
+                rate,
+                burst: Burst::for_rate(rate, cfg.penalty.burst),
+            }),
         reason,
         until: st.penalty.until,
     }

@@ -62,7 +62,8 @@ impl fmt::Display for Reason {
     }
 }
 
-/// An upload limit as a backend applies it.
+/// A limit as a backend applies it (the burst is the OVS policer's; tc shapers size their
+/// own bucket from the rate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limit {
     pub rate: Rate,
@@ -78,6 +79,9 @@ pub struct Verdict {
     pub stage: usize,
     /// Upload (instance → host, host rx) limit; `None` means none.
     pub upload: Option<Limit>,
+    /// Download (host → instance, host tx) limit; `None` means none. Not staged: the
+    /// penalty is earned and paid on upload.
+    pub download: Option<Limit>,
     pub reason: Reason,
     pub until: Option<Timestamp>,
 }
