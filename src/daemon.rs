@@ -7,6 +7,7 @@
 //! boundaries it missed instead of running twice. Signals are handled between ticks, so
 //! SIGTERM always lets the current tick finish.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -15,13 +16,16 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 use crate::config::{BackendKind, Config};
+use crate::enforce::tc::ShaperCounters;
 use crate::enforce::{
     Backend, Enforcement, OvsBackend, OvsConfig, PolicerProbe, TcBackend, Wanted,
 };
 use crate::names::IfName;
 use crate::policy::{ChangeCause, Event, EventKind, Policy, Tick, Verdict};
 use crate::sample::LinkSampler;
-use crate::state::{self, AgentLock, AgentView, Header, LOCK_FILE, Loaded, STATE_FILE};
+use crate::state::{
+    self, AgentLock, AgentView, Header, LOCK_FILE, Loaded, STATE_FILE, ShaperDrops,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -50,6 +54,8 @@ pub struct Agent {
     sampler: LinkSampler,
     /// The latest status of every present interface, in name order.
     enforcement: Vec<(IfName, Enforcement)>,
+    /// The tc shapers' counters of the latest tick (empty for other backends).
+    shapers: HashMap<IfName, ShaperCounters>,
     origin: Instant,
     state_path: PathBuf,
     /// The state file must be rewritten even if the policy saw no change (first tick,
@@ -109,6 +115,7 @@ impl Agent {
             backend,
             sampler: LinkSampler::open()?,
             enforcement: Vec::new(),
+            shapers: HashMap::new(),
             origin: Instant::now(),
             state_path,
             state_dirty: true,
@@ -213,6 +220,17 @@ impl Agent {
             log_enforcement_changes(&self.enforcement, &enforcement);
         }
         self.enforcement = enforcement;
+        let shapers = self.backend.shaper_counters().cloned().unwrap_or_default();
+        // Sent bytes move every tick; only new drops are worth a state write.
+        let drops = |m: &HashMap<IfName, ShaperCounters>| -> HashMap<IfName, ShaperDrops> {
+            m.iter()
+                .map(|(n, c)| (n.clone(), ShaperDrops::of(c)))
+                .collect()
+        };
+        if drops(&shapers) != drops(&self.shapers) {
+            self.state_dirty = true;
+        }
+        self.shapers = shapers;
         self.write_state(&verdicts, false);
     }
 
@@ -223,6 +241,7 @@ impl Agent {
             policy: &self.policy,
             verdicts,
             enforcement: &self.enforcement,
+            shapers: &self.shapers,
         };
         let backend = self.backend.kind().to_string();
         let header = Header {

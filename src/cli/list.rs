@@ -72,16 +72,18 @@ pub fn render(snap: &Snapshot, agent: &Holder, now: Timestamp) -> String {
         "INSTANCE",
         "STAGE",
         "UPLOAD LIMIT",
+        "DOWNLOAD LIMIT",
         "REMAINING",
         "UPLOAD",
         "DOWNLOAD",
+        "DROPS UP/DOWN",
         "STATUS",
     ];
-    let mut rows: Vec<[String; 8]> = vec![header.map(String::from)];
+    let mut rows: Vec<[String; COLUMNS]> = vec![header.map(String::from)];
     for r in &snap.interfaces {
         rows.push(row(r, now));
     }
-    let widths: Vec<usize> = (0..8)
+    let widths: Vec<usize> = (0..COLUMNS)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
     for r in &rows {
@@ -89,7 +91,7 @@ pub fn render(snap: &Snapshot, agent: &Holder, now: Timestamp) -> String {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                if i == 7 {
+                if i == COLUMNS - 1 {
                     c.clone()
                 } else {
                     format!("{c:<w$}", w = widths[i])
@@ -105,7 +107,9 @@ pub fn render(snap: &Snapshot, agent: &Holder, now: Timestamp) -> String {
     out
 }
 
-fn row(r: &InterfaceRecord, now: Timestamp) -> [String; 8] {
+const COLUMNS: usize = 10;
+
+fn row(r: &InterfaceRecord, now: Timestamp) -> [String; COLUMNS] {
     let stage = if r.stage == 0 {
         "0".to_owned()
     } else {
@@ -119,6 +123,14 @@ fn row(r: &InterfaceRecord, now: Timestamp) -> [String; 8] {
         _ => "-".to_owned(),
     };
     let rate = |b: Option<u64>| b.map_or_else(|| "-".to_owned(), human_rate);
+    let download_limit = r
+        .download_limit_kbps
+        .map_or_else(|| "none".to_owned(), |k| human_rate(k.saturating_mul(1000)));
+    // Dropped packets of the upload and download shapers (tc backend only).
+    let drops = r.shaper.map_or_else(
+        || "-".to_owned(),
+        |d| format!("{}/{}", d.upload_dropped, d.download_dropped),
+    );
     let status = if !r.present {
         "absent (penalty kept)".to_owned()
     } else {
@@ -133,9 +145,11 @@ fn row(r: &InterfaceRecord, now: Timestamp) -> [String; 8] {
         r.instance.to_string(),
         stage,
         limit,
+        download_limit,
         remaining,
         rate(r.upload_bps),
         rate(r.download_bps),
+        drops,
         status,
     ]
 }
@@ -202,6 +216,13 @@ mod tests {
             upload_bps: Some(950_000_000),
             download_bps: None,
             enforcement,
+            download_limit_kbps: None,
+            shaper: (stage > 0).then_some(crate::state::ShaperDrops {
+                upload_dropped: 1204,
+                upload_overlimits: 9000,
+                download_dropped: 0,
+                download_overlimits: 0,
+            }),
         };
         let snap = Snapshot {
             version: 1,
@@ -225,6 +246,7 @@ mod tests {
             lines[2].contains("kvm101.0")
                 && lines[2].contains("900.0 Mbit/s")
                 && lines[2].contains("25m 10s")
+                && lines[2].contains("1204/0")
         );
         assert!(
             lines[2].ends_with("enforce_failed: no policer"),

@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod check;
 pub mod list;
+pub mod release;
 pub mod simulate;
 
 use std::path::PathBuf;
@@ -30,6 +31,8 @@ pub enum Command {
     List(list::Args),
     /// Validate a config file: "ok" and a summary, or every problem with its field path
     Check(check::Args),
+    /// Remove the limits sluice installed (all, or the named interfaces); agent stopped
+    Release(release::Args),
     /// Replay a recorded trace through a config and print what would have happened
     Simulate(simulate::Args),
 }

@@ -10,6 +10,8 @@ mod ovs;
 mod policer;
 pub mod tc;
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 pub use command::{CommandError, run as run_command};
@@ -96,9 +98,9 @@ impl Backend {
     }
 
     /// The shaping qdiscs' counters per interface, as of the last reconcile (tc only).
-    pub fn shaper_counters(&self, name: &IfName) -> Option<tc::ShaperCounters> {
+    pub fn shaper_counters(&self) -> Option<&HashMap<IfName, tc::ShaperCounters>> {
         match self {
-            Backend::Tc(tc) => tc.counters().get(name).copied(),
+            Backend::Tc(tc) => Some(tc.counters()),
             _ => None,
         }
     }

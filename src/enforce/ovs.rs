@@ -88,6 +88,32 @@ impl OvsBackend {
             .map_err(|e| e.to_string())
     }
 
+    /// Clear the policing of every interface `select` picks among those that hold one
+    /// (`sluice release`); returns the interfaces cleared.
+    pub async fn release(&self, select: impl Fn(&IfName) -> bool) -> Result<Vec<IfName>, String> {
+        let current = self.read().await?;
+        let mut names: Vec<IfName> = current
+            .iter()
+            .filter(|(_, p)| **p != (0, 0))
+            .filter_map(|(n, _)| IfName::new(n).ok())
+            .filter(|n| select(n))
+            .collect();
+        names.sort();
+        if names.is_empty() {
+            return Ok(names);
+        }
+        let changes: Vec<(&IfName, Policing)> = names.iter().map(|n| (n, (0, 0))).collect();
+        self.write(&changes).await?;
+        let after = self.read().await?;
+        if let Some(n) = names
+            .iter()
+            .find(|n| after.get(n.as_str()).is_some_and(|p| *p != (0, 0)))
+        {
+            return Err(format!("{n} still holds policing after the write"));
+        }
+        Ok(names)
+    }
+
     pub async fn reconcile(&mut self, wanted: &[Wanted<'_>]) -> BTreeMap<IfName, Enforcement> {
         let mut result = BTreeMap::new();
         let current = match self.read().await {

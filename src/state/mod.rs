@@ -61,6 +61,8 @@ pub struct InterfaceRecord {
     pub upload_limit_kbps: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst_kb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download_limit_kbps: Option<u64>,
     /// Average rates over the latest interval; `None` when unknown (first sample, gap).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_bps: Option<u64>,
@@ -68,6 +70,32 @@ pub struct InterfaceRecord {
     pub download_bps: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enforcement: Option<Enforcement>,
+    /// Packets the shapers dropped and times they held traffic back (tc backend),
+    /// cumulative since sluice installed them: the evidence that a limit bites.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shaper: Option<ShaperDrops>,
+}
+
+/// Drops and overlimits of an interface's two shapers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShaperDrops {
+    pub upload_dropped: u64,
+    pub upload_overlimits: u64,
+    pub download_dropped: u64,
+    pub download_overlimits: u64,
+}
+
+impl ShaperDrops {
+    pub fn of(c: &crate::enforce::tc::ShaperCounters) -> Self {
+        let up = c.upload.unwrap_or_default();
+        let down = c.download.unwrap_or_default();
+        ShaperDrops {
+            upload_dropped: up.dropped_packets,
+            upload_overlimits: up.overlimits,
+            download_dropped: down.dropped_packets,
+            download_overlimits: down.overlimits,
+        }
+    }
 }
 
 /// What was found at the state path on start.
@@ -237,6 +265,13 @@ mod tests {
                 upload_bps: Some(950_000_000),
                 download_bps: None,
                 enforcement: Some(Enforcement::failed("no policer")),
+                download_limit_kbps: Some(500_000),
+                shaper: Some(ShaperDrops {
+                    upload_dropped: 3,
+                    upload_overlimits: 40,
+                    download_dropped: 0,
+                    download_overlimits: 1,
+                }),
             }],
         }
     }

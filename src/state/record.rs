@@ -2,9 +2,12 @@
 //! policy, the verdicts and the enforcement results — one record at a time, so a
 //! 10,000-interface snapshot is streamed to disk without a second copy in memory.
 
-use super::InterfaceRecord;
+use std::collections::HashMap;
+
+use super::{InterfaceRecord, ShaperDrops};
 use crate::config::Config;
 use crate::enforce::Enforcement;
+use crate::enforce::tc::ShaperCounters;
 use crate::names::IfName;
 use crate::policy::{Burst, PenaltyMachine, Policy, Reason, Verdict};
 use crate::units::Rate;
@@ -17,6 +20,8 @@ pub struct AgentView<'a> {
     pub verdicts: &'a [(IfName, Verdict)],
     /// Same interfaces, same order.
     pub enforcement: &'a [(IfName, Enforcement)],
+    /// Shaper counters by interface (tc backend; empty otherwise).
+    pub shapers: &'a HashMap<IfName, ShaperCounters>,
 }
 
 impl AgentView<'_> {
@@ -46,9 +51,11 @@ impl AgentView<'_> {
                 reason: verdict.map_or(Reason::Penalty(st.penalty.stage), |v| v.reason),
                 upload_limit_kbps: limit.map(|l| l.0.kbps()),
                 burst_kb: limit.map(|l| l.1.kb()),
+                download_limit_kbps: verdict.and_then(|v| v.download).map(|l| l.rate.kbps()),
                 upload_bps: st.upload.map(Rate::bits_per_sec),
                 download_bps: st.download.map(Rate::bits_per_sec),
                 enforcement: status.cloned(),
+                shaper: self.shapers.get(name).map(ShaperDrops::of),
             }
         })
     }

@@ -455,3 +455,87 @@ impl Drop for AgentProc {
         }
     }
 }
+
+/// An `iperf3 -s` inside a namespace, bound to one address; stopped by pid on drop.
+pub struct Iperf3Server {
+    child: Child,
+    pub addr: Ipv4Addr,
+    pub port: u16,
+}
+
+impl Iperf3Server {
+    pub fn start(ns: &Netns, addr: Ipv4Addr, port: u16) -> Iperf3Server {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "iperf3", "-s", "-B"])
+            .arg(addr.to_string())
+            .args(["-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("iperf3 (apt install iperf3)");
+        let port_s = format!(":{port}");
+        eventually(Duration::from_secs(10), "iperf3 server listening", || {
+            let out = ns.exec("ss", &["-Hltn"]);
+            out.lines().any(|l| l.contains(&port_s)).then_some(())
+        });
+        Iperf3Server { child, addr, port }
+    }
+
+    /// A bounded TCP run from `client` to this server, in the background: `secs` measured
+    /// seconds after `omit` unmeasured ones (slow start). Returns the client process,
+    /// whose stdout is iperf3's JSON report.
+    pub fn client(&self, client: &Netns, secs: u32, omit: u32) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", &client.name, "iperf3", "-J", "-c"])
+            .arg(self.addr.to_string())
+            .args(["-p", &self.port.to_string()])
+            .args(["-t", &secs.to_string(), "-O", &omit.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+impl Drop for Iperf3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Wait (bounded) for an iperf3 client and return the receiver's goodput in bit/s.
+pub fn iperf3_goodput(mut child: Child, max: Duration) -> f64 {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > max {
+            let _ = child.kill();
+            panic!("iperf3 ran longer than {max:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("iperf3 JSON: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no sum_received in {report}"))
+}
+
+/// TCP payload per full-size segment on a 1500-byte MTU with timestamps, and the frame
+/// that carries it (+ TCP 32, IPv4 20, Ethernet 14): goodput × FRAME/MSS is the layer-2
+/// rate of the segments on the wire, whatever GSO did to the skbs.
+pub const TCP_MSS: f64 = 1448.0;
+pub const TCP_FRAME: f64 = 1514.0;
+
+/// The average rate of a byte counter of `dev` in `ns` over `window`, in bit/s.
+pub fn counter_rate(ns: &Netns, dev: &str, counter: &str, window: Duration) -> f64 {
+    let t0 = Instant::now();
+    let c0 = ns.sysfs_counter(dev, counter);
+    let t0 = t0 + (Instant::now() - t0) / 2;
+    std::thread::sleep(window);
+    let t1 = Instant::now();
+    let c1 = ns.sysfs_counter(dev, counter);
+    let t1 = t1 + (Instant::now() - t1) / 2;
+    (c1 - c0) as f64 * 8.0 / (t1 - t0).as_secs_f64()
+}

@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 
 pub use encode::HtbClass;
 pub use kernel::QdiscCounters;
-pub use plan::{Scope, ifb_name};
+pub use plan::{Scope, ifb_name, ifb_tap};
 
 use super::{Enforcement, Wanted};
 use crate::names::IfName;

@@ -1,0 +1,133 @@
+//! `sluice release [INTERFACE…]`: remove the limits sluice installed, with the agent
+//! stopped (a running agent would put them back on its next tick).
+//!
+//! With the tc backend it deletes exactly what sluice created — its HTB roots, its
+//! ingress redirect, its ifbs — found by their marks, so it works after a crash or a
+//! config change too. With the ovs backend it sets `ingress_policing_rate/burst` back to 0.
+
+use std::collections::HashSet;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use super::ConfigArg;
+use crate::config::{BackendKind, Config};
+use crate::enforce::tc::{Scope, ifb_tap};
+use crate::enforce::{OvsBackend, OvsConfig, TcBackend};
+use crate::names::IfName;
+use crate::state::{AgentLock, LOCK_FILE};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Interfaces to release; none: every interface sluice limited
+    #[arg(value_name = "INTERFACE")]
+    pub interfaces: Vec<String>,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let loaded = Config::load(&args.config.config)?;
+    let config = loaded.config;
+    let names = args
+        .interfaces
+        .iter()
+        .map(|n| IfName::new(n).with_context(|| format!("interface {n:?}")))
+        .collect::<anyhow::Result<Vec<IfName>>>()?;
+    // Holding the agent's lock keeps an agent from starting halfway through.
+    let _lock = AgentLock::acquire(&config.agent.state_dir.join(LOCK_FILE)).map_err(|e| {
+        anyhow::anyhow!("{e}; stop the agent first (systemctl stop sluice): a running agent re-applies its limits every tick")
+    })?;
+    match config.agent.backend {
+        BackendKind::None => {
+            println!("backend \"none\" installs nothing; nothing to release");
+            Ok(ExitCode::SUCCESS)
+        }
+        BackendKind::Tc => release_tc(&names),
+        BackendKind::Ovs => release_ovs(&config, &names),
+    }
+}
+
+fn release_tc(names: &[IfName]) -> anyhow::Result<ExitCode> {
+    let scope = if names.is_empty() {
+        Scope::All
+    } else {
+        let mut set = HashSet::new();
+        for n in names {
+            set.insert(ifindex(n)?);
+        }
+        Scope::Only(set)
+    };
+    let mut backend = TcBackend::open().context("opening a netlink socket")?;
+    let outcome = backend.release(&scope).context("reading tc state")?;
+    for (tap, why) in &outcome.failed {
+        eprintln!("sluice: ifindex {tap}: {why}");
+    }
+    println!(
+        "released: {} change(s){}",
+        outcome.changes,
+        match &scope {
+            Scope::All => " on every interface sluice shaped".to_owned(),
+            Scope::Only(_) => format!(
+                " on {}",
+                names
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    );
+    Ok(if outcome.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// An interface's ifindex from sysfs (in this process's namespace).
+fn ifindex(name: &IfName) -> anyhow::Result<u32> {
+    let path = format!("/sys/class/net/{name}/ifindex");
+    if ifb_tap(name.as_str()).is_some() {
+        anyhow::bail!("{name} is one of sluice's ifbs; release the interface it shapes");
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("no interface named {name} (reading {path})"))?;
+    let idx = text
+        .trim()
+        .parse()
+        .with_context(|| format!("{path}: not an ifindex"))?;
+    Ok(idx)
+}
+
+fn release_ovs(config: &Config, names: &[IfName]) -> anyhow::Result<ExitCode> {
+    let ovs = OvsBackend::new(
+        OvsConfig {
+            ovs_vsctl: config.agent.ovs_vsctl.clone(),
+            db: config.agent.ovsdb.clone(),
+            timeout: config.agent.command_timeout,
+        },
+        None,
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let wanted: HashSet<&IfName> = names.iter().collect();
+    // Without names: every interface the config watches (others' policing is theirs).
+    let released = runtime
+        .block_on(ovs.release(|n| {
+            if wanted.is_empty() {
+                config.instance_of(n).is_some()
+            } else {
+                wanted.contains(n)
+            }
+        }))
+        .map_err(|e| anyhow::anyhow!(e))?;
+    if released.is_empty() {
+        println!("released: nothing (no watched interface holds policing)");
+    } else {
+        let list: Vec<String> = released.iter().map(|n| n.to_string()).collect();
+        println!("released: {}", list.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
