@@ -93,7 +93,9 @@ fn accuracy(rates_mbit: &[u64]) {
         }]);
         assert_eq!(status, [Enforcement::Applied]);
         for (direction, server, client) in [("upload", &up, &inst), ("download", &down, &host)] {
-            let tcp = iperf3_goodput(server.client(client, 6, 2), Duration::from_secs(30));
+            // Slow rates get a longer window: a 64 KB GSO packet is half a second at 1 Mbit.
+            let secs = if mbit < 10 { 12 } else { 6 };
+            let tcp = iperf3_goodput(server.client(client, secs, 2), Duration::from_secs(30));
             let udp = udp_goodput(server, client, rate.bits_per_sec());
             let limit = rate.bits_per_sec() as f64;
             println!(
@@ -262,7 +264,14 @@ fn main() {
         0,
         "the benchmark needs root (network namespaces)"
     );
-    let quick = std::env::args().any(|a| a == "quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "quick");
+    // `-- rates=1,10`: only the accuracy table, at these rates (Mbit).
+    if let Some(list) = args.iter().find_map(|a| a.strip_prefix("rates=")) {
+        let rates: Vec<u64> = list.split(',').filter_map(|r| r.parse().ok()).collect();
+        accuracy(&rates);
+        return;
+    }
     if quick {
         apply_bench(100, 3);
         accuracy(&[10]);

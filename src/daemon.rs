@@ -16,7 +16,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 use crate::config::{BackendKind, Config};
-use crate::enforce::tc::ShaperCounters;
+use crate::enforce::tc::{Scope, ShaperCounters};
 use crate::enforce::{
     Backend, Enforcement, OvsBackend, OvsConfig, PolicerProbe, TcBackend, Wanted,
 };
@@ -165,7 +165,21 @@ impl Agent {
                     || new.agent.command_timeout != self.config.agent.command_timeout;
                 if backend_changed {
                     match build_backend(&new) {
-                        Ok(b) => self.backend = b,
+                        Ok(b) => {
+                            // Shapers of a backend no longer in use would stay forever.
+                            if let Backend::Tc(old) = &mut self.backend
+                                && new.agent.backend != BackendKind::Tc
+                            {
+                                match old.release(&Scope::All) {
+                                    Ok(o) => info!(
+                                        changes = o.changes,
+                                        "backend is no longer tc: removed the tc shapers"
+                                    ),
+                                    Err(e) => warn!("cannot remove the tc shapers: {e}"),
+                                }
+                            }
+                            self.backend = b;
+                        }
                         Err(e) => {
                             error!("reload failed, keeping the running config: {e}");
                             return;

@@ -53,10 +53,14 @@ fn tc(ns: &Netns, args: &[&str]) -> String {
 fn has_sluice_root(ns: &Netns, dev: &str, rate: &str) -> bool {
     let q = tc(ns, &["qdisc", "show", "dev", dev, "root"]);
     let c = tc(ns, &["class", "show", "dev", dev]);
-    q.contains("qdisc htb 51ce: root")
+    let ok = q.contains("qdisc htb 51ce: root")
         && c.contains(&format!(
-            "class htb 51ce:1 root prio 0 rate {rate} ceil {rate}"
-        ))
+            "class htb 51ce:1 root leaf 51cf: prio 0 rate {rate} ceil {rate}"
+        ));
+    if !ok {
+        eprintln!("{dev}:\n{q}{c}");
+    }
+    ok
 }
 
 /// The whole lifecycle runs in one backend, on a thread inside the host namespace.
@@ -79,6 +83,12 @@ fn installs_verifies_repairs_and_releases() {
     assert!(
         has_sluice_root(&host, "tap101i0", "20Mbit"),
         "download shaper"
+    );
+    // The class's queue: 50 ms of 20 Mbit in full frames.
+    let leaf = tc(&host, &["qdisc", "show", "dev", "tap101i0"]);
+    assert!(
+        leaf.contains("qdisc pfifo 51cf: parent 51ce:1 limit 82p"),
+        "{leaf}"
     );
     assert!(
         has_sluice_root(&host, &ifb, "10Mbit"),

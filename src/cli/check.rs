@@ -40,8 +40,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let patterns: Vec<&str> = c.agent.interfaces.iter().map(|p| p.as_str()).collect();
     println!("  interfaces: {}", patterns.join("  "));
     println!(
-        "  base rate: {} ({} instance override(s))",
+        "  base rate: {}, download {} ({} instance override(s))",
         c.penalty.base_rate,
+        c.penalty
+            .download_rate
+            .map_or_else(|| "not limited".to_owned(), |r| r.to_string()),
         c.instances.len()
     );
     for (i, s) in c.penalty.stages.iter().enumerate() {

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL, Nla, NlasIterator};
+use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, Nla, NlasIterator};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use netlink_packet_route::tc::{
@@ -16,10 +16,10 @@ use netlink_packet_route::tc::{
     TcMirrorActionType, TcOption, TcU32Key, TcU32Selector, TcU32SelectorFlags,
 };
 
-use super::encode::{HtbClass, htb_init};
+use super::encode::{HtbClass, fifo_limit, fifo_opt, htb_init};
 use super::plan::{
-    CLASS_MINOR, FILTER_HANDLE, FILTER_PRIO, IFB_ALIAS, Ifb, IngressFilters, Kernel, MAJOR, Op,
-    Root, Shape, ifb_name, ifb_tap,
+    CLASS_MINOR, FILTER_HANDLE, FILTER_PRIO, IFB_ALIAS, Ifb, IngressFilters, Kernel, LEAF_MAJOR,
+    MAJOR, Op, Root, Shape, ifb_name, ifb_tap,
 };
 use super::socket::{Answer, KernelError, Request, RouteSocket};
 
@@ -70,6 +70,16 @@ pub fn observe(
             );
         } else if q.header.parent == TcHandle::INGRESS {
             k.ingress.insert(dev, kind);
+        } else if q.header.parent
+            == (TcHandle {
+                major: MAJOR,
+                minor: CLASS_MINOR,
+            })
+            && q.header.handle.major == LEAF_MAJOR
+            && kind == "pfifo"
+            && let Some(limit) = raw_options(&q.attributes).as_deref().and_then(fifo_limit)
+        {
+            k.leaves.insert(dev, limit);
         }
     }
 
@@ -235,6 +245,27 @@ pub fn requests(op: &Op) -> Vec<Request> {
                 NLM_F_CREATE,
             )]
         }
+        Op::SetLeaf { dev, limit } => {
+            let mut m = TcMessage::with_index(*dev as i32);
+            m.header.parent = TcHandle {
+                major: MAJOR,
+                minor: CLASS_MINOR,
+            };
+            m.header.handle = TcHandle {
+                major: LEAF_MAJOR,
+                minor: 0,
+            };
+            m.attributes.push(TcAttribute::Kind("pfifo".into()));
+            // pfifo's options are a bare struct, not nested attributes.
+            m.attributes.push(TcAttribute::Other(DefaultNla::new(
+                TCA_OPTIONS,
+                fifo_opt(*limit),
+            )));
+            vec![change(
+                RouteNetlinkMessage::NewQueueDiscipline(m),
+                NLM_F_CREATE | NLM_F_REPLACE,
+            )]
+        }
         Op::AddIngress { dev } => {
             let mut m = TcMessage::with_index(*dev as i32);
             m.header.parent = TcHandle::INGRESS;
@@ -332,6 +363,9 @@ pub fn describe(op: &Op) -> String {
             "set htb class {MAJOR:x}:{CLASS_MINOR} on ifindex {dev} to {} bit/s",
             class.rate_bits()
         ),
+        Op::SetLeaf { dev, limit } => {
+            format!("set the {limit}-packet pfifo under {MAJOR:x}:{CLASS_MINOR} on ifindex {dev}")
+        }
         Op::AddIngress { dev } => format!("add ingress qdisc on ifindex {dev}"),
         Op::DelIngress { dev } => format!("delete ingress qdisc on ifindex {dev}"),
         Op::SetFilter { dev, ifb } => {
@@ -422,10 +456,10 @@ fn counters_of(attrs: &[TcAttribute]) -> QdiscCounters {
         .unwrap_or_default()
 }
 
-/// An HTB class from a class message: its `TCA_OPTIONS` comes through as one raw NLA
-/// (netlink-packet-route does not know htb), whose value holds the nested attributes.
-fn htb_class_of(attrs: &[TcAttribute]) -> Option<HtbClass> {
-    let raw = attrs.iter().find_map(|a| match a {
+/// The raw value of `TCA_OPTIONS` of a kind netlink-packet-route does not model (it
+/// keeps the whole attribute as one opaque NLA).
+fn raw_options(attrs: &[TcAttribute]) -> Option<Vec<u8>> {
+    attrs.iter().find_map(|a| match a {
         TcAttribute::Options(opts) => opts.iter().find_map(|o| match o {
             TcOption::Other(nla) if nla.kind() & 0x3fff == TCA_OPTIONS => {
                 let mut v = vec![0u8; nla.value_len()];
@@ -435,7 +469,13 @@ fn htb_class_of(attrs: &[TcAttribute]) -> Option<HtbClass> {
             _ => None,
         }),
         _ => None,
-    })?;
+    })
+}
+
+/// An HTB class from a class message: its `TCA_OPTIONS` comes through as one raw NLA
+/// (netlink-packet-route does not know htb), whose value holds the nested attributes.
+fn htb_class_of(attrs: &[TcAttribute]) -> Option<HtbClass> {
+    let raw = raw_options(attrs)?;
     let nested: Vec<(u16, Vec<u8>)> = NlasIterator::new(raw.as_slice())
         .filter_map(Result::ok)
         .map(|n| (n.kind() & 0x3fff, n.value().to_vec()))

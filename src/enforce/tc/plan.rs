@@ -3,7 +3,7 @@
 //!
 //! What sluice installs, and how it knows it is its own:
 //! - download: root qdisc `htb` with handle major [`MAJOR`] (0x51ce) on the tap, default
-//!   class `51ce:1` at the limit;
+//!   class `51ce:1` at the limit, whose queue is a `pfifo` with handle `51cf:`;
 //! - upload: an `ingress` qdisc on the tap holding one `u32` match-all filter at priority
 //!   [`FILTER_PRIO`] with handle [`FILTER_HANDLE`] that redirects (mirred egress redirect)
 //!   to an ifb named `slifb<tap ifindex>` whose alias starts with [`IFB_ALIAS`], shaped
@@ -23,6 +23,8 @@ use crate::names::IfName;
 pub const MAJOR: u16 = 0x51ce;
 /// Minor of the default class.
 pub const CLASS_MINOR: u16 = 1;
+/// Handle major of the class's leaf queue.
+pub const LEAF_MAJOR: u16 = 0x51cf;
 /// Priority of the redirect filter on the tap's ingress.
 pub const FILTER_PRIO: u16 = 0x51ce;
 /// u32 handle `800::800`: the first node of the root hash table.
@@ -99,6 +101,8 @@ pub struct Kernel {
     pub ifbs: HashMap<u32, Ifb>,
     /// Class `51ce:1` of devices whose root is ours.
     pub classes: HashMap<u32, HtbClass>,
+    /// Limit (packets) of the `pfifo 51cf:` under class `51ce:1`, by device.
+    pub leaves: HashMap<u32, u32>,
     /// Ingress filters of the taps that were looked at.
     pub filters: HashMap<u32, IngressFilters>,
 }
@@ -115,6 +119,11 @@ pub enum Op {
     SetClass {
         dev: u32,
         class: HtbClass,
+    },
+    /// Add or replace the class's pfifo leaf.
+    SetLeaf {
+        dev: u32,
+        limit: u32,
     },
     AddIngress {
         dev: u32,
@@ -227,15 +236,7 @@ fn plan_download(s: &Shape, k: &Kernel, steps: &mut Vec<Step>) -> Result<(), Str
                 s.name, r.kind, r.major
             ));
         }
-        (Some(class), Some(r)) if r.ours() => {
-            if !k.classes.get(&dev).is_some_and(|c| c.holds(class)) {
-                push(steps, Op::SetClass { dev, class: *class });
-            }
-        }
-        (Some(class), _) => {
-            push(steps, Op::AddRoot { dev });
-            push(steps, Op::SetClass { dev, class: *class });
-        }
+        (Some(class), _) => plan_tree(dev, dev, class, k, steps),
         (None, Some(r)) if r.ours() => push(steps, Op::DelRoot { dev }),
         (None, _) => {}
     }
@@ -277,17 +278,7 @@ fn plan_upload(s: &Shape, k: &Kernel, steps: &mut Vec<Step>) -> Result<(), Strin
         push(steps, Op::IfbUp { ifb: ifb.ifindex });
     }
     let dev = ifb.ifindex;
-    match k.roots.get(&dev) {
-        Some(r) if r.ours() => {
-            if !k.classes.get(&dev).is_some_and(|c| c.holds(class)) {
-                push(steps, Op::SetClass { dev, class: *class });
-            }
-        }
-        _ => {
-            push(steps, Op::AddRoot { dev });
-            push(steps, Op::SetClass { dev, class: *class });
-        }
-    }
+    plan_tree(tap, dev, class, k, steps);
     if !k.ingress.contains_key(&tap) {
         push(steps, Op::AddIngress { dev: tap });
         push(steps, Op::SetFilter { dev: tap, ifb: dev });
@@ -295,6 +286,24 @@ fn plan_upload(s: &Shape, k: &Kernel, steps: &mut Vec<Step>) -> Result<(), Strin
         push(steps, Op::SetFilter { dev: tap, ifb: dev });
     }
     Ok(())
+}
+
+/// The HTB tree on `dev` (a tap, or the ifb of `tap`): root, class, leaf queue.
+fn plan_tree(tap: u32, dev: u32, class: &HtbClass, k: &Kernel, steps: &mut Vec<Step>) {
+    let mut push = |op| steps.push(Step { tap, op });
+    let fresh = !k.roots.get(&dev).is_some_and(Root::ours);
+    if fresh {
+        push(Op::AddRoot { dev });
+    }
+    if fresh || !k.classes.get(&dev).is_some_and(|c| c.holds(class)) {
+        push(Op::SetClass { dev, class: *class });
+    }
+    if fresh || k.leaves.get(&dev) != Some(&class.queue) {
+        push(Op::SetLeaf {
+            dev,
+            limit: class.queue,
+        });
+    }
 }
 
 /// Remove the redirect (and the ingress qdisc when nothing else uses it) and the ifb.

@@ -30,6 +30,8 @@ fn installed(up: &str, down: &str) -> Kernel {
     k.roots.insert(IFB, ours());
     k.classes.insert(TAP, class(down));
     k.classes.insert(IFB, class(up));
+    k.leaves.insert(TAP, class(down).queue);
+    k.leaves.insert(IFB, class(up).queue);
     k.ingress.insert(TAP, "ingress".into());
     k.ifbs.insert(
         TAP,
@@ -83,6 +85,10 @@ fn a_bare_tap_gets_the_download_tree_and_an_ifb_first() {
                 dev: TAP,
                 class: class("20mbit")
             },
+            Op::SetLeaf {
+                dev: TAP,
+                limit: 82
+            },
             Op::CreateIfb {
                 tap: TAP,
                 name: IfName::new("tap101i0").unwrap()
@@ -111,6 +117,10 @@ fn once_the_ifb_exists_the_upload_side_is_wired() {
                 dev: IFB,
                 class: class("10mbit")
             },
+            Op::SetLeaf {
+                dev: IFB,
+                limit: 41
+            },
             Op::AddIngress { dev: TAP },
             Op::SetFilter { dev: TAP, ifb: IFB },
         ]
@@ -127,12 +137,13 @@ fn a_complete_install_needs_nothing() {
 fn drift_is_repaired_piece_by_piece() {
     // (what someone broke, what sluice does about it)
     type Break = fn(&mut Kernel);
-    let table: [(&str, Break, Vec<Op>); 5] = [
+    let table: [(&str, Break, Vec<Op>); 6] = [
         (
             "tc qdisc del dev tap root",
             |k| {
                 k.roots.remove(&TAP);
                 k.classes.remove(&TAP);
+                k.leaves.remove(&TAP);
             },
             vec![
                 Op::AddRoot { dev: TAP },
@@ -140,7 +151,21 @@ fn drift_is_repaired_piece_by_piece() {
                     dev: TAP,
                     class: class("20mbit"),
                 },
+                Op::SetLeaf {
+                    dev: TAP,
+                    limit: 82,
+                },
             ],
+        ),
+        (
+            "tc qdisc replace dev tap parent 51ce:1 pfifo limit 5000",
+            |k| {
+                k.leaves.insert(TAP, 5000);
+            },
+            vec![Op::SetLeaf {
+                dev: TAP,
+                limit: 82,
+            }],
         ),
         (
             "tc class change … rate 1mbit",
@@ -186,14 +211,20 @@ fn drift_is_repaired_piece_by_piece() {
 }
 
 #[test]
-fn a_rate_change_touches_only_the_classes() {
+fn a_rate_change_touches_only_the_class_and_its_queue() {
     let k = installed("10mbit", "20mbit");
     assert_eq!(
         ops(&[shape(Some("5mbit"), Some("20mbit"))], &k),
-        [Op::SetClass {
-            dev: IFB,
-            class: class("5mbit")
-        }]
+        [
+            Op::SetClass {
+                dev: IFB,
+                class: class("5mbit")
+            },
+            Op::SetLeaf {
+                dev: IFB,
+                limit: 20
+            }
+        ]
     );
 }
 
