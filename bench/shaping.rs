@@ -3,6 +3,8 @@
 //!
 //!   cargo bench --bench shaping            # everything
 //!   cargo bench --bench shaping -- quick   # 10 Mbit only, 100 interfaces
+//!   cargo bench --bench shaping -- apply   # only part 2, three rounds
+//!   cargo bench --bench shaping -- rates=1,10   # only part 1, at these rates (Mbit)
 //!
 //! 1. Accuracy: limits of 1, 10, 100 and 1000 Mbit installed by sluice on a veth between
 //!    a "host" and an "instance" namespace; TCP (iperf3, 6 s measured after 2 s of slow
@@ -149,6 +151,9 @@ fn tc_batch_files(ns: &Netns, taps: &[(IfName, u32)], rate: &str) -> (String, St
             tc.push_str(&format!(
                 "class add dev {dev} parent 51ce: classid 51ce:1 htb rate {rate} ceil {rate} burst 15k cburst 15k\n"
             ));
+            tc.push_str(&format!(
+                "qdisc add dev {dev} parent 51ce:1 handle 51cf: pfifo limit 41\n"
+            ));
         }
         tc.push_str(&format!("qdisc add dev {name} ingress\n"));
         tc.push_str(&format!(
@@ -270,6 +275,10 @@ fn main() {
     if let Some(list) = args.iter().find_map(|a| a.strip_prefix("rates=")) {
         let rates: Vec<u64> = list.split(',').filter_map(|r| r.parse().ok()).collect();
         accuracy(&rates);
+        return;
+    }
+    if args.iter().any(|a| a == "apply") {
+        apply_bench(500, 3);
         return;
     }
     if quick {

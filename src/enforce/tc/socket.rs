@@ -153,6 +153,21 @@ impl RouteSocket {
         &mut self,
         request: RouteNetlinkMessage,
     ) -> Result<Vec<RouteNetlinkMessage>, KernelError> {
+        let mut result = Vec::new();
+        self.dump_raw(request, |bytes, _, _| {
+            result.push(parse(bytes)?);
+            Ok(())
+        })?;
+        Ok(result)
+    }
+
+    /// One dump, each answer handed over unparsed: (whole message, type, payload). For
+    /// dumps whose answers are large and only a few attributes matter (links).
+    pub fn dump_raw(
+        &mut self,
+        request: RouteNetlinkMessage,
+        mut each: impl FnMut(&[u8], u16, &[u8]) -> Result<(), KernelError>,
+    ) -> Result<(), KernelError> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         let mut msg = NetlinkMessage::from(request);
@@ -162,7 +177,6 @@ impl RouteSocket {
         let mut out = vec![0u8; msg.buffer_len()];
         msg.serialize(&mut out);
         self.sock.send(&out, 0).map_err(io_error)?;
-        let mut result = Vec::new();
         loop {
             self.recv().map_err(io_error)?;
             let mut off = 0;
@@ -173,13 +187,13 @@ impl RouteSocket {
                 let len = m.length() as usize;
                 if m.sequence_number() == seq {
                     match m.message_type() {
-                        NLMSG_DONE => return Ok(result),
+                        NLMSG_DONE => return Ok(()),
                         NLMSG_ERROR => {
                             if let Some(e) = error_of(m.flags(), m.payload()) {
                                 return Err(e);
                             }
                         }
-                        _ => result.push(parse(&self.buf[off..off + len])?),
+                        kind => each(&self.buf[off..off + len], kind, m.payload())?,
                     }
                 }
                 off += align4(len.max(16));
