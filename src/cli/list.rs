@@ -77,6 +77,7 @@ pub fn render(snap: &Snapshot, agent: &Holder, now: Timestamp) -> String {
         "UPLOAD",
         "DOWNLOAD",
         "DROPS UP/DOWN",
+        "THROTTLED UP/DOWN",
         "STATUS",
     ];
     let mut rows: Vec<[String; COLUMNS]> = vec![header.map(String::from)];
@@ -107,7 +108,7 @@ pub fn render(snap: &Snapshot, agent: &Holder, now: Timestamp) -> String {
     out
 }
 
-const COLUMNS: usize = 10;
+const COLUMNS: usize = 11;
 
 fn row(r: &InterfaceRecord, now: Timestamp) -> [String; COLUMNS] {
     let stage = if r.stage == 0 {
@@ -126,10 +127,15 @@ fn row(r: &InterfaceRecord, now: Timestamp) -> [String; COLUMNS] {
     let download_limit = r
         .download_limit_kbps
         .map_or_else(|| "none".to_owned(), |k| human_rate(k.saturating_mul(1000)));
-    // Dropped packets of the upload and download shapers (tc backend only).
+    // Packets the upload/download shapers dropped, and times they held traffic back
+    // (tc backend only): a limit that bites shows here.
     let drops = r.shaper.map_or_else(
         || "-".to_owned(),
         |d| format!("{}/{}", d.upload_dropped, d.download_dropped),
+    );
+    let throttled = r.shaper.map_or_else(
+        || "-".to_owned(),
+        |d| format!("{}/{}", d.upload_overlimits, d.download_overlimits),
     );
     let status = if !r.present {
         "absent (penalty kept)".to_owned()
@@ -150,6 +156,7 @@ fn row(r: &InterfaceRecord, now: Timestamp) -> [String; COLUMNS] {
         rate(r.upload_bps),
         rate(r.download_bps),
         drops,
+        throttled,
         status,
     ]
 }
@@ -247,6 +254,7 @@ mod tests {
                 && lines[2].contains("900.0 Mbit/s")
                 && lines[2].contains("25m 10s")
                 && lines[2].contains("1204/0")
+                && lines[2].contains("9000/0")
         );
         assert!(
             lines[2].ends_with("enforce_failed: no policer"),
