@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod enforce;
 pub mod logging;
 pub mod names;
+pub mod netlink;
 pub mod policy;
 pub mod sample;
 pub mod state;

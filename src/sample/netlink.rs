@@ -9,19 +9,16 @@
 //! also happens when the stats dump shows an ifindex the cache does not know, a cached
 //! one is missing, or notifications were lost (the socket overflowed).
 //!
-//! Why a plain netlink-sys socket rather than rtnetlink's connection: rtnetlink parses
-//! every `RTM_GETLINK` answer into a full `LinkMessage` (~17 KB each, all queued before
-//! the caller reads one), which made a 1,000-interface refresh peak at 17 MB of heap.
-//! Here each answer is read in place from one reused 64 KiB buffer with
+//! Why a plain socket ([`RouteSocket`]) rather than rtnetlink's connection: rtnetlink
+//! parses every `RTM_GETLINK` answer into a full `LinkMessage` (~17 KB each, all queued
+//! before the caller reads one), which made a 1,000-interface refresh peak at 17 MB of
+//! heap. Here each answer is read in place from one reused 64 KiB buffer with
 //! netlink-packet-route's header parsers and only the name is kept.
 
 use std::collections::HashMap;
 use std::io;
 
-use netlink_packet_core::{
-    ErrorBuffer, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
-    NetlinkBuffer, NetlinkMessage, NlasIterator,
-};
+use netlink_packet_core::{NLM_F_DUMP_INTR, NetlinkBuffer, NlasIterator};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{LinkHeader, LinkMessage, Stats64};
 use netlink_packet_route::stats::{StatsFilterMask, StatsHeader, StatsMessage};
@@ -30,6 +27,7 @@ use netlink_sys::{Socket, SocketAddr};
 
 use super::Sample;
 use crate::names::IfName;
+use crate::netlink::{KernelError, RouteSocket};
 
 const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
@@ -53,10 +51,10 @@ pub enum SampleError {
 
 /// Samples every interface's counters with one netlink stats dump.
 pub struct LinkSampler {
-    dump: Socket,
+    dump: RouteSocket,
     notify: Socket,
+    /// Receive buffer of the notification socket.
     buf: Vec<u8>,
-    seq: u32,
     /// ifindex → name; `None` for names that are not valid [`IfName`]s (never sampled).
     names: HashMap<u32, Option<IfName>>,
     /// The cache must be refilled before it is trusted.
@@ -66,8 +64,7 @@ pub struct LinkSampler {
 impl LinkSampler {
     /// Open netlink sockets in the calling thread's network namespace.
     pub fn open() -> Result<Self, SampleError> {
-        let mut dump = Socket::new(NETLINK_ROUTE)?;
-        dump.bind_auto()?;
+        let dump = RouteSocket::open()?;
         let mut notify = Socket::new(NETLINK_ROUTE)?;
         notify.bind(&SocketAddr::new(0, RTNLGRP_LINK_MASK))?;
         notify.set_non_blocking(true)?;
@@ -75,7 +72,6 @@ impl LinkSampler {
             dump,
             notify,
             buf: Vec::with_capacity(RECV_BUFFER),
-            seq: 0,
             names: HashMap::new(),
             stale: true,
         })
@@ -87,37 +83,35 @@ impl LinkSampler {
         // that alone was 2 MB of peak heap).
         let mut stats: Vec<(u32, [u64; 4])> = Vec::with_capacity(self.names.len().max(16));
         let mut interrupted = false;
-        self.seq = self.seq.wrapping_add(1);
         let mut req = StatsMessage::default();
         req.header.filter_mask = StatsFilterMask::Link64;
-        dump(
-            &self.dump,
-            &mut self.buf,
-            self.seq,
-            RouteNetlinkMessage::GetStats(req),
-            |kind, flags, payload| {
-                interrupted |= flags & NLM_F_DUMP_INTR != 0;
-                if kind == RTM_NEWSTATS {
-                    let header = StatsHeader::parse(payload).map_err(|e| e.to_string())?;
-                    let link64 =
-                        NlasIterator::new(payload.get(STATS_HEADER_LEN..).unwrap_or_default())
-                            .filter_map(Result::ok)
-                            .find(|nla| nla.kind() == IFLA_STATS_LINK_64);
-                    if let Some(nla) = link64 {
-                        let s = Stats64::parse(nla.value()).map_err(|e| e.to_string())?;
-                        stats.push((
-                            header.ifindex,
-                            [s.rx_bytes, s.tx_bytes, s.rx_packets, s.tx_packets],
-                        ));
+        self.dump
+            .dump_raw(
+                RouteNetlinkMessage::GetStats(req),
+                |bytes, kind, payload| {
+                    interrupted |= dump_interrupted(bytes);
+                    if kind == RTM_NEWSTATS {
+                        let header =
+                            StatsHeader::parse(payload).map_err(KernelError::unparsable)?;
+                        let link64 =
+                            NlasIterator::new(payload.get(STATS_HEADER_LEN..).unwrap_or_default())
+                                .filter_map(Result::ok)
+                                .find(|nla| nla.kind() == IFLA_STATS_LINK_64);
+                        if let Some(nla) = link64 {
+                            let s = Stats64::parse(nla.value()).map_err(KernelError::unparsable)?;
+                            stats.push((
+                                header.ifindex,
+                                [s.rx_bytes, s.tx_bytes, s.rx_packets, s.tx_packets],
+                            ));
+                        }
                     }
-                }
-                Ok(())
-            },
-        )
-        .map_err(|reason| SampleError::Dump {
-            what: "stats",
-            reason,
-        })?;
+                    Ok(())
+                },
+            )
+            .map_err(|e| SampleError::Dump {
+                what: "stats",
+                reason: e.to_string(),
+            })?;
         stats.sort_unstable_by_key(|s| s.0);
         stats.dedup_by_key(|s| s.0);
 
@@ -182,25 +176,22 @@ impl LinkSampler {
         self.apply_link_notifications();
         let mut names = HashMap::with_capacity(self.names.len().max(16));
         let mut interrupted = false;
-        self.seq = self.seq.wrapping_add(1);
-        dump(
-            &self.dump,
-            &mut self.buf,
-            self.seq,
-            RouteNetlinkMessage::GetLink(LinkMessage::default()),
-            |kind, flags, payload| {
-                interrupted |= flags & NLM_F_DUMP_INTR != 0;
-                if kind == RTM_NEWLINK {
-                    let h = LinkHeader::parse(payload).map_err(|e| e.to_string())?;
-                    names.insert(h.index, link_name(payload));
-                }
-                Ok(())
-            },
-        )
-        .map_err(|reason| SampleError::Dump {
-            what: "link",
-            reason,
-        })?;
+        self.dump
+            .dump_raw(
+                RouteNetlinkMessage::GetLink(LinkMessage::default()),
+                |bytes, kind, payload| {
+                    interrupted |= dump_interrupted(bytes);
+                    if kind == RTM_NEWLINK {
+                        let h = LinkHeader::parse(payload).map_err(KernelError::unparsable)?;
+                        names.insert(h.index, link_name(payload));
+                    }
+                    Ok(())
+                },
+            )
+            .map_err(|e| SampleError::Dump {
+                what: "link",
+                reason: e.to_string(),
+            })?;
         self.names = names;
         // An interrupted dump may have missed a link: look again next tick.
         self.stale = interrupted;
@@ -222,46 +213,7 @@ fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
-/// Send one dump request and feed every answer (type, flags, payload) to `each` until
-/// NLMSG_DONE. Answers to other sequence numbers (a previous dump cut short) are skipped.
-fn dump(
-    sock: &Socket,
-    buf: &mut Vec<u8>,
-    seq: u32,
-    request: RouteNetlinkMessage,
-    mut each: impl FnMut(u16, u16, &[u8]) -> Result<(), String>,
-) -> Result<(), String> {
-    let mut msg = NetlinkMessage::from(request);
-    msg.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    msg.header.sequence_number = seq;
-    msg.finalize();
-    let mut out = vec![0u8; msg.buffer_len()];
-    msg.serialize(&mut out);
-    sock.send(&out, 0).map_err(|e| e.to_string())?;
-    loop {
-        buf.clear();
-        buf.reserve(RECV_BUFFER);
-        sock.recv(buf, 0).map_err(|e| e.to_string())?;
-        let mut off = 0;
-        while off < buf.len() {
-            let m = NetlinkBuffer::new_checked(&buf[off..])
-                .map_err(|e| format!("malformed answer: {e}"))?;
-            let len = m.length() as usize;
-            if m.sequence_number() == seq {
-                match m.message_type() {
-                    NLMSG_DONE => return Ok(()),
-                    NLMSG_ERROR => {
-                        let code = ErrorBuffer::new_checked(m.payload())
-                            .ok()
-                            .and_then(|e| e.code());
-                        if let Some(code) = code {
-                            return Err(io::Error::from_raw_os_error(-code.get()).to_string());
-                        }
-                    }
-                    kind => each(kind, m.flags(), m.payload())?,
-                }
-            }
-            off += align4(len.max(16));
-        }
-    }
+/// The kernel says the dump may be inconsistent (the table changed while it ran).
+fn dump_interrupted(message: &[u8]) -> bool {
+    NetlinkBuffer::new_checked(message).is_ok_and(|m| m.flags() & NLM_F_DUMP_INTR != 0)
 }

@@ -23,10 +23,28 @@ use super::plan::{
     CLASS_MINOR, FILTER_HANDLE, FILTER_PRIO, IFB_ALIAS, Ifb, IngressFilters, Kernel, LEAF_MAJOR,
     MAJOR, Op, Root, Shape, ifb_name, ifb_tap,
 };
-use super::socket::{Answer, KernelError, Request, RouteSocket};
+use crate::netlink::{Answer, KernelError, Request, RouteSocket};
 
 /// `ETH_P_ALL` in network byte order, as the filter's protocol.
 const ETH_P_ALL_BE: u16 = 0x0003u16.to_be();
+/// sluice's HTB root (`51ce:`), its class (`51ce:1`), the class's leaf queue (`51cf:`)
+/// and the ingress qdisc's fixed handle (`ffff:`).
+const ROOT_HANDLE: TcHandle = TcHandle {
+    major: MAJOR,
+    minor: 0,
+};
+const CLASS_HANDLE: TcHandle = TcHandle {
+    major: MAJOR,
+    minor: CLASS_MINOR,
+};
+const LEAF_HANDLE: TcHandle = TcHandle {
+    major: LEAF_MAJOR,
+    minor: 0,
+};
+const INGRESS_HANDLE: TcHandle = TcHandle {
+    major: 0xffff,
+    minor: 0,
+};
 /// Filters hang on the ingress qdisc's ingress block (`ffff:fff2`, also right for clsact).
 const FILTER_PARENT: TcHandle = TcHandle {
     major: 0xffff,
@@ -80,11 +98,7 @@ pub fn observe(
             );
         } else if q.header.parent == TcHandle::INGRESS {
             k.ingress.insert(dev, kind);
-        } else if q.header.parent
-            == (TcHandle {
-                major: MAJOR,
-                minor: CLASS_MINOR,
-            })
+        } else if q.header.parent == (CLASS_HANDLE)
             && q.header.handle.major == LEAF_MAJOR
             && kind == "pfifo"
             && let Some(limit) = raw_options(&q.attributes).as_deref().and_then(fifo_limit)
@@ -132,10 +146,7 @@ pub fn observe(
         .iter()
         .map(|dev| {
             let mut m = TcMessage::with_index(*dev as i32);
-            m.header.handle = TcHandle {
-                major: MAJOR,
-                minor: CLASS_MINOR,
-            };
+            m.header.handle = CLASS_HANDLE;
             Request {
                 message: RouteNetlinkMessage::GetTrafficClass(m),
                 flags: 0,
@@ -198,12 +209,7 @@ pub fn requests(op: &Op) -> Vec<Request> {
     };
     match op {
         Op::AddRoot { dev } => {
-            let mut m = TcMessage::with_index(*dev as i32);
-            m.header.parent = TcHandle::ROOT;
-            m.header.handle = TcHandle {
-                major: MAJOR,
-                minor: 0,
-            };
+            let mut m = tc_message(*dev, TcHandle::ROOT, ROOT_HANDLE);
             m.attributes.push(TcAttribute::Kind("htb".into()));
             m.attributes.push(TcAttribute::Options(vec![TcOption::Other(
                 DefaultNla::new(super::encode::TCA_HTB_INIT, htb_init(CLASS_MINOR)),
@@ -214,24 +220,11 @@ pub fn requests(op: &Op) -> Vec<Request> {
             )]
         }
         Op::DelRoot { dev } => {
-            let mut m = TcMessage::with_index(*dev as i32);
-            m.header.parent = TcHandle::ROOT;
-            m.header.handle = TcHandle {
-                major: MAJOR,
-                minor: 0,
-            };
+            let m = tc_message(*dev, TcHandle::ROOT, ROOT_HANDLE);
             vec![change(RouteNetlinkMessage::DelQueueDiscipline(m), 0)]
         }
         Op::SetClass { dev, class } => {
-            let mut m = TcMessage::with_index(*dev as i32);
-            m.header.parent = TcHandle {
-                major: MAJOR,
-                minor: 0,
-            };
-            m.header.handle = TcHandle {
-                major: MAJOR,
-                minor: CLASS_MINOR,
-            };
+            let mut m = tc_message(*dev, ROOT_HANDLE, CLASS_HANDLE);
             m.attributes.push(TcAttribute::Kind("htb".into()));
             m.attributes.push(TcAttribute::Options(
                 class
@@ -246,15 +239,7 @@ pub fn requests(op: &Op) -> Vec<Request> {
             )]
         }
         Op::SetLeaf { dev, limit } => {
-            let mut m = TcMessage::with_index(*dev as i32);
-            m.header.parent = TcHandle {
-                major: MAJOR,
-                minor: CLASS_MINOR,
-            };
-            m.header.handle = TcHandle {
-                major: LEAF_MAJOR,
-                minor: 0,
-            };
+            let mut m = tc_message(*dev, CLASS_HANDLE, LEAF_HANDLE);
             m.attributes.push(TcAttribute::Kind("pfifo".into()));
             // pfifo's options are a bare struct, not nested attributes.
             m.attributes.push(TcAttribute::Other(DefaultNla::new(
@@ -267,12 +252,7 @@ pub fn requests(op: &Op) -> Vec<Request> {
             )]
         }
         Op::AddIngress { dev } => {
-            let mut m = TcMessage::with_index(*dev as i32);
-            m.header.parent = TcHandle::INGRESS;
-            m.header.handle = TcHandle {
-                major: 0xffff,
-                minor: 0,
-            };
+            let mut m = tc_message(*dev, TcHandle::INGRESS, INGRESS_HANDLE);
             m.attributes.push(TcAttribute::Kind("ingress".into()));
             vec![change(
                 RouteNetlinkMessage::NewQueueDiscipline(m),
@@ -280,12 +260,7 @@ pub fn requests(op: &Op) -> Vec<Request> {
             )]
         }
         Op::DelIngress { dev } => {
-            let mut m = TcMessage::with_index(*dev as i32);
-            m.header.parent = TcHandle::INGRESS;
-            m.header.handle = TcHandle {
-                major: 0xffff,
-                minor: 0,
-            };
+            let m = tc_message(*dev, TcHandle::INGRESS, INGRESS_HANDLE);
             vec![change(RouteNetlinkMessage::DelQueueDiscipline(m), 0)]
         }
         Op::SetFilter { dev, ifb } => {
@@ -407,6 +382,14 @@ fn link_fields(payload: &[u8]) -> Option<(u32, bool, String, bool)> {
 
 fn until_nul(b: &[u8]) -> &[u8] {
     b.split(|c| *c == 0).next().unwrap_or_default()
+}
+
+/// A tc message about the object `handle` under `parent` on device `dev`.
+fn tc_message(dev: u32, parent: TcHandle, handle: TcHandle) -> TcMessage {
+    let mut m = TcMessage::with_index(dev as i32);
+    m.header.parent = parent;
+    m.header.handle = handle;
+    m
 }
 
 fn filter_message(dev: u32) -> TcMessage {

@@ -14,7 +14,6 @@
 mod encode;
 mod kernel;
 mod plan;
-mod socket;
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -27,9 +26,9 @@ pub use plan::{Scope, ifb_name, ifb_tap};
 
 use super::{Enforcement, Wanted};
 use crate::names::IfName;
+use crate::netlink::{Answer, KernelError, Request, RouteSocket};
 use kernel::{describe, harmless, observe, requests};
 use plan::{Kernel, Shape, plan};
-use socket::{Answer, Request, RouteSocket};
 
 /// Passes per tick: create ifbs, wire them, then one that must find nothing to do.
 const PASSES: usize = 4;
@@ -98,7 +97,7 @@ impl TcBackend {
     }
 
     /// Remove what sluice installed from the taps in `scope` (`sluice release`).
-    pub fn release(&mut self, scope: &Scope) -> Result<Outcome, socket::KernelError> {
+    pub fn release(&mut self, scope: &Scope) -> Result<Outcome, KernelError> {
         self.converge(&[], scope).map(|(o, _, _)| o)
     }
 
@@ -111,7 +110,7 @@ impl TcBackend {
         &mut self,
         shapes: &[Shape],
         scope: &Scope,
-    ) -> Result<(Outcome, Kernel, HashMap<u32, QdiscCounters>), socket::KernelError> {
+    ) -> Result<(Outcome, Kernel, HashMap<u32, QdiscCounters>), KernelError> {
         let mut outcome = Outcome::default();
         let names: HashMap<u32, &IfName> = shapes.iter().map(|s| (s.ifindex, &s.name)).collect();
         let mut pass = 0;
@@ -144,7 +143,7 @@ impl TcBackend {
                     batch.push(r);
                 }
             }
-            let answers = self.sock.batch(batch).map_err(|e| socket::KernelError {
+            let answers = self.sock.batch(batch).map_err(|e| KernelError {
                 errno: e.raw_os_error().unwrap_or(libc::EIO),
                 message: Some(format!("sending changes: {e}")),
             })?;

@@ -1,5 +1,6 @@
-//! A route netlink socket that pipelines: a whole tick's requests go out in a few
-//! `send`s and their answers are matched back by sequence number.
+//! The route netlink socket the sampler and the tc backend share: dumps whose answers
+//! are read in place or parsed, and batches that pipeline — a whole tick's requests go out
+//! in a few `send`s and their answers are matched back by sequence number.
 //!
 //! The kernel processes every message of one datagram in order and answers each
 //! (`netlink_rcv_skb` goes on after a failed one), so N changes cost a few system calls
@@ -162,7 +163,8 @@ impl RouteSocket {
     }
 
     /// One dump, each answer handed over unparsed: (whole message, type, payload). For
-    /// dumps whose answers are large and only a few attributes matter (links).
+    /// dumps whose answers are large and only a few attributes matter (links, stats).
+    /// Answers to other sequence numbers (a previous dump cut short) are skipped.
     pub fn dump_raw(
         &mut self,
         request: RouteNetlinkMessage,
@@ -209,6 +211,16 @@ impl RouteSocket {
     }
 }
 
+impl KernelError {
+    /// A malformed answer, described.
+    pub fn unparsable(why: impl std::fmt::Display) -> Self {
+        KernelError {
+            errno: libc::EPROTO,
+            message: Some(format!("unparsable answer: {why}")),
+        }
+    }
+}
+
 fn io_error(e: io::Error) -> KernelError {
     KernelError {
         errno: e.raw_os_error().unwrap_or(libc::EIO),
@@ -218,10 +230,7 @@ fn io_error(e: io::Error) -> KernelError {
 
 /// One answer message (a whole netlink message in `bytes`) parsed.
 fn parse(bytes: &[u8]) -> Result<RouteNetlinkMessage, KernelError> {
-    let unparsable = |why: String| KernelError {
-        errno: libc::EPROTO,
-        message: Some(format!("unparsable answer: {why}")),
-    };
+    let unparsable = KernelError::unparsable;
     match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) {
         Ok(NetlinkMessage {
             payload: NetlinkPayload::InnerMessage(inner),
