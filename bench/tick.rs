@@ -94,7 +94,7 @@ fn tick_bench(n: usize, runs: usize) -> TickTimes {
         let mut buf = Vec::with_capacity(1 << 20);
         assert!(bare_stats_dump(&sock, &mut buf) >= n);
         let cfg_text = format!(
-            "[agent]\ninterval=\"60s\"\ninterfaces=['^kvm(?P<instance>[0-9]+)\\..*$']\nbackend=\"none\"\nstate_dir=\"{}\"\n[log]\ndir=\"\"\n[penalty]\nbase_rate=\"1gbit\"\n",
+            "[agent]\ninterval=\"60s\"\ninterfaces=['^kvm(?P<instance>[0-9]+)\\..*$']\nbackend=\"none\"\nstate_dir=\"{0}\"\ndata_dir=\"{0}/lib\"\n[log]\ndir=\"\"\n[penalty]\nbase_rate=\"1gbit\"\n",
             state_dir.display()
         );
         let config = sluice::config::Config::parse(Path::new("bench.toml"), &cfg_text).unwrap().config;
@@ -221,7 +221,7 @@ fn peak_rss_kb(n: usize) -> u64 {
     std::fs::write(
         &cfg,
         format!(
-            "[agent]\ninterval=\"1s\"\ninterfaces=['^kvm(?P<instance>[0-9]+)\\..*$']\nbackend=\"none\"\nstate_dir=\"{}\"\n[log]\ndir=\"\"\n[penalty]\nbase_rate=\"1gbit\"\n",
+            "[agent]\ninterval=\"1s\"\ninterfaces=['^kvm(?P<instance>[0-9]+)\\..*$']\nbackend=\"none\"\nstate_dir=\"{0}\"\ndata_dir=\"{0}/lib\"\n[log]\ndir=\"\"\n[penalty]\nbase_rate=\"1gbit\"\n",
             dir.path().display()
         ),
     )

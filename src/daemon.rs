@@ -15,6 +15,9 @@ use jiff::Timestamp;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
+use crate::account::ledger::boot_id;
+use crate::account::{Ledger, Observation};
+use crate::config::LEDGER_FILE;
 use crate::config::{BackendKind, Config};
 use crate::enforce::tc::{Scope, ShaperCounters};
 use crate::enforce::{
@@ -23,6 +26,7 @@ use crate::enforce::{
 use crate::names::IfName;
 use crate::policy::{ChangeCause, Event, EventKind, Policy, Tick, Verdict};
 use crate::sample::LinkSampler;
+use crate::sample::Sample;
 use crate::state::{
     self, AgentLock, AgentView, Header, LOCK_FILE, Loaded, STATE_FILE, ShaperDrops,
 };
@@ -61,6 +65,10 @@ pub struct Agent {
     /// The state file must be rewritten even if the policy saw no change (first tick,
     /// reload, a failed write).
     state_dirty: bool,
+    /// `None` while it cannot be opened (retried every tick; counters stay in the kernel,
+    /// so nothing is lost, only delayed).
+    ledger: Option<Ledger>,
+    ledger_expired_at: Option<Timestamp>,
     _lock: AgentLock,
 }
 
@@ -119,6 +127,8 @@ impl Agent {
             origin: Instant::now(),
             state_path,
             state_dirty: true,
+            ledger: None,
+            ledger_expired_at: None,
             _lock: lock,
         })
     }
@@ -218,6 +228,7 @@ impl Agent {
         for event in self.policy.tick(&self.config, &samples, now) {
             log_event(&event);
         }
+        self.account(&samples, now.wall);
         let verdicts = self.policy.verdicts(&self.config);
         let wanted: Vec<Wanted> = verdicts
             .iter()
@@ -246,6 +257,67 @@ impl Agent {
         }
         self.shapers = shapers;
         self.write_state(&verdicts, false);
+    }
+
+    /// Commit this tick's traffic of the watched interfaces to the ledger.
+    fn account(&mut self, samples: &[Sample], wall: Timestamp) {
+        if self.ledger.is_none() {
+            let path = self.config.agent.data_dir.join(LEDGER_FILE);
+            let boot = boot_id().unwrap_or_else(|e| {
+                warn!(
+                    "cannot read the boot id ({e}); reboots are seen only as counters going back"
+                );
+                "unknown".to_owned()
+            });
+            match Ledger::open(&path, &boot) {
+                Ok(l) => {
+                    info!(path = %path.display(), "ledger open");
+                    self.ledger = Some(l);
+                }
+                Err(e) => {
+                    error!("{e}; traffic is counted once it opens (retried every tick)");
+                    return;
+                }
+            }
+        }
+        let Some(ledger) = self.ledger.as_mut() else {
+            return;
+        };
+        let observations: Vec<Observation<'_>> = samples
+            .iter()
+            .filter_map(|s| {
+                let st = self.policy.get(&s.name).filter(|st| st.present)?;
+                Some(Observation {
+                    interface: &s.name,
+                    instance: &st.instance,
+                    ifindex: s.ifindex,
+                    rx_bytes: s.rx_bytes,
+                    tx_bytes: s.tx_bytes,
+                })
+            })
+            .collect();
+        match ledger.record(&observations, wall, self.config.agent.interval) {
+            Ok(r) if r.resets > 0 || r.estimated > 0 => info!(
+                resets = r.resets,
+                estimated = r.estimated,
+                "ledger: counters reset or a gap spread over its buckets"
+            ),
+            Ok(_) => {}
+            Err(e) => error!("{e}; this tick's traffic is counted at the next commit"),
+        }
+        let day = jiff::SignedDuration::from_hours(24);
+        if self
+            .ledger_expired_at
+            .is_none_or(|t| wall.duration_since(t) >= day)
+        {
+            let keep = self.config.ledger;
+            match ledger.expire(wall, keep.keep_5m, keep.keep_hourly) {
+                Ok(n) if n > 0 => info!(rows = n, "ledger: expired old buckets"),
+                Ok(_) => {}
+                Err(e) => warn!("{e}"),
+            }
+            self.ledger_expired_at = Some(wall);
+        }
     }
 
     /// Write the snapshot if anything in it changed this tick (or when `force`d).

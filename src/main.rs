@@ -12,6 +12,7 @@ fn main() -> ExitCode {
         Command::List(args) => sluice::cli::list::run(args),
         Command::Check(args) => sluice::cli::check::run(args),
         Command::Release(args) => sluice::cli::release::run(args),
+        Command::Usage(args) => sluice::cli::usage::run(args),
         Command::Simulate(args) => sluice::cli::simulate::run(args),
     };
     match result {

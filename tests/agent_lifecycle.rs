@@ -9,7 +9,7 @@ use support::{AgentProc, Netns, eventually, sluice_bin};
 
 fn config_text(run: &std::path::Path, interval: &str) -> String {
     format!(
-        "[agent]\ninterval = \"{interval}\"\ninterfaces = ['^kvm(?P<instance>[0-9]+)\\..*$']\nbackend = \"none\"\nstate_dir = \"{}\"\n[log]\ndir = \"\"\n[penalty]\nbase_rate = \"100mbit\"\n",
+        "[agent]\ninterval = \"{interval}\"\ninterfaces = ['^kvm(?P<instance>[0-9]+)\\..*$']\nbackend = \"none\"\nstate_dir = \"{0}\"\ndata_dir = \"{0}/lib\"\n[log]\ndir = \"\"\n[penalty]\nbase_rate = \"100mbit\"\n",
         run.display()
     )
 }

@@ -53,6 +53,7 @@ interfaces = ['^kvm(?P<instance>[0-9]+)\..*$']
 backend = "ovs"
 ovsdb = "{db}"
 state_dir = "{run}"
+data_dir = "{run}/lib"
 [log]
 dir = ""
 [penalty]

@@ -45,6 +45,7 @@ interval = "1s"
 interfaces = ['^tap(?P<instance>[0-9]+)i[0-9]+$']
 backend = "tc"
 state_dir = "{run}"
+data_dir = "{run}/lib"
 [log]
 dir = ""
 [penalty]

@@ -1,6 +1,9 @@
-//! Traffic accounting: turning cumulative kernel counters into deltas.
-//! (The durable ledger of hourly buckets comes with the ledger issue.)
+//! Traffic accounting: turning cumulative kernel counters into deltas, and the durable
+//! ledger of 5-minute and hourly buckets they are committed to.
 
 mod delta;
+pub mod ledger;
+pub mod usage;
 
 pub use delta::{Counters, Delta, counter_delta};
+pub use ledger::{Ledger, LedgerError, Observation, Recorded};

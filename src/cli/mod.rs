@@ -5,6 +5,7 @@ pub mod check;
 pub mod list;
 pub mod release;
 pub mod simulate;
+pub mod usage;
 
 use std::path::PathBuf;
 
@@ -33,6 +34,8 @@ pub enum Command {
     Check(check::Args),
     /// Remove the limits sluice installed (all, or the named interfaces); agent stopped
     Release(release::Args),
+    /// Traffic per instance and period from the ledger (table, --json or --csv)
+    Usage(usage::Args),
     /// Replay a recorded trace through a config and print what would have happened
     Simulate(simulate::Args),
 }

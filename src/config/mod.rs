@@ -26,6 +26,9 @@ use validate::validate;
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/sluice/sluice.toml";
 pub const DEFAULT_STATE_DIR: &str = "/run/sluice";
 pub const DEFAULT_LOG_DIR: &str = "/var/log/sluice";
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/sluice";
+/// The ledger's file name inside `agent.data_dir`.
+pub const LEDGER_FILE: &str = "ledger.db";
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -34,6 +37,7 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Config {
     pub agent: AgentConfig,
     pub log: LogConfig,
+    pub ledger: LedgerConfig,
     pub penalty: PenaltyConfig,
     pub instances: BTreeMap<InstanceId, InstanceConfig>,
 }
@@ -46,6 +50,8 @@ pub struct AgentConfig {
     pub interfaces: Arc<[InterfacePattern]>,
     pub backend: BackendKind,
     pub state_dir: PathBuf,
+    /// Durable data: the ledger (and, later, the spool and the embedded store).
+    pub data_dir: PathBuf,
     pub ovs_vsctl: PathBuf,
     /// `--db` target for ovs-vsctl (e.g. `unix:/run/openvswitch/db.sock`).
     pub ovsdb: Option<String>,
@@ -69,6 +75,22 @@ impl fmt::Display for BackendKind {
             BackendKind::Tc => "tc",
             BackendKind::None => "none",
         })
+    }
+}
+
+/// How long the ledger keeps its buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerConfig {
+    pub keep_5m: Duration,
+    pub keep_hourly: Duration,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            keep_5m: Duration::from_secs(2 * 86_400),
+            keep_hourly: Duration::from_secs(400 * 86_400),
+        }
     }
 }
 

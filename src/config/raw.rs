@@ -11,6 +11,7 @@ use super::Problem;
 pub(super) struct RawConfig {
     pub agent: Option<RawAgent>,
     pub log: Option<RawLog>,
+    pub ledger: Option<RawLedger>,
     pub penalty: Option<RawPenalty>,
     pub instances: Option<BTreeMap<String, RawInstance>>,
 }
@@ -21,10 +22,17 @@ pub(super) struct RawAgent {
     pub interfaces: Option<Vec<String>>,
     pub backend: Option<String>,
     pub state_dir: Option<String>,
+    pub data_dir: Option<String>,
     pub ovs_vsctl: Option<String>,
     pub ovsdb: Option<String>,
     pub command_timeout: Option<String>,
     pub enforce_base: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawLedger {
+    pub keep_5m: Option<String>,
+    pub keep_hourly: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

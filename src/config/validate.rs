@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use regex::Regex;
 
-use super::raw::{RawAgent, RawConfig, RawLog, RawPenalty, RawStage};
+use super::raw::{RawAgent, RawConfig, RawLedger, RawLog, RawPenalty, RawStage};
 use super::{
-    AgentConfig, BackendKind, BurstSpec, Config, DEFAULT_COMMAND_TIMEOUT, DEFAULT_INTERVAL,
-    DEFAULT_LOG_DIR, DEFAULT_STATE_DIR, InstanceConfig, InterfacePattern, Loaded, LogConfig,
-    LogFormat, PenaltyConfig, Problem, StageConfig,
+    AgentConfig, BackendKind, BurstSpec, Config, DEFAULT_COMMAND_TIMEOUT, DEFAULT_DATA_DIR,
+    DEFAULT_INTERVAL, DEFAULT_LOG_DIR, DEFAULT_STATE_DIR, InstanceConfig, InterfacePattern,
+    LedgerConfig, Loaded, LogConfig, LogFormat, PenaltyConfig, Problem, StageConfig,
 };
 use crate::names::InstanceId;
 use crate::units::{Fraction, Rate, parse_duration};
@@ -82,6 +82,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Loaded, Vec<Problem>> {
     let mut c = Checker::default();
     let agent = check_agent(&mut c, raw.agent.unwrap_or_default());
     let log = check_log(&mut c, raw.log.unwrap_or_default());
+    let ledger = check_ledger(&mut c, raw.ledger.unwrap_or_default());
     let penalty = check_penalty(&mut c, raw.penalty);
     let mut instances = BTreeMap::new();
     for (key, inst) in raw.instances.unwrap_or_default() {
@@ -127,6 +128,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Loaded, Vec<Problem>> {
         config: Config {
             agent,
             log,
+            ledger,
             penalty,
             instances,
         },
@@ -190,16 +192,41 @@ fn check_agent(c: &mut Checker, a: RawAgent) -> Option<AgentConfig> {
     if a.state_dir.as_deref().is_some_and(|s| !s.starts_with('/')) {
         c.error("agent.state_dir", "must be an absolute path");
     }
+    if a.data_dir.as_deref().is_some_and(|s| !s.starts_with('/')) {
+        c.error("agent.data_dir", "must be an absolute path");
+    }
     Some(AgentConfig {
         interval,
         interfaces: interfaces.into(),
         backend,
         state_dir: PathBuf::from(a.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into())),
+        data_dir: PathBuf::from(a.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into())),
         ovs_vsctl: PathBuf::from(a.ovs_vsctl.unwrap_or_else(|| "ovs-vsctl".into())),
         ovsdb: a.ovsdb,
         command_timeout,
         enforce_base: a.enforce_base.unwrap_or(true),
     })
+}
+
+fn check_ledger(c: &mut Checker, l: RawLedger) -> LedgerConfig {
+    let d = LedgerConfig::default();
+    let day = Duration::from_secs(86_400);
+    let keep_5m = c.duration(
+        "ledger.keep_5m",
+        l.keep_5m.as_deref(),
+        d.keep_5m,
+        Duration::from_secs(3600),
+    );
+    let keep_hourly = c.duration(
+        "ledger.keep_hourly",
+        l.keep_hourly.as_deref(),
+        d.keep_hourly,
+        day,
+    );
+    LedgerConfig {
+        keep_5m,
+        keep_hourly,
+    }
 }
 
 fn check_log(c: &mut Checker, l: RawLog) -> LogConfig {

@@ -1,0 +1,446 @@
+//! The ledger: every watched interface's traffic, exact and durable, in SQLite.
+//!
+//! Each tick commits, in one transaction, the bytes counted since the previous tick into
+//! 5-minute and hourly buckets *and* the counters they were computed from. A kill -9 at
+//! any point therefore leaves either both or neither: on restart the agent resumes from
+//! the committed counters, and nothing is lost or counted twice.
+//!
+//! Rules (see [`super::counter_delta`] for the reset rule itself):
+//! - First sight of an interface records its counters only: what it counted before sluice
+//!   saw it belongs to no known period.
+//! - A reset — ifindex changed (interface re-created), boot id changed (host rebooted),
+//!   or a counter went backwards — counts the new value, never a wrap to 2^64.
+//! - Bytes are placed in the buckets the time they were counted in overlaps, split by
+//!   overlap (integer shares, the remainder to the last bucket). After a gap longer than
+//!   two intervals (the agent was down) the delta is spread evenly over the gap and its
+//!   buckets are flagged `estimated`: downtime is not a loss, but its timing is a guess.
+//!
+//! Counters are u64 and SQLite integers i64: they are stored bit for bit (`as i64`) and
+//! read back the same way; bucket sums stay far below 2^63.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use super::{Counters, counter_delta};
+use crate::names::{IfName, InstanceId};
+
+/// Version of the schema below (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 1;
+pub const FIVE_MINUTES: i64 = 300;
+pub const HOUR: i64 = 3600;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (
+    interface TEXT PRIMARY KEY,
+    instance TEXT NOT NULL,
+    ifindex INTEGER NOT NULL,
+    boot_id TEXT NOT NULL,
+    rx INTEGER NOT NULL,
+    tx INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS usage_5m (
+    instance TEXT NOT NULL,
+    interface TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    rx INTEGER NOT NULL,
+    tx INTEGER NOT NULL,
+    estimated INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (instance, interface, bucket)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS usage_hour (
+    instance TEXT NOT NULL,
+    interface TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    rx INTEGER NOT NULL,
+    tx INTEGER NOT NULL,
+    estimated INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (instance, interface, bucket)
+) WITHOUT ROWID;
+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("ledger {path}: {reason}")]
+    Open { path: PathBuf, reason: String },
+    #[error("ledger: {what}: {reason}")]
+    Sql { what: &'static str, reason: String },
+}
+
+fn sql(what: &'static str) -> impl Fn(rusqlite::Error) -> LedgerError {
+    move |e| LedgerError::Sql {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+/// One interface's counters as sampled this tick.
+#[derive(Debug, Clone, Copy)]
+pub struct Observation<'a> {
+    pub interface: &'a IfName,
+    pub instance: &'a InstanceId,
+    pub ifindex: u32,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+/// What one tick added.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recorded {
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    /// Interfaces whose counters were reset since the previous tick.
+    pub resets: usize,
+    /// Interfaces whose delta was spread over a gap (flagged estimated).
+    pub estimated: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Last {
+    ifindex: u32,
+    boot_id: String,
+    rx: u64,
+    tx: u64,
+    /// When these counters were read (ms since the epoch).
+    at_ms: i64,
+}
+
+pub struct Ledger {
+    conn: Connection,
+    boot_id: String,
+    last: HashMap<IfName, Last>,
+    /// When the previous tick was committed (ms); counters unchanged since an interface's
+    /// `at_ms` were still unchanged then.
+    last_tick_ms: Option<i64>,
+}
+
+impl Ledger {
+    /// Open (creating if needed) the ledger at `path`; `boot_id` identifies this boot of
+    /// the host (`/proc/sys/kernel/random/boot_id`).
+    pub fn open(path: &Path, boot_id: &str) -> Result<Ledger, LedgerError> {
+        let open_err = |e: rusqlite::Error| LedgerError::Open {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        };
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| LedgerError::Open {
+                path: path.to_owned(),
+                reason: format!("cannot create {}: {e}", dir.display()),
+            })?;
+        }
+        let conn = Connection::open(path).map_err(open_err)?;
+        // WAL: readers (`sluice usage`) never block the agent; FULL: a commit is on disk
+        // before the tick goes on, so even a power cut loses at most the tick in flight.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(open_err)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(open_err)?;
+        if version > SCHEMA_VERSION {
+            return Err(LedgerError::Open {
+                path: path.to_owned(),
+                reason: format!(
+                    "schema version {version} is newer than this sluice knows ({SCHEMA_VERSION}); refusing to touch it"
+                ),
+            });
+        }
+        conn.execute_batch(SCHEMA).map_err(open_err)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(open_err)?;
+        let mut ledger = Ledger {
+            conn,
+            boot_id: boot_id.to_owned(),
+            last: HashMap::new(),
+            last_tick_ms: None,
+        };
+        ledger.load()?;
+        Ok(ledger)
+    }
+
+    fn load(&mut self) -> Result<(), LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT interface, ifindex, boot_id, rx, tx, at_ms FROM counters")
+            .map_err(sql("reading counters"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Last {
+                        ifindex: r.get::<_, i64>(1)? as u32,
+                        boot_id: r.get(2)?,
+                        rx: r.get::<_, i64>(3)? as u64,
+                        tx: r.get::<_, i64>(4)? as u64,
+                        at_ms: r.get(5)?,
+                    },
+                ))
+            })
+            .map_err(sql("reading counters"))?;
+        for row in rows {
+            let (name, last) = row.map_err(sql("reading counters"))?;
+            // A name that is no longer valid cannot be sampled again; skip it.
+            if let Ok(name) = IfName::new(&name) {
+                self.last.insert(name, last);
+            }
+        }
+        drop(stmt);
+        self.last_tick_ms = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'last_tick_ms'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map_err(sql("reading meta"))?
+            .and_then(|v| v.parse().ok());
+        Ok(())
+    }
+
+    /// Count one tick's observations taken at `at`, in one transaction.
+    pub fn record(
+        &mut self,
+        observations: &[Observation<'_>],
+        at: Timestamp,
+        interval: Duration,
+    ) -> Result<Recorded, LedgerError> {
+        let now_ms = at.as_millisecond();
+        let max_gap_ms = i64::try_from(interval.as_millis().saturating_mul(2)).unwrap_or(i64::MAX);
+        let mut out = Recorded::default();
+        let mut updates: Vec<(&IfName, Last)> = Vec::new();
+        // An idle tick writes nothing (no fsync): the previous tick's time is kept in
+        // memory and persisted with the next real write.
+        let busy = observations.iter().any(|o| {
+            self.last.get(o.interface).is_none_or(|p| {
+                p.ifindex != o.ifindex
+                    || p.rx != o.rx_bytes
+                    || p.tx != o.tx_bytes
+                    || p.boot_id != self.boot_id
+            })
+        });
+        if !busy {
+            self.last_tick_ms = Some(now_ms);
+            return Ok(out);
+        }
+        let tx = self.conn.transaction().map_err(sql("begin"))?;
+        {
+            let mut add5 = tx
+                .prepare_cached(UPSERT_5M)
+                .map_err(sql("preparing bucket write"))?;
+            let mut add_hour = tx
+                .prepare_cached(UPSERT_HOUR)
+                .map_err(sql("preparing bucket write"))?;
+            let mut put = tx
+                .prepare_cached(PUT_COUNTERS)
+                .map_err(sql("preparing counter write"))?;
+            for o in observations {
+                let current = Last {
+                    ifindex: o.ifindex,
+                    boot_id: self.boot_id.clone(),
+                    rx: o.rx_bytes,
+                    tx: o.tx_bytes,
+                    at_ms: now_ms,
+                };
+                let Some(prev) = self.last.get(o.interface) else {
+                    put.execute(params![
+                        o.interface.as_str(),
+                        o.instance.as_str(),
+                        o.ifindex,
+                        &self.boot_id,
+                        o.rx_bytes as i64,
+                        o.tx_bytes as i64,
+                        now_ms
+                    ])
+                    .map_err(sql("writing counters"))?;
+                    updates.push((o.interface, current));
+                    continue;
+                };
+                let mut d = counter_delta(
+                    Counters {
+                        ifindex: prev.ifindex,
+                        rx_bytes: prev.rx,
+                        tx_bytes: prev.tx,
+                    },
+                    Counters {
+                        ifindex: o.ifindex,
+                        rx_bytes: o.rx_bytes,
+                        tx_bytes: o.tx_bytes,
+                    },
+                );
+                if prev.boot_id != self.boot_id && !d.reset {
+                    // Rebooted: everything the counters hold was counted since the boot.
+                    d.rx_bytes = o.rx_bytes;
+                    d.tx_bytes = o.tx_bytes;
+                    d.reset = true;
+                }
+                if d.rx_bytes == 0 && d.tx_bytes == 0 && !d.reset {
+                    continue;
+                }
+                // Unchanged counters were still unchanged at the previous tick.
+                let from = prev
+                    .at_ms
+                    .max(self.last_tick_ms.unwrap_or(prev.at_ms))
+                    .min(now_ms);
+                let estimated = now_ms - from > max_gap_ms;
+                for (table, len) in [(&mut add5, FIVE_MINUTES), (&mut add_hour, HOUR)] {
+                    let rx = spread(d.rx_bytes, from, now_ms, len * 1000);
+                    let txs = spread(d.tx_bytes, from, now_ms, len * 1000);
+                    for ((bucket, r), (_, t)) in rx.into_iter().zip(txs) {
+                        if r == 0 && t == 0 {
+                            continue;
+                        }
+                        table
+                            .execute(params![
+                                o.instance.as_str(),
+                                o.interface.as_str(),
+                                bucket,
+                                r as i64,
+                                t as i64,
+                                estimated
+                            ])
+                            .map_err(sql("writing buckets"))?;
+                    }
+                }
+                put.execute(params![
+                    o.interface.as_str(),
+                    o.instance.as_str(),
+                    o.ifindex,
+                    &self.boot_id,
+                    o.rx_bytes as i64,
+                    o.tx_bytes as i64,
+                    now_ms
+                ])
+                .map_err(sql("writing counters"))?;
+                out.rx_bytes += d.rx_bytes;
+                out.tx_bytes += d.tx_bytes;
+                out.resets += usize::from(d.reset);
+                out.estimated += usize::from(estimated);
+                updates.push((o.interface, current));
+            }
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('last_tick_ms', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![now_ms.to_string()],
+            )
+            .map_err(sql("writing meta"))?;
+        }
+        tx.commit().map_err(sql("commit"))?;
+        // Only what is on disk is remembered.
+        for (name, last) in updates {
+            self.last.insert(name.clone(), last);
+        }
+        self.last_tick_ms = Some(now_ms);
+        Ok(out)
+    }
+
+    /// Delete 5-minute buckets older than `keep_5m` and hourly ones older than
+    /// `keep_hour` (before `now`); returns the rows deleted.
+    pub fn expire(
+        &mut self,
+        now: Timestamp,
+        keep_5m: Duration,
+        keep_hour: Duration,
+    ) -> Result<usize, LedgerError> {
+        let cut = |keep: Duration| {
+            now.as_second() - i64::try_from(keep.as_secs()).unwrap_or(i64::MAX / 2)
+        };
+        let a = self
+            .conn
+            .execute(
+                "DELETE FROM usage_5m WHERE bucket < ?1",
+                params![cut(keep_5m)],
+            )
+            .map_err(sql("expiring 5-minute buckets"))?;
+        let b = self
+            .conn
+            .execute(
+                "DELETE FROM usage_hour WHERE bucket < ?1",
+                params![cut(keep_hour)],
+            )
+            .map_err(sql("expiring hourly buckets"))?;
+        Ok(a + b)
+    }
+
+    /// The connection, for queries ([`super::usage`]).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+/// Open a ledger read-only (while an agent may be writing it).
+pub fn open_read_only(path: &Path) -> Result<Connection, LedgerError> {
+    let conn =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| {
+            LedgerError::Open {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            }
+        })?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(sql("busy timeout"))?;
+    Ok(conn)
+}
+
+const UPSERT_5M: &str = "INSERT INTO usage_5m (instance, interface, bucket, rx, tx, estimated)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+    ON CONFLICT (instance, interface, bucket) DO UPDATE SET
+    rx = rx + excluded.rx, tx = tx + excluded.tx, estimated = estimated OR excluded.estimated";
+const UPSERT_HOUR: &str = "INSERT INTO usage_hour (instance, interface, bucket, rx, tx, estimated)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+    ON CONFLICT (instance, interface, bucket) DO UPDATE SET
+    rx = rx + excluded.rx, tx = tx + excluded.tx, estimated = estimated OR excluded.estimated";
+const PUT_COUNTERS: &str =
+    "INSERT INTO counters (interface, instance, ifindex, boot_id, rx, tx, at_ms)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+    ON CONFLICT (interface) DO UPDATE SET instance = excluded.instance,
+    ifindex = excluded.ifindex, boot_id = excluded.boot_id, rx = excluded.rx,
+    tx = excluded.tx, at_ms = excluded.at_ms";
+
+/// Split `bytes` counted over (from, to] (ms) into buckets of `len` ms by overlap:
+/// (bucket start in seconds, bytes). Integer shares; the remainder goes to the last.
+pub fn spread(bytes: u64, from: i64, to: i64, len: i64) -> Vec<(i64, u64)> {
+    let bucket_of = |t: i64| t.div_euclid(len) * len;
+    if to <= from {
+        return vec![(bucket_of(to) / 1000, bytes)];
+    }
+    let first = bucket_of(from);
+    // (from, to]: an instant exactly on a boundary belongs to the bucket it ends.
+    let last = bucket_of(to - 1);
+    let total = u128::from((to - from) as u64);
+    let mut out = Vec::new();
+    let mut given = 0u64;
+    let mut b = first;
+    while b <= last {
+        let overlap = (to.min(b + len) - from.max(b)).max(0) as u64;
+        let share = if b == last {
+            bytes - given
+        } else {
+            (u128::from(bytes) * u128::from(overlap) / total) as u64
+        };
+        given += share;
+        out.push((b / 1000, share));
+        b += len;
+    }
+    out
+}
+
+/// This boot's id, from the kernel.
+pub fn boot_id() -> std::io::Result<String> {
+    Ok(std::fs::read_to_string("/proc/sys/kernel/random/boot_id")?
+        .trim()
+        .to_owned())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,297 @@
+//! `sluice usage`: traffic totals per instance and period, from the ledger (works with
+//! the agent running or not).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use jiff::civil::{Date, DateTime};
+use jiff::tz::TimeZone;
+use jiff::{Timestamp, ToSpan};
+
+use super::ConfigArg;
+use crate::account::ledger::open_read_only;
+use crate::account::usage::{Granularity, UsageQuery, UsageRow, query};
+use crate::config::{Config, DEFAULT_DATA_DIR, LEDGER_FILE};
+use crate::names::{IfName, InstanceId};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only this instance
+    #[arg(long, value_name = "ID")]
+    pub instance: Option<String>,
+    /// Only this interface (totals per interface)
+    #[arg(long, value_name = "IF")]
+    pub interface: Option<String>,
+    /// Period length: 5m, hour, day or month
+    #[arg(long, default_value = "day", value_parser = |s: &str| s.parse::<Granularity>())]
+    pub by: Granularity,
+    /// Start: a date (2026-11-01), a local time (2026-11-01T08:00) or an RFC 3339 instant;
+    /// default: 2 hours, 1 day, 30 days or 11 months back, by --by
+    #[arg(long, value_name = "WHEN")]
+    pub from: Option<String>,
+    /// End (exclusive), same forms; default: now
+    #[arg(long, value_name = "WHEN")]
+    pub to: Option<String>,
+    /// Time zone for days, months and local times (IANA name); default: the host's
+    #[arg(long, value_name = "ZONE")]
+    pub tz: Option<String>,
+    /// Print JSON
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print CSV
+    #[arg(long)]
+    pub csv: bool,
+    /// Read the ledger from this directory instead of the config's agent.data_dir
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let tz = match &args.tz {
+        Some(name) => TimeZone::get(name).with_context(|| format!("--tz {name:?}"))?,
+        None => TimeZone::system(),
+    };
+    let now = Timestamp::now();
+    let to = match &args.to {
+        Some(s) => parse_when(s, &tz).with_context(|| format!("--to {s:?}"))?,
+        None => now,
+    };
+    let from = match &args.from {
+        Some(s) => parse_when(s, &tz).with_context(|| format!("--from {s:?}"))?,
+        None => default_from(args.by, now, &tz)?,
+    };
+    anyhow::ensure!(from < to, "--from must be before --to");
+    let instance = args
+        .instance
+        .as_deref()
+        .map(InstanceId::new)
+        .transpose()
+        .context("--instance")?;
+    let interface = args
+        .interface
+        .as_deref()
+        .map(IfName::new)
+        .transpose()
+        .context("--interface")?;
+    let dir = match args.data_dir {
+        Some(d) => d,
+        None => Config::load(&args.config.config)
+            .map(|l| l.config.agent.data_dir)
+            .unwrap_or_else(|_| PathBuf::from(DEFAULT_DATA_DIR)),
+    };
+    let path = dir.join(LEDGER_FILE);
+    anyhow::ensure!(
+        path.exists(),
+        "no ledger at {} (has `sluice agent` run on this host?)",
+        path.display()
+    );
+    let conn = open_read_only(&path)?;
+    let q = UsageQuery {
+        instance,
+        interface,
+        by: args.by,
+        from,
+        to,
+        tz: tz.clone(),
+    };
+    let rows = query(&conn, &q)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if args.csv {
+        let mut w = csv::Writer::from_writer(std::io::stdout());
+        w.write_record([
+            "period",
+            "instance",
+            "interface",
+            "upload_bytes",
+            "download_bytes",
+            "estimated",
+        ])?;
+        for r in &rows {
+            w.write_record([
+                r.period.to_string(),
+                r.instance.clone(),
+                r.interface.clone().unwrap_or_default(),
+                r.upload_bytes.to_string(),
+                r.download_bytes.to_string(),
+                r.estimated.to_string(),
+            ])?;
+        }
+        w.flush()?;
+    } else {
+        print!("{}", render(&rows, args.by, &tz));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A date, a civil date-time (both in `tz`) or an RFC 3339 instant.
+fn parse_when(s: &str, tz: &TimeZone) -> anyhow::Result<Timestamp> {
+    if let Ok(t) = s.parse::<Timestamp>() {
+        return Ok(t);
+    }
+    // A date alone means its local midnight (a date parser would also take a date-time
+    // and drop the time, so the date-time goes first when there is one).
+    if s.contains('T')
+        && let Ok(dt) = s.parse::<DateTime>()
+    {
+        return Ok(dt.to_zoned_datetime(tz.clone())?.timestamp());
+    }
+    if let Ok(d) = s.parse::<Date>() {
+        return Ok(d.to_zoned_datetime(tz.clone())?.start_of_day()?.timestamp());
+    }
+    anyhow::bail!(
+        "not a date (2026-11-01), a local time (2026-11-01T08:00) or an instant (2026-11-01T08:00:00Z)"
+    )
+}
+
+fn default_from(by: Granularity, now: Timestamp, tz: &TimeZone) -> anyhow::Result<Timestamp> {
+    let zoned = now.to_zoned_datetime(tz.clone());
+    Ok(match by {
+        Granularity::FiveMinutes => now - 2.hours(),
+        Granularity::Hour => now - 24.hours(),
+        Granularity::Day => zoned.start_of_day()?.checked_sub(30.days())?.timestamp(),
+        Granularity::Month => zoned
+            .first_of_month()?
+            .start_of_day()?
+            .checked_sub(11.months())?
+            .timestamp(),
+    })
+}
+
+/// The human table: one line per instance (or interface) and period.
+pub fn render(rows: &[UsageRow], by: Granularity, tz: &TimeZone) -> String {
+    let label = |t: Timestamp| {
+        let z = t.to_zoned_datetime(tz.clone());
+        match by {
+            Granularity::FiveMinutes | Granularity::Hour => {
+                z.strftime("%Y-%m-%d %H:%M").to_string()
+            }
+            Granularity::Day => z.strftime("%Y-%m-%d").to_string(),
+            Granularity::Month => z.strftime("%Y-%m").to_string(),
+        }
+    };
+    let per_interface = rows.iter().any(|r| r.interface.is_some());
+    let mut table: Vec<Vec<String>> = vec![
+        [
+            "PERIOD",
+            "INSTANCE",
+            "INTERFACE",
+            "UPLOAD",
+            "DOWNLOAD",
+            "TOTAL",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    ];
+    for r in rows {
+        table.push(vec![
+            format!("{}{}", label(r.period), if r.estimated { " *" } else { "" }),
+            r.instance.clone(),
+            r.interface.clone().unwrap_or_default(),
+            human_bytes(r.upload_bytes),
+            human_bytes(r.download_bytes),
+            human_bytes(r.upload_bytes + r.download_bytes),
+        ]);
+    }
+    if !per_interface {
+        for row in &mut table {
+            row.remove(2);
+        }
+    }
+    let cols = table[0].len();
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| {
+            table
+                .iter()
+                .map(|r| r[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in &table {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    if rows.is_empty() {
+        out.push_str("(no traffic recorded in this range)\n");
+    }
+    if rows.iter().any(|r| r.estimated) {
+        out.push_str("* includes traffic the agent could not time (it was down): spread evenly over the gap\n");
+    }
+    out
+}
+
+/// "1.23 GB", "512 B" (SI, like the quotas).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [(&str, f64); 5] = [
+        ("PB", 1e15),
+        ("TB", 1e12),
+        ("GB", 1e9),
+        ("MB", 1e6),
+        ("kB", 1e3),
+    ];
+    let x = n as f64;
+    for (unit, size) in UNITS {
+        if x >= size {
+            return format!("{:.2} {unit}", x / size);
+        }
+    }
+    format!("{n} B")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn when_takes_dates_local_times_and_instants() {
+        let berlin = TimeZone::get("Europe/Berlin").unwrap();
+        let table = [
+            ("2026-11-01", "2026-10-31T23:00:00Z"),
+            ("2026-11-01T08:30", "2026-11-01T07:30:00Z"),
+            ("2026-11-01T08:30:00Z", "2026-11-01T08:30:00Z"),
+        ];
+        for (input, want) in table {
+            assert_eq!(
+                parse_when(input, &berlin).unwrap(),
+                want.parse::<Timestamp>().unwrap(),
+                "{input}"
+            );
+        }
+        let e = parse_when("yesterday", &berlin).unwrap_err().to_string();
+        assert!(e.contains("not a date"), "{e}");
+    }
+
+    #[test]
+    fn table_marks_estimates_and_uses_si_units() {
+        let utc = TimeZone::UTC;
+        let rows = vec![UsageRow {
+            period: "2026-11-23T00:00:00Z".parse().unwrap(),
+            instance: "101".into(),
+            interface: None,
+            upload_bytes: 1_230_000_000,
+            download_bytes: 512,
+            estimated: true,
+        }];
+        let text = render(&rows, Granularity::Day, &utc);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("PERIOD") && !lines[0].contains("INTERFACE"));
+        assert!(lines[1].starts_with("2026-11-23 *"), "{}", lines[1]);
+        assert!(
+            lines[1].contains("1.23 GB") && lines[1].contains("512 B"),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[2].starts_with("* includes"));
+    }
+}
