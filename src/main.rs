@@ -11,6 +11,7 @@ fn main() -> ExitCode {
         Command::Agent(args) => sluice::cli::agent::run(args),
         Command::List(args) => sluice::cli::list::run(args),
         Command::Check(args) => sluice::cli::check::run(args),
+        Command::Prune(args) => sluice::cli::prune::run(args),
         Command::Release(args) => sluice::cli::release::run(args),
         Command::Usage(args) => sluice::cli::usage::run(args),
         Command::Simulate(args) => sluice::cli::simulate::run(args),

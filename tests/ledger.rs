@@ -139,4 +139,29 @@ fn ledger_equals_kernel_counters_across_kill_and_recreation() {
     );
     let log = agent.log();
     assert_eq!(agent.stop(), Some(0), "{log}");
+
+    // prune: a dry run says what would go and removes nothing; then it goes.
+    let total = ledger_totals(&config, "tap401i0");
+    let later = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(2)).to_string();
+    let prune = |dry: bool| {
+        let mut cmd = Command::new(sluice_bin());
+        cmd.args(["prune", "--before", &later, "--instance", "401", "--config"])
+            .arg(&config);
+        if dry {
+            cmd.arg("--dry-run");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let said = prune(true);
+    assert!(said.starts_with("would delete"), "{said}");
+    assert_eq!(ledger_totals(&config, "tap401i0"), total);
+    let done = prune(false);
+    assert_eq!(done.replace("deleted", "would delete"), said);
+    assert_eq!(ledger_totals(&config, "tap401i0"), (0, 0));
 }

@@ -372,10 +372,92 @@ impl Ledger {
         Ok(a + b)
     }
 
+    /// Delete (or, with `dry_run`, count) buckets that start before `before`, of one
+    /// instance or all: (5-minute rows, hourly rows, upload bytes, download bytes) of the
+    /// hourly buckets — the totals that will no longer be reported.
+    pub fn prune(
+        &mut self,
+        before: Timestamp,
+        instance: Option<&InstanceId>,
+        dry_run: bool,
+    ) -> Result<Pruned, LedgerError> {
+        prune(&mut self.conn, before, instance, dry_run)
+    }
+
     /// The connection, for queries ([`super::usage`]).
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
+}
+
+/// What [`Ledger::prune`] removed (or would remove).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub rows_5m: usize,
+    pub rows_hourly: usize,
+    pub upload_bytes: u64,
+    pub download_bytes: u64,
+}
+
+/// [`Ledger::prune`] on any connection (the CLI opens the file without loading counters).
+pub fn prune(
+    conn: &mut Connection,
+    before: Timestamp,
+    instance: Option<&InstanceId>,
+    dry_run: bool,
+) -> Result<Pruned, LedgerError> {
+    let cut = before.as_second();
+    let who = instance.map(|i| i.as_str());
+    let tx = conn.transaction().map_err(sql("begin"))?;
+    let count = |table: &str| -> Result<(usize, u64, u64), LedgerError> {
+        tx.query_row(
+            &format!(
+                "SELECT COUNT(*), COALESCE(SUM(rx),0), COALESCE(SUM(tx),0) FROM {table}
+                 WHERE bucket < ?1 AND (?2 IS NULL OR instance = ?2)"
+            ),
+            params![cut, who],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as usize,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            },
+        )
+        .map_err(sql("counting buckets"))
+    };
+    let (rows_5m, _, _) = count("usage_5m")?;
+    let (rows_hourly, up, down) = count("usage_hour")?;
+    if !dry_run {
+        for table in ["usage_5m", "usage_hour"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE bucket < ?1 AND (?2 IS NULL OR instance = ?2)"),
+                params![cut, who],
+            )
+            .map_err(sql("pruning buckets"))?;
+        }
+    }
+    tx.commit().map_err(sql("commit"))?;
+    Ok(Pruned {
+        rows_5m,
+        rows_hourly,
+        upload_bytes: up,
+        download_bytes: down,
+    })
+}
+
+/// Open an existing ledger for maintenance (`sluice prune`) without creating one.
+pub fn open_existing(path: &Path) -> Result<Connection, LedgerError> {
+    let conn =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(|e| {
+            LedgerError::Open {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            }
+        })?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(sql("busy timeout"))?;
+    Ok(conn)
 }
 
 /// Open a ledger read-only (while an agent may be writing it).

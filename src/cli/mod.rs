@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod check;
 pub mod list;
+pub mod prune;
 pub mod release;
 pub mod simulate;
 pub mod usage;
@@ -32,6 +33,8 @@ pub enum Command {
     List(list::Args),
     /// Validate a config file: "ok" and a summary, or every problem with its field path
     Check(check::Args),
+    /// Delete ledger buckets before a date (--dry-run says what it would delete)
+    Prune(prune::Args),
     /// Remove the limits sluice installed (all, or the named interfaces); agent stopped
     Release(release::Args),
     /// Traffic per instance and period from the ledger (table, --json or --csv)

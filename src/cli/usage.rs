@@ -128,7 +128,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// A date, a civil date-time (both in `tz`) or an RFC 3339 instant.
-fn parse_when(s: &str, tz: &TimeZone) -> anyhow::Result<Timestamp> {
+pub fn parse_when(s: &str, tz: &TimeZone) -> anyhow::Result<Timestamp> {
     if let Ok(t) = s.parse::<Timestamp>() {
         return Ok(t);
     }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::account::ledger::Pruned;
 
 const MIN: i64 = 60_000;
 
@@ -211,4 +212,38 @@ fn a_newer_schema_is_refused() {
     drop(c);
     let err = Ledger::open(&w.path, "boot-a").err().unwrap().to_string();
     assert!(err.contains("schema version 99 is newer"), "{err}");
+}
+
+#[test]
+fn prune_counts_first_and_deletes_only_what_it_said() {
+    let w = World::new();
+    let mut l = w.open("boot-a");
+    w.tick(&mut l, 0, 7, 0, 0);
+    w.tick(&mut l, MIN, 7, 100, 10);
+    let hour = 3_600_000;
+    for m in 0..=2 {
+        w.tick(&mut l, 2 * hour + m * MIN, 7, 100, 10);
+    }
+    w.tick(&mut l, 2 * hour + 3 * MIN, 7, 300, 10);
+    let other = inst("102");
+    let cut = at(hour);
+    let dry = l.prune(cut, None, true).unwrap();
+    assert_eq!(
+        dry,
+        Pruned {
+            rows_5m: 1,
+            rows_hourly: 1,
+            upload_bytes: 100,
+            download_bytes: 10
+        }
+    );
+    assert_eq!(totals(&l, "usage_hour").0, 300, "a dry run deletes nothing");
+    assert_eq!(
+        l.prune(cut, Some(&other), false).unwrap(),
+        Pruned::default(),
+        "another instance"
+    );
+    assert_eq!(l.prune(cut, Some(&w.instance), false).unwrap(), dry);
+    assert_eq!(totals(&l, "usage_hour").0, 200);
+    assert_eq!(totals(&l, "usage_5m").0, 200);
 }

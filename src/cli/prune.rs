@@ -1,0 +1,68 @@
+//! `sluice prune --before DATE [--instance ID] [--dry-run]`: delete old ledger buckets by
+//! hand (retention also runs by itself, daily). Says what it deletes before it does.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use jiff::tz::TimeZone;
+
+use super::ConfigArg;
+use super::usage::{human_bytes, parse_when};
+use crate::account::ledger::{open_existing, prune};
+use crate::config::{Config, DEFAULT_DATA_DIR, LEDGER_FILE};
+use crate::names::InstanceId;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Delete buckets that start before this date (2026-01-01: local midnight), local time
+    /// or RFC 3339 instant
+    #[arg(long, value_name = "WHEN")]
+    pub before: String,
+    /// Only this instance's buckets
+    #[arg(long, value_name = "ID")]
+    pub instance: Option<String>,
+    /// Say what would be deleted, delete nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The ledger's directory instead of the config's agent.data_dir
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let before = parse_when(&args.before, &TimeZone::system())
+        .with_context(|| format!("--before {:?}", args.before))?;
+    let instance = args
+        .instance
+        .as_deref()
+        .map(InstanceId::new)
+        .transpose()
+        .context("--instance")?;
+    let dir = match args.data_dir {
+        Some(d) => d,
+        None => Config::load(&args.config.config)
+            .map(|l| l.config.agent.data_dir)
+            .unwrap_or_else(|_| PathBuf::from(DEFAULT_DATA_DIR)),
+    };
+    let path = dir.join(LEDGER_FILE);
+    anyhow::ensure!(path.exists(), "no ledger at {}", path.display());
+    let mut conn = open_existing(&path)?;
+    let p = prune(&mut conn, before, instance.as_ref(), args.dry_run)?;
+    let who = instance.map_or_else(|| "all instances".to_owned(), |i| format!("instance {i}"));
+    println!(
+        "{} {} hourly and {} 5-minute bucket(s) of {who} before {before}: upload {}, download {}",
+        if args.dry_run {
+            "would delete"
+        } else {
+            "deleted"
+        },
+        p.rows_hourly,
+        p.rows_5m,
+        human_bytes(p.upload_bytes),
+        human_bytes(p.download_bytes),
+    );
+    Ok(ExitCode::SUCCESS)
+}
