@@ -1,0 +1,172 @@
+//! Ledger benchmarks, each beside a baseline measured in the same run:
+//!
+//!   cargo bench --bench ledger            # 10,000 interfaces
+//!   cargo bench --bench ledger -- quick   # 1,000 interfaces, a shorter day
+//!
+//! 1. Commit cost of one tick (every interface moved traffic, the worst case; and 10 %
+//!    active) against the floor of durable storage: writing the same counters as one flat
+//!    file and fsyncing it. Target: ≤ 10 ms per tick at 10,000 interfaces.
+//! 2. Disk growth per interface per day: a simulated day of 60 s ticks (every interface
+//!    active every tick, with retention), database size after a checkpoint.
+//!
+//! The ledger lives in a directory under /var/tmp (disk, as /var/lib is in production).
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use sluice::account::{Ledger, Observation};
+use sluice::names::{IfName, InstanceId};
+
+fn names(n: usize) -> (Vec<IfName>, Vec<InstanceId>) {
+    (
+        (0..n)
+            .map(|i| IfName::new(&format!("tap{i}i0")).unwrap())
+            .collect(),
+        (0..n)
+            .map(|i| InstanceId::new(&i.to_string()).unwrap())
+            .collect(),
+    )
+}
+
+/// Cumulative counters of every interface; each tick, every `active_every`-th one moves
+/// ~1 MB up and 2 MB down, the others stay where they were.
+struct Counters(Vec<(u64, u64)>);
+
+impl Counters {
+    fn advance(&mut self, active_every: usize) {
+        for (i, c) in self.0.iter_mut().enumerate() {
+            if i % active_every == 0 {
+                c.0 += 1_000_003;
+                c.1 += 2_000_011;
+            }
+        }
+    }
+    fn observations<'a>(&self, ifs: &'a [IfName], ids: &'a [InstanceId]) -> Vec<Observation<'a>> {
+        ifs.iter()
+            .zip(ids)
+            .zip(&self.0)
+            .enumerate()
+            .map(|(i, ((interface, instance), c))| Observation {
+                interface,
+                instance,
+                ifindex: i as u32 + 2,
+                rx_bytes: c.0,
+                tx_bytes: c.1,
+            })
+            .collect()
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn commit_cost(n: usize, rounds: usize) {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let (ifs, ids) = names(n);
+    let mut ledger = Ledger::open(&dir.path().join("ledger.db"), "bench-boot").unwrap();
+    let interval = Duration::from_secs(60);
+    let t0 = 1_800_000_000_000i64;
+    let at = |k: u64| Timestamp::from_millisecond(t0 + k as i64 * 60_000).unwrap();
+    let mut c = Counters(vec![(0, 0); n]);
+    ledger
+        .record(&c.observations(&ifs, &ids), at(1), interval)
+        .unwrap();
+    let flat = dir.path().join("flat");
+    let (mut all, mut tenth, mut floor) = (vec![], vec![], vec![]);
+    let mut k = 2u64;
+    for _ in 0..rounds {
+        c.advance(1);
+        let obs = c.observations(&ifs, &ids);
+        let s = Instant::now();
+        ledger.record(&obs, at(k), interval).unwrap();
+        all.push(s.elapsed());
+        k += 1;
+
+        c.advance(10);
+        let obs = c.observations(&ifs, &ids);
+        let s = Instant::now();
+        ledger.record(&obs, at(k), interval).unwrap();
+        tenth.push(s.elapsed());
+        k += 1;
+
+        // Floor: the same counters (name, rx, tx) in one file, written and fsynced.
+        let s = Instant::now();
+        let mut f = std::fs::File::create(&flat).unwrap();
+        let mut buf = Vec::with_capacity(n * 40);
+        for o in &obs {
+            writeln!(buf, "{} {} {}", o.interface, o.rx_bytes, o.tx_bytes).unwrap();
+        }
+        f.write_all(&buf).unwrap();
+        f.sync_all().unwrap();
+        floor.push(s.elapsed());
+    }
+    let (a, t, f) = (median(all), median(tenth), median(floor));
+    println!(
+        "{n:>6} interfaces: commit, all active {} ({:.1}x the fsync'd flat file {})  10% active {} ({:.1}x)  target <= 10 ms",
+        ms(a),
+        a.as_secs_f64() / f.as_secs_f64(),
+        ms(f),
+        ms(t),
+        t.as_secs_f64() / f.as_secs_f64(),
+    );
+}
+
+fn growth(n: usize, ticks: u64) {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let path = dir.path().join("ledger.db");
+    let (ifs, ids) = names(n);
+    let mut ledger = Ledger::open(&path, "bench-boot").unwrap();
+    let interval = Duration::from_secs(60);
+    let t0 = 1_800_000_000_000i64;
+    let mut c = Counters(vec![(0, 0); n]);
+    for k in 1..=ticks {
+        let at = Timestamp::from_millisecond(t0 + k as i64 * 60_000).unwrap();
+        c.advance(1);
+        ledger
+            .record(&c.observations(&ifs, &ids), at, interval)
+            .unwrap();
+    }
+    ledger
+        .connection()
+        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .unwrap();
+    let size = std::fs::metadata(&path).unwrap().len();
+    let rows: i64 = ledger
+        .connection()
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM usage_5m) + (SELECT COUNT(*) FROM usage_hour)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let per_row = size as f64 / rows as f64;
+    let per_day = size as f64 / n as f64 * (1440.0 / ticks as f64);
+    // Steady state: 2 days of 5-minute rows (576) and 400 days of hourly rows (9,600).
+    let steady = (576.0 + 9600.0) * per_row;
+    println!(
+        "disk: {n} interfaces x {ticks} ticks of 60 s = {:.2} MB ({rows} rows, {per_row:.0} B/row): {:.1} kB per interface per day; steady state with default retention ~{:.2} MB per interface",
+        size as f64 / 1e6,
+        per_day / 1e3,
+        steady / 1e6,
+    );
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "quick");
+    println!("## ledger commit per tick (median of interleaved rounds) vs an fsync'd flat file");
+    if quick {
+        commit_cost(1_000, 5);
+        growth(100, 120);
+    } else {
+        commit_cost(1_000, 11);
+        commit_cost(10_000, 11);
+        growth(100, 1440);
+    }
+}
