@@ -236,10 +236,10 @@ impl Ledger {
         let tx = self.conn.transaction().map_err(sql("begin"))?;
         {
             let mut add5 = tx
-                .prepare_cached(UPSERT_5M)
+                .prepare_cached(&upsert("usage_5m"))
                 .map_err(sql("preparing bucket write"))?;
             let mut add_hour = tx
-                .prepare_cached(UPSERT_HOUR)
+                .prepare_cached(&upsert("usage_hour"))
                 .map_err(sql("preparing bucket write"))?;
             let mut put = tx
                 .prepare_cached(PUT_COUNTERS)
@@ -448,40 +448,34 @@ pub fn prune(
 
 /// Open an existing ledger for maintenance (`sluice prune`) without creating one.
 pub fn open_existing(path: &Path) -> Result<Connection, LedgerError> {
-    let conn =
-        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(|e| {
-            LedgerError::Open {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            }
-        })?;
-    conn.busy_timeout(Duration::from_secs(5))
-        .map_err(sql("busy timeout"))?;
-    Ok(conn)
+    open_file(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
 }
 
 /// Open a ledger read-only (while an agent may be writing it).
 pub fn open_read_only(path: &Path) -> Result<Connection, LedgerError> {
-    let conn =
-        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| {
-            LedgerError::Open {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            }
-        })?;
+    open_file(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+}
+
+fn open_file(path: &Path, flags: OpenFlags) -> Result<Connection, LedgerError> {
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| LedgerError::Open {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
     conn.busy_timeout(Duration::from_secs(5))
         .map_err(sql("busy timeout"))?;
     Ok(conn)
 }
 
-const UPSERT_5M: &str = "INSERT INTO usage_5m (instance, interface, bucket, rx, tx, estimated)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-    ON CONFLICT (instance, interface, bucket) DO UPDATE SET
-    rx = rx + excluded.rx, tx = tx + excluded.tx, estimated = estimated OR excluded.estimated";
-const UPSERT_HOUR: &str = "INSERT INTO usage_hour (instance, interface, bucket, rx, tx, estimated)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-    ON CONFLICT (instance, interface, bucket) DO UPDATE SET
-    rx = rx + excluded.rx, tx = tx + excluded.tx, estimated = estimated OR excluded.estimated";
+/// Add a delta to a bucket of `table` (usage_5m or usage_hour).
+fn upsert(table: &str) -> String {
+    format!(
+        "INSERT INTO {table} (instance, interface, bucket, rx, tx, estimated)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (instance, interface, bucket) DO UPDATE SET
+         rx = rx + excluded.rx, tx = tx + excluded.tx,
+         estimated = estimated OR excluded.estimated"
+    )
+}
 const PUT_COUNTERS: &str =
     "INSERT INTO counters (interface, instance, ifindex, boot_id, rx, tx, at_ms)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)

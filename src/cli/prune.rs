@@ -8,9 +8,8 @@ use anyhow::Context;
 use jiff::tz::TimeZone;
 
 use super::ConfigArg;
-use super::usage::{human_bytes, parse_when};
+use super::usage::{human_bytes, ledger_path, parse_when};
 use crate::account::ledger::{open_existing, prune};
-use crate::config::{Config, DEFAULT_DATA_DIR, LEDGER_FILE};
 use crate::names::InstanceId;
 
 #[derive(Debug, clap::Args)]
@@ -41,14 +40,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .map(InstanceId::new)
         .transpose()
         .context("--instance")?;
-    let dir = match args.data_dir {
-        Some(d) => d,
-        None => Config::load(&args.config.config)
-            .map(|l| l.config.agent.data_dir)
-            .unwrap_or_else(|_| PathBuf::from(DEFAULT_DATA_DIR)),
-    };
-    let path = dir.join(LEDGER_FILE);
-    anyhow::ensure!(path.exists(), "no ledger at {}", path.display());
+    let path = ledger_path(args.data_dir, &args.config)?;
     let mut conn = open_existing(&path)?;
     let p = prune(&mut conn, before, instance.as_ref(), args.dry_run)?;
     let who = instance.map_or_else(|| "all instances".to_owned(), |i| format!("instance {i}"));

@@ -76,18 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .map(IfName::new)
         .transpose()
         .context("--interface")?;
-    let dir = match args.data_dir {
-        Some(d) => d,
-        None => Config::load(&args.config.config)
-            .map(|l| l.config.agent.data_dir)
-            .unwrap_or_else(|_| PathBuf::from(DEFAULT_DATA_DIR)),
-    };
-    let path = dir.join(LEDGER_FILE);
-    anyhow::ensure!(
-        path.exists(),
-        "no ledger at {} (has `sluice agent` run on this host?)",
-        path.display()
-    );
+    let path = ledger_path(args.data_dir, &args.config)?;
     let conn = open_read_only(&path)?;
     let q = UsageQuery {
         instance,
@@ -125,6 +114,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         print!("{}", render(&rows, args.by, &tz));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The ledger file: in `data_dir` when given, else in the config's `agent.data_dir`
+/// (the default one when the config cannot be read); it must exist.
+pub fn ledger_path(data_dir: Option<PathBuf>, config: &ConfigArg) -> anyhow::Result<PathBuf> {
+    let dir = match data_dir {
+        Some(d) => d,
+        None => Config::load(&config.config)
+            .map(|l| l.config.agent.data_dir)
+            .unwrap_or_else(|_| PathBuf::from(DEFAULT_DATA_DIR)),
+    };
+    let path = dir.join(LEDGER_FILE);
+    anyhow::ensure!(
+        path.exists(),
+        "no ledger at {} (has `sluice agent` run on this host?)",
+        path.display()
+    );
+    Ok(path)
 }
 
 /// A date, a civil date-time (both in `tz`) or an RFC 3339 instant.

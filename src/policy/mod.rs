@@ -3,6 +3,7 @@
 //! the daemon, `sluice simulate` and the tests all drive the very same code.
 
 mod penalty;
+pub mod period;
 mod verdict;
 
 use std::collections::{BTreeMap, HashMap};
