@@ -174,7 +174,49 @@ pub fn observe(
         .chain(k.ifbs.keys().copied())
         .filter(|t| k.ingress.contains_key(t))
         .collect();
-    for tap in taps {
+    // Steady state costs one pipelined get of sluice's own filter per tap. Only where it
+    // is missing (to install: are there foreign filters?) or about to go (release: does
+    // the ingress qdisc hold anything else?) is the whole ingress dumped — dumps cannot
+    // be pipelined on one socket.
+    let gets = taps
+        .iter()
+        .map(|tap| {
+            let mut m = filter_message(*tap);
+            m.header.handle = FILTER_HANDLE.into();
+            Request {
+                message: RouteNetlinkMessage::GetTrafficFilter(m),
+                flags: 0,
+                get: true,
+            }
+        })
+        .collect();
+    let answers = sock.batch(gets).map_err(|e| KernelError {
+        errno: e.raw_os_error().unwrap_or(libc::EIO),
+        message: None,
+    })?;
+    let keeps_upload: BTreeSet<u32> = shapes
+        .iter()
+        .filter(|s| s.upload.is_some())
+        .map(|s| s.ifindex)
+        .collect();
+    for (tap, answer) in taps.into_iter().zip(answers) {
+        let ours = match answer {
+            Answer::Reply(msg) => match *msg {
+                RouteNetlinkMessage::NewTrafficFilter(f) => redirect_target(&f.attributes),
+                _ => None,
+            },
+            _ => None,
+        };
+        if ours.is_some() && keeps_upload.contains(&tap) {
+            k.filters.insert(
+                tap,
+                IngressFilters {
+                    ours,
+                    foreign: false,
+                },
+            );
+            continue;
+        }
         let mut req = TcMessage::with_index(tap as i32);
         req.header.parent = FILTER_PARENT;
         let msgs = match sock.dump(RouteNetlinkMessage::GetTrafficFilter(req)) {

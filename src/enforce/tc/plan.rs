@@ -87,7 +87,8 @@ pub struct Ifb {
 pub struct IngressFilters {
     /// Where sluice's filter redirects to (an ifindex), when it is there.
     pub ours: Option<u32>,
-    /// Filters that are not sluice's.
+    /// Filters that are not sluice's. Only looked for (so only meaningful) where sluice's
+    /// filter is missing or is about to be removed; the plan asks nothing else of it.
     pub foreign: bool,
 }
 
