@@ -192,5 +192,29 @@ duration = "12s"
         || (ovs.policing("kvm101.0") == (10_000, 2_000)).then_some(()),
     );
     assert!(agent.log().contains("stage 1 -> 0"));
+
+    // The interface leaves the config (SIGHUP with a pattern that no longer matches it):
+    // the policing sluice set — marked in external_ids — is cleared, mark and all.
+    assert!(
+        ovs.vsctl(&["get", "interface", "kvm101.0", "external_ids"])
+            .contains("sluice"),
+        "sluice marks the rows it limits"
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(r"'^kvm(?P<instance>[0-9]+)\..*$'", "'^nothing-matches$'"),
+    )
+    .unwrap();
+    agent.signal(libc::SIGHUP);
+    eventually(
+        Duration::from_secs(10),
+        "policing cleared when the interface leaves the config",
+        || (ovs.policing("kvm101.0") == (0, 0)).then_some(()),
+    );
+    assert!(
+        !ovs.vsctl(&["get", "interface", "kvm101.0", "external_ids"])
+            .contains("sluice")
+    );
     assert_eq!(agent.stop(), Some(0));
 }

@@ -61,13 +61,13 @@ impl OvsBackend {
         args
     }
 
-    /// Every Interface row's policing, by name.
-    pub async fn read(&self) -> Result<HashMap<String, Policing>, String> {
+    /// Every Interface row's policing, by name, and which rows sluice marked.
+    pub async fn read(&self) -> Result<InterfaceRows, String> {
         let mut args = self.base_args();
         args.extend(
             [
                 "--format=json",
-                "--columns=name,ingress_policing_rate,ingress_policing_burst",
+                "--columns=name,ingress_policing_rate,ingress_policing_burst,external_ids",
                 "list",
                 "Interface",
             ]
@@ -79,7 +79,7 @@ impl OvsBackend {
         parse_list(&out)
     }
 
-    async fn write(&self, changes: &[(&IfName, Policing)]) -> Result<(), String> {
+    async fn write(&self, changes: &[(IfName, Policing)]) -> Result<(), String> {
         let mut args = self.base_args();
         args.extend(set_clauses(changes));
         run(&self.config.ovs_vsctl, &args, self.config.timeout)
@@ -91,7 +91,7 @@ impl OvsBackend {
     /// Clear the policing of every interface `select` picks among those that hold one
     /// (`sluice release`); returns the interfaces cleared.
     pub async fn release(&self, select: impl Fn(&IfName) -> bool) -> Result<Vec<IfName>, String> {
-        let current = self.read().await?;
+        let current = self.read().await?.policing;
         let mut names: Vec<IfName> = current
             .iter()
             .filter(|(_, p)| **p != (0, 0))
@@ -102,9 +102,9 @@ impl OvsBackend {
         if names.is_empty() {
             return Ok(names);
         }
-        let changes: Vec<(&IfName, Policing)> = names.iter().map(|n| (n, (0, 0))).collect();
+        let changes: Vec<(IfName, Policing)> = names.iter().map(|n| (n.clone(), (0, 0))).collect();
         self.write(&changes).await?;
-        let after = self.read().await?;
+        let after = self.read().await?.policing;
         if let Some(n) = names
             .iter()
             .find(|n| after.get(n.as_str()).is_some_and(|p| *p != (0, 0)))
@@ -142,13 +142,13 @@ impl OvsBackend {
             debug!(changes = changes.len(), "writing OVSDB in one batch");
             match self.write(&changes).await {
                 Ok(()) => {
-                    written = changes.iter().map(|(n, _)| (*n).clone()).collect();
+                    written = changes.iter().map(|(n, _)| n.clone()).collect();
                     match self.read().await {
                         Ok(c) => after = c,
                         Err(e) => {
                             for (name, _) in &changes {
                                 result.insert(
-                                    (*name).clone(),
+                                    name.clone(),
                                     Enforcement::failed(format!("cannot read back OVSDB: {e}")),
                                 );
                             }
@@ -159,7 +159,7 @@ impl OvsBackend {
                     warn!(error = %e, "ovs-vsctl write failed");
                     for (name, _) in &changes {
                         result.insert(
-                            (*name).clone(),
+                            name.clone(),
                             Enforcement::failed(format!("ovs-vsctl set failed: {e}")),
                         );
                     }
@@ -171,7 +171,7 @@ impl OvsBackend {
                 continue;
             }
             let want = policing_of(w);
-            let held = after.get(w.interface.as_str()).copied();
+            let held = after.policing.get(w.interface.as_str()).copied();
             let status = if held != Some(want) {
                 Enforcement::failed(format!(
                     "OVSDB holds rate={} burst={} after the write, wanted rate={} burst={}",
@@ -216,25 +216,52 @@ fn policing_of(w: &Wanted<'_>) -> Policing {
         .map_or((0, 0), |l| (l.rate.kbps(), l.burst.kb()))
 }
 
-/// What to change, and which wanted interfaces OVSDB does not know.
+/// The Interface rows as OVSDB holds them.
+#[derive(Debug, Default)]
+pub struct InterfaceRows {
+    pub policing: HashMap<String, Policing>,
+    /// Rows carrying `external_ids:sluice`: policing sluice set, which it therefore also
+    /// clears when the interface is no longer watched (an operator's own is never touched).
+    pub marked: HashSet<String>,
+}
+
+/// The mark sluice leaves in `external_ids` of the rows it limits.
+const MARK: &str = "sluice";
+
+/// What to change (wanted rows that differ or lack the mark; marked rows no longer
+/// wanted, back to no policing), and which wanted interfaces OVSDB does not know.
 fn plan<'a>(
-    current: &HashMap<String, Policing>,
+    current: &InterfaceRows,
     wanted: &'a [Wanted<'a>],
-) -> (Vec<(&'a IfName, Policing)>, Vec<&'a IfName>) {
+) -> (Vec<(IfName, Policing)>, Vec<&'a IfName>) {
     let mut changes = Vec::new();
     let mut missing = Vec::new();
     for w in wanted {
-        match current.get(w.interface.as_str()) {
+        let want = policing_of(w);
+        let name = w.interface.as_str();
+        match current.policing.get(name) {
             None => missing.push(w.interface),
-            Some(held) if *held != policing_of(w) => changes.push((w.interface, policing_of(w))),
+            Some(held) if *held != want || (want != (0, 0)) != current.marked.contains(name) => {
+                changes.push((w.interface.clone(), want))
+            }
             Some(_) => {}
         }
     }
+    let wanted_names: HashSet<&str> = wanted.iter().map(|w| w.interface.as_str()).collect();
+    let mut left: Vec<IfName> = current
+        .marked
+        .iter()
+        .filter(|n| !wanted_names.contains(n.as_str()))
+        .filter_map(|n| IfName::new(n).ok())
+        .collect();
+    left.sort();
+    changes.extend(left.into_iter().map(|n| (n, (0, 0))));
     (changes, missing)
 }
 
-/// `--no-wait -- set interface X ingress_policing_rate=R ingress_policing_burst=B -- …`
-fn set_clauses(changes: &[(&IfName, Policing)]) -> Vec<String> {
+/// `--no-wait -- set interface X ingress_policing_rate=R ingress_policing_burst=B
+/// external_ids:sluice=limited -- …`; clearing a limit removes the mark.
+fn set_clauses(changes: &[(IfName, Policing)]) -> Vec<String> {
     let mut args = vec!["--no-wait".to_owned()];
     for (name, (rate, burst)) in changes {
         args.extend([
@@ -245,6 +272,21 @@ fn set_clauses(changes: &[(&IfName, Policing)]) -> Vec<String> {
             format!("ingress_policing_rate={rate}"),
             format!("ingress_policing_burst={burst}"),
         ]);
+        if (*rate, *burst) == (0, 0) {
+            args.extend(
+                [
+                    "--",
+                    "remove",
+                    "interface",
+                    name.as_str(),
+                    "external_ids",
+                    MARK,
+                ]
+                .map(String::from),
+            );
+        } else {
+            args.push(format!("external_ids:{MARK}=limited"));
+        }
     }
     args
 }
@@ -255,8 +297,9 @@ struct ListOutput {
     data: Vec<Vec<serde_json::Value>>,
 }
 
-/// Parse `ovs-vsctl --format=json --columns=name,ingress_policing_rate,ingress_policing_burst list Interface`.
-fn parse_list(text: &str) -> Result<HashMap<String, Policing>, String> {
+/// Parse `ovs-vsctl --format=json --columns=name,ingress_policing_rate,ingress_policing_burst,external_ids list Interface`
+/// (`external_ids` is optional: without it no row is marked).
+fn parse_list(text: &str) -> Result<InterfaceRows, String> {
     let out: ListOutput =
         serde_json::from_str(text).map_err(|e| format!("unexpected ovs-vsctl output: {e}"))?;
     let col = |name: &str| {
@@ -270,19 +313,34 @@ fn parse_list(text: &str) -> Result<HashMap<String, Policing>, String> {
         col("ingress_policing_rate")?,
         col("ingress_policing_burst")?,
     );
-    let mut map = HashMap::with_capacity(out.data.len());
+    let ids = out.headings.iter().position(|h| h == "external_ids");
+    let mut rows = InterfaceRows::default();
     for row in &out.data {
         let name = row.get(n).and_then(|v| v.as_str());
         let rate = row.get(r).and_then(|v| v.as_u64());
         let burst = row.get(b).and_then(|v| v.as_u64());
         match (name, rate, burst) {
             (Some(name), Some(rate), Some(burst)) => {
-                map.insert(name.to_owned(), (rate, burst));
+                rows.policing.insert(name.to_owned(), (rate, burst));
+                if ids.and_then(|i| row.get(i)).is_some_and(has_mark) {
+                    rows.marked.insert(name.to_owned());
+                }
             }
             _ => return Err(format!("unexpected row in ovs-vsctl output: {row:?}")),
         }
     }
-    Ok(map)
+    Ok(rows)
+}
+
+/// An OVSDB map in JSON (`["map", [["key", "value"], …]]`) holding sluice's key.
+fn has_mark(v: &serde_json::Value) -> bool {
+    v.get(1)
+        .and_then(|pairs| pairs.as_array())
+        .is_some_and(|pairs| {
+            pairs
+                .iter()
+                .any(|p| p.get(0).and_then(|k| k.as_str()) == Some(MARK))
+        })
 }
 
 #[cfg(test)]
@@ -311,8 +369,12 @@ mod tests {
     fn parses_ovs_vsctl_json() {
         let text = r#"{"data":[["kvm1.0",900000,90000],["br0",0,0]],"headings":["name","ingress_policing_rate","ingress_policing_burst"]}"#;
         let m = parse_list(text).unwrap();
-        assert_eq!(m["kvm1.0"], (900_000, 90_000));
-        assert_eq!(m["br0"], (0, 0));
+        assert_eq!(m.policing["kvm1.0"], (900_000, 90_000));
+        assert_eq!(m.policing["br0"], (0, 0));
+        assert!(m.marked.is_empty());
+        let text = r#"{"data":[["kvm1.0",900000,90000,["map",[["sluice","limited"]]]],["kvm2.0",5,5,["map",[["owner","ops"]]]]],"headings":["name","ingress_policing_rate","ingress_policing_burst","external_ids"]}"#;
+        let m = parse_list(text).unwrap();
+        assert_eq!(m.marked, HashSet::from(["kvm1.0".to_owned()]));
         assert!(parse_list("nonsense").is_err());
         assert!(parse_list(r#"{"data":[["x","a",0]],"headings":["name","ingress_policing_rate","ingress_policing_burst"]}"#).is_err());
         assert!(
@@ -339,21 +401,36 @@ mod tests {
             .zip(&v)
             .map(|(interface, verdict)| Wanted { interface, verdict })
             .collect();
-        let current = HashMap::from([
-            ("a".to_owned(), (900_000, 90_000)), // as wanted
-            ("b".to_owned(), (2_000, 2_000)),    // changed by hand
-            ("c".to_owned(), (10, 10)),          // limited, should not be
-        ]); // d is not in OVSDB
+        let current = InterfaceRows {
+            policing: HashMap::from([
+                ("a".to_owned(), (900_000, 90_000)), // as wanted
+                ("b".to_owned(), (2_000, 2_000)),    // changed by hand
+                ("c".to_owned(), (10, 10)),          // limited, should not be
+                ("e".to_owned(), (5_000, 2_000)),    // sluice's, no longer watched
+                ("f".to_owned(), (7_000, 7_000)),    // an operator's own, not watched
+            ]),
+            marked: ["a", "b", "c", "e"].map(String::from).into(),
+        }; // d is not in OVSDB
         let (changes, missing) = plan(&current, &wanted);
+        let n = |s: &str| IfName::new(s).unwrap();
         assert_eq!(
             changes,
-            vec![(&names[1], (1_000, 1_000)), (&names[2], (0, 0))]
+            vec![(n("b"), (1_000, 1_000)), (n("c"), (0, 0)), (n("e"), (0, 0))]
         );
         assert_eq!(missing, vec![&names[3]]);
         assert_eq!(
-            set_clauses(&changes).join(" "),
+            set_clauses(&changes[..2]).join(" "),
             "--no-wait -- set interface b ingress_policing_rate=1000 ingress_policing_burst=1000 \
-             -- set interface c ingress_policing_rate=0 ingress_policing_burst=0"
+             external_ids:sluice=limited \
+             -- set interface c ingress_policing_rate=0 ingress_policing_burst=0 \
+             -- remove interface c external_ids sluice"
         );
+        // A limit sluice holds without its mark (set before marks existed) gets one.
+        let unmarked = InterfaceRows {
+            policing: HashMap::from([("a".to_owned(), (900_000, 90_000))]),
+            marked: HashSet::new(),
+        };
+        let (changes, _) = plan(&unmarked, &wanted[..1]);
+        assert_eq!(changes, vec![(n("a"), (900_000, 90_000))]);
     }
 }
