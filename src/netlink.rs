@@ -149,6 +149,22 @@ impl RouteSocket {
         Ok(answers)
     }
 
+    /// Pipelined gets: one answer per message, in order.
+    pub fn get_all(
+        &mut self,
+        messages: impl IntoIterator<Item = RouteNetlinkMessage>,
+    ) -> Result<Vec<Answer>, KernelError> {
+        let requests = messages
+            .into_iter()
+            .map(|message| Request {
+                message,
+                flags: 0,
+                get: true,
+            })
+            .collect();
+        Ok(self.batch(requests)?)
+    }
+
     /// One dump; every answer message, parsed.
     pub fn dump(
         &mut self,
@@ -218,6 +234,12 @@ impl KernelError {
             errno: libc::EPROTO,
             message: Some(format!("unparsable answer: {why}")),
         }
+    }
+}
+
+impl From<io::Error> for KernelError {
+    fn from(e: io::Error) -> Self {
+        io_error(e)
     }
 }
 

@@ -252,7 +252,8 @@ impl Ledger {
                     tx: o.tx_bytes,
                     at_ms: now_ms,
                 };
-                let Some(prev) = self.last.get(o.interface) else {
+                // The counters the next tick's delta starts from.
+                let mut remember = || {
                     put.execute(params![
                         o.interface.as_str(),
                         o.instance.as_str(),
@@ -262,7 +263,11 @@ impl Ledger {
                         o.tx_bytes as i64,
                         now_ms
                     ])
-                    .map_err(sql("writing counters"))?;
+                    .map(|_| ())
+                    .map_err(sql("writing counters"))
+                };
+                let Some(prev) = self.last.get(o.interface) else {
+                    remember()?;
                     updates.push((o.interface, current));
                     continue;
                 };
@@ -312,16 +317,7 @@ impl Ledger {
                             .map_err(sql("writing buckets"))?;
                     }
                 }
-                put.execute(params![
-                    o.interface.as_str(),
-                    o.instance.as_str(),
-                    o.ifindex,
-                    &self.boot_id,
-                    o.rx_bytes as i64,
-                    o.tx_bytes as i64,
-                    now_ms
-                ])
-                .map_err(sql("writing counters"))?;
+                remember()?;
                 out.rx_bytes += d.rx_bytes;
                 out.tx_bytes += d.tx_bytes;
                 out.resets += usize::from(d.reset);

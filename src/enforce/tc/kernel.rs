@@ -142,22 +142,11 @@ pub fn observe(
         v.sort_unstable();
         v
     };
-    let gets = ours
-        .iter()
-        .map(|dev| {
-            let mut m = TcMessage::with_index(*dev as i32);
-            m.header.handle = CLASS_HANDLE;
-            Request {
-                message: RouteNetlinkMessage::GetTrafficClass(m),
-                flags: 0,
-                get: true,
-            }
-        })
-        .collect();
-    let answers = sock.batch(gets).map_err(|e| KernelError {
-        errno: e.raw_os_error().unwrap_or(libc::EIO),
-        message: None,
-    })?;
+    let answers = sock.get_all(ours.iter().map(|dev| {
+        let mut m = TcMessage::with_index(*dev as i32);
+        m.header.handle = CLASS_HANDLE;
+        RouteNetlinkMessage::GetTrafficClass(m)
+    }))?;
     for (dev, answer) in ours.iter().zip(answers) {
         if let Answer::Reply(msg) = answer
             && let RouteNetlinkMessage::NewTrafficClass(c) = *msg
@@ -178,22 +167,11 @@ pub fn observe(
     // is missing (to install: are there foreign filters?) or about to go (release: does
     // the ingress qdisc hold anything else?) is the whole ingress dumped — dumps cannot
     // be pipelined on one socket.
-    let gets = taps
-        .iter()
-        .map(|tap| {
-            let mut m = filter_message(*tap);
-            m.header.handle = FILTER_HANDLE.into();
-            Request {
-                message: RouteNetlinkMessage::GetTrafficFilter(m),
-                flags: 0,
-                get: true,
-            }
-        })
-        .collect();
-    let answers = sock.batch(gets).map_err(|e| KernelError {
-        errno: e.raw_os_error().unwrap_or(libc::EIO),
-        message: None,
-    })?;
+    let answers = sock.get_all(taps.iter().map(|tap| {
+        let mut m = filter_message(*tap);
+        m.header.handle = FILTER_HANDLE.into();
+        RouteNetlinkMessage::GetTrafficFilter(m)
+    }))?;
     let keeps_upload: BTreeSet<u32> = shapes
         .iter()
         .filter(|s| s.upload.is_some())

@@ -143,10 +143,7 @@ impl TcBackend {
                     batch.push(r);
                 }
             }
-            let answers = self.sock.batch(batch).map_err(|e| KernelError {
-                errno: e.raw_os_error().unwrap_or(libc::EIO),
-                message: Some(format!("sending changes: {e}")),
-            })?;
+            let answers = self.sock.batch(batch)?;
             let mut changed: HashSet<u32> = HashSet::new();
             for (owner, answer) in owners.into_iter().zip(answers) {
                 let step = &p.steps[owner];
