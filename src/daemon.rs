@@ -19,7 +19,7 @@ use crate::account::ledger::boot_id;
 use crate::account::{Ledger, Observation};
 use crate::config::LEDGER_FILE;
 use crate::config::{BackendKind, Config};
-use crate::enforce::tc::{Scope, ShaperCounters};
+use crate::enforce::tc::Scope;
 use crate::enforce::{
     Backend, Enforcement, OvsBackend, OvsConfig, PolicerProbe, TcBackend, Wanted,
 };
@@ -58,8 +58,8 @@ pub struct Agent {
     sampler: LinkSampler,
     /// The latest status of every present interface, in name order.
     enforcement: Vec<(IfName, Enforcement)>,
-    /// The tc shapers' counters of the latest tick (empty for other backends).
-    shapers: HashMap<IfName, ShaperCounters>,
+    /// The tc shapers' drops and overlimits of the latest tick (empty for other backends).
+    shapers: HashMap<IfName, ShaperDrops>,
     origin: Instant,
     state_path: PathBuf,
     /// The state file must be rewritten even if the policy saw no change (first tick,
@@ -245,14 +245,17 @@ impl Agent {
             log_enforcement_changes(&self.enforcement, &enforcement);
         }
         self.enforcement = enforcement;
-        let shapers = self.backend.shaper_counters().cloned().unwrap_or_default();
         // Sent bytes move every tick; only new drops are worth a state write.
-        let drops = |m: &HashMap<IfName, ShaperCounters>| -> HashMap<IfName, ShaperDrops> {
-            m.iter()
-                .map(|(n, c)| (n.clone(), ShaperDrops::of(c)))
-                .collect()
-        };
-        if drops(&shapers) != drops(&self.shapers) {
+        let shapers: HashMap<IfName, ShaperDrops> = self
+            .backend
+            .shaper_counters()
+            .map(|m| {
+                m.iter()
+                    .map(|(n, c)| (n.clone(), ShaperDrops::of(c)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if shapers != self.shapers {
             self.state_dirty = true;
         }
         self.shapers = shapers;

@@ -19,8 +19,8 @@ pub struct Args {
     #[arg(long, value_name = "WHEN")]
     pub before: String,
     /// Only this instance's buckets
-    #[arg(long, value_name = "ID")]
-    pub instance: Option<String>,
+    #[arg(long, value_name = "ID", value_parser = |s: &str| InstanceId::new(s))]
+    pub instance: Option<InstanceId>,
     /// Say what would be deleted, delete nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -34,12 +34,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let before = parse_when(&args.before, &TimeZone::system())
         .with_context(|| format!("--before {:?}", args.before))?;
-    let instance = args
-        .instance
-        .as_deref()
-        .map(InstanceId::new)
-        .transpose()
-        .context("--instance")?;
+    let instance = args.instance;
     let path = ledger_path(args.data_dir, &args.config)?;
     let mut conn = open_existing(&path)?;
     let p = prune(&mut conn, before, instance.as_ref(), args.dry_run)?;

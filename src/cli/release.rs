@@ -20,8 +20,8 @@ use crate::state::{AgentLock, LOCK_FILE};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Interfaces to release; none: every interface sluice limited
-    #[arg(value_name = "INTERFACE")]
-    pub interfaces: Vec<String>,
+    #[arg(value_name = "INTERFACE", value_parser = |s: &str| IfName::new(s))]
+    pub interfaces: Vec<IfName>,
     #[command(flatten)]
     pub config: ConfigArg,
 }
@@ -29,11 +29,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let loaded = Config::load(&args.config.config)?;
     let config = loaded.config;
-    let names = args
-        .interfaces
-        .iter()
-        .map(|n| IfName::new(n).with_context(|| format!("interface {n:?}")))
-        .collect::<anyhow::Result<Vec<IfName>>>()?;
+    let names = args.interfaces;
     // Holding the agent's lock keeps an agent from starting halfway through.
     let _lock = AgentLock::acquire(&config.agent.state_dir.join(LOCK_FILE)).map_err(|e| {
         anyhow::anyhow!("{e}; stop the agent first (systemctl stop sluice): a running agent re-applies its limits every tick")

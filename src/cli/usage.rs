@@ -18,11 +18,11 @@ use crate::names::{IfName, InstanceId};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Only this instance
-    #[arg(long, value_name = "ID")]
-    pub instance: Option<String>,
+    #[arg(long, value_name = "ID", value_parser = |s: &str| InstanceId::new(s))]
+    pub instance: Option<InstanceId>,
     /// Only this interface (totals per interface)
-    #[arg(long, value_name = "IF")]
-    pub interface: Option<String>,
+    #[arg(long, value_name = "IF", value_parser = |s: &str| IfName::new(s))]
+    pub interface: Option<IfName>,
     /// Period length: 5m, hour, day or month
     #[arg(long, default_value = "day", value_parser = |s: &str| s.parse::<Granularity>())]
     pub by: Granularity,
@@ -64,23 +64,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => default_from(args.by, now, &tz)?,
     };
     anyhow::ensure!(from < to, "--from must be before --to");
-    let instance = args
-        .instance
-        .as_deref()
-        .map(InstanceId::new)
-        .transpose()
-        .context("--instance")?;
-    let interface = args
-        .interface
-        .as_deref()
-        .map(IfName::new)
-        .transpose()
-        .context("--interface")?;
     let path = ledger_path(args.data_dir, &args.config)?;
     let conn = open_read_only(&path)?;
     let q = UsageQuery {
-        instance,
-        interface,
+        instance: args.instance,
+        interface: args.interface,
         by: args.by,
         from,
         to,

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use super::{InterfaceRecord, ShaperDrops};
 use crate::config::Config;
 use crate::enforce::Enforcement;
-use crate::enforce::tc::ShaperCounters;
 use crate::names::IfName;
 use crate::policy::{Burst, PenaltyMachine, Policy, Reason, Verdict};
 use crate::units::Rate;
@@ -20,8 +19,8 @@ pub struct AgentView<'a> {
     pub verdicts: &'a [(IfName, Verdict)],
     /// Same interfaces, same order.
     pub enforcement: &'a [(IfName, Enforcement)],
-    /// Shaper counters by interface (tc backend; empty otherwise).
-    pub shapers: &'a HashMap<IfName, ShaperCounters>,
+    /// Shaper drops by interface (tc backend; empty otherwise).
+    pub shapers: &'a HashMap<IfName, ShaperDrops>,
 }
 
 impl AgentView<'_> {
@@ -55,7 +54,7 @@ impl AgentView<'_> {
                 upload_bps: st.upload.map(Rate::bits_per_sec),
                 download_bps: st.download.map(Rate::bits_per_sec),
                 enforcement: status.cloned(),
-                shaper: self.shapers.get(name).map(ShaperDrops::of),
+                shaper: self.shapers.get(name).copied(),
             }
         })
     }
