@@ -44,6 +44,9 @@ fn verdict(ifindex: u32, rate: Rate) -> Verdict {
         upload: Some(limit),
         download: Some(limit),
         reason: Reason::Base,
+        download_reason: Reason::Base,
+        rule: None,
+        disconnect: false,
         until: None,
     }
 }

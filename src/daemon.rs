@@ -332,16 +332,18 @@ impl Agent {
             enforcement: &self.enforcement,
             shapers: &self.shapers,
         };
+        if !(force || self.state_dirty || self.policy.changed()) {
+            return;
+        }
         let backend = self.backend.kind().to_string();
+        let quotas = view.quotas();
         let header = Header {
             written_at: Timestamp::now(),
             pid: std::process::id(),
             backend: &backend,
             interval_secs: self.config.agent.interval.as_secs(),
+            quotas: &quotas,
         };
-        if !(force || self.state_dirty || self.policy.changed()) {
-            return;
-        }
         match state::write_streamed(&self.state_path, &header, view.records()) {
             Ok(()) => self.state_dirty = false,
             Err(e) => {

@@ -23,6 +23,10 @@ pub enum NameError {
         "instance id {0:?} must be 1 to 64 bytes of letters, digits, '.', '-', '_' or ':' (not starting with '-')"
     )]
     Instance(String),
+    #[error(
+        "{0:?} must be 1 to 64 bytes of letters, digits, '.', '-', '_' or ':' (not starting with '-')"
+    )]
+    Label(String),
 }
 
 fn plain_chars(s: &str, extra: &[u8]) -> bool {
@@ -107,6 +111,48 @@ impl<'de> Deserialize<'de> for InstanceId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         InstanceId::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A short operator-chosen name: a quota rule's name or an instance tag. Rule names are
+/// stored in the ledger and sent in events, so they get the same plain alphabet as ids.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Label(Arc<str>);
+
+/// The name of a `[[rule]]`.
+pub type RuleName = Label;
+/// A tag an instance carries (`[instances."ID"] tags`), matched by rules.
+pub type Tag = Label;
+
+impl Label {
+    pub fn new(s: &str) -> Result<Self, NameError> {
+        if !s.is_empty() && s.len() <= 64 && !s.starts_with('-') && plain_chars(s, b"") {
+            Ok(Label(Arc::from(s)))
+        } else {
+            Err(NameError::Label(s.to_owned()))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Label {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Label::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Label {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
     }
 }
 

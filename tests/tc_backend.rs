@@ -30,6 +30,9 @@ fn verdict(ifindex: u32, up: Option<&str>, down: Option<&str>) -> Verdict {
         upload: up.map(limit),
         download: down.map(limit),
         reason: Reason::Base,
+        download_reason: Reason::Base,
+        rule: None,
+        disconnect: false,
         until: None,
     }
 }

@@ -26,10 +26,13 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{Counters, counter_delta};
-use crate::names::{IfName, InstanceId};
+use crate::names::{IfName, InstanceId, RuleName};
+use crate::policy::period::Period;
+use crate::policy::quota::{QuotaChanges, QuotaRows, QuotaUsage, Spent};
 
 /// Version of the schema below (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+/// 2 added `quota_usage` and `events` (created on open; a version-1 file just gains them).
+const SCHEMA_VERSION: i64 = 2;
 pub const FIVE_MINUTES: i64 = 300;
 pub const HOUR: i64 = 3600;
 
@@ -62,6 +65,25 @@ CREATE TABLE IF NOT EXISTS usage_hour (
     estimated INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (instance, interface, bucket)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS quota_usage (
+    rule TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    period_start_ms INTEGER NOT NULL,
+    period_end_ms INTEGER NOT NULL,
+    upload INTEGER NOT NULL,
+    download INTEGER NOT NULL,
+    notified INTEGER NOT NULL,
+    exceeded INTEGER NOT NULL,
+    PRIMARY KEY (rule, instance)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    instance TEXT,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_at ON events (at_ms);
 ";
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +120,36 @@ pub struct Recorded {
     pub resets: usize,
     /// Interfaces whose delta was spread over a gap (flagged estimated).
     pub estimated: usize,
+}
+
+/// One observation and, unless it is a first sight, its delta:
+/// (rx, tx, counted since ms, estimated).
+struct Counted<'a> {
+    obs: Observation<'a>,
+    delta: Option<(u64, u64, i64, bool)>,
+}
+
+/// What else a tick commits with its bytes.
+#[derive(Debug, Clone, Default)]
+pub struct Journal {
+    pub quotas: QuotaChanges,
+    pub events: Vec<EventRow>,
+}
+
+impl Journal {
+    fn is_empty(&self) -> bool {
+        self.quotas.is_empty() && self.events.is_empty()
+    }
+}
+
+/// One entry of the event log: its time, kind ("stage", "rule", "hook", …), instance and
+/// the JSON object `sluice events --json`, `simulate` and webhooks show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    pub at: Timestamp,
+    pub kind: String,
+    pub instance: Option<InstanceId>,
+    pub body: serde_json::Value,
 }
 
 #[derive(Debug, Clone)]
@@ -215,21 +267,85 @@ impl Ledger {
         at: Timestamp,
         interval: Duration,
     ) -> Result<Recorded, LedgerError> {
+        self.record_with(observations, at, interval, |_| Journal::default())
+    }
+
+    /// [`Ledger::record`], and `journal` — given what this tick counted — says what else
+    /// belongs in the same transaction (quota counts, events): a crash keeps all or none.
+    pub fn record_with(
+        &mut self,
+        observations: &[Observation<'_>],
+        at: Timestamp,
+        interval: Duration,
+        journal: impl FnOnce(&[Spent]) -> Journal,
+    ) -> Result<Recorded, LedgerError> {
         let now_ms = at.as_millisecond();
         let max_gap_ms = i64::try_from(interval.as_millis().saturating_mul(2)).unwrap_or(i64::MAX);
         let mut out = Recorded::default();
-        let mut updates: Vec<(&IfName, Last)> = Vec::new();
+        // Deltas first, in memory; nothing is remembered until the commit succeeds.
+        let mut counted: Vec<Counted<'_>> = Vec::new();
+        let mut spent: Vec<Spent> = Vec::new();
+        for o in observations {
+            let Some(prev) = self.last.get(o.interface) else {
+                counted.push(Counted {
+                    obs: *o,
+                    delta: None,
+                });
+                continue;
+            };
+            let changed = prev.ifindex != o.ifindex
+                || prev.rx != o.rx_bytes
+                || prev.tx != o.tx_bytes
+                || prev.boot_id != self.boot_id;
+            if !changed {
+                continue;
+            }
+            let mut d = counter_delta(
+                Counters {
+                    ifindex: prev.ifindex,
+                    rx_bytes: prev.rx,
+                    tx_bytes: prev.tx,
+                },
+                Counters {
+                    ifindex: o.ifindex,
+                    rx_bytes: o.rx_bytes,
+                    tx_bytes: o.tx_bytes,
+                },
+            );
+            if prev.boot_id != self.boot_id && !d.reset {
+                // Rebooted: everything the counters hold was counted since the boot.
+                d.rx_bytes = o.rx_bytes;
+                d.tx_bytes = o.tx_bytes;
+                d.reset = true;
+            }
+            // Unchanged counters were still unchanged at the previous tick.
+            let from = prev
+                .at_ms
+                .max(self.last_tick_ms.unwrap_or(prev.at_ms))
+                .min(now_ms);
+            let estimated = now_ms - from > max_gap_ms;
+            if d.rx_bytes > 0 || d.tx_bytes > 0 {
+                spent.push(Spent {
+                    instance: o.instance.clone(),
+                    upload: d.rx_bytes,
+                    download: d.tx_bytes,
+                    from: Timestamp::from_millisecond(from).unwrap_or(at),
+                    to: at,
+                });
+            }
+            out.rx_bytes += d.rx_bytes;
+            out.tx_bytes += d.tx_bytes;
+            out.resets += usize::from(d.reset);
+            out.estimated += usize::from(estimated && (d.rx_bytes > 0 || d.tx_bytes > 0));
+            counted.push(Counted {
+                obs: *o,
+                delta: Some((d.rx_bytes, d.tx_bytes, from, estimated)),
+            });
+        }
+        let journal = journal(&spent);
         // An idle tick writes nothing (no fsync): the previous tick's time is kept in
         // memory and persisted with the next real write.
-        let busy = observations.iter().any(|o| {
-            self.last.get(o.interface).is_none_or(|p| {
-                p.ifindex != o.ifindex
-                    || p.rx != o.rx_bytes
-                    || p.tx != o.tx_bytes
-                    || p.boot_id != self.boot_id
-            })
-        });
-        if !busy {
+        if counted.is_empty() && journal.is_empty() {
             self.last_tick_ms = Some(now_ms);
             return Ok(out);
         }
@@ -244,86 +360,42 @@ impl Ledger {
             let mut put = tx
                 .prepare_cached(PUT_COUNTERS)
                 .map_err(sql("preparing counter write"))?;
-            for o in observations {
-                let current = Last {
-                    ifindex: o.ifindex,
-                    boot_id: self.boot_id.clone(),
-                    rx: o.rx_bytes,
-                    tx: o.tx_bytes,
-                    at_ms: now_ms,
-                };
-                // The counters the next tick's delta starts from.
-                let mut remember = || {
-                    put.execute(params![
-                        o.interface.as_str(),
-                        o.instance.as_str(),
-                        o.ifindex,
-                        &self.boot_id,
-                        o.rx_bytes as i64,
-                        o.tx_bytes as i64,
-                        now_ms
-                    ])
-                    .map(|_| ())
-                    .map_err(sql("writing counters"))
-                };
-                let Some(prev) = self.last.get(o.interface) else {
-                    remember()?;
-                    updates.push((o.interface, current));
-                    continue;
-                };
-                let mut d = counter_delta(
-                    Counters {
-                        ifindex: prev.ifindex,
-                        rx_bytes: prev.rx,
-                        tx_bytes: prev.tx,
-                    },
-                    Counters {
-                        ifindex: o.ifindex,
-                        rx_bytes: o.rx_bytes,
-                        tx_bytes: o.tx_bytes,
-                    },
-                );
-                if prev.boot_id != self.boot_id && !d.reset {
-                    // Rebooted: everything the counters hold was counted since the boot.
-                    d.rx_bytes = o.rx_bytes;
-                    d.tx_bytes = o.tx_bytes;
-                    d.reset = true;
-                }
-                if d.rx_bytes == 0 && d.tx_bytes == 0 && !d.reset {
-                    continue;
-                }
-                // Unchanged counters were still unchanged at the previous tick.
-                let from = prev
-                    .at_ms
-                    .max(self.last_tick_ms.unwrap_or(prev.at_ms))
-                    .min(now_ms);
-                let estimated = now_ms - from > max_gap_ms;
-                for (table, len) in [(&mut add5, FIVE_MINUTES), (&mut add_hour, HOUR)] {
-                    let rx = spread(d.rx_bytes, from, now_ms, len * 1000);
-                    let txs = spread(d.tx_bytes, from, now_ms, len * 1000);
-                    for ((bucket, r), (_, t)) in rx.into_iter().zip(txs) {
-                        if r == 0 && t == 0 {
-                            continue;
+            for c in &counted {
+                let o = &c.obs;
+                if let Some((rx, tx_bytes, from, estimated)) = c.delta {
+                    for (table, len) in [(&mut add5, FIVE_MINUTES), (&mut add_hour, HOUR)] {
+                        let rxs = spread(rx, from, now_ms, len * 1000);
+                        let txs = spread(tx_bytes, from, now_ms, len * 1000);
+                        for ((bucket, r), (_, t)) in rxs.into_iter().zip(txs) {
+                            if r == 0 && t == 0 {
+                                continue;
+                            }
+                            table
+                                .execute(params![
+                                    o.instance.as_str(),
+                                    o.interface.as_str(),
+                                    bucket,
+                                    r as i64,
+                                    t as i64,
+                                    estimated
+                                ])
+                                .map_err(sql("writing buckets"))?;
                         }
-                        table
-                            .execute(params![
-                                o.instance.as_str(),
-                                o.interface.as_str(),
-                                bucket,
-                                r as i64,
-                                t as i64,
-                                estimated
-                            ])
-                            .map_err(sql("writing buckets"))?;
                     }
                 }
-                remember()?;
-                out.rx_bytes += d.rx_bytes;
-                out.tx_bytes += d.tx_bytes;
-                out.resets += usize::from(d.reset);
-                out.estimated += usize::from(estimated);
-                updates.push((o.interface, current));
+                // The counters the next tick's delta starts from.
+                put.execute(params![
+                    o.interface.as_str(),
+                    o.instance.as_str(),
+                    o.ifindex,
+                    &self.boot_id,
+                    o.rx_bytes as i64,
+                    o.tx_bytes as i64,
+                    now_ms
+                ])
+                .map_err(sql("writing counters"))?;
             }
+            write_journal(&tx, &journal)?;
             tx.execute(
                 "INSERT INTO meta (key, value) VALUES ('last_tick_ms', ?1)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -333,11 +405,42 @@ impl Ledger {
         }
         tx.commit().map_err(sql("commit"))?;
         // Only what is on disk is remembered.
-        for (name, last) in updates {
-            self.last.insert(name.clone(), last);
+        for c in counted {
+            self.last.insert(
+                c.obs.interface.clone(),
+                Last {
+                    ifindex: c.obs.ifindex,
+                    boot_id: self.boot_id.clone(),
+                    rx: c.obs.rx_bytes,
+                    tx: c.obs.tx_bytes,
+                    at_ms: now_ms,
+                },
+            );
         }
         self.last_tick_ms = Some(now_ms);
         Ok(out)
+    }
+
+    /// Append events outside a tick (hook results, enforcement failures).
+    pub fn append_events(&mut self, events: &[EventRow]) -> Result<(), LedgerError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction().map_err(sql("begin"))?;
+        write_journal(
+            &tx,
+            &Journal {
+                quotas: Vec::new(),
+                events: events.to_vec(),
+            },
+        )?;
+        tx.commit().map_err(sql("commit"))
+    }
+
+    /// The persisted quota counts (what [`Quotas::from_rows`] takes). Rows whose names
+    /// are no longer valid are skipped.
+    pub fn quotas(&self) -> Result<QuotaRows, LedgerError> {
+        read_quotas(&self.conn)
     }
 
     /// Delete 5-minute buckets older than `keep_5m` and hourly ones older than
@@ -460,6 +563,141 @@ fn open_file(path: &Path, flags: OpenFlags) -> Result<Connection, LedgerError> {
     conn.busy_timeout(Duration::from_secs(5))
         .map_err(sql("busy timeout"))?;
     Ok(conn)
+}
+
+fn write_journal(tx: &rusqlite::Transaction<'_>, j: &Journal) -> Result<(), LedgerError> {
+    let mut put = tx
+        .prepare_cached(
+            "INSERT INTO quota_usage (rule, instance, period_start_ms, period_end_ms, upload,
+             download, notified, exceeded) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (rule, instance) DO UPDATE SET
+             period_start_ms = excluded.period_start_ms, period_end_ms = excluded.period_end_ms,
+             upload = excluded.upload, download = excluded.download,
+             notified = excluded.notified, exceeded = excluded.exceeded",
+        )
+        .map_err(sql("preparing quota write"))?;
+    let mut del = tx
+        .prepare_cached("DELETE FROM quota_usage WHERE rule = ?1 AND instance = ?2")
+        .map_err(sql("preparing quota write"))?;
+    for ((rule, instance), row) in &j.quotas {
+        match row {
+            Some(u) => put.execute(params![
+                rule.as_str(),
+                instance.as_str(),
+                u.period.start.as_millisecond(),
+                u.period.end.as_millisecond(),
+                u.upload as i64,
+                u.download as i64,
+                u.notified as i64,
+                u.exceeded
+            ]),
+            None => del.execute(params![rule.as_str(), instance.as_str()]),
+        }
+        .map_err(sql("writing quota usage"))?;
+    }
+    let mut ev = tx
+        .prepare_cached("INSERT INTO events (at_ms, kind, instance, body) VALUES (?1, ?2, ?3, ?4)")
+        .map_err(sql("preparing event write"))?;
+    for e in &j.events {
+        ev.execute(params![
+            e.at.as_millisecond(),
+            e.kind,
+            e.instance.as_ref().map(|i| i.as_str()),
+            e.body.to_string()
+        ])
+        .map_err(sql("writing events"))?;
+    }
+    Ok(())
+}
+
+/// The quota counts stored in a ledger.
+pub fn read_quotas(conn: &Connection) -> Result<QuotaRows, LedgerError> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT rule, instance, period_start_ms, period_end_ms, upload, download, notified,
+             exceeded FROM quota_usage",
+        )
+        .map_err(sql("reading quota usage"))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)? as u64,
+                r.get::<_, i64>(5)? as u64,
+                r.get::<_, i64>(6)?,
+                r.get::<_, bool>(7)?,
+            ))
+        })
+        .map_err(sql("reading quota usage"))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (rule, instance, start, end, upload, download, notified, exceeded) =
+            row.map_err(sql("reading quota usage"))?;
+        let (Ok(rule), Ok(instance), Ok(start), Ok(end)) = (
+            RuleName::new(&rule),
+            InstanceId::new(&instance),
+            Timestamp::from_millisecond(start),
+            Timestamp::from_millisecond(end),
+        ) else {
+            continue;
+        };
+        out.push((
+            (rule, instance),
+            QuotaUsage {
+                period: Period { start, end },
+                upload,
+                download,
+                notified: usize::try_from(notified).unwrap_or(0),
+                exceeded,
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// Events at or after `since` (all when `None`), oldest first, at most `limit`.
+pub fn read_events(
+    conn: &Connection,
+    since: Option<Timestamp>,
+    limit: usize,
+) -> Result<Vec<EventRow>, LedgerError> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT at_ms, kind, instance, body FROM events WHERE at_ms >= ?1
+             ORDER BY id DESC LIMIT ?2",
+        )
+        .map_err(sql("reading events"))?;
+    let rows = stmt
+        .query_map(
+            params![
+                since.map_or(i64::MIN, |t| t.as_millisecond()),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            },
+        )
+        .map_err(sql("reading events"))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (at, kind, instance, body) = row.map_err(sql("reading events"))?;
+        out.push(EventRow {
+            at: Timestamp::from_millisecond(at).unwrap_or(Timestamp::UNIX_EPOCH),
+            kind,
+            instance: instance.and_then(|i| InstanceId::new(&i).ok()),
+            body: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+        });
+    }
+    out.reverse();
+    Ok(out)
 }
 
 /// Add a delta to a bucket of `table` (usage_5m or usage_hour).

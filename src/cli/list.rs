@@ -214,7 +214,7 @@ mod tests {
             since: None,
             until: (stage > 0).then(|| Timestamp::from_second(1_700_001_510).unwrap()),
             reason: if stage > 0 {
-                Reason::Penalty(stage)
+                Reason::Penalty { stage }
             } else {
                 Reason::Base
             },
@@ -230,6 +230,8 @@ mod tests {
                 download_dropped: 0,
                 download_overlimits: 0,
             }),
+            rule: None,
+            disconnected: false,
         };
         let snap = Snapshot {
             version: 1,
@@ -242,6 +244,7 @@ mod tests {
                 rec("kvm101.1", 0, true, Some(Enforcement::Applied)),
                 rec("kvm102.0", 2, false, None),
             ],
+            quotas: Vec::new(),
         };
         let text = render(&snap, &Holder::Running("7".into()), now);
         let lines: Vec<&str> = text.lines().collect();

@@ -7,9 +7,10 @@
 //! code; `config/sluice.example.toml` only documents them.
 
 mod raw;
+mod rules;
 mod validate;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,9 +18,10 @@ use std::time::Duration;
 
 use regex::Regex;
 
-use crate::names::{IfName, InstanceId};
+use crate::names::{IfName, InstanceId, Tag};
 use crate::units::{Fraction, Rate};
 
+pub use rules::{ActionKind, Direction, HooksConfig, RuleConfig};
 use validate::validate;
 
 /// Where the agent looks for its config when `--config` is not given.
@@ -27,6 +29,8 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/sluice/sluice.toml";
 pub const DEFAULT_STATE_DIR: &str = "/run/sluice";
 pub const DEFAULT_LOG_DIR: &str = "/var/log/sluice";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/sluice";
+/// Drop-in `[instances."ID"]` files a control panel writes (`*.toml`).
+pub const DEFAULT_INSTANCES_DIR: &str = "/etc/sluice/instances.d";
 /// The ledger's file name inside `agent.data_dir`.
 pub const LEDGER_FILE: &str = "ledger.db";
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
@@ -39,7 +43,12 @@ pub struct Config {
     pub log: LogConfig,
     pub ledger: LedgerConfig,
     pub penalty: PenaltyConfig,
+    /// From the config file, then the drop-ins of `agent.instances_dir` (see
+    /// [`Config::with_drop_ins`]).
     pub instances: BTreeMap<InstanceId, InstanceConfig>,
+    /// Period quota rules, in config order.
+    pub rules: Vec<RuleConfig>,
+    pub hooks: HooksConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +68,8 @@ pub struct AgentConfig {
     pub command_timeout: Duration,
     /// Stage 0 holds the base rate as a limit (true) or means "no limit" (false).
     pub enforce_base: bool,
+    /// Drop-in instance files (tags and overrides written by a control panel).
+    pub instances_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,10 +173,11 @@ impl StageConfig {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InstanceConfig {
     pub base_rate: Option<Rate>,
     pub download_rate: Option<Rate>,
+    pub tags: BTreeSet<Tag>,
 }
 
 /// One `agent.interfaces` regex. A named group `instance` extracts the instance id.
@@ -310,5 +322,83 @@ impl fmt::Display for ConfigError {
             write!(f, "\n  {}: {p}", self.file.display())?;
         }
         Ok(())
+    }
+}
+
+/// The drop-in files of an instances directory as last read: name, mtime and size of
+/// each `*.toml`, in name order. The daemon compares stamps each tick to notice a control
+/// panel's writes without inotify (a rename into the directory or an in-place rewrite
+/// both change it).
+pub type DropInStamp = Vec<(PathBuf, Option<std::time::SystemTime>, u64)>;
+
+/// The `*.toml` files of `dir`, in name order (a missing directory has none).
+pub fn drop_in_stamp(dir: &Path) -> DropInStamp {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: DropInStamp = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "toml"))
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            meta.is_file()
+                .then(|| (e.path(), meta.modified().ok(), meta.len()))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+impl Config {
+    /// This config with the drop-ins of `agent.instances_dir` merged in, in file-name
+    /// order: a drop-in's rates replace the config's, its tags are added. A file with a
+    /// problem is skipped as a whole (never half-applied) and reported.
+    pub fn with_drop_ins(&self) -> (Config, Vec<ConfigError>) {
+        let mut merged = self.clone();
+        let mut errors = Vec::new();
+        for (path, _, _) in drop_in_stamp(&self.agent.instances_dir) {
+            match read_drop_in(&path) {
+                Ok(instances) => {
+                    for (id, inst) in instances {
+                        let slot = merged.instances.entry(id).or_default();
+                        slot.base_rate = inst.base_rate.or(slot.base_rate);
+                        slot.download_rate = inst.download_rate.or(slot.download_rate);
+                        slot.tags.extend(inst.tags);
+                    }
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        (merged, errors)
+    }
+
+    /// The tags of `instance` (none when it has no `[instances."ID"]`).
+    pub fn tags(&self, instance: &InstanceId) -> &BTreeSet<Tag> {
+        static NONE: BTreeSet<Tag> = BTreeSet::new();
+        self.instances.get(instance).map_or(&NONE, |i| &i.tags)
+    }
+}
+
+fn read_drop_in(path: &Path) -> Result<BTreeMap<InstanceId, InstanceConfig>, ConfigError> {
+    let fail = |problems| ConfigError {
+        file: path.to_owned(),
+        problems,
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| fail(vec![Problem::new("", format!("cannot read: {e}"))]))?;
+    let (raw, unknown): (raw::RawDropIn, _) =
+        raw::parse(&text, false).map_err(|p| fail(vec![p]))?;
+    let mut c = validate::Checker::default();
+    for key in unknown {
+        c.error(
+            &key,
+            "unknown key (a drop-in holds only [instances.\"ID\"] tables)",
+        );
+    }
+    let instances = rules::check_instances(&mut c, "", raw.instances.unwrap_or_default());
+    if c.errors.is_empty() {
+        Ok(instances)
+    } else {
+        Err(fail(c.errors))
     }
 }

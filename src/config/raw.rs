@@ -14,6 +14,57 @@ pub(super) struct RawConfig {
     pub ledger: Option<RawLedger>,
     pub penalty: Option<RawPenalty>,
     pub instances: Option<BTreeMap<String, RawInstance>>,
+    pub rule: Option<Vec<RawRule>>,
+    pub hooks: Option<RawHooks>,
+}
+
+/// A drop-in file of `agent.instances_dir`: only `[instances."ID"]` tables.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawDropIn {
+    pub instances: Option<BTreeMap<String, RawInstance>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawRule {
+    pub name: Option<String>,
+    pub enabled: Option<bool>,
+    pub period: Option<String>,
+    pub reset_day: Option<RawResetDay>,
+    pub timezone: Option<String>,
+    pub direction: Option<String>,
+    pub limit: Option<String>,
+    pub action: Option<String>,
+    pub rate: Option<RawRuleRate>,
+    pub notify_at: Option<Vec<f64>>,
+    pub instances: Option<Vec<String>>,
+    pub tags: Option<Vec<String>>,
+    pub exclude: Option<Vec<String>>,
+}
+
+/// A month's billing day (1..=31) or a week's first day ("monday").
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawResetDay {
+    Day(i64),
+    Weekday(String),
+}
+
+/// `rate = "10mbit"` (both directions) or `rate = { upload = …, download = … }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawRuleRate {
+    Both(String),
+    PerDirection {
+        upload: Option<String>,
+        download: Option<String>,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawHooks {
+    pub shutdown: Option<Vec<String>>,
+    pub on_reset: Option<Vec<String>>,
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -27,6 +78,7 @@ pub(super) struct RawAgent {
     pub ovsdb: Option<String>,
     pub command_timeout: Option<String>,
     pub enforce_base: Option<bool>,
+    pub instances_dir: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -62,10 +114,14 @@ pub(super) struct RawStage {
 pub(super) struct RawInstance {
     pub base_rate: Option<String>,
     pub download_rate: Option<String>,
+    pub tags: Option<Vec<String>>,
 }
 
 /// Parse `text`; returns the raw config and the paths of keys the schema does not know.
-pub(super) fn parse(text: &str, is_json: bool) -> Result<(RawConfig, Vec<String>), Problem> {
+pub(super) fn parse<T: serde::de::DeserializeOwned>(
+    text: &str,
+    is_json: bool,
+) -> Result<(T, Vec<String>), Problem> {
     let mut unknown = Vec::new();
     let mut note = |path: serde_ignored::Path<'_>| unknown.push(dotted(&path.to_string()));
     let raw = if is_json {

@@ -1,36 +1,35 @@
 //! Raw config → typed [`Config`], collecting every problem with its field path.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use regex::Regex;
 
 use super::raw::{RawAgent, RawConfig, RawLedger, RawLog, RawPenalty, RawStage};
+use super::rules::{ActionKind, check_hooks, check_instances, check_rules};
 use super::{
     AgentConfig, BackendKind, BurstSpec, Config, DEFAULT_COMMAND_TIMEOUT, DEFAULT_DATA_DIR,
-    DEFAULT_INTERVAL, DEFAULT_LOG_DIR, DEFAULT_STATE_DIR, InstanceConfig, InterfacePattern,
+    DEFAULT_INSTANCES_DIR, DEFAULT_INTERVAL, DEFAULT_LOG_DIR, DEFAULT_STATE_DIR, InterfacePattern,
     LedgerConfig, Loaded, LogConfig, LogFormat, PenaltyConfig, Problem, StageConfig,
 };
-use crate::names::InstanceId;
 use crate::units::{Fraction, Rate, parse_duration};
 
 /// Collects problems; each `check_*` returns the value when it is valid.
 #[derive(Default)]
-struct Checker {
-    errors: Vec<Problem>,
-    warnings: Vec<Problem>,
+pub(super) struct Checker {
+    pub(super) errors: Vec<Problem>,
+    pub(super) warnings: Vec<Problem>,
 }
 
 impl Checker {
-    fn error(&mut self, path: &str, message: impl Into<String>) {
+    pub(super) fn error(&mut self, path: &str, message: impl Into<String>) {
         self.errors.push(Problem::new(path, message.into()));
     }
-    fn warn(&mut self, path: &str, message: impl Into<String>) {
+    pub(super) fn warn(&mut self, path: &str, message: impl Into<String>) {
         self.warnings.push(Problem::new(path, message.into()));
     }
 
-    fn duration(
+    pub(super) fn duration(
         &mut self,
         path: &str,
         value: Option<&str>,
@@ -57,7 +56,7 @@ impl Checker {
         }
     }
 
-    fn rate(&mut self, path: &str, value: &str) -> Option<Rate> {
+    pub(super) fn rate(&mut self, path: &str, value: &str) -> Option<Rate> {
         value
             .parse()
             .map_err(|e| self.error(path, format!("{e}")))
@@ -84,29 +83,18 @@ pub(super) fn validate(raw: RawConfig) -> Result<Loaded, Vec<Problem>> {
     let log = check_log(&mut c, raw.log.unwrap_or_default());
     let ledger = check_ledger(&mut c, raw.ledger.unwrap_or_default());
     let penalty = check_penalty(&mut c, raw.penalty);
-    let mut instances = BTreeMap::new();
-    for (key, inst) in raw.instances.unwrap_or_default() {
-        let path = format!("instances.{key:?}");
-        let id = InstanceId::new(&key)
-            .map_err(|e| c.error(&path, e.to_string()))
-            .ok();
-        let base_rate = inst
-            .base_rate
-            .as_deref()
-            .and_then(|r| c.rate(&format!("{path}.base_rate"), r));
-        let download_rate = inst
-            .download_rate
-            .as_deref()
-            .and_then(|r| c.rate(&format!("{path}.download_rate"), r));
-        if let Some(id) = id {
-            instances.insert(
-                id,
-                InstanceConfig {
-                    base_rate,
-                    download_rate,
-                },
-            );
-        }
+    let instances = check_instances(&mut c, "", raw.instances.unwrap_or_default());
+    let rules = check_rules(&mut c, raw.rule.unwrap_or_default());
+    let hooks = check_hooks(&mut c, raw.hooks.unwrap_or_default());
+    if rules
+        .iter()
+        .any(|r| r.enabled && r.action == ActionKind::Shutdown)
+        && hooks.shutdown.is_none()
+    {
+        c.error(
+            "hooks.shutdown",
+            "is required by a rule with action \"shutdown\": the command that stops an instance, e.g. [\"virsh\", \"shutdown\", \"{instance}\"]",
+        );
     }
     if !c.errors.is_empty() {
         return Err(c.errors);
@@ -131,6 +119,8 @@ pub(super) fn validate(raw: RawConfig) -> Result<Loaded, Vec<Problem>> {
             ledger,
             penalty,
             instances,
+            rules,
+            hooks,
         },
         warnings: c.warnings,
     })
@@ -192,6 +182,12 @@ fn check_agent(c: &mut Checker, a: RawAgent) -> Option<AgentConfig> {
     if a.state_dir.as_deref().is_some_and(|s| !s.starts_with('/')) {
         c.error("agent.state_dir", "must be an absolute path");
     }
+    if a.instances_dir
+        .as_deref()
+        .is_some_and(|s| !s.starts_with('/'))
+    {
+        c.error("agent.instances_dir", "must be an absolute path");
+    }
     if a.data_dir.as_deref().is_some_and(|s| !s.starts_with('/')) {
         c.error("agent.data_dir", "must be an absolute path");
     }
@@ -205,6 +201,10 @@ fn check_agent(c: &mut Checker, a: RawAgent) -> Option<AgentConfig> {
         ovsdb: a.ovsdb,
         command_timeout,
         enforce_base: a.enforce_base.unwrap_or(true),
+        instances_dir: PathBuf::from(
+            a.instances_dir
+                .unwrap_or_else(|| DEFAULT_INSTANCES_DIR.into()),
+        ),
     })
 }
 
@@ -442,6 +442,90 @@ base_rate = "1000mbit"
     fn every_error_path_is_named() {
         // (config text appended to a valid base, expected substring of one error)
         let table: &[(&str, &str)] = &[
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[rule]]\nperiod=\"day\"\nlimit=\"1GB\"",
+                "rule[1].name: is required",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[rule]]\nname=\"a b\"\nperiod=\"day\"\nlimit=\"1GB\"",
+                "rule[1].name: \"a b\" must be 1 to 64 bytes",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[rule]]\nname=\"m\"\nperiod=\"fortnight\"\nlimit=\"1GB\"",
+                "rule[1].period: must be \"hour\", \"day\", \"week\" or \"month\", got \"fortnight\"",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[rule]]\nname=\"m\"\nperiod=\"month\"\nreset_day=32\nlimit=\"1GB\"",
+                "rule[1].reset_day: must be a day of the month, 1 to 31",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[rule]]\nname=\"m\"\nperiod=\"week\"\nreset_day=\"funday\"\nlimit=\"1GB\"",
+                "rule[1].reset_day: must be a weekday",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[rule]]\nname=\"m\"\nperiod=\"day\"\nreset_day=3\nlimit=\"1GB\"",
+                "rule[1].reset_day: only applies to period",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[rule]]\nname=\"m\"\nperiod=\"day\"\ntimezone=\"Mars/Olympus\"\nlimit=\"1GB\"",
+                "rule[1].timezone: unknown IANA time zone \"Mars/Olympus\"",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[rule]]\nname=\"m\"\nperiod=\"day\"\ndirection=\"sideways\"\nlimit=\"1GB\"",
+                "rule[1].direction: must be \"upload\", \"download\" or \"both\"",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[rule]]\nname=\"m\"\nperiod=\"day\"",
+                "rule[1].limit: is required",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[rule]]\nname=\"m\"\nperiod=\"day\"\nlimit=\"lots\"",
+                "rule[1].limit: \"lots\" is not a size",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[rule]]\nname=\"m\"\nperiod=\"day\"\nlimit=\"1GB\"\naction=\"explode\"",
+                "rule[1].action: must be \"warn\", \"rate_limit\"",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[rule]]\nname=\"m\"\nperiod=\"day\"\nlimit=\"1GB\"\naction=\"rate_limit\"",
+                "rule[1].rate: is required with action \"rate_limit\"",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[rule]]\nname=\"m\"\nperiod=\"day\"\nlimit=\"1GB\"\naction=\"rate_limit\"\nrate={upload=\"fast\"}",
+                "rule[1].rate.upload:",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[rule]]\nname=\"m\"\nperiod=\"day\"\nlimit=\"1GB\"\nnotify_at=[0.5, 1.5]",
+                "rule[1].notify_at[2]: must be a share of the limit in (0, 1), got 1.5",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[rule]]\nname=\"m\"\nperiod=\"day\"\nlimit=\"1GB\"\nexclude=[\"a/b\"]",
+                "rule[1].exclude[1]: instance id \"a/b\"",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[rule]]\nname=\"m\"\nperiod=\"day\"\nlimit=\"1GB\"\n[[rule]]\nname=\"m\"\nperiod=\"day\"\nlimit=\"1GB\"",
+                "rule[2].name: \"m\" is used by another rule",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[rule]]\nname=\"m\"\nperiod=\"day\"\nlimit=\"1GB\"\naction=\"shutdown\"",
+                "hooks.shutdown: is required by a rule with action \"shutdown\"",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[hooks]\nshutdown=[]",
+                "hooks.shutdown: must be a non-empty argv list",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[hooks]\ntimeout=\"0s\"",
+                "hooks.timeout: must be at least 1s",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[instances.\"101\"]\ntags=[\"no spaces\"]",
+                "instances.\"101\".tags[1]: \"no spaces\" must be 1 to 64 bytes",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\ninstances_dir=\"rel\"\n[penalty]\nbase_rate=\"1mbit\"",
+                "agent.instances_dir: must be an absolute path",
+            ),
             (
                 "[agent]\ninterval = \"500ms\"\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"",
                 "agent.interval: must be at least 1s",

@@ -361,6 +361,9 @@ mod tests {
             }),
             download: None,
             reason: Reason::Base,
+            download_reason: Reason::Unlimited,
+            rule: None,
+            disconnect: false,
             until: None,
         }
     }

@@ -4,6 +4,7 @@
 
 mod penalty;
 pub mod period;
+pub mod quota;
 mod verdict;
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,10 +17,11 @@ pub use penalty::{ChangeCause, Measured, PenaltyMachine, PenaltyState, StageChan
 pub use verdict::{Burst, Limit, Reason, Verdict};
 
 use crate::account::{Counters, counter_delta};
-use crate::config::{Config, InterfacePattern};
+use crate::config::{ActionKind, Config, InterfacePattern};
 use crate::names::{IfName, InstanceId};
 use crate::sample::Sample;
 use crate::units::Rate;
+use quota::Quotas;
 
 /// The moment a tick happens: monotonic time for intervals, wall time for expiry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +110,8 @@ pub struct Policy {
     matched_with: Option<Arc<[InterfacePattern]>>,
     /// Whether the last tick changed anything a snapshot shows (rates, stages, presence).
     changed: bool,
+    /// Period quota usage per (rule, instance).
+    quotas: Quotas,
 }
 
 impl Policy {
@@ -124,6 +128,20 @@ impl Policy {
             ..penalty
         };
         self.interfaces.insert(name, st);
+    }
+
+    /// The period quotas (what the ledger persists and `list` shows).
+    pub fn quotas(&self) -> &Quotas {
+        &self.quotas
+    }
+
+    /// Replace the quotas: with the persisted ones at start, or with a copy that was
+    /// advanced and committed to the ledger (see [`Quotas::step`]).
+    pub fn set_quotas(&mut self, quotas: Quotas) {
+        if quotas != self.quotas {
+            self.changed = true;
+        }
+        self.quotas = quotas;
     }
 
     pub fn interfaces(&self) -> impl Iterator<Item = (&IfName, &InterfaceState)> {
@@ -272,7 +290,7 @@ impl Policy {
         self.interfaces
             .iter()
             .filter(|(_, s)| s.present)
-            .map(|(name, st)| (name.clone(), verdict_for(cfg, &machine, st)))
+            .map(|(name, st)| (name.clone(), verdict_for(cfg, &machine, &self.quotas, st)))
             .collect()
     }
 
@@ -282,35 +300,64 @@ impl Policy {
         Some(verdict_for(
             cfg,
             &PenaltyMachine::new(&cfg.penalty.stages),
+            &self.quotas,
             st,
         ))
     }
 }
 
-fn verdict_for(cfg: &Config, machine: &PenaltyMachine<'_>, st: &InterfaceState) -> Verdict {
+/// The penalty machine's limit merged with the exceeded quota rules: the lower rate wins
+/// in each direction, and the reason names whichever won.
+fn verdict_for(
+    cfg: &Config,
+    machine: &PenaltyMachine<'_>,
+    quotas: &Quotas,
+    st: &InterfaceState,
+) -> Verdict {
     let base = cfg.base_rate(&st.instance);
     let stage = st.penalty.stage;
-    let (rate, reason) = match machine.stage_rate(stage, base) {
-        Some(r) => (Some(r), Reason::Penalty(stage)),
+    let (mut upload, mut reason) = match machine.stage_rate(stage, base) {
+        Some(r) => (Some(r), Reason::Penalty { stage }),
         None if cfg.agent.enforce_base => (Some(base), Reason::Base),
         None => (None, Reason::Unlimited),
+    };
+    let (mut download, mut download_reason) = match cfg
+        .download_rate(&st.instance)
+        .filter(|_| cfg.agent.enforce_base)
+    {
+        Some(r) => (Some(r), Reason::Base),
+        None => (None, Reason::Unlimited),
+    };
+    let in_force = quotas.in_force(cfg, &st.instance);
+    if let Some(f) = &in_force {
+        let tighter = |cur: Option<Rate>, rule: Option<&(Rate, crate::names::RuleName)>| {
+            rule.filter(|(r, _)| cur.is_none_or(|c| *r < c)).cloned()
+        };
+        if let Some((r, rule)) = tighter(upload, f.upload.as_ref()) {
+            upload = Some(r);
+            reason = Reason::Rule { rule };
+        }
+        if let Some((r, rule)) = tighter(download, f.download.as_ref()) {
+            download = Some(r);
+            download_reason = Reason::Rule { rule };
+        }
+    }
+    let limit = |rate: Rate| Limit {
+        rate,
+        burst: Burst::for_rate(rate, cfg.penalty.burst),
     };
     Verdict {
         instance: st.instance.clone(),
         ifindex: st.ifindex.unwrap_or(0),
         stage,
-        upload: rate.map(|rate| Limit {
-            rate,
-            burst: Burst::for_rate(rate, cfg.penalty.burst),
-        }),
-        download: cfg
-            .download_rate(&st.instance)
-            .filter(|_| cfg.agent.enforce_base)
-            .map(|rate| Limit {
-                rate,
-                burst: Burst::for_rate(rate, cfg.penalty.burst),
-            }),
+        upload: upload.map(limit),
+        download: download.map(limit),
         reason,
+        download_reason,
+        disconnect: in_force
+            .as_ref()
+            .is_some_and(|f| f.action == ActionKind::Disconnect),
+        rule: in_force.map(|f| (f.action, f.rule)),
         until: st.penalty.until,
     }
 }
@@ -331,7 +378,9 @@ fn stage_event(
     change: StageChange,
     measured: Option<Measured>,
 ) -> Event {
-    let upload_limit = verdict_for(cfg, machine, st).upload.map(|l| l.rate);
+    let upload_limit = verdict_for(cfg, machine, &Quotas::default(), st)
+        .upload
+        .map(|l| l.rate);
     event(
         name,
         &st.instance,

@@ -5,8 +5,9 @@ use std::fmt;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::config::ActionKind;
 use crate::config::BurstSpec;
-use crate::names::InstanceId;
+use crate::names::{InstanceId, RuleName};
 use crate::units::Rate;
 
 /// A burst size in bits. OVS takes it in kilobits (`ingress_policing_burst`).
@@ -41,15 +42,17 @@ impl Burst {
 }
 
 /// Why an interface has the limit it has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind", content = "stage")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Reason {
     /// Stage 0 with `enforce_base = true`: the base rate sold.
     Base,
     /// Stage 0 with `enforce_base = false`: no limit.
     Unlimited,
     /// A penalty stage (1..=N).
-    Penalty(usize),
+    Penalty { stage: usize },
+    /// An exceeded quota rule (its `rate_limit`, `disconnect` or `shutdown`).
+    Rule { rule: RuleName },
 }
 
 impl fmt::Display for Reason {
@@ -57,7 +60,8 @@ impl fmt::Display for Reason {
         match self {
             Reason::Base => f.write_str("base rate"),
             Reason::Unlimited => f.write_str("unlimited"),
-            Reason::Penalty(k) => write!(f, "penalty stage {k}"),
+            Reason::Penalty { stage } => write!(f, "penalty stage {stage}"),
+            Reason::Rule { rule } => write!(f, "rule {rule}"),
         }
     }
 }
@@ -83,6 +87,12 @@ pub struct Verdict {
     /// penalty is earned and paid on upload.
     pub download: Option<Limit>,
     pub reason: Reason,
+    /// Why the download limit is what it is (`Base` for the rate sold).
+    pub download_reason: Reason,
+    /// The strictest exceeded rule's action and name, if any.
+    pub rule: Option<(ActionKind, RuleName)>,
+    /// The interface's link must be down (an exceeded `disconnect` rule).
+    pub disconnect: bool,
     pub until: Option<Timestamp>,
 }
 

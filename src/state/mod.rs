@@ -21,7 +21,7 @@ pub use lock::{AgentLock, Holder, LockError, holder};
 pub use record::AgentView;
 
 use crate::enforce::Enforcement;
-use crate::names::{IfName, InstanceId};
+use crate::names::{IfName, InstanceId, RuleName};
 use crate::policy::Reason;
 
 /// Bumped on any incompatible change to [`Snapshot`].
@@ -39,6 +39,25 @@ pub struct Snapshot {
     pub backend: String,
     pub interval_secs: u64,
     pub interfaces: Vec<InterfaceRecord>,
+    /// Each (rule, instance) count of the current periods.
+    #[serde(default)]
+    pub quotas: Vec<QuotaRecord>,
+}
+
+/// One rule's usage for one instance in its current period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaRecord {
+    pub rule: RuleName,
+    pub instance: InstanceId,
+    pub period_start: Timestamp,
+    pub period_end: Timestamp,
+    /// Bytes counted in the rule's direction, and the limit.
+    pub used_bytes: u64,
+    pub limit_bytes: u64,
+    /// warn, rate_limit, disconnect or shutdown.
+    pub action: String,
+    pub exceeded: bool,
 }
 
 /// One interface. Absent optional fields mean "none" (left out to keep a
@@ -74,6 +93,12 @@ pub struct InterfaceRecord {
     /// cumulative since sluice installed them: the evidence that a limit bites.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shaper: Option<ShaperDrops>,
+    /// The strictest exceeded quota rule of the instance, e.g. "rate_limit by monthly".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The link is held down by a `disconnect` rule.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disconnected: bool,
 }
 
 /// Drops and overlimits of an interface's two shapers.
@@ -176,6 +201,7 @@ pub struct Header<'a> {
     pub pid: u32,
     pub backend: &'a str,
     pub interval_secs: u64,
+    pub quotas: &'a [QuotaRecord],
 }
 
 /// The on-disk shape of [`Snapshot`], with the records streamed from an iterator.
@@ -188,6 +214,7 @@ struct Streamed<'a, I: Iterator<Item = InterfaceRecord>> {
     backend: &'a str,
     interval_secs: u64,
     interfaces: Stream<I>,
+    quotas: &'a [QuotaRecord],
 }
 
 /// Serializes an iterator once, as a JSON array.
@@ -215,6 +242,7 @@ pub fn write_streamed(
         backend: header.backend,
         interval_secs: header.interval_secs,
         interfaces: Stream(Cell::new(Some(records))),
+        quotas: header.quotas,
     };
     // Compact: at 10,000 interfaces pretty-printing doubles the size and the time;
     // `sluice list --json` pretty-prints for people.
@@ -241,6 +269,7 @@ mod tests {
             pid: snap.pid,
             backend: &snap.backend,
             interval_secs: snap.interval_secs,
+            quotas: &snap.quotas,
         };
         write_streamed(path, &header, snap.interfaces.iter().cloned())
     }
@@ -259,7 +288,7 @@ mod tests {
                 stage: 1,
                 since: Some(Timestamp::from_second(1_700_000_000).unwrap()),
                 until: Some(Timestamp::from_second(1_700_001_800).unwrap()),
-                reason: Reason::Penalty(1),
+                reason: Reason::Penalty { stage: 1 },
                 upload_limit_kbps: Some(900_000),
                 burst_kb: Some(90_000),
                 upload_bps: Some(950_000_000),
@@ -272,6 +301,18 @@ mod tests {
                     download_dropped: 0,
                     download_overlimits: 1,
                 }),
+                rule: Some("rate_limit by monthly".into()),
+                disconnected: true,
+            }],
+            quotas: vec![QuotaRecord {
+                rule: RuleName::new("monthly").unwrap(),
+                instance: InstanceId::new("101").unwrap(),
+                period_start: Timestamp::from_second(1_698_796_800).unwrap(),
+                period_end: Timestamp::from_second(1_701_388_800).unwrap(),
+                used_bytes: 1_200_000_000_000,
+                limit_bytes: 1_000_000_000_000,
+                action: "rate_limit".into(),
+                exceeded: true,
             }],
         }
     }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::{InterfaceRecord, ShaperDrops};
+use super::{InterfaceRecord, QuotaRecord, ShaperDrops};
 use crate::config::Config;
 use crate::enforce::Enforcement;
 use crate::names::IfName;
@@ -24,6 +24,27 @@ pub struct AgentView<'a> {
 }
 
 impl AgentView<'_> {
+    /// The quota counts of the current periods, for the snapshot.
+    pub fn quotas(&self) -> Vec<QuotaRecord> {
+        self.policy
+            .quotas()
+            .iter()
+            .filter_map(|((rule, instance), u)| {
+                let cfg = self.config.rules.iter().find(|r| r.name == *rule)?;
+                Some(QuotaRecord {
+                    rule: rule.clone(),
+                    instance: instance.clone(),
+                    period_start: u.period.start,
+                    period_end: u.period.end,
+                    used_bytes: cfg.direction.of(u.upload, u.download),
+                    limit_bytes: cfg.limit.get(),
+                    action: cfg.action.to_string(),
+                    exceeded: u.exceeded,
+                })
+            })
+            .collect()
+    }
+
     /// One record per interface the policy knows, in name order. The three sources are
     /// all sorted by name, so they are walked together rather than looked up.
     pub fn records(&self) -> impl Iterator<Item = InterfaceRecord> + '_ {
@@ -47,7 +68,12 @@ impl AgentView<'_> {
                 stage: st.penalty.stage,
                 since: st.penalty.since,
                 until: st.penalty.until,
-                reason: verdict.map_or(Reason::Penalty(st.penalty.stage), |v| v.reason),
+                reason: verdict.map_or(
+                    Reason::Penalty {
+                        stage: st.penalty.stage,
+                    },
+                    |v| v.reason.clone(),
+                ),
                 upload_limit_kbps: limit.map(|l| l.0.kbps()),
                 burst_kb: limit.map(|l| l.1.kb()),
                 download_limit_kbps: verdict.and_then(|v| v.download).map(|l| l.rate.kbps()),
@@ -55,6 +81,10 @@ impl AgentView<'_> {
                 download_bps: st.download.map(Rate::bits_per_sec),
                 enforcement: status.cloned(),
                 shaper: self.shapers.get(name).copied(),
+                rule: verdict
+                    .and_then(|v| v.rule.as_ref())
+                    .map(|(action, rule)| format!("{action} by {rule}")),
+                disconnected: verdict.is_some_and(|v| v.disconnect),
             }
         })
     }

@@ -1,0 +1,419 @@
+//! `[[rule]]` (period quotas), `[hooks]` and instance tags: their typed form and checks.
+//!
+//! A rule says "at most `limit` bytes per `period` in `direction`, then `action`". Which
+//! instances it covers is decided by ids, tags and exclusions; [`RuleConfig::covers`] is
+//! the one place that reads them, so the daemon, `simulate` and `list` agree.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use jiff::civil::Weekday;
+use jiff::tz::TimeZone;
+
+use super::InstanceConfig;
+use super::raw::{RawHooks, RawInstance, RawResetDay, RawRule, RawRuleRate};
+use super::validate::Checker;
+use crate::names::{InstanceId, Label, RuleName, Tag};
+use crate::policy::period::PeriodKind;
+use crate::units::{Bytes, Fraction, Rate};
+
+/// Which counter a rule counts. Upload is what the host receives on the tap (rx).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Upload,
+    Download,
+    Both,
+}
+
+impl Direction {
+    /// The bytes this direction counts out of an (upload, download) pair.
+    pub fn of(self, upload: u64, download: u64) -> u64 {
+        match self {
+            Direction::Upload => upload,
+            Direction::Download => download,
+            Direction::Both => upload.saturating_add(download),
+        }
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Direction::Upload => "upload",
+            Direction::Download => "download",
+            Direction::Both => "both",
+        })
+    }
+}
+
+/// What happens once a rule's limit is exceeded, in increasing strictness (the derived
+/// order is the "strictest wins" order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ActionKind {
+    Warn,
+    RateLimit,
+    Disconnect,
+    Shutdown,
+}
+
+impl fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ActionKind::Warn => "warn",
+            ActionKind::RateLimit => "rate_limit",
+            ActionKind::Disconnect => "disconnect",
+            ActionKind::Shutdown => "shutdown",
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RuleConfig {
+    pub name: RuleName,
+    pub enabled: bool,
+    pub period: PeriodKind,
+    pub timezone: TimeZone,
+    pub direction: Direction,
+    pub limit: Bytes,
+    pub action: ActionKind,
+    /// For `rate_limit`: the limits while exceeded (`None`: that direction is left alone).
+    pub upload_rate: Option<Rate>,
+    pub download_rate: Option<Rate>,
+    /// Shares of the limit that send a `threshold` event, ascending.
+    pub notify_at: Vec<Fraction>,
+    pub instances: BTreeSet<InstanceId>,
+    pub tags: BTreeSet<Tag>,
+    pub exclude: BTreeSet<InstanceId>,
+}
+
+impl RuleConfig {
+    /// Whether this rule counts `instance` (carrying `tags`): exclusion wins, then an
+    /// empty id list and an empty tag list match everything; otherwise either matches.
+    pub fn covers(&self, instance: &InstanceId, tags: &BTreeSet<Tag>) -> bool {
+        if !self.enabled || self.exclude.contains(instance) {
+            return false;
+        }
+        if self.instances.is_empty() && self.tags.is_empty() {
+            return true;
+        }
+        self.instances.contains(instance) || self.tags.iter().any(|t| tags.contains(t))
+    }
+}
+
+/// External commands run on actions: argv templates with `{instance}` / `{interface}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HooksConfig {
+    pub shutdown: Option<Vec<String>>,
+    pub on_reset: Option<Vec<String>>,
+    pub timeout: Duration,
+}
+
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        HooksConfig {
+            shutdown: None,
+            on_reset: None,
+            timeout: DEFAULT_HOOK_TIMEOUT,
+        }
+    }
+}
+
+pub(super) fn check_hooks(c: &mut Checker, h: RawHooks) -> HooksConfig {
+    let argv = |c: &mut Checker, key: &str, v: Option<Vec<String>>| {
+        let v = v?;
+        if v.first().is_none_or(|p| p.trim().is_empty()) {
+            c.error(
+                &format!("hooks.{key}"),
+                "must be a non-empty argv list whose first item is the program, e.g. [\"virsh\", \"shutdown\", \"{instance}\"]",
+            );
+            return None;
+        }
+        Some(v)
+    };
+    let shutdown = argv(c, "shutdown", h.shutdown);
+    let on_reset = argv(c, "on_reset", h.on_reset);
+    let timeout = c.duration(
+        "hooks.timeout",
+        h.timeout.as_deref(),
+        DEFAULT_HOOK_TIMEOUT,
+        Duration::from_secs(1),
+    );
+    HooksConfig {
+        shutdown,
+        on_reset,
+        timeout,
+    }
+}
+
+/// `[instances."ID"]` tables (from the config or a drop-in), `prefix` naming their file.
+pub(super) fn check_instances(
+    c: &mut Checker,
+    prefix: &str,
+    raw: BTreeMap<String, RawInstance>,
+) -> BTreeMap<InstanceId, InstanceConfig> {
+    let mut out = BTreeMap::new();
+    for (key, inst) in raw {
+        let path = format!("{prefix}instances.{key:?}");
+        let id = InstanceId::new(&key)
+            .map_err(|e| c.error(&path, e.to_string()))
+            .ok();
+        let base_rate = inst
+            .base_rate
+            .as_deref()
+            .and_then(|r| c.rate(&format!("{path}.base_rate"), r));
+        let download_rate = inst
+            .download_rate
+            .as_deref()
+            .and_then(|r| c.rate(&format!("{path}.download_rate"), r));
+        let tags = labels(c, &format!("{path}.tags"), inst.tags);
+        if let Some(id) = id {
+            out.insert(
+                id,
+                InstanceConfig {
+                    base_rate,
+                    download_rate,
+                    tags,
+                },
+            );
+        }
+    }
+    out
+}
+
+fn labels(c: &mut Checker, path: &str, list: Option<Vec<String>>) -> BTreeSet<Label> {
+    let mut out = BTreeSet::new();
+    for (i, s) in list.unwrap_or_default().iter().enumerate() {
+        match Label::new(s) {
+            Ok(l) => {
+                out.insert(l);
+            }
+            Err(e) => c.error(&format!("{path}[{}]", i + 1), e.to_string()),
+        }
+    }
+    out
+}
+
+fn ids(c: &mut Checker, path: &str, list: Option<Vec<String>>) -> BTreeSet<InstanceId> {
+    let mut out = BTreeSet::new();
+    for (i, s) in list.unwrap_or_default().iter().enumerate() {
+        match InstanceId::new(s) {
+            Ok(id) => {
+                out.insert(id);
+            }
+            Err(e) => c.error(&format!("{path}[{}]", i + 1), e.to_string()),
+        }
+    }
+    out
+}
+
+pub(super) fn check_rules(c: &mut Checker, rules: Vec<RawRule>) -> Vec<RuleConfig> {
+    let mut out: Vec<RuleConfig> = Vec::new();
+    for (i, r) in rules.into_iter().enumerate() {
+        let path = format!("rule[{}]", i + 1);
+        if let Some(rule) = check_rule(c, &path, r) {
+            if out.iter().any(|o| o.name == rule.name) {
+                c.error(
+                    &format!("{path}.name"),
+                    format!("{:?} is used by another rule; names must be unique (usage is stored under them)", rule.name.as_str()),
+                );
+                continue;
+            }
+            out.push(rule);
+        }
+    }
+    out
+}
+
+fn check_rule(c: &mut Checker, path: &str, r: RawRule) -> Option<RuleConfig> {
+    let at = |key: &str| format!("{path}.{key}");
+    let name = match r.name.as_deref() {
+        None => {
+            c.error(
+                &at("name"),
+                "is required (events and the ledger refer to rules by name)",
+            );
+            None
+        }
+        Some(n) => Label::new(n)
+            .map_err(|e| c.error(&at("name"), e.to_string()))
+            .ok(),
+    };
+    let period = match (r.period.as_deref(), r.reset_day) {
+        (None, _) => {
+            c.error(
+                &at("period"),
+                "is required: \"hour\", \"day\", \"week\" or \"month\"",
+            );
+            None
+        }
+        (Some("hour"), None) => Some(PeriodKind::Hour),
+        (Some("day"), None) => Some(PeriodKind::Day),
+        (Some("hour" | "day"), Some(_)) => {
+            c.error(
+                &at("reset_day"),
+                "only applies to period \"week\" or \"month\"",
+            );
+            None
+        }
+        (Some("week"), None) => Some(PeriodKind::Week(Weekday::Monday)),
+        (Some("week"), Some(RawResetDay::Weekday(d))) => {
+            match weekday(&d) {
+                Some(w) => Some(PeriodKind::Week(w)),
+                None => {
+                    c.error(&at("reset_day"), format!("must be a weekday (\"monday\" … \"sunday\") for a weekly period, got {d:?}"));
+                    None
+                }
+            }
+        }
+        (Some("month"), None) => Some(PeriodKind::Month(1)),
+        (Some("month"), Some(RawResetDay::Day(d))) if (1..=31).contains(&d) => {
+            Some(PeriodKind::Month(d as u8))
+        }
+        (Some("week"), Some(RawResetDay::Day(d))) => {
+            c.error(
+                &at("reset_day"),
+                format!("must be a weekday (\"monday\" … \"sunday\") for a weekly period, got {d}"),
+            );
+            None
+        }
+        (Some("month"), Some(d)) => {
+            let got = match d {
+                RawResetDay::Day(n) => n.to_string(),
+                RawResetDay::Weekday(w) => format!("{w:?}"),
+            };
+            c.error(&at("reset_day"), format!("must be a day of the month, 1 to 31 (clamped to the month's last day), got {got}"));
+            None
+        }
+        (Some(other), _) => {
+            c.error(
+                &at("period"),
+                format!("must be \"hour\", \"day\", \"week\" or \"month\", got {other:?}"),
+            );
+            None
+        }
+    };
+    let timezone = match r.timezone.as_deref() {
+        None => Some(TimeZone::system()),
+        Some(n) => TimeZone::get(n)
+            .map_err(|e| {
+                c.error(
+                    &at("timezone"),
+                    format!("unknown IANA time zone {n:?}: {e}"),
+                )
+            })
+            .ok(),
+    };
+    let direction = match r.direction.as_deref() {
+        None | Some("both") => Some(Direction::Both),
+        Some("upload") => Some(Direction::Upload),
+        Some("download") => Some(Direction::Download),
+        Some(other) => {
+            c.error(
+                &at("direction"),
+                format!("must be \"upload\", \"download\" or \"both\", got {other:?}"),
+            );
+            None
+        }
+    };
+    let limit = match r.limit.as_deref() {
+        None => {
+            c.error(
+                &at("limit"),
+                "is required: a size such as \"1TB\" (10^12 bytes) or \"500GiB\" (2^30)",
+            );
+            None
+        }
+        Some(s) => match s.parse::<Bytes>() {
+            Ok(b) if b.get() == 0 => {
+                c.error(&at("limit"), "must be more than 0 bytes");
+                None
+            }
+            Ok(b) => Some(b),
+            Err(e) => {
+                c.error(&at("limit"), e.to_string());
+                None
+            }
+        },
+    };
+    let action = match r.action.as_deref() {
+        None | Some("warn") => Some(ActionKind::Warn),
+        Some("rate_limit") => Some(ActionKind::RateLimit),
+        Some("disconnect") => Some(ActionKind::Disconnect),
+        Some("shutdown") => Some(ActionKind::Shutdown),
+        Some(other) => {
+            c.error(&at("action"), format!("must be \"warn\", \"rate_limit\", \"disconnect\" or \"shutdown\", got {other:?}"));
+            None
+        }
+    };
+    let (upload_rate, download_rate) = match r.rate {
+        None => (None, None),
+        Some(RawRuleRate::Both(s)) => {
+            let rate = c.rate(&at("rate"), &s);
+            (rate, rate)
+        }
+        Some(RawRuleRate::PerDirection { upload, download }) => (
+            upload.and_then(|s| c.rate(&at("rate.upload"), &s)),
+            download.and_then(|s| c.rate(&at("rate.download"), &s)),
+        ),
+    };
+    match action {
+        Some(ActionKind::RateLimit) if upload_rate.is_none() && download_rate.is_none() => {
+            c.error(&at("rate"), "is required with action \"rate_limit\": \"10mbit\" or { upload = \"10mbit\", download = \"20mbit\" }");
+        }
+        Some(a)
+            if a != ActionKind::RateLimit && (upload_rate.is_some() || download_rate.is_some()) =>
+        {
+            c.warn(
+                &at("rate"),
+                format!("is only used by action \"rate_limit\"; ignored with {a:?}"),
+            );
+        }
+        _ => {}
+    }
+    let mut notify_at = Vec::new();
+    for (k, f) in r.notify_at.unwrap_or_default().into_iter().enumerate() {
+        match Fraction::new(f) {
+            Some(f) if f.get() < 1.0 => notify_at.push(f),
+            _ => c.error(
+                &format!("{path}.notify_at[{}]", k + 1),
+                format!("must be a share of the limit in (0, 1), got {f}"),
+            ),
+        }
+    }
+    notify_at.sort_by(|a, b| a.get().total_cmp(&b.get()));
+    notify_at.dedup();
+    let instances = ids(c, &at("instances"), r.instances);
+    let tags = labels(c, &at("tags"), r.tags);
+    let exclude = ids(c, &at("exclude"), r.exclude);
+    Some(RuleConfig {
+        name: name?,
+        enabled: r.enabled.unwrap_or(true),
+        period: period?,
+        timezone: timezone?,
+        direction: direction?,
+        limit: limit?,
+        action: action?,
+        upload_rate,
+        download_rate,
+        notify_at,
+        instances,
+        tags,
+        exclude,
+    })
+}
+
+fn weekday(s: &str) -> Option<Weekday> {
+    Some(match s.to_ascii_lowercase().as_str() {
+        "monday" | "mon" => Weekday::Monday,
+        "tuesday" | "tue" => Weekday::Tuesday,
+        "wednesday" | "wed" => Weekday::Wednesday,
+        "thursday" | "thu" => Weekday::Thursday,
+        "friday" | "fri" => Weekday::Friday,
+        "saturday" | "sat" => Weekday::Saturday,
+        "sunday" | "sun" => Weekday::Sunday,
+        _ => return None,
+    })
+}

@@ -1,0 +1,520 @@
+//! Period quotas as the spec reads: thresholds and exceeds once a period, restore at the
+//! reset, boundary splitting, matching, strictest-wins merging with the penalty machine.
+
+use std::path::Path;
+
+use super::*;
+use crate::config::{ActionKind, Config};
+use crate::policy::{Policy, Reason, Tick};
+use crate::sample::Sample;
+
+fn config(rules: &str) -> Config {
+    let text = format!(
+        "[agent]\ninterval = \"60s\"\ninterfaces = ['^kvm(?P<instance>[0-9]+)\\..*$']\n\
+         [penalty]\nbase_rate = \"100mbit\"\n\
+         [instances.\"101\"]\ntags = [\"gold\"]\n\
+         [instances.\"102\"]\ntags = [\"bronze\"]\n\
+         [hooks]\nshutdown = [\"true\", \"{{instance}}\"]\n{rules}"
+    );
+    Config::parse(Path::new("t.toml"), &text).unwrap().config
+}
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn id(s: &str) -> InstanceId {
+    InstanceId::new(s).unwrap()
+}
+
+fn spent(instance: &str, up: u64, down: u64, from: &str, to: &str) -> Spent {
+    Spent {
+        instance: id(instance),
+        upload: up,
+        download: down,
+        from: ts(from),
+        to: ts(to),
+    }
+}
+
+fn states(events: &[QuotaEvent]) -> Vec<(String, String, String)> {
+    events
+        .iter()
+        .map(|e| {
+            let state = match e.state {
+                QuotaState::Threshold(f) => format!("threshold {f}"),
+                ref s => s.as_str().to_owned(),
+            };
+            (e.rule.to_string(), e.instance.to_string(), state)
+        })
+        .collect()
+}
+
+fn ev(rule: &str, instance: &str, state: &str) -> (String, String, String) {
+    (rule.into(), instance.into(), state.into())
+}
+
+const DAILY: &str = r#"
+[[rule]]
+name = "daily"
+period = "day"
+timezone = "UTC"
+direction = "both"
+limit = "1000B"
+notify_at = [0.5, 0.9]
+action = "rate_limit"
+rate = "1mbit"
+"#;
+
+#[test]
+fn thresholds_and_exceed_fire_once_and_the_reset_restores() {
+    let cfg = config(DAILY);
+    let mut q = Quotas::default();
+    // (tick: spent, at) → events
+    type Step = (Vec<Spent>, &'static str, Vec<(String, String, String)>);
+    let steps: Vec<Step> = vec![
+        (
+            vec![spent(
+                "101",
+                300,
+                100,
+                "2026-11-23T10:00:00Z",
+                "2026-11-23T10:01:00Z",
+            )],
+            "2026-11-23T10:01:00Z",
+            vec![],
+        ),
+        (
+            vec![spent(
+                "101",
+                100,
+                0,
+                "2026-11-23T10:01:00Z",
+                "2026-11-23T10:02:00Z",
+            )],
+            "2026-11-23T10:02:00Z",
+            vec![ev("daily", "101", "threshold 0.5")],
+        ),
+        // 0.9 and the exceed in one tick: both, in order.
+        (
+            vec![spent(
+                "101",
+                600,
+                0,
+                "2026-11-23T10:02:00Z",
+                "2026-11-23T10:03:00Z",
+            )],
+            "2026-11-23T10:03:00Z",
+            vec![
+                ev("daily", "101", "threshold 0.9"),
+                ev("daily", "101", "exceeded"),
+            ],
+        ),
+        // More traffic in the same period: nothing new.
+        (
+            vec![spent(
+                "101",
+                5000,
+                0,
+                "2026-11-23T10:03:00Z",
+                "2026-11-23T10:04:00Z",
+            )],
+            "2026-11-23T10:04:00Z",
+            vec![],
+        ),
+        // An idle tick exactly on the boundary restores.
+        (
+            vec![],
+            "2026-11-24T00:00:00Z",
+            vec![ev("daily", "101", "restored")],
+        ),
+        (vec![], "2026-11-24T00:01:00Z", vec![]),
+    ];
+    for (i, (s, at, want)) in steps.into_iter().enumerate() {
+        assert_eq!(states(&q.step(&cfg, &s, ts(at))), want, "step {i}");
+    }
+    let u = q.get(&RuleName::new("daily").unwrap(), &id("101")).unwrap();
+    assert_eq!(
+        (u.upload, u.download, u.exceeded, u.notified),
+        (0, 0, false, 0)
+    );
+    assert_eq!(u.period.start, ts("2026-11-24T00:00:00Z"));
+}
+
+#[test]
+fn bytes_straddling_a_boundary_are_split_by_time() {
+    let cfg = config(DAILY);
+    let mut q = Quotas::default();
+    q.step(
+        &cfg,
+        &[spent(
+            "101",
+            10,
+            0,
+            "2026-11-23T23:58:00Z",
+            "2026-11-23T23:59:00Z",
+        )],
+        ts("2026-11-23T23:59:00Z"),
+    );
+    // 1200 bytes over 23:59:00..00:01:00: half before midnight (10 + 600 = 610, past
+    // half of 1000 but not over it), half after (600: half of the new day's 1000 too).
+    let events = q.step(
+        &cfg,
+        &[spent(
+            "101",
+            1200,
+            0,
+            "2026-11-23T23:59:00Z",
+            "2026-11-24T00:01:00Z",
+        )],
+        ts("2026-11-24T00:01:00Z"),
+    );
+    assert_eq!(
+        states(&events),
+        vec![
+            ev("daily", "101", "threshold 0.5"),
+            ev("daily", "101", "threshold 0.5")
+        ]
+    );
+    assert_eq!(events[0].used, Bytes::new(610));
+    assert_eq!(events[0].period.end, ts("2026-11-24T00:00:00Z"));
+    assert_eq!(events[1].used, Bytes::new(600));
+    assert_eq!(events[1].period.start, ts("2026-11-24T00:00:00Z"));
+    let u = q.get(&RuleName::new("daily").unwrap(), &id("101")).unwrap();
+    assert_eq!(u.period.start, ts("2026-11-24T00:00:00Z"));
+    assert_eq!(u.upload, 600);
+}
+
+#[test]
+fn an_exceed_in_the_old_period_is_restored_when_the_split_crosses_it() {
+    let cfg = config(DAILY);
+    let mut q = Quotas::default();
+    let events = q.step(
+        &cfg,
+        &[spent(
+            "101",
+            4000,
+            0,
+            "2026-11-23T23:59:00Z",
+            "2026-11-24T00:01:00Z",
+        )],
+        ts("2026-11-24T00:01:00Z"),
+    );
+    assert_eq!(
+        states(&events),
+        vec![
+            ev("daily", "101", "threshold 0.5"),
+            ev("daily", "101", "threshold 0.9"),
+            ev("daily", "101", "exceeded"),
+            ev("daily", "101", "restored"),
+            ev("daily", "101", "threshold 0.5"),
+            ev("daily", "101", "threshold 0.9"),
+            ev("daily", "101", "exceeded"),
+        ]
+    );
+}
+
+#[test]
+fn matching_exclude_wins_and_empty_lists_match_all() {
+    let cfg = config(
+        r#"
+[[rule]]
+name = "all"
+period = "month"
+limit = "1TB"
+[[rule]]
+name = "gold"
+period = "month"
+limit = "1TB"
+tags = ["gold"]
+[[rule]]
+name = "ids"
+period = "month"
+limit = "1TB"
+instances = ["103"]
+tags = ["bronze"]
+[[rule]]
+name = "all-but-101"
+period = "month"
+limit = "1TB"
+exclude = ["101"]
+[[rule]]
+name = "excluded-by-id-despite-tag"
+period = "month"
+limit = "1TB"
+tags = ["gold"]
+exclude = ["101"]
+[[rule]]
+name = "off"
+period = "month"
+limit = "1TB"
+enabled = false
+"#,
+    );
+    // (instance, rules covering it)
+    let table = [
+        ("101", vec!["all", "gold"]),
+        ("102", vec!["all", "ids", "all-but-101"]),
+        ("103", vec!["all", "ids", "all-but-101"]),
+        ("104", vec!["all", "all-but-101"]),
+    ];
+    for (inst, want) in table {
+        let i = id(inst);
+        let got: Vec<&str> = cfg
+            .rules
+            .iter()
+            .filter(|r| r.covers(&i, cfg.tags(&i)))
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(got, want, "{inst}");
+    }
+}
+
+const STRICT: &str = r#"
+[[rule]]
+name = "warn"
+period = "day"
+limit = "10B"
+action = "warn"
+[[rule]]
+name = "slow"
+period = "day"
+limit = "10B"
+action = "rate_limit"
+rate = "20mbit"
+[[rule]]
+name = "slower-up"
+period = "day"
+limit = "10B"
+action = "rate_limit"
+rate = { upload = "5mbit" }
+[[rule]]
+name = "cut"
+period = "day"
+limit = "1000B"
+action = "disconnect"
+[[rule]]
+name = "off"
+period = "day"
+limit = "5000B"
+action = "shutdown"
+"#;
+
+#[test]
+fn the_strictest_exceeded_rule_wins() {
+    let cfg = config(STRICT);
+    let mut q = Quotas::default();
+    let at = "2026-11-23T10:01:00Z";
+    let from = "2026-11-23T10:00:00Z";
+    // (bytes so far, strictest action, its rule, upload rate, download rate)
+    let table = [
+        (
+            11,
+            ActionKind::RateLimit,
+            "slow",
+            Some(("5mbit", "slower-up")),
+            Some(("20mbit", "slow")),
+        ),
+        (
+            1001,
+            ActionKind::Disconnect,
+            "cut",
+            Some(("5mbit", "slower-up")),
+            Some(("20mbit", "slow")),
+        ),
+        (
+            5001,
+            ActionKind::Shutdown,
+            "off",
+            Some(("5mbit", "slower-up")),
+            Some(("20mbit", "slow")),
+        ),
+    ];
+    let mut total = 0;
+    for (bytes, action, rule, up, down) in table {
+        q.step(&cfg, &[spent("101", bytes - total, 0, from, at)], ts(at));
+        total = bytes;
+        let f = q.in_force(&cfg, &id("101")).unwrap();
+        let rate = |x: Option<(&str, &str)>| {
+            x.map(|(r, n)| (r.parse::<Rate>().unwrap(), RuleName::new(n).unwrap()))
+        };
+        assert_eq!(
+            (f.action, f.rule.as_str(), f.upload, f.download),
+            (action, rule, rate(up), rate(down)),
+            "{bytes}"
+        );
+    }
+    assert!(q.in_force(&cfg, &id("102")).is_none());
+}
+
+#[test]
+fn a_rule_leaving_the_config_restores_its_instances() {
+    let mut q = Quotas::default();
+    let cfg = config(DAILY);
+    q.step(
+        &cfg,
+        &[spent(
+            "101",
+            2000,
+            0,
+            "2026-11-23T10:00:00Z",
+            "2026-11-23T10:01:00Z",
+        )],
+        ts("2026-11-23T10:01:00Z"),
+    );
+    q.take_changes();
+    let without = config("");
+    let events = q.step(&without, &[], ts("2026-11-23T10:02:00Z"));
+    assert_eq!(states(&events), vec![ev("daily", "101", "restored")]);
+    assert!(q.iter().next().is_none());
+    let changes = q.take_changes();
+    assert_eq!(changes.len(), 1);
+    assert!(changes[0].1.is_none(), "the row is deleted from the ledger");
+}
+
+#[test]
+fn next_boundary_is_the_earliest_period_end() {
+    let cfg = config(
+        r#"
+[[rule]]
+name = "hourly"
+period = "hour"
+timezone = "Asia/Kolkata"
+limit = "1GB"
+[[rule]]
+name = "daily"
+period = "day"
+timezone = "UTC"
+limit = "1GB"
+"#,
+    );
+    let mut q = Quotas::default();
+    q.step(
+        &cfg,
+        &[spent(
+            "101",
+            1,
+            0,
+            "2026-11-23T10:00:00Z",
+            "2026-11-23T10:01:00Z",
+        )],
+        ts("2026-11-23T10:01:00Z"),
+    );
+    assert_eq!(
+        q.next_boundary(ts("2026-11-23T10:01:00Z")),
+        Some(ts("2026-11-23T10:30:00Z"))
+    );
+}
+
+fn sample(name: &str, ifindex: u32, rx: u64) -> Sample {
+    Sample {
+        ifindex,
+        name: IfName::new(name).unwrap(),
+        rx_bytes: rx,
+        tx_bytes: 0,
+        rx_packets: 0,
+        tx_packets: 0,
+    }
+}
+
+use crate::names::IfName;
+
+#[test]
+fn verdicts_merge_rules_with_the_penalty_machine() {
+    let cfg = config(STRICT);
+    let mut policy = Policy::new();
+    policy.tick(
+        &cfg,
+        &[sample("kvm101.0", 1, 0), sample("kvm102.0", 2, 0)],
+        Tick::simulated(1_763_892_000.0),
+    );
+    let v = policy.verdicts(&cfg);
+    assert_eq!(v[0].1.reason, Reason::Base);
+    assert_eq!(v[0].1.upload.unwrap().rate, "100mbit".parse().unwrap());
+
+    let mut q = policy.quotas().clone();
+    q.step(
+        &cfg,
+        &[spent(
+            "101",
+            1001,
+            0,
+            "2026-11-23T10:00:00Z",
+            "2026-11-23T10:01:00Z",
+        )],
+        ts("2026-11-23T10:01:00Z"),
+    );
+    policy.set_quotas(q);
+    let v = policy.verdicts(&cfg);
+    let (name, v101) = &v[0];
+    assert_eq!(name.as_str(), "kvm101.0");
+    // The rule's 5 mbit is below the 100 mbit base: the rule wins and says so.
+    assert_eq!(v101.upload.unwrap().rate, "5mbit".parse().unwrap());
+    assert_eq!(
+        v101.reason,
+        Reason::Rule {
+            rule: RuleName::new("slower-up").unwrap()
+        }
+    );
+    assert_eq!(v101.download.unwrap().rate, "20mbit".parse().unwrap());
+    assert_eq!(
+        v101.download_reason,
+        Reason::Rule {
+            rule: RuleName::new("slow").unwrap()
+        }
+    );
+    assert!(v101.disconnect);
+    assert_eq!(
+        v101.rule,
+        Some((ActionKind::Disconnect, RuleName::new("cut").unwrap()))
+    );
+    // The other instance is untouched.
+    assert_eq!(
+        (v[1].1.reason.clone(), v[1].1.disconnect),
+        (Reason::Base, false)
+    );
+}
+
+#[test]
+fn a_lower_penalty_limit_beats_a_rule_rate() {
+    let cfg = config(
+        r#"
+[[rule]]
+name = "slow"
+period = "day"
+limit = "10B"
+action = "rate_limit"
+rate = "200mbit"
+"#,
+    );
+    let mut policy = Policy::new();
+    policy.tick(
+        &cfg,
+        &[sample("kvm101.0", 1, 0)],
+        Tick::simulated(1_763_892_000.0),
+    );
+    let mut q = Quotas::default();
+    q.step(
+        &cfg,
+        &[spent(
+            "101",
+            11,
+            0,
+            "2026-11-23T10:00:00Z",
+            "2026-11-23T10:01:00Z",
+        )],
+        ts("2026-11-23T10:01:00Z"),
+    );
+    policy.set_quotas(q);
+    let v = policy
+        .verdict(&cfg, &IfName::new("kvm101.0").unwrap())
+        .unwrap();
+    assert_eq!(
+        (v.upload.unwrap().rate, v.reason),
+        ("100mbit".parse().unwrap(), Reason::Base)
+    );
+    assert_eq!(
+        v.rule,
+        Some((ActionKind::RateLimit, RuleName::new("slow").unwrap()))
+    );
+}
