@@ -7,23 +7,29 @@
 //! boundaries it missed instead of running twice. Signals are handled between ticks, so
 //! SIGTERM always lets the current tick finish.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::account::ledger::boot_id;
-use crate::account::{Ledger, Observation};
-use crate::config::LEDGER_FILE;
-use crate::config::{BackendKind, Config};
+use crate::account::Ledger;
+use crate::account::charge;
+use crate::account::ledger::{EventRow, boot_id};
+use crate::config::{ActionKind, LEDGER_FILE};
+use crate::config::{BackendKind, Config, DropInStamp, drop_in_stamp};
 use crate::enforce::tc::Scope;
 use crate::enforce::{
-    Backend, Enforcement, OvsBackend, OvsConfig, PolicerProbe, TcBackend, Wanted,
+    Backend, Enforcement, LinkSwitch, OvsBackend, OvsConfig, PolicerProbe, Switched, TcBackend,
+    Wanted,
 };
-use crate::names::IfName;
+use crate::events::{policy_row, row};
+use crate::hooks::{self, HookCall};
+use crate::names::{IfName, InstanceId};
+use crate::policy::quota::{QuotaEvent, QuotaState, Quotas};
 use crate::policy::{ChangeCause, Event, EventKind, Policy, Tick, Verdict};
 use crate::sample::LinkSampler;
 use crate::sample::Sample;
@@ -47,12 +53,20 @@ pub enum AgentError {
     Tc(std::io::Error),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("cannot open a netlink socket for link control: {0}")]
+    Links(std::io::Error),
 }
+
+/// Hook results waiting for the next tick's commit; beyond this many they are only logged.
+const EVENT_QUEUE: usize = 1024;
 
 /// The running agent.
 pub struct Agent {
     config_path: PathBuf,
+    /// The config file as loaded; `config` is it with the instance drop-ins merged in.
+    file_config: Config,
     config: Config,
+    drop_ins: DropInStamp,
     policy: Policy,
     backend: Backend,
     sampler: LinkSampler,
@@ -69,6 +83,12 @@ pub struct Agent {
     /// so nothing is lost, only delayed).
     ledger: Option<Ledger>,
     ledger_expired_at: Option<Timestamp>,
+    links: LinkSwitch,
+    /// Interfaces whose link sluice holds down (a `disconnect` rule), to raise at reset.
+    downed: BTreeSet<IfName>,
+    /// Events to commit with the next tick (enforcement failures, link changes, hooks).
+    pending: Vec<EventRow>,
+    hook_events: (mpsc::Sender<EventRow>, mpsc::Receiver<EventRow>),
     _lock: AgentLock,
 }
 
@@ -116,9 +136,11 @@ impl Agent {
             }
         }
         let backend = build_backend(&config)?;
-        Ok(Agent {
+        let mut agent = Agent {
             config_path: config_path.to_owned(),
+            file_config: config.clone(),
             config,
+            drop_ins: Vec::new(),
             policy,
             backend,
             sampler: LinkSampler::open()?,
@@ -129,8 +151,39 @@ impl Agent {
             state_dirty: true,
             ledger: None,
             ledger_expired_at: None,
+            links: LinkSwitch::open().map_err(AgentError::Links)?,
+            downed: BTreeSet::new(),
+            pending: Vec::new(),
+            hook_events: mpsc::channel(EVENT_QUEUE),
             _lock: lock,
-        })
+        };
+        agent.refresh_drop_ins(true);
+        Ok(agent)
+    }
+
+    /// Merge the instance drop-ins again when `force`d or when the directory's files
+    /// changed (checked every tick: a control panel's write is seen within one).
+    fn refresh_drop_ins(&mut self, force: bool) {
+        let stamp = drop_in_stamp(&self.file_config.agent.instances_dir);
+        if !force && stamp == self.drop_ins {
+            return;
+        }
+        let (merged, errors) = self.file_config.with_drop_ins();
+        for e in &errors {
+            error!("instance drop-in skipped: {e}");
+        }
+        if !force || !stamp.is_empty() {
+            info!(
+                dir = %self.file_config.agent.instances_dir.display(),
+                files = stamp.len(),
+                skipped = errors.len(),
+                instances = merged.instances.len(),
+                "instance drop-ins read"
+            );
+        }
+        self.config = merged;
+        self.drop_ins = stamp;
+        self.state_dirty = true;
     }
 
     /// Tick until SIGTERM/SIGINT; reload on SIGHUP.
@@ -146,8 +199,15 @@ impl Agent {
         );
         self.tick().await;
         loop {
-            let deadline = tokio::time::Instant::now()
-                + until_next_boundary(self.config.agent.interval, Timestamp::now());
+            let now = Timestamp::now();
+            let mut wait = until_next_boundary(self.config.agent.interval, now);
+            // A quota period ending between two ticks gets a tick of its own, so no sample
+            // straddles a reset.
+            if let Some(end) = self.policy.quotas().next_boundary(now) {
+                let to_end = Duration::try_from(end.duration_since(now)).unwrap_or(wait);
+                wait = wait.min(to_end.max(Duration::from_millis(1)));
+            }
+            let deadline = tokio::time::Instant::now() + wait;
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => self.tick().await,
                 _ = hup.recv() => self.reload(),
@@ -199,8 +259,8 @@ impl Agent {
                 if new.agent.state_dir != self.config.agent.state_dir {
                     warn!("agent.state_dir changes only take effect on restart");
                 }
-                self.config = new;
-                self.state_dirty = true;
+                self.file_config = new;
+                self.refresh_drop_ins(true);
                 info!(config = %self.config_path.display(), "configuration reloaded");
             }
         }
@@ -225,11 +285,17 @@ impl Agent {
             mono: self.origin.elapsed(),
             wall: Timestamp::now(),
         };
+        self.refresh_drop_ins(false);
+        while let Ok(e) = self.hook_events.1.try_recv() {
+            self.pending.push(e);
+        }
         for event in self.policy.tick(&self.config, &samples, now) {
             log_event(&event);
+            self.pending.push(policy_row(now.wall, &event));
         }
-        self.account(&samples, now.wall);
+        let fired = self.account(&samples, now.wall);
         let verdicts = self.policy.verdicts(&self.config);
+        self.act(&fired, &verdicts);
         let wanted: Vec<Wanted> = verdicts
             .iter()
             .map(|(interface, verdict)| Wanted { interface, verdict })
@@ -243,6 +309,25 @@ impl Agent {
         if enforcement != self.enforcement {
             self.state_dirty = true;
             log_enforcement_changes(&self.enforcement, &enforcement);
+            for (name, status) in &enforcement {
+                if let Enforcement::EnforceFailed { reason } = status
+                    && !self
+                        .enforcement
+                        .iter()
+                        .any(|(n, s)| n == name && s == status)
+                {
+                    let instance = verdicts
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, v)| v.instance.clone());
+                    self.pending.push(row(
+                        now.wall,
+                        "enforce_failed",
+                        instance.as_ref(),
+                        serde_json::json!({"interface": name.as_str(), "reason": reason}),
+                    ));
+                }
+            }
         }
         self.enforcement = enforcement;
         // Sent bytes move every tick; only new drops are worth a state write.
@@ -262,8 +347,9 @@ impl Agent {
         self.write_state(&verdicts, false);
     }
 
-    /// Commit this tick's traffic of the watched interfaces to the ledger.
-    fn account(&mut self, samples: &[Sample], wall: Timestamp) {
+    /// Commit this tick's traffic of the watched interfaces to the ledger, with the quota
+    /// counts and the pending events; returns the quota events the commit made true.
+    fn account(&mut self, samples: &[Sample], wall: Timestamp) -> Vec<QuotaEvent> {
         if self.ledger.is_none() {
             let path = self.config.agent.data_dir.join(LEDGER_FILE);
             let boot = boot_id().unwrap_or_else(|e| {
@@ -272,42 +358,47 @@ impl Agent {
                 );
                 "unknown".to_owned()
             });
-            match Ledger::open(&path, &boot) {
-                Ok(l) => {
-                    info!(path = %path.display(), "ledger open");
+            match Ledger::open(&path, &boot).and_then(|l| Ok((l.quotas()?, l))) {
+                Ok((quotas, l)) => {
+                    let exceeded = quotas.iter().filter(|(_, u)| u.exceeded).count();
+                    info!(path = %path.display(), quotas = quotas.len(), exceeded, "ledger open");
+                    self.policy.set_quotas(Quotas::from_rows(quotas));
                     self.ledger = Some(l);
                 }
                 Err(e) => {
                     error!("{e}; traffic is counted once it opens (retried every tick)");
-                    return;
+                    return Vec::new();
                 }
             }
         }
         let Some(ledger) = self.ledger.as_mut() else {
-            return;
+            return Vec::new();
         };
-        let observations: Vec<Observation<'_>> = samples
-            .iter()
-            .filter_map(|s| {
-                let st = self.policy.get(&s.name).filter(|st| st.present)?;
-                Some(Observation {
-                    interface: &s.name,
-                    instance: &st.instance,
-                    ifindex: s.ifindex,
-                    rx_bytes: s.rx_bytes,
-                    tx_bytes: s.tx_bytes,
-                })
-            })
-            .collect();
-        match ledger.record(&observations, wall, self.config.agent.interval) {
-            Ok(r) if r.resets > 0 || r.estimated > 0 => info!(
-                resets = r.resets,
-                estimated = r.estimated,
-                "ledger: counters reset or a gap spread over its buckets"
-            ),
-            Ok(_) => {}
-            Err(e) => error!("{e}; this tick's traffic is counted at the next commit"),
-        }
+        let events = self.pending.clone();
+        let fired = match charge(
+            ledger,
+            &mut self.policy,
+            &self.config,
+            samples,
+            wall,
+            events,
+        ) {
+            Ok((r, fired)) => {
+                if r.resets > 0 || r.estimated > 0 {
+                    info!(
+                        resets = r.resets,
+                        estimated = r.estimated,
+                        "ledger: counters reset or a gap spread over its buckets"
+                    );
+                }
+                self.pending.clear();
+                fired
+            }
+            Err(e) => {
+                error!("{e}; this tick's traffic is counted at the next commit");
+                Vec::new()
+            }
+        };
         let day = jiff::SignedDuration::from_hours(24);
         if self
             .ledger_expired_at
@@ -320,6 +411,94 @@ impl Agent {
                 Err(e) => warn!("{e}"),
             }
             self.ledger_expired_at = Some(wall);
+        }
+        fired
+    }
+
+    /// Carry out what the quotas decided: log each event, run hooks, hold links down
+    /// (re-downing re-created ones) and raise the ones sluice downed once they are free.
+    fn act(&mut self, fired: &[QuotaEvent], verdicts: &[(IfName, Verdict)]) {
+        let first_interface = |instance: &InstanceId| {
+            verdicts
+                .iter()
+                .find(|(_, v)| v.instance == *instance)
+                .map_or_else(String::new, |(n, _)| n.to_string())
+        };
+        let mut raise: BTreeSet<&InstanceId> = BTreeSet::new();
+        for e in fired {
+            log_quota_event(e);
+            let call = |hook| HookCall {
+                hook,
+                instance: e.instance.clone(),
+                interface: first_interface(&e.instance),
+                rule: e.rule.to_string(),
+                action: e.action.to_string(),
+            };
+            let timeout = self.config.hooks.timeout;
+            match e.state {
+                QuotaState::Exceeded if e.action == ActionKind::Shutdown => {
+                    if let Some(argv) = &self.config.hooks.shutdown {
+                        hooks::spawn(argv, call("shutdown"), timeout, self.hook_events.0.clone());
+                    }
+                }
+                QuotaState::Restored => {
+                    if e.action == ActionKind::Disconnect {
+                        raise.insert(&e.instance);
+                    }
+                    if let Some(argv) = &self.config.hooks.on_reset {
+                        hooks::spawn(argv, call("on_reset"), timeout, self.hook_events.0.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Down: every interface under a disconnect rule, every tick. Up: those sluice
+        // downed that no rule holds any more, and those of instances restored just now
+        // (after a restart sluice no longer knows which links it downed).
+        let mut want: Vec<(u32, bool, &IfName)> = Vec::new();
+        for (name, v) in verdicts {
+            if v.disconnect {
+                want.push((v.ifindex, false, name));
+            } else if self.downed.contains(name) || raise.contains(&v.instance) {
+                want.push((v.ifindex, true, name));
+            }
+        }
+        if want.is_empty() {
+            return;
+        }
+        let asks: Vec<(u32, bool)> = want.iter().map(|(i, up, _)| (*i, *up)).collect();
+        let results = self.links.set(&asks);
+        let wall = Timestamp::now();
+        for ((_, up, name), result) in want.into_iter().zip(results) {
+            let instance = verdicts
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.instance.clone());
+            match result {
+                Switched::Failed(e) => {
+                    warn!(interface = %name, "cannot set the link {}: {e}", if up { "up" } else { "down" });
+                    continue;
+                }
+                Switched::Changed => {
+                    if up {
+                        info!(interface = %name, "link up: no disconnect rule holds it any more");
+                    } else {
+                        warn!(interface = %name, "link down: disconnected by a quota rule");
+                    }
+                    self.pending.push(row(
+                        wall,
+                        if up { "link_up" } else { "link_down" },
+                        instance.as_ref(),
+                        serde_json::json!({"interface": name.as_str()}),
+                    ));
+                }
+                Switched::Unchanged => {}
+            }
+            if up {
+                self.downed.remove(name);
+            } else {
+                self.downed.insert(name.clone());
+            }
         }
     }
 
@@ -396,6 +575,38 @@ fn log_enforcement_changes(before: &[(IfName, Enforcement)], after: &[(IfName, E
             }
             _ => {}
         }
+    }
+}
+
+fn log_quota_event(e: &QuotaEvent) {
+    let (rule, inst) = (e.rule.as_str(), e.instance.as_str());
+    let (used, limit) = (e.used.get(), e.limit.get());
+    match e.state {
+        QuotaState::Threshold(f) => info!(
+            rule,
+            instance = inst,
+            used,
+            limit,
+            "quota: {:.0}% of the limit used",
+            f * 100.0
+        ),
+        QuotaState::Exceeded => warn!(
+            rule,
+            instance = inst,
+            used,
+            limit,
+            action = %e.action,
+            until = %e.period.end,
+            "quota exceeded: {} until the period ends",
+            e.action
+        ),
+        QuotaState::Restored => info!(
+            rule,
+            instance = inst,
+            action = %e.action,
+            "quota period reset: {} lifted",
+            e.action
+        ),
     }
 }
 

@@ -6,6 +6,8 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod enforce;
+pub mod events;
+pub mod hooks;
 pub mod logging;
 pub mod names;
 pub mod netlink;

@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         Command::Prune(args) => sluice::cli::prune::run(args),
         Command::Release(args) => sluice::cli::release::run(args),
         Command::Usage(args) => sluice::cli::usage::run(args),
+        Command::Events(args) => sluice::cli::events::run(args),
         Command::Simulate(args) => sluice::cli::simulate::run(args),
     };
     match result {

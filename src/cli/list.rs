@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use jiff::Timestamp;
 
 use super::ConfigArg;
+use super::usage::human_bytes;
 use crate::config::{Config, DEFAULT_STATE_DIR};
 use crate::enforce::Enforcement;
 use crate::state::{self, Holder, InterfaceRecord, LOCK_FILE, STATE_FILE, Snapshot};
@@ -80,19 +81,63 @@ pub fn render(snap: &Snapshot, agent: &Holder, now: Timestamp) -> String {
         "THROTTLED UP/DOWN",
         "STATUS",
     ];
-    let mut rows: Vec<[String; COLUMNS]> = vec![header.map(String::from)];
+    let mut rows: Vec<Vec<String>> = vec![header.map(String::from).to_vec()];
     for r in &snap.interfaces {
-        rows.push(row(r, now));
+        rows.push(row(r, now).to_vec());
     }
-    let widths: Vec<usize> = (0..COLUMNS)
+    out.push_str(&table(&rows));
+    if snap.interfaces.is_empty() {
+        out.push_str("(no interface matches agent.interfaces)\n");
+    }
+    if !snap.quotas.is_empty() {
+        out.push('\n');
+        let mut rows = vec![
+            [
+                "INSTANCE",
+                "RULE",
+                "USED",
+                "LIMIT",
+                "USED %",
+                "ACTION",
+                "STATE",
+                "RESETS IN",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
+        for q in &snap.quotas {
+            rows.push(vec![
+                q.instance.to_string(),
+                q.rule.to_string(),
+                human_bytes(q.used_bytes),
+                human_bytes(q.limit_bytes),
+                format!(
+                    "{:.1}%",
+                    q.used_bytes as f64 * 100.0 / q.limit_bytes.max(1) as f64
+                ),
+                q.action.clone(),
+                if q.exceeded { "EXCEEDED" } else { "ok" }.to_owned(),
+                human_secs(q.period_end.duration_since(now).as_secs().max(0) as u64),
+            ]);
+        }
+        out.push_str(&table(&rows));
+    }
+    out
+}
+
+/// Columns padded to their widest cell; the last one is left ragged.
+fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
-    for r in &rows {
+    let mut out = String::new();
+    for r in rows {
         let line: Vec<String> = r
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                if i == COLUMNS - 1 {
+                if i == columns - 1 {
                     c.clone()
                 } else {
                     format!("{c:<w$}", w = widths[i])
@@ -101,9 +146,6 @@ pub fn render(snap: &Snapshot, agent: &Holder, now: Timestamp) -> String {
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
-    }
-    if snap.interfaces.is_empty() {
-        out.push_str("(no interface matches agent.interfaces)\n");
     }
     out
 }
@@ -137,7 +179,7 @@ fn row(r: &InterfaceRecord, now: Timestamp) -> [String; COLUMNS] {
         || "-".to_owned(),
         |d| format!("{}/{}", d.upload_overlimits, d.download_overlimits),
     );
-    let status = if !r.present {
+    let mut status = if !r.present {
         "absent (penalty kept)".to_owned()
     } else {
         match &r.enforcement {
@@ -146,6 +188,12 @@ fn row(r: &InterfaceRecord, now: Timestamp) -> [String; COLUMNS] {
             Some(e) => e.label().to_owned(),
         }
     };
+    if let Some(rule) = &r.rule {
+        status.push_str(&format!(" [{rule}]"));
+    }
+    if r.disconnected {
+        status.push_str(" [link held down]");
+    }
     [
         r.interface.to_string(),
         r.instance.to_string(),

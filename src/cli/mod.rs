@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod check;
+pub mod events;
 pub mod list;
 pub mod prune;
 pub mod release;
@@ -39,6 +40,8 @@ pub enum Command {
     Release(release::Args),
     /// Traffic per instance and period from the ledger (table, --json or --csv)
     Usage(usage::Args),
+    /// The event log: stage changes, quota thresholds/exceeds/restores, hooks, links
+    Events(events::Args),
     /// Replay a recorded trace through a config and print what would have happened
     Simulate(simulate::Args),
 }

@@ -8,10 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use serde_json::{Value, json};
 
+use crate::account::{Ledger, charge};
 use crate::config::Config;
-use crate::policy::{ChangeCause, Event, EventKind, Policy, Tick};
+use crate::events::{event_json, quota_json};
+use crate::policy::{EventKind, Policy, Tick};
 use crate::sample::trace::TraceReader;
 
 #[derive(Debug, clap::Args)]
@@ -19,7 +20,8 @@ pub struct Args {
     /// Config file whose policy to try
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: PathBuf,
-    /// Trace CSV: time,interface,rx_bytes,tx_bytes (cumulative counters)
+    /// Trace CSV: time,interface,rx_bytes,tx_bytes (cumulative counters; time in Unix
+    /// seconds, so period boundaries and time zones of rules replay exactly)
     #[arg(long, value_name = "FILE")]
     pub trace: PathBuf,
 }
@@ -39,7 +41,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let mut policy = Policy::new();
-    let (mut ticks, mut changes) = (0u64, 0u64);
+    // Rules are charged from the very ledger code the agent uses, kept in memory.
+    let mut ledger =
+        Ledger::open(std::path::Path::new(":memory:"), "simulate").context("in-memory ledger")?;
+    let (mut ticks, mut changes, mut rule_events) = (0u64, 0u64, 0u64);
     let max_gap = config.agent.interval.as_secs_f64() * 2.0;
     let (mut previous, mut gaps) = (None::<f64>, 0u64);
     for tick in reader {
@@ -59,9 +64,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             serde_json::to_writer(&mut out, &event_json(tick.time, &event))?;
             out.write_all(b"\n")?;
         }
+        let at = Tick::simulated(tick.time).wall;
+        let (_, fired) = charge(
+            &mut ledger,
+            &mut policy,
+            &config,
+            &tick.samples,
+            at,
+            Vec::new(),
+        )
+        .with_context(|| format!("at time {}", tick.time))?;
+        for e in &fired {
+            rule_events += 1;
+            serde_json::to_writer(&mut out, &quota_json(e))?;
+            out.write_all(b"\n")?;
+        }
     }
     out.flush()?;
-    eprintln!("simulated {ticks} ticks: {changes} stage changes");
+    eprintln!("simulated {ticks} ticks: {changes} stage changes, {rule_events} rule events");
     if gaps > 0 {
         eprintln!(
             "warning: {gaps} of {ticks} ticks came more than 2 × agent.interval ({}s) after the previous one and counted as \
@@ -70,44 +90,4 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Whole seconds print as integers, as they were written in the trace.
-fn time_json(t: f64) -> Value {
-    if t.fract() == 0.0 && t < 9.0e15 {
-        json!(t as u64)
-    } else {
-        json!(t)
-    }
-}
-
-pub fn event_json(time: f64, e: &Event) -> Value {
-    let mut v = json!({
-        "time": time_json(time),
-        "interface": e.interface.as_str(),
-        "instance": e.instance.as_str(),
-    });
-    let extra = match &e.kind {
-        EventKind::Stage {
-            change,
-            upload_limit,
-            usage,
-            until,
-        } => json!({
-            "event": "stage",
-            "from": change.from,
-            "to": change.to,
-            "upload_limit_kbps": upload_limit.map(|r| r.kbps()),
-            "cause": match change.cause { ChangeCause::Escalated => "escalated", ChangeCause::Expired => "expired" },
-            "upload_kbps": usage.map(|r| r.kbps()),
-            "until": until.map(|t| t.as_second()),
-        }),
-        EventKind::Returned { stage } => json!({"event": "returned", "stage": stage}),
-        EventKind::VanishedKeepingPenalty { stage } => json!({"event": "vanished", "stage": stage}),
-        EventKind::CountersReset => json!({"event": "counters_reset"}),
-    };
-    if let (Value::Object(v), Value::Object(extra)) = (&mut v, extra) {
-        v.extend(extra);
-    }
-    v
 }

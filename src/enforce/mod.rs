@@ -6,6 +6,7 @@
 //! limited when the read-back shows the limit in place.
 
 mod command;
+pub mod link;
 mod ovs;
 mod policer;
 pub mod tc;
@@ -15,6 +16,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 pub use command::{CommandError, run as run_command};
+pub use link::{LinkSwitch, Switched};
 pub use ovs::{OvsBackend, OvsConfig};
 pub use policer::PolicerProbe;
 pub use tc::TcBackend;
