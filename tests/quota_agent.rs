@@ -1,0 +1,319 @@
+//! Quota rules on the real kernel, end to end: three instances behind taps, each with a
+//! small daily limit and a different action.
+//! - rate_limit: once over, its upload is shaped by tc to the rule's rate (measured with
+//!   a real TCP flow after the shaper);
+//! - disconnect: its link goes down, and is downed again when the tap is re-created;
+//! - shutdown: the hook runs exactly once, even across a kill -9 and restart.
+//! A restart after the period ended (the ledger's period end moved into the past, as if
+//! the agent had been down across midnight) restores all three: limit lifted, link up,
+//! `on_reset` run, `restored` events logged.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use sluice::enforce::tc::ifb_name;
+use sluice::state::{self, InterfaceRecord};
+use support::{
+    AgentProc, Iperf3Server, Netns, counter_rate, eventually, send_udp, sluice_bin, veth,
+};
+
+fn record(run: &Path, name: &str) -> Option<InterfaceRecord> {
+    let snap = state::read(&run.join("state.json")).ok().flatten()?;
+    snap.interfaces
+        .into_iter()
+        .find(|r| r.interface.as_str() == name)
+}
+
+/// Whether `dev` is administratively up (UP among its flags).
+fn is_up(ns: &Netns, dev: &str) -> bool {
+    let line = ns.ip(&["-o", "link", "show", dev]);
+    let flags = line
+        .split('<')
+        .nth(1)
+        .and_then(|s| s.split('>').next())
+        .unwrap_or("");
+    flags.split(',').any(|f| f == "UP")
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn events(config: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(sluice_bin())
+        .args(["events", "--since", "1h", "--json", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn rule_states(events: &[serde_json::Value], rule: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "rule" && e["rule"] == rule)
+        .map(|e| e["state"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// 1 MB of UDP from an instance (paced at 20 Mbit, at most 5 s).
+fn megabytes(ns: &Netns, to: std::net::Ipv4Addr, mb: u64) {
+    let sent = send_udp(
+        &ns.name,
+        to,
+        1000,
+        mb * 1000,
+        20_000_000,
+        Duration::from_secs(5),
+    );
+    assert!(sent >= mb * 900, "sent {sent} datagrams");
+}
+
+#[test]
+fn rate_limit_disconnect_and_shutdown_trip_hold_and_restore() {
+    let host = Netns::new("qh");
+    let limited = Netns::new("qa");
+    let cut = Netns::new("qb");
+    let off = Netns::new("qc");
+    let link_a = veth(&host, "tap501i0", &limited, "eth0", 121);
+    let link_b = veth(&host, "tap502i0", &cut, "eth0", 122);
+    let link_c = veth(&host, "tap503i0", &off, "eth0", 123);
+    limited.exec("ethtool", &["-K", "eth0", "tso", "off", "gso", "off"]);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let hook = tmp.path().join("hook.sh");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\necho \"$@\" >> \"$(dirname \"$0\")/$1.log\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = tmp.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[agent]
+interval = "1s"
+interfaces = ['^tap(?P<instance>[0-9]+)i[0-9]+$']
+backend = "tc"
+enforce_base = false
+state_dir = "{run}"
+data_dir = "{run}/lib"
+instances_dir = "{dir}/instances.d"
+[log]
+dir = ""
+[penalty]
+base_rate = "1000mbit"
+[instances."503"]
+tags = ["metered"]
+[[rule]]
+name = "small"
+period = "day"
+timezone = "UTC"
+direction = "upload"
+limit = "2MB"
+notify_at = [0.5]
+action = "rate_limit"
+rate = {{ upload = "5mbit" }}
+instances = ["501"]
+[[rule]]
+name = "cut"
+period = "day"
+limit = "1MB"
+action = "disconnect"
+instances = ["502"]
+[[rule]]
+name = "off"
+period = "day"
+limit = "1MB"
+action = "shutdown"
+tags = ["metered"]
+[hooks]
+shutdown = ["{hook}", "shutdown", "{{instance}}", "{{interface}}"]
+on_reset = ["{hook}", "reset", "{{instance}}", "{{rule}}"]
+timeout = "10s"
+"#,
+            run = run.display(),
+            dir = tmp.path().display(),
+            hook = hook.display(),
+        ),
+    )
+    .unwrap();
+
+    let agent = AgentProc::start(&host, &config, tmp.path().join("agent1.log"));
+    eventually(Duration::from_secs(15), "agent sees the taps", || {
+        record(&run, "tap503i0")
+    });
+    // Under the limits: nothing is limited.
+    assert_eq!(record(&run, "tap501i0").unwrap().upload_limit_kbps, None);
+
+    megabytes(&limited, link_a.a_ip, 3);
+    megabytes(&cut, link_b.a_ip, 2);
+    megabytes(&off, link_c.a_ip, 2);
+
+    // rate_limit: the rule's rate enters the verdict and tc enforces it.
+    let rec = eventually(Duration::from_secs(15), "rate limit applied", || {
+        record(&run, "tap501i0").filter(|r| {
+            r.upload_limit_kbps == Some(5_000)
+                && r.enforcement
+                    .as_ref()
+                    .is_some_and(|e| e.label() == "applied")
+        })
+    });
+    assert_eq!(rec.rule.as_deref(), Some("rate_limit by small"));
+    assert_eq!(rec.download_limit_kbps, None, "the rule limits upload only");
+    // disconnect: the link is down.
+    eventually(Duration::from_secs(10), "tap502i0 down", || {
+        (!is_up(&host, "tap502i0")).then_some(())
+    });
+    assert!(record(&run, "tap502i0").unwrap().disconnected);
+    // shutdown: the hook ran once, with the instance and its interface.
+    let shutdown_log = tmp.path().join("shutdown.log");
+    eventually(Duration::from_secs(10), "shutdown hook ran", || {
+        (!lines(&shutdown_log).is_empty()).then_some(())
+    });
+    assert_eq!(lines(&shutdown_log), vec!["shutdown 503 tap503i0"]);
+
+    // The limit bites: a TCP flow from 501 gets 5 Mbit after the shaper.
+    let server = Iperf3Server::start(&host, link_a.a_ip, 5501);
+    let mut flow = server.client(&limited, 8, 0);
+    std::thread::sleep(Duration::from_millis(2500));
+    let ifb = ifb_name(host.ifindex("tap501i0"));
+    let shaped = counter_rate(&host, &ifb, "tx_bytes", Duration::from_secs(3));
+    let _ = flow.kill();
+    let _ = flow.wait();
+    assert!(
+        (shaped - 5e6).abs() <= 5e6 * 0.10,
+        "rate_limit should hold upload to 5 Mbit, measured {:.2} Mbit\n{}",
+        shaped / 1e6,
+        agent.log()
+    );
+    eprintln!(
+        "rate_limit 5 Mbit: measured {:.2} Mbit after the shaper",
+        shaped / 1e6
+    );
+
+    // The tap is re-created (VM restarted on the host side) and comes up: downed again.
+    host.ip(&["link", "del", "tap502i0"]);
+    let link_b = veth(&host, "tap502i0", &cut, "eth0", 122);
+    eventually(
+        Duration::from_secs(10),
+        "re-created tap502i0 downed again",
+        || (!is_up(&host, "tap502i0")).then_some(()),
+    );
+
+    // kill -9 and restart: the exceeds are remembered, nothing is repeated.
+    agent.signal(libc::SIGKILL);
+    drop(agent);
+    let agent = AgentProc::start(&host, &config, tmp.path().join("agent2.log"));
+    megabytes(&off, link_c.a_ip, 1);
+    eventually(
+        Duration::from_secs(15),
+        "restarted agent re-applies the limit",
+        || {
+            record(&run, "tap501i0").filter(|r| {
+                r.upload_limit_kbps == Some(5_000)
+                    && r.enforcement
+                        .as_ref()
+                        .is_some_and(|e| e.label() == "applied")
+            })
+        },
+    );
+    assert!(!is_up(&host, "tap502i0"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        lines(&shutdown_log),
+        vec!["shutdown 503 tap503i0"],
+        "hook ran once"
+    );
+    let ev = events(&config);
+    assert_eq!(rule_states(&ev, "small"), vec!["threshold", "exceeded"]);
+    assert_eq!(rule_states(&ev, "cut"), vec!["exceeded"]);
+    assert_eq!(rule_states(&ev, "off"), vec!["exceeded"]);
+    assert!(
+        ev.iter()
+            .any(|e| e["event"] == "hook" && e["hook"] == "shutdown" && e["ok"] == true),
+        "{ev:?}"
+    );
+    assert!(
+        ev.iter()
+            .any(|e| e["event"] == "link_down" && e["interface"] == "tap502i0")
+    );
+    assert_eq!(agent.stop(), Some(0));
+
+    // The day ends while the agent is down: it restores everything when it comes back.
+    let db = rusqlite::Connection::open(run.join("lib/ledger.db")).unwrap();
+    let past = jiff::Timestamp::now().as_millisecond() - 1000;
+    let moved = db
+        .execute(
+            "UPDATE quota_usage SET period_end_ms = ?1, period_start_ms = ?1 - 86400000",
+            [past],
+        )
+        .unwrap();
+    assert_eq!(moved, 3);
+    drop(db);
+    let agent = AgentProc::start(&host, &config, tmp.path().join("agent3.log"));
+    eventually(Duration::from_secs(15), "tap502i0 back up", || {
+        is_up(&host, "tap502i0").then_some(())
+    });
+    eventually(
+        Duration::from_secs(15),
+        "limit lifted and shaper removed",
+        || {
+            let r = record(&run, "tap501i0")?;
+            let q = host.exec("tc", &["qdisc", "show", "dev", "tap501i0"]);
+            (r.upload_limit_kbps.is_none() && r.rule.is_none() && !q.contains("51ce:"))
+                .then_some(())
+        },
+    );
+    let reset_log = tmp.path().join("reset.log");
+    eventually(
+        Duration::from_secs(10),
+        "on_reset ran for all three",
+        || (lines(&reset_log).len() == 3).then_some(()),
+    );
+    let mut resets = lines(&reset_log);
+    resets.sort();
+    assert_eq!(
+        resets,
+        vec!["reset 501 small", "reset 502 cut", "reset 503 off"]
+    );
+    let ev = events(&config);
+    for rule in ["small", "cut", "off"] {
+        assert_eq!(
+            rule_states(&ev, rule).last().map(String::as_str),
+            Some("restored"),
+            "{rule}"
+        );
+    }
+    // Traffic flows again on the raised link.
+    let sent = send_udp(
+        &cut.name,
+        link_b.a_ip,
+        1000,
+        100,
+        10_000_000,
+        Duration::from_secs(2),
+    );
+    assert_eq!(sent, 100);
+    assert_eq!(lines(&shutdown_log).len(), 1);
+    assert_eq!(agent.stop(), Some(0));
+}
