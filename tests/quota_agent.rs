@@ -4,6 +4,7 @@
 //!   a real TCP flow after the shaper);
 //! - disconnect: its link goes down, and is downed again when the tap is re-created;
 //! - shutdown: the hook runs exactly once, even across a kill -9 and restart.
+//!
 //! A restart after the period ended (the ledger's period end moved into the past, as if
 //! the agent had been down across midnight) restores all three: limit lifted, link up,
 //! `on_reset` run, `restored` events logged.
