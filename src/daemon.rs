@@ -200,13 +200,11 @@ impl Agent {
         self.tick().await;
         loop {
             let now = Timestamp::now();
-            let mut wait = until_next_boundary(self.config.agent.interval, now);
-            // A quota period ending between two ticks gets a tick of its own, so no sample
-            // straddles a reset.
-            if let Some(end) = self.policy.quotas().next_boundary(now) {
-                let to_end = Duration::try_from(end.duration_since(now)).unwrap_or(wait);
-                wait = wait.min(to_end.max(Duration::from_millis(1)));
-            }
+            let wait = next_wait(
+                self.config.agent.interval,
+                now,
+                self.policy.quotas().next_boundary(now),
+            );
             let deadline = tokio::time::Instant::now() + wait;
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => self.tick().await,
@@ -556,6 +554,18 @@ pub fn until_next_boundary(interval: Duration, now: Timestamp) -> Duration {
     Duration::from_nanos(u64::try_from(period - into).unwrap_or(u64::MAX))
 }
 
+/// Time to the next tick: the next wall-clock multiple of the interval, or a quota
+/// period's end if that comes first — a reset gets a tick of its own, so no sample
+/// straddles it and the restore happens on time.
+pub fn next_wait(interval: Duration, now: Timestamp, period_end: Option<Timestamp>) -> Duration {
+    let regular = until_next_boundary(interval, now);
+    match period_end.filter(|end| *end > now) {
+        Some(end) => Duration::try_from(end.duration_since(now))
+            .map_or(regular, |to_end| regular.min(to_end)),
+        None => regular,
+    }
+}
+
 /// One line per interface whose enforcement status changed (both lists in name order).
 fn log_enforcement_changes(before: &[(IfName, Enforcement)], after: &[(IfName, Enforcement)]) {
     for (name, status) in after {
@@ -667,6 +677,41 @@ fn log_event(e: &Event) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_period_end_between_ticks_gets_its_own_tick() {
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        let minute = Duration::from_secs(60);
+        // (now, period end, wait)
+        let table = [
+            // A +05:30 day ends at :30 UTC, on a minute tick: the same wait either way.
+            ("2026-11-23T18:29:10Z", Some("2026-11-23T18:30:00Z"), 50_000),
+            ("2026-11-23T18:28:00Z", Some("2026-11-23T18:30:00Z"), 60_000),
+            // The end after the next tick changes nothing.
+            ("2026-11-23T18:00:10Z", Some("2026-11-23T18:30:00Z"), 50_000),
+            // An end already past is ignored (the tick rolls it).
+            ("2026-11-23T18:30:10Z", Some("2026-11-23T18:30:00Z"), 50_000),
+            ("2026-11-23T18:30:10Z", None, 50_000),
+        ];
+        for (now, end, ms) in table {
+            assert_eq!(
+                next_wait(minute, at(now), end.map(at)).as_millis(),
+                ms,
+                "{now}"
+            );
+        }
+        // With a 7-minute interval, 18:28 waits for 18:30 (the end), not 18:33.
+        let seven = Duration::from_secs(420);
+        assert_eq!(
+            next_wait(
+                seven,
+                at("2026-11-23T18:28:00Z"),
+                Some(at("2026-11-23T18:30:00Z"))
+            )
+            .as_secs(),
+            120
+        );
+    }
 
     #[test]
     fn ticks_fall_on_wall_clock_multiples() {

@@ -202,3 +202,90 @@ fn list_without_state_says_so() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn simulate_replays_rules_across_a_reset_in_the_rules_time_zone() {
+    // A daily 1 GB upload rule in Kolkata (+05:30): its day ends at 18:30 UTC. 100 MB a
+    // minute from 18:00 UTC: over the limit at 18:11, restored at 18:30 sharp, and the
+    // new day's 1.0 GB by 18:40 is exactly the limit, not over it.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        r#"
+[agent]
+interval = "60s"
+interfaces = ['^kvm(?P<instance>[0-9]+)\..*$']
+[penalty]
+base_rate = "1000mbit"
+[[rule]]
+name = "daily"
+period = "day"
+timezone = "Asia/Kolkata"
+direction = "upload"
+limit = "1GB"
+notify_at = [0.5]
+action = "rate_limit"
+rate = "10mbit"
+"#,
+    )
+    .unwrap();
+    let start = 1_763_920_800u64; // 2026-11-23T18:00:00Z
+    let mut csv = String::from("time,interface,rx_bytes,tx_bytes\n");
+    for k in 0..=40u64 {
+        csv.push_str(&format!(
+            "{},kvm101.0,{},0\n",
+            start + 60 * k,
+            k * 100_000_000
+        ));
+    }
+    let trace = dir.path().join("trace.csv");
+    std::fs::write(&trace, csv).unwrap();
+    let out = sluice(&[
+        "simulate",
+        "--config",
+        config.to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rule_events: Vec<(u64, String, u64)> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "rule")
+        .map(|e| {
+            assert_eq!(
+                (e["rule"].as_str(), e["instance"].as_str()),
+                (Some("daily"), Some("101"))
+            );
+            (
+                e["time"].as_u64().unwrap(),
+                e["state"].as_str().unwrap().to_owned(),
+                e["used_bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rule_events,
+        vec![
+            (start + 5 * 60, "threshold".into(), 500_000_000),
+            (start + 11 * 60, "exceeded".into(), 1_100_000_000),
+            (start + 30 * 60, "restored".into(), 3_000_000_000),
+            (start + 35 * 60, "threshold".into(), 500_000_000),
+        ]
+    );
+    let first = text(&out.stdout)
+        .lines()
+        .find(|l| l.contains("exceeded"))
+        .unwrap()
+        .to_owned();
+    assert!(
+        first.starts_with(r#"{"time":1763921460,"event":"rule","rule":"daily","instance":"101","state":"exceeded","action":"rate_limit""#),
+        "{first}"
+    );
+    assert!(
+        text(&out.stderr).contains("4 rule events"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -417,3 +417,88 @@ fn weekday(s: &str) -> Option<Weekday> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, drop_in_stamp};
+    use crate::names::{InstanceId, Label};
+
+    #[test]
+    fn drop_ins_merge_in_name_order_and_a_bad_file_is_skipped_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let write = |name: &str, text: &str| std::fs::write(d.join(name), text).unwrap();
+        write(
+            "a.toml",
+            "[instances.\"101\"]\ntags = [\"gold\"]\nbase_rate = \"50mbit\"\n",
+        );
+        write(
+            "b.toml",
+            "[instances.\"102\"]\ntags = [\"fine\"]\n[instances.\"103\"]\ntags = [\"bad tag\"]\n",
+        );
+        write(
+            "c.toml",
+            "[instances.\"101\"]\ntags = [\"metered\"]\nbase_rate = \"70mbit\"\n",
+        );
+        write("notes.txt", "not a drop-in");
+        let text = format!(
+            "[agent]\ninterfaces = ['x']\ninstances_dir = \"{}\"\n[penalty]\nbase_rate = \"1gbit\"\n\
+             [instances.\"101\"]\ndownload_rate = \"20mbit\"\ntags = [\"base\"]\n",
+            d.display()
+        );
+        let cfg = Config::parse(Path::new("t.toml"), &text).unwrap().config;
+        let (merged, errors) = cfg.with_drop_ins();
+        let i101 = &merged.instances[&InstanceId::new("101").unwrap()];
+        let tags: Vec<&str> = i101.tags.iter().map(Label::as_str).collect();
+        assert_eq!(tags, vec!["base", "gold", "metered"]);
+        assert_eq!(
+            i101.base_rate,
+            Some("70mbit".parse().unwrap()),
+            "c.toml is read last"
+        );
+        assert_eq!(i101.download_rate, Some("20mbit".parse().unwrap()));
+        // b.toml has one bad table: none of it applies, and the error names file and field.
+        assert!(
+            !merged
+                .instances
+                .contains_key(&InstanceId::new("102").unwrap())
+        );
+        assert_eq!(errors.len(), 1);
+        let e = errors[0].to_string();
+        assert!(
+            e.contains("b.toml") && e.contains("instances.\"103\".tags[1]"),
+            "{e}"
+        );
+        // The file config itself is untouched.
+        assert_eq!(cfg.instances.len(), 1);
+
+        // A rewrite is noticed by the stamp the agent compares each tick.
+        let before = drop_in_stamp(d);
+        assert_eq!(before.len(), 3);
+        write("a.toml", "[instances.\"101\"]\ntags = [\"silver\"]\n");
+        assert_ne!(drop_in_stamp(d), before);
+    }
+
+    #[test]
+    fn a_drop_in_with_other_sections_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("x.toml"),
+            "[penalty]\nbase_rate = \"1mbit\"\n",
+        )
+        .unwrap();
+        let text = format!(
+            "[agent]\ninterfaces = ['x']\ninstances_dir = \"{}\"\n[penalty]\nbase_rate = \"1gbit\"\n",
+            dir.path().display()
+        );
+        let cfg = Config::parse(Path::new("t.toml"), &text).unwrap().config;
+        let (_, errors) = cfg.with_drop_ins();
+        let e = errors[0].to_string();
+        assert!(
+            e.contains("penalty") && e.contains("only [instances"),
+            "{e}"
+        );
+    }
+}
