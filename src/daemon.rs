@@ -36,6 +36,7 @@ use crate::sample::Sample;
 use crate::state::{
     self, AgentLock, AgentView, Header, LOCK_FILE, Loaded, STATE_FILE, ShaperDrops,
 };
+use crate::webhook::Webhooks;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -59,6 +60,8 @@ pub enum AgentError {
 
 /// Hook results waiting for the next tick's commit; beyond this many they are only logged.
 const EVENT_QUEUE: usize = 1024;
+/// A webhook's first retry; doubled each time.
+const WEBHOOK_FIRST_RETRY: Duration = Duration::from_secs(2);
 
 /// The running agent.
 pub struct Agent {
@@ -89,6 +92,7 @@ pub struct Agent {
     /// Events to commit with the next tick (enforcement failures, link changes, hooks).
     pending: Vec<EventRow>,
     hook_events: (mpsc::Sender<EventRow>, mpsc::Receiver<EventRow>),
+    webhooks: Webhooks,
     _lock: AgentLock,
 }
 
@@ -136,6 +140,7 @@ impl Agent {
             }
         }
         let backend = build_backend(&config)?;
+        let config_webhooks = config.webhooks.clone();
         let mut agent = Agent {
             config_path: config_path.to_owned(),
             file_config: config.clone(),
@@ -155,6 +160,7 @@ impl Agent {
             downed: BTreeSet::new(),
             pending: Vec::new(),
             hook_events: mpsc::channel(EVENT_QUEUE),
+            webhooks: Webhooks::start(&config_webhooks, WEBHOOK_FIRST_RETRY),
             _lock: lock,
         };
         agent.refresh_drop_ins(true);
@@ -256,6 +262,9 @@ impl Agent {
                 }
                 if new.agent.state_dir != self.config.agent.state_dir {
                     warn!("agent.state_dir changes only take effect on restart");
+                }
+                if !self.webhooks.configs().eq(new.webhooks.iter()) {
+                    self.webhooks = Webhooks::start(&new.webhooks, WEBHOOK_FIRST_RETRY);
                 }
                 self.file_config = new;
                 self.refresh_drop_ins(true);
@@ -381,7 +390,10 @@ impl Agent {
             wall,
             events,
         ) {
-            Ok((r, fired)) => {
+            Ok(c) => {
+                let r = c.recorded;
+                self.webhooks.send(&c.events);
+                let fired = c.fired;
                 if r.resets > 0 || r.estimated > 0 {
                     info!(
                         resets = r.resets,

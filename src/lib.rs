@@ -15,3 +15,4 @@ pub mod policy;
 pub mod sample;
 pub mod state;
 pub mod units;
+pub mod webhook;

@@ -11,9 +11,12 @@
 
 mod support;
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice::enforce::tc::ifb_name;
@@ -86,6 +89,50 @@ fn megabytes(ns: &Netns, to: std::net::Ipv4Addr, mb: u64) {
     assert!(sent >= mb * 900, "sent {sent} datagrams");
 }
 
+type Received = Arc<Mutex<Vec<(Option<String>, serde_json::Value)>>>;
+
+/// A webhook receiver on the loopback of `ns` (where the agent runs): every POST's
+/// signature header and JSON body, answered 200.
+fn webhook_sink(ns: &Netns) -> (u16, Received) {
+    let listener = ns.run(|| TcpListener::bind("127.0.0.1:0").unwrap());
+    let port = listener.local_addr().unwrap().port();
+    let received: Received = Arc::default();
+    let sink = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (mut length, mut signature) = (0, None);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                let (k, v) = line.split_once(':').unwrap_or((line, ""));
+                match k.to_ascii_lowercase().as_str() {
+                    "content-length" => length = v.trim().parse().unwrap(),
+                    "x-sluice-signature" => signature = Some(v.trim().to_owned()),
+                    _ => {}
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            // The signature covers the exact bytes sent; re-serializing must match them.
+            sink.lock().unwrap().push((signature, body));
+        }
+    });
+    (port, received)
+}
+
 #[test]
 fn rate_limit_disconnect_and_shutdown_trip_hold_and_restore() {
     let host = Netns::new("qh");
@@ -106,11 +153,16 @@ fn rate_limit_disconnect_and_shutdown_trip_hold_and_restore() {
     )
     .unwrap();
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (port, received) = webhook_sink(&host);
     let config = tmp.path().join("sluice.toml");
     std::fs::write(
         &config,
         format!(
             r#"
+[[webhook]]
+url = "http://127.0.0.1:{port}/events"
+secret = "test-secret"
+events = ["rule", "hook"]
 [agent]
 interval = "1s"
 interfaces = ['^tap(?P<instance>[0-9]+)i[0-9]+$']
@@ -257,6 +309,24 @@ timeout = "10s"
     assert!(
         ev.iter()
             .any(|e| e["event"] == "link_down" && e["interface"] == "tap502i0")
+    );
+    // The webhook got the rule and hook events (and nothing else), signed.
+    let posted = eventually(Duration::from_secs(10), "webhook deliveries", || {
+        let got = received.lock().unwrap().clone();
+        (got.iter().any(|(_, b)| b["event"] == "hook")).then_some(got)
+    });
+    assert!(
+        posted
+            .iter()
+            .all(|(_, b)| b["event"] == "rule" || b["event"] == "hook")
+    );
+    let exceeded = posted
+        .iter()
+        .find(|(_, b)| b["rule"] == "cut" && b["state"] == "exceeded")
+        .expect("the disconnect exceed was posted");
+    assert_eq!(
+        exceeded.0.as_deref(),
+        Some(sluice::webhook::signature("test-secret", exceeded.1.to_string().as_bytes()).as_str())
     );
     assert_eq!(agent.stop(), Some(0));
 

@@ -21,7 +21,7 @@ pub fn charge(
     samples: &[Sample],
     at: Timestamp,
     mut events: Vec<EventRow>,
-) -> Result<(Recorded, Vec<QuotaEvent>), LedgerError> {
+) -> Result<Charged, LedgerError> {
     let observations: Vec<Observation<'_>> = samples
         .iter()
         .filter_map(|s| {
@@ -37,14 +37,30 @@ pub fn charge(
         .collect();
     let mut quotas = policy.quotas().clone();
     let mut fired = Vec::new();
+    let mut committed = Vec::new();
     let recorded = ledger.record_with(&observations, at, cfg.agent.interval, |spent| {
         fired = quotas.step(cfg, spent, at);
         events.extend(fired.iter().map(quota_row));
+        committed = events.clone();
         Journal {
             quotas: quotas.take_changes(),
             events,
         }
     })?;
     policy.set_quotas(quotas);
-    Ok((recorded, fired))
+    Ok(Charged {
+        recorded,
+        fired,
+        events: committed,
+    })
+}
+
+/// What one [`charge`] committed.
+#[derive(Debug)]
+pub struct Charged {
+    pub recorded: Recorded,
+    /// The quota events of this tick (to act on).
+    pub fired: Vec<QuotaEvent>,
+    /// Every event committed with it (to send to webhooks).
+    pub events: Vec<EventRow>,
 }

@@ -65,7 +65,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             out.write_all(b"\n")?;
         }
         let at = Tick::simulated(tick.time).wall;
-        let (_, fired) = charge(
+        let fired = charge(
             &mut ledger,
             &mut policy,
             &config,
@@ -73,7 +73,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             at,
             Vec::new(),
         )
-        .with_context(|| format!("at time {}", tick.time))?;
+        .with_context(|| format!("at time {}", tick.time))?
+        .fired;
         for e in &fired {
             rule_events += 1;
             serde_json::to_writer(&mut out, &quota_json(e))?;

@@ -21,7 +21,7 @@ use regex::Regex;
 use crate::names::{IfName, InstanceId, Tag};
 use crate::units::{Fraction, Rate};
 
-pub use rules::{ActionKind, Direction, HooksConfig, RuleConfig};
+pub use rules::{ActionKind, Direction, EVENT_KINDS, HooksConfig, RuleConfig, WebhookConfig};
 use validate::validate;
 
 /// Where the agent looks for its config when `--config` is not given.
@@ -49,6 +49,7 @@ pub struct Config {
     /// Period quota rules, in config order.
     pub rules: Vec<RuleConfig>,
     pub hooks: HooksConfig,
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 #[derive(Debug, Clone)]

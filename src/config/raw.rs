@@ -16,6 +16,15 @@ pub(super) struct RawConfig {
     pub instances: Option<BTreeMap<String, RawInstance>>,
     pub rule: Option<Vec<RawRule>>,
     pub hooks: Option<RawHooks>,
+    pub webhook: Option<Vec<RawWebhook>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawWebhook {
+    pub url: Option<String>,
+    pub secret: Option<String>,
+    pub timeout: Option<String>,
+    pub events: Option<Vec<String>>,
 }
 
 /// A drop-in file of `agent.instances_dir`: only `[instances."ID"]` tables.

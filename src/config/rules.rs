@@ -12,7 +12,7 @@ use jiff::civil::Weekday;
 use jiff::tz::TimeZone;
 
 use super::InstanceConfig;
-use super::raw::{RawHooks, RawInstance, RawResetDay, RawRule, RawRuleRate};
+use super::raw::{RawHooks, RawInstance, RawResetDay, RawRule, RawRuleRate, RawWebhook};
 use super::validate::Checker;
 use crate::names::{InstanceId, Label, RuleName, Tag};
 use crate::policy::period::PeriodKind;
@@ -146,6 +146,95 @@ pub(super) fn check_hooks(c: &mut Checker, h: RawHooks) -> HooksConfig {
         on_reset,
         timeout,
     }
+}
+
+/// Where events are POSTed as JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    pub url: reqwest::Url,
+    /// Key of the `X-Sluice-Signature: sha256=<hex HMAC-SHA256 of the body>` header.
+    pub secret: Option<String>,
+    /// Per attempt.
+    pub timeout: Duration,
+    /// Event kinds to send ("rule", "stage", "hook", …); empty: all.
+    pub events: BTreeSet<String>,
+}
+
+pub const EVENT_KINDS: [&str; 9] = [
+    "rule",
+    "stage",
+    "returned",
+    "vanished",
+    "counters_reset",
+    "hook",
+    "link_down",
+    "link_up",
+    "enforce_failed",
+];
+
+pub(super) fn check_webhooks(c: &mut Checker, list: Vec<RawWebhook>) -> Vec<WebhookConfig> {
+    let mut out = Vec::new();
+    for (i, w) in list.into_iter().enumerate() {
+        let path = format!("webhook[{}]", i + 1);
+        let url = match w.url.as_deref() {
+            None => {
+                c.error(
+                    &format!("{path}.url"),
+                    "is required: an http:// or https:// URL",
+                );
+                None
+            }
+            Some(u) => match reqwest::Url::parse(u) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
+                Ok(url) => {
+                    c.error(
+                        &format!("{path}.url"),
+                        format!("must be http or https, got {:?}", url.scheme()),
+                    );
+                    None
+                }
+                Err(e) => {
+                    c.error(&format!("{path}.url"), format!("{u:?} is not a URL: {e}"));
+                    None
+                }
+            },
+        };
+        if w.secret.as_deref().is_some_and(str::is_empty) {
+            c.error(
+                &format!("{path}.secret"),
+                "must not be empty (leave it out to send unsigned)",
+            );
+        }
+        let timeout = c.duration(
+            &format!("{path}.timeout"),
+            w.timeout.as_deref(),
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+        );
+        let mut events = BTreeSet::new();
+        for (k, e) in w.events.unwrap_or_default().into_iter().enumerate() {
+            if EVENT_KINDS.contains(&e.as_str()) {
+                events.insert(e);
+            } else {
+                c.error(
+                    &format!("{path}.events[{}]", k + 1),
+                    format!(
+                        "unknown event kind {e:?}; one of {}",
+                        EVENT_KINDS.join(", ")
+                    ),
+                );
+            }
+        }
+        if let Some(url) = url {
+            out.push(WebhookConfig {
+                url,
+                secret: w.secret,
+                timeout,
+                events,
+            });
+        }
+    }
+    out
 }
 
 /// `[instances."ID"]` tables (from the config or a drop-in), `prefix` naming their file.

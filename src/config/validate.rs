@@ -6,7 +6,7 @@ use std::time::Duration;
 use regex::Regex;
 
 use super::raw::{RawAgent, RawConfig, RawLedger, RawLog, RawPenalty, RawStage};
-use super::rules::{ActionKind, check_hooks, check_instances, check_rules};
+use super::rules::{ActionKind, check_hooks, check_instances, check_rules, check_webhooks};
 use super::{
     AgentConfig, BackendKind, BurstSpec, Config, DEFAULT_COMMAND_TIMEOUT, DEFAULT_DATA_DIR,
     DEFAULT_INSTANCES_DIR, DEFAULT_INTERVAL, DEFAULT_LOG_DIR, DEFAULT_STATE_DIR, InterfacePattern,
@@ -86,6 +86,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Loaded, Vec<Problem>> {
     let instances = check_instances(&mut c, "", raw.instances.unwrap_or_default());
     let rules = check_rules(&mut c, raw.rule.unwrap_or_default());
     let hooks = check_hooks(&mut c, raw.hooks.unwrap_or_default());
+    let webhooks = check_webhooks(&mut c, raw.webhook.unwrap_or_default());
     if rules
         .iter()
         .any(|r| r.enabled && r.action == ActionKind::Shutdown)
@@ -121,6 +122,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Loaded, Vec<Problem>> {
             instances,
             rules,
             hooks,
+            webhooks,
         },
         warnings: c.warnings,
     })
@@ -442,6 +444,26 @@ base_rate = "1000mbit"
     fn every_error_path_is_named() {
         // (config text appended to a valid base, expected substring of one error)
         let table: &[(&str, &str)] = &[
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[webhook]]\nsecret=\"x\"",
+                "webhook[1].url: is required",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[webhook]]\nurl=\"ftp://x/\"",
+                "webhook[1].url: must be http or https, got \"ftp\"",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[webhook]]\nurl=\"not a url\"",
+                "webhook[1].url: \"not a url\" is not a URL",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[webhook]]\nurl=\"http://x/\"\nsecret=\"\"",
+                "webhook[1].secret: must not be empty",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[webhook]]\nurl=\"http://x/\"\nevents=[\"rule\", \"nope\"]",
+                "webhook[1].events[2]: unknown event kind \"nope\"",
+            ),
             (
                 "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[rule]]\nperiod=\"day\"\nlimit=\"1GB\"",
                 "rule[1].name: is required",
