@@ -321,5 +321,52 @@ mod tests {
                 .unwrap()
                 .starts_with("agent NOT running")
         );
+        assert!(!text.contains("RULE"), "no quota table without quotas");
+
+        // With a rule in force: the interface says so, and the quota table follows.
+        let mut limited = rec("kvm101.0", 0, true, Some(Enforcement::Applied));
+        limited.rule = Some("disconnect by monthly".into());
+        limited.disconnected = true;
+        let snap = Snapshot {
+            interfaces: vec![limited],
+            quotas: vec![crate::state::QuotaRecord {
+                rule: crate::names::RuleName::new("monthly").unwrap(),
+                instance: InstanceId::new("101").unwrap(),
+                period_start: Timestamp::from_second(1_699_000_000).unwrap(),
+                period_end: Timestamp::from_second(1_700_003_600).unwrap(),
+                used_bytes: 1_200_000_000_000,
+                limit_bytes: 1_000_000_000_000,
+                action: "disconnect".into(),
+                exceeded: true,
+            }],
+            ..snap
+        };
+        let text = render(&snap, &Holder::Running("7".into()), now);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[2].ends_with("applied [disconnect by monthly] [link held down]"),
+            "{}",
+            lines[2]
+        );
+        assert_eq!(lines[3], "");
+        assert!(lines[4].starts_with("INSTANCE  RULE"), "{}", lines[4]);
+        let cells: Vec<&str> = lines[5]
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert_eq!(
+            cells,
+            vec![
+                "101",
+                "monthly",
+                "1.20 TB",
+                "1.00 TB",
+                "120.0%",
+                "disconnect",
+                "EXCEEDED",
+                "1h 00m"
+            ]
+        );
     }
 }

@@ -33,9 +33,13 @@ pub struct Args {
     /// End (exclusive), same forms; default: now
     #[arg(long, value_name = "WHEN")]
     pub to: Option<String>,
-    /// Time zone for days, months and local times (IANA name); default: the host's
+    /// Time zone for days, months and local times (IANA name); default: the host's, or
+    /// the rule's with --rule
     #[arg(long, value_name = "ZONE")]
     pub tz: Option<String>,
+    /// As a quota rule sees it: in the rule's time zone, only the instances it covers
+    #[arg(long, value_name = "NAME")]
+    pub rule: Option<String>,
     /// Print JSON
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
@@ -50,9 +54,29 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let tz = match &args.tz {
-        Some(name) => TimeZone::get(name).with_context(|| format!("--tz {name:?}"))?,
-        None => TimeZone::system(),
+    let rule = match &args.rule {
+        None => None,
+        Some(name) => {
+            let cfg = Config::load(&args.config.config)?.config;
+            let (cfg, _) = cfg.with_drop_ins();
+            let rule = cfg
+                .rules
+                .iter()
+                .find(|r| r.name.as_str() == name)
+                .with_context(|| {
+                    format!(
+                        "--rule {name:?}: no such rule in {}",
+                        args.config.config.display()
+                    )
+                })?
+                .clone();
+            Some((rule, cfg))
+        }
+    };
+    let tz = match (&args.tz, &rule) {
+        (Some(name), _) => TimeZone::get(name).with_context(|| format!("--tz {name:?}"))?,
+        (None, Some((r, _))) => r.timezone.clone(),
+        (None, None) => TimeZone::system(),
     };
     let now = Timestamp::now();
     let to = match &args.to {
@@ -74,7 +98,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         to,
         tz: tz.clone(),
     };
-    let rows = query(&conn, &q)?;
+    let mut rows = query(&conn, &q)?;
+    if let Some((rule, cfg)) = &rule {
+        rows.retain(|r| {
+            InstanceId::new(&r.instance).is_ok_and(|id| rule.covers(&id, cfg.tags(&id)))
+        });
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else if args.csv {
