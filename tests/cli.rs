@@ -289,3 +289,37 @@ rate = "10mbit"
         text(&out.stderr)
     );
 }
+
+#[test]
+fn check_shows_rules_and_fails_on_a_bad_drop_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let drop_ins = dir.path().join("instances.d");
+    std::fs::create_dir(&drop_ins).unwrap();
+    std::fs::write(
+        drop_ins.join("panel.toml"),
+        "[instances.\"7\"]\nbase_rate = \"fast\"\n",
+    )
+    .unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\ninterfaces = ['x']\ninstances_dir = \"{}\"\n[penalty]\nbase_rate = \"1gbit\"\n\
+             [[rule]]\nname = \"daily\"\nperiod = \"day\"\ntimezone = \"Asia/Kolkata\"\nlimit = \"1TB\"\n\
+             action = \"disconnect\"\nexclude = [\"9\"]\n",
+            drop_ins.display()
+        ),
+    )
+    .unwrap();
+    let out = sluice(&["check", "--config", config.to_str().unwrap()]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        stdout.contains("rule daily: 1TB both per day (Asia/Kolkata) → disconnect; covers every instance except 9"),
+        "{stdout}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stderr.contains("panel.toml") && stderr.contains("instances.\"7\".base_rate"),
+        "{stderr}"
+    );
+}

@@ -57,5 +57,59 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             format_duration(s.duration)
         );
     }
+    for r in &c.rules {
+        let covers = if r.instances.is_empty() && r.tags.is_empty() {
+            "every instance".to_owned()
+        } else {
+            let mut who: Vec<String> = r.instances.iter().map(|i| i.to_string()).collect();
+            who.extend(r.tags.iter().map(|t| format!("tag {t}")));
+            who.join(", ")
+        };
+        println!(
+            "  rule {}{}: {} {} per {} ({}) → {}; covers {covers}{}",
+            r.name,
+            if r.enabled { "" } else { " (disabled)" },
+            r.limit,
+            r.direction,
+            r.period,
+            r.timezone.iana_name().unwrap_or("host zone"),
+            r.action,
+            if r.exclude.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " except {}",
+                    r.exclude
+                        .iter()
+                        .map(|i| i.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        );
+    }
+    if !c.webhooks.is_empty() {
+        println!(
+            "  webhooks: {}",
+            c.webhooks
+                .iter()
+                .map(|w| w.url.as_str())
+                .collect::<Vec<_>>()
+                .join("  ")
+        );
+    }
+    // The drop-ins are part of what the agent will run with: a bad one fails the check.
+    let (merged, errors) = c.with_drop_ins();
+    println!(
+        "  instance drop-ins in {}: {} instance(s) after merging",
+        c.agent.instances_dir.display(),
+        merged.instances.len()
+    );
+    if !errors.is_empty() {
+        for e in &errors {
+            eprintln!("{e}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -23,6 +23,17 @@ pub enum PeriodKind {
     Month(u8),
 }
 
+impl std::fmt::Display for PeriodKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeriodKind::Hour => f.write_str("hour"),
+            PeriodKind::Day => f.write_str("day"),
+            PeriodKind::Week(w) => write!(f, "week from {}", format!("{w:?}").to_lowercase()),
+            PeriodKind::Month(d) => write!(f, "month from day {d}"),
+        }
+    }
+}
+
 /// [start, end) of one period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Period {
