@@ -243,6 +243,7 @@ impl Policy {
                 events.push(stage_event(
                     cfg,
                     &machine,
+                    &self.quotas,
                     &sample.name,
                     st,
                     change,
@@ -261,7 +262,15 @@ impl Policy {
             st.download = None;
             if let Some(change) = machine.expire(&mut st.penalty, now.wall) {
                 changed = true;
-                events.push(stage_event(cfg, &machine, name, st, change, None));
+                events.push(stage_event(
+                    cfg,
+                    &machine,
+                    &self.quotas,
+                    name,
+                    st,
+                    change,
+                    None,
+                ));
             }
             if st.penalty.stage == 0 {
                 gone.push(name.clone());
@@ -370,17 +379,18 @@ fn event(name: &IfName, instance: &InstanceId, kind: EventKind) -> Event {
     }
 }
 
+/// `upload_limit` is what the interface gets after the change: the penalty's limit, or an
+/// exceeded rule's lower rate.
 fn stage_event(
     cfg: &Config,
     machine: &PenaltyMachine<'_>,
+    quotas: &Quotas,
     name: &IfName,
     st: &InterfaceState,
     change: StageChange,
     measured: Option<Measured>,
 ) -> Event {
-    let upload_limit = verdict_for(cfg, machine, &Quotas::default(), st)
-        .upload
-        .map(|l| l.rate);
+    let upload_limit = verdict_for(cfg, machine, quotas, st).upload.map(|l| l.rate);
     event(
         name,
         &st.instance,
