@@ -315,22 +315,15 @@ impl Agent {
             .collect();
         if enforcement != self.enforcement {
             self.state_dirty = true;
-            log_enforcement_changes(&self.enforcement, &enforcement);
-            for (name, status) in &enforcement {
-                if let Enforcement::EnforceFailed { reason } = status
-                    && !self
-                        .enforcement
-                        .iter()
-                        .any(|(n, s)| n == name && s == status)
+            // Same order as the verdicts: a new failure's instance is at its index.
+            for i in log_enforcement_changes(&self.enforcement, &enforcement) {
+                if let ((name, Enforcement::EnforceFailed { reason }), (_, v)) =
+                    (&enforcement[i], &verdicts[i])
                 {
-                    let instance = verdicts
-                        .iter()
-                        .find(|(n, _)| n == name)
-                        .map(|(_, v)| v.instance.clone());
                     self.pending.push(row(
                         now.wall,
                         "enforce_failed",
-                        instance.as_ref(),
+                        Some(&v.instance),
                         serde_json::json!({"interface": name.as_str(), "reason": reason}),
                     ));
                 }
@@ -465,25 +458,21 @@ impl Agent {
         // Down: every interface under a disconnect rule, every tick. Up: those sluice
         // downed that no rule holds any more, and those of instances restored just now
         // (after a restart sluice no longer knows which links it downed).
-        let mut want: Vec<(u32, bool, &IfName)> = Vec::new();
+        let mut want: Vec<(u32, bool, &IfName, &InstanceId)> = Vec::new();
         for (name, v) in verdicts {
             if v.disconnect {
-                want.push((v.ifindex, false, name));
+                want.push((v.ifindex, false, name, &v.instance));
             } else if self.downed.contains(name) || raise.contains(&v.instance) {
-                want.push((v.ifindex, true, name));
+                want.push((v.ifindex, true, name, &v.instance));
             }
         }
         if want.is_empty() {
             return;
         }
-        let asks: Vec<(u32, bool)> = want.iter().map(|(i, up, _)| (*i, *up)).collect();
+        let asks: Vec<(u32, bool)> = want.iter().map(|(i, up, _, _)| (*i, *up)).collect();
         let results = self.links.set(&asks);
         let wall = Timestamp::now();
-        for ((_, up, name), result) in want.into_iter().zip(results) {
-            let instance = verdicts
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.instance.clone());
+        for ((_, up, name, instance), result) in want.into_iter().zip(results) {
             match result {
                 Switched::Failed(e) => {
                     warn!(interface = %name, "cannot set the link {}: {e}", if up { "up" } else { "down" });
@@ -498,7 +487,7 @@ impl Agent {
                     self.pending.push(row(
                         wall,
                         if up { "link_up" } else { "link_down" },
-                        instance.as_ref(),
+                        Some(instance),
                         serde_json::json!({"interface": name.as_str()}),
                     ));
                 }
@@ -579,8 +568,13 @@ pub fn next_wait(interval: Duration, now: Timestamp, period_end: Option<Timestam
 }
 
 /// One line per interface whose enforcement status changed (both lists in name order).
-fn log_enforcement_changes(before: &[(IfName, Enforcement)], after: &[(IfName, Enforcement)]) {
-    for (name, status) in after {
+/// Returns the indices in `after` of interfaces that newly became `enforce_failed`.
+fn log_enforcement_changes(
+    before: &[(IfName, Enforcement)],
+    after: &[(IfName, Enforcement)],
+) -> Vec<usize> {
+    let mut failed = Vec::new();
+    for (i, (name, status)) in after.iter().enumerate() {
         let old = before
             .binary_search_by(|(n, _)| n.cmp(name))
             .ok()
@@ -590,7 +584,8 @@ fn log_enforcement_changes(before: &[(IfName, Enforcement)], after: &[(IfName, E
         }
         match status {
             Enforcement::EnforceFailed { reason } => {
-                warn!(interface = %name, "enforce_failed: {reason}")
+                warn!(interface = %name, "enforce_failed: {reason}");
+                failed.push(i);
             }
             Enforcement::Applied if old.is_some() => {
                 info!(interface = %name, "enforcement verified")
@@ -598,6 +593,7 @@ fn log_enforcement_changes(before: &[(IfName, Enforcement)], after: &[(IfName, E
             _ => {}
         }
     }
+    failed
 }
 
 fn log_quota_event(e: &QuotaEvent) {

@@ -421,22 +421,6 @@ impl Ledger {
         Ok(out)
     }
 
-    /// Append events outside a tick (hook results, enforcement failures).
-    pub fn append_events(&mut self, events: &[EventRow]) -> Result<(), LedgerError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let tx = self.conn.transaction().map_err(sql("begin"))?;
-        write_journal(
-            &tx,
-            &Journal {
-                quotas: Vec::new(),
-                events: events.to_vec(),
-            },
-        )?;
-        tx.commit().map_err(sql("commit"))
-    }
-
     /// The persisted quota counts (what [`Quotas::from_rows`] takes). Rows whose names
     /// are no longer valid are skipped.
     pub fn quotas(&self) -> Result<QuotaRows, LedgerError> {
@@ -611,7 +595,7 @@ fn write_journal(tx: &rusqlite::Transaction<'_>, j: &Journal) -> Result<(), Ledg
 }
 
 /// The quota counts stored in a ledger.
-pub fn read_quotas(conn: &Connection) -> Result<QuotaRows, LedgerError> {
+fn read_quotas(conn: &Connection) -> Result<QuotaRows, LedgerError> {
     let mut stmt = conn
         .prepare(
             "SELECT rule, instance, period_start_ms, period_end_ms, upload, download, notified,
