@@ -15,8 +15,11 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
+use sluice::account::ledger::Journal;
 use sluice::account::{Ledger, Observation};
-use sluice::names::{IfName, InstanceId};
+use sluice::names::{IfName, InstanceId, RuleName};
+use sluice::policy::period::Period;
+use sluice::policy::quota::QuotaUsage;
 
 fn names(n: usize) -> (Vec<IfName>, Vec<InstanceId>) {
     (
@@ -78,8 +81,19 @@ fn commit_cost(n: usize, rounds: usize) {
     ledger
         .record(&c.observations(&ifs, &ids), at(1), interval)
         .unwrap();
+    if std::env::var_os("NO_CKPT").is_some() {
+        ledger
+            .connection()
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .unwrap();
+    }
     let flat = dir.path().join("flat");
-    let (mut all, mut tenth, mut floor) = (vec![], vec![], vec![]);
+    let (mut all, mut tenth, mut floor, mut ruled) = (vec![], vec![], vec![], vec![]);
+    let rule = RuleName::new("monthly").unwrap();
+    let period = Period {
+        start: at(0),
+        end: at(60 * 24 * 30),
+    };
     let mut k = 2u64;
     for _ in 0..rounds {
         c.advance(1);
@@ -87,6 +101,31 @@ fn commit_cost(n: usize, rounds: usize) {
         let s = Instant::now();
         ledger.record(&obs, at(k), interval).unwrap();
         all.push(s.elapsed());
+        k += 1;
+
+        // As the agent commits it: every instance also moved a monthly rule's count.
+        c.advance(1);
+        let obs = c.observations(&ifs, &ids);
+        let s = Instant::now();
+        ledger
+            .record_with(&obs, at(k), interval, |spent| Journal {
+                quotas: spent
+                    .iter()
+                    .map(|sp| {
+                        let usage = QuotaUsage {
+                            period,
+                            upload: sp.upload * k,
+                            download: sp.download * k,
+                            notified: 0,
+                            exceeded: false,
+                        };
+                        ((rule.clone(), sp.instance.clone()), Some(usage))
+                    })
+                    .collect(),
+                events: vec![],
+            })
+            .unwrap();
+        ruled.push(s.elapsed());
         k += 1;
 
         c.advance(10);
@@ -107,15 +146,44 @@ fn commit_cost(n: usize, rounds: usize) {
         f.sync_all().unwrap();
         floor.push(s.elapsed());
     }
-    let (a, t, f) = (median(all), median(tenth), median(floor));
+    let packed: Vec<(i64, i64)> = {
+        let mut q = ledger
+            .connection()
+            .prepare("SELECT id, length(data) FROM state ORDER BY id")
+            .unwrap();
+        q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let worst = all
+        .iter()
+        .chain(&tenth)
+        .chain(&ruled)
+        .max()
+        .copied()
+        .unwrap_or_default();
+    let (a, t, f, r) = (median(all), median(tenth), median(floor), median(ruled));
     println!(
-        "{n:>6} interfaces: commit, all active {} ({:.1}x the fsync'd flat file {})  10% active {} ({:.1}x)  target <= 10 ms",
+        "{n:>6} interfaces: commit, all active {} ({:.1}x the fsync'd flat file {})  10% active {} ({:.1}x)  all active + a rule's counts {} ({:.1}x)  worst tick {} ({:.1}x)  target <= 10 ms",
         ms(a),
         a.as_secs_f64() / f.as_secs_f64(),
         ms(f),
         ms(t),
         t.as_secs_f64() / f.as_secs_f64(),
+        ms(r),
+        r.as_secs_f64() / f.as_secs_f64(),
+        ms(worst),
+        worst.as_secs_f64() / f.as_secs_f64(),
     );
+    for (row, len) in packed {
+        let what = if row == 1 { "counters" } else { "quota counts" };
+        println!(
+            "        packed {what}: {:.0} kB, {:.1} B per interface",
+            len as f64 / 1e3,
+            len as f64 / n as f64
+        );
+    }
 }
 
 fn growth(n: usize, ticks: u64) {
@@ -165,8 +233,9 @@ fn main() {
         commit_cost(1_000, 5);
         growth(100, 120);
     } else {
-        commit_cost(1_000, 11);
-        commit_cost(10_000, 11);
+        // 21 rounds of 3 ticks: an hour of ticks, so boundaries' flushes are in it.
+        commit_cost(1_000, 21);
+        commit_cost(10_000, 21);
         growth(100, 1440);
     }
 }

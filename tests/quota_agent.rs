@@ -19,7 +19,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sluice::account::ledger::packed_quotas;
 use sluice::enforce::tc::ifb_name;
+use sluice::policy::period::Period;
 use sluice::state::{self, InterfaceRecord};
 use support::{
     AgentProc, Iperf3Server, Netns, counter_rate, eventually, send_udp, sluice_bin, veth,
@@ -332,14 +334,17 @@ timeout = "10s"
 
     // The day ends while the agent is down: it restores everything when it comes back.
     let db = rusqlite::Connection::open(run.join("lib/ledger.db")).unwrap();
-    let past = jiff::Timestamp::now().as_millisecond() - 1000;
-    let moved = db
-        .execute(
-            "UPDATE quota_usage SET period_end_ms = ?1, period_start_ms = ?1 - 86400000",
-            [past],
-        )
-        .unwrap();
-    assert_eq!(moved, 3);
+    let past = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1);
+    let mut counts: packed_quotas::QuotaMap =
+        packed_quotas::read(&db).unwrap().into_iter().collect();
+    for u in counts.values_mut() {
+        u.period = Period {
+            start: past - jiff::SignedDuration::from_hours(24),
+            end: past,
+        };
+    }
+    packed_quotas::write(&db, &counts).unwrap();
+    assert_eq!(counts.len(), 3);
     drop(db);
     let agent = AgentProc::start(&host, &config, tmp.path().join("agent3.log"));
     eventually(Duration::from_secs(15), "tap502i0 back up", || {

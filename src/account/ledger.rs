@@ -1,9 +1,9 @@
 //! The ledger: every watched interface's traffic, exact and durable, in SQLite.
 //!
-//! Each tick commits, in one transaction, the bytes counted since the previous tick into
-//! 5-minute and hourly buckets *and* the counters they were computed from. A kill -9 at
-//! any point therefore leaves either both or neither: on restart the agent resumes from
-//! the committed counters, and nothing is lost or counted twice.
+//! Each tick commits, in one transaction, the bytes counted since the previous tick *and*
+//! the counters they were computed from. A kill -9 at any point therefore leaves either
+//! both or neither: on restart the agent resumes from the committed counters, and nothing
+//! is lost or counted twice.
 //!
 //! Rules (see [`super::counter_delta`] for the reset rule itself):
 //! - First sight of an interface records its counters only: what it counted before sluice
@@ -15,76 +15,39 @@
 //!   two intervals (the agent was down) the delta is spread evenly over the gap and its
 //!   buckets are flagged `estimated`: downtime is not a loss, but its timing is a guess.
 //!
+//! How it stays cheap at 10,000 interfaces: the counters and each interface's open
+//! 5-minute and hourly buckets are one packed row ([`packed`]); a bucket becomes a table
+//! row when it closes, a share of the closed ones per tick. Readers use
+//! [`bucket_rows`], which adds what is still packed.
+//!
 //! Counters are u64 and SQLite integers i64: they are stored bit for bit (`as i64`) and
 //! read back the same way; bucket sums stay far below 2^63.
+
+mod buckets;
+mod journal;
+pub mod packed;
+pub mod packed_quotas;
+mod schema;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
 use super::{Counters, counter_delta};
-use crate::names::{IfName, InstanceId, RuleName};
-use crate::policy::period::Period;
-use crate::policy::quota::{QuotaChanges, QuotaRows, QuotaUsage, Spent};
+use crate::names::{IfName, InstanceId};
+use crate::policy::quota::{QuotaChanges, QuotaRows, Spent};
+pub use buckets::{BucketFilter, BucketRow, Pruned, bucket_rows, prune};
+pub use journal::read_events;
+use packed::{Entry, Open, Row, State, Table};
 
-/// Version of the schema below (`PRAGMA user_version`).
-/// 2 added `quota_usage` and `events` (created on open; a version-1 file just gains them).
-const SCHEMA_VERSION: i64 = 2;
 pub const FIVE_MINUTES: i64 = 300;
 pub const HOUR: i64 = 3600;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS counters (
-    interface TEXT PRIMARY KEY,
-    instance TEXT NOT NULL,
-    ifindex INTEGER NOT NULL,
-    boot_id TEXT NOT NULL,
-    rx INTEGER NOT NULL,
-    tx INTEGER NOT NULL,
-    at_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS usage_5m (
-    instance TEXT NOT NULL,
-    interface TEXT NOT NULL,
-    bucket INTEGER NOT NULL,
-    rx INTEGER NOT NULL,
-    tx INTEGER NOT NULL,
-    estimated INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (instance, interface, bucket)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS usage_hour (
-    instance TEXT NOT NULL,
-    interface TEXT NOT NULL,
-    bucket INTEGER NOT NULL,
-    rx INTEGER NOT NULL,
-    tx INTEGER NOT NULL,
-    estimated INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (instance, interface, bucket)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS quota_usage (
-    rule TEXT NOT NULL,
-    instance TEXT NOT NULL,
-    period_start_ms INTEGER NOT NULL,
-    period_end_ms INTEGER NOT NULL,
-    upload INTEGER NOT NULL,
-    download INTEGER NOT NULL,
-    notified INTEGER NOT NULL,
-    exceeded INTEGER NOT NULL,
-    PRIMARY KEY (rule, instance)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at_ms INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    instance TEXT,
-    body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_at ON events (at_ms);
-";
+/// An interface not seen for this long is forgotten (its buckets stay): hosts that create
+/// and destroy VMs all day must not carry every tap they ever had.
+const FORGET_AFTER_MS: i64 = 30 * 86_400_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -122,13 +85,6 @@ pub struct Recorded {
     pub estimated: usize,
 }
 
-/// One observation and, unless it is a first sight, its delta:
-/// (rx, tx, counted since ms, estimated).
-struct Counted<'a> {
-    obs: Observation<'a>,
-    delta: Option<(u64, u64, i64, bool)>,
-}
-
 /// What else a tick commits with its bytes.
 #[derive(Debug, Clone, Default)]
 pub struct Journal {
@@ -152,28 +108,32 @@ pub struct EventRow {
     pub body: serde_json::Value,
 }
 
-#[derive(Debug, Clone)]
-struct Last {
-    ifindex: u32,
-    boot_id: String,
-    rx: u64,
-    tx: u64,
-    /// When these counters were read (ms since the epoch).
-    at_ms: i64,
+/// The committed state, in memory: `state.entries[i]` is the interface `names[i]`.
+#[derive(Default)]
+struct Memory {
+    state: State,
+    names: Vec<(IfName, InstanceId)>,
+    index: HashMap<IfName, usize>,
+    quotas: packed_quotas::QuotaMap,
 }
 
 pub struct Ledger {
     conn: Connection,
     boot_id: String,
-    last: HashMap<IfName, Last>,
-    /// When the previous tick was committed (ms); counters unchanged since an interface's
-    /// `at_ms` were still unchanged then.
+    mem: Memory,
+    /// `PRAGMA data_version` after our last read or write: when another connection
+    /// (`sluice prune`) commits, it changes and the memory is read again.
+    data_version: i64,
+    /// The memory may be ahead of the file (a tick failed half-way): read it again.
+    stale: bool,
+    /// When the previous tick ran (ms); counters unchanged since an interface's `at_ms`
+    /// were still unchanged then.
     last_tick_ms: Option<i64>,
 }
 
 impl Ledger {
-    /// Open (creating if needed) the ledger at `path`; `boot_id` identifies this boot of
-    /// the host (`/proc/sys/kernel/random/boot_id`).
+    /// Open (creating or upgrading if needed) the ledger at `path`; `boot_id` identifies
+    /// this boot of the host (`/proc/sys/kernel/random/boot_id`).
     pub fn open(path: &Path, boot_id: &str) -> Result<Ledger, LedgerError> {
         let open_err = |e: rusqlite::Error| LedgerError::Open {
             path: path.to_owned(),
@@ -187,7 +147,7 @@ impl Ledger {
                 reason: format!("cannot create {}: {e}", dir.display()),
             })?;
         }
-        let conn = Connection::open(path).map_err(open_err)?;
+        let mut conn = Connection::open(path).map_err(open_err)?;
         // WAL: readers (`sluice usage`) never block the agent; FULL: a commit is on disk
         // before the tick goes on, so even a power cut loses at most the tick in flight.
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -199,65 +159,33 @@ impl Ledger {
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(open_err)?;
-        if version > SCHEMA_VERSION {
+        if version > schema::VERSION {
             return Err(LedgerError::Open {
                 path: path.to_owned(),
                 reason: format!(
-                    "schema version {version} is newer than this sluice knows ({SCHEMA_VERSION}); refusing to touch it"
+                    "schema version {version} is newer than this sluice knows ({}); refusing to touch it",
+                    schema::VERSION
                 ),
             });
         }
-        conn.execute_batch(SCHEMA).map_err(open_err)?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(open_err)?;
+        if version < schema::VERSION {
+            schema::upgrade(&mut conn, version, boot_id).map_err(|e| LedgerError::Open {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?;
+        }
         let mut ledger = Ledger {
             conn,
             boot_id: boot_id.to_owned(),
-            last: HashMap::new(),
+            mem: Memory::default(),
+            data_version: 0,
+            stale: false,
             last_tick_ms: None,
         };
-        ledger.load()?;
+        ledger.mem = load(&ledger.conn, boot_id)?;
+        ledger.data_version = data_version(&ledger.conn)?;
+        ledger.last_tick_ms = Some(ledger.mem.state.at_ms).filter(|&t| t > 0);
         Ok(ledger)
-    }
-
-    fn load(&mut self) -> Result<(), LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT interface, ifindex, boot_id, rx, tx, at_ms FROM counters")
-            .map_err(sql("reading counters"))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    Last {
-                        ifindex: r.get::<_, i64>(1)? as u32,
-                        boot_id: r.get(2)?,
-                        rx: r.get::<_, i64>(3)? as u64,
-                        tx: r.get::<_, i64>(4)? as u64,
-                        at_ms: r.get(5)?,
-                    },
-                ))
-            })
-            .map_err(sql("reading counters"))?;
-        for row in rows {
-            let (name, last) = row.map_err(sql("reading counters"))?;
-            // A name that is no longer valid cannot be sampled again; skip it.
-            if let Ok(name) = IfName::new(&name) {
-                self.last.insert(name, last);
-            }
-        }
-        drop(stmt);
-        self.last_tick_ms = self
-            .conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'last_tick_ms'",
-                [],
-                |r| r.get::<_, String>(0),
-            )
-            .optional()
-            .map_err(sql("reading meta"))?
-            .and_then(|v| v.parse().ok());
-        Ok(())
     }
 
     /// Count one tick's observations taken at `at`, in one transaction.
@@ -280,151 +208,81 @@ impl Ledger {
         journal: impl FnOnce(&[Spent]) -> Journal,
     ) -> Result<Recorded, LedgerError> {
         let now_ms = at.as_millisecond();
-        let max_gap_ms = i64::try_from(interval.as_millis().saturating_mul(2)).unwrap_or(i64::MAX);
-        let mut out = Recorded::default();
-        // Deltas first, in memory; nothing is remembered until the commit succeeds.
-        let mut counted: Vec<Counted<'_>> = Vec::new();
-        let mut spent: Vec<Spent> = Vec::new();
-        for o in observations {
-            let Some(prev) = self.last.get(o.interface) else {
-                counted.push(Counted {
-                    obs: *o,
-                    delta: None,
-                });
-                continue;
-            };
-            let changed = prev.ifindex != o.ifindex
-                || prev.rx != o.rx_bytes
-                || prev.tx != o.tx_bytes
-                || prev.boot_id != self.boot_id;
-            if !changed {
-                continue;
-            }
-            let mut d = counter_delta(
-                Counters {
-                    ifindex: prev.ifindex,
-                    rx_bytes: prev.rx,
-                    tx_bytes: prev.tx,
-                },
-                Counters {
-                    ifindex: o.ifindex,
-                    rx_bytes: o.rx_bytes,
-                    tx_bytes: o.tx_bytes,
-                },
-            );
-            if prev.boot_id != self.boot_id && !d.reset {
-                // Rebooted: everything the counters hold was counted since the boot.
-                d.rx_bytes = o.rx_bytes;
-                d.tx_bytes = o.tx_bytes;
-                d.reset = true;
-            }
-            // Unchanged counters were still unchanged at the previous tick.
-            let from = prev
-                .at_ms
-                .max(self.last_tick_ms.unwrap_or(prev.at_ms))
-                .min(now_ms);
-            let estimated = now_ms - from > max_gap_ms;
-            if d.rx_bytes > 0 || d.tx_bytes > 0 {
-                spent.push(Spent {
-                    instance: o.instance.clone(),
-                    upload: d.rx_bytes,
-                    download: d.tx_bytes,
-                    from: Timestamp::from_millisecond(from).unwrap_or(at),
-                    to: at,
-                });
-            }
-            out.rx_bytes += d.rx_bytes;
-            out.tx_bytes += d.tx_bytes;
-            out.resets += usize::from(d.reset);
-            out.estimated += usize::from(estimated && (d.rx_bytes > 0 || d.tx_bytes > 0));
-            counted.push(Counted {
-                obs: *o,
-                delta: Some((d.rx_bytes, d.tx_bytes, from, estimated)),
-            });
+        let interval_ms = i64::try_from(interval.as_millis())
+            .unwrap_or(i64::MAX / 4)
+            .max(1);
+        // The write lock first: nobody (`sluice prune`) may change the file between our
+        // reading it and writing it back.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("begin"))?;
+        let version = data_version(&tx)?;
+        if self.stale || version != self.data_version {
+            self.mem = load(&tx, &self.boot_id)?;
+            self.last_tick_ms = Some(self.mem.state.at_ms).filter(|&t| t > 0);
+            self.data_version = version;
+            self.stale = false;
         }
-        let journal = journal(&spent);
+        // From here the memory runs ahead of the file until the commit.
+        self.stale = true;
+        let mut tick = Tick {
+            now_ms,
+            max_gap_ms: interval_ms.saturating_mul(2),
+            last_tick_ms: self.last_tick_ms,
+            out: Recorded::default(),
+            spent: Vec::new(),
+            direct: Vec::new(),
+            dirty: false,
+        };
+        let mem = &mut self.mem;
+        for o in observations {
+            tick.observe(&tx, mem, o)?;
+        }
+        tick.close_by_time(&mut mem.state);
+        tick.forget_unseen(mem);
+        let flush = flush_share(&mut mem.state.pending, now_ms, interval_ms);
+        let journal = journal(&tick.spent);
         // An idle tick writes nothing (no fsync): the previous tick's time is kept in
         // memory and persisted with the next real write.
-        if counted.is_empty() && journal.is_empty() {
+        if !tick.dirty && flush.is_empty() && tick.direct.is_empty() && journal.is_empty() {
+            drop(tx);
+            self.stale = false;
             self.last_tick_ms = Some(now_ms);
-            return Ok(out);
+            return Ok(tick.out);
         }
-        let tx = self.conn.transaction().map_err(sql("begin"))?;
-        {
-            let mut add5 = tx
-                .prepare_cached(&upsert("usage_5m"))
-                .map_err(sql("preparing bucket write"))?;
-            let mut add_hour = tx
-                .prepare_cached(&upsert("usage_hour"))
-                .map_err(sql("preparing bucket write"))?;
-            let mut put = tx
-                .prepare_cached(PUT_COUNTERS)
-                .map_err(sql("preparing counter write"))?;
-            for c in &counted {
-                let o = &c.obs;
-                if let Some((rx, tx_bytes, from, estimated)) = c.delta {
-                    for (table, len) in [(&mut add5, FIVE_MINUTES), (&mut add_hour, HOUR)] {
-                        let rxs = spread(rx, from, now_ms, len * 1000);
-                        let txs = spread(tx_bytes, from, now_ms, len * 1000);
-                        for ((bucket, r), (_, t)) in rxs.into_iter().zip(txs) {
-                            if r == 0 && t == 0 {
-                                continue;
-                            }
-                            table
-                                .execute(params![
-                                    o.instance.as_str(),
-                                    o.interface.as_str(),
-                                    bucket,
-                                    r as i64,
-                                    t as i64,
-                                    estimated
-                                ])
-                                .map_err(sql("writing buckets"))?;
-                        }
-                    }
-                }
-                // The counters the next tick's delta starts from.
-                put.execute(params![
-                    o.interface.as_str(),
-                    o.instance.as_str(),
-                    o.ifindex,
-                    &self.boot_id,
-                    o.rx_bytes as i64,
-                    o.tx_bytes as i64,
-                    now_ms
-                ])
-                .map_err(sql("writing counters"))?;
+        if tick.dirty || !flush.is_empty() {
+            mem.state.at_ms = now_ms;
+            mem.state.boot_id.clone_from(&self.boot_id);
+            packed::write(&tx, &mem.state.encode()?)?;
+        }
+        packed::add_rows(&tx, &tick.direct)?;
+        packed::add_rows(&tx, &flush)?;
+        if !journal.quotas.is_empty() {
+            for (key, usage) in journal.quotas {
+                match usage {
+                    Some(u) => mem.quotas.insert(key, u),
+                    None => mem.quotas.remove(&key),
+                };
             }
-            write_journal(&tx, &journal)?;
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('last_tick_ms', ?1)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![now_ms.to_string()],
-            )
-            .map_err(sql("writing meta"))?;
+            packed_quotas::write(&tx, &mem.quotas)?;
         }
+        journal::write_events(&tx, &journal.events)?;
         tx.commit().map_err(sql("commit"))?;
-        // Only what is on disk is remembered.
-        for c in counted {
-            self.last.insert(
-                c.obs.interface.clone(),
-                Last {
-                    ifindex: c.obs.ifindex,
-                    boot_id: self.boot_id.clone(),
-                    rx: c.obs.rx_bytes,
-                    tx: c.obs.tx_bytes,
-                    at_ms: now_ms,
-                },
-            );
-        }
+        self.stale = false;
         self.last_tick_ms = Some(now_ms);
-        Ok(out)
+        Ok(tick.out)
     }
 
-    /// The persisted quota counts (what [`Quotas::from_rows`] takes). Rows whose names
+    /// The persisted quota counts (what [`Quotas::from_rows`] takes). Counts whose names
     /// are no longer valid are skipped.
     pub fn quotas(&self) -> Result<QuotaRows, LedgerError> {
-        read_quotas(&self.conn)
+        Ok(self
+            .mem
+            .quotas
+            .iter()
+            .map(|(k, u)| (k.clone(), u.clone()))
+            .collect())
     }
 
     /// Delete 5-minute buckets older than `keep_5m` and hourly ones older than
@@ -438,95 +296,330 @@ impl Ledger {
         let cut = |keep: Duration| {
             now.as_second() - i64::try_from(keep.as_secs()).unwrap_or(i64::MAX / 2)
         };
-        let a = self
-            .conn
-            .execute(
-                "DELETE FROM usage_5m WHERE bucket < ?1",
-                params![cut(keep_5m)],
-            )
-            .map_err(sql("expiring 5-minute buckets"))?;
-        let b = self
-            .conn
-            .execute(
-                "DELETE FROM usage_hour WHERE bucket < ?1",
-                params![cut(keep_hour)],
-            )
-            .map_err(sql("expiring hourly buckets"))?;
-        Ok(a + b)
+        let mut gone = 0;
+        for (table, keep) in [(Table::FiveMinutes, keep_5m), (Table::Hour, keep_hour)] {
+            gone += self
+                .conn
+                .execute(
+                    &format!("DELETE FROM {} WHERE bucket < ?1", table.name()),
+                    params![cut(keep)],
+                )
+                .map_err(sql("expiring buckets"))?;
+        }
+        // Our own write: it does not make the memory stale.
+        self.data_version = data_version(&self.conn)?;
+        Ok(gone)
     }
 
-    /// Delete (or, with `dry_run`, count) buckets that start before `before`, of one
-    /// instance or all: (5-minute rows, hourly rows, upload bytes, download bytes) of the
-    /// hourly buckets — the totals that will no longer be reported.
+    /// [`prune`] through this ledger.
     pub fn prune(
         &mut self,
         before: Timestamp,
         instance: Option<&InstanceId>,
         dry_run: bool,
     ) -> Result<Pruned, LedgerError> {
+        // The packed state may change: read it again before the next tick.
+        self.stale = true;
         prune(&mut self.conn, before, instance, dry_run)
     }
 
-    /// The connection, for queries ([`super::usage`]).
+    /// The connection, for queries ([`bucket_rows`], [`super::usage`]).
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
 }
 
-/// What [`Ledger::prune`] removed (or would remove).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Pruned {
-    pub rows_5m: usize,
-    pub rows_hourly: usize,
-    pub upload_bytes: u64,
-    pub download_bytes: u64,
+fn data_version(conn: &Connection) -> Result<i64, LedgerError> {
+    conn.pragma_query_value(None, "data_version", |r| r.get(0))
+        .map_err(sql("reading the data version"))
 }
 
-/// [`Ledger::prune`] on any connection (the CLI opens the file without loading counters).
-pub fn prune(
-    conn: &mut Connection,
-    before: Timestamp,
-    instance: Option<&InstanceId>,
-    dry_run: bool,
-) -> Result<Pruned, LedgerError> {
-    let cut = before.as_second();
-    let who = instance.map(|i| i.as_str());
-    let tx = conn.transaction().map_err(sql("begin"))?;
-    let count = |table: &str| -> Result<(usize, u64, u64), LedgerError> {
-        tx.query_row(
-            &format!(
-                "SELECT COUNT(*), COALESCE(SUM(rx),0), COALESCE(SUM(tx),0) FROM {table}
-                 WHERE bucket < ?1 AND (?2 IS NULL OR instance = ?2)"
-            ),
-            params![cut, who],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)? as usize,
-                    r.get::<_, i64>(1)? as u64,
-                    r.get::<_, i64>(2)? as u64,
-                ))
+/// The committed state and the names of its interfaces.
+fn load(conn: &Connection, boot_id: &str) -> Result<Memory, LedgerError> {
+    let quotas = packed_quotas::read(conn)?.into_iter().collect();
+    let Some(mut state) = packed::read(conn)? else {
+        return Ok(Memory {
+            state: State {
+                boot_id: boot_id.to_owned(),
+                ..State::default()
             },
-        )
-        .map_err(sql("counting buckets"))
+            quotas,
+            ..Memory::default()
+        });
     };
-    let (rows_5m, _, _) = count("usage_5m")?;
-    let (rows_hourly, up, down) = count("usage_hour")?;
-    if !dry_run {
-        for table in ["usage_5m", "usage_hour"] {
-            tx.execute(
-                &format!("DELETE FROM {table} WHERE bucket < ?1 AND (?2 IS NULL OR instance = ?2)"),
-                params![cut, who],
-            )
-            .map_err(sql("pruning buckets"))?;
+    if state.boot_id != boot_id {
+        // Everything was read in another boot of the host.
+        for e in &mut state.entries {
+            e.this_boot = false;
         }
     }
-    tx.commit().map_err(sql("commit"))?;
-    Ok(Pruned {
-        rows_5m,
-        rows_hourly,
-        upload_bytes: up,
-        download_bytes: down,
-    })
+    let mut stmt = conn
+        .prepare("SELECT id, interface, instance FROM interfaces")
+        .map_err(sql("reading interfaces"))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .map_err(sql("reading interfaces"))?;
+    let mut by_id = HashMap::new();
+    for row in rows {
+        let (id, interface, instance) = row.map_err(sql("reading interfaces"))?;
+        // A name that is no longer valid cannot be sampled again; its entry is dropped.
+        if let (Ok(i), Ok(n)) = (IfName::new(&interface), InstanceId::new(&instance)) {
+            by_id.insert(id, (i, n));
+        }
+    }
+    let mut mem = Memory {
+        quotas,
+        ..Memory::default()
+    };
+    let entries = std::mem::take(&mut state.entries);
+    for e in entries {
+        if let Some(names) = by_id.get(&e.id)
+            && !mem.index.contains_key(&names.0)
+        {
+            mem.index.insert(names.0.clone(), mem.names.len());
+            mem.names.push(names.clone());
+            state.entries.push(e);
+        }
+    }
+    mem.state = state;
+    Ok(mem)
+}
+
+/// The id of (interface, instance), creating it on first sight.
+fn interface_id(
+    conn: &Connection,
+    interface: &IfName,
+    instance: &InstanceId,
+) -> Result<i64, LedgerError> {
+    conn.prepare_cached(
+        "INSERT INTO interfaces (interface, instance) VALUES (?1, ?2)
+         ON CONFLICT (interface, instance) DO UPDATE SET interface = excluded.interface
+         RETURNING id",
+    )
+    .and_then(|mut s| s.query_row(params![interface.as_str(), instance.as_str()], |r| r.get(0)))
+    .map_err(sql("writing interfaces"))
+}
+
+/// One tick's work on the memory.
+struct Tick {
+    now_ms: i64,
+    max_gap_ms: i64,
+    last_tick_ms: Option<i64>,
+    out: Recorded,
+    spent: Vec<Spent>,
+    /// Rows to add to their tables in this commit (buckets a gap spread over, or behind
+    /// an open one after the clock went back).
+    direct: Vec<Row>,
+    /// The packed state changed.
+    dirty: bool,
+}
+
+impl Tick {
+    fn observe(
+        &mut self,
+        conn: &Connection,
+        mem: &mut Memory,
+        o: &Observation<'_>,
+    ) -> Result<(), LedgerError> {
+        let Some(&i) = mem.index.get(o.interface) else {
+            let id = interface_id(conn, o.interface, o.instance)?;
+            mem.index.insert(o.interface.clone(), mem.names.len());
+            mem.names.push((o.interface.clone(), o.instance.clone()));
+            mem.state.entries.push(Entry {
+                id,
+                ifindex: o.ifindex,
+                this_boot: true,
+                rx: o.rx_bytes,
+                tx: o.tx_bytes,
+                at_ms: self.now_ms,
+                open: [Open::default(); 2],
+            });
+            self.dirty = true;
+            return Ok(());
+        };
+        let e = &mut mem.state.entries[i];
+        let moved = mem.names[i].1 != *o.instance;
+        let changed = moved
+            || !e.this_boot
+            || e.ifindex != o.ifindex
+            || e.rx != o.rx_bytes
+            || e.tx != o.tx_bytes;
+        // Unchanged counters were still unchanged at this tick.
+        let from = e
+            .at_ms
+            .max(self.last_tick_ms.unwrap_or(e.at_ms))
+            .min(self.now_ms);
+        e.at_ms = self.now_ms;
+        if !changed {
+            return Ok(());
+        }
+        self.dirty = true;
+        if moved {
+            // The interface now belongs to another instance: what its buckets hold so far
+            // was the old one's.
+            let id = e.id;
+            for table in Table::ALL {
+                let open = e.open_mut(table);
+                if !open.is_empty() {
+                    mem.state.pending.push(Row::closing(table, id, open));
+                    *open = Open::default();
+                }
+            }
+            e.id = interface_id(conn, o.interface, o.instance)?;
+            mem.names[i].1 = o.instance.clone();
+        }
+        let mut d = counter_delta(
+            Counters {
+                ifindex: e.ifindex,
+                rx_bytes: e.rx,
+                tx_bytes: e.tx,
+            },
+            Counters {
+                ifindex: o.ifindex,
+                rx_bytes: o.rx_bytes,
+                tx_bytes: o.tx_bytes,
+            },
+        );
+        if !e.this_boot && !d.reset {
+            // Rebooted: everything the counters hold was counted since the boot.
+            d.rx_bytes = o.rx_bytes;
+            d.tx_bytes = o.tx_bytes;
+            d.reset = true;
+        }
+        e.ifindex = o.ifindex;
+        e.rx = o.rx_bytes;
+        e.tx = o.tx_bytes;
+        e.this_boot = true;
+        let moved_bytes = d.rx_bytes > 0 || d.tx_bytes > 0;
+        let estimated = self.now_ms - from > self.max_gap_ms;
+        self.out.rx_bytes += d.rx_bytes;
+        self.out.tx_bytes += d.tx_bytes;
+        self.out.resets += usize::from(d.reset);
+        self.out.estimated += usize::from(estimated && moved_bytes);
+        if !moved_bytes {
+            return Ok(());
+        }
+        let at = Timestamp::from_millisecond(self.now_ms).unwrap_or(Timestamp::UNIX_EPOCH);
+        self.spent.push(Spent {
+            instance: o.instance.clone(),
+            upload: d.rx_bytes,
+            download: d.tx_bytes,
+            from: Timestamp::from_millisecond(from).unwrap_or(at),
+            to: at,
+        });
+        let id = e.id;
+        for table in Table::ALL {
+            let len = table.len_s() * 1000;
+            let rx = spread(d.rx_bytes, from, self.now_ms, len);
+            let tx = spread(d.tx_bytes, from, self.now_ms, len);
+            let last = rx.len().saturating_sub(1);
+            debug_assert_eq!(rx.len(), tx.len());
+            for (k, ((bucket, r), (_, t))) in rx.into_iter().zip(tx).enumerate() {
+                if r == 0 && t == 0 {
+                    continue;
+                }
+                let row = Row {
+                    table,
+                    id,
+                    bucket,
+                    rx: r,
+                    tx: t,
+                    estimated,
+                };
+                let open = e.open_mut(table);
+                if !open.is_empty() && open.start == bucket {
+                    open.rx += r;
+                    open.tx += t;
+                    open.estimated |= estimated;
+                } else if k == last && (open.is_empty() || bucket > open.start) {
+                    // The newest bucket opens; the one it follows is closed.
+                    if !open.is_empty() {
+                        mem.state.pending.push(Row::closing(table, id, open));
+                    }
+                    *open = Open {
+                        start: bucket,
+                        rx: r,
+                        tx: t,
+                        estimated,
+                    };
+                } else {
+                    self.direct.push(row);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Buckets whose time is over close even if their interface went quiet.
+    fn close_by_time(&mut self, state: &mut State) {
+        for table in Table::ALL {
+            let len = table.len_s() * 1000;
+            let current = (self.now_ms - 1).div_euclid(len) * len / 1000;
+            for e in &mut state.entries {
+                let id = e.id;
+                let open = e.open_mut(table);
+                if !open.is_empty() && open.start < current {
+                    state.pending.push(Row::closing(table, id, open));
+                    *open = Open::default();
+                    self.dirty = true;
+                }
+            }
+        }
+    }
+
+    /// Interfaces not seen for [`FORGET_AFTER_MS`] (their buckets are closed by then).
+    fn forget_unseen(&mut self, mem: &mut Memory) {
+        let cut = self.now_ms - FORGET_AFTER_MS;
+        let mut i = 0;
+        while i < mem.state.entries.len() {
+            let e = &mem.state.entries[i];
+            if e.at_ms >= cut || e.open.iter().any(|o| !o.is_empty()) {
+                i += 1;
+                continue;
+            }
+            mem.state.entries.swap_remove(i);
+            let (name, _) = mem.names.swap_remove(i);
+            mem.index.remove(&name);
+            if let Some((moved, _)) = mem.names.get(i) {
+                mem.index.insert(moved.clone(), i);
+            }
+            self.dirty = true;
+        }
+    }
+}
+
+/// The pending rows this tick writes: for each table, an even share of what is pending
+/// over the ticks left before its next bucket boundary, so the 10,000 rows a boundary
+/// closes are written across the following ticks instead of all in one.
+fn flush_share(pending: &mut Vec<Row>, now_ms: i64, interval_ms: i64) -> Vec<Row> {
+    if pending.is_empty() {
+        return Vec::new();
+    }
+    let mut budget = Table::ALL.map(|table| {
+        let len = table.len_s() * 1000;
+        let next = now_ms.div_euclid(len) * len + len;
+        let ticks_left = ((next - now_ms) / interval_ms).max(1);
+        let waiting = pending.iter().filter(|r| r.table == table).count() as i64;
+        (waiting + ticks_left - 1) / ticks_left
+    });
+    let mut out = Vec::new();
+    pending.retain(|r| {
+        let b = &mut budget[usize::from(r.table == Table::Hour)];
+        if *b > 0 {
+            *b -= 1;
+            out.push(*r);
+            false
+        } else {
+            true
+        }
+    });
+    out
 }
 
 /// Open an existing ledger for maintenance (`sluice prune`) without creating one.
@@ -549,185 +642,79 @@ fn open_file(path: &Path, flags: OpenFlags) -> Result<Connection, LedgerError> {
     Ok(conn)
 }
 
-fn write_journal(tx: &rusqlite::Transaction<'_>, j: &Journal) -> Result<(), LedgerError> {
-    let mut put = tx
-        .prepare_cached(
-            "INSERT INTO quota_usage (rule, instance, period_start_ms, period_end_ms, upload,
-             download, notified, exceeded) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT (rule, instance) DO UPDATE SET
-             period_start_ms = excluded.period_start_ms, period_end_ms = excluded.period_end_ms,
-             upload = excluded.upload, download = excluded.download,
-             notified = excluded.notified, exceeded = excluded.exceeded",
-        )
-        .map_err(sql("preparing quota write"))?;
-    let mut del = tx
-        .prepare_cached("DELETE FROM quota_usage WHERE rule = ?1 AND instance = ?2")
-        .map_err(sql("preparing quota write"))?;
-    for ((rule, instance), row) in &j.quotas {
-        match row {
-            Some(u) => put.execute(params![
-                rule.as_str(),
-                instance.as_str(),
-                u.period.start.as_millisecond(),
-                u.period.end.as_millisecond(),
-                u.upload as i64,
-                u.download as i64,
-                u.notified as i64,
-                u.exceeded
-            ]),
-            None => del.execute(params![rule.as_str(), instance.as_str()]),
-        }
-        .map_err(sql("writing quota usage"))?;
-    }
-    let mut ev = tx
-        .prepare_cached("INSERT INTO events (at_ms, kind, instance, body) VALUES (?1, ?2, ?3, ?4)")
-        .map_err(sql("preparing event write"))?;
-    for e in &j.events {
-        ev.execute(params![
-            e.at.as_millisecond(),
-            e.kind,
-            e.instance.as_ref().map(|i| i.as_str()),
-            e.body.to_string()
-        ])
-        .map_err(sql("writing events"))?;
-    }
-    Ok(())
-}
-
-/// The quota counts stored in a ledger.
-fn read_quotas(conn: &Connection) -> Result<QuotaRows, LedgerError> {
-    let mut stmt = conn
-        .prepare(
-            "SELECT rule, instance, period_start_ms, period_end_ms, upload, download, notified,
-             exceeded FROM quota_usage",
-        )
-        .map_err(sql("reading quota usage"))?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)? as u64,
-                r.get::<_, i64>(5)? as u64,
-                r.get::<_, i64>(6)?,
-                r.get::<_, bool>(7)?,
-            ))
-        })
-        .map_err(sql("reading quota usage"))?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (rule, instance, start, end, upload, download, notified, exceeded) =
-            row.map_err(sql("reading quota usage"))?;
-        let (Ok(rule), Ok(instance), Ok(start), Ok(end)) = (
-            RuleName::new(&rule),
-            InstanceId::new(&instance),
-            Timestamp::from_millisecond(start),
-            Timestamp::from_millisecond(end),
-        ) else {
-            continue;
-        };
-        out.push((
-            (rule, instance),
-            QuotaUsage {
-                period: Period { start, end },
-                upload,
-                download,
-                notified: usize::try_from(notified).unwrap_or(0),
-                exceeded,
-            },
-        ));
-    }
-    Ok(out)
-}
-
-/// Events at or after `since` (all when `None`), oldest first, at most `limit`.
-pub fn read_events(
-    conn: &Connection,
-    since: Option<Timestamp>,
-    limit: usize,
-) -> Result<Vec<EventRow>, LedgerError> {
-    let mut stmt = conn
-        .prepare(
-            "SELECT at_ms, kind, instance, body FROM events WHERE at_ms >= ?1
-             ORDER BY id DESC LIMIT ?2",
-        )
-        .map_err(sql("reading events"))?;
-    let rows = stmt
-        .query_map(
-            params![
-                since.map_or(i64::MIN, |t| t.as_millisecond()),
-                i64::try_from(limit).unwrap_or(i64::MAX)
-            ],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            },
-        )
-        .map_err(sql("reading events"))?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (at, kind, instance, body) = row.map_err(sql("reading events"))?;
-        out.push(EventRow {
-            at: Timestamp::from_millisecond(at).unwrap_or(Timestamp::UNIX_EPOCH),
-            kind,
-            instance: instance.and_then(|i| InstanceId::new(&i).ok()),
-            body: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
-        });
-    }
-    out.reverse();
-    Ok(out)
-}
-
-/// Add a delta to a bucket of `table` (usage_5m or usage_hour).
-fn upsert(table: &str) -> String {
-    format!(
-        "INSERT INTO {table} (instance, interface, bucket, rx, tx, estimated)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (instance, interface, bucket) DO UPDATE SET
-         rx = rx + excluded.rx, tx = tx + excluded.tx,
-         estimated = estimated OR excluded.estimated"
-    )
-}
-const PUT_COUNTERS: &str =
-    "INSERT INTO counters (interface, instance, ifindex, boot_id, rx, tx, at_ms)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-    ON CONFLICT (interface) DO UPDATE SET instance = excluded.instance,
-    ifindex = excluded.ifindex, boot_id = excluded.boot_id, rx = excluded.rx,
-    tx = excluded.tx, at_ms = excluded.at_ms";
-
 /// Split `bytes` counted over (from, to] (ms) into buckets of `len` ms by overlap:
 /// (bucket start in seconds, bytes). Integer shares; the remainder goes to the last.
-pub fn spread(bytes: u64, from: i64, to: i64, len: i64) -> Vec<(i64, u64)> {
+/// An iterator, not a Vec: the agent calls it four times per interface per tick.
+pub fn spread(bytes: u64, from: i64, to: i64, len: i64) -> Spread {
     let bucket_of = |t: i64| t.div_euclid(len) * len;
     if to <= from {
-        return vec![(bucket_of(to) / 1000, bytes)];
-    }
-    let first = bucket_of(from);
-    // (from, to]: an instant exactly on a boundary belongs to the bucket it ends.
-    let last = bucket_of(to - 1);
-    let total = u128::from((to - from) as u64);
-    let mut out = Vec::new();
-    let mut given = 0u64;
-    let mut b = first;
-    while b <= last {
-        let overlap = (to.min(b + len) - from.max(b)).max(0) as u64;
-        let share = if b == last {
-            bytes - given
-        } else {
-            (u128::from(bytes) * u128::from(overlap) / total) as u64
+        // No time passed (the clock did not move): all of it at `to`.
+        let b = bucket_of(to);
+        return Spread {
+            bytes,
+            from: to - 1,
+            to,
+            len,
+            next: b,
+            last: b,
+            given: 0,
         };
-        given += share;
-        out.push((b / 1000, share));
-        b += len;
     }
-    out
+    Spread {
+        bytes,
+        from,
+        to,
+        len,
+        next: bucket_of(from),
+        // (from, to]: an instant exactly on a boundary belongs to the bucket it ends.
+        last: bucket_of(to - 1),
+        given: 0,
+    }
 }
+
+/// See [`spread`].
+#[derive(Debug, Clone)]
+pub struct Spread {
+    bytes: u64,
+    from: i64,
+    to: i64,
+    len: i64,
+    next: i64,
+    last: i64,
+    given: u64,
+}
+
+impl Iterator for Spread {
+    type Item = (i64, u64);
+
+    fn next(&mut self) -> Option<(i64, u64)> {
+        let b = self.next;
+        if b > self.last {
+            return None;
+        }
+        let share = if b == self.last {
+            self.bytes - self.given
+        } else {
+            let overlap = (self.to.min(b + self.len) - self.from.max(b)).max(0) as u64;
+            let total = u128::from((self.to - self.from) as u64);
+            (u128::from(self.bytes) * u128::from(overlap) / total) as u64
+        };
+        self.given += share;
+        self.next += self.len;
+        Some((b / 1000, share))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = if self.next > self.last {
+            0
+        } else {
+            usize::try_from((self.last - self.next) / self.len + 1).unwrap_or(usize::MAX)
+        };
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Spread {}
 
 /// This boot's id, from the kernel.
 pub fn boot_id() -> std::io::Result<String> {

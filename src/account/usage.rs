@@ -11,10 +11,11 @@ use std::str::FromStr;
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 use serde::Serialize;
 
-use super::ledger::LedgerError;
+use super::ledger::packed::Table;
+use super::ledger::{BucketFilter, BucketRow, LedgerError, bucket_rows};
 use crate::names::{IfName, InstanceId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,44 +81,31 @@ pub struct UsageRow {
 /// Rows ordered by instance (and interface), then period.
 pub fn query(conn: &Connection, q: &UsageQuery) -> Result<Vec<UsageRow>, LedgerError> {
     let table = match q.by {
-        Granularity::FiveMinutes => "usage_5m",
-        _ => "usage_hour",
+        Granularity::FiveMinutes => Table::FiveMinutes,
+        _ => Table::Hour,
     };
-    let text = format!(
-        "SELECT instance, interface, bucket, rx, tx, estimated FROM {table}
-         WHERE bucket >= ?1 AND bucket < ?2
-           AND (?3 IS NULL OR instance = ?3) AND (?4 IS NULL OR interface = ?4)"
-    );
-    let sql_err = |e: rusqlite::Error| LedgerError::Sql {
-        what: "reading usage",
-        reason: e.to_string(),
-    };
-    let mut stmt = conn.prepare(&text).map_err(sql_err)?;
-    let rows = stmt
-        .query_map(
-            params![
-                q.from.as_second(),
-                q.to.as_second(),
-                q.instance.as_ref().map(|i| i.as_str()),
-                q.interface.as_ref().map(|i| i.as_str()),
-            ],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)? as u64,
-                    r.get::<_, i64>(4)? as u64,
-                    r.get::<_, i64>(5)? != 0,
-                ))
-            },
-        )
-        .map_err(sql_err)?;
+    let rows = bucket_rows(
+        conn,
+        &BucketFilter {
+            table,
+            from: q.from.as_second(),
+            to: q.to.as_second(),
+            instance: q.instance.as_ref().map(|i| i.as_str()),
+            interface: q.interface.as_ref().map(|i| i.as_str()),
+        },
+    )?;
     // (instance, interface when asked per interface, period) → (rx, tx, estimated)
     type Key = (String, Option<String>, Timestamp);
     let mut grouped: BTreeMap<Key, (u64, u64, bool)> = BTreeMap::new();
-    for row in rows {
-        let (instance, interface, bucket, rx, tx, estimated) = row.map_err(sql_err)?;
+    for BucketRow {
+        instance,
+        interface,
+        bucket,
+        rx,
+        tx,
+        estimated,
+    } in rows
+    {
         let Ok(at) = Timestamp::from_second(bucket) else {
             continue;
         };

@@ -1,5 +1,6 @@
 use super::*;
 use crate::account::ledger::Pruned;
+use crate::account::ledger::packed::Table;
 
 const MIN: i64 = 60_000;
 
@@ -15,28 +16,40 @@ fn at(ms: i64) -> Timestamp {
     Timestamp::from_millisecond(ms).unwrap()
 }
 
-/// Sum of (rx, tx) and whether any bucket is estimated, per table.
-fn totals(l: &Ledger, table: &str) -> (i64, i64, bool) {
-    l.connection()
-        .query_row(
-            &format!("SELECT COALESCE(SUM(rx),0), COALESCE(SUM(tx),0), COALESCE(MAX(estimated),0) FROM {table}"),
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0)),
-        )
-        .unwrap()
+fn table(name: &str) -> Table {
+    match name {
+        "usage_5m" => Table::FiveMinutes,
+        "usage_hour" => Table::Hour,
+        other => panic!("no table {other}"),
+    }
 }
 
-fn buckets(l: &Ledger, table: &str) -> Vec<(i64, i64, i64)> {
-    let mut s = l
-        .connection()
-        .prepare(&format!(
-            "SELECT bucket, rx, tx FROM {table} ORDER BY bucket"
-        ))
-        .unwrap();
-    s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+/// Sum of (rx, tx) and whether any bucket is estimated, per table — written or not.
+fn totals(l: &Ledger, t: &str) -> (i64, i64, bool) {
+    let rows = bucket_rows(l.connection(), &BucketFilter::all(table(t))).unwrap();
+    (
+        rows.iter().map(|r| r.rx as i64).sum(),
+        rows.iter().map(|r| r.tx as i64).sum(),
+        rows.iter().any(|r| r.estimated),
+    )
+}
+
+/// (bucket, rx, tx) per bucket, written or not.
+fn buckets(l: &Ledger, t: &str) -> Vec<(i64, i64, i64)> {
+    let mut by: std::collections::BTreeMap<i64, (i64, i64)> = Default::default();
+    for r in bucket_rows(l.connection(), &BucketFilter::all(table(t))).unwrap() {
+        let e = by.entry(r.bucket).or_default();
+        e.0 += r.rx as i64;
+        e.1 += r.tx as i64;
+    }
+    by.into_iter().map(|(b, (rx, tx))| (b, rx, tx)).collect()
+}
+
+/// Rows actually in a table (not the packed state).
+fn written(l: &Ledger, t: &str) -> i64 {
+    l.connection()
+        .query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))
         .unwrap()
-        .map(Result::unwrap)
-        .collect()
 }
 
 struct World {
@@ -89,7 +102,7 @@ fn spread_splits_by_overlap_and_keeps_every_byte() {
         (7, 600_000, 600_000, vec![(600, 7)]),
     ];
     for (bytes, from, to, want) in table {
-        let got = spread(bytes, from, to, len);
+        let got: Vec<(i64, u64)> = spread(bytes, from, to, len).collect();
         assert_eq!(got, want, "{bytes} over ({from}, {to}]");
         assert_eq!(got.iter().map(|g| g.1).sum::<u64>(), bytes);
     }
@@ -246,4 +259,244 @@ fn prune_counts_first_and_deletes_only_what_it_said() {
     assert_eq!(l.prune(cut, Some(&w.instance), false).unwrap(), dry);
     assert_eq!(totals(&l, "usage_hour").0, 200);
     assert_eq!(totals(&l, "usage_5m").0, 200);
+}
+
+/// `n` interfaces tap{i}i0 of instance {i}, each moving 1000 up and 10 down per tick.
+struct Fleet {
+    names: Vec<(IfName, InstanceId)>,
+    count: u64,
+}
+
+impl Fleet {
+    fn new(n: usize) -> Fleet {
+        Fleet {
+            names: (0..n)
+                .map(|i| (name(&format!("tap{i}i0")), inst(&i.to_string())))
+                .collect(),
+            count: 0,
+        }
+    }
+    fn tick(&mut self, l: &mut Ledger, ms: i64) -> Recorded {
+        self.count += 1;
+        let obs: Vec<Observation<'_>> = self
+            .names
+            .iter()
+            .map(|(interface, instance)| Observation {
+                interface,
+                instance,
+                ifindex: 3,
+                rx_bytes: self.count * 1000,
+                tx_bytes: self.count * 10,
+            })
+            .collect();
+        l.record(&obs, at(ms), Duration::from_secs(60)).unwrap()
+    }
+}
+
+#[test]
+fn closed_buckets_reach_their_tables_a_share_per_tick() {
+    let w = World::new();
+    let mut l = w.open("boot-a");
+    let mut f = Fleet::new(40);
+    f.tick(&mut l, 0);
+    // Ticks at 1..=5 min fill bucket 0; the tick at 6 min opens bucket 300 and closes 0.
+    for m in 1..=5 {
+        f.tick(&mut l, m * MIN);
+    }
+    assert_eq!(
+        written(&l, "usage_5m"),
+        0,
+        "open buckets live in the packed state"
+    );
+    assert_eq!(totals(&l, "usage_5m"), (40 * 5000, 40 * 50, false));
+    let mut seen = vec![];
+    for m in 6..=9 {
+        f.tick(&mut l, m * MIN);
+        seen.push(written(&l, "usage_5m"));
+        // Whatever is where, every byte is always visible exactly once.
+        assert_eq!(totals(&l, "usage_5m").0, 40 * 1000 * m);
+        assert_eq!(totals(&l, "usage_hour").0, 40 * 1000 * m);
+    }
+    // 40 closed rows over the 4 ticks left before the next boundary (6, 7, 8, 9 min).
+    assert_eq!(seen, [10, 20, 30, 40]);
+    assert_eq!(buckets(&l, "usage_5m")[0], (0, 40 * 5000, 40 * 50));
+}
+
+#[test]
+fn unwritten_buckets_survive_a_kill() {
+    let w = World::new();
+    let mut f = Fleet::new(5);
+    {
+        let mut l = w.open("boot-a");
+        for m in 0..=7 {
+            f.tick(&mut l, m * MIN);
+        }
+        assert!(
+            written(&l, "usage_5m") < 5,
+            "some closed rows still pending"
+        );
+    } // dropped: as good as killed after the commit
+    let mut l = w.open("boot-a");
+    assert_eq!(totals(&l, "usage_5m").0, 5 * 7000);
+    f.tick(&mut l, 8 * MIN);
+    assert_eq!(totals(&l, "usage_5m").0, 5 * 8000);
+    assert_eq!(totals(&l, "usage_hour").0, 5 * 8000);
+}
+
+#[test]
+fn prune_from_another_process_is_not_undone_by_the_agent() {
+    let w = World::new();
+    let mut l = w.open("boot-a");
+    let mut f = Fleet::new(3);
+    f.tick(&mut l, 0);
+    f.tick(&mut l, MIN); // 1000 each in bucket 0, hour 0
+    let hour = 3_600_000;
+    f.tick(&mut l, 2 * hour); // 1000 each in bucket 2h-5m, spread from 1 min: a gap
+    // `sluice prune` on its own connection, while the agent holds the file open.
+    let hour0 = |l: &Ledger| -> i64 {
+        buckets(l, "usage_hour")
+            .iter()
+            .filter(|b| b.0 < hour / 1000)
+            .map(|b| b.1)
+            .sum()
+    };
+    let was = hour0(&l);
+    assert!(
+        was > 3000,
+        "hour 0 holds the first minute and part of the gap: {was}"
+    );
+    let mut conn = open_existing(&w.path).unwrap();
+    let p = prune(&mut conn, at(hour), None, false).unwrap();
+    assert_eq!((p.rows_hourly, p.upload_bytes as i64), (3, was));
+    f.tick(&mut l, 2 * hour + MIN);
+    f.tick(&mut l, 3 * hour + MIN);
+    assert_eq!(hour0(&l), 0, "the pruned hour stays pruned");
+    assert_eq!(totals(&l, "usage_hour").0, 3 * 4000 - was);
+}
+
+#[test]
+fn a_version_2_ledger_is_upgraded_in_place() {
+    let w = World::new();
+    std::fs::create_dir_all(w.path.parent().unwrap()).unwrap();
+    let c = Connection::open(&w.path).unwrap();
+    c.execute_batch(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         CREATE TABLE counters (interface TEXT PRIMARY KEY, instance TEXT NOT NULL,
+           ifindex INTEGER NOT NULL, boot_id TEXT NOT NULL, rx INTEGER NOT NULL,
+           tx INTEGER NOT NULL, at_ms INTEGER NOT NULL);
+         CREATE TABLE usage_5m (instance TEXT NOT NULL, interface TEXT NOT NULL,
+           bucket INTEGER NOT NULL, rx INTEGER NOT NULL, tx INTEGER NOT NULL,
+           estimated INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (instance, interface, bucket))
+           WITHOUT ROWID;
+         CREATE TABLE usage_hour (instance TEXT NOT NULL, interface TEXT NOT NULL,
+           bucket INTEGER NOT NULL, rx INTEGER NOT NULL, tx INTEGER NOT NULL,
+           estimated INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (instance, interface, bucket))
+           WITHOUT ROWID;
+         CREATE TABLE quota_usage (rule TEXT NOT NULL, instance TEXT NOT NULL,
+           period_start_ms INTEGER NOT NULL, period_end_ms INTEGER NOT NULL,
+           upload INTEGER NOT NULL, download INTEGER NOT NULL, notified INTEGER NOT NULL,
+           exceeded INTEGER NOT NULL, PRIMARY KEY (rule, instance)) WITHOUT ROWID;
+         CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL,
+           kind TEXT NOT NULL, instance TEXT, body TEXT NOT NULL);
+         INSERT INTO counters VALUES ('tap101i0', '101', 7, 'boot-a', 5000, 700, 600000);
+         INSERT INTO meta VALUES ('last_tick_ms', '600000');
+         INSERT INTO usage_5m VALUES ('101', 'tap101i0', 0, 3000, 500, 0),
+                                     ('101', 'tap101i0', 300, 2000, 200, 1);
+         INSERT INTO usage_hour VALUES ('101', 'tap101i0', 0, 5000, 700, 1);
+         INSERT INTO quota_usage VALUES ('monthly', '101', 0, 1, 5000, 700, 0, 0);
+         PRAGMA user_version = 2;",
+    )
+    .unwrap();
+    drop(c);
+    let mut l = w.open("boot-a");
+    assert_eq!(totals(&l, "usage_5m"), (5000, 700, true));
+    assert_eq!(buckets(&l, "usage_hour"), [(0, 5000, 700)]);
+    assert_eq!(l.quotas().unwrap().len(), 1, "quota counts kept");
+    // The next tick goes on from the migrated counters: only the new bytes count.
+    let r = w.tick(&mut l, 11 * MIN, 7, 5400, 700);
+    assert_eq!((r.rx_bytes, r.resets), (400, 0));
+    assert_eq!(totals(&l, "usage_hour").0, 5400);
+    let version: i64 = l
+        .connection()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 3);
+}
+
+#[test]
+fn an_interface_moved_to_another_instance_keeps_its_past_with_the_old_one() {
+    let w = World::new();
+    let mut l = w.open("boot-a");
+    w.tick(&mut l, 0, 7, 0, 0);
+    w.tick(&mut l, MIN, 7, 100, 0);
+    let other = inst("202");
+    let o = Observation {
+        interface: &w.ifname,
+        instance: &other,
+        ifindex: 7,
+        rx_bytes: 150,
+        tx_bytes: 0,
+    };
+    l.record(&[o], at(2 * MIN), Duration::from_secs(60))
+        .unwrap();
+    let per = |who: &str| -> u64 {
+        bucket_rows(
+            l.connection(),
+            &BucketFilter {
+                instance: Some(who),
+                ..BucketFilter::all(Table::FiveMinutes)
+            },
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.rx)
+        .sum()
+    };
+    assert_eq!((per("101"), per("202")), (100, 50));
+}
+
+#[test]
+fn interfaces_unseen_for_a_month_are_forgotten_but_their_buckets_stay() {
+    let w = World::new();
+    let mut l = w.open("boot-a");
+    let mut f = Fleet::new(2);
+    f.tick(&mut l, 0);
+    f.tick(&mut l, MIN);
+    let day = 86_400_000;
+    // Only the first interface is still there.
+    let keep = &f.names[0];
+    for d in [10, 31] {
+        let o = Observation {
+            interface: &keep.0,
+            instance: &keep.1,
+            ifindex: 3,
+            rx_bytes: 2500,
+            tx_bytes: 20,
+        };
+        l.record(&[o], at(d * day), Duration::from_secs(60))
+            .unwrap();
+    }
+    assert_eq!(l.mem.state.entries.len(), 1);
+    assert!(l.mem.index.contains_key(&keep.0));
+    drop(l);
+    let l = w.open("boot-a");
+    assert_eq!(l.mem.state.entries.len(), 1, "forgotten on disk too");
+    assert_eq!(totals(&l, "usage_hour").0, 1000 + 1000 + 500);
+}
+
+#[test]
+fn a_clock_that_went_back_still_counts_every_byte_once() {
+    let w = World::new();
+    let mut l = w.open("boot-a");
+    w.tick(&mut l, 20 * MIN, 7, 0, 0);
+    w.tick(&mut l, 21 * MIN, 7, 100, 0);
+    // NTP stepped the clock back ten minutes.
+    w.tick(&mut l, 11 * MIN, 7, 150, 0);
+    w.tick(&mut l, 12 * MIN, 7, 170, 0);
+    assert_eq!(totals(&l, "usage_5m").0, 170);
+    assert_eq!(
+        buckets(&l, "usage_5m"),
+        [(600, 70, 0), (1200, 100, 0)],
+        "bytes land in the buckets of the time they were read at"
+    );
 }

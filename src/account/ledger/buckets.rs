@@ -1,0 +1,203 @@
+//! Reading and pruning buckets: the table rows plus the ones still in the packed state
+//! (open, or closed and waiting for their share of a tick — see [`super::packed`]).
+//! Both are the ledger; every reader goes through here so neither is ever missed.
+
+use std::collections::HashMap;
+
+use jiff::Timestamp;
+use rusqlite::{Connection, TransactionBehavior, params};
+
+use super::packed::{self, Row, State, Table};
+use super::{LedgerError, sql};
+use crate::names::InstanceId;
+
+/// One bucket of one interface (several rows may name the same bucket: sum them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketRow {
+    pub instance: String,
+    pub interface: String,
+    /// Bucket start, seconds since the epoch.
+    pub bucket: i64,
+    pub rx: u64,
+    pub tx: u64,
+    pub estimated: bool,
+}
+
+/// Which buckets to read.
+#[derive(Debug, Clone, Copy)]
+pub struct BucketFilter<'a> {
+    pub table: Table,
+    /// Buckets starting in [from, to), seconds.
+    pub from: i64,
+    pub to: i64,
+    pub instance: Option<&'a str>,
+    pub interface: Option<&'a str>,
+}
+
+impl BucketFilter<'_> {
+    /// Every bucket of `table`.
+    pub fn all(table: Table) -> BucketFilter<'static> {
+        BucketFilter {
+            table,
+            from: i64::MIN,
+            to: i64::MAX,
+            instance: None,
+            interface: None,
+        }
+    }
+
+    fn wants(&self, row: &Row, names: &HashMap<i64, (String, String)>) -> bool {
+        let Some((interface, instance)) = names.get(&row.id) else {
+            return false;
+        };
+        row.table == self.table
+            && (self.from..self.to).contains(&row.bucket)
+            && self.instance.is_none_or(|i| i == instance)
+            && self.interface.is_none_or(|i| i == interface)
+    }
+}
+
+/// (interface, instance) of every `interfaces.id`.
+fn names(conn: &Connection) -> Result<HashMap<i64, (String, String)>, LedgerError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT id, interface, instance FROM interfaces")
+        .map_err(sql("reading interfaces"))?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
+        .map_err(sql("reading interfaces"))?;
+    rows.collect::<Result<_, _>>()
+        .map_err(sql("reading interfaces"))
+}
+
+/// The buckets `filter` selects, table rows first, then the unwritten ones.
+pub fn bucket_rows(
+    conn: &Connection,
+    filter: &BucketFilter<'_>,
+) -> Result<Vec<BucketRow>, LedgerError> {
+    let text = format!(
+        "SELECT i.instance, i.interface, u.bucket, u.rx, u.tx, u.estimated
+         FROM {} u JOIN interfaces i ON i.id = u.id
+         WHERE u.bucket >= ?1 AND u.bucket < ?2
+           AND (?3 IS NULL OR i.instance = ?3) AND (?4 IS NULL OR i.interface = ?4)",
+        filter.table.name()
+    );
+    let mut stmt = conn.prepare(&text).map_err(sql("reading usage"))?;
+    let rows = stmt
+        .query_map(
+            params![filter.from, filter.to, filter.instance, filter.interface],
+            |r| {
+                Ok(BucketRow {
+                    instance: r.get(0)?,
+                    interface: r.get(1)?,
+                    bucket: r.get(2)?,
+                    rx: r.get::<_, i64>(3)? as u64,
+                    tx: r.get::<_, i64>(4)? as u64,
+                    estimated: r.get::<_, i64>(5)? != 0,
+                })
+            },
+        )
+        .map_err(sql("reading usage"))?;
+    let mut out: Vec<BucketRow> = rows
+        .collect::<Result<_, _>>()
+        .map_err(sql("reading usage"))?;
+    if let Some(state) = packed::read(conn)? {
+        let names = names(conn)?;
+        for row in state.unwritten().filter(|r| filter.wants(r, &names)) {
+            let (interface, instance) = &names[&row.id];
+            out.push(BucketRow {
+                instance: instance.clone(),
+                interface: interface.clone(),
+                bucket: row.bucket,
+                rx: row.rx,
+                tx: row.tx,
+                estimated: row.estimated,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// What [`prune`] removed (or would remove).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub rows_5m: usize,
+    pub rows_hourly: usize,
+    pub upload_bytes: u64,
+    pub download_bytes: u64,
+}
+
+/// Delete (or, with `dry_run`, count) buckets that start before `before`, of one instance
+/// or all: rows of each table, and the bytes of the hourly ones — the totals that will no
+/// longer be reported. Buckets still in the packed state go too, in the same transaction;
+/// a running agent sees the change and reloads before its next tick writes.
+pub fn prune(
+    conn: &mut Connection,
+    before: Timestamp,
+    instance: Option<&InstanceId>,
+    dry_run: bool,
+) -> Result<Pruned, LedgerError> {
+    let cut = before.as_second();
+    let who = instance.map(|i| i.as_str());
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql("begin"))?;
+    let mut out = Pruned::default();
+    for table in Table::ALL {
+        let filter = BucketFilter {
+            table,
+            from: i64::MIN,
+            to: cut,
+            instance: who,
+            interface: None,
+        };
+        let rows = bucket_rows(&tx, &filter)?;
+        match table {
+            Table::FiveMinutes => out.rows_5m = rows.len(),
+            Table::Hour => {
+                out.rows_hourly = rows.len();
+                out.upload_bytes = rows.iter().map(|r| r.rx).sum();
+                out.download_bytes = rows.iter().map(|r| r.tx).sum();
+            }
+        }
+    }
+    if dry_run {
+        return Ok(out);
+    }
+    for table in Table::ALL {
+        tx.execute(
+            &format!(
+                "DELETE FROM {} WHERE bucket < ?1
+                 AND (?2 IS NULL OR id IN (SELECT id FROM interfaces WHERE instance = ?2))",
+                table.name()
+            ),
+            params![cut, who],
+        )
+        .map_err(sql("pruning buckets"))?;
+    }
+    if let Some(mut state) = packed::read(&tx)? {
+        let names = names(&tx)?;
+        let doomed = |id: i64, bucket: i64| {
+            bucket < cut
+                && names
+                    .get(&id)
+                    .is_some_and(|(_, inst)| who.is_none_or(|w| w == inst))
+        };
+        let before_len = state.pending.len();
+        state.pending.retain(|r| !doomed(r.id, r.bucket));
+        let mut changed = state.pending.len() != before_len;
+        for e in &mut state.entries {
+            for table in Table::ALL {
+                let (id, o) = (e.id, e.open_mut(table));
+                if !o.is_empty() && doomed(id, o.start) {
+                    *o = packed::Open::default();
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            packed::write(&tx, &State::encode(&state)?)?;
+        }
+    }
+    tx.commit().map_err(sql("commit"))?;
+    Ok(out)
+}
