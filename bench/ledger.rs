@@ -81,12 +81,6 @@ fn commit_cost(n: usize, rounds: usize) {
     ledger
         .record(&c.observations(&ifs, &ids), at(1), interval)
         .unwrap();
-    if std::env::var_os("NO_CKPT").is_some() {
-        ledger
-            .connection()
-            .pragma_update(None, "wal_autocheckpoint", 0)
-            .unwrap();
-    }
     let flat = dir.path().join("flat");
     let (mut all, mut tenth, mut floor, mut ruled) = (vec![], vec![], vec![], vec![]);
     let rule = RuleName::new("monthly").unwrap();

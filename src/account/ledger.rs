@@ -24,6 +24,7 @@
 //! read back the same way; bucket sums stay far below 2^63.
 
 mod buckets;
+mod checkpoint;
 mod journal;
 pub mod packed;
 pub mod packed_quotas;
@@ -48,6 +49,8 @@ pub const HOUR: i64 = 3600;
 /// An interface not seen for this long is forgotten (its buckets stay): hosts that create
 /// and destroy VMs all day must not carry every tap they ever had.
 const FORGET_AFTER_MS: i64 = 30 * 86_400_000;
+/// How often the WAL is checkpointed (see [`checkpoint`]).
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -129,6 +132,8 @@ pub struct Ledger {
     /// When the previous tick ran (ms); counters unchanged since an interface's `at_ms`
     /// were still unchanged then.
     last_tick_ms: Option<i64>,
+    /// Checkpoints the WAL in the background (none for an in-memory ledger).
+    _checkpoint: Option<checkpoint::Checkpointer>,
 }
 
 impl Ledger {
@@ -174,6 +179,14 @@ impl Ledger {
                 reason: e.to_string(),
             })?;
         }
+        let on_disk = path != Path::new(":memory:");
+        let checkpoint = if on_disk {
+            conn.pragma_update(None, "wal_autocheckpoint", 0)
+                .map_err(open_err)?;
+            Some(checkpoint::Checkpointer::start(path, CHECKPOINT_EVERY)?)
+        } else {
+            None
+        };
         let mut ledger = Ledger {
             conn,
             boot_id: boot_id.to_owned(),
@@ -181,6 +194,7 @@ impl Ledger {
             data_version: 0,
             stale: false,
             last_tick_ms: None,
+            _checkpoint: checkpoint,
         };
         ledger.mem = load(&ledger.conn, boot_id)?;
         ledger.data_version = data_version(&ledger.conn)?;

@@ -500,3 +500,29 @@ fn a_clock_that_went_back_still_counts_every_byte_once() {
         "bytes land in the buckets of the time they were read at"
     );
 }
+
+#[test]
+fn the_wal_is_checkpointed_in_the_background() {
+    let w = World::new();
+    let mut l = w.open("boot-a");
+    let mut f = Fleet::new(3000);
+    f.tick(&mut l, 0);
+    f.tick(&mut l, MIN);
+    let wal = std::fs::metadata(w.path.with_extension("db-wal"))
+        .unwrap()
+        .len();
+    assert!(wal > 60_000, "the ticks went to the WAL: {wal} bytes");
+    // The commits themselves never checkpoint (autocheckpoint is off); the thread does.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let main = std::fs::metadata(&w.path).unwrap().len();
+        if main > 60_000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint in 20 s: database file still {main} bytes"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
