@@ -3,6 +3,7 @@
 //!
 //!   cargo bench --bench tick            # everything
 //!   cargo bench --bench tick -- quick   # 1,000 interfaces only, 100 OVS calls
+//!   cargo bench --bench tick -- rss     # only the memory measurement, 10,000 interfaces
 //!
 //! 1. One agent tick (netlink stats dump + policy + state write) at 1,000 and 10,000
 //!    interfaces, against (a) the bare RTM_GETSTATS dump, (b) reading /proc/net/dev,
@@ -213,7 +214,8 @@ fn ovs_benches(ports: usize, separate: usize) -> (Duration, Duration, Duration) 
     (list, batched, separate_total)
 }
 
-fn peak_rss_kb(n: usize) -> u64 {
+/// (peak RSS, anonymous RSS, file-backed RSS) in kB, from /proc/PID/status.
+fn peak_rss_kb(n: usize) -> (u64, u64, u64) {
     let ns = Netns::new("rss");
     add_links(&ns, n);
     let dir = tempfile::tempdir().unwrap();
@@ -245,12 +247,15 @@ fn peak_rss_kb(n: usize) -> u64 {
         .expect("agent wrote its state");
     assert_eq!(snap.interfaces.len(), n);
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.0.id())).unwrap();
-    let hwm = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    let hwm = (field("VmHWM:"), field("RssAnon:"), field("RssFile:"));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
     let _ = child.0.wait();
@@ -290,6 +295,9 @@ fn main() {
         "the benchmark needs root (network namespaces)"
     );
     let quick = std::env::args().any(|a| a == "quick");
+    if std::env::args().any(|a| a == "rss") {
+        return memory(10_000);
+    }
     let sizes: &[usize] = if quick { &[1_000] } else { &[1_000, 10_000] };
 
     println!("## one tick (median of 21 rounds, every measurement once per round) vs baselines");
@@ -335,11 +343,16 @@ fn main() {
         separate_total.as_secs_f64() / batched.as_secs_f64()
     );
 
-    let rss_n = if quick { 1_000 } else { 10_000 };
-    let kb = peak_rss_kb(rss_n);
+    memory(if quick { 1_000 } else { 10_000 });
+}
+
+fn memory(rss_n: usize) {
+    let (peak, anon, file) = peak_rss_kb(rss_n);
     println!("## memory");
     println!(
-        "peak RSS of sluice agent at {rss_n} interfaces: {:.1} MB (target <= 20 MB)",
-        kb as f64 / 1024.0
+        "peak RSS of sluice agent at {rss_n} interfaces: {:.1} MB (target <= 20 MB); now {:.1} MB anonymous + {:.1} MB file pages (its executable)",
+        peak as f64 / 1024.0,
+        anon as f64 / 1024.0,
+        file as f64 / 1024.0
     );
 }

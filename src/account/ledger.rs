@@ -49,6 +49,8 @@ pub const HOUR: i64 = 3600;
 /// An interface not seen for this long is forgotten (its buckets stay): hosts that create
 /// and destroy VMs all day must not carry every tap they ever had.
 const FORGET_AFTER_MS: i64 = 30 * 86_400_000;
+/// SQLite `cache_size` (negative: KiB).
+const PAGE_CACHE_KIB: i64 = -256;
 /// How often the WAL is checkpointed (see [`checkpoint`]).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 
@@ -160,6 +162,10 @@ impl Ledger {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
         conn.busy_timeout(Duration::from_secs(5))
+            .map_err(open_err)?;
+        // A small page cache: a tick rewrites the packed rows and appends, it does not
+        // re-read much, and the agent's memory target counts every page (default 2 MB).
+        conn.pragma_update(None, "cache_size", PAGE_CACHE_KIB)
             .map_err(open_err)?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))

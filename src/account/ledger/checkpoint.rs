@@ -24,6 +24,7 @@ impl Checkpointer {
     pub fn start(path: &Path, every: Duration) -> Result<Checkpointer, LedgerError> {
         let conn = Connection::open(path).map_err(sql("opening the checkpoint connection"))?;
         conn.busy_timeout(Duration::from_secs(5))
+            .and_then(|()| conn.pragma_update(None, "cache_size", -64))
             .map_err(sql("opening the checkpoint connection"))?;
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
