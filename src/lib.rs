@@ -14,5 +14,6 @@ pub mod netlink;
 pub mod policy;
 pub mod sample;
 pub mod state;
+pub mod store;
 pub mod units;
 pub mod webhook;
