@@ -4,11 +4,11 @@
 
 mod support;
 
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use support::{AgentProc, Netns, eventually, send_udp, sluice_bin, veth};
+use support::{AgentProc, Netns, eventually, send_udp, sluice_stdout, veth};
 
 fn write_config(dir: &Path) -> std::path::PathBuf {
     let config = dir.join("sluice.toml");
@@ -36,27 +36,21 @@ base_rate = "100mbit"
 
 /// (upload, download) bytes the ledger holds for `interface`, via `sluice usage --json`.
 fn ledger_totals(config: &Path, interface: &str) -> (u64, u64) {
-    let out = Command::new(sluice_bin())
-        .args([
-            "usage",
-            "--by",
-            "hour",
-            "--from",
-            "2000-01-01",
-            "--interface",
-            interface,
-            "--json",
-            "--config",
-        ])
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let mut args: Vec<&OsStr> = [
+        "usage",
+        "--by",
+        "hour",
+        "--from",
+        "2000-01-01",
+        "--interface",
+        interface,
+        "--json",
+        "--config",
+    ]
+    .map(OsStr::new)
+    .to_vec();
+    args.push(config.as_os_str());
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&sluice_stdout(&args)).unwrap();
     rows.iter().fold((0, 0), |(u, d), r| {
         (
             u + r["upload_bytes"].as_u64().unwrap(),
@@ -144,19 +138,14 @@ fn ledger_equals_kernel_counters_across_kill_and_recreation() {
     let total = ledger_totals(&config, "tap401i0");
     let later = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(2)).to_string();
     let prune = |dry: bool| {
-        let mut cmd = Command::new(sluice_bin());
-        cmd.args(["prune", "--before", &later, "--instance", "401", "--config"])
-            .arg(&config);
+        let mut args: Vec<&OsStr> = ["prune", "--before", &later, "--instance", "401"]
+            .map(OsStr::new)
+            .to_vec();
+        args.extend([OsStr::new("--config"), config.as_os_str()]);
         if dry {
-            cmd.arg("--dry-run");
+            args.push(OsStr::new("--dry-run"));
         }
-        let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        String::from_utf8_lossy(&sluice_stdout(&args)).into_owned()
     };
     let said = prune(true);
     assert!(said.starts_with("would delete"), "{said}");

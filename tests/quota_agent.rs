@@ -11,11 +11,11 @@
 
 mod support;
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ use sluice::enforce::tc::ifb_name;
 use sluice::policy::period::Period;
 use sluice::state::{self, InterfaceRecord};
 use support::{
-    AgentProc, Iperf3Server, Netns, counter_rate, eventually, send_udp, sluice_bin, veth,
+    AgentProc, Iperf3Server, Netns, counter_rate, eventually, send_udp, sluice_stdout, veth,
 };
 
 fn record(run: &Path, name: &str) -> Option<InterfaceRecord> {
@@ -54,17 +54,11 @@ fn lines(path: &Path) -> Vec<String> {
 }
 
 fn events(config: &Path) -> Vec<serde_json::Value> {
-    let out = Command::new(sluice_bin())
-        .args(["events", "--since", "1h", "--json", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    let mut args: Vec<&OsStr> = ["events", "--since", "1h", "--json", "--config"]
+        .map(OsStr::new)
+        .to_vec();
+    args.push(config.as_os_str());
+    String::from_utf8_lossy(&sluice_stdout(&args))
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()

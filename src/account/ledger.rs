@@ -247,6 +247,7 @@ impl Ledger {
         // From here the memory runs ahead of the file until the commit.
         self.stale = true;
         let mut tick = Tick {
+            at,
             now_ms,
             max_gap_ms: interval_ms.saturating_mul(2),
             last_tick_ms: self.last_tick_ms,
@@ -326,8 +327,7 @@ impl Ledger {
                 )
                 .map_err(sql("expiring buckets"))?;
         }
-        // Our own write: it does not make the memory stale.
-        self.data_version = data_version(&self.conn)?;
+        // Our own writes never change our `data_version`: only other connections' do.
         Ok(gone)
     }
 
@@ -428,6 +428,7 @@ fn interface_id(
 
 /// One tick's work on the memory.
 struct Tick {
+    at: Timestamp,
     now_ms: i64,
     max_gap_ms: i64,
     last_tick_ms: Option<i64>,
@@ -525,13 +526,12 @@ impl Tick {
         if !moved_bytes {
             return Ok(());
         }
-        let at = Timestamp::from_millisecond(self.now_ms).unwrap_or(Timestamp::UNIX_EPOCH);
         self.spent.push(Spent {
             instance: o.instance.clone(),
             upload: d.rx_bytes,
             download: d.tx_bytes,
-            from: Timestamp::from_millisecond(from).unwrap_or(at),
-            to: at,
+            from: Timestamp::from_millisecond(from).unwrap_or(self.at),
+            to: self.at,
         });
         let id = e.id;
         for table in Table::ALL {

@@ -256,21 +256,15 @@ impl SqliteStore {
 
     /// Drop reservations that lapsed before `now`; how many.
     pub fn expire(&self, now: Timestamp) -> Result<usize, StoreError> {
-        let n: i64 = self
+        let mut stmt = self
             .conn
-            .query_row(
-                "SELECT COUNT(DISTINCT id) FROM reservations WHERE expires_ms <= ?1",
-                params![now.as_millisecond()],
-                |r| r.get(0),
-            )
+            .prepare_cached("DELETE FROM reservations WHERE expires_ms <= ?1 RETURNING id")
             .map_err(db("expiring reservations"))?;
-        self.conn
-            .execute(
-                "DELETE FROM reservations WHERE expires_ms <= ?1",
-                params![now.as_millisecond()],
-            )
+        let ids: std::collections::HashSet<String> = stmt
+            .query_map(params![now.as_millisecond()], |r| r.get(0))
+            .and_then(|rows| rows.collect())
             .map_err(db("expiring reservations"))?;
-        Ok(n as usize)
+        Ok(ids.len())
     }
 
     /// The panel's real count replaces ours (the cure for drift).

@@ -396,6 +396,18 @@ pub fn sluice_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sluice"))
 }
 
+/// Run `sluice ARGS`, insist it succeeded (showing its stderr if not), return stdout.
+#[allow(dead_code)]
+pub fn sluice_stdout(args: &[&std::ffi::OsStr]) -> Vec<u8> {
+    let out = Command::new(sluice_bin()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "sluice {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// A `sluice agent` running inside a namespace, stopped by pid on drop.
 pub struct AgentProc {
     pub child: Child,

@@ -18,8 +18,98 @@ use serde::{Deserialize, Serialize};
 
 use super::{FIVE_MINUTES, HOUR, LedgerError, sql};
 
-/// Bumped when the layout below changes; an unknown version is refused, not guessed at.
-const FORMAT: u8 = 1;
+/// One packed row of the `state` table. Its first byte is its format, bumped when the
+/// layout changes: an unknown format is refused, not guessed at.
+pub(super) struct PackedRow {
+    id: i64,
+    format: u8,
+    /// For errors: "reading the counters (state row 1)", "writing the counters".
+    reading: &'static str,
+    writing: &'static str,
+}
+
+impl PackedRow {
+    pub(super) const fn new(
+        id: i64,
+        format: u8,
+        reading: &'static str,
+        writing: &'static str,
+    ) -> PackedRow {
+        PackedRow {
+            id,
+            format,
+            reading,
+            writing,
+        }
+    }
+
+    /// The format byte this sluice writes (the first field of every layout).
+    pub(super) fn format(&self) -> u8 {
+        self.format
+    }
+
+    /// `value` (whose first field is the format byte), into a buffer of `room` bytes.
+    pub(super) fn encode<T: Serialize>(
+        &self,
+        value: &T,
+        room: usize,
+    ) -> Result<Vec<u8>, LedgerError> {
+        postcard::to_extend(value, Vec::with_capacity(room)).map_err(|e| self.bad_write(e))
+    }
+
+    pub(super) fn decode<'a, T: Deserialize<'a>>(&self, bytes: &'a [u8]) -> Result<T, LedgerError> {
+        let format = bytes.first().copied().unwrap_or(0);
+        if format != self.format {
+            return Err(self.bad(format!(
+                "format {format} is not one this sluice knows ({})",
+                self.format
+            )));
+        }
+        postcard::from_bytes(bytes).map_err(|e| self.bad(e.to_string()))
+    }
+
+    pub(super) fn bad(&self, reason: String) -> LedgerError {
+        LedgerError::Sql {
+            what: self.reading,
+            reason,
+        }
+    }
+
+    fn bad_write(&self, e: impl std::fmt::Display) -> LedgerError {
+        LedgerError::Sql {
+            what: self.writing,
+            reason: e.to_string(),
+        }
+    }
+
+    /// The row's bytes (`None` before it was first written).
+    pub(super) fn read(&self, conn: &Connection) -> Result<Option<Vec<u8>>, LedgerError> {
+        conn.query_row(
+            "SELECT data FROM state WHERE id = ?1",
+            params![self.id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| self.bad(e.to_string()))
+    }
+
+    pub(super) fn write(&self, conn: &Connection, bytes: &[u8]) -> Result<(), LedgerError> {
+        conn.prepare_cached(
+            "INSERT INTO state (id, data) VALUES (?1, ?2)
+             ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+        )
+        .and_then(|mut s| s.execute(params![self.id, bytes]))
+        .map_err(|e| self.bad_write(e))?;
+        Ok(())
+    }
+}
+
+const COUNTERS: PackedRow = PackedRow::new(
+    1,
+    1,
+    "reading the counters (state row 1)",
+    "writing the counters",
+);
 
 /// The two bucket tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,31 +312,18 @@ struct WireRow {
 impl State {
     pub fn encode(&self) -> Result<Vec<u8>, LedgerError> {
         let wire = WireOut {
-            format: FORMAT,
+            format: COUNTERS.format(),
             boot_id: &self.boot_id,
             at_ms: self.at_ms,
             entries: Entries(self),
             pending: Pending(self),
         };
         let room = 64 + 48 * self.entries.len() + 16 * self.pending.len();
-        postcard::to_extend(&wire, Vec::with_capacity(room)).map_err(|e| LedgerError::Sql {
-            what: "encoding the counters",
-            reason: e.to_string(),
-        })
+        COUNTERS.encode(&wire, room)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<State, LedgerError> {
-        let bad = |reason: String| LedgerError::Sql {
-            what: "reading the counters (state row)",
-            reason,
-        };
-        let format = bytes.first().copied().unwrap_or(0);
-        if format != FORMAT {
-            return Err(bad(format!(
-                "format {format} is not one this sluice knows ({FORMAT})"
-            )));
-        }
-        let wire: Wire = postcard::from_bytes(bytes).map_err(|e| bad(e.to_string()))?;
+        let wire: Wire = COUNTERS.decode(bytes)?;
         let at_s = wire.at_ms.div_euclid(1000);
         let open = |o: &WireOpen| Open {
             start: at_s.wrapping_sub(o.age_s),
@@ -300,21 +377,11 @@ impl State {
 
 /// The stored state (`None` for a ledger that never recorded a tick).
 pub fn read(conn: &Connection) -> Result<Option<State>, LedgerError> {
-    let blob: Option<Vec<u8>> = conn
-        .query_row("SELECT data FROM state WHERE id = 1", [], |r| r.get(0))
-        .optional()
-        .map_err(sql("reading the counters"))?;
-    blob.map(|b| State::decode(&b)).transpose()
+    COUNTERS.read(conn)?.map(|b| State::decode(&b)).transpose()
 }
 
 pub fn write(conn: &Connection, bytes: &[u8]) -> Result<(), LedgerError> {
-    conn.prepare_cached(
-        "INSERT INTO state (id, data) VALUES (1, ?1)
-         ON CONFLICT (id) DO UPDATE SET data = excluded.data",
-    )
-    .and_then(|mut s| s.execute(params![bytes]))
-    .map_err(sql("writing the counters"))?;
-    Ok(())
+    COUNTERS.write(conn, bytes)
 }
 
 /// Rows per INSERT: one statement for many rows spends far less per row in SQLite's

@@ -8,17 +8,22 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
-use super::{LedgerError, sql};
+use super::LedgerError;
+use super::packed::PackedRow;
 use crate::names::{InstanceId, RuleName};
 use crate::policy::period::Period;
 use crate::policy::quota::{QuotaKey, QuotaRows, QuotaUsage};
 
-const FORMAT: u8 = 1;
 /// The `state` row the counts live in (row 1 is the counters).
-const ROW: i64 = 2;
+const QUOTAS: PackedRow = PackedRow::new(
+    2,
+    1,
+    "reading the quota counts (state row 2)",
+    "writing the quota counts",
+);
 
 /// The stored layout, as read. Rule names and periods are listed once; a count refers
 /// to them by index (every count of a rule usually shares one period).
@@ -96,38 +101,23 @@ pub fn encode(counts: &QuotaMap) -> Result<Vec<u8>, LedgerError> {
         });
     }
     let wire = WireOut {
-        format: FORMAT,
+        format: QUOTAS.format(),
         rules,
         periods,
         counts: out,
     };
-    postcard::to_extend(&wire, Vec::with_capacity(32 + 24 * counts.len())).map_err(|e| {
-        LedgerError::Sql {
-            what: "encoding the quota counts",
-            reason: e.to_string(),
-        }
-    })
+    QUOTAS.encode(&wire, 32 + 24 * counts.len())
 }
 
 /// Counts whose names are no longer valid are skipped (they cannot match a rule).
 pub fn decode(bytes: &[u8]) -> Result<QuotaRows, LedgerError> {
-    let bad = |reason: String| LedgerError::Sql {
-        what: "reading the quota counts (state row 2)",
-        reason,
-    };
-    let format = bytes.first().copied().unwrap_or(0);
-    if format != FORMAT {
-        return Err(bad(format!(
-            "format {format} is not one this sluice knows ({FORMAT})"
-        )));
-    }
-    let wire: Wire = postcard::from_bytes(bytes).map_err(|e| bad(e.to_string()))?;
+    let wire: Wire = QUOTAS.decode(bytes)?;
     let rules: Vec<Option<RuleName>> = wire.rules.iter().map(|r| RuleName::new(r).ok()).collect();
     let mut out = Vec::with_capacity(wire.counts.len());
     for c in wire.counts {
         let rule = rules.get(c.rule as usize).cloned().flatten();
         let Some(&(start_ms, len_ms)) = wire.periods.get(c.period as usize) else {
-            return Err(bad(format!(
+            return Err(QUOTAS.bad(format!(
                 "a count refers to period {} of {}",
                 c.period,
                 wire.periods.len()
@@ -156,24 +146,11 @@ pub fn decode(bytes: &[u8]) -> Result<QuotaRows, LedgerError> {
 }
 
 pub fn read(conn: &Connection) -> Result<QuotaRows, LedgerError> {
-    let blob: Option<Vec<u8>> = conn
-        .query_row("SELECT data FROM state WHERE id = ?1", params![ROW], |r| {
-            r.get(0)
-        })
-        .optional()
-        .map_err(sql("reading the quota counts"))?;
-    blob.map_or(Ok(Vec::new()), |b| decode(&b))
+    QUOTAS.read(conn)?.map_or(Ok(Vec::new()), |b| decode(&b))
 }
 
 pub fn write(conn: &Connection, counts: &QuotaMap) -> Result<(), LedgerError> {
-    let bytes = encode(counts)?;
-    conn.prepare_cached(
-        "INSERT INTO state (id, data) VALUES (?1, ?2)
-         ON CONFLICT (id) DO UPDATE SET data = excluded.data",
-    )
-    .and_then(|mut s| s.execute(params![ROW, bytes]))
-    .map_err(sql("writing the quota counts"))?;
-    Ok(())
+    QUOTAS.write(conn, &encode(counts)?)
 }
 
 #[cfg(test)]
