@@ -1,12 +1,18 @@
 //! The quota store: limits on counted resources (IPv4/IPv6 addresses, port mappings,
-//! proxies, …) that a control panel checks and reserves against, race-free.
+//! proxies, …) that a control panel checks and reserves against race-free, traffic
+//! quotas the agents enforce, and the traffic the agents report, counted exactly once.
 //!
-//! [`model`] holds the rules (resolution order, what "over quota" means) with no
-//! database; [`sqlite`] is the embedded backend. The HTTP API, agent reports and the
-//! PostgreSQL backend build on these (issue 5, in progress).
+//! [`model`] and [`traffic`] hold the rules with no database; [`sqlite`] is the embedded
+//! backend; [`service`] is the async face the HTTP API ([`http`]) and the agent use.
 
 pub mod model;
+pub mod report;
 pub mod sqlite;
+pub mod tokens;
+pub mod traffic;
+pub mod view;
 
-pub use model::{Deltas, Limit, Membership, OverQuota, Resource, Scope, Standing, StoreError};
-pub use sqlite::{ReservationId, SqliteStore};
+pub use model::{
+    Deltas, Limit, Membership, OverQuota, ReservationId, Resource, Scope, Standing, StoreError,
+};
+pub use sqlite::SqliteStore;

@@ -185,7 +185,7 @@ pub fn check(standings: &[Standing], deltas: &Deltas) -> Result<(), OverQuota> {
     Ok(())
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("over quota: {0}")]
     OverQuota(OverQuota),
@@ -203,6 +203,36 @@ impl From<NameError> for StoreError {
             field: "name".into(),
             reason: e.to_string(),
         }
+    }
+}
+
+/// A reservation's id: random, unguessable, 32 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ReservationId(String);
+
+impl ReservationId {
+    pub fn random() -> Result<ReservationId, StoreError> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).map_err(|e| StoreError::Database {
+            what: "making a reservation id",
+            reason: e.to_string(),
+        })?;
+        Ok(ReservationId(hex::encode(bytes)))
+    }
+
+    pub fn parse(s: &str) -> Result<ReservationId, StoreError> {
+        if s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(ReservationId(s.to_ascii_lowercase()))
+        } else {
+            Err(StoreError::Invalid {
+                field: "reservation".into(),
+                reason: format!("{s:?} is not a reservation id (32 hex digits)"),
+            })
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 

@@ -1,0 +1,49 @@
+//! What an agent sends the store: its measured traffic, in numbered batches.
+//!
+//! Exactly once: each batch carries the agent's id and a sequence number the agent never
+//! reuses (its spool persists it). The store records (agent, seq) in the same transaction
+//! that adds the batch's bytes, so a batch retried after a lost reply is recognised and
+//! not added twice.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::names::{InstanceId, Label};
+
+/// `POST /v1/reports`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    /// The reporting agent: its host name (an agent token may report only for its host).
+    pub agent: Label,
+    pub batches: Vec<Batch>,
+}
+
+/// One tick's deltas (or several ticks', when the spool was merged).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    pub seq: u64,
+    pub samples: Vec<Sample>,
+}
+
+/// Bytes one instance moved in the tick that ended at `at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sample {
+    pub at: Timestamp,
+    pub instance: InstanceId,
+    pub upload: u64,
+    pub download: u64,
+}
+
+/// Which batches were added now and which had been before (both are acknowledged).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ingested {
+    pub applied: Vec<u64>,
+    pub duplicates: Vec<u64>,
+    pub samples: u64,
+}
+
+/// A batch's sequence number must fit the databases' signed 64-bit integers.
+pub const MAX_SEQ: u64 = i64::MAX as u64;

@@ -1,0 +1,116 @@
+//! The store's SQLite schema and its versioned migrations.
+//!
+//! `MIGRATIONS[i]` takes a database from `user_version` i to i + 1; opening applies the
+//! missing ones in one transaction, so a store is never left half-migrated.
+
+use rusqlite::Connection;
+
+use super::db;
+use crate::store::model::StoreError;
+
+const MIGRATIONS: [&str; 2] = [
+    // 1: counted resources.
+    "
+CREATE TABLE limits (
+    scope_kind TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    hard_limit INTEGER NOT NULL,
+    PRIMARY KEY (scope_kind, scope, resource)
+) WITHOUT ROWID;
+CREATE TABLE projects (id TEXT PRIMARY KEY, class TEXT);
+CREATE TABLE instances (id TEXT PRIMARY KEY, project TEXT, class TEXT);
+CREATE TABLE usages (
+    instance TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    in_use INTEGER NOT NULL,
+    PRIMARY KEY (instance, resource)
+) WITHOUT ROWID;
+CREATE TABLE reservations (
+    id TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    delta INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    PRIMARY KEY (id, resource)
+) WITHOUT ROWID;
+CREATE INDEX reservations_instance ON reservations (instance, resource);
+CREATE INDEX reservations_expiry ON reservations (expires_ms);
+",
+    // 2: traffic quotas and usage, agent reports, tokens.
+    "
+CREATE TABLE traffic_quotas (
+    scope_kind TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    period TEXT NOT NULL,
+    limit_bytes INTEGER NOT NULL,
+    on_exceed TEXT NOT NULL,
+    upload_rate INTEGER,
+    download_rate INTEGER,
+    PRIMARY KEY (scope_kind, scope, resource, period)
+) WITHOUT ROWID;
+CREATE TABLE traffic_hours (
+    instance TEXT NOT NULL,
+    hour_ms INTEGER NOT NULL,
+    upload INTEGER NOT NULL,
+    download INTEGER NOT NULL,
+    PRIMARY KEY (instance, hour_ms)
+) WITHOUT ROWID;
+CREATE TABLE applied_reports (
+    agent TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    applied_ms INTEGER NOT NULL,
+    PRIMARY KEY (agent, seq)
+) WITHOUT ROWID;
+CREATE INDEX applied_reports_age ON applied_reports (applied_ms);
+CREATE TABLE agents (
+    id TEXT PRIMARY KEY,
+    last_report_ms INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL
+);
+CREATE TABLE tokens (
+    id TEXT PRIMARY KEY,
+    digest BLOB NOT NULL,
+    role TEXT NOT NULL,
+    host TEXT,
+    created_ms INTEGER NOT NULL,
+    revoked_ms INTEGER
+);
+",
+];
+
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Bring `conn`'s schema to [`VERSION`]; refuse a newer one.
+pub fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(db("reading the schema version"))?;
+    if version > VERSION {
+        return Err(StoreError::Database {
+            what: "opening",
+            reason: format!("schema version {version} is newer than this sluice knows ({VERSION})"),
+        });
+    }
+    if version == VERSION {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(db("migrating"))?;
+    let run = || -> Result<(), rusqlite::Error> {
+        // Another process may have migrated while we waited for the lock.
+        let now: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for step in MIGRATIONS.iter().skip(now.max(0) as usize) {
+            conn.execute_batch(step)?;
+        }
+        conn.pragma_update(None, "user_version", VERSION)
+    };
+    match run() {
+        Ok(()) => conn.execute_batch("COMMIT").map_err(db("migrating")),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(db("migrating")(e))
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! Metered traffic in the store: the quotas a panel sets ("101: 1 TB a month, then 10
+//! Mbit") and the periods the agents' reports are added to.
+//!
+//! A traffic quota is keyed by (resource, period) and resolves through the same chain as
+//! counted limits: instance > project > class > default. The store keeps usage in hourly
+//! buckets aligned to the store's time zone, so a day or a month is an exact sum of
+//! hours however late a report arrives.
+
+use std::fmt;
+use std::str::FromStr;
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::policy::period::{PeriodKind, period_containing};
+use crate::units::{Bytes, Rate};
+
+/// Which counter a traffic quota counts. Upload is what the instance sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TrafficResource {
+    Upload,
+    Download,
+    Total,
+}
+
+impl TrafficResource {
+    pub const ALL: [TrafficResource; 3] = [
+        TrafficResource::Upload,
+        TrafficResource::Download,
+        TrafficResource::Total,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrafficResource::Upload => "traffic_upload",
+            TrafficResource::Download => "traffic_download",
+            TrafficResource::Total => "traffic_total",
+        }
+    }
+
+    /// The bytes this resource counts out of an (upload, download) pair.
+    pub fn of(self, upload: u64, download: u64) -> u64 {
+        match self {
+            TrafficResource::Upload => upload,
+            TrafficResource::Download => download,
+            TrafficResource::Total => upload.saturating_add(download),
+        }
+    }
+}
+
+impl FromStr for TrafficResource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        TrafficResource::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                format!("{s:?} is not a traffic resource (traffic_upload, traffic_download, traffic_total)")
+            })
+    }
+}
+
+impl fmt::Display for TrafficResource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A store period. Months start on the 1st, in the store's time zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StorePeriod {
+    Hour,
+    Day,
+    Month,
+}
+
+impl StorePeriod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorePeriod::Hour => "hour",
+            StorePeriod::Day => "day",
+            StorePeriod::Month => "month",
+        }
+    }
+
+    pub fn kind(self) -> PeriodKind {
+        match self {
+            StorePeriod::Hour => PeriodKind::Hour,
+            StorePeriod::Day => PeriodKind::Day,
+            StorePeriod::Month => PeriodKind::Month(1),
+        }
+    }
+
+    /// [start, end) of the period holding `at`, in `tz`.
+    pub fn containing(self, at: Timestamp, tz: &TimeZone) -> Option<(Timestamp, Timestamp)> {
+        period_containing(self.kind(), at, tz)
+            .ok()
+            .map(|p| (p.start, p.end))
+    }
+}
+
+impl FromStr for StorePeriod {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "hour" => Ok(StorePeriod::Hour),
+            "day" => Ok(StorePeriod::Day),
+            "month" => Ok(StorePeriod::Month),
+            _ => Err(format!("{s:?} is not a period (hour, day, month)")),
+        }
+    }
+}
+
+impl fmt::Display for StorePeriod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the agent does once the quota is used up, as the panel names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnExceed {
+    Warn,
+    /// Rate-limit to these rates (`None`: that direction is left alone; at least one set).
+    Limit {
+        upload: Option<Rate>,
+        download: Option<Rate>,
+    },
+    Disconnect,
+    Stop,
+}
+
+impl OnExceed {
+    pub fn name(self) -> &'static str {
+        match self {
+            OnExceed::Warn => "warn",
+            OnExceed::Limit { .. } => "limit",
+            OnExceed::Disconnect => "disconnect",
+            OnExceed::Stop => "stop",
+        }
+    }
+}
+
+/// One traffic quota: at most `limit` of `resource` per `period`, then `on_exceed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrafficQuota {
+    pub resource: TrafficResource,
+    pub period: StorePeriod,
+    pub limit: Bytes,
+    pub on_exceed: OnExceed,
+}
+
+/// A traffic quota on the wire:
+/// `{"resource":"traffic_total","period":"month","limit":"1TB","on_exceed":"limit","rate":"10Mbit"}`.
+/// `limit` is bytes (a number, or a string with a unit); `rate` (both directions) or
+/// `upload_rate`/`download_rate` go with `on_exceed: limit` only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireTrafficQuota {
+    pub resource: String,
+    pub period: String,
+    #[serde(deserialize_with = "bytes_or_string")]
+    pub limit: u64,
+    pub on_exceed: String,
+    #[serde(default)]
+    pub rate: Option<String>,
+    #[serde(default)]
+    pub upload_rate: Option<String>,
+    #[serde(default)]
+    pub download_rate: Option<String>,
+}
+
+fn bytes_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        N(u64),
+        S(String),
+    }
+    match Either::deserialize(d)? {
+        Either::N(n) => Ok(n),
+        Either::S(s) => s
+            .parse::<Bytes>()
+            .map(Bytes::get)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
+impl WireTrafficQuota {
+    /// Check every field; the error names the field (relative to this quota).
+    pub fn validate(&self) -> Result<TrafficQuota, (&'static str, String)> {
+        let resource = self.resource.parse().map_err(|e| ("resource", e))?;
+        let period = self.period.parse().map_err(|e| ("period", e))?;
+        let rate = |field: &'static str, v: &Option<String>| {
+            v.as_deref()
+                .map(|s| s.parse::<Rate>().map_err(|e| (field, e.to_string())))
+                .transpose()
+        };
+        let both = rate("rate", &self.rate)?;
+        let upload = rate("upload_rate", &self.upload_rate)?.or(both);
+        let download = rate("download_rate", &self.download_rate)?.or(both);
+        let on_exceed = match self.on_exceed.as_str() {
+            "warn" => OnExceed::Warn,
+            "disconnect" => OnExceed::Disconnect,
+            "stop" => OnExceed::Stop,
+            "limit" => {
+                if upload.is_none() && download.is_none() {
+                    return Err((
+                        "rate",
+                        "on_exceed \"limit\" needs rate, upload_rate or download_rate".into(),
+                    ));
+                }
+                OnExceed::Limit { upload, download }
+            }
+            other => {
+                return Err((
+                    "on_exceed",
+                    format!("{other:?} is not one of warn, limit, disconnect, stop"),
+                ));
+            }
+        };
+        if !matches!(on_exceed, OnExceed::Limit { .. }) && upload.or(download).is_some() {
+            return Err((
+                "rate",
+                format!(
+                    "a rate goes with on_exceed \"limit\" only, not {:?}",
+                    self.on_exceed
+                ),
+            ));
+        }
+        if self.limit == 0 {
+            return Err(("limit", "must be more than 0 bytes".into()));
+        }
+        Ok(TrafficQuota {
+            resource,
+            period,
+            limit: Bytes::new(self.limit),
+            on_exceed,
+        })
+    }
+}
+
+/// A traffic quota as the API shows it, with the level it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShownTrafficQuota {
+    pub resource: String,
+    pub period: String,
+    pub limit: u64,
+    pub on_exceed: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub upload_rate: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub download_rate: Option<String>,
+    /// instance, project, class or default.
+    pub from: String,
+}
+
+impl ShownTrafficQuota {
+    pub fn of(q: &TrafficQuota, from: &str) -> ShownTrafficQuota {
+        let (up, down) = match q.on_exceed {
+            OnExceed::Limit { upload, download } => (upload, download),
+            _ => (None, None),
+        };
+        ShownTrafficQuota {
+            resource: q.resource.to_string(),
+            period: q.period.to_string(),
+            limit: q.limit.get(),
+            on_exceed: q.on_exceed.name().into(),
+            upload_rate: up.map(|r| r.to_string()),
+            download_rate: down.map(|r| r.to_string()),
+            from: from.into(),
+        }
+    }
+
+    /// Back to the typed form (what an agent does with a fetched quota).
+    pub fn typed(&self) -> Result<TrafficQuota, (&'static str, String)> {
+        WireTrafficQuota {
+            resource: self.resource.clone(),
+            period: self.period.clone(),
+            limit: self.limit,
+            on_exceed: self.on_exceed.clone(),
+            rate: None,
+            upload_rate: self.upload_rate.clone(),
+            download_rate: self.download_rate.clone(),
+        }
+        .validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(json: &str) -> WireTrafficQuota {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn a_panel_sets_a_terabyte_a_month_then_ten_megabit_in_one_object() {
+        let q = wire(
+            r#"{"resource":"traffic_total","period":"month","limit":"1TB","on_exceed":"limit","rate":"10Mbit"}"#,
+        )
+        .validate()
+        .unwrap();
+        let ten = Rate::from_bits_per_sec(10_000_000);
+        assert_eq!(
+            q,
+            TrafficQuota {
+                resource: TrafficResource::Total,
+                period: StorePeriod::Month,
+                limit: Bytes::new(1_000_000_000_000),
+                on_exceed: OnExceed::Limit {
+                    upload: Some(ten),
+                    download: Some(ten)
+                },
+            }
+        );
+        let shown = ShownTrafficQuota::of(&q, "instance");
+        assert_eq!(shown.typed().unwrap(), q);
+    }
+
+    #[test]
+    fn bad_quotas_name_their_field() {
+        let table = [
+            (
+                r#"{"resource":"traffic_up","period":"month","limit":1,"on_exceed":"warn"}"#,
+                "resource",
+            ),
+            (
+                r#"{"resource":"traffic_total","period":"week","limit":1,"on_exceed":"warn"}"#,
+                "period",
+            ),
+            (
+                r#"{"resource":"traffic_total","period":"day","limit":0,"on_exceed":"warn"}"#,
+                "limit",
+            ),
+            (
+                r#"{"resource":"traffic_total","period":"day","limit":5,"on_exceed":"limit"}"#,
+                "rate",
+            ),
+            (
+                r#"{"resource":"traffic_total","period":"day","limit":5,"on_exceed":"warn","rate":"1Mbit"}"#,
+                "rate",
+            ),
+            (
+                r#"{"resource":"traffic_total","period":"day","limit":5,"on_exceed":"shutdown"}"#,
+                "on_exceed",
+            ),
+            (
+                r#"{"resource":"traffic_total","period":"day","limit":5,"on_exceed":"limit","upload_rate":"fast"}"#,
+                "upload_rate",
+            ),
+        ];
+        for (json, field) in table {
+            let (got, why) = wire(json).validate().unwrap_err();
+            assert_eq!(got, field, "{json}: {why}");
+        }
+    }
+
+    #[test]
+    fn periods_are_aligned_to_the_store_zone() {
+        let tz = TimeZone::get("Asia/Kolkata").unwrap();
+        let at: Timestamp = "2026-03-31T20:00:00Z".parse().unwrap(); // 01:30 on April 1st there
+        let (start, end) = StorePeriod::Month.containing(at, &tz).unwrap();
+        assert_eq!(start.to_string(), "2026-03-31T18:30:00Z");
+        assert_eq!(end.to_string(), "2026-04-30T18:30:00Z");
+        let (h, _) = StorePeriod::Hour.containing(at, &tz).unwrap();
+        assert_eq!(h.to_string(), "2026-03-31T19:30:00Z");
+    }
+}

@@ -1,0 +1,82 @@
+//! The shapes the store answers with, the same whichever database is behind it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::model::{Limit, Membership};
+use super::traffic::ShownTrafficQuota;
+
+/// One counted resource of one instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceView {
+    pub limit: Limit,
+    /// instance, project, class, default, or none (unlimited).
+    pub from: String,
+    pub in_use: i64,
+    pub reserved: i64,
+}
+
+/// `GET /v1/instances/{id}/quota`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceQuota {
+    pub instance: String,
+    #[serde(flatten)]
+    pub membership: Membership,
+    pub limits: BTreeMap<String, ResourceView>,
+    pub traffic: Vec<ShownTrafficQuota>,
+}
+
+/// What is set at one level (a class, a project, the default, an instance's overrides).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeView {
+    pub name: String,
+    /// A project's quota class.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub class: Option<String>,
+    pub limits: BTreeMap<String, Limit>,
+    pub traffic: Vec<ShownTrafficQuota>,
+}
+
+/// `GET /v1/instances/{id}/usage?period=…`: the period holding `at` (default now).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficUsage {
+    pub instance: String,
+    pub period: String,
+    pub start: String,
+    pub end: String,
+    pub upload: u64,
+    pub download: u64,
+    pub total: u64,
+    /// This period's traffic quotas with how much of each is used.
+    pub quotas: Vec<QuotaUse>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaUse {
+    pub resource: String,
+    pub limit: u64,
+    pub used: u64,
+    pub on_exceed: String,
+    pub exceeded: bool,
+}
+
+/// An agent as the store last heard from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentView {
+    pub agent: String,
+    pub last_report: String,
+    pub last_seq: u64,
+}
+
+/// `GET /v1/stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub backend: String,
+    pub instances: u64,
+    pub projects: u64,
+    pub classes: u64,
+    pub active_reservations: u64,
+    pub applied_reports: u64,
+    pub agents: Vec<AgentView>,
+}
