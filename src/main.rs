@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         Command::Usage(args) => sluice::cli::usage::run(args),
         Command::Events(args) => sluice::cli::events::run(args),
         Command::Simulate(args) => sluice::cli::simulate::run(args),
+        Command::Store(args) => sluice::cli::store::run(args),
     };
     match result {
         Ok(code) => code,

@@ -7,6 +7,7 @@ pub mod list;
 pub mod prune;
 pub mod release;
 pub mod simulate;
+pub mod store;
 pub mod usage;
 
 use std::path::PathBuf;
@@ -44,6 +45,8 @@ pub enum Command {
     Events(events::Args),
     /// Replay a recorded trace through a config and print what would have happened
     Simulate(simulate::Args),
+    /// The quota store: serve its HTTP API (default), or manage tokens, backup, restore
+    Store(store::Args),
 }
 
 /// `--config FILE`, shared by the subcommands that read one.

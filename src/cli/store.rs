@@ -1,0 +1,249 @@
+//! `sluice store`: run the quota store's HTTP API, and look after its database (tokens,
+//! backup, restore).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use jiff::tz::TimeZone;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::{LogConfig, LogFormat};
+use crate::names::Label;
+use crate::state::AgentLock;
+use crate::store::http::{self, ApiOptions};
+use crate::store::service::{Settings, Store};
+use crate::store::spec::KnownResources;
+use crate::store::sqlite::backup::{lock_path, restore};
+use crate::store::tokens::{Role, TokenId};
+use crate::store::SqliteStore;
+
+pub const DEFAULT_DATABASE: &str = "/var/lib/sluice/quota.db";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9478";
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<StoreCommand>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Where the store's data lives.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseArg {
+    /// The database: a SQLite file path (or sqlite:PATH)
+    #[arg(long, value_name = "URL", default_value = DEFAULT_DATABASE, env = "SLUICE_STORE_DATABASE")]
+    pub database: String,
+}
+
+impl DatabaseArg {
+    fn sqlite_path(&self) -> anyhow::Result<PathBuf> {
+        let d = self.database.as_str();
+        if d.starts_with("postgres://") || d.starts_with("postgresql://") {
+            bail!(
+                "--database {d:?}: this build's store runs on SQLite only (the PostgreSQL backend is not built yet)"
+            );
+        }
+        let path = d.strip_prefix("sqlite://").or_else(|| d.strip_prefix("sqlite:")).unwrap_or(d);
+        if path.is_empty() {
+            bail!("--database: empty path");
+        }
+        Ok(PathBuf::from(path))
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArg,
+    /// Address to listen on (TLS belongs to a reverse proxy in front)
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN, env = "SLUICE_STORE_LISTEN")]
+    pub listen: SocketAddr,
+    /// Time zone days and months are counted in (IANA name)
+    #[arg(long, value_name = "TZ", default_value = "UTC")]
+    pub timezone: String,
+    /// A counted resource beyond ipv4, ipv6, port_mappings and proxies (repeatable)
+    #[arg(long = "resource", value_name = "NAME", value_parser = |s: &str| Label::new(s))]
+    pub resources: Vec<Label>,
+    /// Requests per second per token (0: no limit)
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub rate_limit: u32,
+    /// Largest request body in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
+    pub body_limit: usize,
+    /// Log level (a tracing filter)
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    pub log_level: String,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum StoreCommand {
+    /// API tokens: create (printed once), list, revoke
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Copy the database to FILE while the store keeps running (SQLite online backup)
+    Backup {
+        file: PathBuf,
+        #[command(flatten)]
+        database: DatabaseArg,
+    },
+    /// Replace the database with a backup (refused while a store is serving it)
+    Restore {
+        file: PathBuf,
+        #[command(flatten)]
+        database: DatabaseArg,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (it is stored only as a hash: copy it now)
+    Create {
+        /// admin (everything) or agent (report for --host, read quotas)
+        #[arg(long, value_parser = ["admin", "agent"])]
+        role: String,
+        /// The host an agent token reports for
+        #[arg(long, value_name = "HOST", value_parser = |s: &str| Label::new(s))]
+        host: Option<Label>,
+        #[command(flatten)]
+        database: DatabaseArg,
+    },
+    /// List tokens (ids, roles, hosts; never secrets)
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        database: DatabaseArg,
+    },
+    /// Revoke a token by its id (the 8 hex digits after "sluice_")
+    Revoke {
+        #[arg(value_parser = |s: &str| s.parse::<TokenId>())]
+        id: TokenId,
+        #[command(flatten)]
+        database: DatabaseArg,
+    },
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        None => serve(args.serve),
+        Some(StoreCommand::Token { command }) => token(command),
+        Some(StoreCommand::Backup { file, database }) => {
+            let store = SqliteStore::open(&database.sqlite_path()?)?;
+            store.backup_to(&file)?;
+            println!("backed up to {}", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(StoreCommand::Restore { file, database }) => {
+            let path = database.sqlite_path()?;
+            restore(&file, &path)?;
+            println!("restored {} from {}", path.display(), file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TokenCommand::Create {
+            role,
+            host,
+            database,
+        } => {
+            let role = match (role.as_str(), host) {
+                ("admin", None) => Role::Admin,
+                ("admin", Some(_)) => bail!("--host: an admin token is not tied to a host"),
+                (_, Some(host)) => Role::Agent { host },
+                (_, None) => bail!("--host: an agent token needs the host it reports for"),
+            };
+            let store = SqliteStore::open(&database.sqlite_path()?)?;
+            let token = store.token_create(&role)?;
+            eprintln!(
+                "created {} token {} (shown once; only its hash is stored)",
+                role.name(),
+                token.id
+            );
+            println!("{}", token.reveal());
+        }
+        TokenCommand::List { json, database } => {
+            let store = SqliteStore::open(&database.sqlite_path()?)?;
+            let tokens = store.token_list()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tokens)?);
+            } else {
+                println!("{:<10} {:<6} {:<20} {:<26} REVOKED", "ID", "ROLE", "HOST", "CREATED");
+                for t in tokens {
+                    println!(
+                        "{:<10} {:<6} {:<20} {:<26} {}",
+                        t.id.as_str(),
+                        t.role,
+                        t.host.as_deref().unwrap_or("-"),
+                        t.created,
+                        t.revoked.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+        }
+        TokenCommand::Revoke { id, database } => {
+            let store = SqliteStore::open(&database.sqlite_path()?)?;
+            store.token_revoke(&id)?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let _guard = crate::logging::init(&LogConfig {
+        dir: None,
+        format: LogFormat::Text,
+        level: args.log_level.clone(),
+    });
+    let timezone = TimeZone::get(&args.timezone)
+        .with_context(|| format!("--timezone {:?}", args.timezone))?;
+    let path = args.database.sqlite_path()?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let _lock = AgentLock::acquire(&lock_path(&path))?;
+    let settings = Settings {
+        timezone,
+        resources: KnownResources::new(&args.resources),
+        ..Settings::default()
+    };
+    let options = ApiOptions {
+        body_limit: args.body_limit,
+        rate_limit: args.rate_limit,
+        ..ApiOptions::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let store = Store::open_sqlite(&path, settings)?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("--listen {}", args.listen))?;
+        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        tracing::info!(database = %path.display(), "quota store starting");
+        http::serve(listener, store, options, async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::info!("quota store stopping");
+        })
+        .await
+        .context("serving the API")?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
