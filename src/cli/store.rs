@@ -12,12 +12,12 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::config::{LogConfig, LogFormat};
 use crate::names::Label;
 use crate::state::AgentLock;
+use crate::store::SqliteStore;
 use crate::store::http::{self, ApiOptions};
 use crate::store::service::{Settings, Store};
 use crate::store::spec::KnownResources;
 use crate::store::sqlite::backup::{lock_path, restore};
 use crate::store::tokens::{Role, TokenId};
-use crate::store::SqliteStore;
 
 pub const DEFAULT_DATABASE: &str = "/var/lib/sluice/quota.db";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9478";
@@ -47,7 +47,10 @@ impl DatabaseArg {
                 "--database {d:?}: this build's store runs on SQLite only (the PostgreSQL backend is not built yet)"
             );
         }
-        let path = d.strip_prefix("sqlite://").or_else(|| d.strip_prefix("sqlite:")).unwrap_or(d);
+        let path = d
+            .strip_prefix("sqlite://")
+            .or_else(|| d.strip_prefix("sqlite:"))
+            .unwrap_or(d);
         if path.is_empty() {
             bail!("--database: empty path");
         }
@@ -176,7 +179,10 @@ fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&tokens)?);
             } else {
-                println!("{:<10} {:<6} {:<20} {:<26} REVOKED", "ID", "ROLE", "HOST", "CREATED");
+                println!(
+                    "{:<10} {:<6} {:<20} {:<26} REVOKED",
+                    "ID", "ROLE", "HOST", "CREATED"
+                );
                 for t in tokens {
                     println!(
                         "{:<10} {:<6} {:<20} {:<26} {}",
@@ -204,8 +210,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         format: LogFormat::Text,
         level: args.log_level.clone(),
     });
-    let timezone = TimeZone::get(&args.timezone)
-        .with_context(|| format!("--timezone {:?}", args.timezone))?;
+    let timezone =
+        TimeZone::get(&args.timezone).with_context(|| format!("--timezone {:?}", args.timezone))?;
     let path = args.database.sqlite_path()?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -15,7 +15,7 @@ use super::model::{Deltas, ReservationId, Scope, StoreError};
 use super::report::{Ingested, Report};
 use super::spec::{KnownResources, Spec};
 use super::sqlite::writer::Writer;
-use super::sqlite::{expiry, ops, open_connection};
+use super::sqlite::{expiry, open_connection, ops};
 use super::tokens::{Role, Token};
 use super::traffic::{ShownTrafficQuota, StorePeriod};
 use super::view::{InstanceQuota, QuotaUse, ResourceView, ScopeView, Stats, TrafficUsage};
@@ -229,7 +229,11 @@ impl Store {
     }
 
     /// Would `deltas` fit? Nothing is reserved.
-    pub async fn limit_check(&self, instance: InstanceId, deltas: Deltas) -> Result<(), StoreError> {
+    pub async fn limit_check(
+        &self,
+        instance: InstanceId,
+        deltas: Deltas,
+    ) -> Result<(), StoreError> {
         self.sqlite(move |c| {
             super::model::check(&ops::standings(c, &instance, Timestamp::now())?, &deltas)
                 .map_err(StoreError::OverQuota)
@@ -344,10 +348,8 @@ impl Store {
     /// Add an agent's batches, each exactly once.
     pub async fn ingest(&self, report: Report) -> Result<Ingested, StoreError> {
         let tz = self.settings.timezone.clone();
-        self.sqlite(move |c| {
-            ops::ingest(c, &report.agent, &report.batches, &tz, Timestamp::now())
-        })
-        .await
+        self.sqlite(move |c| ops::ingest(c, &report.agent, &report.batches, &tz, Timestamp::now()))
+            .await
     }
 
     /// The traffic quotas in force for each of `instances` (what an agent fetches).
@@ -389,7 +391,9 @@ fn scope_view(c: &rusqlite::Connection, scope: &Scope) -> Result<Option<ScopeVie
     let (class, known) = match scope {
         Scope::Project(p) => {
             let class = ops::project_class(c, p)?;
-            let known = ops::scope_names(c, "project")?.iter().any(|n| n == p.as_str());
+            let known = ops::scope_names(c, "project")?
+                .iter()
+                .any(|n| n == p.as_str());
             (class, known)
         }
         Scope::Instance(i) => {

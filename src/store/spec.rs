@@ -91,10 +91,12 @@ impl WireSpec {
         }
         let mut traffic: Vec<TrafficQuota> = Vec::new();
         for (i, q) in self.traffic.iter().enumerate() {
-            let q = q.validate().map_err(|(field, reason)| StoreError::Invalid {
-                field: format!("traffic[{i}].{field}"),
-                reason,
-            })?;
+            let q = q
+                .validate()
+                .map_err(|(field, reason)| StoreError::Invalid {
+                    field: format!("traffic[{i}].{field}"),
+                    reason,
+                })?;
             if traffic
                 .iter()
                 .any(|t| (t.resource, t.period) == (q.resource, q.period))

@@ -12,6 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod store;
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Fail loudly (not skip silently) when the kernel tests cannot run.

@@ -13,7 +13,7 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     /// Extra members of the error object (`field`, `resource`, `limit`, …).
-    pub details: Map<String, Value>,
+    pub details: Box<Map<String, Value>>,
     pub retry_after: Option<u64>,
 }
 
@@ -23,7 +23,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
-            details: Map::new(),
+            details: Box::default(),
             retry_after: None,
         }
     }
@@ -62,7 +62,7 @@ impl From<StoreError> for ApiError {
                     "reserved": o.reserved,
                     "requested": o.requested,
                 }) {
-                    err.details = m;
+                    err.details = Box::new(m);
                 }
                 err
             }
@@ -93,7 +93,7 @@ impl IntoResponse for ApiError {
         let mut body = Map::new();
         body.insert("code".into(), Value::String(self.code.into()));
         body.insert("message".into(), Value::String(self.message));
-        body.extend(self.details);
+        body.extend(*self.details);
         let mut resp = (self.status, axum::Json(json!({ "error": body }))).into_response();
         if let Some(secs) = self.retry_after {
             resp.headers_mut()

@@ -105,7 +105,11 @@ pub async fn serve(
             match store.expire(jiff::Timestamp::now()).await {
                 Ok((0, 0)) => {}
                 Ok((reservations, keys)) => {
-                    info!(reservations, report_keys = keys, "store: dropped lapsed reservations and old report keys")
+                    info!(
+                        reservations,
+                        report_keys = keys,
+                        "store: dropped lapsed reservations and old report keys"
+                    )
                 }
                 Err(e) => warn!("store: expiring reservations failed: {e}"),
             }

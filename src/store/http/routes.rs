@@ -45,7 +45,10 @@ pub fn routes() -> Router<ApiState> {
             "/v1/projects/{id}",
             get(get_project).put(put_project).delete(delete_project),
         )
-        .route("/v1/instances/{id}", axum::routing::delete(destroy_instance))
+        .route(
+            "/v1/instances/{id}",
+            axum::routing::delete(destroy_instance),
+        )
         .route(
             "/v1/instances/{id}/quota",
             get(get_quota).put(put_quota).delete(delete_quota),
@@ -108,10 +111,16 @@ async fn stats(_: Admin, State(s): State<ApiState>) -> ApiResult<Response> {
 
 async fn put_scope(s: &ApiState, scope: Scope, spec: WireSpec) -> ApiResult<Response> {
     if !matches!(scope, Scope::Instance(_)) && spec.project.is_some() {
-        return Err(ApiError::invalid("project", "only an instance belongs to a project"));
+        return Err(ApiError::invalid(
+            "project",
+            "only an instance belongs to a project",
+        ));
     }
     if matches!(scope, Scope::Class(_) | Scope::Default) && spec.class.is_some() {
-        return Err(ApiError::invalid("class", "only instances and projects have a class"));
+        return Err(ApiError::invalid(
+            "class",
+            "only instances and projects have a class",
+        ));
     }
     let spec = spec.validate(&s.store.settings().resources)?;
     s.store.put_scope(scope.clone(), spec).await?;
@@ -134,7 +143,11 @@ async fn list_classes(_: Admin, State(s): State<ApiState>) -> ApiResult<Response
     Ok(Json(json!({"classes": s.store.list_scopes("class").await?})).into_response())
 }
 
-async fn get_class(_: Admin, State(s): State<ApiState>, Path(name): Path<String>) -> ApiResult<Response> {
+async fn get_class(
+    _: Admin,
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
     let scope = Scope::Class(label("class", &name)?);
     Ok(Json(s.store.get_scope(scope).await?).into_response())
 }
@@ -148,8 +161,14 @@ async fn put_class(
     put_scope(&s, Scope::Class(label("class", &name)?), spec).await
 }
 
-async fn delete_class(_: Admin, State(s): State<ApiState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
-    s.store.delete_scope(Scope::Class(label("class", &name)?)).await?;
+async fn delete_class(
+    _: Admin,
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    s.store
+        .delete_scope(Scope::Class(label("class", &name)?))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -157,7 +176,11 @@ async fn list_projects(_: Admin, State(s): State<ApiState>) -> ApiResult<Respons
     Ok(Json(json!({"projects": s.store.list_scopes("project").await?})).into_response())
 }
 
-async fn get_project(_: Admin, State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Response> {
+async fn get_project(
+    _: Admin,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let scope = Scope::Project(label("project", &id)?);
     Ok(Json(s.store.get_scope(scope).await?).into_response())
 }
@@ -171,18 +194,32 @@ async fn put_project(
     put_scope(&s, Scope::Project(label("project", &id)?), spec).await
 }
 
-async fn delete_project(_: Admin, State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    s.store.delete_scope(Scope::Project(label("project", &id)?)).await?;
+async fn delete_project(
+    _: Admin,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    s.store
+        .delete_scope(Scope::Project(label("project", &id)?))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn destroy_instance(_: Admin, State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn destroy_instance(
+    _: Admin,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     s.store.destroy_instance(instance("instance", &id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Admins read any instance; agents read quotas too (they enforce them).
-async fn get_quota(_: Caller, State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Response> {
+async fn get_quota(
+    _: Caller,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     Ok(Json(s.store.instance_quota(instance("instance", &id)?).await?).into_response())
 }
 
@@ -197,8 +234,14 @@ async fn put_quota(
     Ok(Json(s.store.instance_quota(i).await?).into_response())
 }
 
-async fn delete_quota(_: Admin, State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    s.store.delete_scope(Scope::Instance(instance("instance", &id)?)).await?;
+async fn delete_quota(
+    _: Admin,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    s.store
+        .delete_scope(Scope::Instance(instance("instance", &id)?))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -222,9 +265,9 @@ async fn get_usage(
         .map_err(|e| ApiError::invalid("period", e))?;
     let at = match q.at.as_deref() {
         None => Timestamp::now(),
-        Some(t) => t
-            .parse()
-            .map_err(|e: jiff::Error| ApiError::invalid("at", format!("not an RFC 3339 time: {e}")))?,
+        Some(t) => t.parse().map_err(|e: jiff::Error| {
+            ApiError::invalid("at", format!("not an RFC 3339 time: {e}"))
+        })?,
     };
     let usage = s
         .store
@@ -310,12 +353,20 @@ async fn reserve(
         .into_response())
 }
 
-async fn commit(_: Admin, State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn commit(
+    _: Admin,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     s.store.commit(ReservationId::parse(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn rollback(_: Admin, State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn rollback(
+    _: Admin,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     s.store.rollback(ReservationId::parse(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -344,9 +395,8 @@ async fn usage_reset(
         .map(|i| instance("instance", i))
         .transpose()?;
     if body.resource.parse::<TrafficResource>().is_ok() {
-        let i = target.ok_or_else(|| {
-            ApiError::invalid("instance", "a traffic reset names the instance")
-        })?;
+        let i = target
+            .ok_or_else(|| ApiError::invalid("instance", "a traffic reset names the instance"))?;
         let period: StorePeriod = body
             .period
             .as_deref()
@@ -357,9 +407,16 @@ async fn usage_reset(
         return Ok(Json(json!({"reset_hours": hours})).into_response());
     }
     if body.period.is_some() {
-        return Err(ApiError::invalid("period", "only traffic resources have periods"));
+        return Err(ApiError::invalid(
+            "period",
+            "only traffic resources have periods",
+        ));
     }
-    let resource = s.store.settings().resources.counted("resource", &body.resource)?;
+    let resource = s
+        .store
+        .settings()
+        .resources
+        .counted("resource", &body.resource)?;
     let n = s.store.usage_reset(resource, target).await?;
     Ok(Json(json!({"reset_instances": n})).into_response())
 }
@@ -382,7 +439,10 @@ async fn reports(
         )));
     }
     if report.batches.len() > MAX_BATCHES {
-        return Err(ApiError::invalid("batches", format!("more than {MAX_BATCHES} batches")));
+        return Err(ApiError::invalid(
+            "batches",
+            format!("more than {MAX_BATCHES} batches"),
+        ));
     }
     let mut samples = 0usize;
     for (i, b) in report.batches.iter().enumerate() {
@@ -395,7 +455,10 @@ async fn reports(
         samples += b.samples.len();
     }
     if samples > MAX_SAMPLES {
-        return Err(ApiError::invalid("batches", format!("more than {MAX_SAMPLES} samples")));
+        return Err(ApiError::invalid(
+            "batches",
+            format!("more than {MAX_SAMPLES} samples"),
+        ));
     }
     let done = s.store.ingest(report).await?;
     let m = &s.metrics;
@@ -403,7 +466,9 @@ async fn reports(
         .get_or_create(&OutcomeLabels { outcome: "applied" })
         .inc_by(done.applied.len() as u64);
     m.batches
-        .get_or_create(&OutcomeLabels { outcome: "duplicate" })
+        .get_or_create(&OutcomeLabels {
+            outcome: "duplicate",
+        })
         .inc_by(done.duplicates.len() as u64);
     m.samples.inc_by(done.samples);
     Ok(Json(done).into_response())

@@ -108,7 +108,7 @@ pub fn restore(src: &Path, db_path: &Path) -> Result<(), StoreError> {
             |r| r.get(0),
         )
         .map_err(|e| not_a_store(e.to_string()))?;
-    if version < 1 || version > schema::VERSION || !has_limits {
+    if !(1..=schema::VERSION).contains(&version) || !has_limits {
         return Err(not_a_store(format!(
             "not a sluice store database (schema version {version})"
         )));

@@ -750,7 +750,8 @@ pub fn token_list(conn: &Connection) -> Result<Vec<TokenInfo>, StoreError> {
             "SELECT id, role, host, created_ms, revoked_ms FROM tokens ORDER BY created_ms, id",
         )
         .map_err(db("listing tokens"))?;
-    let rows: Vec<(String, String, Option<String>, i64, Option<i64>)> = stmt
+    type Row = (String, String, Option<String>, i64, Option<i64>);
+    let rows: Vec<Row> = stmt
         .query_map([], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })

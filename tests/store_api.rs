@@ -1,0 +1,456 @@
+//! The quota store over real HTTP: a `sluice store` process on loopback, its tokens made
+//! with the CLI, its database read directly at the end.
+
+mod support;
+
+use std::sync::Arc;
+
+use serde_json::json;
+use sluice::names::InstanceId;
+use sluice::store::SqliteStore;
+use support::store::{Client, StoreProc, call_async, create_token};
+
+fn standing(db: &std::path::Path, instance: &str, resource: &str) -> (i64, i64) {
+    let s = SqliteStore::open(db).unwrap();
+    s.standings(&InstanceId::new(instance).unwrap())
+        .unwrap()
+        .into_iter()
+        .find(|s| s.resource.as_str() == resource)
+        .map(|s| (s.in_use, s.reserved))
+        .unwrap_or((0, 0))
+}
+
+#[test]
+fn tokens_roles_and_bad_bodies_are_refused_as_http_means_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("quota.db");
+    let admin = create_token(&db, &["--role", "admin"]);
+    let agent = create_token(&db, &["--role", "agent", "--host", "hv1"]);
+    let revoked = create_token(&db, &["--role", "admin"]);
+    let revoked_id = revoked.split('_').nth(1).unwrap().to_owned();
+    let out = std::process::Command::new(support::sluice_bin())
+        .args(["store", "token", "revoke", &revoked_id, "--database"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let list = String::from_utf8(support::sluice_stdout(&[
+        "store".as_ref(),
+        "token".as_ref(),
+        "list".as_ref(),
+        "--database".as_ref(),
+        db.as_os_str(),
+    ]))
+    .unwrap();
+    assert_eq!(list.lines().count(), 4, "{list}");
+    assert!(!list.contains(&admin[16..]), "a secret was listed: {list}");
+
+    let store = StoreProc::start(&db, &["--body-limit", "4096"]);
+    let c = Client::new(&store.base);
+    let wrong = format!("sluice_{}_{}", &admin[7..15], "0".repeat(64));
+    let quota = Some(r#"{"limits":{"ipv4":2}}"#);
+    // (token, expected status, expected error code)
+    let table = [
+        (None, 401, "unauthorized"),
+        (Some("not-a-token"), 401, "unauthorized"),
+        (Some(wrong.as_str()), 401, "unauthorized"),
+        (Some(revoked.as_str()), 401, "unauthorized"),
+        (Some(agent.as_str()), 403, "forbidden"),
+    ];
+    for (token, status, code) in table {
+        let a = c.call("PUT", "/v1/instances/101/quota", token, quota);
+        assert_eq!(a.status, status, "{token:?}: {:?}", a.body);
+        assert_eq!(a.body["error"]["code"], code, "{token:?}");
+    }
+    assert_eq!(c.call("GET", "/v1/stats", Some(&agent), None).status, 403);
+    assert_eq!(
+        c.call("PUT", "/v1/instances/101/quota", Some(&admin), quota)
+            .status,
+        200
+    );
+    // Agents read quotas; they may report only for their own host.
+    let q = c.call("GET", "/v1/instances/101/quota", Some(&agent), None);
+    assert_eq!(q.body["limits"]["ipv4"]["limit"], 2, "{:?}", q.body);
+    let report = |host: &str| {
+        json!({"agent": host, "batches": [{"seq": 1, "samples": [
+            {"at": "2026-11-24T10:00:00Z", "instance": "101", "upload": 1, "download": 2}]}]})
+        .to_string()
+    };
+    let a = c.call("POST", "/v1/reports", Some(&agent), Some(&report("hv2")));
+    assert_eq!(
+        (a.status, a.body["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    let a = c.call("POST", "/v1/reports", Some(&agent), Some(&report("hv1")));
+    assert_eq!(a.status, 200, "{:?}", a.body);
+
+    // Malformed bodies: 400 with the field; too big: 413.
+    let table = [
+        (
+            r#"{"instance":"101","deltas":{"ipv4":"one"}}"#,
+            "deltas.ipv4",
+        ),
+        (r#"{"instance":"10 1","deltas":{"ipv4":1}}"#, "instance"),
+        (r#"{"instance":"101","deltas":{"ipv9":1}}"#, "deltas.ipv9"),
+        (
+            r#"{"instance":"101","deltas":{"ipv4":1},"expires_in":"soon"}"#,
+            "expires_in",
+        ),
+        (r#"{"instance":"101"}"#, "body"),
+        (r#"{"instance":"101","deltas":{"ipv4":1}"#, "body"),
+    ];
+    for (body, field) in table {
+        let a = c.call("POST", "/v1/reservations", Some(&admin), Some(body));
+        assert_eq!(a.status, 400, "{body}: {:?}", a.body);
+        assert_eq!(a.body["error"]["field"], field, "{body}: {:?}", a.body);
+    }
+    let big = format!(r#"{{"instances":["{}"]}}"#, "1".repeat(5000));
+    let a = c.call("POST", "/v1/quotas/lookup", Some(&admin), Some(&big));
+    assert_eq!(
+        (a.status, a.body["error"]["code"].as_str()),
+        (413, Some("body_too_large"))
+    );
+    let a = c.call(
+        "PUT",
+        "/v1/instances/101/quota",
+        Some(&admin),
+        Some(r#"{"traffic":[{"resource":"traffic_total","period":"month","limit":"1TB","on_exceed":"limit"}]}"#),
+    );
+    assert_eq!(a.body["error"]["field"], "traffic[0].rate", "{:?}", a.body);
+    // Over quota: 409 with the numbers.
+    let a = c.call(
+        "POST",
+        "/v1/reservations",
+        Some(&admin),
+        Some(r#"{"instance":"101","deltas":{"ipv4":3}}"#),
+    );
+    assert_eq!(a.status, 409);
+    assert_eq!(
+        a.body["error"],
+        json!({"code": "over_quota", "message": "ipv4: 0 in use + 0 reserved + 3 requested exceeds the limit of 2",
+               "resource": "ipv4", "limit": 2, "in_use": 0, "reserved": 0, "requested": 3})
+    );
+    // healthz needs no token; metrics count what happened.
+    let h = c.call("GET", "/healthz", None, None);
+    assert_eq!(
+        (h.status, h.body["database"].as_str()),
+        (200, Some("reachable"))
+    );
+    assert_eq!(store.stop(), Some(0));
+}
+
+#[test]
+fn each_token_is_rate_limited_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("quota.db");
+    let a = create_token(&db, &["--role", "admin"]);
+    let b = create_token(&db, &["--role", "admin"]);
+    let store = StoreProc::start(&db, &["--rate-limit", "5"]);
+    let c = Client::new(&store.base);
+    let statuses: Vec<u16> = (0..8)
+        .map(|_| c.call("GET", "/v1/stats", Some(&a), None).status)
+        .collect();
+    assert_eq!(&statuses[..5], &[200; 5], "{statuses:?}");
+    let limited = c.call("GET", "/v1/stats", Some(&a), None);
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.retry_after.as_deref(), Some("1"));
+    assert_eq!(limited.body["error"]["code"], "rate_limited");
+    // Another token is not held back by the first one's burst.
+    assert_eq!(c.call("GET", "/v1/stats", Some(&b), None).status, 200);
+}
+
+#[test]
+fn sixteen_http_clients_reserving_at_once_never_exceed_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("quota.db");
+    let admin = create_token(&db, &["--role", "admin"]);
+    let store = StoreProc::start(&db, &["--rate-limit", "0"]);
+    let c = Client::new(&store.base);
+    let a = c.call(
+        "PUT",
+        "/v1/instances/7/quota",
+        Some(&admin),
+        Some(r#"{"limits":{"ipv4":25}}"#),
+    );
+    assert_eq!(a.status, 200);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (granted, refused, rolled_back) = rt.block_on(async {
+        let http = support::store::http_client();
+        let admin = Arc::new(admin.clone());
+        let mut tasks = Vec::new();
+        for client in 0..16 {
+            let (http, admin, base) = (http.clone(), admin.clone(), store.base.clone());
+            tasks.push(tokio::spawn(async move {
+                let (mut granted, mut refused, mut rolled_back) = (0, 0, 0);
+                for k in 0..12 {
+                    let body = r#"{"instance":"7","deltas":{"ipv4":1}}"#.to_owned();
+                    let a = call_async(
+                        &http,
+                        &base,
+                        "POST",
+                        "/v1/reservations",
+                        Some(&admin),
+                        Some(body),
+                    )
+                    .await;
+                    match a.status {
+                        201 => {
+                            granted += 1;
+                            // Half are committed, a few rolled back (which frees room).
+                            let id = a.body["id"].as_str().unwrap().to_owned();
+                            let verb = if (client + k) % 2 == 0 {
+                                "commit"
+                            } else if k == 0 {
+                                "rollback"
+                            } else {
+                                continue;
+                            };
+                            let r = call_async(
+                                &http,
+                                &base,
+                                "POST",
+                                &format!("/v1/reservations/{id}/{verb}"),
+                                Some(&admin),
+                                None,
+                            )
+                            .await;
+                            assert_eq!(r.status, 204, "{verb}: {:?}", r.body);
+                            if verb == "rollback" {
+                                rolled_back += 1;
+                            }
+                        }
+                        409 => refused += 1,
+                        s => panic!("unexpected {s}: {:?}", a.body),
+                    }
+                }
+                (granted, refused, rolled_back)
+            }));
+        }
+        let mut sum = (0, 0, 0);
+        for t in tasks {
+            let (g, r, b) = t.await.unwrap();
+            sum = (sum.0 + g, sum.1 + r, sum.2 + b);
+        }
+        sum
+    });
+    assert_eq!(store.stop(), Some(0));
+    let (in_use, reserved) = standing(&db, "7", "ipv4");
+    assert_eq!(in_use + reserved, 25, "exactly the limit in the database");
+    assert_eq!(
+        granted - rolled_back,
+        25,
+        "granted less rolled back = what the database holds"
+    );
+    assert_eq!(
+        granted + refused,
+        16 * 12,
+        "every request answered 201 or 409"
+    );
+    assert!(
+        rolled_back > 0 && refused > 0,
+        "{rolled_back} rolled back, {refused} refused"
+    );
+}
+
+#[test]
+fn a_panel_sets_plans_projects_and_overrides_and_reads_usage_by_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("quota.db");
+    let admin = create_token(&db, &["--role", "admin"]);
+    let store = StoreProc::start(&db, &["--timezone", "Asia/Kolkata"]);
+    let c = Client::new(&store.base);
+    let put = |path: &str, body: serde_json::Value| {
+        let a = c.call("PUT", path, Some(&admin), Some(&body.to_string()));
+        assert_eq!(a.status, 200, "{path}: {:?}", a.body);
+        a.body
+    };
+    put("/v1/defaults", json!({"limits": {"ipv4": 1}}));
+    put(
+        "/v1/classes/basic",
+        json!({"limits": {"ipv4": 2, "proxies": 0},
+               "traffic": [{"resource": "traffic_total", "period": "month", "limit": "1TB", "on_exceed": "stop"}]}),
+    );
+    put(
+        "/v1/projects/acme",
+        json!({"class": "basic", "limits": {"ipv4": 3}}),
+    );
+    let q = put(
+        "/v1/instances/101/quota",
+        json!({"project": "acme",
+               "traffic": [{"resource": "traffic_upload", "period": "day", "limit": 1000, "on_exceed": "limit", "upload_rate": "1Mbit"}]}),
+    );
+    // Resolution: project's ipv4, class's proxies and monthly traffic, own daily upload.
+    assert_eq!(
+        q["limits"]["ipv4"],
+        json!({"limit": 3, "from": "project", "in_use": 0, "reserved": 0})
+    );
+    assert_eq!(q["limits"]["proxies"]["from"], "class");
+    let traffic: Vec<(String, String)> = q["traffic"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["resource"].as_str().unwrap().into(),
+                t["from"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        traffic,
+        [
+            ("traffic_upload".into(), "instance".into()),
+            ("traffic_total".into(), "class".into())
+        ]
+    );
+    let classes = c.call("GET", "/v1/classes", Some(&admin), None);
+    assert_eq!(classes.body["classes"][0]["name"], "basic");
+    // Recount replaces the count; reset zeroes it.
+    let a = c.call(
+        "PUT",
+        "/v1/instances/101/usage",
+        Some(&admin),
+        Some(r#"{"ipv4":2}"#),
+    );
+    assert_eq!(a.body["limits"]["ipv4"]["in_use"], 2);
+    // Reports: 01:00 on Nov 1st in Kolkata is still October in UTC; the store's zone counts.
+    let report = json!({"agent": "hv1", "batches": [
+        {"seq": 1, "samples": [{"at": "2026-10-31T19:45:00Z", "instance": "101", "upload": 700, "download": 5}]},
+        {"seq": 2, "samples": [{"at": "2026-11-01T10:00:00Z", "instance": "101", "upload": 400, "download": 0}]}]});
+    let a = c.call(
+        "POST",
+        "/v1/reports",
+        Some(&admin),
+        Some(&report.to_string()),
+    );
+    assert_eq!(a.body["applied"], json!([1, 2]));
+    // The same batches again (a retry after a lost answer): acknowledged, not added.
+    let a = c.call(
+        "POST",
+        "/v1/reports",
+        Some(&admin),
+        Some(&report.to_string()),
+    );
+    assert_eq!(
+        (a.body["applied"].clone(), a.body["duplicates"].clone()),
+        (json!([]), json!([1, 2]))
+    );
+    let u = c.call(
+        "GET",
+        "/v1/instances/101/usage?period=month&at=2026-11-15T00:00:00Z",
+        Some(&admin),
+        None,
+    );
+    assert_eq!(
+        (u.body["upload"].clone(), u.body["download"].clone()),
+        (json!(1100), json!(5)),
+        "{:?}",
+        u.body
+    );
+    assert_eq!(u.body["start"], "2026-10-31T18:30:00Z");
+    let day = c.call(
+        "GET",
+        "/v1/instances/101/usage?period=day&at=2026-11-01T12:00:00Z",
+        Some(&admin),
+        None,
+    );
+    assert_eq!(
+        day.body["quotas"],
+        json!([{"resource": "traffic_upload", "limit": 1000, "used": 1100, "on_exceed": "limit", "exceeded": true}])
+    );
+    let bad = c.call(
+        "GET",
+        "/v1/instances/101/usage?period=week",
+        Some(&admin),
+        None,
+    );
+    assert_eq!(bad.body["error"]["field"], "period");
+    let stats = c.call("GET", "/v1/stats", Some(&admin), None);
+    assert_eq!(stats.body["agents"][0]["last_seq"], 2);
+    assert_eq!(stats.body["applied_reports"], 2);
+    // DELETE the overrides: back to the project's chain, membership gone.
+    assert_eq!(
+        c.call("DELETE", "/v1/instances/101/quota", Some(&admin), None)
+            .status,
+        204
+    );
+    let q = c.call("GET", "/v1/instances/101/quota", Some(&admin), None);
+    assert_eq!(q.body["limits"]["ipv4"]["from"], "default");
+    assert_eq!(
+        c.call("DELETE", "/v1/classes/nope", Some(&admin), None)
+            .status,
+        404
+    );
+    assert_eq!(store.stop(), Some(0));
+}
+
+#[test]
+fn backup_while_serving_and_restore_only_when_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("quota.db");
+    let backup = dir.path().join("backup.db");
+    let admin = create_token(&db, &["--role", "admin"]);
+    let store = StoreProc::start(&db, &[]);
+    let c = Client::new(&store.base);
+    c.call(
+        "PUT",
+        "/v1/instances/5/usage",
+        Some(&admin),
+        Some(r#"{"ipv4":4}"#),
+    );
+    let run = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(support::sluice_bin())
+            .arg("store")
+            .args(args)
+            .arg("--database")
+            .arg(&db)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["backup".as_ref(), backup.as_os_str()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.call(
+        "PUT",
+        "/v1/instances/5/usage",
+        Some(&admin),
+        Some(r#"{"ipv4":9}"#),
+    );
+    let out = run(&["restore".as_ref(), backup.as_os_str()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is serving") && err.contains("stop it before restoring"),
+        "{err}"
+    );
+    assert_eq!(
+        standing(&db, "5", "ipv4").0,
+        9,
+        "a refused restore changes nothing"
+    );
+    assert_eq!(store.stop(), Some(0));
+    let out = run(&["restore".as_ref(), backup.as_os_str()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        standing(&db, "5", "ipv4").0,
+        4,
+        "the backup's count is back"
+    );
+    // Not a store database: refused, the store untouched.
+    let junk = dir.path().join("junk.db");
+    std::fs::write(&junk, b"not sqlite at all, just bytes").unwrap();
+    let out = run(&["restore".as_ref(), junk.as_os_str()]);
+    assert!(!out.status.success());
+    assert_eq!(standing(&db, "5", "ipv4").0, 4);
+}

@@ -1,0 +1,178 @@
+//! A real `sluice store` process on loopback, and a small HTTP client for it.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::sluice_bin;
+
+pub struct StoreProc {
+    pub child: Child,
+    pub db: PathBuf,
+    pub base: String,
+    log: PathBuf,
+}
+
+impl StoreProc {
+    /// Start `sluice store` on `db`, listening on a free loopback port.
+    pub fn start(db: &Path, extra: &[&str]) -> StoreProc {
+        let log = db.with_extension("log");
+        let err = File::create(&log).unwrap();
+        let child = Command::new(sluice_bin())
+            .arg("store")
+            .arg("--database")
+            .arg(db)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        let addr = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(rest) = text.split("listening addr=").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "store did not start: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        StoreProc {
+            child,
+            db: db.to_owned(),
+            base: format!("http://{addr}"),
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait (bounded); the exit status code.
+    pub fn stop(mut self) -> Option<i32> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "store did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for StoreProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `sluice store token create …` → the token.
+pub fn create_token(db: &Path, args: &[&str]) -> String {
+    let out = Command::new(sluice_bin())
+        .args(["store", "token", "create"])
+        .args(args)
+        .arg("--database")
+        .arg(db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// An answer: status, Retry-After, JSON body (Null when empty or not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub body: serde_json::Value,
+}
+
+/// An HTTP client (reqwest is built without a default TLS provider; loopback is plain
+/// HTTP, but building a client still wants one installed).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+/// One HTTP request to the store.
+pub async fn call_async(
+    client: &reqwest::Client,
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<String>,
+) -> Answer {
+    let mut req = client.request(method.parse().unwrap(), format!("{base}{path}"));
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
+    if let Some(b) = body {
+        req = req.header("Content-Type", "application/json").body(b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = resp.bytes().await.unwrap();
+    Answer {
+        status,
+        retry_after,
+        body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    }
+}
+
+/// A blocking client for sequential tests.
+pub struct Client {
+    rt: tokio::runtime::Runtime,
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    pub fn new(base: &str) -> Client {
+        Client {
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            http: http_client(),
+            base: base.to_owned(),
+        }
+    }
+
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> Answer {
+        self.rt.block_on(call_async(
+            &self.http,
+            &self.base,
+            method,
+            path,
+            token,
+            body.map(str::to_owned),
+        ))
+    }
+}
