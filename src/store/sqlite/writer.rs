@@ -120,21 +120,25 @@ fn serve(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Work>>) {
     }
 }
 
-/// One transaction for the whole batch: each request in a savepoint.
+/// One transaction for the whole batch: each request in a savepoint. The statements are
+/// prepared once and cached: parsing them per request cost more than the requests.
 fn run_batch(conn: &Connection, batch: &mut [Box<dyn Work>]) -> Result<(), StoreError> {
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(db("begin"))?;
+    let step = |sql: &str| -> Result<(), StoreError> {
+        conn.prepare_cached(sql)
+            .and_then(|mut s| s.execute([]))
+            .map(drop)
+            .map_err(db("transaction"))
+    };
+    step("BEGIN IMMEDIATE")?;
     let result = (|| {
         for w in batch.iter_mut() {
-            conn.execute_batch("SAVEPOINT request")
-                .map_err(db("savepoint"))?;
-            let undo = if w.run(conn) {
-                "RELEASE request"
-            } else {
-                "ROLLBACK TO request; RELEASE request"
-            };
-            conn.execute_batch(undo).map_err(db("savepoint"))?;
+            step("SAVEPOINT request")?;
+            if !w.run(conn) {
+                step("ROLLBACK TO request")?;
+            }
+            step("RELEASE request")?;
         }
-        conn.execute_batch("COMMIT").map_err(db("commit"))
+        step("COMMIT")
     })();
     if result.is_err() {
         let _ = conn.execute_batch("ROLLBACK");

@@ -1,0 +1,247 @@
+//! Quota store benchmarks, each beside a baseline measured in the same run:
+//!
+//!   cargo bench --bench store            # full
+//!   cargo bench --bench store -- quick   # a few seconds, proves it runs
+//!
+//! 1. reserve + commit pairs per second on SQLite (target ≥ 10,000/s), against the floor
+//!    of durable SQLite: one single-row write transaction with `synchronous = FULL`, one
+//!    after another (what one fsync per commit allows). Measured three ways: one caller
+//!    through `SqliteStore` (two transactions per pair), 64 concurrent callers through the
+//!    service (group commit), and 16 HTTP clients on loopback through the real API.
+//! 2. Report ingest: interface samples per second through the service, batches of one
+//!    tick of 1,000 instances, against the same floor.
+//!
+//! The databases live under /var/tmp (disk, as /var/lib is in production).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use rusqlite::{Connection, params};
+use sluice::names::{InstanceId, Label};
+use sluice::store::SqliteStore;
+use sluice::store::http::{self, ApiOptions};
+use sluice::store::model::{Deltas, Limit, Scope};
+use sluice::store::report::{Batch, Report, Sample};
+use sluice::store::service::{Settings, Store};
+
+fn dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("sluice-store-bench")
+        .tempdir_in("/var/tmp")
+        .unwrap()
+}
+
+/// Durable single-row transactions per second, one after another.
+fn floor(n: usize) -> f64 {
+    let d = dir();
+    let c = Connection::open(d.path().join("floor.db")).unwrap();
+    c.pragma_update(None, "journal_mode", "WAL").unwrap();
+    c.pragma_update(None, "synchronous", "FULL").unwrap();
+    c.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v INTEGER)")
+        .unwrap();
+    let start = Instant::now();
+    for i in 0..n {
+        c.execute(
+            "INSERT OR REPLACE INTO t VALUES (?1 % 100, ?1)",
+            params![i as i64],
+        )
+        .unwrap();
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn one() -> Deltas {
+    [(Label::new("ipv4").unwrap(), 1)].into_iter().collect()
+}
+
+/// Pairs per second, one caller, each call its own transaction.
+fn sequential(n: usize) -> f64 {
+    let d = dir();
+    let mut s = SqliteStore::open(&d.path().join("q.db")).unwrap();
+    s.set_limit(
+        &Scope::Default,
+        &Label::new("ipv4").unwrap(),
+        Some(Limit::Unlimited),
+    )
+    .unwrap();
+    let (i, deltas) = (InstanceId::new("1").unwrap(), one());
+    let start = Instant::now();
+    for _ in 0..n {
+        let id = s.reserve(&i, &deltas, Duration::from_secs(60)).unwrap();
+        s.commit(&id).unwrap();
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Pairs per second with `callers` concurrent tasks over `instances` instances.
+fn grouped(rt: &tokio::runtime::Runtime, n: usize, callers: usize) -> f64 {
+    let d = dir();
+    let store = Store::open_sqlite(&d.path().join("q.db"), Settings::default()).unwrap();
+    rt.block_on(async {
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for c in 0..callers {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let i = InstanceId::new(&format!("{}", c % 100)).unwrap();
+                for _ in 0..n / callers {
+                    let (id, _) = store
+                        .reserve(i.clone(), one(), Duration::from_secs(60))
+                        .await
+                        .unwrap();
+                    store.commit(id).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        (n / callers * callers) as f64 / start.elapsed().as_secs_f64()
+    })
+}
+
+/// Pairs per second from `clients` HTTP clients on loopback.
+fn over_http(rt: &tokio::runtime::Runtime, n: usize, clients: usize) -> f64 {
+    let d = dir();
+    let path = d.path().join("q.db");
+    let token = SqliteStore::open(&path)
+        .unwrap()
+        .token_create(&sluice::store::tokens::Role::Admin)
+        .unwrap()
+        .reveal();
+    let store = Store::open_sqlite(&path, Settings::default()).unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let options = ApiOptions {
+            rate_limit: 0,
+            ..ApiOptions::default()
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(http::serve(listener, store, options, async {
+            let _ = stopped.await;
+        }));
+        let http = reqwest::Client::new();
+        let token = Arc::new(token);
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for c in 0..clients {
+            let (http, token, base) = (http.clone(), token.clone(), base.clone());
+            tasks.push(tokio::spawn(async move {
+                let body = format!(r#"{{"instance":"{c}","deltas":{{"ipv4":1}}}}"#);
+                for _ in 0..n / clients {
+                    let bytes = http
+                        .post(format!("{base}/v1/reservations"))
+                        .bearer_auth(&*token)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .unwrap()
+                        .bytes()
+                        .await
+                        .unwrap();
+                    let r: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                    let id = r["id"].as_str().unwrap();
+                    let s = http
+                        .post(format!("{base}/v1/reservations/{id}/commit"))
+                        .bearer_auth(&*token)
+                        .send()
+                        .await
+                        .unwrap()
+                        .status();
+                    assert_eq!(s.as_u16(), 204);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let rate = (n / clients * clients) as f64 / start.elapsed().as_secs_f64();
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+        rate
+    })
+}
+
+/// Interface samples per second: `ticks` batches of `instances` samples, 4 concurrent
+/// reporters (agents).
+fn ingest(rt: &tokio::runtime::Runtime, ticks: usize, instances: usize) -> f64 {
+    let d = dir();
+    let store = Store::open_sqlite(&d.path().join("q.db"), Settings::default()).unwrap();
+    let t0: Timestamp = "2026-11-24T00:00:00Z".parse().unwrap();
+    rt.block_on(async {
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for agent in 0..4 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for tick in 0..ticks / 4 {
+                    let at = t0 + jiff::SignedDuration::from_secs(60 * tick as i64);
+                    let samples = (0..instances)
+                        .map(|i| Sample {
+                            at,
+                            instance: InstanceId::new(&format!("{agent}-{i}")).unwrap(),
+                            upload: 1000 + i as u64,
+                            download: 2000,
+                        })
+                        .collect();
+                    let report = Report {
+                        agent: Label::new(&format!("hv{agent}")).unwrap(),
+                        batches: vec![Batch {
+                            seq: tick as u64 + 1,
+                            samples,
+                        }],
+                    };
+                    let done = store.ingest(report).await.unwrap();
+                    assert_eq!(done.applied.len(), 1);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        (ticks / 4 * 4 * instances) as f64 / start.elapsed().as_secs_f64()
+    })
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "quick");
+    let scale = if quick { 1 } else { 10 };
+    let rt = runtime();
+    let base = floor(500 * scale);
+    println!("baseline: durable single-row SQLite transactions, one at a time: {base:>9.0}/s");
+    println!();
+    println!("reserve + commit pairs per second (target ≥ 10,000/s)");
+    let seq = sequential(300 * scale);
+    println!(
+        "  one caller, a transaction per call   {seq:>9.0}/s  ({:.2}× baseline)",
+        seq / base
+    );
+    let grp = grouped(&rt, 2_000 * scale, 64);
+    println!(
+        "  64 callers, group commit              {grp:>9.0}/s  ({:.2}× baseline)",
+        grp / base
+    );
+    let web = over_http(&rt, 1_000 * scale, 16);
+    println!(
+        "  16 HTTP clients on loopback           {web:>9.0}/s  ({:.2}× baseline)",
+        web / base
+    );
+    println!();
+    let rows = ingest(&rt, 8 * scale, 1_000);
+    println!(
+        "report ingest, SQLite: {rows:>9.0} interface-samples/s  ({:.1}× baseline rows)",
+        rows / base
+    );
+}
