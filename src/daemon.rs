@@ -56,7 +56,11 @@ pub enum AgentError {
     Signals(std::io::Error),
     #[error("cannot open a netlink socket for link control: {0}")]
     Links(std::io::Error),
+    #[error("quota store: {0}")]
+    Store(String),
 }
+
+mod store_link;
 
 /// Hook results waiting for the next tick's commit; beyond this many they are only logged.
 const EVENT_QUEUE: usize = 1024;
@@ -93,6 +97,8 @@ pub struct Agent {
     pending: Vec<EventRow>,
     hook_events: (mpsc::Sender<EventRow>, mpsc::Receiver<EventRow>),
     webhooks: Webhooks,
+    /// `[store]`: the spool's reporter (and the embedded store).
+    store: Option<store_link::StoreLink>,
     _lock: AgentLock,
 }
 
@@ -141,6 +147,11 @@ impl Agent {
         }
         let backend = build_backend(&config)?;
         let config_webhooks = config.webhooks.clone();
+        let store = config
+            .store
+            .as_ref()
+            .map(|s| store_link::StoreLink::start(s, &config.agent.data_dir))
+            .transpose()?;
         let mut agent = Agent {
             config_path: config_path.to_owned(),
             file_config: config.clone(),
@@ -161,6 +172,7 @@ impl Agent {
             pending: Vec::new(),
             hook_events: mpsc::channel(EVENT_QUEUE),
             webhooks: Webhooks::start(&config_webhooks, WEBHOOK_FIRST_RETRY),
+            store,
             _lock: lock,
         };
         agent.refresh_drop_ins(true);
@@ -382,9 +394,13 @@ impl Agent {
             samples,
             wall,
             events,
+            self.store.as_ref().map(store_link::StoreLink::plan),
         ) {
             Ok(c) => {
                 let r = c.recorded;
+                if let Some(link) = self.store.as_mut() {
+                    link.committed(r.spooled);
+                }
                 self.webhooks.send(&c.events);
                 let fired = c.fired;
                 if r.resets > 0 || r.estimated > 0 {

@@ -12,6 +12,7 @@ pub mod logging;
 pub mod names;
 pub mod netlink;
 pub mod policy;
+pub mod reporter;
 pub mod sample;
 pub mod state;
 pub mod store;

@@ -3,6 +3,7 @@
 
 use jiff::Timestamp;
 
+use super::ledger::spool::{SpoolSample, SpoolWrite};
 use super::ledger::{EventRow, Journal, Ledger, LedgerError, Observation, Recorded};
 use crate::config::Config;
 use crate::events::quota_row;
@@ -21,6 +22,7 @@ pub fn charge(
     samples: &[Sample],
     at: Timestamp,
     mut events: Vec<EventRow>,
+    spool: Option<SpoolPlan>,
 ) -> Result<Charged, LedgerError> {
     let observations: Vec<Observation<'_>> = samples
         .iter()
@@ -45,6 +47,20 @@ pub fn charge(
         Journal {
             quotas: quotas.take_changes(),
             events,
+            spool: spool.map(|plan| SpoolWrite {
+                samples: spent
+                    .iter()
+                    .filter(|s| s.upload > 0 || s.download > 0)
+                    .map(|s| SpoolSample {
+                        at_ms: s.to.as_millisecond(),
+                        instance: s.instance.as_str().to_owned(),
+                        upload: s.upload,
+                        download: s.download,
+                    })
+                    .collect(),
+                acked_through: plan.acked_through,
+                max_bytes: plan.max_bytes,
+            }),
         }
     })?;
     policy.set_quotas(quotas);
@@ -53,6 +69,14 @@ pub fn charge(
         fired,
         events: committed,
     })
+}
+
+/// Spool this tick's deltas for the quota store: trim what it acknowledged, keep the
+/// spool under `max_bytes`.
+#[derive(Debug, Clone, Copy)]
+pub struct SpoolPlan {
+    pub acked_through: u64,
+    pub max_bytes: u64,
 }
 
 /// What one [`charge`] committed.

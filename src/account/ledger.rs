@@ -29,6 +29,7 @@ mod journal;
 pub mod packed;
 pub mod packed_quotas;
 mod schema;
+pub mod spool;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -88,6 +89,8 @@ pub struct Recorded {
     pub resets: usize,
     /// Interfaces whose delta was spread over a gap (flagged estimated).
     pub estimated: usize,
+    /// What became of the tick's spool write (`None`: nothing was written).
+    pub spooled: Option<spool::Spooled>,
 }
 
 /// What else a tick commits with its bytes.
@@ -95,11 +98,15 @@ pub struct Recorded {
 pub struct Journal {
     pub quotas: QuotaChanges,
     pub events: Vec<EventRow>,
+    /// This tick's deltas for the quota store (`None`: no store configured).
+    pub spool: Option<spool::SpoolWrite>,
 }
 
 impl Journal {
     fn is_empty(&self) -> bool {
-        self.quotas.is_empty() && self.events.is_empty()
+        self.quotas.is_empty()
+            && self.events.is_empty()
+            && self.spool.as_ref().is_none_or(|s| s.samples.is_empty())
     }
 }
 
@@ -134,6 +141,8 @@ pub struct Ledger {
     /// When the previous tick ran (ms); counters unchanged since an interface's `at_ms`
     /// were still unchanged then.
     last_tick_ms: Option<i64>,
+    /// Payload bytes in the spool after our last commit (measured at the first).
+    spool_bytes: Option<u64>,
     /// Checkpoints the WAL in the background (none for an in-memory ledger).
     _checkpoint: Option<checkpoint::Checkpointer>,
 }
@@ -200,6 +209,7 @@ impl Ledger {
             data_version: 0,
             stale: false,
             last_tick_ms: None,
+            spool_bytes: None,
             _checkpoint: checkpoint,
         };
         ledger.mem = load(&ledger.conn, boot_id)?;
@@ -289,7 +299,21 @@ impl Ledger {
             packed_quotas::write(&tx, &mem.quotas)?;
         }
         journal::write_events(&tx, &journal.events)?;
+        let spooled = match &journal.spool {
+            Some(w) => {
+                let bytes = match self.spool_bytes {
+                    Some(b) => b,
+                    None => spool::total_bytes(&tx)?,
+                };
+                Some(spool::write(&tx, w, bytes)?)
+            }
+            None => None,
+        };
         tx.commit().map_err(sql("commit"))?;
+        if let Some(s) = spooled {
+            self.spool_bytes = Some(s.bytes);
+            tick.out.spooled = Some(s);
+        }
         self.stale = false;
         self.last_tick_ms = Some(now_ms);
         Ok(tick.out)

@@ -6,6 +6,6 @@ mod delta;
 pub mod ledger;
 pub mod usage;
 
-pub use charge::{Charged, charge};
+pub use charge::{Charged, SpoolPlan, charge};
 pub use delta::{Counters, Delta, counter_delta};
 pub use ledger::{Ledger, LedgerError, Observation, Recorded};

@@ -72,6 +72,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             &tick.samples,
             at,
             Vec::new(),
+            None,
         )
         .with_context(|| format!("at time {}", tick.time))?
         .fired;

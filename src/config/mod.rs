@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use regex::Regex;
 
-use crate::names::{IfName, InstanceId, Tag};
-use crate::units::{Fraction, Rate};
+use crate::names::{IfName, InstanceId, Label, Tag};
+use crate::units::{Bytes, Fraction, Rate};
 
 pub use rules::{ActionKind, Direction, EVENT_KINDS, HooksConfig, RuleConfig, WebhookConfig};
 use validate::validate;
@@ -33,6 +33,8 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/sluice";
 pub const DEFAULT_INSTANCES_DIR: &str = "/etc/sluice/instances.d";
 /// The ledger's file name inside `agent.data_dir`.
 pub const LEDGER_FILE: &str = "ledger.db";
+/// The embedded quota store's file name inside `agent.data_dir`.
+pub const STORE_FILE: &str = "quota.db";
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -50,7 +52,41 @@ pub struct Config {
     pub rules: Vec<RuleConfig>,
     pub hooks: HooksConfig,
     pub webhooks: Vec<WebhookConfig>,
+    /// `[store]`: report traffic to a quota store (`None`: no store, no reports).
+    pub store: Option<StoreConfig>,
 }
+
+/// `[store]`: where this agent's traffic reports go.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub target: StoreTarget,
+    /// This agent's name in reports (an agent token is tied to it); `None`: the host name.
+    pub host: Option<Label>,
+    /// The spool's limit: beyond it, ticks are not kept for the store (and a warning says so).
+    pub spool_max: Bytes,
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreTarget {
+    /// A `sluice store` elsewhere (a fleet's).
+    Remote { url: String, token: TokenSource },
+    /// The store runs inside the agent on a SQLite file, serving its API on `listen`.
+    Embedded {
+        database: PathBuf,
+        listen: Option<std::net::SocketAddr>,
+        timezone: jiff::tz::TimeZone,
+    },
+}
+
+/// Where the agent's store token comes from (a file keeps it out of the config).
+#[derive(Debug, Clone)]
+pub enum TokenSource {
+    Inline(String),
+    File(PathBuf),
+}
+
+pub const DEFAULT_STORE_LISTEN: &str = "127.0.0.1:9478";
+pub const DEFAULT_SPOOL_MAX: Bytes = Bytes::new(64 << 20);
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {

@@ -17,6 +17,19 @@ pub(super) struct RawConfig {
     pub rule: Option<Vec<RawRule>>,
     pub hooks: Option<RawHooks>,
     pub webhook: Option<Vec<RawWebhook>>,
+    pub store: Option<RawStore>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawStore {
+    pub url: Option<String>,
+    pub token: Option<String>,
+    pub token_file: Option<String>,
+    pub database: Option<String>,
+    pub listen: Option<String>,
+    pub timezone: Option<String>,
+    pub host: Option<String>,
+    pub spool_max: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,18 +1,20 @@
 //! Raw config → typed [`Config`], collecting every problem with its field path.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use regex::Regex;
 
-use super::raw::{RawAgent, RawConfig, RawLedger, RawLog, RawPenalty, RawStage};
+use super::raw::{RawAgent, RawConfig, RawLedger, RawLog, RawPenalty, RawStage, RawStore};
 use super::rules::{ActionKind, check_hooks, check_instances, check_rules, check_webhooks};
 use super::{
     AgentConfig, BackendKind, BurstSpec, Config, DEFAULT_COMMAND_TIMEOUT, DEFAULT_DATA_DIR,
-    DEFAULT_INSTANCES_DIR, DEFAULT_INTERVAL, DEFAULT_LOG_DIR, DEFAULT_STATE_DIR, InterfacePattern,
-    LedgerConfig, Loaded, LogConfig, LogFormat, PenaltyConfig, Problem, StageConfig,
+    DEFAULT_INSTANCES_DIR, DEFAULT_INTERVAL, DEFAULT_LOG_DIR, DEFAULT_SPOOL_MAX, DEFAULT_STATE_DIR,
+    DEFAULT_STORE_LISTEN, InterfacePattern, LedgerConfig, Loaded, LogConfig, LogFormat,
+    PenaltyConfig, Problem, STORE_FILE, StageConfig, StoreConfig, StoreTarget, TokenSource,
 };
-use crate::units::{Fraction, Rate, parse_duration};
+use crate::names::Label;
+use crate::units::{Bytes, Fraction, Rate, parse_duration};
 
 /// Collects problems; each `check_*` returns the value when it is valid.
 #[derive(Default)]
@@ -79,6 +81,11 @@ impl Checker {
 /// Validate a raw config completely; `Err` holds every problem found.
 pub(super) fn validate(raw: RawConfig) -> Result<Loaded, Vec<Problem>> {
     let mut c = Checker::default();
+    let data_dir = raw
+        .agent
+        .as_ref()
+        .and_then(|a| a.data_dir.clone())
+        .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
     let agent = check_agent(&mut c, raw.agent.unwrap_or_default());
     let log = check_log(&mut c, raw.log.unwrap_or_default());
     let ledger = check_ledger(&mut c, raw.ledger.unwrap_or_default());
@@ -87,6 +94,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Loaded, Vec<Problem>> {
     let rules = check_rules(&mut c, raw.rule.unwrap_or_default());
     let hooks = check_hooks(&mut c, raw.hooks.unwrap_or_default());
     let webhooks = check_webhooks(&mut c, raw.webhook.unwrap_or_default());
+    let store = raw.store.map(|s| check_store(&mut c, s, &data_dir));
     if rules
         .iter()
         .any(|r| r.enabled && r.action == ActionKind::Shutdown)
@@ -123,6 +131,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Loaded, Vec<Problem>> {
             rules,
             hooks,
             webhooks,
+            store,
         },
         warnings: c.warnings,
     })
@@ -208,6 +217,123 @@ fn check_agent(c: &mut Checker, a: RawAgent) -> Option<AgentConfig> {
                 .unwrap_or_else(|| DEFAULT_INSTANCES_DIR.into()),
         ),
     })
+}
+
+fn check_store(c: &mut Checker, s: RawStore, data_dir: &str) -> StoreConfig {
+    let host = s.host.as_deref().and_then(|h| match Label::new(h) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            c.error("store.host", e.to_string());
+            None
+        }
+    });
+    let spool_max = match s.spool_max.as_deref().map(str::parse::<Bytes>) {
+        None => DEFAULT_SPOOL_MAX,
+        Some(Ok(b)) if b.get() >= 64 << 10 => b,
+        Some(Ok(_)) => {
+            c.error("store.spool_max", "must be at least 64KiB");
+            DEFAULT_SPOOL_MAX
+        }
+        Some(Err(e)) => {
+            c.error("store.spool_max", e.to_string());
+            DEFAULT_SPOOL_MAX
+        }
+    };
+    let target = if let Some(url) = s.url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            c.error(
+                "store.url",
+                format!("must start with http:// or https://, got {url:?}"),
+            );
+        }
+        for (set, key) in [
+            (s.database.is_some(), "store.database"),
+            (s.listen.is_some(), "store.listen"),
+            (s.timezone.is_some(), "store.timezone"),
+        ] {
+            if set {
+                c.error(
+                    key,
+                    "belongs to the embedded store; a store.url points elsewhere",
+                );
+            }
+        }
+        let token = match (s.token, s.token_file) {
+            (Some(_), Some(_)) => {
+                c.error("store.token", "set token or token_file, not both");
+                TokenSource::Inline(String::new())
+            }
+            (Some(t), None) => {
+                if crate::store::tokens::Token::parse(&t).is_none() {
+                    c.error("store.token", "is not a sluice token (sluice_<id>_<secret>, from `sluice store token create`)");
+                }
+                TokenSource::Inline(t)
+            }
+            (None, Some(f)) if f.starts_with('/') => TokenSource::File(PathBuf::from(f)),
+            (None, Some(_)) => {
+                c.error("store.token_file", "must be an absolute path");
+                TokenSource::Inline(String::new())
+            }
+            (None, None) => {
+                c.error("store.token_file", "is required with store.url (or store.token): an agent token from `sluice store token create --role agent --host HOST`");
+                TokenSource::Inline(String::new())
+            }
+        };
+        StoreTarget::Remote {
+            url: url.trim_end_matches('/').to_owned(),
+            token,
+        }
+    } else {
+        for (set, key) in [
+            (s.token.is_some(), "store.token"),
+            (s.token_file.is_some(), "store.token_file"),
+        ] {
+            if set {
+                c.error(
+                    key,
+                    "goes with store.url; the embedded store needs no token",
+                );
+            }
+        }
+        let database = match s.database {
+            Some(d) if !d.starts_with('/') => {
+                c.error("store.database", "must be an absolute path");
+                PathBuf::from(d)
+            }
+            Some(d) => PathBuf::from(d),
+            None => Path::new(data_dir).join(STORE_FILE),
+        };
+        let listen = match s.listen.as_deref().unwrap_or(DEFAULT_STORE_LISTEN) {
+            "" => None,
+            a => match a.parse() {
+                Ok(addr) => Some(addr),
+                Err(e) => {
+                    c.error(
+                        "store.listen",
+                        format!("{a:?}: {e} (an IP:port, or \"\" to not serve the API)"),
+                    );
+                    None
+                }
+            },
+        };
+        let timezone = match s.timezone.as_deref() {
+            None => jiff::tz::TimeZone::UTC,
+            Some(z) => jiff::tz::TimeZone::get(z).unwrap_or_else(|e| {
+                c.error("store.timezone", format!("{z:?}: {e}"));
+                jiff::tz::TimeZone::UTC
+            }),
+        };
+        StoreTarget::Embedded {
+            database,
+            listen,
+            timezone,
+        }
+    };
+    StoreConfig {
+        target,
+        host,
+        spool_max,
+    }
 }
 
 fn check_ledger(c: &mut Checker, l: RawLedger) -> LedgerConfig {

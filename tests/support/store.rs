@@ -17,9 +17,29 @@ pub struct StoreProc {
 impl StoreProc {
     /// Start `sluice store` on `db`, listening on a free loopback port.
     pub fn start(db: &Path, extra: &[&str]) -> StoreProc {
+        StoreProc::start_in(None, db, extra)
+    }
+
+    /// The same inside network namespace `ns` (its own loopback).
+    pub fn start_in(ns: Option<&str>, db: &Path, extra: &[&str]) -> StoreProc {
         let log = db.with_extension("log");
-        let err = File::create(&log).unwrap();
-        let child = Command::new(sluice_bin())
+        let err = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let offset = std::fs::metadata(&log)
+            .map(|m| m.len() as usize)
+            .unwrap_or(0);
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(sluice_bin());
+                c
+            }
+            None => Command::new(sluice_bin()),
+        };
+        let child = cmd
             .arg("store")
             .arg("--database")
             .arg(db)
@@ -31,7 +51,8 @@ impl StoreProc {
             .unwrap();
         let start = Instant::now();
         let addr = loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let all = std::fs::read_to_string(&log).unwrap_or_default();
+            let text = all.get(offset..).unwrap_or_default();
             if let Some(rest) = text.split("listening addr=").nth(1) {
                 break rest.split_whitespace().next().unwrap().to_owned();
             }

@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use jiff::Timestamp;
 
 use super::packed::{self, Entry, Open, State};
-use super::{LedgerError, packed_quotas, sql};
+use super::{LedgerError, packed_quotas, spool, sql};
 use crate::names::{InstanceId, RuleName};
 use crate::policy::period::Period;
 use crate::policy::quota::{QuotaRows, QuotaUsage};
@@ -14,7 +14,8 @@ use crate::policy::quota::{QuotaRows, QuotaUsage};
 /// 1: buckets and counters, keyed by name. 2: + `quota_usage` and `events`.
 /// 3: buckets keyed by (bucket, interface id); counters, open buckets and quota counts
 ///    packed into `state` (see [`super::packed`], [`super::packed_quotas`]).
-pub const VERSION: i64 = 3;
+/// 4: + `spool`, the deltas waiting for the quota store (see [`super::spool`]).
+pub const VERSION: i64 = 4;
 
 const TABLES: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -65,6 +66,9 @@ pub fn upgrade(conn: &mut Connection, version: i64, boot_id: &str) -> Result<(),
         }
     }
     tx.execute_batch(TABLES).map_err(sql("creating tables"))?;
+    tx.execute_batch(spool::TABLE)
+        .map_err(sql("creating tables"))?;
+    spool::seed(&tx, Timestamp::now().as_millisecond())?;
     for t in ["usage_5m", "usage_hour"] {
         tx.execute_batch(&bucket_table(t))
             .map_err(sql("creating tables"))?;

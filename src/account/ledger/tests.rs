@@ -420,7 +420,7 @@ fn a_version_2_ledger_is_upgraded_in_place() {
         .connection()
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
 }
 
 #[test]

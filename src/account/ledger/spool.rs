@@ -1,0 +1,142 @@
+//! The report spool: each tick's per-instance deltas, written in the same transaction as
+//! the ledger's own bytes, waiting to be sent to the quota store.
+//!
+//! Being inside the ledger's transaction is what makes "the store's totals equal the
+//! ledger's" hold across crashes: a tick is in both or in neither. Rows are numbered by
+//! an AUTOINCREMENT key seeded from the creation time (milliseconds × 1000), so a
+//! re-created ledger never reuses a sequence number the store has already recorded.
+//! The reporter reads the rows from its own read-only connection (reads do not disturb
+//! the agent's `data_version`); the agent deletes what the store acknowledged during its
+//! next commit.
+
+use rusqlite::{Connection, params};
+use serde::{Deserialize, Serialize};
+
+use super::{LedgerError, sql};
+
+pub(super) const TABLE: &str = "
+CREATE TABLE IF NOT EXISTS spool (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    payload BLOB NOT NULL
+);";
+
+/// Start the numbering at `now_ms` × 1000 if the spool has never numbered anything.
+pub(super) fn seed(conn: &Connection, now_ms: i64) -> Result<(), LedgerError> {
+    conn.execute(
+        "INSERT INTO sqlite_sequence (name, seq)
+         SELECT 'spool', ?1 WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'spool')",
+        params![now_ms.saturating_mul(1000)],
+    )
+    .map_err(sql("seeding the spool"))?;
+    Ok(())
+}
+
+/// One instance's bytes in one tick, as spooled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpoolSample {
+    /// The end of the tick, Unix milliseconds.
+    pub at_ms: i64,
+    pub instance: String,
+    pub upload: u64,
+    pub download: u64,
+}
+
+/// What a tick asks the ledger to spool with its commit.
+#[derive(Debug, Clone, Default)]
+pub struct SpoolWrite {
+    pub samples: Vec<SpoolSample>,
+    /// Rows up to this sequence number were acknowledged by the store: delete them.
+    pub acked_through: u64,
+    /// Refuse to grow the spool beyond this many bytes of payload.
+    pub max_bytes: u64,
+}
+
+/// What happened to a tick's spool write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spooled {
+    /// The spool was full: this tick's samples were not kept for the store.
+    pub dropped: bool,
+    /// Payload bytes waiting after this commit.
+    pub bytes: u64,
+}
+
+pub(super) fn total_bytes(conn: &Connection) -> Result<u64, LedgerError> {
+    conn.query_row(
+        "SELECT COALESCE(SUM(length(payload)), 0) FROM spool",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n.max(0) as u64)
+    .map_err(sql("measuring the spool"))
+}
+
+/// Delete acknowledged rows and append this tick's; the spool's bytes after.
+pub(super) fn write(conn: &Connection, w: &SpoolWrite, bytes: u64) -> Result<Spooled, LedgerError> {
+    let mut bytes = bytes;
+    if w.acked_through > 0 {
+        let mut del = conn
+            .prepare_cached("DELETE FROM spool WHERE seq <= ?1 RETURNING length(payload)")
+            .map_err(sql("trimming the spool"))?;
+        let freed: Vec<i64> = del
+            .query_map(
+                params![i64::try_from(w.acked_through).unwrap_or(i64::MAX)],
+                |r| r.get(0),
+            )
+            .and_then(|rows| rows.collect())
+            .map_err(sql("trimming the spool"))?;
+        bytes = bytes.saturating_sub(freed.iter().map(|n| n.max(&0).unsigned_abs()).sum());
+    }
+    if w.samples.is_empty() {
+        return Ok(Spooled {
+            dropped: false,
+            bytes,
+        });
+    }
+    let payload = postcard::to_stdvec(&w.samples).map_err(|e| LedgerError::Sql {
+        what: "encoding the spool",
+        reason: e.to_string(),
+    })?;
+    if bytes.saturating_add(payload.len() as u64) > w.max_bytes {
+        return Ok(Spooled {
+            dropped: true,
+            bytes,
+        });
+    }
+    conn.prepare_cached("INSERT INTO spool (payload) VALUES (?1)")
+        .and_then(|mut s| s.execute(params![payload]))
+        .map_err(sql("spooling"))?;
+    Ok(Spooled {
+        dropped: false,
+        bytes: bytes + payload.len() as u64,
+    })
+}
+
+/// Up to `limit` rows after `after`, oldest first (the reporter's read).
+pub fn pending(
+    conn: &Connection,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<(u64, Vec<SpoolSample>)>, LedgerError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT seq, payload FROM spool WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+        .map_err(sql("reading the spool"))?;
+    let rows: Vec<(i64, Vec<u8>)> = stmt
+        .query_map(
+            params![
+                i64::try_from(after).unwrap_or(i64::MAX),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .and_then(|rows| rows.collect())
+        .map_err(sql("reading the spool"))?;
+    rows.into_iter()
+        .map(|(seq, payload)| {
+            let samples = postcard::from_bytes(&payload).map_err(|e| LedgerError::Sql {
+                what: "decoding the spool",
+                reason: format!("row {seq}: {e}"),
+            })?;
+            Ok((seq.max(0) as u64, samples))
+        })
+        .collect()
+}

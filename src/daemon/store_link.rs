@@ -1,0 +1,150 @@
+//! The agent's link to the quota store (`[store]`): the embedded store and its API when
+//! no `store.url` is set, and the reporter task that sends the spool either way.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tracing::{error, info, warn};
+
+use super::AgentError;
+use crate::account::SpoolPlan;
+use crate::account::ledger::spool::Spooled;
+use crate::config::{LEDGER_FILE, StoreConfig, StoreTarget, TokenSource};
+use crate::names::Label;
+use crate::reporter::{Reporter, Sink, SpoolShared, client};
+use crate::state::AgentLock;
+use crate::store::http::{self, ApiOptions};
+use crate::store::service::{Settings, Store};
+use crate::store::sqlite::backup::lock_path;
+
+pub struct StoreLink {
+    shared: Arc<SpoolShared>,
+    max_bytes: u64,
+    /// The spool is full and ticks are being dropped (warned once per episode).
+    full: bool,
+    /// Held while the embedded store serves its database (`sluice store restore` refuses).
+    _lock: Option<AgentLock>,
+}
+
+fn store_err(e: impl std::fmt::Display) -> AgentError {
+    AgentError::Store(e.to_string())
+}
+
+/// This host's name, for reports when `store.host` is not set.
+fn host_name() -> Result<Label, AgentError> {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_err(|e| store_err(format!("cannot read the host name ({e}); set store.host")))?;
+    Label::new(raw.trim()).map_err(|e| {
+        store_err(format!(
+            "the host name is not usable in reports ({e}); set store.host"
+        ))
+    })
+}
+
+impl StoreLink {
+    /// Open the embedded store (or reach for the remote one) and start reporting.
+    /// Must run inside the agent's tokio runtime.
+    pub fn start(cfg: &StoreConfig, data_dir: &Path) -> Result<StoreLink, AgentError> {
+        let host = match &cfg.host {
+            Some(h) => h.clone(),
+            None => host_name()?,
+        };
+        let mut lock = None;
+        let sink = match &cfg.target {
+            StoreTarget::Remote { url, token } => {
+                let token = match token {
+                    TokenSource::Inline(t) => t.clone(),
+                    TokenSource::File(path) => std::fs::read_to_string(path)
+                        .map_err(|e| {
+                            store_err(format!("store.token_file {}: {e}", path.display()))
+                        })?
+                        .trim()
+                        .to_owned(),
+                };
+                info!(%url, %host, "reporting traffic to the quota store");
+                Sink::Remote {
+                    client: client().map_err(store_err)?,
+                    url: url.clone(),
+                    token,
+                }
+            }
+            StoreTarget::Embedded {
+                database,
+                listen,
+                timezone,
+            } => {
+                lock = Some(AgentLock::acquire(&lock_path(database))?);
+                let settings = Settings {
+                    timezone: timezone.clone(),
+                    ..Settings::default()
+                };
+                let store = Store::open_sqlite(database, settings).map_err(store_err)?;
+                if let Some(addr) = listen {
+                    let listener = std::net::TcpListener::bind(addr)
+                        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                        .and_then(tokio::net::TcpListener::from_std)
+                        .map_err(|e| store_err(format!("store.listen {addr}: {e}")))?;
+                    let api = store.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = http::serve(
+                            listener,
+                            api,
+                            ApiOptions::default(),
+                            std::future::pending(),
+                        )
+                        .await
+                        {
+                            error!("embedded quota store API stopped: {e}");
+                        }
+                    });
+                }
+                info!(database = %database.display(), %host, "embedded quota store open");
+                Sink::Local(store)
+            }
+        };
+        let shared = Arc::new(SpoolShared::default());
+        tokio::spawn(
+            Reporter {
+                ledger: data_dir.join(LEDGER_FILE),
+                host,
+                sink,
+                shared: shared.clone(),
+            }
+            .run(),
+        );
+        Ok(StoreLink {
+            shared,
+            max_bytes: cfg.spool_max.get(),
+            full: false,
+            _lock: lock,
+        })
+    }
+
+    /// What the next commit spools and trims.
+    pub fn plan(&self) -> SpoolPlan {
+        SpoolPlan {
+            acked_through: self.shared.acked.load(Ordering::Acquire),
+            max_bytes: self.max_bytes,
+        }
+    }
+
+    /// After a commit: wake the reporter, and say so loudly when the spool is full.
+    pub fn committed(&mut self, s: Option<Spooled>) {
+        let Some(s) = s else {
+            return;
+        };
+        self.shared.bytes.store(s.bytes, Ordering::Relaxed);
+        self.shared.wake.notify_one();
+        match (s.dropped, self.full) {
+            (true, false) => error!(
+                spool_bytes = s.bytes,
+                spool_max = self.max_bytes,
+                "report spool is full: this tick's traffic will not reach the quota store (the ledger still counts it); is the store reachable?"
+            ),
+            (false, true) => warn!(spool_bytes = s.bytes, "report spool has room again"),
+            _ => {}
+        }
+        self.full = s.dropped;
+    }
+}

@@ -1,0 +1,245 @@
+//! Exactly-once reporting on the real kernel: an agent measures real traffic and reports
+//! it to a real `sluice store` through a proxy that loses some answers and delivers some
+//! reports twice; the store is stopped for a while in the middle. In the end the store's
+//! totals equal the agent's ledger to the byte.
+
+mod support;
+
+use std::ffi::OsStr;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use support::store::{Client, StoreProc, create_token, http_client};
+use support::{AgentProc, Netns, eventually, send_udp, sluice_stdout, veth};
+
+/// Forwards to the store (when one is up); answers 502 when it is not.
+struct Proxy {
+    target: Mutex<Option<String>>,
+    http: reqwest::Client,
+    requests: AtomicU64,
+    /// Reports forwarded a second time (the store saw them twice).
+    doubled: AtomicU64,
+    /// Reports the store applied but whose answer the agent never got.
+    lost: AtomicU64,
+    refused: AtomicU64,
+}
+
+async fn forward(State(p): State<Arc<Proxy>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 << 20).await.unwrap();
+    let n = p.requests.fetch_add(1, Ordering::Relaxed);
+    let Some(base) = p.target.lock().unwrap().clone() else {
+        p.refused.fetch_add(1, Ordering::Relaxed);
+        return StatusCode::BAD_GATEWAY.into_response();
+    };
+    let send = || {
+        let mut r = p
+            .http
+            .request(parts.method.clone(), format!("{base}{}", parts.uri))
+            .body(bytes.clone());
+        for (k, v) in &parts.headers {
+            if k == "authorization" || k == "content-type" {
+                r = r.header(k, v);
+            }
+        }
+        r.send()
+    };
+    let Ok(resp) = send().await else {
+        p.refused.fetch_add(1, Ordering::Relaxed);
+        return StatusCode::BAD_GATEWAY.into_response();
+    };
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await.unwrap();
+    if status == 200 && n % 3 == 1 {
+        let again = send().await.unwrap();
+        assert_eq!(again.status().as_u16(), 200);
+        p.doubled.fetch_add(1, Ordering::Relaxed);
+    }
+    if status == 200 && n % 4 == 2 {
+        p.lost.fetch_add(1, Ordering::Relaxed);
+        return StatusCode::BAD_GATEWAY.into_response();
+    }
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap()
+}
+
+/// Serve the proxy on a thread inside namespace `ns`; its port.
+fn start_proxy(ns: &str, proxy: Arc<Proxy>) -> u16 {
+    let path = format!("/var/run/netns/{ns}");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        // SAFETY: setns on a valid netns fd; affects only this thread, whose runtime
+        // makes every socket of the proxy.
+        assert_eq!(
+            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap().port()).unwrap();
+            let app = axum::Router::new().fallback(forward).with_state(proxy);
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(10)).unwrap()
+}
+
+fn ledger_totals(config: &Path) -> (u64, u64) {
+    let mut args: Vec<&OsStr> = [
+        "usage",
+        "--by",
+        "hour",
+        "--from",
+        "2000-01-01",
+        "--instance",
+        "501",
+        "--json",
+        "--config",
+    ]
+    .map(OsStr::new)
+    .to_vec();
+    args.push(config.as_os_str());
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&sluice_stdout(&args)).unwrap();
+    rows.iter().fold((0, 0), |(u, d), r| {
+        (
+            u + r["upload_bytes"].as_u64().unwrap(),
+            d + r["download_bytes"].as_u64().unwrap(),
+        )
+    })
+}
+
+#[test]
+fn the_store_counts_every_byte_once_through_outages_retries_and_duplicates() {
+    support::require_root();
+    let host = Netns::new("rh");
+    let inst = Netns::new("ri");
+    let link = veth(&host, "tap501i0", &inst, "eth0", 105);
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("store/quota.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    let admin = create_token(&db, &["--role", "admin"]);
+    let agent_token = create_token(&db, &["--role", "agent", "--host", "hv-test"]);
+    let store = StoreProc::start_in(Some(&host.name), &db, &["--rate-limit", "0"]);
+    let proxy = Arc::new(Proxy {
+        target: Mutex::new(Some(store.base.clone())),
+        http: http_client(),
+        requests: AtomicU64::new(0),
+        doubled: AtomicU64::new(0),
+        lost: AtomicU64::new(0),
+        refused: AtomicU64::new(0),
+    });
+    let port = start_proxy(&host.name, proxy.clone());
+    let config = tmp.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[agent]
+interval = "1s"
+interfaces = ['^tap(?P<instance>[0-9]+)i[0-9]+$']
+backend = "none"
+state_dir = "{0}/run"
+data_dir = "{0}/lib"
+[log]
+dir = ""
+[penalty]
+base_rate = "100mbit"
+[store]
+url = "http://127.0.0.1:{port}"
+token = "{agent_token}"
+host = "hv-test"
+"#,
+            tmp.path().display()
+        ),
+    )
+    .unwrap();
+    let agent = AgentProc::start(&host, &config, tmp.path().join("agent.log"));
+    eventually(Duration::from_secs(10), "the agent's first tick", || {
+        tmp.path().join("lib/ledger.db").exists().then_some(())
+    });
+    let traffic = |bytes_per_packet: usize, packets: u64| {
+        let sent = send_udp(
+            &inst.name,
+            link.a_ip,
+            bytes_per_packet,
+            packets,
+            3_000_000,
+            Duration::from_secs(3),
+        );
+        assert!(sent > packets / 2, "sent {sent}");
+    };
+    traffic(1000, 600);
+    // The store goes away for a while; the agent keeps measuring and spooling.
+    proxy.target.lock().unwrap().take();
+    assert_eq!(store.stop(), Some(0));
+    traffic(700, 900);
+    std::thread::sleep(Duration::from_secs(2));
+    let store = StoreProc::start_in(Some(&host.name), &db, &["--rate-limit", "0"]);
+    *proxy.target.lock().unwrap() = Some(store.base.clone());
+    traffic(300, 500);
+
+    // The store is in the host namespace: ask it from there.
+    let ns = host.name.clone();
+    let base = store.base.clone();
+    let totals = || {
+        let (base, admin) = (base.clone(), admin.clone());
+        support::run_in(&ns, move || {
+            let c = Client::new(&base);
+            let u = c.call(
+                "GET",
+                "/v1/instances/501/usage?period=month",
+                Some(&admin),
+                None,
+            );
+            (
+                u.body["upload"].as_u64().unwrap_or(0),
+                u.body["download"].as_u64().unwrap_or(0),
+            )
+        })
+    };
+    let kernel = (
+        host.sysfs_counter("tap501i0", "rx_bytes"),
+        host.sysfs_counter("tap501i0", "tx_bytes"),
+    );
+    assert!(kernel.0 > 900_000, "traffic arrived: {kernel:?}");
+    eventually(
+        Duration::from_secs(30),
+        "the store catches up with the ledger",
+        || {
+            // The ledger holds everything after the agent's first (baseline) sample.
+            let ledger = ledger_totals(&config);
+            (ledger.0 + 20_000 > kernel.0 && totals() == ledger).then_some(())
+        },
+    );
+    // And stays equal: nothing is added twice by later retries.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(totals(), ledger_totals(&config));
+    let log = agent.log();
+    assert_eq!(agent.stop(), Some(0), "{log}");
+    assert!(log.contains("quota store unreachable"), "{log}");
+    assert!(log.contains("quota store reachable again"), "{log}");
+    let (doubled, lost, refused) = (
+        proxy.doubled.load(Ordering::Relaxed),
+        proxy.lost.load(Ordering::Relaxed),
+        proxy.refused.load(Ordering::Relaxed),
+    );
+    assert!(
+        doubled > 0 && lost > 0 && refused > 0,
+        "doubled {doubled}, lost {lost}, refused {refused}"
+    );
+}
