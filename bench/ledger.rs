@@ -117,6 +117,7 @@ fn commit_cost(n: usize, rounds: usize) {
                     })
                     .collect(),
                 events: vec![],
+                spool: None,
             })
             .unwrap();
         ruled.push(s.elapsed());

@@ -24,6 +24,7 @@ struct Proxy {
     target: Mutex<Option<String>>,
     http: reqwest::Client,
     requests: AtomicU64,
+    applied: AtomicU64,
     /// Reports forwarded a second time (the store saw them twice).
     doubled: AtomicU64,
     /// Reports the store applied but whose answer the agent never got.
@@ -34,7 +35,7 @@ struct Proxy {
 async fn forward(State(p): State<Arc<Proxy>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let bytes = axum::body::to_bytes(body, 64 << 20).await.unwrap();
-    let n = p.requests.fetch_add(1, Ordering::Relaxed);
+    p.requests.fetch_add(1, Ordering::Relaxed);
     let Some(base) = p.target.lock().unwrap().clone() else {
         p.refused.fetch_add(1, Ordering::Relaxed);
         return StatusCode::BAD_GATEWAY.into_response();
@@ -57,12 +58,19 @@ async fn forward(State(p): State<Arc<Proxy>>, req: Request) -> Response {
     };
     let status = resp.status().as_u16();
     let body = resp.bytes().await.unwrap();
-    if status == 200 && n % 3 == 1 {
+    // Of the reports the store applied: the 1st, 4th, … arrive twice; the 2nd, 5th, …
+    // lose their answer (the agent sends them again).
+    let n = if status == 200 {
+        p.applied.fetch_add(1, Ordering::Relaxed)
+    } else {
+        u64::MAX
+    };
+    if n % 3 == 0 && status == 200 {
         let again = send().await.unwrap();
         assert_eq!(again.status().as_u16(), 200);
         p.doubled.fetch_add(1, Ordering::Relaxed);
     }
-    if status == 200 && n % 4 == 2 {
+    if n % 3 == 1 && status == 200 {
         p.lost.fetch_add(1, Ordering::Relaxed);
         return StatusCode::BAD_GATEWAY.into_response();
     }
@@ -139,6 +147,7 @@ fn the_store_counts_every_byte_once_through_outages_retries_and_duplicates() {
         target: Mutex::new(Some(store.base.clone())),
         http: http_client(),
         requests: AtomicU64::new(0),
+        applied: AtomicU64::new(0),
         doubled: AtomicU64::new(0),
         lost: AtomicU64::new(0),
         refused: AtomicU64::new(0),

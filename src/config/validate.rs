@@ -571,6 +571,42 @@ base_rate = "1000mbit"
         // (config text appended to a valid base, expected substring of one error)
         let table: &[(&str, &str)] = &[
             (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[store]\nurl=\"ftp://x\"\ntoken_file=\"/t\"",
+                "store.url: must start with http:// or https://",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[store]\nurl=\"http://x\"",
+                "store.token_file: is required with store.url",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[store]\nurl=\"http://x\"\ntoken=\"secret\"",
+                "store.token: is not a sluice token",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[store]\nurl=\"http://x\"\ntoken_file=\"/t\"\nlisten=\"127.0.0.1:1\"",
+                "store.listen: belongs to the embedded store",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[store]\ntoken_file=\"/t\"",
+                "store.token_file: goes with store.url",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[store]\nlisten=\"localhost\"",
+                "store.listen: \"localhost\"",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[store]\nspool_max=\"1KiB\"",
+                "store.spool_max: must be at least 64KiB",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[store]\ntimezone=\"Mars/Base\"",
+                "store.timezone: \"Mars/Base\"",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[store]\nhost=\"a b\"",
+                "store.host:",
+            ),
+            (
                 "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[webhook]]\nsecret=\"x\"",
                 "webhook[1].url: is required",
             ),
