@@ -159,12 +159,13 @@ fn each_token_is_rate_limited_with_retry_after() {
     assert_eq!(c.call("GET", "/v1/stats", Some(&b), None).status, 200);
 }
 
-#[test]
-fn sixteen_http_clients_reserving_at_once_never_exceed_the_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("quota.db");
-    let admin = create_token(&db, &["--role", "admin"]);
-    let store = StoreProc::start(&db, &["--rate-limit", "0"]);
+/// 16 clients hammer `reserve` on one instance through a real `sluice store` on
+/// `database` (a SQLite file or a PostgreSQL URL); `in_db` reads (in_use + reserved)
+/// from the database at the end.
+fn sixteen_http_clients(database: &std::path::Path, in_db: impl FnOnce() -> i64) {
+    let db = database;
+    let admin = create_token(db, &["--role", "admin"]);
+    let store = StoreProc::start(db, &["--rate-limit", "0"]);
     let c = Client::new(&store.base);
     let a = c.call(
         "PUT",
@@ -238,8 +239,7 @@ fn sixteen_http_clients_reserving_at_once_never_exceed_the_limit() {
         sum
     });
     assert_eq!(store.stop(), Some(0));
-    let (in_use, reserved) = standing(&db, "7", "ipv4");
-    assert_eq!(in_use + reserved, 25, "exactly the limit in the database");
+    assert_eq!(in_db(), 25, "exactly the limit in the database");
     assert_eq!(
         granted - rolled_back,
         25,
@@ -254,6 +254,38 @@ fn sixteen_http_clients_reserving_at_once_never_exceed_the_limit() {
         rolled_back > 0 && refused > 0,
         "{rolled_back} rolled back, {refused} refused"
     );
+}
+
+#[test]
+fn sixteen_http_clients_reserving_at_once_never_exceed_the_limit_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("quota.db");
+    sixteen_http_clients(&db, || {
+        let (in_use, reserved) = standing(&db, "7", "ipv4");
+        in_use + reserved
+    });
+}
+
+#[test]
+fn sixteen_http_clients_reserving_at_once_never_exceed_the_limit_on_postgres() {
+    let pg = support::postgres::Postgres::start();
+    let url = pg.database();
+    sixteen_http_clients(std::path::Path::new(&url), || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let store = sluice::store::service::Store::connect_postgres(&url, Default::default())
+                .await
+                .unwrap();
+            let q = store
+                .instance_quota(InstanceId::new("7").unwrap())
+                .await
+                .unwrap();
+            q.limits["ipv4"].in_use + q.limits["ipv4"].reserved
+        })
+    });
 }
 
 #[test]

@@ -14,6 +14,7 @@ use crate::names::Label;
 use crate::state::AgentLock;
 use crate::store::SqliteStore;
 use crate::store::http::{self, ApiOptions};
+use crate::store::postgres::PgStore;
 use crate::store::service::{Settings, Store};
 use crate::store::spec::KnownResources;
 use crate::store::sqlite::backup::{lock_path, restore};
@@ -34,18 +35,21 @@ pub struct Args {
 /// Where the store's data lives.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DatabaseArg {
-    /// The database: a SQLite file path (or sqlite:PATH)
+    /// The database: a SQLite file path (or sqlite:PATH), or a postgres:// URL
     #[arg(long, value_name = "URL", default_value = DEFAULT_DATABASE, env = "SLUICE_STORE_DATABASE")]
     pub database: String,
 }
 
+enum Database {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
 impl DatabaseArg {
-    fn sqlite_path(&self) -> anyhow::Result<PathBuf> {
+    fn parse(&self) -> anyhow::Result<Database> {
         let d = self.database.as_str();
         if d.starts_with("postgres://") || d.starts_with("postgresql://") {
-            bail!(
-                "--database {d:?}: this build's store runs on SQLite only (the PostgreSQL backend is not built yet)"
-            );
+            return Ok(Database::Postgres(d.to_owned()));
         }
         let path = d
             .strip_prefix("sqlite://")
@@ -54,7 +58,63 @@ impl DatabaseArg {
         if path.is_empty() {
             bail!("--database: empty path");
         }
-        Ok(PathBuf::from(path))
+        Ok(Database::Sqlite(PathBuf::from(path)))
+    }
+
+    /// The SQLite file, or why this command does not apply to PostgreSQL.
+    fn sqlite_path(&self, command: &str) -> anyhow::Result<PathBuf> {
+        match self.parse()? {
+            Database::Sqlite(p) => Ok(p),
+            Database::Postgres(_) => bail!(
+                "`sluice store {command}` is for the SQLite store; for PostgreSQL use pg_dump and pg_restore"
+            ),
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Token commands on either backend.
+enum TokenStore {
+    Sqlite(SqliteStore),
+    Postgres(tokio::runtime::Runtime, PgStore),
+}
+
+impl TokenStore {
+    fn open(database: &DatabaseArg) -> anyhow::Result<TokenStore> {
+        Ok(match database.parse()? {
+            Database::Sqlite(p) => TokenStore::Sqlite(SqliteStore::open(&p)?),
+            Database::Postgres(url) => {
+                let rt = runtime()?;
+                let pg = rt.block_on(PgStore::connect(&url))?;
+                TokenStore::Postgres(rt, pg)
+            }
+        })
+    }
+    fn create(&self, role: &Role) -> anyhow::Result<crate::store::tokens::Token> {
+        Ok(match self {
+            TokenStore::Sqlite(s) => s.token_create(role)?,
+            TokenStore::Postgres(rt, p) => rt.block_on(p.token_create(role))?,
+        })
+    }
+    fn list(&self) -> anyhow::Result<Vec<crate::store::tokens::TokenInfo>> {
+        Ok(match self {
+            TokenStore::Sqlite(s) => s.token_list()?,
+            TokenStore::Postgres(rt, p) => rt.block_on(p.token_list())?,
+        })
+    }
+    fn revoke(&self, id: &TokenId) -> anyhow::Result<()> {
+        match self {
+            TokenStore::Sqlite(s) => s.token_revoke(id)?,
+            TokenStore::Postgres(rt, p) => rt.block_on(p.token_revoke(id))?,
+        }
+        Ok(())
     }
 }
 
@@ -137,13 +197,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => serve(args.serve),
         Some(StoreCommand::Token { command }) => token(command),
         Some(StoreCommand::Backup { file, database }) => {
-            let store = SqliteStore::open(&database.sqlite_path()?)?;
+            let store = SqliteStore::open(&database.sqlite_path("backup")?)?;
             store.backup_to(&file)?;
             println!("backed up to {}", file.display());
             Ok(ExitCode::SUCCESS)
         }
         Some(StoreCommand::Restore { file, database }) => {
-            let path = database.sqlite_path()?;
+            let path = database.sqlite_path("restore")?;
             restore(&file, &path)?;
             println!("restored {} from {}", path.display(), file.display());
             Ok(ExitCode::SUCCESS)
@@ -164,8 +224,7 @@ fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
                 (_, Some(host)) => Role::Agent { host },
                 (_, None) => bail!("--host: an agent token needs the host it reports for"),
             };
-            let store = SqliteStore::open(&database.sqlite_path()?)?;
-            let token = store.token_create(&role)?;
+            let token = TokenStore::open(&database)?.create(&role)?;
             eprintln!(
                 "created {} token {} (shown once; only its hash is stored)",
                 role.name(),
@@ -174,8 +233,7 @@ fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
             println!("{}", token.reveal());
         }
         TokenCommand::List { json, database } => {
-            let store = SqliteStore::open(&database.sqlite_path()?)?;
-            let tokens = store.token_list()?;
+            let tokens = TokenStore::open(&database)?.list()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&tokens)?);
             } else {
@@ -196,8 +254,7 @@ fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
             }
         }
         TokenCommand::Revoke { id, database } => {
-            let store = SqliteStore::open(&database.sqlite_path()?)?;
-            store.token_revoke(&id)?;
+            TokenStore::open(&database)?.revoke(&id)?;
             println!("revoked {id}");
         }
     }
@@ -212,11 +269,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     });
     let timezone =
         TimeZone::get(&args.timezone).with_context(|| format!("--timezone {:?}", args.timezone))?;
-    let path = args.database.sqlite_path()?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let _lock = AgentLock::acquire(&lock_path(&path))?;
+    let database = args.database.parse()?;
+    let _lock = match &database {
+        Database::Sqlite(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            Some(AgentLock::acquire(&lock_path(path))?)
+        }
+        // Stateless: any number may serve one cluster.
+        Database::Postgres(_) => None,
+    };
     let settings = Settings {
         timezone,
         resources: KnownResources::new(&args.resources),
@@ -227,19 +291,20 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         rate_limit: args.rate_limit,
         ..ApiOptions::default()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let store = Store::open_sqlite(&path, settings)?;
+    runtime()?.block_on(async {
+        let (store, shown) = match &database {
+            Database::Sqlite(path) => (
+                Store::open_sqlite(path, settings)?,
+                path.display().to_string(),
+            ),
+            Database::Postgres(url) => (Store::connect_postgres(url, settings).await?, redact(url)),
+        };
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("--listen {}", args.listen))?;
         let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-        tracing::info!(database = %path.display(), "quota store starting");
+        tracing::info!(database = %shown, "quota store starting");
         http::serve(listener, store, options, async move {
             tokio::select! {
                 _ = term.recv() => {}
@@ -252,4 +317,36 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A database URL for the log: the password replaced.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_stay_out_of_the_log() {
+        let table = [
+            (
+                "postgres://sluice:s3cret@db:5432/q",
+                "postgres://sluice:***@db:5432/q",
+            ),
+            ("postgres://sluice@db/q", "postgres://sluice@db/q"),
+            ("postgresql://db/q", "postgresql://db/q"),
+        ];
+        for (url, shown) in table {
+            assert_eq!(super::redact(url), shown);
+        }
+    }
 }

@@ -7,6 +7,7 @@
 
 pub mod http;
 pub mod model;
+pub mod postgres;
 pub mod report;
 pub mod service;
 pub mod spec;

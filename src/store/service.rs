@@ -12,6 +12,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 use super::model::{Deltas, ReservationId, Scope, StoreError};
+use super::postgres::PgStore;
 use super::report::{Ingested, Report};
 use super::spec::{KnownResources, Spec};
 use super::sqlite::writer::Writer;
@@ -44,6 +45,7 @@ impl Default for Settings {
 #[derive(Clone)]
 enum Backend {
     Sqlite(Writer),
+    Postgres(PgStore),
 }
 
 /// A running store; cheap to clone.
@@ -63,6 +65,14 @@ impl Store {
         })
     }
 
+    /// The fleet store on PostgreSQL (a `postgres://` URL).
+    pub async fn connect_postgres(url: &str, settings: Settings) -> Result<Store, StoreError> {
+        Ok(Store {
+            backend: Backend::Postgres(PgStore::connect(url).await?),
+            settings: Arc::new(settings),
+        })
+    }
+
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
@@ -70,6 +80,7 @@ impl Store {
     pub fn backend_name(&self) -> &'static str {
         match self.backend {
             Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
         }
     }
 
@@ -80,11 +91,18 @@ impl Store {
     {
         match &self.backend {
             Backend::Sqlite(w) => w.run(f).await,
+            Backend::Postgres(_) => Err(StoreError::Database {
+                what: "internal",
+                reason: "a SQLite operation on a PostgreSQL store".into(),
+            }),
         }
     }
 
     /// Whether the database answers.
     pub async fn health(&self) -> Result<(), StoreError> {
+        if let Backend::Postgres(p) = &self.backend {
+            return p.health().await;
+        }
         self.sqlite(|c| {
             c.query_row("SELECT 1", [], |_| Ok(()))
                 .map_err(super::sqlite::db("health check"))
@@ -94,6 +112,9 @@ impl Store {
 
     /// The role of a presented token, if it is live and its secret matches.
     pub async fn authenticate(&self, token: Token) -> Result<Option<Role>, StoreError> {
+        if let Backend::Postgres(p) = &self.backend {
+            return p.authenticate(token).await;
+        }
         self.sqlite(move |c| {
             Ok(ops::token_get(c, &token.id)?
                 .filter(|(digest, _)| token.matches(digest))
@@ -103,6 +124,9 @@ impl Store {
     }
 
     pub async fn instance_quota(&self, instance: InstanceId) -> Result<InstanceQuota, StoreError> {
+        if let Backend::Postgres(p) = &self.backend {
+            return p.instance_quota(instance).await;
+        }
         self.sqlite(move |c| {
             let membership = ops::membership(c, &instance)?;
             let limits = ops::standings(c, &instance, Timestamp::now())?
@@ -137,6 +161,9 @@ impl Store {
     /// membership or class). Limits below current use are allowed: the instance just
     /// cannot grow until it is under again.
     pub async fn put_scope(&self, scope: Scope, spec: Spec) -> Result<(), StoreError> {
+        if let Backend::Postgres(p) = &self.backend {
+            return p.put_scope(scope, spec).await;
+        }
         self.sqlite(move |c| {
             ops::clear_scope(c, &scope)?;
             match &scope {
@@ -164,12 +191,18 @@ impl Store {
 
     /// What is set at exactly `scope`; not found when nothing is.
     pub async fn get_scope(&self, scope: Scope) -> Result<ScopeView, StoreError> {
+        if let Backend::Postgres(p) = &self.backend {
+            return p.get_scope(scope).await;
+        }
         self.sqlite(move |c| scope_view(c, &scope)?.ok_or_else(|| not_found(&scope)))
             .await
     }
 
     /// Every class or project (`kind`) with what is set for it.
     pub async fn list_scopes(&self, kind: &'static str) -> Result<Vec<ScopeView>, StoreError> {
+        if let Backend::Postgres(p) = &self.backend {
+            return p.list_scopes(kind).await;
+        }
         self.sqlite(move |c| {
             let mut out = Vec::new();
             for name in ops::scope_names(c, kind)? {
@@ -189,6 +222,9 @@ impl Store {
     /// Remove what `scope` sets (a project also loses its class and its instances leave
     /// it; an instance's overrides only — see [`Store::destroy_instance`]).
     pub async fn delete_scope(&self, scope: Scope) -> Result<(), StoreError> {
+        if let Backend::Postgres(p) = &self.backend {
+            return p.delete_scope(scope).await;
+        }
         self.sqlite(move |c| {
             if scope_view(c, &scope)?.is_none() {
                 return Err(not_found(&scope));
@@ -206,6 +242,9 @@ impl Store {
     }
 
     pub async fn destroy_instance(&self, instance: InstanceId) -> Result<(), StoreError> {
+        if let Backend::Postgres(p) = &self.backend {
+            return p.destroy_instance(instance).await;
+        }
         self.sqlite(move |c| ops::destroy_instance(c, &instance))
             .await
     }
@@ -217,6 +256,9 @@ impl Store {
         deltas: Deltas,
         expires_in: Duration,
     ) -> Result<(ReservationId, Timestamp), StoreError> {
+        if let Backend::Postgres(p) = &self.backend {
+            return p.reserve(instance, deltas, expires_in).await;
+        }
         let id = ReservationId::random()?;
         self.sqlite(move |c| {
             let now = Timestamp::now();
@@ -234,6 +276,9 @@ impl Store {
         instance: InstanceId,
         deltas: Deltas,
     ) -> Result<(), StoreError> {
+        if let Backend::Postgres(p) = &self.backend {
+            return p.limit_check(instance, deltas).await;
+        }
         self.sqlite(move |c| {
             super::model::check(&ops::standings(c, &instance, Timestamp::now())?, &deltas)
                 .map_err(StoreError::OverQuota)
@@ -242,10 +287,16 @@ impl Store {
     }
 
     pub async fn commit(&self, id: ReservationId) -> Result<(), StoreError> {
+        if let Backend::Postgres(p) = &self.backend {
+            return p.commit(id).await;
+        }
         self.sqlite(move |c| ops::commit(c, id.as_str())).await
     }
 
     pub async fn rollback(&self, id: ReservationId) -> Result<(), StoreError> {
+        if let Backend::Postgres(p) = &self.backend {
+            return p.rollback(id).await;
+        }
         self.sqlite(move |c| ops::rollback(c, id.as_str())).await
     }
 
@@ -254,6 +305,9 @@ impl Store {
         let keep = jiff::SignedDuration::try_from(self.settings.keep_report_keys)
             .unwrap_or(jiff::SignedDuration::MAX);
         let before = now.checked_sub(keep).unwrap_or(Timestamp::MIN);
+        if let Backend::Postgres(p) = &self.backend {
+            return p.expire(now, before).await;
+        }
         self.sqlite(move |c| Ok((ops::expire(c, now)?, ops::prune_applied(c, before)?)))
             .await
     }
@@ -264,6 +318,9 @@ impl Store {
         instance: InstanceId,
         counts: BTreeMap<Label, u64>,
     ) -> Result<(), StoreError> {
+        if let Backend::Postgres(p) = &self.backend {
+            return p.usage_set(instance, counts).await;
+        }
         self.sqlite(move |c| {
             for (resource, n) in &counts {
                 ops::usage_set(c, &instance, resource, *n)?;
@@ -279,6 +336,9 @@ impl Store {
         resource: Label,
         instance: Option<InstanceId>,
     ) -> Result<usize, StoreError> {
+        if let Backend::Postgres(p) = &self.backend {
+            return p.usage_reset(resource, instance).await;
+        }
         self.sqlite(move |c| ops::usage_reset(c, &resource, instance.as_ref()))
             .await
     }
@@ -290,6 +350,9 @@ impl Store {
         period: StorePeriod,
     ) -> Result<usize, StoreError> {
         let (start, end) = self.period_at(period, Timestamp::now())?;
+        if let Backend::Postgres(p) = &self.backend {
+            return p.traffic_reset(instance, start, end).await;
+        }
         self.sqlite(move |c| ops::traffic_reset(c, &instance, start, end))
             .await
     }
@@ -315,6 +378,9 @@ impl Store {
         at: Timestamp,
     ) -> Result<TrafficUsage, StoreError> {
         let (start, end) = self.period_at(period, at)?;
+        if let Backend::Postgres(p) = &self.backend {
+            return p.traffic_usage(instance, period, start, end).await;
+        }
         self.sqlite(move |c| {
             let (upload, download) = ops::traffic_between(c, &instance, start, end)?;
             let quotas = ops::traffic_quotas(c, &instance)?
@@ -347,6 +413,9 @@ impl Store {
 
     /// Add an agent's batches, each exactly once.
     pub async fn ingest(&self, report: Report) -> Result<Ingested, StoreError> {
+        if let Backend::Postgres(p) = &self.backend {
+            return p.ingest(report, &self.settings.timezone).await;
+        }
         let tz = self.settings.timezone.clone();
         self.sqlite(move |c| ops::ingest(c, &report.agent, &report.batches, &tz, Timestamp::now()))
             .await
@@ -357,6 +426,9 @@ impl Store {
         &self,
         instances: Vec<InstanceId>,
     ) -> Result<BTreeMap<String, Vec<ShownTrafficQuota>>, StoreError> {
+        if let Backend::Postgres(p) = &self.backend {
+            return p.traffic_quotas(instances).await;
+        }
         self.sqlite(move |c| {
             let mut out = BTreeMap::new();
             for i in &instances {
@@ -372,11 +444,14 @@ impl Store {
     }
 
     pub async fn stats(&self) -> Result<Stats, StoreError> {
+        if let Backend::Postgres(p) = &self.backend {
+            return p.stats().await;
+        }
         self.sqlite(|c| ops::stats(c, Timestamp::now())).await
     }
 }
 
-fn not_found(scope: &Scope) -> StoreError {
+pub(crate) fn not_found(scope: &Scope) -> StoreError {
     let (kind, name) = scope.key();
     StoreError::NotFound {
         what: kind,

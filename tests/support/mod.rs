@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod postgres;
 pub mod store;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

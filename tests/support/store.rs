@@ -22,7 +22,16 @@ impl StoreProc {
 
     /// The same inside network namespace `ns` (its own loopback).
     pub fn start_in(ns: Option<&str>, db: &Path, extra: &[&str]) -> StoreProc {
-        let log = db.with_extension("log");
+        let log = if db.to_string_lossy().starts_with("postgres") {
+            static LOGS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            std::env::temp_dir().join(format!(
+                "sluice-store-{}-{}.log",
+                std::process::id(),
+                LOGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ))
+        } else {
+            db.with_extension("log")
+        };
         let err = File::options()
             .create(true)
             .append(true)

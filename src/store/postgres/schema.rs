@@ -1,0 +1,117 @@
+//! The PostgreSQL schema and its versioned migrations (`sluice_schema.version`).
+//!
+//! Several store processes may start at once against one cluster: migrating takes a
+//! transaction-scoped advisory lock first, so exactly one applies each step.
+
+use deadpool_postgres::Object;
+
+use super::pg;
+use crate::store::model::StoreError;
+
+/// `MIGRATIONS[i]` takes the schema from version i to i + 1.
+const MIGRATIONS: [&str; 1] = ["
+CREATE TABLE limits (
+    scope_kind TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    hard_limit BIGINT NOT NULL,
+    PRIMARY KEY (scope_kind, scope, resource)
+);
+CREATE TABLE projects (id TEXT PRIMARY KEY, class TEXT);
+CREATE TABLE instances (id TEXT PRIMARY KEY, project TEXT, class TEXT);
+CREATE TABLE usages (
+    instance TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    in_use BIGINT NOT NULL,
+    PRIMARY KEY (instance, resource)
+);
+CREATE TABLE reservations (
+    id TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    delta BIGINT NOT NULL,
+    expires_ms BIGINT NOT NULL,
+    PRIMARY KEY (id, resource)
+);
+CREATE INDEX reservations_instance ON reservations (instance, resource);
+CREATE INDEX reservations_expiry ON reservations (expires_ms);
+CREATE TABLE traffic_quotas (
+    scope_kind TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    period TEXT NOT NULL,
+    limit_bytes BIGINT NOT NULL,
+    on_exceed TEXT NOT NULL,
+    upload_rate BIGINT,
+    download_rate BIGINT,
+    PRIMARY KEY (scope_kind, scope, resource, period)
+);
+CREATE TABLE traffic_hours (
+    instance TEXT NOT NULL,
+    hour_ms BIGINT NOT NULL,
+    upload BIGINT NOT NULL,
+    download BIGINT NOT NULL,
+    PRIMARY KEY (instance, hour_ms)
+);
+CREATE TABLE applied_reports (
+    agent TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    applied_ms BIGINT NOT NULL,
+    PRIMARY KEY (agent, seq)
+);
+CREATE INDEX applied_reports_age ON applied_reports (applied_ms);
+CREATE TABLE agents (
+    id TEXT PRIMARY KEY,
+    last_report_ms BIGINT NOT NULL,
+    last_seq BIGINT NOT NULL
+);
+CREATE TABLE tokens (
+    id TEXT PRIMARY KEY,
+    digest BYTEA NOT NULL,
+    role TEXT NOT NULL,
+    host TEXT,
+    created_ms BIGINT NOT NULL,
+    revoked_ms BIGINT
+);
+"];
+
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// An arbitrary constant: the advisory lock key of sluice's migrations.
+const LOCK_KEY: i64 = 0x51_1ce0;
+
+pub async fn migrate(client: &mut Object) -> Result<(), StoreError> {
+    let tx = client.transaction().await.map_err(pg("migrating"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
+        .await
+        .map_err(pg("migrating"))?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS sluice_schema (version BIGINT NOT NULL)")
+        .await
+        .map_err(pg("migrating"))?;
+    let version: i64 = tx
+        .query_opt("SELECT version FROM sluice_schema", &[])
+        .await
+        .map_err(pg("migrating"))?
+        .map_or(0, |r| r.get(0));
+    if version > VERSION {
+        return Err(StoreError::Database {
+            what: "opening",
+            reason: format!("schema version {version} is newer than this sluice knows ({VERSION})"),
+        });
+    }
+    for step in MIGRATIONS.iter().skip(version.max(0) as usize) {
+        tx.batch_execute(step).await.map_err(pg("migrating"))?;
+    }
+    if version < VERSION {
+        tx.execute("DELETE FROM sluice_schema", &[])
+            .await
+            .map_err(pg("migrating"))?;
+        tx.execute(
+            "INSERT INTO sluice_schema (version) VALUES ($1)",
+            &[&VERSION],
+        )
+        .await
+        .map_err(pg("migrating"))?;
+    }
+    tx.commit().await.map_err(pg("migrating"))
+}

@@ -1,0 +1,295 @@
+//! The same engine suite on both backends: SQLite (a temp file) and PostgreSQL (a
+//! throwaway server on loopback). Each case takes a fresh store.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use sluice::names::{InstanceId, Label};
+use sluice::store::model::{Deltas, Scope, StoreError};
+use sluice::store::report::{Batch, Report, Sample};
+use sluice::store::service::{Settings, Store};
+use sluice::store::spec::{KnownResources, WireSpec};
+use support::postgres::Postgres;
+
+fn inst(s: &str) -> InstanceId {
+    InstanceId::new(s).unwrap()
+}
+fn label(s: &str) -> Label {
+    Label::new(s).unwrap()
+}
+fn deltas(pairs: &[(&str, i64)]) -> Deltas {
+    pairs.iter().map(|(r, d)| (label(r), *d)).collect()
+}
+const HOUR: Duration = Duration::from_secs(3600);
+
+async fn put(store: &Store, scope: Scope, json: &str) {
+    let w: WireSpec = serde_json::from_str(json).unwrap();
+    let spec = w.validate(&KnownResources::new(&[])).unwrap();
+    store.put_scope(scope, spec).await.unwrap();
+}
+
+/// (limit, from, in_use, reserved) of `resource` for `instance`.
+async fn standing(store: &Store, i: &str, r: &str) -> (i64, String, i64, i64) {
+    let q = store.instance_quota(inst(i)).await.unwrap();
+    q.limits
+        .get(r)
+        .map(|v| (v.limit.to_i64(), v.from.clone(), v.in_use, v.reserved))
+        .unwrap_or((-1, "none".into(), 0, 0))
+}
+
+async fn resolution(store: &Store) {
+    put(store, Scope::Default, r#"{"limits":{"ipv4":1}}"#).await;
+    put(
+        store,
+        Scope::Class(label("basic")),
+        r#"{"limits":{"ipv4":2,"proxies":0}}"#,
+    )
+    .await;
+    put(
+        store,
+        Scope::Project(label("acme")),
+        r#"{"class":"basic","limits":{"ipv4":3}}"#,
+    )
+    .await;
+    put(store, Scope::Instance(inst("101")), r#"{"project":"acme"}"#).await;
+    put(store, Scope::Instance(inst("102")), r#"{"class":"basic"}"#).await;
+    put(
+        store,
+        Scope::Instance(inst("104")),
+        r#"{"limits":{"ipv4":-1}}"#,
+    )
+    .await;
+    // (instance, limit, level)
+    let table = [
+        ("101", 3, "project"),
+        ("102", 2, "class"),
+        ("103", 1, "default"),
+        ("104", -1, "instance"),
+    ];
+    for (i, limit, from) in table {
+        let (l, f, _, _) = standing(store, i, "ipv4").await;
+        assert_eq!((l, f.as_str()), (limit, from), "instance {i}");
+    }
+    // The project's class applies where the project sets nothing; 0 allows none.
+    assert_eq!(standing(store, "101", "proxies").await.0, 0);
+    let err = store
+        .limit_check(inst("101"), deltas(&[("proxies", 1)]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::OverQuota(ref o) if o.limit == 0),
+        "{err}"
+    );
+    store
+        .limit_check(inst("104"), deltas(&[("ipv4", 1_000_000)]))
+        .await
+        .unwrap();
+}
+
+async fn reservations(store: &Store) {
+    put(store, Scope::Default, r#"{"limits":{"ipv4":2}}"#).await;
+    let one = || deltas(&[("ipv4", 1)]);
+    let (a, _) = store.reserve(inst("1"), one(), HOUR).await.unwrap();
+    let (b, _) = store.reserve(inst("1"), one(), HOUR).await.unwrap();
+    assert_eq!(standing(store, "1", "ipv4").await.3, 2);
+    let err = store.reserve(inst("1"), one(), HOUR).await.unwrap_err();
+    assert!(matches!(err, StoreError::OverQuota(_)), "{err}");
+    store.commit(a.clone()).await.unwrap();
+    store.rollback(b.clone()).await.unwrap();
+    let (_, _, in_use, reserved) = standing(store, "1", "ipv4").await;
+    assert_eq!((in_use, reserved), (1, 0));
+    assert!(matches!(
+        store.commit(a).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.rollback(b).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let (c, _) = store
+        .reserve(inst("1"), one(), Duration::from_millis(1))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(
+        standing(store, "1", "ipv4").await.3,
+        0,
+        "lapsed: not counted"
+    );
+    assert_eq!(store.expire(Timestamp::now()).await.unwrap().0, 1);
+    assert!(matches!(
+        store.commit(c).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let (give, _) = store
+        .reserve(inst("1"), deltas(&[("ipv4", -5)]), HOUR)
+        .await
+        .unwrap();
+    store.commit(give).await.unwrap();
+    assert_eq!(standing(store, "1", "ipv4").await.2, 0, "never below zero");
+}
+
+async fn recount_reset_destroy(store: &Store) {
+    let counts: BTreeMap<Label, u64> = [(label("ipv4"), 7)].into_iter().collect();
+    store.usage_set(inst("1"), counts.clone()).await.unwrap();
+    store.usage_set(inst("2"), counts).await.unwrap();
+    assert_eq!(standing(store, "1", "ipv4").await.2, 7);
+    assert_eq!(
+        store
+            .usage_reset(label("ipv4"), Some(inst("2")))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(standing(store, "2", "ipv4").await.2, 0);
+    assert_eq!(standing(store, "1", "ipv4").await.2, 7);
+    put(
+        store,
+        Scope::Instance(inst("1")),
+        r#"{"limits":{"ipv4":9}}"#,
+    )
+    .await;
+    store.destroy_instance(inst("1")).await.unwrap();
+    assert_eq!(
+        standing(store, "1", "ipv4").await,
+        (-1, "none".into(), 0, 0)
+    );
+    // A deleted project's instances fall back to their class.
+    put(store, Scope::Class(label("c")), r#"{"limits":{"ipv4":6}}"#).await;
+    put(
+        store,
+        Scope::Project(label("p")),
+        r#"{"limits":{"ipv4":5}}"#,
+    )
+    .await;
+    put(
+        store,
+        Scope::Instance(inst("3")),
+        r#"{"project":"p","class":"c"}"#,
+    )
+    .await;
+    assert_eq!(standing(store, "3", "ipv4").await.0, 5);
+    store
+        .delete_scope(Scope::Project(label("p")))
+        .await
+        .unwrap();
+    assert_eq!(standing(store, "3", "ipv4").await.0, 6);
+    assert!(matches!(
+        store.delete_scope(Scope::Project(label("p"))).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+async fn reports_once(store: &Store) {
+    let at: Timestamp = "2026-11-24T10:30:00Z".parse().unwrap();
+    let batch = |seq, up| Batch {
+        seq,
+        samples: vec![Sample {
+            at,
+            instance: inst("9"),
+            upload: up,
+            download: 1,
+        }],
+    };
+    let report = |batches| Report {
+        agent: label("hv1"),
+        batches,
+    };
+    let r = store
+        .ingest(report(vec![batch(1, 10), batch(2, 20)]))
+        .await
+        .unwrap();
+    assert_eq!((r.applied, r.duplicates), (vec![1, 2], vec![]));
+    let r = store
+        .ingest(report(vec![batch(2, 20), batch(3, 30), batch(3, 30)]))
+        .await
+        .unwrap();
+    assert_eq!((r.applied, r.duplicates), (vec![3], vec![2, 3]));
+    let u = store
+        .traffic_usage(inst("9"), sluice::store::traffic::StorePeriod::Day, at)
+        .await
+        .unwrap();
+    assert_eq!((u.upload, u.download), (60, 3));
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.agents[0].last_seq, stats.applied_reports), (3, 3));
+}
+
+/// 16 concurrent clients reserving one at a time on one instance: exactly the limit.
+async fn concurrent(store: &Store) {
+    put(
+        store,
+        Scope::Instance(inst("7")),
+        r#"{"limits":{"ipv4":20}}"#,
+    )
+    .await;
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut granted = 0;
+            for k in 0..8 {
+                match store.reserve(inst("7"), deltas(&[("ipv4", 1)]), HOUR).await {
+                    Ok((id, _)) => {
+                        granted += 1;
+                        if k % 2 == 0 {
+                            store.commit(id).await.unwrap();
+                        }
+                    }
+                    Err(StoreError::OverQuota(_)) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            granted
+        }));
+    }
+    let mut granted = 0;
+    for t in tasks {
+        granted += t.await.unwrap();
+    }
+    let (_, _, in_use, reserved) = standing(store, "7", "ipv4").await;
+    assert_eq!((in_use + reserved, granted), (20, 20));
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+macro_rules! suite {
+    ($($case:ident),*) => {
+        #[test]
+        fn every_case_on_sqlite() {
+            let rt = runtime();
+            $(
+                let dir = tempfile::tempdir().unwrap();
+                let store = Store::open_sqlite(&dir.path().join("q.db"), Settings::default()).unwrap();
+                rt.block_on($case(&store));
+            )*
+        }
+
+        #[test]
+        fn every_case_on_postgres() {
+            let pg = Postgres::start();
+            let rt = runtime();
+            $(
+                let url = pg.database();
+                let store = rt.block_on(Store::connect_postgres(&url, Settings::default())).unwrap();
+                rt.block_on($case(&store));
+            )*
+        }
+    };
+}
+
+suite!(
+    resolution,
+    reservations,
+    recount_reset_destroy,
+    reports_once,
+    concurrent
+);
