@@ -11,7 +11,13 @@
 //! 2. Report ingest: interface samples per second through the service, batches of one
 //!    tick of 1,000 instances, against the same floor.
 //!
-//! The databases live under /var/tmp (disk, as /var/lib is in production).
+//! The databases live under /var/tmp (disk, as /var/lib is in production); PostgreSQL is
+//! a throwaway server started for the run (needs root and Debian's postgresql package),
+//! with its default `synchronous_commit = on`.
+
+#[path = "../tests/support/postgres.rs"]
+#[allow(dead_code)]
+mod postgres;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,10 +88,8 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Pairs per second with `callers` concurrent tasks over `instances` instances.
-fn grouped(rt: &tokio::runtime::Runtime, n: usize, callers: usize) -> f64 {
-    let d = dir();
-    let store = Store::open_sqlite(&d.path().join("q.db"), Settings::default()).unwrap();
+/// Pairs per second with `callers` concurrent tasks on `store`.
+fn grouped(rt: &tokio::runtime::Runtime, store: &Store, n: usize, callers: usize) -> f64 {
     rt.block_on(async {
         let start = Instant::now();
         let mut tasks = Vec::new();
@@ -176,9 +180,7 @@ fn over_http(rt: &tokio::runtime::Runtime, n: usize, clients: usize) -> f64 {
 
 /// Interface samples per second: `ticks` batches of `instances` samples, 4 concurrent
 /// reporters (agents).
-fn ingest(rt: &tokio::runtime::Runtime, ticks: usize, instances: usize) -> f64 {
-    let d = dir();
-    let store = Store::open_sqlite(&d.path().join("q.db"), Settings::default()).unwrap();
+fn ingest(rt: &tokio::runtime::Runtime, store: &Store, ticks: usize, instances: usize) -> f64 {
     let t0: Timestamp = "2026-11-24T00:00:00Z".parse().unwrap();
     rt.block_on(async {
         let start = Instant::now();
@@ -215,33 +217,59 @@ fn ingest(rt: &tokio::runtime::Runtime, ticks: usize, instances: usize) -> f64 {
     })
 }
 
+fn sqlite_store() -> (tempfile::TempDir, Store) {
+    let d = dir();
+    let store = Store::open_sqlite(&d.path().join("q.db"), Settings::default()).unwrap();
+    (d, store)
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     let scale = if quick { 1 } else { 10 };
     let rt = runtime();
+    let pg = postgres::Postgres::start();
+    let pg_store = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(Store::connect_postgres(&pg.database(), Settings::default()))
+            .unwrap()
+    };
     let base = floor(500 * scale);
     println!("baseline: durable single-row SQLite transactions, one at a time: {base:>9.0}/s");
     println!();
-    println!("reserve + commit pairs per second (target ≥ 10,000/s)");
+    println!("reserve + commit pairs per second (target on SQLite: ≥ 10,000/s)");
     let seq = sequential(300 * scale);
     println!(
-        "  one caller, a transaction per call   {seq:>9.0}/s  ({:.2}× baseline)",
+        "  SQLite, one caller, a transaction per call   {seq:>9.0}/s  ({:.2}× baseline)",
         seq / base
     );
-    let grp = grouped(&rt, 2_000 * scale, 64);
+    let (_d, s) = sqlite_store();
+    let grp = grouped(&rt, &s, 2_000 * scale, 64);
     println!(
-        "  64 callers, group commit              {grp:>9.0}/s  ({:.2}× baseline)",
+        "  SQLite, 64 callers, group commit              {grp:>9.0}/s  ({:.2}× baseline)",
         grp / base
     );
     let web = over_http(&rt, 1_000 * scale, 16);
     println!(
-        "  16 HTTP clients on loopback           {web:>9.0}/s  ({:.2}× baseline)",
+        "  SQLite, 16 HTTP clients on loopback           {web:>9.0}/s  ({:.2}× baseline)",
         web / base
     );
-    println!();
-    let rows = ingest(&rt, 8 * scale, 1_000);
+    let p = pg_store(&rt);
+    let pgr = grouped(&rt, &p, 2_000 * scale, 64);
     println!(
-        "report ingest, SQLite: {rows:>9.0} interface-samples/s  ({:.1}× baseline rows)",
+        "  PostgreSQL, 64 callers on 100 instances       {pgr:>9.0}/s  ({:.2}× baseline)",
+        pgr / base
+    );
+    println!();
+    println!("report ingest, interface-samples per second (target on PostgreSQL: ≥ 100,000/s)");
+    let (_d, s) = sqlite_store();
+    let rows = ingest(&rt, &s, 8 * scale, 1_000);
+    println!(
+        "  SQLite      {rows:>9.0}/s  ({:.1}× baseline rows)",
+        rows / base
+    );
+    let p = pg_store(&rt);
+    let rows = ingest(&rt, &p, 8 * scale, 1_000);
+    println!(
+        "  PostgreSQL  {rows:>9.0}/s  ({:.1}× baseline rows)",
         rows / base
     );
 }
