@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use sluice::account::ledger::Journal;
+use sluice::account::ledger::spool::{SpoolSample, SpoolWrite};
 use sluice::account::{Ledger, Observation};
 use sluice::names::{IfName, InstanceId, RuleName};
 use sluice::policy::period::Period;
@@ -82,7 +83,8 @@ fn commit_cost(n: usize, rounds: usize) {
         .record(&c.observations(&ifs, &ids), at(1), interval)
         .unwrap();
     let flat = dir.path().join("flat");
-    let (mut all, mut tenth, mut floor, mut ruled) = (vec![], vec![], vec![], vec![]);
+    let (mut all, mut tenth, mut floor, mut ruled, mut spooled) =
+        (vec![], vec![], vec![], vec![], vec![]);
     let rule = RuleName::new("monthly").unwrap();
     let period = Period {
         start: at(0),
@@ -123,6 +125,33 @@ fn commit_cost(n: usize, rounds: usize) {
         ruled.push(s.elapsed());
         k += 1;
 
+        // With a quota store: every instance's deltas spooled too, and the previous
+        // tick's row trimmed (a reporter that keeps up).
+        c.advance(1);
+        let obs = c.observations(&ifs, &ids);
+        let s = Instant::now();
+        ledger
+            .record_with(&obs, at(k), interval, |spent| Journal {
+                quotas: Default::default(),
+                events: vec![],
+                spool: Some(SpoolWrite {
+                    samples: spent
+                        .iter()
+                        .map(|sp| SpoolSample {
+                            at_ms: sp.to.as_millisecond(),
+                            instance: sp.instance.as_str().to_owned(),
+                            upload: sp.upload,
+                            download: sp.download,
+                        })
+                        .collect(),
+                    acked_through: u64::MAX >> 1,
+                    max_bytes: 64 << 20,
+                }),
+            })
+            .unwrap();
+        spooled.push(s.elapsed());
+        k += 1;
+
         c.advance(10);
         let obs = c.observations(&ifs, &ids);
         let s = Instant::now();
@@ -155,12 +184,14 @@ fn commit_cost(n: usize, rounds: usize) {
         .iter()
         .chain(&tenth)
         .chain(&ruled)
+        .chain(&spooled)
         .max()
         .copied()
         .unwrap_or_default();
     let (a, t, f, r) = (median(all), median(tenth), median(floor), median(ruled));
+    let sp = median(spooled);
     println!(
-        "{n:>6} interfaces: commit, all active {} ({:.1}x the fsync'd flat file {})  10% active {} ({:.1}x)  all active + a rule's counts {} ({:.1}x)  worst tick {} ({:.1}x)  target <= 10 ms",
+        "{n:>6} interfaces: commit, all active {} ({:.1}x the fsync'd flat file {})  10% active {} ({:.1}x)  all active + a rule's counts {} ({:.1}x)  all active + spooled for the store {} ({:.1}x)  worst tick {} ({:.1}x)  target <= 10 ms",
         ms(a),
         a.as_secs_f64() / f.as_secs_f64(),
         ms(f),
@@ -168,6 +199,8 @@ fn commit_cost(n: usize, rounds: usize) {
         t.as_secs_f64() / f.as_secs_f64(),
         ms(r),
         r.as_secs_f64() / f.as_secs_f64(),
+        ms(sp),
+        sp.as_secs_f64() / f.as_secs_f64(),
         ms(worst),
         worst.as_secs_f64() / f.as_secs_f64(),
     );
@@ -228,7 +261,7 @@ fn main() {
         commit_cost(1_000, 5);
         growth(100, 120);
     } else {
-        // 21 rounds of 3 ticks: an hour of ticks, so boundaries' flushes are in it.
+        // 21 rounds of 4 ticks: over an hour of ticks, so boundaries' flushes are in it.
         commit_cost(1_000, 21);
         commit_cost(10_000, 21);
         growth(100, 1440);

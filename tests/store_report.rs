@@ -108,6 +108,10 @@ fn start_proxy(ns: &str, proxy: Arc<Proxy>) -> u16 {
 }
 
 fn ledger_totals(config: &Path) -> (u64, u64) {
+    ledger_totals_of(config, "501")
+}
+
+fn ledger_totals_of(config: &Path, instance: &str) -> (u64, u64) {
     let mut args: Vec<&OsStr> = [
         "usage",
         "--by",
@@ -115,7 +119,7 @@ fn ledger_totals(config: &Path) -> (u64, u64) {
         "--from",
         "2000-01-01",
         "--instance",
-        "501",
+        instance,
         "--json",
         "--config",
     ]
@@ -251,4 +255,92 @@ host = "hv-test"
         doubled > 0 && lost > 0 && refused > 0,
         "doubled {doubled}, lost {lost}, refused {refused}"
     );
+}
+
+/// An agent with `[store]` and no url: the store runs inside it, on the data dir, and
+/// serves its API; the agent's own traffic lands in it exactly as the ledger has it.
+#[test]
+fn the_embedded_store_holds_what_the_ledger_holds() {
+    support::require_root();
+    let host = Netns::new("eh");
+    let inst = Netns::new("ei");
+    let link = veth(&host, "tap502i0", &inst, "eth0", 106);
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[agent]
+interval = "1s"
+interfaces = ['^tap(?P<instance>[0-9]+)i[0-9]+$']
+backend = "none"
+state_dir = "{0}/run"
+data_dir = "{0}/lib"
+[log]
+dir = ""
+[penalty]
+base_rate = "100mbit"
+[store]
+listen = "127.0.0.1:19478"
+host = "hv-embedded"
+"#,
+            tmp.path().display()
+        ),
+    )
+    .unwrap();
+    let agent = AgentProc::start(&host, &config, tmp.path().join("agent.log"));
+    eventually(Duration::from_secs(10), "the agent's first tick", || {
+        tmp.path().join("lib/ledger.db").exists().then_some(())
+    });
+    let sent = send_udp(
+        &inst.name,
+        link.a_ip,
+        900,
+        800,
+        3_000_000,
+        Duration::from_secs(3),
+    );
+    assert!(sent > 400);
+    // The embedded store's database is the agent's: a token made on it works at once.
+    let db = tmp.path().join("lib/quota.db");
+    let admin = create_token(&db, &["--role", "admin"]);
+    let ns = host.name.clone();
+    let usage = || {
+        let admin = admin.clone();
+        support::run_in(&ns, move || {
+            let c = Client::new("http://127.0.0.1:19478");
+            let u = c.call(
+                "GET",
+                "/v1/instances/502/usage?period=month",
+                Some(&admin),
+                None,
+            );
+            (
+                u.body["upload"].as_u64().unwrap_or(0),
+                u.body["download"].as_u64().unwrap_or(0),
+            )
+        })
+    };
+    eventually(
+        Duration::from_secs(20),
+        "the store holds the ledger's bytes",
+        || {
+            let ledger = ledger_totals_of(&config, "502");
+            (ledger.0 > 700_000 && usage() == ledger).then_some(())
+        },
+    );
+    // Restore is refused while the agent serves the database.
+    let out = std::process::Command::new(support::sluice_bin())
+        .args(["store", "restore"])
+        .arg(tmp.path().join("nothing.db"))
+        .arg("--database")
+        .arg(&db)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("is serving"), "{err}");
+    let log = agent.log();
+    assert_eq!(agent.stop(), Some(0), "{log}");
+    assert!(log.contains("embedded quota store open"), "{log}");
 }

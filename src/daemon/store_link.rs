@@ -74,6 +74,10 @@ impl StoreLink {
                 listen,
                 timezone,
             } => {
+                if let Some(dir) = database.parent() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| store_err(format!("{}: {e}", dir.display())))?;
+                }
                 lock = Some(AgentLock::acquire(&lock_path(database))?);
                 let settings = Settings {
                     timezone: timezone.clone(),
