@@ -25,7 +25,7 @@ use super::spec::Spec;
 use super::sqlite::expiry;
 use super::tokens::{Role, Token};
 use super::traffic::{ShownTrafficQuota, StorePeriod};
-use super::view::{InstanceQuota, QuotaUse, ResourceView, ScopeView, Stats, TrafficUsage};
+use super::view::{InstanceQuota, ScopeView, Stats, TrafficUsage, resource_views, traffic_usage};
 use crate::names::{InstanceId, Label};
 
 /// Connections per store process.
@@ -112,21 +112,7 @@ impl PgStore {
     pub async fn instance_quota(&self, instance: InstanceId) -> Result<InstanceQuota, StoreError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         let membership = ops::membership(&client, &instance).await?;
-        let limits = ops::standings(&client, &instance, Timestamp::now())
-            .await?
-            .into_iter()
-            .map(|s| {
-                (
-                    s.resource.as_str().to_owned(),
-                    ResourceView {
-                        limit: s.limit,
-                        from: s.limit_from.into(),
-                        in_use: s.in_use,
-                        reserved: s.reserved,
-                    },
-                )
-            })
-            .collect();
+        let limits = resource_views(ops::standings(&client, &instance, Timestamp::now()).await?);
         let traffic = ops::traffic_quotas(&client, &instance)
             .await?
             .iter()
@@ -313,32 +299,15 @@ impl PgStore {
         end: Timestamp,
     ) -> Result<TrafficUsage, StoreError> {
         let client = self.pool.get().await.map_err(pool_err)?;
-        let (upload, download) = ops::traffic_between(&client, &instance, start, end).await?;
-        let quotas = ops::traffic_quotas(&client, &instance)
-            .await?
-            .into_iter()
-            .filter(|(q, _)| q.period == period)
-            .map(|(q, _)| {
-                let used = q.resource.of(upload, download);
-                QuotaUse {
-                    resource: q.resource.to_string(),
-                    limit: q.limit.get(),
-                    used,
-                    on_exceed: q.on_exceed.name().into(),
-                    exceeded: used > q.limit.get(),
-                }
-            })
-            .collect();
-        Ok(TrafficUsage {
-            instance: instance.as_str().into(),
-            period: period.to_string(),
-            start: start.to_string(),
-            end: end.to_string(),
-            upload,
-            download,
-            total: upload.saturating_add(download),
+        let traffic = ops::traffic_between(&client, &instance, start, end).await?;
+        let quotas = ops::traffic_quotas(&client, &instance).await?;
+        Ok(traffic_usage(
+            instance.as_str(),
+            period,
+            (start, end),
+            traffic,
             quotas,
-        })
+        ))
     }
 
     pub async fn ingest(&self, report: Report, tz: &TimeZone) -> Result<Ingested, StoreError> {

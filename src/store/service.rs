@@ -19,7 +19,7 @@ use super::sqlite::writer::Writer;
 use super::sqlite::{expiry, open_connection, ops};
 use super::tokens::{Role, Token};
 use super::traffic::{ShownTrafficQuota, StorePeriod};
-use super::view::{InstanceQuota, QuotaUse, ResourceView, ScopeView, Stats, TrafficUsage};
+use super::view::{InstanceQuota, ScopeView, Stats, TrafficUsage, resource_views, traffic_usage};
 use crate::names::{InstanceId, Label};
 
 /// What every backend is told at start.
@@ -129,20 +129,7 @@ impl Store {
         }
         self.sqlite(move |c| {
             let membership = ops::membership(c, &instance)?;
-            let limits = ops::standings(c, &instance, Timestamp::now())?
-                .into_iter()
-                .map(|s| {
-                    (
-                        s.resource.as_str().to_owned(),
-                        ResourceView {
-                            limit: s.limit,
-                            from: s.limit_from.into(),
-                            in_use: s.in_use,
-                            reserved: s.reserved,
-                        },
-                    )
-                })
-                .collect();
+            let limits = resource_views(ops::standings(c, &instance, Timestamp::now())?);
             let traffic = ops::traffic_quotas(c, &instance)?
                 .iter()
                 .map(|(q, from)| ShownTrafficQuota::of(q, from))
@@ -382,31 +369,15 @@ impl Store {
             return p.traffic_usage(instance, period, start, end).await;
         }
         self.sqlite(move |c| {
-            let (upload, download) = ops::traffic_between(c, &instance, start, end)?;
-            let quotas = ops::traffic_quotas(c, &instance)?
-                .into_iter()
-                .filter(|(q, _)| q.period == period)
-                .map(|(q, _)| {
-                    let used = q.resource.of(upload, download);
-                    QuotaUse {
-                        resource: q.resource.to_string(),
-                        limit: q.limit.get(),
-                        used,
-                        on_exceed: q.on_exceed.name().into(),
-                        exceeded: used > q.limit.get(),
-                    }
-                })
-                .collect();
-            Ok(TrafficUsage {
-                instance: instance.as_str().into(),
-                period: period.to_string(),
-                start: start.to_string(),
-                end: end.to_string(),
-                upload,
-                download,
-                total: upload.saturating_add(download),
+            let traffic = ops::traffic_between(c, &instance, start, end)?;
+            let quotas = ops::traffic_quotas(c, &instance)?;
+            Ok(traffic_usage(
+                instance.as_str(),
+                period,
+                (start, end),
+                traffic,
                 quotas,
-            })
+            ))
         })
         .await
     }

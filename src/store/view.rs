@@ -80,3 +80,54 @@ pub struct Stats {
     pub applied_reports: u64,
     pub agents: Vec<AgentView>,
 }
+
+/// The per-resource view of an instance's standings (both backends answer with it).
+pub fn resource_views(standings: Vec<super::model::Standing>) -> BTreeMap<String, ResourceView> {
+    standings
+        .into_iter()
+        .map(|s| {
+            (
+                s.resource.as_str().to_owned(),
+                ResourceView {
+                    limit: s.limit,
+                    from: s.limit_from.into(),
+                    in_use: s.in_use,
+                    reserved: s.reserved,
+                },
+            )
+        })
+        .collect()
+}
+
+/// An instance's traffic in one period with the use of each of that period's quotas.
+pub fn traffic_usage(
+    instance: &str,
+    period: super::traffic::StorePeriod,
+    (start, end): (jiff::Timestamp, jiff::Timestamp),
+    (upload, download): (u64, u64),
+    quotas: Vec<(super::traffic::TrafficQuota, &'static str)>,
+) -> TrafficUsage {
+    TrafficUsage {
+        instance: instance.to_owned(),
+        period: period.to_string(),
+        start: start.to_string(),
+        end: end.to_string(),
+        upload,
+        download,
+        total: upload.saturating_add(download),
+        quotas: quotas
+            .into_iter()
+            .filter(|(q, _)| q.period == period)
+            .map(|(q, _)| {
+                let used = q.resource.of(upload, download);
+                QuotaUse {
+                    resource: q.resource.to_string(),
+                    limit: q.limit.get(),
+                    used,
+                    on_exceed: q.on_exceed.name().into(),
+                    exceeded: used > q.limit.get(),
+                }
+            })
+            .collect(),
+    }
+}
