@@ -7,6 +7,7 @@
 //! code; `config/sluice.example.toml` only documents them.
 
 mod raw;
+mod rule_index;
 mod rules;
 mod validate;
 
@@ -21,6 +22,7 @@ use regex::Regex;
 use crate::names::{IfName, InstanceId, Label, Tag};
 use crate::units::{Bytes, Fraction, Rate};
 
+pub use rule_index::Rules;
 pub use rules::{ActionKind, Direction, EVENT_KINDS, HooksConfig, RuleConfig, WebhookConfig};
 use validate::validate;
 
@@ -48,8 +50,8 @@ pub struct Config {
     /// From the config file, then the drop-ins of `agent.instances_dir` (see
     /// [`Config::with_drop_ins`]).
     pub instances: BTreeMap<InstanceId, InstanceConfig>,
-    /// Period quota rules, in config order.
-    pub rules: Vec<RuleConfig>,
+    /// Period quota rules, in config order (then those a quota store hands out).
+    pub rules: Rules,
     pub hooks: HooksConfig,
     pub webhooks: Vec<WebhookConfig>,
     /// `[store]`: report traffic to a quota store (`None`: no store, no reports).

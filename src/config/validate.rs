@@ -128,7 +128,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Loaded, Vec<Problem>> {
             ledger,
             penalty,
             instances,
-            rules,
+            rules: super::Rules::new(rules),
             hooks,
             webhooks,
             store,

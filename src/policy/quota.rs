@@ -138,7 +138,7 @@ impl Quotas {
         self.forget_uncovered(cfg, at, &mut events);
         for s in spent {
             let tags = cfg.tags(&s.instance);
-            for rule in cfg.rules.iter().filter(|r| r.covers(&s.instance, tags)) {
+            for rule in cfg.rules.covering(&s.instance, tags) {
                 self.charge(rule, s, &mut events);
             }
         }
@@ -160,7 +160,7 @@ impl Quotas {
     /// longer in the config).
     pub fn in_force(&self, cfg: &Config, instance: &InstanceId) -> Option<InForce> {
         let mut out: Option<InForce> = None;
-        for rule in &cfg.rules {
+        for rule in cfg.rules.covering(instance, cfg.tags(instance)) {
             let Some(u) = self.usage.get(&(rule.name.clone(), instance.clone())) else {
                 continue;
             };
@@ -249,7 +249,7 @@ impl Quotas {
                 continue;
             }
             // Rows without a rule were dropped by `forget_uncovered`.
-            let Some(rule) = cfg.rules.iter().find(|r| r.name == *name) else {
+            let Some(rule) = cfg.rules.get(name) else {
                 continue;
             };
             let Ok(next) = period_containing(rule.period, at, &rule.timezone) else {
@@ -266,7 +266,7 @@ impl Quotas {
     fn forget_uncovered(&mut self, cfg: &Config, at: Timestamp, events: &mut Vec<QuotaEvent>) {
         let mut gone = Vec::new();
         for ((name, instance), u) in &self.usage {
-            let rule = cfg.rules.iter().find(|r| r.name == *name);
+            let rule = cfg.rules.get(name);
             let covered = rule.is_some_and(|r| r.covers(instance, cfg.tags(instance)));
             if covered {
                 continue;

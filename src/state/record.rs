@@ -30,7 +30,7 @@ impl AgentView<'_> {
             .quotas()
             .iter()
             .filter_map(|((rule, instance), u)| {
-                let cfg = self.config.rules.iter().find(|r| r.name == *rule)?;
+                let cfg = self.config.rules.get(rule)?;
                 Some(QuotaRecord {
                     rule: rule.clone(),
                     instance: instance.clone(),

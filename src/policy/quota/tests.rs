@@ -223,6 +223,11 @@ name = "all"
 period = "month"
 limit = "1TB"
 [[rule]]
+name = "just-104"
+period = "month"
+limit = "1TB"
+instances = ["104"]
+[[rule]]
 name = "gold"
 period = "month"
 limit = "1TB"
@@ -256,7 +261,7 @@ enabled = false
         ("101", vec!["all", "gold"]),
         ("102", vec!["all", "ids", "all-but-101"]),
         ("103", vec!["all", "ids", "all-but-101"]),
-        ("104", vec!["all", "all-but-101"]),
+        ("104", vec!["all", "just-104", "all-but-101"]),
     ];
     for (inst, want) in table {
         let i = id(inst);
@@ -267,6 +272,13 @@ enabled = false
             .map(|r| r.name.as_str())
             .collect();
         assert_eq!(got, want, "{inst}");
+        // The index answers the same, in the same order.
+        let indexed: Vec<&str> = cfg
+            .rules
+            .covering(&i, cfg.tags(&i))
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(indexed, want, "{inst} through the index");
     }
 }
 
