@@ -61,6 +61,7 @@ pub enum AgentError {
 }
 
 mod store_link;
+mod store_quotas;
 
 /// Hook results waiting for the next tick's commit; beyond this many they are only logged.
 const EVENT_QUEUE: usize = 1024;
@@ -199,9 +200,26 @@ impl Agent {
                 "instance drop-ins read"
             );
         }
-        self.config = merged;
+        self.config = self.with_store_rules(merged);
         self.drop_ins = stamp;
         self.state_dirty = true;
+    }
+
+    /// `config` plus a rule per traffic quota the store gave the instances seen here.
+    fn with_store_rules(&self, mut config: Config) -> Config {
+        let Some(link) = &self.store else {
+            return config;
+        };
+        let set = link.quotas();
+        let (rules, problems) = set.rules(config.hooks.shutdown.is_some());
+        for p in &problems {
+            warn!("store quota: {p}");
+        }
+        if !rules.is_empty() {
+            info!(rules = rules.len(), "quota rules from the store");
+        }
+        config.rules = config.rules.extended(rules);
+        config
     }
 
     /// Tick until SIGTERM/SIGINT; reload on SIGHUP.
@@ -304,7 +322,12 @@ impl Agent {
             mono: self.origin.elapsed(),
             wall: Timestamp::now(),
         };
-        self.refresh_drop_ins(false);
+        let store_changed = self
+            .store
+            .as_mut()
+            .and_then(store_link::StoreLink::quotas_changed)
+            .is_some();
+        self.refresh_drop_ins(store_changed);
         while let Ok(e) = self.hook_events.1.try_recv() {
             self.pending.push(e);
         }
@@ -314,6 +337,13 @@ impl Agent {
         }
         let fired = self.account(&samples, now.wall);
         let verdicts = self.policy.verdicts(&self.config);
+        if let Some(link) = &self.store {
+            let mut seen: Vec<InstanceId> =
+                verdicts.iter().map(|(_, v)| v.instance.clone()).collect();
+            seen.sort_unstable();
+            seen.dedup();
+            link.saw(seen);
+        }
         self.act(&fired, &verdicts);
         let wanted: Vec<Wanted> = verdicts
             .iter()

@@ -123,7 +123,7 @@ impl Sink {
 pub struct Reporter {
     pub ledger: PathBuf,
     pub host: Label,
-    pub sink: Sink,
+    pub sink: Arc<Sink>,
     pub shared: Arc<SpoolShared>,
 }
 

@@ -9,6 +9,7 @@
 mod raw;
 mod rule_index;
 mod rules;
+pub mod store_rules;
 mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -66,6 +67,8 @@ pub struct StoreConfig {
     pub host: Option<Label>,
     /// The spool's limit: beyond it, ticks are not kept for the store (and a warning says so).
     pub spool_max: Bytes,
+    /// How often the traffic quotas of the instances this agent sees are fetched.
+    pub quota_refresh: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +92,7 @@ pub enum TokenSource {
 
 pub const DEFAULT_STORE_LISTEN: &str = "127.0.0.1:9478";
 pub const DEFAULT_SPOOL_MAX: Bytes = Bytes::new(64 << 20);
+pub const DEFAULT_QUOTA_REFRESH: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {

@@ -30,6 +30,7 @@ pub(super) struct RawStore {
     pub timezone: Option<String>,
     pub host: Option<String>,
     pub spool_max: Option<String>,
+    pub quota_refresh: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

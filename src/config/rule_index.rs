@@ -3,8 +3,8 @@
 //! quota store hands out a rule per instance: 10,000 instances × 10,000 rules per tick
 //! is a hundred million `covers` calls.
 
-use std::collections::HashMap;
 use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::ops::Deref;
 
 use super::rules::RuleConfig;
@@ -55,7 +55,10 @@ impl Rules {
         instance: &InstanceId,
         tags: &BTreeSet<Tag>,
     ) -> impl Iterator<Item = &'a RuleConfig> + 'a {
-        let own = self.by_instance.get(instance).map_or(&[][..], Vec::as_slice);
+        let own = self
+            .by_instance
+            .get(instance)
+            .map_or(&[][..], Vec::as_slice);
         let mut idx: Vec<usize> = self.general.iter().chain(own).copied().collect();
         idx.sort_unstable();
         let covered: Vec<&'a RuleConfig> = idx

@@ -9,9 +9,10 @@ use super::raw::{RawAgent, RawConfig, RawLedger, RawLog, RawPenalty, RawStage, R
 use super::rules::{ActionKind, check_hooks, check_instances, check_rules, check_webhooks};
 use super::{
     AgentConfig, BackendKind, BurstSpec, Config, DEFAULT_COMMAND_TIMEOUT, DEFAULT_DATA_DIR,
-    DEFAULT_INSTANCES_DIR, DEFAULT_INTERVAL, DEFAULT_LOG_DIR, DEFAULT_SPOOL_MAX, DEFAULT_STATE_DIR,
-    DEFAULT_STORE_LISTEN, InterfacePattern, LedgerConfig, Loaded, LogConfig, LogFormat,
-    PenaltyConfig, Problem, STORE_FILE, StageConfig, StoreConfig, StoreTarget, TokenSource,
+    DEFAULT_INSTANCES_DIR, DEFAULT_INTERVAL, DEFAULT_LOG_DIR, DEFAULT_QUOTA_REFRESH,
+    DEFAULT_SPOOL_MAX, DEFAULT_STATE_DIR, DEFAULT_STORE_LISTEN, InterfacePattern, LedgerConfig,
+    Loaded, LogConfig, LogFormat, PenaltyConfig, Problem, STORE_FILE, StageConfig, StoreConfig,
+    StoreTarget, TokenSource,
 };
 use crate::names::Label;
 use crate::units::{Bytes, Fraction, Rate, parse_duration};
@@ -239,6 +240,12 @@ fn check_store(c: &mut Checker, s: RawStore, data_dir: &str) -> StoreConfig {
             DEFAULT_SPOOL_MAX
         }
     };
+    let quota_refresh = c.duration(
+        "store.quota_refresh",
+        s.quota_refresh.as_deref(),
+        DEFAULT_QUOTA_REFRESH,
+        Duration::from_secs(1),
+    );
     let target = if let Some(url) = s.url {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             c.error(
@@ -333,6 +340,7 @@ fn check_store(c: &mut Checker, s: RawStore, data_dir: &str) -> StoreConfig {
         target,
         host,
         spool_max,
+        quota_refresh,
     }
 }
 

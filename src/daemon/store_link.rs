@@ -7,10 +7,15 @@ use std::sync::atomic::Ordering;
 
 use tracing::{error, info, warn};
 
+use tokio::sync::watch;
+
 use super::AgentError;
+use super::store_quotas::{self, QuotaShared};
 use crate::account::SpoolPlan;
 use crate::account::ledger::spool::Spooled;
+use crate::config::store_rules::StoreQuotaSet;
 use crate::config::{LEDGER_FILE, StoreConfig, StoreTarget, TokenSource};
+use crate::names::InstanceId;
 use crate::names::Label;
 use crate::reporter::{Reporter, Sink, SpoolShared, client};
 use crate::state::AgentLock;
@@ -20,6 +25,10 @@ use crate::store::sqlite::backup::lock_path;
 
 pub struct StoreLink {
     shared: Arc<SpoolShared>,
+    quotas: Arc<QuotaShared>,
+    /// The quota version the agent's config was last built with.
+    applied_quotas: u64,
+    instances: watch::Sender<Vec<InstanceId>>,
     max_bytes: u64,
     /// The spool is full and ticks are being dropped (warned once per episode).
     full: bool,
@@ -107,22 +116,62 @@ impl StoreLink {
                 Sink::Local(store)
             }
         };
+        let sink = Arc::new(sink);
         let shared = Arc::new(SpoolShared::default());
         tokio::spawn(
             Reporter {
                 ledger: data_dir.join(LEDGER_FILE),
                 host,
-                sink,
+                sink: sink.clone(),
                 shared: shared.clone(),
             }
             .run(),
         );
+        let cache = data_dir.join(store_quotas::CACHE_FILE);
+        let quotas = Arc::new(QuotaShared::from_cache(&cache));
+        let (instances, seen) = watch::channel(Vec::new());
+        tokio::spawn(store_quotas::run(
+            sink,
+            quotas.clone(),
+            seen,
+            cfg.quota_refresh,
+            cache,
+        ));
         Ok(StoreLink {
             shared,
+            quotas,
+            applied_quotas: 0,
+            instances,
             max_bytes: cfg.spool_max.get(),
             full: false,
             _lock: lock,
         })
+    }
+
+    /// Tell the quota fetcher which instances this tick saw (sorted, deduplicated).
+    pub fn saw(&self, instances: Vec<InstanceId>) {
+        self.instances.send_if_modified(|cur| {
+            if *cur == instances {
+                false
+            } else {
+                *cur = instances;
+                true
+            }
+        });
+    }
+
+    /// The store's quotas, when they changed since the config was last built with them.
+    pub fn quotas_changed(&mut self) -> Option<Arc<StoreQuotaSet>> {
+        let v = self.quotas.version();
+        (v != self.applied_quotas).then(|| {
+            self.applied_quotas = v;
+            self.quotas.current()
+        })
+    }
+
+    /// The store's quotas as they are now.
+    pub fn quotas(&self) -> Arc<StoreQuotaSet> {
+        self.quotas.current()
     }
 
     /// What the next commit spools and trims.

@@ -492,5 +492,10 @@ async fn quotas_lookup(
         .enumerate()
         .map(|(n, i)| instance(&format!("instances[{n}]"), i))
         .collect::<ApiResult<Vec<_>>>()?;
-    Ok(Json(json!({"quotas": s.store.traffic_quotas(ids).await?})).into_response())
+    let tz = &s.store.settings().timezone;
+    Ok(Json(json!({
+        "timezone": tz.iana_name().unwrap_or("UTC"),
+        "quotas": s.store.traffic_quotas(ids).await?,
+    }))
+    .into_response())
 }
