@@ -318,7 +318,7 @@ fn a_panel_sets_plans_projects_and_overrides_and_reads_usage_by_period() {
     // Resolution: project's ipv4, class's proxies and monthly traffic, own daily upload.
     assert_eq!(
         q["limits"]["ipv4"],
-        json!({"limit": 3, "from": "project", "in_use": 0, "reserved": 0})
+        json!({"limit": 3, "from": "project", "in_use": 0, "reserved": 0, "settable_min": 0})
     );
     assert_eq!(q["limits"]["proxies"]["from"], "class");
     let traffic: Vec<(String, String)> = q["traffic"]

@@ -15,6 +15,9 @@ pub struct ResourceView {
     pub from: String,
     pub in_use: i64,
     pub reserved: i64,
+    /// The settable range's floor: a limit below in_use + reserved would leave the
+    /// instance over quota at once (anything from here up, or -1, is fine).
+    pub settable_min: i64,
 }
 
 /// `GET /v1/instances/{id}/quota`.
@@ -93,6 +96,7 @@ pub fn resource_views(standings: Vec<super::model::Standing>) -> BTreeMap<String
                     from: s.limit_from.into(),
                     in_use: s.in_use,
                     reserved: s.reserved,
+                    settable_min: s.in_use.max(0).saturating_add(s.reserved.max(0)),
                 },
             )
         })
