@@ -60,6 +60,7 @@ pub enum AgentError {
     Store(String),
 }
 
+mod notify;
 mod store_link;
 mod store_quotas;
 
@@ -233,7 +234,12 @@ impl Agent {
             interval = %humantime::format_duration(self.config.agent.interval),
             "sluice agent started"
         );
-        self.tick().await;
+        let mut notifier = notify::Notifier::new();
+        self.notified_tick(&mut notifier).await;
+        // Petting between ticks happens in this same loop: a tick that hangs stops it.
+        let pet_every = notifier.pet_every().unwrap_or(Duration::from_secs(3600));
+        let mut pet = tokio::time::interval(pet_every);
+        pet.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let now = Timestamp::now();
             let wait = next_wait(
@@ -243,12 +249,14 @@ impl Agent {
             );
             let deadline = tokio::time::Instant::now() + wait;
             tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => self.tick().await,
+                _ = tokio::time::sleep_until(deadline) => self.notified_tick(&mut notifier).await,
+                _ = pet.tick() => notifier.pet(),
                 _ = hup.recv() => self.reload(),
                 _ = term.recv() => break,
                 _ = int.recv() => break,
             }
         }
+        notifier.stopping();
         let verdicts = self.policy.verdicts(&self.config);
         self.write_state(&verdicts, true);
         info!("sluice agent stopped; limits left in place");
@@ -301,6 +309,38 @@ impl Agent {
                 info!(config = %self.config_path.display(), "configuration reloaded");
             }
         }
+    }
+
+    /// A tick, then its one-line status to systemd.
+    async fn notified_tick(&mut self, notifier: &mut notify::Notifier) {
+        let started = Instant::now();
+        self.tick().await;
+        notifier.ticked(&self.status_line(started.elapsed()));
+    }
+
+    /// `STATUS=`: what `systemctl status sluice` shows.
+    fn status_line(&self, took: Duration) -> String {
+        let penalised = self
+            .enforcement
+            .iter()
+            .filter(|(name, _)| self.policy.get(name).is_some_and(|st| st.penalty.stage > 0))
+            .count();
+        let exceeded = self
+            .policy
+            .quotas()
+            .iter()
+            .filter(|(_, u)| u.exceeded)
+            .count();
+        let failed = self
+            .enforcement
+            .iter()
+            .filter(|(_, e)| matches!(e, Enforcement::EnforceFailed { .. }))
+            .count();
+        format!(
+            "{} interfaces, {penalised} penalised, {exceeded} quotas exceeded, {failed} enforce failures; last tick {:.1} ms",
+            self.enforcement.len(),
+            took.as_secs_f64() * 1e3
+        )
     }
 
     /// Make the next tick rewrite the state file even if nothing changed (the benchmark

@@ -17,6 +17,8 @@ fn main() -> ExitCode {
         Command::Events(args) => sluice::cli::events::run(args),
         Command::Simulate(args) => sluice::cli::simulate::run(args),
         Command::Store(args) => sluice::cli::store::run(args),
+        Command::Completions(args) => sluice::cli::completions::run(args),
+        Command::Manpage(args) => sluice::cli::completions::manpage(args),
     };
     match result {
         Ok(code) => code,

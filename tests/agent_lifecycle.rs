@@ -129,3 +129,74 @@ fn lock_reload_corrupt_state_and_sigterm() {
         "{text}"
     );
 }
+
+/// systemd's notify protocol, as `Type=notify` with `WatchdogSec=` sees it: READY=1 and a
+/// STATUS= line after the first tick, WATCHDOG=1 from the loop between ticks, STOPPING=1
+/// on SIGTERM. The test plays systemd: it owns the NOTIFY_SOCKET datagram socket.
+#[test]
+fn it_tells_systemd_ready_status_and_pets_the_watchdog() {
+    use std::os::unix::net::UnixDatagram;
+    let ns = Netns::new("sd");
+    ns.add_cheap_links(&["kvm9.0".to_owned(), "kvm9.1".to_owned()]);
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let config = tmp.path().join("sluice.toml");
+    // Ticks every 30 s: the pets seen below come from the loop, not from ticks.
+    std::fs::write(&config, config_text(&run, "30s")).unwrap();
+    let socket_path = tmp.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let log = std::fs::File::create(tmp.path().join("agent.log")).unwrap();
+    /// Killed by pid if the test fails half-way.
+    struct Child(std::process::Child);
+    impl Drop for Child {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Child(
+        Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(sluice_bin())
+            .args(["agent", "--config"])
+            .arg(&config)
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env("WATCHDOG_USEC", "1000000")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let mut buf = [0u8; 4096];
+    let mut recv = || {
+        let n = socket.recv(&mut buf).expect("a notification within 10 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = recv();
+    assert!(first.contains("READY=1"), "{first:?}");
+    assert!(
+        first.contains(
+            "STATUS=2 interfaces, 0 penalised, 0 quotas exceeded, 0 enforce failures; last tick"
+        ),
+        "{first:?}"
+    );
+    // Half the watchdog period: about two pets a second, with no tick in between.
+    let started = std::time::Instant::now();
+    let pets = (0..3).filter(|_| recv().trim() == "WATCHDOG=1").count();
+    assert_eq!(pets, 3);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // SIGTERM: STOPPING=1, then a clean exit.
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) }, 0);
+    let stopping = (0..5).map(|_| recv()).find(|m| m.contains("STOPPING=1"));
+    assert!(stopping.is_some());
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
+}

@@ -323,3 +323,63 @@ fn check_shows_rules_and_fails_on_a_bad_drop_in() {
         "{stderr}"
     );
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_cli_itself() {
+    let bash = sluice(&["completions", "bash"]);
+    assert!(bash.status.success());
+    let script = text(&bash.stdout);
+    // Every subcommand is completed, and the script is valid bash.
+    for sub in [
+        "agent",
+        "list",
+        "check",
+        "usage",
+        "events",
+        "store",
+        "completions",
+    ] {
+        assert!(script.contains(sub), "bash completion lacks {sub}");
+    }
+    let (_dir, path) = file("sluice.bash", &script);
+    let syntax = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+    assert!(syntax.status.success(), "{}", text(&syntax.stderr));
+    for shell in ["zsh", "fish"] {
+        let out = sluice(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        assert!(text(&out.stdout).contains("store"), "{shell}");
+    }
+    let bad = sluice(&["completions", "tcsh"]);
+    assert!(!bad.status.success());
+    assert!(text(&bad.stderr).contains("tcsh"), "{}", text(&bad.stderr));
+    // The man page is roff that man(1) renders, section 8, naming the commands.
+    let page = sluice(&["manpage"]);
+    assert!(page.status.success());
+    let roff = text(&page.stdout);
+    assert!(roff.contains(".TH sluice 8"), "{roff}");
+    let (_dir, path) = file("sluice.8", &roff);
+    let shown = Command::new("man")
+        .args(["-l", "-P", "cat"])
+        .arg(&path)
+        .env("MANWIDTH", "100")
+        .output()
+        .unwrap();
+    let shown = text(&shown.stdout);
+    assert!(
+        shown.contains("SYNOPSIS") && shown.contains("sluice-store(8)"),
+        "{shown}"
+    );
+    // Every page a package ships, the subcommands' included.
+    let dir = tempfile::tempdir().unwrap();
+    let all = sluice(&["manpage", "--dir", dir.path().to_str().unwrap()]);
+    assert!(all.status.success(), "{}", text(&all.stderr));
+    for page in [
+        "sluice.8",
+        "sluice-agent.8",
+        "sluice-store.8",
+        "sluice-store-token-create.8",
+    ] {
+        let roff = std::fs::read_to_string(dir.path().join(page)).unwrap_or_default();
+        assert!(roff.contains(".TH sluice"), "{page} missing or not roff");
+    }
+}

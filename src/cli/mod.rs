@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod check;
+pub mod completions;
 pub mod events;
 pub mod list;
 pub mod prune;
@@ -47,6 +48,11 @@ pub enum Command {
     Simulate(simulate::Args),
     /// The quota store: serve its HTTP API (default), or manage tokens, backup, restore
     Store(store::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(completions::Args),
+    /// Print the man page, or write all of them with --dir (roff; for packaging)
+    #[command(hide = true)]
+    Manpage(completions::ManArgs),
 }
 
 /// `--config FILE`, shared by the subcommands that read one.

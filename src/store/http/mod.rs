@@ -118,6 +118,10 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "quota store API listening");
     }
+    // Under systemd (Type=notify): the database is open and the socket bound.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        warn!("cannot notify systemd: {e}");
+    }
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
