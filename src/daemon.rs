@@ -315,7 +315,8 @@ impl Agent {
     async fn notified_tick(&mut self, notifier: &mut notify::Notifier) {
         let started = Instant::now();
         self.tick().await;
-        notifier.ticked(&self.status_line(started.elapsed()));
+        let took = started.elapsed();
+        notifier.ticked(|| self.status_line(took));
     }
 
     /// `STATUS=`: what `systemctl status sluice` shows.

@@ -34,29 +34,8 @@ base_rate = "100mbit"
     config
 }
 
-/// (upload, download) bytes the ledger holds for `interface`, via `sluice usage --json`.
 fn ledger_totals(config: &Path, interface: &str) -> (u64, u64) {
-    let mut args: Vec<&OsStr> = [
-        "usage",
-        "--by",
-        "hour",
-        "--from",
-        "2000-01-01",
-        "--interface",
-        interface,
-        "--json",
-        "--config",
-    ]
-    .map(OsStr::new)
-    .to_vec();
-    args.push(config.as_os_str());
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&sluice_stdout(&args)).unwrap();
-    rows.iter().fold((0, 0), |(u, d), r| {
-        (
-            u + r["upload_bytes"].as_u64().unwrap(),
-            d + r["download_bytes"].as_u64().unwrap(),
-        )
-    })
+    support::ledger_totals(config, "--interface", interface)
 }
 
 #[test]

@@ -11,7 +11,6 @@
 
 mod support;
 
-use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
@@ -23,9 +22,7 @@ use sluice::account::ledger::packed_quotas;
 use sluice::enforce::tc::ifb_name;
 use sluice::policy::period::Period;
 use sluice::state::{self, InterfaceRecord};
-use support::{
-    AgentProc, Iperf3Server, Netns, counter_rate, eventually, send_udp, sluice_stdout, veth,
-};
+use support::{AgentProc, Iperf3Server, Netns, counter_rate, events, eventually, send_udp, veth};
 
 fn record(run: &Path, name: &str) -> Option<InterfaceRecord> {
     let snap = state::read(&run.join("state.json")).ok().flatten()?;
@@ -50,17 +47,6 @@ fn lines(path: &Path) -> Vec<String> {
         .unwrap_or_default()
         .lines()
         .map(str::to_owned)
-        .collect()
-}
-
-fn events(config: &Path) -> Vec<serde_json::Value> {
-    let mut args: Vec<&OsStr> = ["events", "--since", "1h", "--json", "--config"]
-        .map(OsStr::new)
-        .to_vec();
-    args.push(config.as_os_str());
-    String::from_utf8_lossy(&sluice_stdout(&args))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
 

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::ffi::OsStr;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +16,7 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use support::store::{Client, StoreProc, create_token, http_client};
-use support::{AgentProc, Netns, eventually, send_udp, sluice_stdout, veth};
+use support::{AgentProc, Netns, eventually, send_udp, veth};
 
 /// Forwards to the store (when one is up); answers 502 when it is not.
 struct Proxy {
@@ -107,47 +106,52 @@ fn start_proxy(ns: &str, proxy: Arc<Proxy>) -> u16 {
     rx.recv_timeout(Duration::from_secs(10)).unwrap()
 }
 
-/// The quota rules an instance exceeded, from `sluice events --json`.
+/// An agent in `host` ticking every second, its config and data under `dir`, with
+/// `store` as its `[store]` section; returned once its first tick made the ledger.
+fn start_agent(host: &Netns, dir: &Path, store: &str) -> (std::path::PathBuf, AgentProc) {
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[agent]
+interval = "1s"
+interfaces = ['^tap(?P<instance>[0-9]+)i[0-9]+$']
+backend = "none"
+state_dir = "{0}/run"
+data_dir = "{0}/lib"
+[log]
+dir = ""
+[penalty]
+base_rate = "100mbit"
+[store]
+{store}"#,
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let agent = AgentProc::start(host, &config, dir.join("agent.log"));
+    eventually(Duration::from_secs(10), "the agent's first tick", || {
+        dir.join("lib/ledger.db").exists().then_some(())
+    });
+    (config, agent)
+}
+
+/// The quota rules exceeded, from the event log.
 fn exceeded_rules(config: &Path) -> Vec<String> {
-    let mut args: Vec<&OsStr> = ["events", "--since", "1h", "--json", "--config"]
-        .map(OsStr::new)
-        .to_vec();
-    args.push(config.as_os_str());
-    String::from_utf8(sluice_stdout(&args))
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    support::events(config)
+        .iter()
         .filter(|e| e["event"] == "rule" && e["state"] == "exceeded")
         .map(|e| e["rule"].as_str().unwrap_or_default().to_owned())
         .collect()
 }
 
-fn ledger_totals(config: &Path) -> (u64, u64) {
-    ledger_totals_of(config, "501")
+fn ledger_totals_of(config: &Path, instance: &str) -> (u64, u64) {
+    support::ledger_totals(config, "--instance", instance)
 }
 
-fn ledger_totals_of(config: &Path, instance: &str) -> (u64, u64) {
-    let mut args: Vec<&OsStr> = [
-        "usage",
-        "--by",
-        "hour",
-        "--from",
-        "2000-01-01",
-        "--instance",
-        instance,
-        "--json",
-        "--config",
-    ]
-    .map(OsStr::new)
-    .to_vec();
-    args.push(config.as_os_str());
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&sluice_stdout(&args)).unwrap();
-    rows.iter().fold((0, 0), |(u, d), r| {
-        (
-            u + r["upload_bytes"].as_u64().unwrap(),
-            d + r["download_bytes"].as_u64().unwrap(),
-        )
-    })
+fn ledger_totals(config: &Path) -> (u64, u64) {
+    ledger_totals_of(config, "501")
 }
 
 #[test]
@@ -184,35 +188,10 @@ fn the_store_counts_every_byte_once_through_outages_retries_and_duplicates() {
         )
     });
     assert_eq!(put.status, 200, "{:?}", put.body);
-    let config = tmp.path().join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[agent]
-interval = "1s"
-interfaces = ['^tap(?P<instance>[0-9]+)i[0-9]+$']
-backend = "none"
-state_dir = "{0}/run"
-data_dir = "{0}/lib"
-[log]
-dir = ""
-[penalty]
-base_rate = "100mbit"
-[store]
-url = "http://127.0.0.1:{port}"
-token = "{agent_token}"
-host = "hv-test"
-quota_refresh = "1s"
-"#,
-            tmp.path().display()
-        ),
-    )
-    .unwrap();
-    let agent = AgentProc::start(&host, &config, tmp.path().join("agent.log"));
-    eventually(Duration::from_secs(10), "the agent's first tick", || {
-        tmp.path().join("lib/ledger.db").exists().then_some(())
-    });
+    let store_section = format!(
+        "url = \"http://127.0.0.1:{port}\"\ntoken = \"{agent_token}\"\nhost = \"hv-test\"\nquota_refresh = \"1s\"\n"
+    );
+    let (config, agent) = start_agent(&host, tmp.path(), &store_section);
     let traffic = |bytes_per_packet: usize, packets: u64| {
         let sent = send_udp(
             &inst.name,
@@ -270,6 +249,23 @@ quota_refresh = "1s"
     // And stays equal: nothing is added twice by later retries.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(totals(), ledger_totals(&config));
+    // The last report's answer may have been the one the proxy lost: the store already
+    // counted it, and the agent says the store is back once its resend is answered.
+    eventually(
+        Duration::from_secs(30),
+        "the agent sees the store again",
+        || {
+            agent
+                .log()
+                .contains("quota store reachable again")
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        totals(),
+        ledger_totals(&config),
+        "the resend was not added twice"
+    );
     let log = agent.log();
     assert_eq!(agent.stop(), Some(0), "{log}");
     assert!(log.contains("quota store unreachable"), "{log}");
@@ -294,34 +290,11 @@ fn the_embedded_store_holds_what_the_ledger_holds() {
     let inst = Netns::new("ei");
     let link = veth(&host, "tap502i0", &inst, "eth0", 106);
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[agent]
-interval = "1s"
-interfaces = ['^tap(?P<instance>[0-9]+)i[0-9]+$']
-backend = "none"
-state_dir = "{0}/run"
-data_dir = "{0}/lib"
-[log]
-dir = ""
-[penalty]
-base_rate = "100mbit"
-[store]
-listen = "127.0.0.1:19478"
-host = "hv-embedded"
-quota_refresh = "1s"
-"#,
-            tmp.path().display()
-        ),
-    )
-    .unwrap();
-    let agent = AgentProc::start(&host, &config, tmp.path().join("agent.log"));
-    eventually(Duration::from_secs(10), "the agent's first tick", || {
-        tmp.path().join("lib/ledger.db").exists().then_some(())
-    });
+    let (config, agent) = start_agent(
+        &host,
+        tmp.path(),
+        "listen = \"127.0.0.1:19478\"\nhost = \"hv-embedded\"\nquota_refresh = \"1s\"\n",
+    );
     // The embedded store's database is the agent's: a token made on it works at once.
     let db = tmp.path().join("lib/quota.db");
     let admin = create_token(&db, &["--role", "admin"]);

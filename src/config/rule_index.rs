@@ -49,24 +49,26 @@ impl Rules {
         self.by_name.get(name).map(|&i| &self.list[i])
     }
 
-    /// The rules that cover `instance` (carrying `tags`), in config order.
+    /// The rules that cover `instance` (carrying `tags`), in config order: the general
+    /// rules and the instance's own, merged by position (both lists are ascending).
     pub fn covering<'a>(
         &'a self,
-        instance: &InstanceId,
-        tags: &BTreeSet<Tag>,
+        instance: &'a InstanceId,
+        tags: &'a BTreeSet<Tag>,
     ) -> impl Iterator<Item = &'a RuleConfig> + 'a {
         let own = self
             .by_instance
             .get(instance)
             .map_or(&[][..], Vec::as_slice);
-        let mut idx: Vec<usize> = self.general.iter().chain(own).copied().collect();
-        idx.sort_unstable();
-        let covered: Vec<&'a RuleConfig> = idx
-            .into_iter()
-            .map(|i| &self.list[i])
-            .filter(|r| r.covers(instance, tags))
-            .collect();
-        covered.into_iter()
+        let mut general = self.general.iter().copied().peekable();
+        let mut own = own.iter().copied().peekable();
+        std::iter::from_fn(move || match (general.peek(), own.peek()) {
+            (Some(&g), Some(&o)) if o < g => own.next(),
+            (Some(_), _) => general.next(),
+            (None, _) => own.next(),
+        })
+        .map(|i| &self.list[i])
+        .filter(|r| r.covers(instance, tags))
     }
 
     /// These rules followed by `more`.

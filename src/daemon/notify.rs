@@ -9,6 +9,8 @@ use sd_notify::NotifyState;
 use tracing::warn;
 
 pub struct Notifier {
+    /// Run by systemd with a notify socket: otherwise nothing is built or sent.
+    enabled: bool,
     ready: bool,
     /// Half the service's `WatchdogSec`: how often the loop must pet.
     pet_every: Option<Duration>,
@@ -18,6 +20,7 @@ pub struct Notifier {
 impl Notifier {
     pub fn new() -> Notifier {
         Notifier {
+            enabled: std::env::var_os("NOTIFY_SOCKET").is_some(),
             ready: false,
             pet_every: sd_notify::watchdog_enabled().map(|d| d / 2),
             warned: false,
@@ -38,9 +41,14 @@ impl Notifier {
         }
     }
 
-    /// After a tick: READY the first time, then the status line (and a pet).
-    pub fn ticked(&mut self, status: &str) {
-        let mut states = vec![NotifyState::Status(status)];
+    /// After a tick: READY the first time, then the status line (and a pet). The line
+    /// is only built when there is someone to send it to.
+    pub fn ticked(&mut self, status: impl FnOnce() -> String) {
+        if !self.enabled {
+            return;
+        }
+        let status = status();
+        let mut states = vec![NotifyState::Status(&status)];
         if !self.ready {
             states.push(NotifyState::Ready);
             self.ready = true;

@@ -165,6 +165,51 @@ pub struct Standing {
     pub reserved: i64,
 }
 
+/// Standings from what a backend read: the limits set anywhere in the instance's chain
+/// as (level, resource, wire value) and its use as (resource, in_use, reserved). Both
+/// backends read the same rows in their own dialect and build the answer here.
+pub fn standings_from(
+    limits: impl IntoIterator<Item = (String, String, i64)>,
+    uses: impl IntoIterator<Item = (String, i64, i64)>,
+) -> Result<Vec<Standing>, StoreError> {
+    let mut chains: BTreeMap<String, LimitChain> = BTreeMap::new();
+    for (kind, resource, v) in limits {
+        let limit = Limit::from_i64(v).map_err(|reason| StoreError::Database {
+            what: "reading limits",
+            reason,
+        })?;
+        let c = chains.entry(resource).or_default();
+        match kind.as_str() {
+            "instance" => c.instance = Some(limit),
+            "project" => c.project = Some(limit),
+            "class" => c.class = Some(limit),
+            _ => c.default = Some(limit),
+        }
+    }
+    let mut use_of: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for (resource, in_use, reserved) in uses {
+        let e = use_of.entry(resource).or_default();
+        e.0 += in_use;
+        e.1 += reserved;
+    }
+    let names: std::collections::BTreeSet<&String> = chains.keys().chain(use_of.keys()).collect();
+    Ok(names
+        .into_iter()
+        .filter_map(|name| {
+            let resource = Label::new(name).ok()?;
+            let (limit, from) = chains.get(name).copied().unwrap_or_default().resolve();
+            let (in_use, reserved) = use_of.get(name).copied().unwrap_or_default();
+            Some(Standing {
+                resource,
+                limit,
+                limit_from: from,
+                in_use,
+                reserved,
+            })
+        })
+        .collect())
+}
+
 /// Check every delta against its standing; the first refusal, in resource order.
 pub fn check(standings: &[Standing], deltas: &Deltas) -> Result<(), OverQuota> {
     for (resource, &delta) in deltas {

@@ -113,11 +113,7 @@ impl PgStore {
         let client = self.pool.get().await.map_err(pool_err)?;
         let membership = ops::membership(&client, &instance).await?;
         let limits = resource_views(ops::standings(&client, &instance, Timestamp::now()).await?);
-        let traffic = ops::traffic_quotas(&client, &instance)
-            .await?
-            .iter()
-            .map(|(q, from)| ShownTrafficQuota::of(q, from))
-            .collect();
+        let traffic = ShownTrafficQuota::all(&ops::traffic_quotas(&client, &instance).await?);
         Ok(InstanceQuota {
             instance: instance.as_str().into(),
             membership,
@@ -325,11 +321,7 @@ impl PgStore {
         let client = self.pool.get().await.map_err(pool_err)?;
         let mut out = BTreeMap::new();
         for i in &instances {
-            let qs = ops::traffic_quotas(&client, i)
-                .await?
-                .iter()
-                .map(|(q, from)| ShownTrafficQuota::of(q, from))
-                .collect();
+            let qs = ShownTrafficQuota::all(&ops::traffic_quotas(&client, i).await?);
             out.insert(i.as_str().to_owned(), qs);
         }
         Ok(out)

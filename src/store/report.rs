@@ -47,3 +47,32 @@ pub struct Ingested {
 
 /// A batch's sequence number must fit the databases' signed 64-bit integers.
 pub const MAX_SEQ: u64 = i64::MAX as u64;
+
+/// (upload, download) bytes per (instance, hour start in Unix ms), in key order.
+pub type Hours<'a> = std::collections::BTreeMap<(&'a str, i64), (u64, u64)>;
+
+/// The bytes of `batches` per instance and hour (starting in `tz`), and how many samples
+/// that was: what both backends add to their hourly traffic.
+pub fn hourly<'a>(
+    batches: impl IntoIterator<Item = &'a Batch>,
+    tz: &jiff::tz::TimeZone,
+) -> (Hours<'a>, u64) {
+    let mut hours = Hours::new();
+    // Samples of one tick share their time: find its hour once.
+    let mut hour_of: std::collections::HashMap<Timestamp, i64> = Default::default();
+    let mut samples = 0;
+    for b in batches {
+        for s in &b.samples {
+            let hour = *hour_of.entry(s.at).or_insert_with(|| {
+                super::traffic::StorePeriod::Hour
+                    .containing(s.at, tz)
+                    .map_or(s.at.as_millisecond(), |(start, _)| start.as_millisecond())
+            });
+            let e = hours.entry((s.instance.as_str(), hour)).or_default();
+            e.0 = e.0.saturating_add(s.upload);
+            e.1 = e.1.saturating_add(s.download);
+            samples += 1;
+        }
+    }
+    (hours, samples)
+}

@@ -130,10 +130,7 @@ impl Store {
         self.sqlite(move |c| {
             let membership = ops::membership(c, &instance)?;
             let limits = resource_views(ops::standings(c, &instance, Timestamp::now())?);
-            let traffic = ops::traffic_quotas(c, &instance)?
-                .iter()
-                .map(|(q, from)| ShownTrafficQuota::of(q, from))
-                .collect();
+            let traffic = ShownTrafficQuota::all(&ops::traffic_quotas(c, &instance)?);
             Ok(InstanceQuota {
                 instance: instance.as_str().into(),
                 membership,
@@ -403,10 +400,7 @@ impl Store {
         self.sqlite(move |c| {
             let mut out = BTreeMap::new();
             for i in &instances {
-                let qs: Vec<ShownTrafficQuota> = ops::traffic_quotas(c, i)?
-                    .iter()
-                    .map(|(q, from)| ShownTrafficQuota::of(q, from))
-                    .collect();
+                let qs = ShownTrafficQuota::all(&ops::traffic_quotas(c, i)?);
                 out.insert(i.as_str().to_owned(), qs);
             }
             Ok(out)
@@ -433,7 +427,7 @@ pub(crate) fn not_found(scope: &Scope) -> StoreError {
 /// What is set at `scope`, or `None` when nothing is (and, for a project, it is unknown).
 fn scope_view(c: &rusqlite::Connection, scope: &Scope) -> Result<Option<ScopeView>, StoreError> {
     let (limits, traffic) = ops::scope_limits(c, scope)?;
-    let (kind, name) = scope.key();
+    let (_, name) = scope.key();
     let (class, known) = match scope {
         Scope::Project(p) => {
             let class = ops::project_class(c, p)?;
@@ -453,16 +447,5 @@ fn scope_view(c: &rusqlite::Connection, scope: &Scope) -> Result<Option<ScopeVie
         ),
         Scope::Default => (None, true),
     };
-    if !known && limits.is_empty() && traffic.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(ScopeView {
-        name: name.to_owned(),
-        class,
-        limits,
-        traffic: traffic
-            .iter()
-            .map(|q| ShownTrafficQuota::of(q, kind))
-            .collect(),
-    }))
+    Ok(ScopeView::assemble(scope, class, known, limits, &traffic))
 }

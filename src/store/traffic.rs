@@ -142,6 +142,16 @@ impl OnExceed {
     }
 }
 
+impl OnExceed {
+    /// The rate-limit rates (none for the other actions).
+    pub fn rates(self) -> (Option<Rate>, Option<Rate>) {
+        match self {
+            OnExceed::Limit { upload, download } => (upload, download),
+            _ => (None, None),
+        }
+    }
+}
+
 /// One traffic quota: at most `limit` of `resource` per `period`, then `on_exceed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TrafficQuota {
@@ -149,6 +159,63 @@ pub struct TrafficQuota {
     pub period: StorePeriod,
     pub limit: Bytes,
     pub on_exceed: OnExceed,
+}
+
+impl TrafficQuota {
+    /// From a stored row: names as written, bytes and bits per second as signed integers.
+    pub fn from_stored(
+        resource: &str,
+        period: &str,
+        limit: i64,
+        on_exceed: &str,
+        upload_rate: Option<i64>,
+        download_rate: Option<i64>,
+    ) -> Result<TrafficQuota, String> {
+        let rate = |v: Option<i64>| v.map(|v| Rate::from_bits_per_sec(v.max(0) as u64));
+        let on_exceed = match on_exceed {
+            "warn" => OnExceed::Warn,
+            "disconnect" => OnExceed::Disconnect,
+            "stop" => OnExceed::Stop,
+            "limit" => OnExceed::Limit {
+                upload: rate(upload_rate),
+                download: rate(download_rate),
+            },
+            other => return Err(format!("unknown on_exceed {other:?}")),
+        };
+        Ok(TrafficQuota {
+            resource: resource.parse()?,
+            period: period.parse()?,
+            limit: Bytes::new(limit.max(0) as u64),
+            on_exceed,
+        })
+    }
+}
+
+/// The quotas in force from the rows set along an instance's chain, as (level, quota):
+/// per (resource, period) the most specific level wins; each with that level's name.
+pub fn resolve(
+    rows: impl IntoIterator<Item = (String, TrafficQuota)>,
+) -> Vec<(TrafficQuota, &'static str)> {
+    let rank = |k: &str| match k {
+        "instance" => (0, "instance"),
+        "project" => (1, "project"),
+        "class" => (2, "class"),
+        _ => (3, "default"),
+    };
+    let mut best: std::collections::BTreeMap<
+        (TrafficResource, StorePeriod),
+        (u8, TrafficQuota, &'static str),
+    > = std::collections::BTreeMap::new();
+    for (kind, q) in rows {
+        let (r, from) = rank(&kind);
+        let e = best
+            .entry((q.resource, q.period))
+            .or_insert((u8::MAX, q, from));
+        if r < e.0 {
+            *e = (r, q, from);
+        }
+    }
+    best.into_values().map(|(_, q, f)| (q, f)).collect()
 }
 
 /// A traffic quota on the wire:
@@ -258,10 +325,7 @@ pub struct ShownTrafficQuota {
 
 impl ShownTrafficQuota {
     pub fn of(q: &TrafficQuota, from: &str) -> ShownTrafficQuota {
-        let (up, down) = match q.on_exceed {
-            OnExceed::Limit { upload, download } => (upload, download),
-            _ => (None, None),
-        };
+        let (up, down) = q.on_exceed.rates();
         ShownTrafficQuota {
             resource: q.resource.to_string(),
             period: q.period.to_string(),
@@ -271,6 +335,14 @@ impl ShownTrafficQuota {
             download_rate: down.map(|r| r.to_string()),
             from: from.into(),
         }
+    }
+
+    /// Each resolved quota as shown.
+    pub fn all(quotas: &[(TrafficQuota, &str)]) -> Vec<ShownTrafficQuota> {
+        quotas
+            .iter()
+            .map(|(q, from)| ShownTrafficQuota::of(q, from))
+            .collect()
     }
 
     /// Back to the typed form (what an agent does with a fetched quota).

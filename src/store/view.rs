@@ -41,6 +41,32 @@ pub struct ScopeView {
     pub traffic: Vec<ShownTrafficQuota>,
 }
 
+impl ScopeView {
+    /// What is set at `scope` (read by a backend), or `None` when nothing is set and the
+    /// scope is not `known` otherwise (a project row, an instance's membership).
+    pub fn assemble(
+        scope: &super::model::Scope,
+        class: Option<String>,
+        known: bool,
+        limits: BTreeMap<String, Limit>,
+        traffic: &[super::traffic::TrafficQuota],
+    ) -> Option<ScopeView> {
+        let (kind, name) = scope.key();
+        if !known && limits.is_empty() && traffic.is_empty() {
+            return None;
+        }
+        Some(ScopeView {
+            name: name.to_owned(),
+            class,
+            limits,
+            traffic: traffic
+                .iter()
+                .map(|q| ShownTrafficQuota::of(q, kind))
+                .collect(),
+        })
+    }
+}
+
 /// `GET /v1/instances/{id}/usage?period=…`: the period holding `at` (default now).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrafficUsage {

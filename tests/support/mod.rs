@@ -411,6 +411,44 @@ pub fn sluice_stdout(args: &[&std::ffi::OsStr]) -> Vec<u8> {
     out.stdout
 }
 
+/// (upload, download) bytes the ledger holds, via `sluice usage --json` over all time;
+/// `by` is `--interface` or `--instance`.
+pub fn ledger_totals(config: &Path, by: &str, name: &str) -> (u64, u64) {
+    let mut args: Vec<&std::ffi::OsStr> = [
+        "usage",
+        "--by",
+        "hour",
+        "--from",
+        "2000-01-01",
+        by,
+        name,
+        "--json",
+        "--config",
+    ]
+    .map(std::ffi::OsStr::new)
+    .to_vec();
+    args.push(config.as_os_str());
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&sluice_stdout(&args)).unwrap();
+    rows.iter().fold((0, 0), |(u, d), r| {
+        (
+            u + r["upload_bytes"].as_u64().unwrap(),
+            d + r["download_bytes"].as_u64().unwrap(),
+        )
+    })
+}
+
+/// The event log of the last hour, as `sluice events --json` prints it.
+pub fn events(config: &Path) -> Vec<serde_json::Value> {
+    let mut args: Vec<&std::ffi::OsStr> = ["events", "--since", "1h", "--json", "--config"]
+        .map(std::ffi::OsStr::new)
+        .to_vec();
+    args.push(config.as_os_str());
+    String::from_utf8_lossy(&sluice_stdout(&args))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// A `sluice agent` running inside a namespace, stopped by pid on drop.
 pub struct AgentProc {
     pub child: Child,

@@ -1,7 +1,7 @@
 //! The store's operations in PostgreSQL's dialect; the same meaning as
 //! [`crate::store::sqlite::ops`], which documents each.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use deadpool_postgres::GenericClient;
 use jiff::Timestamp;
@@ -9,14 +9,12 @@ use jiff::tz::TimeZone;
 
 use super::pg;
 use crate::names::{InstanceId, Label};
-use crate::store::model::{Deltas, Limit, LimitChain, Membership, Scope, Standing, StoreError};
-use crate::store::report::{Batch, Ingested};
+use crate::store::model::{Deltas, Limit, Membership, Scope, Standing, StoreError, standings_from};
+use crate::store::report::{Batch, Ingested, hourly};
 use crate::store::tokens::{Role, TokenId, TokenInfo};
-use crate::store::traffic::{
-    OnExceed, ShownTrafficQuota, StorePeriod, TrafficQuota, TrafficResource,
-};
+use crate::store::traffic::{TrafficQuota, resolve};
 use crate::store::view::{AgentView, ScopeView, Stats};
-use crate::units::{Bytes, Rate};
+use crate::units::Rate;
 
 fn ts(ms: i64) -> String {
     Timestamp::from_millisecond(ms).map_or_else(|_| ms.to_string(), |t| t.to_string())
@@ -147,25 +145,13 @@ pub async fn standings<C: GenericClient>(
         )
         .await
         .map_err(pg("reading limits"))?;
-    let mut chains: BTreeMap<String, LimitChain> = BTreeMap::new();
-    for row in c
+    let limits = c
         .query(&s, &[&i.as_str(), &project, &class])
         .await
         .map_err(pg("reading limits"))?
-    {
-        let (kind, resource, v): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
-        let limit = Limit::from_i64(v).map_err(|reason| StoreError::Database {
-            what: "reading limits",
-            reason,
-        })?;
-        let e = chains.entry(resource).or_default();
-        match kind.as_str() {
-            "instance" => e.instance = Some(limit),
-            "project" => e.project = Some(limit),
-            "class" => e.class = Some(limit),
-            _ => e.default = Some(limit),
-        }
-    }
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect::<Vec<_>>();
     let s = c
         .prepare_cached(
             "SELECT resource, in_use, 0::BIGINT FROM usages WHERE instance = $1
@@ -175,32 +161,14 @@ pub async fn standings<C: GenericClient>(
         )
         .await
         .map_err(pg("reading usage"))?;
-    let mut use_of: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-    for row in c
+    let uses = c
         .query(&s, &[&i.as_str(), &now.as_millisecond()])
         .await
         .map_err(pg("reading usage"))?
-    {
-        let e = use_of.entry(row.get::<_, String>(0)).or_default();
-        e.0 += row.get::<_, i64>(1);
-        e.1 += row.get::<_, i64>(2);
-    }
-    let names: BTreeSet<&String> = chains.keys().chain(use_of.keys()).collect();
-    Ok(names
-        .into_iter()
-        .filter_map(|name| {
-            let resource = Label::new(name).ok()?;
-            let (limit, from) = chains.get(name).copied().unwrap_or_default().resolve();
-            let (in_use, reserved) = use_of.get(name).copied().unwrap_or_default();
-            Some(Standing {
-                resource,
-                limit,
-                limit_from: from,
-                in_use,
-                reserved,
-            })
-        })
-        .collect())
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect::<Vec<_>>();
+    standings_from(limits, uses)
 }
 
 pub async fn put_reservation<C: GenericClient>(
@@ -386,10 +354,7 @@ pub async fn set_traffic_quota<C: GenericClient>(
     q: &TrafficQuota,
 ) -> Result<(), StoreError> {
     let (kind, name) = scope.key();
-    let (up, down) = match q.on_exceed {
-        OnExceed::Limit { upload, download } => (upload, download),
-        _ => (None, None),
-    };
+    let (up, down) = q.on_exceed.rates();
     let bps = |r: Option<Rate>| r.map(|r| clamp(r.bits_per_sec()));
     c.execute(
         "INSERT INTO traffic_quotas
@@ -415,31 +380,19 @@ pub async fn set_traffic_quota<C: GenericClient>(
 }
 
 fn quota_of(row: &tokio_postgres::Row) -> Result<(String, TrafficQuota), StoreError> {
-    let bad = |reason: String| StoreError::Database {
+    let q = TrafficQuota::from_stored(
+        row.get(1),
+        row.get(2),
+        row.get(3),
+        row.get(4),
+        row.get(5),
+        row.get(6),
+    )
+    .map_err(|reason| StoreError::Database {
         what: "reading traffic quotas",
         reason,
-    };
-    let rate = |v: Option<i64>| v.map(|v| Rate::from_bits_per_sec(v.max(0) as u64));
-    let on_exceed: String = row.get(4);
-    let on_exceed = match on_exceed.as_str() {
-        "warn" => OnExceed::Warn,
-        "disconnect" => OnExceed::Disconnect,
-        "stop" => OnExceed::Stop,
-        "limit" => OnExceed::Limit {
-            upload: rate(row.get(5)),
-            download: rate(row.get(6)),
-        },
-        other => return Err(bad(format!("unknown on_exceed {other:?}"))),
-    };
-    Ok((
-        row.get(0),
-        TrafficQuota {
-            resource: row.get::<_, String>(1).parse().map_err(bad)?,
-            period: row.get::<_, String>(2).parse().map_err(bad)?,
-            limit: Bytes::new(row.get::<_, i64>(3).max(0) as u64),
-            on_exceed,
-        },
-    ))
+    })?;
+    Ok((row.get(0), q))
 }
 
 const QUOTA_COLUMNS: &str = "SELECT scope_kind, resource, period, limit_bytes, on_exceed, upload_rate, download_rate FROM traffic_quotas";
@@ -458,29 +411,14 @@ pub async fn traffic_quotas<C: GenericClient>(
         ))
         .await
         .map_err(pg("reading traffic quotas"))?;
-    let rank = |k: &str| match k {
-        "instance" => (0, "instance"),
-        "project" => (1, "project"),
-        "class" => (2, "class"),
-        _ => (3, "default"),
-    };
-    let mut best: BTreeMap<(TrafficResource, StorePeriod), (u8, TrafficQuota, &'static str)> =
-        BTreeMap::new();
-    for row in c
+    let rows = c
         .query(&s, &[&i.as_str(), &project, &class])
         .await
         .map_err(pg("reading traffic quotas"))?
-    {
-        let (kind, q) = quota_of(&row)?;
-        let (r, from) = rank(&kind);
-        let e = best
-            .entry((q.resource, q.period))
-            .or_insert((u8::MAX, q, from));
-        if r < e.0 {
-            *e = (r, q, from);
-        }
-    }
-    Ok(best.into_values().map(|(_, q, f)| (q, f)).collect())
+        .iter()
+        .map(quota_of)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(resolve(rows))
 }
 
 pub async fn scope_names<C: GenericClient>(c: &C, kind: &str) -> Result<Vec<String>, StoreError> {
@@ -550,18 +488,7 @@ pub async fn scope_view<C: GenericClient>(
         ),
         Scope::Default => (None, true),
     };
-    if !known && limits.is_empty() && traffic.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(ScopeView {
-        name: name.to_owned(),
-        class,
-        limits,
-        traffic: traffic
-            .iter()
-            .map(|q| ShownTrafficQuota::of(q, kind))
-            .collect(),
-    }))
+    Ok(ScopeView::assemble(scope, class, known, limits, &traffic))
 }
 
 pub async fn traffic_between<C: GenericClient>(
@@ -625,9 +552,8 @@ pub async fn ingest<C: GenericClient>(
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let mut hours: BTreeMap<(&str, i64), (u64, u64)> = BTreeMap::new();
-    let mut hour_of: HashMap<Timestamp, i64> = HashMap::new();
     let mut seen = BTreeSet::new();
+    let mut applied = Vec::with_capacity(batches.len());
     for b in batches {
         // A batch listed twice in one report is applied once.
         if !fresh.contains(&clamp(b.seq)) || !seen.insert(b.seq) {
@@ -635,18 +561,11 @@ pub async fn ingest<C: GenericClient>(
             continue;
         }
         out.applied.push(b.seq);
-        for s in &b.samples {
-            let hour = *hour_of.entry(s.at).or_insert_with(|| {
-                StorePeriod::Hour
-                    .containing(s.at, tz)
-                    .map_or(s.at.as_millisecond(), |(start, _)| start.as_millisecond())
-            });
-            let e = hours.entry((s.instance.as_str(), hour)).or_default();
-            e.0 = e.0.saturating_add(s.upload);
-            e.1 = e.1.saturating_add(s.download);
-            out.samples += 1;
-        }
+        applied.push(b);
     }
+    // Sorted keys: concurrent agents touching the same rows lock them in one order.
+    let (hours, samples) = hourly(applied, tz);
+    out.samples = samples;
     if !hours.is_empty() {
         let mut ids = Vec::with_capacity(hours.len());
         let mut hs = Vec::with_capacity(hours.len());

@@ -2,7 +2,7 @@
 //! caller opened: [`super::SqliteStore`] gives each its own, the group-commit writer
 //! ([`super::writer`]) runs many in one.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
@@ -11,13 +11,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::db;
 use crate::names::{InstanceId, Label};
 use crate::store::model::{
-    Deltas, Limit, LimitChain, Membership, Scope, Standing, StoreError, check,
+    Deltas, Limit, Membership, Scope, Standing, StoreError, check, standings_from,
 };
-use crate::store::report::{Batch, Ingested};
+use crate::store::report::{Batch, Ingested, hourly};
 use crate::store::tokens::{Role, TokenId, TokenInfo};
-use crate::store::traffic::{OnExceed, StorePeriod, TrafficQuota, TrafficResource};
+use crate::store::traffic::{TrafficQuota, resolve};
 use crate::store::view::{AgentView, Stats};
-use crate::units::{Bytes, Rate};
+use crate::units::Rate;
 
 fn ts(ms: i64) -> String {
     Timestamp::from_millisecond(ms).map_or_else(|_| ms.to_string(), |t| t.to_string())
@@ -128,84 +128,36 @@ pub fn standings(
     now: Timestamp,
 ) -> Result<Vec<Standing>, StoreError> {
     let (project, class) = chain_of(conn, instance)?;
-    let mut chains: BTreeMap<String, LimitChain> = BTreeMap::new();
-    {
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT scope_kind, resource, hard_limit FROM limits
-                 WHERE (scope_kind = 'instance' AND scope = ?1)
-                    OR (scope_kind = 'project' AND scope = ?2)
-                    OR (scope_kind = 'class' AND scope = ?3)
-                    OR scope_kind = 'default'",
-            )
-            .map_err(db("reading limits"))?;
-        let rows = stmt
-            .query_map(params![instance.as_str(), project, class], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })
-            .map_err(db("reading limits"))?;
-        for row in rows {
-            let (kind, resource, v) = row.map_err(db("reading limits"))?;
-            let limit = Limit::from_i64(v).map_err(|reason| StoreError::Database {
-                what: "reading limits",
-                reason,
-            })?;
-            let c = chains.entry(resource).or_default();
-            match kind.as_str() {
-                "instance" => c.instance = Some(limit),
-                "project" => c.project = Some(limit),
-                "class" => c.class = Some(limit),
-                _ => c.default = Some(limit),
-            }
-        }
-    }
-    let mut use_of: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-    {
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT resource, in_use, 0 FROM usages WHERE instance = ?1
-                 UNION ALL
-                 SELECT resource, 0, SUM(MAX(delta, 0)) FROM reservations
-                 WHERE instance = ?1 AND expires_ms > ?2 GROUP BY resource",
-            )
-            .map_err(db("reading usage"))?;
-        let rows = stmt
-            .query_map(params![instance.as_str(), now.as_millisecond()], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })
-            .map_err(db("reading usage"))?;
-        for row in rows {
-            let (resource, in_use, reserved) = row.map_err(db("reading usage"))?;
-            let e = use_of.entry(resource).or_default();
-            e.0 += in_use;
-            e.1 += reserved;
-        }
-    }
-    let names: BTreeSet<&String> = chains.keys().chain(use_of.keys()).collect();
-    let mut out = Vec::new();
-    for name in names {
-        let Ok(resource) = Label::new(name) else {
-            continue;
-        };
-        let (limit, from) = chains.get(name).copied().unwrap_or_default().resolve();
-        let (in_use, reserved) = use_of.get(name).copied().unwrap_or_default();
-        out.push(Standing {
-            resource,
-            limit,
-            limit_from: from,
-            in_use,
-            reserved,
-        });
-    }
-    Ok(out)
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT scope_kind, resource, hard_limit FROM limits
+             WHERE (scope_kind = 'instance' AND scope = ?1)
+                OR (scope_kind = 'project' AND scope = ?2)
+                OR (scope_kind = 'class' AND scope = ?3)
+                OR scope_kind = 'default'",
+        )
+        .map_err(db("reading limits"))?;
+    let limits: Vec<(String, String, i64)> = stmt
+        .query_map(params![instance.as_str(), project, class], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(db("reading limits"))?;
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT resource, in_use, 0 FROM usages WHERE instance = ?1
+             UNION ALL
+             SELECT resource, 0, SUM(MAX(delta, 0)) FROM reservations
+             WHERE instance = ?1 AND expires_ms > ?2 GROUP BY resource",
+        )
+        .map_err(db("reading usage"))?;
+    let uses: Vec<(String, i64, i64)> = stmt
+        .query_map(params![instance.as_str(), now.as_millisecond()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(db("reading usage"))?;
+    standings_from(limits, uses)
 }
 
 /// Check `deltas` against the standings and, if they fit, record the reservation.
@@ -413,10 +365,7 @@ pub fn set_traffic_quota(
     q: &TrafficQuota,
 ) -> Result<(), StoreError> {
     let (kind, name) = scope.key();
-    let (up, down) = match q.on_exceed {
-        OnExceed::Limit { upload, download } => (upload, download),
-        _ => (None, None),
-    };
+    let (up, down) = q.on_exceed.rates();
     let bps = |r: Option<Rate>| r.map(|r| i64::try_from(r.bits_per_sec()).unwrap_or(i64::MAX));
     conn.execute(
         "INSERT INTO traffic_quotas
@@ -470,30 +419,12 @@ fn traffic_rows(
     for row in rows {
         let (kind, resource, period, limit, on_exceed, up, down) =
             row.map_err(db("reading traffic quotas"))?;
-        let bad = |reason: String| StoreError::Database {
-            what: "reading traffic quotas",
-            reason,
-        };
-        let rate = |v: Option<i64>| v.map(|v| Rate::from_bits_per_sec(v.max(0) as u64));
-        let on_exceed = match on_exceed.as_str() {
-            "warn" => OnExceed::Warn,
-            "disconnect" => OnExceed::Disconnect,
-            "stop" => OnExceed::Stop,
-            "limit" => OnExceed::Limit {
-                upload: rate(up),
-                download: rate(down),
-            },
-            other => return Err(bad(format!("unknown on_exceed {other:?}"))),
-        };
-        out.push((
-            kind,
-            TrafficQuota {
-                resource: resource.parse().map_err(bad)?,
-                period: period.parse().map_err(bad)?,
-                limit: Bytes::new(limit.max(0) as u64),
-                on_exceed,
-            },
-        ));
+        let q = TrafficQuota::from_stored(&resource, &period, limit, &on_exceed, up, down)
+            .map_err(|reason| StoreError::Database {
+                what: "reading traffic quotas",
+                reason,
+            })?;
+        out.push((kind, q));
     }
     Ok(out)
 }
@@ -513,24 +444,7 @@ pub fn traffic_quotas(
             OR scope_kind = 'default'",
         params![instance.as_str(), project, class],
     )?;
-    let rank = |k: &str| match k {
-        "instance" => (0, "instance"),
-        "project" => (1, "project"),
-        "class" => (2, "class"),
-        _ => (3, "default"),
-    };
-    let mut best: BTreeMap<(TrafficResource, StorePeriod), (u8, TrafficQuota, &'static str)> =
-        BTreeMap::new();
-    for (kind, q) in rows {
-        let (r, from) = rank(&kind);
-        let e = best
-            .entry((q.resource, q.period))
-            .or_insert((u8::MAX, q, from));
-        if r < e.0 {
-            *e = (r, q, from);
-        }
-    }
-    Ok(best.into_values().map(|(_, q, f)| (q, f)).collect())
+    Ok(resolve(rows))
 }
 
 /// Bytes (upload, download) of `instance` in hours starting in [start, end).
@@ -585,8 +499,7 @@ pub fn ingest(
     now: Timestamp,
 ) -> Result<Ingested, StoreError> {
     let mut out = Ingested::default();
-    let mut hours: HashMap<(&str, i64), (u64, u64)> = HashMap::new();
-    let mut hour_of: HashMap<Timestamp, i64> = HashMap::new();
+    let mut fresh = Vec::with_capacity(batches.len());
     let mut key = conn
         .prepare_cached(
             "INSERT INTO applied_reports (agent, seq, applied_ms) VALUES (?1, ?2, ?3)
@@ -607,23 +520,10 @@ pub fn ingest(
             continue;
         }
         out.applied.push(b.seq);
-        for s in &b.samples {
-            let hour = match hour_of.get(&s.at) {
-                Some(h) => *h,
-                None => {
-                    let h = StorePeriod::Hour
-                        .containing(s.at, tz)
-                        .map_or(s.at.as_millisecond(), |(start, _)| start.as_millisecond());
-                    hour_of.insert(s.at, h);
-                    h
-                }
-            };
-            let e = hours.entry((s.instance.as_str(), hour)).or_default();
-            e.0 = e.0.saturating_add(s.upload);
-            e.1 = e.1.saturating_add(s.download);
-            out.samples += 1;
-        }
+        fresh.push(b);
     }
+    let (hours, samples) = hourly(fresh, tz);
+    out.samples = samples;
     let mut add = conn
         .prepare_cached(
             "INSERT INTO traffic_hours (instance, hour_ms, upload, download) VALUES (?1, ?2, ?3, ?4)
