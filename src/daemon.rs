@@ -16,9 +16,14 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use std::sync::Arc;
+
 use crate::account::Ledger;
 use crate::account::charge;
 use crate::account::ledger::{EventRow, boot_id};
+use crate::api::metrics::AgentMetrics;
+use crate::api::tokens::TOKENS_FILE;
+use crate::api::{self, Ask, Liveness, ServeOptions};
 use crate::config::{ActionKind, LEDGER_FILE};
 use crate::config::{BackendKind, Config, DropInStamp, drop_in_stamp};
 use crate::enforce::tc::Scope;
@@ -60,6 +65,7 @@ pub enum AgentError {
     Store(String),
 }
 
+mod answers;
 mod notify;
 mod store_link;
 mod store_quotas;
@@ -101,6 +107,15 @@ pub struct Agent {
     webhooks: Webhooks,
     /// `[store]`: the spool's reporter (and the embedded store).
     store: Option<store_link::StoreLink>,
+    /// The latest tick's samples and verdicts (present interfaces, name order), kept
+    /// for the API's answers.
+    samples: Vec<Sample>,
+    verdicts: Vec<(IfName, Verdict)>,
+    /// The API's questions (`None`: `agent.listen = ""`, or the port could not be bound).
+    asks: Option<mpsc::Receiver<Ask>>,
+    liveness: Arc<Liveness>,
+    metrics: AgentMetrics,
+    started_at: Timestamp,
     _lock: AgentLock,
 }
 
@@ -154,6 +169,7 @@ impl Agent {
             .as_ref()
             .map(|s| store_link::StoreLink::start(s, &config.agent.data_dir))
             .transpose()?;
+        let (asks, liveness, metrics) = start_api(&config);
         let mut agent = Agent {
             config_path: config_path.to_owned(),
             file_config: config.clone(),
@@ -175,6 +191,12 @@ impl Agent {
             hook_events: mpsc::channel(EVENT_QUEUE),
             webhooks: Webhooks::start(&config_webhooks, WEBHOOK_FIRST_RETRY),
             store,
+            samples: Vec::new(),
+            verdicts: Vec::new(),
+            asks,
+            liveness,
+            metrics,
+            started_at: Timestamp::now(),
             _lock: lock,
         };
         agent.refresh_drop_ins(true);
@@ -240,6 +262,7 @@ impl Agent {
         let pet_every = notifier.pet_every().unwrap_or(Duration::from_secs(3600));
         let mut pet = tokio::time::interval(pet_every);
         pet.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut asks = self.asks.take();
         loop {
             let now = Timestamp::now();
             let wait = next_wait(
@@ -251,6 +274,7 @@ impl Agent {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => self.notified_tick(&mut notifier).await,
                 _ = pet.tick() => notifier.pet(),
+                Some(ask) = next_ask(&mut asks) => self.answer(ask).await,
                 _ = hup.recv() => self.reload(),
                 _ = term.recv() => break,
                 _ = int.recv() => break,
@@ -316,6 +340,8 @@ impl Agent {
         let started = Instant::now();
         self.tick().await;
         let took = started.elapsed();
+        self.liveness.ticked(Timestamp::now(), took);
+        self.metrics.tick_seconds.observe(took.as_secs_f64());
         notifier.ticked(|| self.status_line(took));
     }
 
@@ -403,6 +429,7 @@ impl Agent {
                 if let ((name, Enforcement::EnforceFailed { reason }), (_, v)) =
                     (&enforcement[i], &verdicts[i])
                 {
+                    self.metrics.enforce_failures.inc();
                     self.pending.push(row(
                         now.wall,
                         "enforce_failed",
@@ -428,6 +455,8 @@ impl Agent {
         }
         self.shapers = shapers;
         self.write_state(&verdicts, false);
+        self.verdicts = verdicts;
+        self.samples = samples;
     }
 
     /// Commit this tick's traffic of the watched interfaces to the ledger, with the quota
@@ -619,6 +648,36 @@ impl Agent {
     }
 }
 
+/// Serve the API on `agent.listen` (if set); a port that cannot be bound is logged, not
+/// fatal — the agent's job is to measure and limit, the API only shows it.
+fn start_api(config: &Config) -> (Option<mpsc::Receiver<Ask>>, Arc<Liveness>, AgentMetrics) {
+    let data = &config.agent.data_dir;
+    let (router, link) = api::link(ServeOptions {
+        tokens_file: data.join(TOKENS_FILE),
+        ledger: data.join(LEDGER_FILE),
+        interval: config.agent.interval,
+    });
+    let asks = match config.agent.listen {
+        None => None,
+        Some(addr) => match api::spawn(addr, router) {
+            Ok(_) => Some(link.asks),
+            Err(e) => {
+                error!("agent.listen {addr}: {e}; the agent runs without its HTTP API and metrics");
+                None
+            }
+        },
+    };
+    (asks, link.liveness, link.metrics)
+}
+
+/// The next API question, or never when there is no API.
+async fn next_ask(asks: &mut Option<mpsc::Receiver<Ask>>) -> Option<Ask> {
+    match asks {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn build_backend(config: &Config) -> Result<Backend, AgentError> {
     Ok(match config.agent.backend {
         BackendKind::None => Backend::None,
@@ -731,6 +790,7 @@ fn log_event(e: &Event) {
             let cause = match change.cause {
                 ChangeCause::Escalated => "sustained upload",
                 ChangeCause::Expired => "penalty expired",
+                ChangeCause::Released => "released by an operator",
             };
             info!(
                 interface = iface,

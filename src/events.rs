@@ -35,7 +35,7 @@ pub fn event_json(time: f64, e: &Event) -> Value {
             "from": change.from,
             "to": change.to,
             "upload_limit_kbps": upload_limit.map(|r| r.kbps()),
-            "cause": match change.cause { ChangeCause::Escalated => "escalated", ChangeCause::Expired => "expired" },
+            "cause": match change.cause { ChangeCause::Escalated => "escalated", ChangeCause::Expired => "expired", ChangeCause::Released => "released" },
             "upload_kbps": usage.map(|r| r.kbps()),
             "until": until.map(|t| t.as_second()),
         }),

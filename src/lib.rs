@@ -2,6 +2,7 @@
 //! module's first lines say what it owns.
 
 pub mod account;
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;

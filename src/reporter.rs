@@ -41,6 +41,34 @@ pub struct SpoolShared {
     pub bytes: AtomicU64,
     /// Rung after each commit that spooled something.
     pub wake: Notify,
+    /// How the latest sends went, for `sluice status`.
+    pub contact: std::sync::Mutex<Contact>,
+}
+
+/// The reporter's latest dealings with the store.
+#[derive(Debug, Clone, Default)]
+pub struct Contact {
+    pub last_report: Option<Timestamp>,
+    /// Since when sends fail, and why the latest did.
+    pub failing: Option<(Timestamp, String)>,
+}
+
+impl SpoolShared {
+    fn record(&self, outcome: Result<(), String>) {
+        if let Ok(mut c) = self.contact.lock() {
+            let now = Timestamp::now();
+            match outcome {
+                Ok(()) => {
+                    c.last_report = Some(now);
+                    c.failing = None;
+                }
+                Err(why) => {
+                    let since = c.failing.as_ref().map_or(now, |(t, _)| *t);
+                    c.failing = Some((since, why));
+                }
+            }
+        }
+    }
 }
 
 /// Where reports go.
@@ -231,6 +259,7 @@ impl Reporter {
             match self.sink.send(&report).await {
                 Ok(done) => {
                     self.shared.acked.fetch_max(last, Ordering::AcqRel);
+                    self.shared.record(Ok(()));
                     backoff.reset();
                     limit = ROWS_PER_REPORT;
                     if let Some(since) = failing_since.take() {
@@ -260,6 +289,12 @@ impl Reporter {
                         SendError::Transient(_) => backoff.step(),
                     };
                     let spooled = self.shared.bytes.load(Ordering::Relaxed);
+                    self.shared.record(Err(match &e {
+                        SendError::Transient(w)
+                        | SendError::RetryAfter(_, w)
+                        | SendError::Refused(w) => w.clone(),
+                        SendError::TooLarge => "a single tick's report is too large".into(),
+                    }));
                     if failing_since.is_none() {
                         failing_since = Some(Timestamp::now());
                     }

@@ -113,6 +113,8 @@ pub struct AgentConfig {
     pub enforce_base: bool,
     /// Drop-in instance files (tags and overrides written by a control panel).
     pub instances_dir: PathBuf,
+    /// The agent's HTTP API and `/metrics` (`None`: not served).
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -102,6 +102,7 @@ pub(super) struct RawAgent {
     pub command_timeout: Option<String>,
     pub enforce_base: Option<bool>,
     pub instances_dir: Option<String>,
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -203,7 +203,21 @@ fn check_agent(c: &mut Checker, a: RawAgent) -> Option<AgentConfig> {
     if a.data_dir.as_deref().is_some_and(|s| !s.starts_with('/')) {
         c.error("agent.data_dir", "must be an absolute path");
     }
+    let listen = match a.listen.as_deref().unwrap_or(crate::api::DEFAULT_LISTEN) {
+        "" => None,
+        addr => match addr.parse() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                c.error(
+                    "agent.listen",
+                    format!("{addr:?}: {e} (an IP:port, or \"\" to not serve the API)"),
+                );
+                None
+            }
+        },
+    };
     Some(AgentConfig {
+        listen,
         interval,
         interfaces: interfaces.into(),
         backend,
@@ -601,6 +615,10 @@ base_rate = "1000mbit"
             (
                 "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[store]\nlisten=\"localhost\"",
                 "store.listen: \"localhost\"",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\nlisten=\"9477\"\n[penalty]\nbase_rate=\"1mbit\"",
+                "agent.listen: \"9477\"",
             ),
             (
                 "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[store]\nspool_max=\"1KiB\"",

@@ -34,6 +34,8 @@ pub struct StoreLink {
     full: bool,
     /// Held while the embedded store serves its database (`sluice store restore` refuses).
     _lock: Option<AgentLock>,
+    /// "embedded" or the remote URL, for `sluice status`.
+    target: String,
 }
 
 fn store_err(e: impl std::fmt::Display) -> AgentError {
@@ -60,6 +62,10 @@ impl StoreLink {
             None => host_name()?,
         };
         let mut lock = None;
+        let target = match &cfg.target {
+            StoreTarget::Remote { url, .. } => url.clone(),
+            StoreTarget::Embedded { database, .. } => format!("embedded ({})", database.display()),
+        };
         let sink = match &cfg.target {
             StoreTarget::Remote { url, token } => {
                 let token = match token {
@@ -145,6 +151,7 @@ impl StoreLink {
             max_bytes: cfg.spool_max.get(),
             full: false,
             _lock: lock,
+            target,
         })
     }
 
@@ -180,6 +187,28 @@ impl StoreLink {
             acked_through: self.shared.acked.load(Ordering::Acquire),
             max_bytes: self.max_bytes,
         }
+    }
+
+    /// Where reports go and how the latest went.
+    pub fn status(&self) -> crate::api::StoreStatus {
+        let contact = self
+            .shared
+            .contact
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default();
+        crate::api::StoreStatus {
+            target: self.target.clone(),
+            spool_bytes: self.shared.bytes.load(Ordering::Relaxed),
+            last_report: contact.last_report,
+            failing_since: contact.failing.as_ref().map(|(t, _)| *t),
+            last_error: contact.failing.map(|(_, why)| why),
+        }
+    }
+
+    /// Report bytes waiting in the spool.
+    pub fn spool_bytes(&self) -> u64 {
+        self.shared.bytes.load(Ordering::Relaxed)
     }
 
     /// After a commit: wake the reporter, and say so loudly when the spool is full.

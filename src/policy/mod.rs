@@ -158,6 +158,34 @@ impl Policy {
         self.interfaces.get(name)
     }
 
+    /// End an interface's running penalty now (an operator's release): back to stage 0,
+    /// its escalation timer cleared so sustained use must build up again from scratch.
+    /// `None` when the interface is unknown or not penalised.
+    pub fn release(&mut self, cfg: &Config, name: &IfName) -> Option<Event> {
+        let machine = PenaltyMachine::new(&cfg.penalty.stages);
+        let st = self.interfaces.get_mut(name)?;
+        if st.penalty.stage == 0 {
+            return None;
+        }
+        let from = st.penalty.stage;
+        st.penalty = PenaltyState::default();
+        self.changed = true;
+        let st = &self.interfaces[name];
+        Some(stage_event(
+            cfg,
+            &machine,
+            &self.quotas,
+            name,
+            st,
+            StageChange {
+                from,
+                to: 0,
+                cause: ChangeCause::Released,
+            },
+            None,
+        ))
+    }
+
     /// Advance the whole host by one tick. `samples` is one dump of every interface
     /// (those no pattern matches are ignored).
     pub fn tick(&mut self, cfg: &Config, samples: &[Sample], now: Tick) -> Vec<Event> {

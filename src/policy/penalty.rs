@@ -62,6 +62,8 @@ pub enum ChangeCause {
     Escalated,
     /// The penalty's duration ran out.
     Expired,
+    /// An operator ended it early (`POST /v1/interfaces/{name}/release`).
+    Released,
 }
 
 /// The configured stages, applied to one interface's state at a time.
