@@ -10,6 +10,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Agent(args) => sluice::cli::agent::run(args),
         Command::List(args) => sluice::cli::list::run(args),
+        Command::Status(args) => sluice::cli::status::run(args),
+        Command::Token(args) => sluice::cli::token::run(args),
         Command::Check(args) => sluice::cli::check::run(args),
         Command::Prune(args) => sluice::cli::prune::run(args),
         Command::Release(args) => sluice::cli::release::run(args),

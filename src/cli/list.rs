@@ -14,13 +14,44 @@ use crate::state::{self, Holder, InterfaceRecord, LOCK_FILE, STATE_FILE, Snapsho
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Print the state as JSON
-    #[arg(long)]
+    #[arg(long, conflicts_with = "watch")]
     pub json: bool,
+    /// Refresh in place until interrupted (Ctrl-C)
+    #[arg(long)]
+    pub watch: bool,
+    /// How often --watch refreshes
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = |s: &str| crate::units::parse_duration(s))]
+    pub every: std::time::Duration,
+    /// Colours: auto (only on a terminal, and not with NO_COLOR set), always, never
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
     /// Read the state from this directory instead of the config's agent.state_dir
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     #[command(flatten)]
     pub config: ConfigArg,
+}
+
+/// When to colour the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    /// Whether to colour stdout.
+    pub fn enabled(self) -> bool {
+        use std::io::IsTerminal;
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            }
+        }
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -37,32 +68,93 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
     };
     let path = dir.join(STATE_FILE);
-    let Some(snap) = state::read(&path)? else {
-        anyhow::bail!(
-            "no state at {} (has `sluice agent` run on this host?)",
-            path.display()
-        );
+    let read = || -> anyhow::Result<Snapshot> {
+        state::read(&path)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "no state at {} (has `sluice agent` run on this host?)",
+                path.display()
+            )
+        })
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&snap)?);
-    } else {
-        let agent = state::holder(&dir.join(LOCK_FILE));
-        print!("{}", render(&snap, &agent, Timestamp::now()));
+        println!("{}", serde_json::to_string_pretty(&read()?)?);
+        return Ok(ExitCode::SUCCESS);
     }
-    Ok(ExitCode::SUCCESS)
+    let colour = args.color.enabled();
+    let screen = |now: Timestamp| -> anyhow::Result<String> {
+        let agent = state::holder(&dir.join(LOCK_FILE));
+        Ok(render(&read()?, &agent, now, colour))
+    };
+    if !args.watch {
+        print!("{}", screen(Timestamp::now())?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    use std::io::{IsTerminal, Write};
+    let in_place = std::io::stdout().is_terminal();
+    loop {
+        let now = Timestamp::now();
+        // A state file missing for a moment (agent restarting) is shown, not fatal.
+        let body = screen(now).unwrap_or_else(|e| format!("{e:#}\n"));
+        let mut out = std::io::stdout().lock();
+        if in_place {
+            // Home, draw, clear what the previous (longer) screen left below.
+            write!(out, "\x1b[H{body}\x1b[J")?;
+        } else {
+            writeln!(out, "{body}")?;
+        }
+        writeln!(
+            out,
+            "every {} (Ctrl-C to stop); {}",
+            humantime::format_duration(args.every),
+            now.strftime("%H:%M:%S UTC")
+        )?;
+        out.flush()?;
+        drop(out);
+        std::thread::sleep(args.every);
+    }
+}
+
+/// ANSI colours for whole rows (padding is computed on the plain text first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Paint {
+    Plain,
+    /// A running penalty.
+    Yellow,
+    /// Something to act on: a failed enforcement, an exceeded quota, a link held down.
+    Red,
+    /// Nothing to see.
+    Dim,
+}
+
+impl Paint {
+    fn wrap(self, line: &str, colour: bool) -> String {
+        let code = match self {
+            Paint::Plain => return line.to_owned(),
+            _ if !colour => return line.to_owned(),
+            Paint::Yellow => "33",
+            Paint::Red => "31",
+            Paint::Dim => "2",
+        };
+        format!("\x1b[{code}m{line}\x1b[0m")
+    }
 }
 
 /// The human table. `agent` says whether an agent holds the lock now: the state's age
 /// cannot, since an idle host's state is only rewritten when something changes.
-pub fn render(snap: &Snapshot, agent: &Holder, now: Timestamp) -> String {
+pub fn render(snap: &Snapshot, agent: &Holder, now: Timestamp, colour: bool) -> String {
     let age = now.duration_since(snap.written_at).as_secs().max(0) as u64;
     let who = match agent {
         Holder::Running(pid) => format!("agent running (pid {pid})"),
         Holder::NotRunning => "agent NOT running: limits stay as last applied".to_owned(),
         Holder::Unknown(why) => format!("agent status unknown ({why})"),
     };
+    let who_paint = match agent {
+        Holder::Running(_) => Paint::Plain,
+        _ => Paint::Red,
+    };
     let mut out = format!(
-        "{who}; backend {}, every {}s; state written {} ago by pid {}\n",
+        "{}; backend {}, every {}s; state written {} ago by pid {}\n",
+        who_paint.wrap(&who, colour),
         snap.backend,
         snap.interval_secs,
         human_secs(age),
@@ -81,17 +173,30 @@ pub fn render(snap: &Snapshot, agent: &Holder, now: Timestamp) -> String {
         "THROTTLED UP/DOWN",
         "STATUS",
     ];
-    let mut rows: Vec<Vec<String>> = vec![header.map(String::from).to_vec()];
+    let mut rows: Vec<(Vec<String>, Paint)> =
+        vec![(header.map(String::from).to_vec(), Paint::Plain)];
     for r in &snap.interfaces {
-        rows.push(row(r, now).to_vec());
+        let paint = if matches!(r.enforcement, Some(Enforcement::EnforceFailed { .. }))
+            || r.disconnected
+            || r.rule.is_some()
+        {
+            Paint::Red
+        } else if r.stage > 0 {
+            Paint::Yellow
+        } else if !r.present {
+            Paint::Dim
+        } else {
+            Paint::Plain
+        };
+        rows.push((row(r, now).to_vec(), paint));
     }
-    out.push_str(&table(&rows));
+    out.push_str(&table(&rows, colour));
     if snap.interfaces.is_empty() {
         out.push_str("(no interface matches agent.interfaces)\n");
     }
     if !snap.quotas.is_empty() {
         out.push('\n');
-        let mut rows = vec![
+        let mut rows = vec![(
             [
                 "INSTANCE",
                 "RULE",
@@ -104,35 +209,46 @@ pub fn render(snap: &Snapshot, agent: &Holder, now: Timestamp) -> String {
             ]
             .map(String::from)
             .to_vec(),
-        ];
+            Paint::Plain,
+        )];
         for q in &snap.quotas {
-            rows.push(vec![
-                q.instance.to_string(),
-                q.rule.to_string(),
-                human_bytes(q.used_bytes),
-                human_bytes(q.limit_bytes),
-                format!(
-                    "{:.1}%",
-                    q.used_bytes as f64 * 100.0 / q.limit_bytes.max(1) as f64
-                ),
-                q.action.clone(),
-                if q.exceeded { "EXCEEDED" } else { "ok" }.to_owned(),
-                human_secs(q.period_end.duration_since(now).as_secs().max(0) as u64),
-            ]);
+            let paint = if q.exceeded { Paint::Red } else { Paint::Plain };
+            rows.push((
+                vec![
+                    q.instance.to_string(),
+                    q.rule.to_string(),
+                    human_bytes(q.used_bytes),
+                    human_bytes(q.limit_bytes),
+                    format!(
+                        "{:.1}%",
+                        q.used_bytes as f64 * 100.0 / q.limit_bytes.max(1) as f64
+                    ),
+                    q.action.clone(),
+                    if q.exceeded { "EXCEEDED" } else { "ok" }.to_owned(),
+                    human_secs(q.period_end.duration_since(now).as_secs().max(0) as u64),
+                ],
+                paint,
+            ));
         }
-        out.push_str(&table(&rows));
+        out.push_str(&table(&rows, colour));
     }
     out
 }
 
-/// Columns padded to their widest cell; the last one is left ragged.
-fn table(rows: &[Vec<String>]) -> String {
-    let columns = rows.first().map_or(0, Vec::len);
+/// Columns padded to their widest cell; the last one is left ragged. Each row is
+/// coloured whole, after padding, so escape codes never upset the widths.
+fn table(rows: &[(Vec<String>, Paint)], colour: bool) -> String {
+    let columns = rows.first().map_or(0, |(r, _)| r.len());
     let widths: Vec<usize> = (0..columns)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .map(|i| {
+            rows.iter()
+                .map(|(r, _)| r[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
-    for r in rows {
+    for (r, paint) in rows {
         let line: Vec<String> = r
             .iter()
             .enumerate()
@@ -144,7 +260,7 @@ fn table(rows: &[Vec<String>]) -> String {
                 }
             })
             .collect();
-        out.push_str(line.join("  ").trim_end());
+        out.push_str(&paint.wrap(line.join("  ").trim_end(), colour));
         out.push('\n');
     }
     out
@@ -294,7 +410,7 @@ mod tests {
             ],
             quotas: Vec::new(),
         };
-        let text = render(&snap, &Holder::Running("7".into()), now);
+        let text = render(&snap, &Holder::Running("7".into()), now, false);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
@@ -314,7 +430,7 @@ mod tests {
         );
         assert!(lines[3].contains("1.00 Gbit/s") && lines[3].ends_with("applied"));
         assert!(lines[4].ends_with("absent (penalty kept)"));
-        let down = render(&snap, &Holder::NotRunning, now);
+        let down = render(&snap, &Holder::NotRunning, now, false);
         assert!(
             down.lines()
                 .next()
@@ -322,6 +438,27 @@ mod tests {
                 .starts_with("agent NOT running")
         );
         assert!(!text.contains("RULE"), "no quota table without quotas");
+        assert!(!text.contains('\x1b'), "no colour unless asked");
+        // In colour: the failing row red, the penalised one yellow; the same text underneath.
+        let coloured = render(&snap, &Holder::Running("7".into()), now, true);
+        let lines_c: Vec<&str> = coloured.lines().collect();
+        assert!(
+            lines_c[2].starts_with("\x1b[31mkvm101.0"),
+            "{:?}",
+            lines_c[2]
+        );
+        assert!(lines_c[3].starts_with("kvm101.1"), "{:?}", lines_c[3]);
+        assert!(
+            lines_c[4].starts_with("\x1b[33mkvm102.0"),
+            "{:?}",
+            lines_c[4]
+        );
+        let plain: String = coloured
+            .replace("\x1b[31m", "")
+            .replace("\x1b[2m", "")
+            .replace("\x1b[33m", "")
+            .replace("\x1b[0m", "");
+        assert_eq!(plain, text);
 
         // With a rule in force: the interface says so, and the quota table follows.
         let mut limited = rec("kvm101.0", 0, true, Some(Enforcement::Applied));
@@ -341,7 +478,7 @@ mod tests {
             }],
             ..snap
         };
-        let text = render(&snap, &Holder::Running("7".into()), now);
+        let text = render(&snap, &Holder::Running("7".into()), now, false);
         let lines: Vec<&str> = text.lines().collect();
         assert!(
             lines[2].ends_with("applied [disconnect by monthly] [link held down]"),

@@ -8,7 +8,9 @@ pub mod list;
 pub mod prune;
 pub mod release;
 pub mod simulate;
+pub mod status;
 pub mod store;
+pub mod token;
 pub mod usage;
 
 use std::path::PathBuf;
@@ -34,6 +36,8 @@ pub enum Command {
     Agent(agent::Args),
     /// Show every watched interface: stage, limit, rates, enforcement (reads the state file)
     List(list::Args),
+    /// One screen on this host's agent: running?, interfaces, penalties, rules, store, last tick
+    Status(status::Args),
     /// Validate a config file: "ok" and a summary, or every problem with its field path
     Check(check::Args),
     /// Delete ledger buckets before a date (--dry-run says what it would delete)
@@ -48,6 +52,8 @@ pub enum Command {
     Simulate(simulate::Args),
     /// The quota store: serve its HTTP API (default), or manage tokens, backup, restore
     Store(store::Args),
+    /// Admin tokens for the agent's HTTP API (create, list, revoke)
+    Token(token::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions(completions::Args),
     /// Print the man page, or write all of them with --dir (roff; for packaging)

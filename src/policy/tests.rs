@@ -369,8 +369,15 @@ fn an_operator_release_ends_the_penalty_and_escalation_starts_over() {
     let mut rx = 0;
     let mut t = 0;
     // Hog until stage 1 (at 900 s, as in the worked example).
-    while p.get(&name("kvm101.0")).is_none_or(|s| s.penalty.stage == 0) {
-        p.tick(&cfg, &[sample("kvm101.0", 3, rx)], Tick::simulated(t as f64));
+    while p
+        .get(&name("kvm101.0"))
+        .is_none_or(|s| s.penalty.stage == 0)
+    {
+        p.tick(
+            &cfg,
+            &[sample("kvm101.0", 3, rx)],
+            Tick::simulated(t as f64),
+        );
         rx += bytes_at(95, BASE_BPS, 60);
         t += 60;
     }
@@ -392,12 +399,19 @@ fn an_operator_release_ends_the_penalty_and_escalation_starts_over() {
     assert!(p.changed());
     let v = p.verdict(&cfg, &name("kvm101.0")).unwrap();
     assert_eq!((v.stage, v.until), (0, None));
-    assert!(p.release(&cfg, &name("kvm101.0")).is_none(), "not penalised");
+    assert!(
+        p.release(&cfg, &name("kvm101.0")).is_none(),
+        "not penalised"
+    );
     // Still hogging: stage 1 comes back only after a full trigger (900 s) again, counted
     // (as always) from the start of the first interval measured after the release.
     let mut back = None;
     for _ in 0..20 {
-        let ev = p.tick(&cfg, &[sample("kvm101.0", 3, rx)], Tick::simulated(t as f64));
+        let ev = p.tick(
+            &cfg,
+            &[sample("kvm101.0", 3, rx)],
+            Tick::simulated(t as f64),
+        );
         if back.is_none() && stage_changes(&ev) == vec![(0, 1)] {
             back = Some(t);
         }

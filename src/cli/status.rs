@@ -1,0 +1,238 @@
+//! `sluice status`: one screen on this host's agent — running?, backend, interfaces,
+//! penalties, rules exceeded, enforcement, the quota store and the last tick. Asks the
+//! running agent's API; with the agent down it says so and shows what the state file
+//! last recorded. Exit status 0 when the agent runs, 3 when it does not (as
+//! `systemctl status`), 1 when the question cannot be asked.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use jiff::Timestamp;
+
+use super::ConfigArg;
+use super::list::human_secs;
+use super::usage::human_bytes;
+use crate::api::StatusView;
+use crate::config::Config;
+use crate::state::{self, Holder, LOCK_FILE, STATE_FILE};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print what the agent's /v1/status answers, as JSON
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+/// Where to reach an API bound to `addr` from this host.
+pub fn api_base(addr: SocketAddr) -> String {
+    let ip = if addr.ip().is_unspecified() {
+        match addr {
+            SocketAddr::V4(_) => "127.0.0.1".to_owned(),
+            SocketAddr::V6(_) => "[::1]".to_owned(),
+        }
+    } else if addr.is_ipv6() {
+        format!("[{}]", addr.ip())
+    } else {
+        addr.ip().to_string()
+    };
+    format!("http://{ip}:{}", addr.port())
+}
+
+/// GET `url` as JSON, bounded in time.
+pub fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let client = crate::reporter::client().map_err(anyhow::Error::msg)?;
+        let resp = client
+            .get(url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await?;
+        let status = resp.status();
+        let body = resp.bytes().await?;
+        if !status.is_success() {
+            anyhow::bail!("{url}: HTTP {status}: {}", String::from_utf8_lossy(&body));
+        }
+        serde_json::from_slice(&body).with_context(|| format!("{url}: unreadable answer"))
+    })
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config.config)?.config;
+    let holder = state::holder(&config.agent.state_dir.join(LOCK_FILE));
+    let now = Timestamp::now();
+    let asked = match (&holder, config.agent.listen) {
+        (Holder::Running(_), Some(addr)) => Some(get_json::<StatusView>(&format!(
+            "{}/v1/status",
+            api_base(addr)
+        ))),
+        _ => None,
+    };
+    if args.json {
+        match asked {
+            Some(Ok(view)) => {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            Some(Err(e)) => return Err(e),
+            None => {
+                println!("{}", serde_json::json!({ "running": false }));
+                return Ok(ExitCode::from(3));
+            }
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, k: &str, v: String| out.push_str(&format!("{k:<13}{v}\n"));
+    match (&holder, asked) {
+        (Holder::Running(_), Some(Ok(s))) => {
+            line(
+                &mut out,
+                "agent:",
+                format!(
+                    "running (pid {}), sluice {}, up {}",
+                    s.pid,
+                    s.version,
+                    human_secs(since(s.started_at, now))
+                ),
+            );
+            line(
+                &mut out,
+                "backend:",
+                format!("{}, every {}s", s.backend, s.interval_secs),
+            );
+            line(
+                &mut out,
+                "interfaces:",
+                format!("{} matched ({} instances)", s.interfaces, s.instances),
+            );
+            line(&mut out, "penalties:", format!("{} active", s.penalised));
+            line(
+                &mut out,
+                "rules:",
+                format!(
+                    "{} in force, {} quotas exceeded",
+                    s.rules, s.quotas_exceeded
+                ),
+            );
+            line(
+                &mut out,
+                "enforcement:",
+                format!(
+                    "{} failed, {} links held down",
+                    s.enforce_failed, s.links_down
+                ),
+            );
+            line(&mut out, "store:", store_line(&s, now));
+            line(
+                &mut out,
+                "last tick:",
+                match (s.last_tick, s.last_tick_ms) {
+                    (Some(at), Some(ms)) => {
+                        format!("{ms:.1} ms, {} ago", human_secs(since(at, now)))
+                    }
+                    _ => "none yet".to_owned(),
+                },
+            );
+            if let Some(addr) = config.agent.listen {
+                line(&mut out, "api:", api_base(addr));
+            }
+            print!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+        (Holder::Running(pid), asked) => {
+            line(&mut out, "agent:", format!("running (pid {pid})"));
+            let why = match asked {
+                Some(Err(e)) => format!("not answering: {e:#}"),
+                _ => "not served (agent.listen = \"\")".to_owned(),
+            };
+            line(&mut out, "api:", why);
+            out.push_str(&from_state_file(&config, now)?);
+            print!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+        (Holder::NotRunning, _) => {
+            line(
+                &mut out,
+                "agent:",
+                "NOT running: limits stay as last applied (systemctl start sluice)".to_owned(),
+            );
+            out.push_str(&from_state_file(&config, now)?);
+            print!("{out}");
+            Ok(ExitCode::from(3))
+        }
+        (Holder::Unknown(why), _) => {
+            line(&mut out, "agent:", format!("status unknown ({why})"));
+            out.push_str(&from_state_file(&config, now)?);
+            print!("{out}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn since(t: Timestamp, now: Timestamp) -> u64 {
+    u64::try_from(now.duration_since(t).as_secs()).unwrap_or(0)
+}
+
+fn store_line(s: &StatusView, now: Timestamp) -> String {
+    let Some(st) = &s.store else {
+        return "none configured (no [store]: usage is not reported)".to_owned();
+    };
+    let spool = format!("spool {}", human_bytes(st.spool_bytes));
+    match (&st.failing_since, &st.last_error, st.last_report) {
+        (Some(t), Some(why), _) => format!(
+            "{} UNREACHABLE for {} ({why}); {spool}",
+            st.target,
+            human_secs(since(*t, now))
+        ),
+        (_, _, Some(t)) => format!(
+            "{} reachable (last report {} ago); {spool}",
+            st.target,
+            human_secs(since(t, now))
+        ),
+        _ => format!("{} (nothing reported yet); {spool}", st.target),
+    }
+}
+
+/// What the state file last recorded, for an agent that cannot be asked.
+fn from_state_file(config: &Config, now: Timestamp) -> anyhow::Result<String> {
+    let path = config.agent.state_dir.join(STATE_FILE);
+    Ok(match state::read(&path)? {
+        None => format!("state:       none at {}\n", path.display()),
+        Some(snap) => {
+            let penalised = snap.interfaces.iter().filter(|r| r.stage > 0).count();
+            let exceeded = snap.quotas.iter().filter(|q| q.exceeded).count();
+            format!(
+                "state:       written {} ago: backend {}, {} interfaces, {penalised} penalised, {exceeded} quotas exceeded\n",
+                human_secs(since(snap.written_at, now)),
+                snap.backend,
+                snap.interfaces.len(),
+            )
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_is_reached_on_loopback_when_bound_to_any() {
+        let table = [
+            ("127.0.0.1:9477", "http://127.0.0.1:9477"),
+            ("0.0.0.0:9477", "http://127.0.0.1:9477"),
+            ("[::]:9477", "http://[::1]:9477"),
+            ("[fd00::1]:80", "http://[fd00::1]:80"),
+            ("10.0.0.5:9000", "http://10.0.0.5:9000"),
+        ];
+        for (addr, want) in table {
+            assert_eq!(api_base(addr.parse().unwrap()), want, "{addr}");
+        }
+    }
+}

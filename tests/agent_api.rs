@@ -1,0 +1,283 @@
+//! The agent's HTTP API and metrics against a real agent: real traffic from an instance
+//! namespace pushes it into a penalty and over a quota; every endpoint must then tell the
+//! same story as the kernel and the state file, `/metrics` must carry the kernel's byte
+//! counts, and an admin token (and only one) releases the penalty — which the real tc
+//! class then shows.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use sluice::enforce::tc::ifb_name;
+use support::http::{get_json, request};
+use support::{AgentProc, Netns, eventually, send_udp, sluice_bin, veth};
+
+const PORT: u16 = 9477;
+
+fn sluice_in(ns: &Netns, args: &[&str], config: &Path) -> std::process::Output {
+    Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(sluice_bin())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+/// The value of the one sample line starting with `series` (name and labels).
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn every_endpoint_tells_what_the_kernel_and_the_state_say() {
+    let host = Netns::new("ah");
+    let inst = Netns::new("ai");
+    let link = veth(&host, "tap401i0", &inst, "eth0", 91);
+    let ifb = ifb_name(host.ifindex(&link.a));
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let config = tmp.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[agent]
+interval = "1s"
+interfaces = ['^tap(?P<instance>[0-9]+)i[0-9]+$']
+backend = "tc"
+state_dir = "{run}"
+data_dir = "{run}/lib"
+listen = "127.0.0.1:{PORT}"
+[log]
+dir = ""
+[penalty]
+base_rate = "20mbit"
+[[penalty.stage]]
+usage = 0.5
+trigger = "2s"
+rate = 0.5
+duration = "1h"
+[[rule]]
+name = "daily"
+period = "day"
+timezone = "UTC"
+direction = "upload"
+limit = "1MB"
+action = "warn"
+"#,
+            run = run.display()
+        ),
+    )
+    .unwrap();
+    let agent = AgentProc::start(&host, &config, tmp.path().join("agent.log"));
+    eventually(Duration::from_secs(15), "healthz ok", || {
+        let (code, body) = host
+            .run(move || {
+                std::net::TcpStream::connect(("127.0.0.1", PORT)).ok()?;
+                Some(())
+            })
+            .map(|()| request(&host, PORT, "GET", "/healthz", None))?;
+        (code == 200 && body.contains("\"ok\"")).then_some(())
+    });
+
+    // ~15 Mbit of UDP for up to 6 s: over stage 1's 10 Mbit trigger and over 1 MB.
+    let payload = 1200;
+    let sent = send_udp(
+        &inst.name,
+        link.a_ip,
+        payload,
+        8_000,
+        15_000_000,
+        Duration::from_secs(6),
+    );
+    assert!(sent > 1000, "sent {sent}");
+    eventually(Duration::from_secs(15), "stage 1 in the API", || {
+        let v = get_json(&host, PORT, "/v1/interfaces");
+        (v["interfaces"][0]["stage"] == 1).then_some(())
+    });
+    // Let the last of the traffic be counted: two more ticks.
+    std::thread::sleep(Duration::from_millis(2500));
+
+    // /v1/interfaces is what `sluice list --json` prints (the state file), record for record.
+    let api = get_json(&host, PORT, "/v1/interfaces");
+    let listed: serde_json::Value =
+        serde_json::from_slice(&sluice_in(&host, &["list", "--json"], &config).stdout).unwrap();
+    let iface = &api["interfaces"][0];
+    assert_eq!(iface["interface"], "tap401i0");
+    assert_eq!(iface["upload_limit_kbps"], 10_000);
+    assert_eq!(iface["enforcement"], listed["interfaces"][0]["enforcement"]);
+    for key in [
+        "interface",
+        "instance",
+        "stage",
+        "since",
+        "until",
+        "upload_limit_kbps",
+    ] {
+        assert_eq!(iface[key], listed["interfaces"][0][key], "{key}");
+    }
+    assert_eq!(api["backend"], "tc");
+
+    // One instance: its interface and its rule's count, over the limit.
+    let one = get_json(&host, PORT, "/v1/instances/401");
+    assert_eq!(one["base_rate_bps"], 20_000_000);
+    assert_eq!(one["interfaces"][0]["stage"], 1);
+    let q = &one["quotas"][0];
+    assert_eq!(
+        (q["rule"].as_str(), q["exceeded"].as_bool()),
+        (Some("daily"), Some(true))
+    );
+    let used = q["used_bytes"].as_u64().unwrap();
+    let (code, body) = request(&host, PORT, "GET", "/v1/instances/999", None);
+    assert_eq!(code, 404, "{body}");
+    let (code, body) = request(&host, PORT, "GET", "/v1/instances/a%20b", None);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("\"field\":\"id\""), "{body}");
+
+    let rules = get_json(&host, PORT, "/v1/rules");
+    let r = &rules["rules"][0];
+    assert_eq!(
+        (r["name"].as_str(), r["limit_bytes"].as_u64()),
+        (Some("daily"), Some(1_000_000))
+    );
+    assert_eq!(
+        (r["source"].as_str(), r["action"].as_str()),
+        (Some("config"), Some("warn"))
+    );
+
+    // /metrics: the kernel's counter exactly (no traffic since; IPv6 is off), the stage,
+    // the limit, the rule's count as the instance view has it.
+    let (code, text) = request(&host, PORT, "GET", "/metrics", None);
+    assert_eq!(code, 200);
+    let labels = r#"{interface="tap401i0",instance="401"}"#;
+    let rx = metric(
+        &text,
+        &format!("sluice_interface_receive_bytes_total{labels}"),
+    )
+    .unwrap();
+    assert_eq!(
+        rx as u64,
+        host.sysfs_counter("tap401i0", "rx_bytes"),
+        "{text}"
+    );
+    assert!(rx as u64 >= sent * payload as u64);
+    assert_eq!(
+        metric(&text, &format!("sluice_penalty_stage{labels}")),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"sluice_limit_bits_per_second{interface="tap401i0",instance="401",direction="upload"}"#
+        ),
+        Some(10_000_000.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"sluice_rule_usage_bytes{rule="daily",instance="401"}"#
+        ),
+        Some(used as f64)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"sluice_rule_limit_bytes{rule="daily",instance="401"}"#
+        ),
+        Some(1e6)
+    );
+    assert!(metric(&text, "sluice_tick_duration_seconds_count").unwrap() >= 3.0);
+    assert_eq!(metric(&text, "sluice_enforce_failures_total"), Some(0.0));
+
+    // Releasing needs an admin token.
+    let path = "/v1/interfaces/tap401i0/release";
+    let (code, body) = request(&host, PORT, "POST", path, None);
+    assert_eq!(code, 401, "{body}");
+    let bogus = "sluice_0123abcd_0000000000000000000000000000000000000000000000000000000000000000";
+    assert_eq!(request(&host, PORT, "POST", path, Some(bogus)).0, 401);
+    let made = sluice_in(&host, &["token", "create"], &config);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let token = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    let (code, body) = request(&host, PORT, "POST", path, Some(&token));
+    assert_eq!(code, 200, "{body}");
+    let released: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(released["released"]["stage"], 0);
+    assert_eq!(released["released"]["upload_limit_kbps"], 20_000);
+    // The kernel has the base rate back already (the release ticks at once).
+    let classes = host.exec("tc", &["class", "show", "dev", &ifb]);
+    assert!(classes.contains("rate 20Mbit"), "{classes}");
+    let (code, body) = request(&host, PORT, "POST", path, Some(&token));
+    assert_eq!(code, 409, "{body}");
+    let (code, _) = request(
+        &host,
+        PORT,
+        "POST",
+        "/v1/interfaces/tap999i0/release",
+        Some(&token),
+    );
+    assert_eq!(code, 404);
+
+    // The event log has the release, as the CLI's does.
+    let ev = get_json(&host, PORT, "/v1/events?since=10m&instance=401");
+    let kinds: Vec<(String, String)> = ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap_or("").to_owned(),
+                e["cause"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        kinds.contains(&("stage".into(), "escalated".into())),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("stage".into(), "released".into())),
+        "{kinds:?}"
+    );
+    let (code, body) = request(&host, PORT, "GET", "/v1/events?since=soon", None);
+    assert_eq!(code, 400);
+    assert!(body.contains("\"field\":\"since\""), "{body}");
+
+    // `sluice status`: one screen from the API.
+    let out = sluice_in(&host, &["status"], &config);
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{screen}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(screen.contains("running (pid"), "{screen}");
+    assert!(screen.contains("1 matched (1 instances)"), "{screen}");
+    assert!(screen.contains("0 active"), "{screen}");
+    assert!(screen.contains("1 in force, 1 quotas exceeded"), "{screen}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&sluice_in(&host, &["status", "--json"], &config).stdout).unwrap();
+    assert_eq!(
+        (json["interfaces"].as_u64(), json["backend"].as_str()),
+        (Some(1), Some("tc"))
+    );
+
+    // A revoked token is refused from the next request.
+    let id = &token["sluice_".len().."sluice_".len() + 8];
+    let revoked = sluice_in(&host, &["token", "revoke", id], &config);
+    assert!(revoked.status.success());
+    assert_eq!(request(&host, PORT, "POST", path, Some(&token)).0, 401);
+
+    assert_eq!(agent.stop(), Some(0));
+    let out = sluice_in(&host, &["status"], &config);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("NOT running"));
+}

@@ -1,0 +1,66 @@
+//! A minimal blocking HTTP/1.1 client for APIs served inside a test's namespace (a thread
+//! enters the namespace, so the agent's loopback port is reachable; reqwest would need a
+//! runtime on that thread for one request).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use super::Netns;
+
+/// `METHOD path` to 127.0.0.1:`port` inside `ns`; returns (status, body).
+pub fn request(
+    ns: &Netns,
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, String) {
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n{}\r\n",
+        token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"))
+    );
+    ns.run(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the agent API");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(head.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (headers, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+        let status: u16 = headers
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("a status line");
+        let body = if headers
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        };
+        (status, body)
+    })
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
+    out
+}
+
+/// GET and parse JSON, insisting on 200.
+pub fn get_json(ns: &Netns, port: u16, path: &str) -> serde_json::Value {
+    let (code, body) = request(ns, port, "GET", path, None);
+    assert_eq!(code, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+}
