@@ -264,5 +264,29 @@ mod tests {
             "no limit, no series"
         );
         assert!(text.ends_with("# EOF\n"));
+
+        // The Grafana dashboard queries only series this exposition has.
+        let dashboard = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/packaging/grafana/sluice.json"
+        ))
+        .unwrap();
+        let names = regex::Regex::new(r"sluice_[a-z_]+").unwrap();
+        let mut used: Vec<&str> = names
+            .find_iter(&dashboard)
+            .map(|m| m.as_str())
+            .filter(|n| *n != "sluice_traffic")
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        assert!(used.len() >= 9, "{used:?}");
+        for name in used {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(&format!("{name}{{"))
+                        || l.starts_with(&format!("{name} "))),
+                "the dashboard queries {name}, which /metrics does not export"
+            );
+        }
     }
 }

@@ -30,7 +30,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let loaded = Config::load(&args.config.config)?;
     let config = loaded.config;
     let names = args.interfaces;
-    // Holding the agent's lock keeps an agent from starting halfway through.
+    // Holding the agent's lock keeps an agent from starting halfway through. The state
+    // directory is on a tmpfs: after a reboot it is gone, while OVS keeps its policing
+    // in its database, so there can be limits to release with no directory yet.
+    let dir = &config.agent.state_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let _lock = AgentLock::acquire(&config.agent.state_dir.join(LOCK_FILE)).map_err(|e| {
         anyhow::anyhow!("{e}; stop the agent first (systemctl stop sluice): a running agent re-applies its limits every tick")
     })?;
