@@ -383,3 +383,56 @@ fn completions_and_the_man_page_come_from_the_cli_itself() {
         assert!(roff.contains(".TH sluice"), "{page} missing or not roff");
     }
 }
+
+#[test]
+fn list_watch_redraws_until_stopped_and_colours_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("state.json"),
+        r#"{"version":1,"written_at":"2026-11-24T08:00:00Z","pid":4242,"backend":"tc","interval_secs":1,
+            "interfaces":[{"interface":"tap7i0","instance":"7","present":true,"stage":1,
+            "until":"2099-01-01T00:00:00Z","reason":{"kind":"penalty","stage":1},"upload_limit_kbps":5000}],
+            "quotas":[]}"#,
+    )
+    .unwrap();
+    let state_dir = dir.path().to_str().unwrap();
+    // Not a terminal: no colour unless asked; --color always paints the penalised row.
+    let plain = text(&sluice(&["list", "--state-dir", state_dir]).stdout);
+    assert!(
+        plain.contains("tap7i0") && !plain.contains('\x1b'),
+        "{plain}"
+    );
+    let out = sluice(&["list", "--color", "always", "--state-dir", state_dir]);
+    let coloured = text(&out.stdout);
+    assert!(coloured.contains("\x1b[33mtap7i0"), "{coloured:?}");
+    assert_eq!(
+        sluice(&["list", "--watch", "--json", "--state-dir", state_dir])
+            .status
+            .code(),
+        Some(2),
+        "--watch and --json do not mix"
+    );
+
+    let mut child = Command::new(sluice_bin())
+        .args([
+            "list",
+            "--watch",
+            "--every",
+            "300ms",
+            "--state-dir",
+            state_dir,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let screens = text(&out.stdout);
+    let draws = screens.matches("every 300ms (Ctrl-C to stop)").count();
+    assert!(
+        (2..=8).contains(&draws),
+        "{draws} redraws in 1.5 s:\n{screens}"
+    );
+    assert_eq!(screens.matches("tap7i0").count(), draws);
+}
