@@ -8,6 +8,7 @@ pub mod config;
 pub mod daemon;
 pub mod enforce;
 pub mod events;
+pub mod export;
 pub mod hooks;
 pub mod logging;
 pub mod names;

@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Command::Release(args) => sluice::cli::release::run(args),
         Command::Usage(args) => sluice::cli::usage::run(args),
         Command::Events(args) => sluice::cli::events::run(args),
+        Command::Export(args) => sluice::cli::export::run(args),
         Command::Simulate(args) => sluice::cli::simulate::run(args),
         Command::Store(args) => sluice::cli::store::run(args),
         Command::Completions(args) => sluice::cli::completions::run(args),

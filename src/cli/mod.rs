@@ -4,6 +4,7 @@ pub mod agent;
 pub mod check;
 pub mod completions;
 pub mod events;
+pub mod export;
 pub mod list;
 pub mod prune;
 pub mod release;
@@ -46,6 +47,8 @@ pub enum Command {
     Release(release::Args),
     /// Traffic per instance and period from the ledger (table, --json or --csv)
     Usage(usage::Args),
+    /// Charts and numbers of traffic (json, csv, html, png, svg) from the ledger
+    Export(export::Args),
     /// The event log: stage changes, quota thresholds/exceeds/restores, hooks, links
     Events(events::Args),
     /// Replay a recorded trace through a config and print what would have happened

@@ -1,0 +1,322 @@
+//! `sluice export` on a ledger filled through the agent's own ledger code: a day of
+//! 5-minute ticks for three instances, one of them hogging upload from 08:00 to 12:00,
+//! penalised from 09:00 to 12:30 and counted by a daily quota rule. Each format is
+//! checked for structure and for the exact numbers the ledger was given.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde_json::{Value, json};
+use sluice::account::ledger::Journal;
+use sluice::account::{Ledger, Observation};
+use sluice::events::row;
+use sluice::names::{IfName, InstanceId};
+use support::sluice_bin;
+
+const DAY: &str = "2026-11-20";
+const TICK: i64 = 300;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    config: PathBuf,
+    /// (instance, upload, download) bytes the ledger was given for the day.
+    totals: Vec<(&'static str, u64, u64)>,
+}
+
+fn upload_per_tick(instance: &str, hour: i64) -> u64 {
+    match instance {
+        "101" if (8..12).contains(&hour) => 3_000_000,
+        "101" => 20_000,
+        "102" => 400_000,
+        _ => 1_000,
+    }
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("lib");
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\ninterfaces = ['^tap(?P<instance>[0-9]+)i[0-9]+$']\ndata_dir = \"{}\"\n[penalty]\nbase_rate = \"100mbit\"\n[[rule]]\nname = \"daily\"\nperiod = \"day\"\ntimezone = \"UTC\"\ndirection = \"upload\"\nlimit = \"500MB\"\naction = \"warn\"\ninstances = [\"101\"]\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let mut ledger = Ledger::open(&data.join("ledger.db"), "boot-test").unwrap();
+    let start: Timestamp = format!("{DAY}T00:00:00Z").parse().unwrap();
+    let names = ["101", "102", "103"];
+    let ifs: Vec<IfName> = names
+        .iter()
+        .map(|n| IfName::new(&format!("tap{n}i0")).unwrap())
+        .collect();
+    let ids: Vec<InstanceId> = names.iter().map(|n| InstanceId::new(n).unwrap()).collect();
+    let mut counters = [(0u64, 0u64); 3];
+    let mut totals: Vec<(&str, u64, u64)> = names.iter().map(|n| (*n, 0, 0)).collect();
+    let stage = |at: Timestamp, from: u64, to: u64| {
+        row(
+            at,
+            "stage",
+            Some(&InstanceId::new("101").unwrap()),
+            json!({"interface": "tap101i0", "from": from, "to": to, "cause": if to > from { "escalated" } else { "expired" }}),
+        )
+    };
+    for t in 0..=(86_400 / TICK) {
+        let at = start + jiff::SignedDuration::from_secs(t * TICK);
+        if t > 0 {
+            let hour = (t - 1) * TICK / 3600;
+            for (i, n) in names.iter().enumerate() {
+                let up = upload_per_tick(n, hour);
+                let down = 50_000 * (i as u64 + 1);
+                counters[i].0 += up;
+                counters[i].1 += down;
+                totals[i].1 += up;
+                totals[i].2 += down;
+            }
+        }
+        let obs: Vec<Observation> = (0..3)
+            .map(|i| Observation {
+                interface: &ifs[i],
+                instance: &ids[i],
+                ifindex: 10 + i as u32,
+                rx_bytes: counters[i].0,
+                tx_bytes: counters[i].1,
+            })
+            .collect();
+        let secs = t * TICK;
+        let events = match secs {
+            32_400 => vec![stage(at, 0, 1)],
+            39_600 => vec![stage(at, 1, 2)],
+            45_000 => vec![stage(at, 2, 0)],
+            _ => Vec::new(),
+        };
+        ledger
+            .record_with(&obs, at, Duration::from_secs(TICK as u64), |_| Journal {
+                events,
+                ..Journal::default()
+            })
+            .unwrap();
+    }
+    Fixture {
+        _dir: dir,
+        data,
+        config,
+        totals,
+    }
+}
+
+fn export(f: &Fixture, args: &[&str]) -> Output {
+    Command::new(sluice_bin())
+        .arg("export")
+        .args(args)
+        .args(["--date", DAY, "--tz", "UTC", "--data-dir"])
+        .arg(&f.data)
+        .arg("--config")
+        .arg(&f.config)
+        .output()
+        .unwrap()
+}
+
+/// With `SLUICE_EXPORT_KEEP=DIR`, keep a copy of an output to look at.
+fn keep(name: &str, bytes: &[u8]) {
+    if let Some(dir) = std::env::var_os("SLUICE_EXPORT_KEEP") {
+        std::fs::write(PathBuf::from(dir).join(name), bytes).unwrap();
+    }
+}
+
+fn ok(out: Output) -> Vec<u8> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// (width, height, share of pixels unlike the corner's, distinct colours) of a PNG.
+fn png_facts(bytes: &[u8]) -> (u32, u32, f64, usize) {
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let px: Vec<&[u8]> = buf[..info.buffer_size()].chunks(3).collect();
+    let corner = px[0];
+    let differing = px.iter().filter(|p| *p != &corner).count();
+    let mut colours: Vec<&[u8]> = px.clone();
+    colours.sort_unstable();
+    colours.dedup();
+    (
+        info.width,
+        info.height,
+        differing as f64 / px.len() as f64,
+        colours.len(),
+    )
+}
+
+#[test]
+fn every_format_carries_the_ledgers_numbers() {
+    let f = fixture();
+    let (_, up101, down101) = f.totals[0];
+
+    // JSON: the exact bytes, 24 hourly points, the penalty and the rule's count.
+    let v: Value =
+        serde_json::from_slice(&ok(export(&f, &["--instance", "101", "--format", "json"])))
+            .unwrap();
+    let s = &v["series"][0];
+    assert_eq!(s["instance"], "101");
+    assert_eq!(
+        (s["upload_bytes"].as_u64(), s["download_bytes"].as_u64()),
+        (Some(up101), Some(down101))
+    );
+    assert_eq!(s["points"].as_array().unwrap().len(), 24);
+    assert_eq!(s["points"][9]["upload_bytes"], 12 * 3_000_000);
+    assert_eq!(
+        s["penalties"],
+        json!([{"start": "2026-11-20T09:00:00Z", "end": "2026-11-20T12:30:00Z", "stage": 2}])
+    );
+    assert_eq!(s["quota"]["rule"], "daily");
+    assert_eq!(s["quota"]["limit_bytes"], 500_000_000);
+    assert_eq!(s["quota"]["used_bytes"][23], up101);
+    assert_eq!(s["events"].as_array().unwrap().len(), 3);
+
+    // CSV: one row per hour, summing to the same.
+    let text =
+        String::from_utf8(ok(export(&f, &["--instance", "101", "--format", "csv"]))).unwrap();
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        rows[0],
+        "instance,interface,period_start,upload_bytes,download_bytes,estimated"
+    );
+    assert_eq!(rows.len(), 25);
+    let sum: u64 = rows[1..]
+        .iter()
+        .map(|r| r.split(',').nth(3).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(sum, up101);
+
+    // SVG: a document of the right size with both series, the shading and the quota panel.
+    let svg = String::from_utf8(ok(export(&f, &["--instance", "101", "--format", "svg"]))).unwrap();
+    assert!(
+        svg.contains("<svg") && svg.contains("width=\"1000\"") && svg.contains("height=\"640\""),
+        "{}",
+        &svg[..300]
+    );
+    assert!(svg.matches("<text").count() > 20, "axis labels");
+    assert!(
+        svg.matches("<polygon").count() + svg.matches("<path").count() >= 2,
+        "two areas"
+    );
+    assert!(svg.contains("Instance 101"));
+    assert!(svg.contains("Rule daily (upload)"), "quota panel");
+    assert!(svg.contains("penalty") && svg.contains("upload") && svg.contains("download"));
+
+    // PNG: right size, mostly drawn, many colours (anti-aliased text and fills).
+    let png = ok(export(&f, &["--instance", "101", "--format", "png"]));
+    keep("101.png", &png);
+    keep("101.svg", svg.as_bytes());
+    let (w, h, drawn, colours) = png_facts(&png);
+    assert_eq!((w, h), (1000, 640));
+    assert!(drawn > 0.03, "only {:.1}% of pixels drawn", drawn * 100.0);
+    assert!(colours > 50, "{colours} colours");
+    let dark = ok(export(
+        &f,
+        &["--instance", "101", "--format", "png", "--dark"],
+    ));
+    keep("101-dark.png", &dark);
+    assert_ne!(png_facts(&dark).3, 0);
+    assert_ne!(&dark[..], &png[..]);
+
+    // HTML: self-contained, with the totals and the events.
+    let html =
+        String::from_utf8(ok(export(&f, &["--instance", "all", "--format", "html"]))).unwrap();
+    for (inst, up, down) in &f.totals {
+        assert!(
+            html.contains(&format!("<tr data-instance=\"{inst}\">")),
+            "{inst}"
+        );
+        assert!(
+            html.contains(&format!("data-bytes=\"{up}\"")),
+            "{inst} upload"
+        );
+        assert!(
+            html.contains(&format!("data-bytes=\"{}\"", up + down)),
+            "{inst} total"
+        );
+    }
+    keep("all.html", html.as_bytes());
+    assert_eq!(
+        html.matches("<svg").count(),
+        4,
+        "a summary and three charts"
+    );
+    assert!(
+        !html.contains("src=\"http") && !html.contains("href=\"http") && !html.contains("<script")
+    );
+    assert!(html.contains("<td>stage</td>"));
+    // The top talker comes first.
+    assert!(html.find("data-instance=\"101\"") < html.find("data-instance=\"103\""));
+}
+
+#[test]
+fn all_instances_as_images_need_a_directory_and_get_a_file_each() {
+    let f = fixture();
+    let out = export(&f, &["--instance", "all", "--format", "png"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--out DIR"));
+    let dir = f._dir.path().join("charts");
+    ok(export(
+        &f,
+        &[
+            "--instance",
+            "all",
+            "--format",
+            "png",
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+    ));
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["101.png", "102.png", "103.png", "summary.png"]);
+    let (w, h, drawn, _) = png_facts(&std::fs::read(dir.join("summary.png")).unwrap());
+    assert_eq!((w, h), (1000, 120 + 28 * 3));
+    assert!(drawn > 0.05);
+    // 102 has no rule: one panel.
+    let (_, h, _, _) = png_facts(&std::fs::read(dir.join("102.png")).unwrap());
+    assert_eq!(h, 420);
+
+    let bad = Command::new(sluice_bin())
+        .args([
+            "export",
+            "--instance",
+            "101",
+            "--format",
+            "json",
+            "--date",
+            "yesterday",
+            "--data-dir",
+        ])
+        .arg(&f.data)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--date"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let missing = export(
+        &f,
+        &["--instance", "101", "--format", "json", "--rule", "nope"],
+    );
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--rule \"nope\""));
+}
