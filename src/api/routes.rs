@@ -30,6 +30,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/v1/instances/{id}", get(instance))
         .route("/v1/rules", get(rules))
         .route("/v1/events", get(events))
+        .merge(super::pages::routes())
 }
 
 fn busy(why: &str) -> ApiError {
@@ -41,7 +42,10 @@ fn busy(why: &str) -> ApiError {
 }
 
 /// Put a question to the tick loop and wait (bounded) for its answer.
-async fn ask<T>(s: &ApiState, make: impl FnOnce(oneshot::Sender<T>) -> Ask) -> Result<T, ApiError> {
+pub(super) async fn ask<T>(
+    s: &ApiState,
+    make: impl FnOnce(oneshot::Sender<T>) -> Ask,
+) -> Result<T, ApiError> {
     let (tx, rx) = oneshot::channel();
     s.asks.try_send(make(tx)).map_err(|e| match e {
         tokio::sync::mpsc::error::TrySendError::Full(_) => busy("too many questions waiting"),
@@ -170,6 +174,41 @@ async fn release(
     }
 }
 
+/// Events at or after `since` (at most `limit`, the newest), read on the API's own
+/// read-only ledger connection on a blocking thread.
+pub(super) async fn ledger_events(
+    s: &ApiState,
+    since: Timestamp,
+    limit: usize,
+) -> Result<Vec<crate::account::ledger::EventRow>, ApiError> {
+    let conn = s.events_conn.clone();
+    let path = s.ledger.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut held = conn
+            .lock()
+            .map_err(|_| "event reader poisoned".to_owned())?;
+        if held.is_none() {
+            *held = Some(open_read_only(&path).map_err(|e| e.to_string())?);
+        }
+        let c = held.as_ref().ok_or("no ledger connection")?;
+        read_events(c, Some(since), limit).map_err(|e| {
+            // A broken connection is opened again next time.
+            *held = None;
+            e.to_string()
+        })
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r)
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ledger_unavailable",
+            format!("cannot read the event log: {e}"),
+        )
+    })
+}
+
 #[derive(Debug, Deserialize)]
 struct EventsQuery {
     since: Option<String>,
@@ -219,32 +258,7 @@ async fn events(
             format!("must be 1..={MAX_EVENTS}"),
         ));
     }
-    let conn = s.events_conn.clone();
-    let path = s.ledger.clone();
-    let rows = tokio::task::spawn_blocking(move || {
-        let mut held = conn
-            .lock()
-            .map_err(|_| "event reader poisoned".to_owned())?;
-        if held.is_none() {
-            *held = Some(open_read_only(&path).map_err(|e| e.to_string())?);
-        }
-        let c = held.as_ref().ok_or("no ledger connection")?;
-        read_events(c, Some(since), limit).map_err(|e| {
-            // A broken connection is opened again next time.
-            *held = None;
-            e.to_string()
-        })
-    })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|r| r)
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ledger_unavailable",
-            format!("cannot read the event log: {e}"),
-        )
-    })?;
+    let rows = ledger_events(&s, since, limit).await?;
     let events: Vec<&serde_json::Value> = rows
         .iter()
         .filter(|e| {

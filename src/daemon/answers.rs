@@ -39,6 +39,9 @@ impl Agent {
             Ask::Rules(tx) => {
                 let _ = tx.send(self.config.rules.iter().map(RuleView::of).collect());
             }
+            Ask::Config(tx) => {
+                let _ = tx.send(self.config.clone());
+            }
             Ask::Metrics(tx) => {
                 let _ = tx.send(self.scrape());
             }
