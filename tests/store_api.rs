@@ -486,3 +486,94 @@ fn backup_while_serving_and_restore_only_when_stopped() {
     assert!(!out.status.success());
     assert_eq!(standing(&db, "5", "ipv4").0, 4);
 }
+
+#[test]
+fn the_fleet_page_shows_agents_top_talkers_and_quotas_near_their_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("quota.db");
+    let admin = create_token(&db, &["--role", "admin"]);
+    let hv1 = create_token(&db, &["--role", "agent", "--host", "hv1"]);
+    let hv2 = create_token(&db, &["--role", "agent", "--host", "hv2"]);
+    let store = StoreProc::start(&db, &[]);
+    let c = Client::new(&store.base);
+    let now = jiff::Timestamp::now().to_string();
+    let report = |host: &str, samples: serde_json::Value| {
+        json!({"agent": host, "batches": [{"seq": 1, "samples": samples}]}).to_string()
+    };
+    let a = c.call(
+        "POST",
+        "/v1/reports",
+        Some(&hv1),
+        Some(&report(
+            "hv1",
+            json!([{"at": now, "instance": "301", "upload": 900_000, "download": 0},
+                   {"at": now, "instance": "302", "upload": 5_000, "download": 0}]),
+        )),
+    );
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let a = c.call(
+        "POST",
+        "/v1/reports",
+        Some(&hv2),
+        Some(&report(
+            "hv2",
+            json!([{"at": now, "instance": "303", "upload": 70_000, "download": 0}]),
+        )),
+    );
+    assert_eq!(a.status, 200);
+    let quota = r#"{"traffic":[{"resource":"traffic_total","period":"month","limit":1000000,"on_exceed":"warn"}]}"#;
+    assert_eq!(
+        c.call("PUT", "/v1/instances/301/quota", Some(&admin), Some(quota))
+            .status,
+        200
+    );
+
+    let (status, page) = c.text("/");
+    assert_eq!(status, 200);
+    for agent in ["hv1", "hv2"] {
+        assert!(
+            page.contains(&format!("<tr data-agent=\"{agent}\">")),
+            "{agent}"
+        );
+    }
+    let order: Vec<usize> = ["301", "303", "302"]
+        .iter()
+        .map(|i| page.rfind(&format!("<tr data-instance=\"{i}\">")).unwrap())
+        .collect();
+    assert!(
+        order[0] < order[1] && order[1] < order[2],
+        "biggest first: {order:?}"
+    );
+    let near = &page[page.find("id=\"near\"").unwrap()..page.find("id=\"instances\"").unwrap()];
+    assert!(near.contains("data-instance=\"301\"") && !near.contains("data-instance=\"303\""));
+    assert!(
+        near.contains("data-used=\"900000\" data-limit=\"1000000\""),
+        "{near}"
+    );
+    assert!(page.contains("<script>") && !page.contains("src=\"http"));
+    let (status, _) = c.text("/?period=week");
+    assert_eq!(status, 400);
+
+    // The panel's reset (what the page's Reset button sends) clears the month.
+    let body = r#"{"instance":"301","resource":"traffic_total","period":"month"}"#;
+    assert_eq!(
+        c.call("POST", "/v1/usage/reset", Some(&hv1), Some(body))
+            .status,
+        403
+    );
+    assert_eq!(
+        c.call("POST", "/v1/usage/reset", Some(&admin), Some(body))
+            .status,
+        200
+    );
+    let (_, page) = c.text("/?fragment=1");
+    assert!(
+        !page.contains("data-instance=\"301\""),
+        "reset: no traffic left this month"
+    );
+    assert!(!page.contains("<html"));
+    drop(store);
+
+    let quiet = StoreProc::start(&db, &["--no-dashboard"]);
+    assert_eq!(Client::new(&quiet.base).text("/").0, 404);
+}

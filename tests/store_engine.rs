@@ -217,6 +217,58 @@ async fn reports_once(store: &Store) {
     assert_eq!((stats.agents[0].last_seq, stats.applied_reports), (3, 3));
 }
 
+/// The fleet view: agents as last heard, the period's biggest talkers first with their
+/// quotas' use; another period's traffic is not counted.
+async fn fleet(store: &Store) {
+    use sluice::store::traffic::StorePeriod;
+    let at: Timestamp = "2026-11-24T10:30:00Z".parse().unwrap();
+    let last_month: Timestamp = "2026-10-30T10:30:00Z".parse().unwrap();
+    let sample = |at, i: &str, up| Sample {
+        at,
+        instance: inst(i),
+        upload: up,
+        download: 10,
+    };
+    for (agent, seq, samples) in [
+        ("hv1", 1, vec![sample(at, "21", 900), sample(at, "22", 50)]),
+        (
+            "hv2",
+            1,
+            vec![sample(at, "23", 400), sample(last_month, "22", 5000)],
+        ),
+    ] {
+        store
+            .ingest(Report {
+                agent: label(agent),
+                batches: vec![Batch { seq, samples }],
+            })
+            .await
+            .unwrap();
+    }
+    put(
+        store,
+        Scope::Instance(inst("21")),
+        r#"{"traffic":[{"resource":"traffic_total","period":"month","limit":1000,"on_exceed":"warn"}]}"#,
+    )
+    .await;
+    let f = store.fleet(StorePeriod::Month, at, 2).await.unwrap();
+    let agents: Vec<&str> = f.agents.iter().map(|a| a.agent.as_str()).collect();
+    assert_eq!(agents, ["hv1", "hv2"]);
+    let top: Vec<(&str, u64)> = f
+        .instances
+        .iter()
+        .map(|u| (u.instance.as_str(), u.total))
+        .collect();
+    assert_eq!(
+        top,
+        [("21", 910), ("23", 410)],
+        "limited to 2, October not counted"
+    );
+    let q = &f.instances[0].quotas[0];
+    assert_eq!((q.limit, q.used, q.exceeded), (1000, 910, false));
+    assert_eq!(f.start, "2026-11-01T00:00:00Z");
+}
+
 /// 16 concurrent clients reserving one at a time on one instance: exactly the limit.
 async fn concurrent(store: &Store) {
     put(
@@ -291,5 +343,6 @@ suite!(
     reservations,
     recount_reset_destroy,
     reports_once,
+    fleet,
     concurrent
 );

@@ -140,6 +140,10 @@ pub struct ServeArgs {
     /// Log level (a tracing filter)
     #[arg(long, value_name = "FILTER", default_value = "info")]
     pub log_level: String,
+    /// Do not serve the read-only fleet dashboard at / (it needs no token; turn it off
+    /// when the store listens beyond loopback without an authenticating proxy)
+    #[arg(long)]
+    pub no_dashboard: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -289,6 +293,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let options = ApiOptions {
         body_limit: args.body_limit,
         rate_limit: args.rate_limit,
+        dashboard: !args.no_dashboard,
         ..ApiOptions::default()
     };
     runtime()?.block_on(async {

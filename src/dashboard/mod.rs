@@ -2,6 +2,7 @@
 //! every asset compiled into the binary — no framework, no bundler, nothing fetched
 //! from elsewhere. The agent serves it at `/` (see `crate::api`).
 
+pub mod fleet;
 pub mod page;
 
 use jiff::tz::TimeZone;

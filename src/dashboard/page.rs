@@ -32,11 +32,11 @@ pub struct View<'a> {
     pub tz: &'a TimeZone,
 }
 
-fn label(key: &str, english: &str) -> String {
+pub(crate) fn label(key: &str, english: &str) -> String {
     format!("<span data-i18n=\"{key}\">{}</span>", escape(english))
 }
 
-fn head(out: &mut String, title: &str, refresh: u64) {
+pub(crate) fn head(out: &mut String, title: &str, refresh: u64) {
     let _ = write!(
         out,
         "<!doctype html>\n<html lang=\"en\" data-refresh=\"{refresh}\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{} · sluice</title>\n<style>{CSS}</style>\n<script type=\"application/json\" id=\"i18n\">{I18N}</script>\n</head>\n<body>\n",
@@ -44,11 +44,11 @@ fn head(out: &mut String, title: &str, refresh: u64) {
     );
 }
 
-fn tools(out: &mut String) {
+pub(crate) fn tools(out: &mut String) {
     out.push_str("<div class=\"tools\"><input id=\"token\" type=\"password\" size=\"14\" data-i18n-placeholder=\"token\" placeholder=\"Admin token\" autocomplete=\"off\"><label><input id=\"theme\" type=\"checkbox\"> <span data-i18n=\"theme\">Dark</span></label><button id=\"lang\" type=\"button\" data-i18n=\"language\">中文</button></div>");
 }
 
-fn tail(out: &mut String) {
+pub(crate) fn tail(out: &mut String) {
     let _ = write!(
         out,
         "<p id=\"note\"></p>\n</main>\n<script>{JS}</script>\n</body>\n</html>\n"

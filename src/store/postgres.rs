@@ -306,6 +306,16 @@ impl PgStore {
         ))
     }
 
+    pub async fn top_traffic(
+        &self,
+        start: Timestamp,
+        end: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        ops::top_traffic(&client, start, end, limit).await
+    }
+
     pub async fn ingest(&self, report: Report, tz: &TimeZone) -> Result<Ingested, StoreError> {
         in_tx!(
             self,

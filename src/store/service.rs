@@ -19,7 +19,9 @@ use super::sqlite::writer::Writer;
 use super::sqlite::{expiry, open_connection, ops};
 use super::tokens::{Role, Token};
 use super::traffic::{ShownTrafficQuota, StorePeriod};
-use super::view::{InstanceQuota, ScopeView, Stats, TrafficUsage, resource_views, traffic_usage};
+use super::view::{
+    Fleet, InstanceQuota, ScopeView, Stats, TrafficUsage, resource_views, traffic_usage,
+};
 use crate::names::{InstanceId, Label};
 
 /// What every backend is told at start.
@@ -406,6 +408,38 @@ impl Store {
             Ok(out)
         })
         .await
+    }
+
+    /// The fleet at a glance for the `period` holding `at`: every agent's last report,
+    /// the `top` instances by traffic, and each of their quotas with its use — the ones
+    /// nearest their limits are among the biggest talkers, so only those are resolved
+    /// (one bounded query, then `top` quota lookups, whatever the fleet's size).
+    pub async fn fleet(
+        &self,
+        period: StorePeriod,
+        at: Timestamp,
+        top: usize,
+    ) -> Result<Fleet, StoreError> {
+        let (start, end) = self.period_at(period, at)?;
+        let ranked = match &self.backend {
+            Backend::Postgres(p) => p.top_traffic(start, end, top).await?,
+            Backend::Sqlite(_) => {
+                self.sqlite(move |c| ops::top_traffic(c, start, end, top))
+                    .await?
+            }
+        };
+        let mut instances = Vec::with_capacity(ranked.len());
+        for (id, _, _) in &ranked {
+            let id = InstanceId::new(id)?;
+            instances.push(self.traffic_usage(id, period, at).await?);
+        }
+        Ok(Fleet {
+            period: period.as_str().to_owned(),
+            start: start.to_string(),
+            end: end.to_string(),
+            agents: self.stats().await?.agents,
+            instances,
+        })
     }
 
     pub async fn stats(&self) -> Result<Stats, StoreError> {

@@ -98,6 +98,17 @@ pub struct AgentView {
     pub last_seq: u64,
 }
 
+/// `GET /v1/fleet`: what the fleet dashboard shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fleet {
+    pub period: String,
+    pub start: String,
+    pub end: String,
+    pub agents: Vec<AgentView>,
+    /// The biggest talkers of the period, biggest first, with their quotas' use.
+    pub instances: Vec<TrafficUsage>,
+}
+
 /// `GET /v1/stats`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {

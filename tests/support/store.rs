@@ -189,6 +189,20 @@ impl Client {
         }
     }
 
+    /// GET `path` as text (the dashboard's HTML): (status, body).
+    #[allow(dead_code)]
+    pub fn text(&self, path: &str) -> (u16, String) {
+        self.rt.block_on(async {
+            let resp = self
+                .http
+                .get(format!("{}{path}", self.base))
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        })
+    }
+
     pub fn call(
         &self,
         method: &str,

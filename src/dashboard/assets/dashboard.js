@@ -64,7 +64,7 @@
   function refresh() {
     var parts = document.querySelectorAll("[data-fragment]");
     if (!parts.length) { return; }
-    var url = window.location.pathname + "?fragment=1";
+    var url = window.location.pathname + "?fragment=1" + (params.get("period") ? "&period=" + encodeURIComponent(params.get("period")) : "");
     fetch(url, { headers: { "Accept": "text/html" } }).then(function (r) {
       if (!r.ok) { throw new Error("HTTP " + r.status); }
       return r.text();
@@ -97,7 +97,24 @@
     }).catch(function (e) { note(t("failed") + ": " + e.message); });
   }
 
+  function reset(instance, period) {
+    if (!window.confirm(t("confirm_reset") + "\n" + instance)) { return; }
+    fetch("/v1/usage/reset", {
+      method: "POST",
+      headers: { "Authorization": "Bearer " + token(), "Content-Type": "application/json" },
+      body: JSON.stringify({ instance: instance, resource: "traffic_total", period: period })
+    }).then(function (r) {
+      return r.json().then(function (body) {
+        if (!r.ok) { throw new Error(body.error ? body.error.message : "HTTP " + r.status); }
+        note(t("reset_done") + ": " + instance);
+        refresh();
+      });
+    }).catch(function (e) { note(t("failed") + ": " + e.message); });
+  }
+
   document.addEventListener("click", function (e) {
+    var rs = e.target.closest("button[data-reset]");
+    if (rs) { reset(rs.getAttribute("data-reset"), rs.getAttribute("data-period")); return; }
     var th = e.target.closest("#instances th");
     if (th) {
       var col = Array.prototype.indexOf.call(th.parentNode.children, th);

@@ -33,6 +33,8 @@ pub struct ApiOptions {
     pub rate_limit: u32,
     /// How often lapsed reservations are dropped.
     pub expire_every: Duration,
+    /// Serve the read-only fleet dashboard at `/`.
+    pub dashboard: bool,
 }
 
 impl Default for ApiOptions {
@@ -41,6 +43,7 @@ impl Default for ApiOptions {
             body_limit: 8 << 20,
             rate_limit: 1000,
             expire_every: Duration::from_secs(10),
+            dashboard: true,
         }
     }
 }
@@ -59,10 +62,16 @@ pub fn router(store: Store, options: &ApiOptions) -> Router {
         limiter: Limiter::new(options.rate_limit),
         store,
     };
-    routes::routes()
+    let routes = if options.dashboard {
+        routes::routes().merge(routes::fleet_routes())
+    } else {
+        routes::routes()
+    };
+    routes
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(options.body_limit))
         .with_state(state)
+        .layer(tower_http::compression::CompressionLayer::new())
 }
 
 /// Count every request by route and status, and time it.

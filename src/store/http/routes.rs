@@ -74,6 +74,38 @@ fn label(field: &str, s: &str) -> ApiResult<Label> {
     Label::new(s).map_err(|e| ApiError::invalid(field, e.to_string()))
 }
 
+/// `GET /`: the fleet dashboard (see `crate::dashboard::fleet`).
+pub fn fleet_routes() -> Router<ApiState> {
+    Router::new().route("/", get(fleet_page))
+}
+
+#[derive(Debug, Deserialize)]
+struct FleetQuery {
+    period: Option<String>,
+    fragment: Option<String>,
+}
+
+/// How many instances the fleet view ranks.
+const FLEET_TOP: usize = 50;
+
+async fn fleet_page(State(s): State<ApiState>, Query(q): Query<FleetQuery>) -> ApiResult<Response> {
+    let period: StorePeriod = q
+        .period
+        .as_deref()
+        .unwrap_or("month")
+        .parse()
+        .map_err(|e| ApiError::invalid("period", e))?;
+    let now = jiff::Timestamp::now();
+    let fleet = s.store.fleet(period, now, FLEET_TOP).await?;
+    let html = crate::dashboard::fleet::render(
+        &fleet,
+        now,
+        &jiff::tz::TimeZone::system(),
+        q.fragment.is_some(),
+    );
+    Ok(axum::response::Html(html).into_response())
+}
+
 async fn healthz(State(s): State<ApiState>) -> Response {
     match s.store.health().await {
         Ok(()) => Json(json!({"status": "ok", "database": "reachable", "backend": s.store.backend_name()}))

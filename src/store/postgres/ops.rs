@@ -511,6 +511,38 @@ pub async fn traffic_between<C: GenericClient>(
     ))
 }
 
+/// The `limit` instances with the most traffic in [start, end), biggest total first.
+pub async fn top_traffic<C: GenericClient>(
+    c: &C,
+    start: Timestamp,
+    end: Timestamp,
+    limit: usize,
+) -> Result<Vec<(String, u64, u64)>, StoreError> {
+    let rows = c
+        .query(
+            "SELECT instance, SUM(upload)::BIGINT, SUM(download)::BIGINT FROM traffic_hours
+             WHERE hour_ms >= $1 AND hour_ms < $2
+             GROUP BY instance ORDER BY SUM(upload) + SUM(download) DESC, instance LIMIT $3",
+            &[
+                &start.as_millisecond(),
+                &end.as_millisecond(),
+                &i64::try_from(limit).unwrap_or(i64::MAX),
+            ],
+        )
+        .await
+        .map_err(pg("ranking traffic"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                r.get::<_, String>(0),
+                r.get::<_, i64>(1).max(0) as u64,
+                r.get::<_, i64>(2).max(0) as u64,
+            )
+        })
+        .collect())
+}
+
 pub async fn traffic_reset<C: GenericClient>(
     c: &C,
     i: &InstanceId,

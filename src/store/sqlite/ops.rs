@@ -472,6 +472,39 @@ pub fn traffic_between(
     .map_err(db("reading traffic"))
 }
 
+/// The `limit` instances with the most traffic in [start, end): (instance, upload,
+/// download), biggest total first.
+pub fn top_traffic(
+    conn: &Connection,
+    start: Timestamp,
+    end: Timestamp,
+    limit: usize,
+) -> Result<Vec<(String, u64, u64)>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT instance, SUM(upload), SUM(download) FROM traffic_hours
+             WHERE hour_ms >= ?1 AND hour_ms < ?2
+             GROUP BY instance ORDER BY SUM(upload) + SUM(download) DESC, instance LIMIT ?3",
+        )
+        .map_err(db("ranking traffic"))?;
+    stmt.query_map(
+        params![
+            start.as_millisecond(),
+            end.as_millisecond(),
+            i64::try_from(limit).unwrap_or(i64::MAX)
+        ],
+        |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?.max(0) as u64,
+                r.get::<_, i64>(2)?.max(0) as u64,
+            ))
+        },
+    )
+    .and_then(|rows| rows.collect())
+    .map_err(db("ranking traffic"))
+}
+
 /// Forget `instance`'s traffic in [start, end) (a panel's period reset); hours removed.
 pub fn traffic_reset(
     conn: &Connection,
