@@ -103,6 +103,9 @@ pub struct Agent {
     downed: BTreeSet<IfName>,
     /// Events to commit with the next tick (enforcement failures, link changes, hooks).
     pending: Vec<EventRow>,
+    /// Quota events an operator's reset made, for the next tick to act on (lift a
+    /// disconnect, run on_reset) with the ones its own commit fires.
+    reset_fired: Vec<QuotaEvent>,
     hook_events: (mpsc::Sender<EventRow>, mpsc::Receiver<EventRow>),
     webhooks: Webhooks,
     /// `[store]`: the spool's reporter (and the embedded store).
@@ -188,6 +191,7 @@ impl Agent {
             links: LinkSwitch::open().map_err(AgentError::Links)?,
             downed: BTreeSet::new(),
             pending: Vec::new(),
+            reset_fired: Vec::new(),
             hook_events: mpsc::channel(EVENT_QUEUE),
             webhooks: Webhooks::start(&config_webhooks, WEBHOOK_FIRST_RETRY),
             store,
@@ -402,7 +406,8 @@ impl Agent {
             log_event(&event);
             self.pending.push(policy_row(now.wall, &event));
         }
-        let fired = self.account(&samples, now.wall);
+        let mut fired = std::mem::take(&mut self.reset_fired);
+        fired.extend(self.account(&samples, now.wall));
         let verdicts = self.policy.verdicts(&self.config);
         if let Some(link) = &self.store {
             let mut seen: Vec<InstanceId> =

@@ -226,6 +226,36 @@ action = "warn"
     );
     assert_eq!(code, 404);
 
+    // An operator's quota reset: the count starts over and the exceeded action lifts.
+    let reset = "/v1/instances/401/rules/daily/reset";
+    assert_eq!(request(&host, PORT, "POST", reset, None).0, 401);
+    let (code, _) = request(
+        &host,
+        PORT,
+        "POST",
+        "/v1/instances/401/rules/nope/reset",
+        Some(&token),
+    );
+    assert_eq!(code, 404);
+    let (code, body) = request(&host, PORT, "POST", reset, Some(&token));
+    assert_eq!(code, 200, "{body}");
+    let after: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (
+            after["reset"]["used_bytes"].as_u64(),
+            after["reset"]["exceeded"].as_bool()
+        ),
+        (Some(0), Some(false))
+    );
+    let (_, text) = request(&host, PORT, "GET", "/metrics", None);
+    assert_eq!(
+        metric(
+            &text,
+            r#"sluice_rule_usage_bytes{rule="daily",instance="401"}"#
+        ),
+        Some(0.0)
+    );
+
     // The event log has the release, as the CLI's does.
     let ev = get_json(&host, PORT, "/v1/events?since=10m&instance=401");
     let kinds: Vec<(String, String)> = ev["events"]
@@ -247,11 +277,21 @@ action = "warn"
         kinds.contains(&("stage".into(), "released".into())),
         "{kinds:?}"
     );
+    assert!(
+        kinds.contains(&("quota_reset".into(), String::new())),
+        "{kinds:?}"
+    );
+    let restored = ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["event"] == "rule" && e["state"] == "restored" && e["rule"] == "daily");
+    assert!(restored, "{:?}", ev["events"]);
     let (code, body) = request(&host, PORT, "GET", "/v1/events?since=soon", None);
     assert_eq!(code, 400);
     assert!(body.contains("\"field\":\"since\""), "{body}");
 
-    // `sluice status`: one screen from the API.
+    // `sluice status`: one screen from the API (the reset above lifted the exceed).
     let out = sluice_in(&host, &["status"], &config);
     let screen = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -262,7 +302,7 @@ action = "warn"
     assert!(screen.contains("running (pid"), "{screen}");
     assert!(screen.contains("1 matched (1 instances)"), "{screen}");
     assert!(screen.contains("0 active"), "{screen}");
-    assert!(screen.contains("1 in force, 1 quotas exceeded"), "{screen}");
+    assert!(screen.contains("1 in force, 0 quotas exceeded"), "{screen}");
     let json: serde_json::Value =
         serde_json::from_slice(&sluice_in(&host, &["status", "--json"], &config).stdout).unwrap();
     assert_eq!(
@@ -277,6 +317,14 @@ action = "warn"
     assert_eq!(request(&host, PORT, "POST", path, Some(&token)).0, 401);
 
     assert_eq!(agent.stop(), Some(0));
+    // The reset is in the ledger: a restarted agent would count from zero.
+    let ledger = sluice::account::Ledger::open(&run.join("lib/ledger.db"), "test").unwrap();
+    let counts = ledger.quotas().unwrap();
+    let (_, daily) = counts
+        .iter()
+        .find(|((rule, inst), _)| rule.as_str() == "daily" && inst.as_str() == "401")
+        .unwrap();
+    assert_eq!((daily.upload, daily.exceeded), (0, false));
     let out = sluice_in(&host, &["status"], &config);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stdout).contains("NOT running"));

@@ -58,6 +58,12 @@ pub enum Ask {
         IfName,
         oneshot::Sender<Result<InterfaceRecord, ReleaseRefused>>,
     ),
+    /// Start (rule, instance)'s count for the current period over (`None`: no count).
+    ResetQuota(
+        crate::names::RuleName,
+        InstanceId,
+        oneshot::Sender<Option<QuotaRecord>>,
+    ),
 }
 
 /// Why a release was refused.

@@ -28,6 +28,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/v1/interfaces", get(interfaces))
         .route("/v1/interfaces/{name}/release", post(release))
         .route("/v1/instances/{id}", get(instance))
+        .route("/v1/instances/{id}/rules/{rule}/reset", post(reset_quota))
         .route("/v1/rules", get(rules))
         .route("/v1/events", get(events))
         .merge(super::pages::routes())
@@ -207,6 +208,24 @@ pub(super) async fn ledger_events(
             format!("cannot read the event log: {e}"),
         )
     })
+}
+
+async fn reset_quota(
+    _admin: Admin,
+    State(s): State<ApiState>,
+    Path((id, rule)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let id = InstanceId::new(&id).map_err(|e| ApiError::invalid("id", e.to_string()))?;
+    let rule =
+        crate::names::RuleName::new(&rule).map_err(|e| ApiError::invalid("rule", e.to_string()))?;
+    match ask(&s, |tx| Ask::ResetQuota(rule.clone(), id.clone(), tx)).await? {
+        Some(count) => Ok(Json(json!({ "reset": count })).into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("rule {rule:?} counts nothing for instance {id:?} in this period"),
+        )),
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -160,7 +160,7 @@ pub struct WebhookConfig {
     pub events: BTreeSet<String>,
 }
 
-pub const EVENT_KINDS: [&str; 9] = [
+pub const EVENT_KINDS: [&str; 10] = [
     "rule",
     "stage",
     "returned",
@@ -170,6 +170,7 @@ pub const EVENT_KINDS: [&str; 9] = [
     "link_down",
     "link_up",
     "enforce_failed",
+    "quota_reset",
 ];
 
 pub(super) fn check_webhooks(c: &mut Checker, list: Vec<RawWebhook>) -> Vec<WebhookConfig> {

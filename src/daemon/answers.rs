@@ -48,6 +48,32 @@ impl Agent {
             Ask::Status(tx) => {
                 let _ = tx.send(self.status());
             }
+            Ask::ResetQuota(rule, instance, tx) => {
+                let now = Timestamp::now();
+                let outcome = match self.policy.reset_quota(&self.config, &rule, &instance, now) {
+                    None => None,
+                    Some(restored) => {
+                        warn!(%rule, %instance, "quota count reset by an operator (agent API)");
+                        self.pending.push(crate::events::row(
+                            now,
+                            "quota_reset",
+                            Some(&instance),
+                            serde_json::json!({"rule": rule.as_str()}),
+                        ));
+                        if let Some(e) = restored {
+                            self.pending.push(crate::events::quota_row(&e));
+                            self.reset_fired.push(e);
+                        }
+                        // Persist the zero and lift the action now, not at the next boundary.
+                        self.tick().await;
+                        self.view()
+                            .quotas()
+                            .into_iter()
+                            .find(|q| q.rule == rule && q.instance == instance)
+                    }
+                };
+                let _ = tx.send(outcome);
+            }
             Ask::Release(name, tx) => {
                 let outcome = match self.policy.release(&self.config, &name) {
                     None if self.policy.get(&name).is_none() => Err(ReleaseRefused::Unknown(name)),

@@ -341,7 +341,16 @@ pub fn instance(view: &View<'_>, id: &str, fragment: bool) -> Option<String> {
             release_buttons(&one)
         );
     }
-    let (usage, _) = usage_cell(&quotas);
+    let (mut usage, _) = usage_cell(&quotas);
+    for q in &quotas {
+        let _ = write!(
+            usage,
+            "<button type=\"button\" data-reset-rule=\"{}\" data-instance=\"{}\"><span data-i18n=\"reset\">Reset</span> {}</button>",
+            escape(q.rule.as_str()),
+            escape(id),
+            escape(q.rule.as_str())
+        );
+    }
     let events = event_rows(view, Some(id));
     if fragment {
         return Some(format!(

@@ -144,6 +144,20 @@ impl Policy {
         self.quotas = quotas;
     }
 
+    /// An operator's reset of one quota count (see [`Quotas::reset`]); persisted by the
+    /// next charge, like any change of the counts.
+    pub fn reset_quota(
+        &mut self,
+        cfg: &Config,
+        rule: &crate::names::RuleName,
+        instance: &InstanceId,
+        at: jiff::Timestamp,
+    ) -> Option<Option<quota::QuotaEvent>> {
+        let out = self.quotas.reset(cfg, rule, instance, at)?;
+        self.changed = true;
+        Some(out)
+    }
+
     pub fn interfaces(&self) -> impl Iterator<Item = (&IfName, &InterfaceState)> {
         self.interfaces.iter()
     }

@@ -185,6 +185,35 @@ impl Quotas {
         out
     }
 
+    /// An operator's reset of one count: the current period starts over from zero (its
+    /// thresholds may fire again). When the count was exceeded, the returned `Restored`
+    /// event lifts the action, as a period's end would. `None`: nothing is counted for
+    /// (rule, instance) — unknown, or not covered.
+    pub fn reset(
+        &mut self,
+        cfg: &Config,
+        rule: &RuleName,
+        instance: &InstanceId,
+        at: Timestamp,
+    ) -> Option<Option<QuotaEvent>> {
+        let key = (rule.clone(), instance.clone());
+        let u = self.usage.get_mut(&key)?;
+        let before = u.clone();
+        *u = QuotaUsage::fresh(before.period);
+        self.changed.insert(key);
+        let cfg_rule = cfg.rules.get(rule)?;
+        Some(before.exceeded.then(|| QuotaEvent {
+            at,
+            rule: rule.clone(),
+            instance: instance.clone(),
+            state: QuotaState::Restored,
+            action: cfg_rule.action,
+            used: Bytes::new(0),
+            limit: cfg_rule.limit,
+            period: before.period,
+        }))
+    }
+
     /// The changes since the last call, for the ledger to persist.
     pub fn take_changes(&mut self) -> QuotaChanges {
         std::mem::take(&mut self.changed)

@@ -112,7 +112,22 @@
     }).catch(function (e) { note(t("failed") + ": " + e.message); });
   }
 
+  function resetRule(instance, rule) {
+    if (!window.confirm(t("confirm_reset") + "\n" + instance + " · " + rule)) { return; }
+    fetch("/v1/instances/" + encodeURIComponent(instance) + "/rules/" + encodeURIComponent(rule) + "/reset", {
+      method: "POST", headers: { "Authorization": "Bearer " + token() }
+    }).then(function (r) {
+      return r.json().then(function (body) {
+        if (!r.ok) { throw new Error(body.error ? body.error.message : "HTTP " + r.status); }
+        note(t("reset_done") + ": " + instance + " · " + rule);
+        refresh();
+      });
+    }).catch(function (e) { note(t("failed") + ": " + e.message); });
+  }
+
   document.addEventListener("click", function (e) {
+    var rr = e.target.closest("button[data-reset-rule]");
+    if (rr) { resetRule(rr.getAttribute("data-instance"), rr.getAttribute("data-reset-rule")); return; }
     var rs = e.target.closest("button[data-reset]");
     if (rs) { reset(rs.getAttribute("data-reset"), rs.getAttribute("data-period")); return; }
     var th = e.target.closest("#instances th");

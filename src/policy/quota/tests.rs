@@ -530,3 +530,57 @@ rate = "200mbit"
         Some((ActionKind::RateLimit, RuleName::new("slow").unwrap()))
     );
 }
+
+#[test]
+fn an_operator_reset_starts_the_period_over_and_lifts_an_exceed() {
+    let cfg = config(DAILY);
+    let mut q = Quotas::default();
+    let daily = RuleName::new("daily").unwrap();
+    let at = ts("2026-11-23T12:00:00Z");
+    assert!(
+        q.reset(&cfg, &daily, &id("101"), at).is_none(),
+        "nothing counted yet"
+    );
+    q.step(
+        &cfg,
+        &[spent(
+            "101",
+            10,
+            0,
+            "2026-11-23T11:00:00Z",
+            "2026-11-23T11:01:00Z",
+        )],
+        at,
+    );
+    q.step(
+        &cfg,
+        &[spent(
+            "102",
+            5_000_000_000,
+            0,
+            "2026-11-23T11:00:00Z",
+            "2026-11-23T11:01:00Z",
+        )],
+        at,
+    );
+    q.take_changes();
+    assert_eq!(
+        q.reset(&cfg, &daily, &id("101"), at),
+        Some(None),
+        "not exceeded: no event"
+    );
+    let lifted = q.reset(&cfg, &daily, &id("102"), at).unwrap().unwrap();
+    assert_eq!((lifted.state.as_str(), lifted.used.get()), ("restored", 0));
+    let u = q.get(&daily, &id("102")).unwrap();
+    assert_eq!(
+        (u.upload, u.download, u.exceeded, u.notified),
+        (0, 0, false, 0)
+    );
+    assert_eq!(
+        u.period.start,
+        ts("2026-11-23T00:00:00Z"),
+        "same period, from zero"
+    );
+    assert_eq!(q.take_changes().len(), 2, "both resets are persisted");
+    assert!(q.in_force(&cfg, &id("102")).is_none());
+}
