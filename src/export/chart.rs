@@ -410,9 +410,12 @@ fn draw_summary<DB: DrawingBackend>(
         human_bytes(report.download_bytes)
     );
     let names: Vec<String> = top.iter().map(|s| s.instance.clone()).collect();
-    let y_fmt = |i: &i32| {
+    // Row i (from the top) is the band [100(n-1-i), 100(n-i)); its label sits at the
+    // band's middle (integer coordinates: plotters labels those through key points).
+    let y_fmt = |y: &i32| {
+        let row = y.div_euclid(100);
         names
-            .get(usize::try_from(n - 1 - *i).unwrap_or(usize::MAX))
+            .get(usize::try_from(n - 1 - row).unwrap_or(usize::MAX))
             .cloned()
             .unwrap_or_default()
     };
@@ -422,7 +425,10 @@ fn draw_summary<DB: DrawingBackend>(
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(90)
-        .build_cartesian_2d(0f64..peak * 1.1, 0i32..n)
+        .build_cartesian_2d(
+            0f64..peak * 1.1,
+            (0i32..n * 100).with_key_points((0..n).map(|i| i * 100 + 50).collect()),
+        )
         .map_err(draw_err)?;
     chart
         .configure_mesh()
@@ -439,15 +445,13 @@ fn draw_summary<DB: DrawingBackend>(
         .map_err(draw_err)?;
     chart
         .draw_series(top.iter().enumerate().flat_map(|(i, s)| {
-            let row = n - 1 - i as i32;
+            let row = (n - 1 - i as i32) * 100;
             let up = s.upload_bytes as f64;
             let total = s.total() as f64;
+            let (lo, hi) = (row + 15, row + 85);
             [
-                Rectangle::new([(0.0, row), (up, row + 1)], theme.upload.mix(0.8).filled()),
-                Rectangle::new(
-                    [(up, row), (total, row + 1)],
-                    theme.download.mix(0.8).filled(),
-                ),
+                Rectangle::new([(0.0, lo), (up, hi)], theme.upload.mix(0.8).filled()),
+                Rectangle::new([(up, lo), (total, hi)], theme.download.mix(0.8).filled()),
             ]
         }))
         .map_err(draw_err)?;
