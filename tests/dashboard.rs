@@ -229,6 +229,56 @@ action = "warn"
     assert!(colours > 30);
     assert!(darkness < 80.0, "dark theme is dark: mean {darkness:.0}");
 
+    // Filtering and sorting, as a shared link sets them.
+    let filtered = browse(
+        &host,
+        profile.path(),
+        &["--dump-dom", &format!("http://127.0.0.1:{PORT}/?q=602")],
+    );
+    assert!(
+        filtered.contains("<tr data-instance=\"601\" hidden=\"\">"),
+        "{filtered}"
+    );
+    assert!(filtered.contains("<tr data-instance=\"602\">"));
+    let row_order = |dir: &str| {
+        let dom = browse(
+            &host,
+            profile.path(),
+            &[
+                "--dump-dom",
+                &format!("http://127.0.0.1:{PORT}/?sort=4&dir={dir}"),
+            ],
+        );
+        let (a, b) = (
+            dom.find("data-instance=\"601\"").unwrap(),
+            dom.find("data-instance=\"602\"").unwrap(),
+        );
+        assert!(dom.contains("data-dir=\""), "the sorted header is marked");
+        a < b
+    };
+    assert!(
+        row_order("desc"),
+        "601 uses more of its quota: first when descending"
+    );
+    assert!(!row_order("asc"));
+
+    // Auto-refresh: with virtual time run ahead past the 5 s refresh, the script has
+    // fetched the fragments again and swapped them in (its note says so), rows intact.
+    let later = browse(
+        &host,
+        profile.path(),
+        &[
+            "--virtual-time-budget=12000",
+            "--dump-dom",
+            &format!("http://127.0.0.1:{PORT}/"),
+        ],
+    );
+    assert!(
+        later.contains("<p id=\"note\">Updated "),
+        "no refresh happened:\n{later}"
+    );
+    assert!(later.contains(&format!("data-used=\"{}\"", counts.1)));
+
     // What a browser gets on the wire: gzip when it asks for it.
     let head = host.run(|| {
         use std::io::{Read, Write};

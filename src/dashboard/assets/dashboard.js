@@ -175,6 +175,13 @@
     });
     root.classList.toggle("admin", token() !== "");
   }
+  // ?q=… fills the filter, ?sort=N&dir=asc|desc sorts by column N: shareable views.
+  if (filter && params.get("q")) { filter.value = params.get("q"); }
+  if (params.get("sort") !== null) {
+    sortState = { col: parseInt(params.get("sort"), 10), dir: params.get("dir") === "desc" ? -1 : 1 };
+  }
+  sortRows();
+  filterRows();
   var every = parseInt(root.getAttribute("data-refresh") || "0", 10);
   if (every > 0) { window.setInterval(refresh, every * 1000); }
   translate();
