@@ -11,49 +11,21 @@
 //!    penalised with both limits, and a quota rule's count for every instance — against
 //!    serde_json of the same records (what the state file write costs).
 
+#[path = "common.rs"]
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{KillOnDrop, median, release_binary};
 use sluice::api::metrics::{AgentMetrics, InterfaceSeries, RuleSeries, Scrape, render};
 use sluice::names::{IfName, InstanceId, RuleName};
+use support::Netns;
 use support::http::request;
-use support::{Netns, sh};
 
 const PORT: u16 = 9477;
-
-struct KillOnDrop(Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn release_binary() -> PathBuf {
-    sh(
-        "cargo",
-        &["build", "--release", "--quiet", "--bin", "sluice"],
-    );
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/sluice")
-}
-
-/// Median of `runs` timings of `f` (after one warm-up call).
-fn median(runs: usize, mut f: impl FnMut()) -> Duration {
-    f();
-    let mut t: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed()
-        })
-        .collect();
-    t.sort();
-    t[runs / 2]
-}
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)

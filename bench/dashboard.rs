@@ -5,9 +5,13 @@
 //!   cargo bench --bench dashboard            # 1,000 instances (targets: <= 100 ms, <= 200 KB)
 //!   cargo bench --bench dashboard -- quick   # the same, fewer rounds
 
-use std::io::Write;
-use std::time::{Duration, Instant};
+#[path = "common.rs"]
+mod common;
 
+use std::io::Write;
+use std::time::Duration;
+
+use common::median;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use sluice::account::ledger::EventRow;
@@ -16,19 +20,6 @@ use sluice::enforce::Enforcement;
 use sluice::names::{IfName, InstanceId, RuleName};
 use sluice::policy::Reason;
 use sluice::state::{InterfaceRecord, QuotaRecord, STATE_VERSION, Snapshot};
-
-fn median(runs: usize, mut f: impl FnMut()) -> Duration {
-    f();
-    let mut t: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed()
-        })
-        .collect();
-    t.sort();
-    t[runs / 2]
-}
 
 fn snapshot(n: usize, now: Timestamp) -> Snapshot {
     let mut interfaces = Vec::with_capacity(n);

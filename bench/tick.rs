@@ -11,38 +11,27 @@
 //! 2. 1,000 policing changes in one batched ovs-vsctl call against 1,000 separate calls.
 //! 3. Peak RSS of `sluice agent` watching 10,000 interfaces.
 
+#[path = "common.rs"]
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{KillOnDrop, median, release_binary};
 use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::stats::{StatsFilterMask, StatsMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
-use support::{Netns, Ovs, sh};
+use support::{Netns, Ovs};
 
 /// `n` cheap links named kvm{i}.0.
 fn add_links(ns: &Netns, n: usize) {
     let names: Vec<String> = (0..n).map(|i| format!("kvm{i}.0")).collect();
     ns.add_cheap_links(&names);
     eprintln!("  created {n} links in {}", ns.name);
-}
-
-/// Median of `runs` timings of `f` (after one warm-up call).
-fn median(runs: usize, mut f: impl FnMut()) -> Duration {
-    f();
-    let mut t: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed()
-        })
-        .collect();
-    t.sort();
-    t[runs / 2]
 }
 
 /// The floor: one RTM_GETSTATS dump on a plain socket, messages counted, nothing parsed.
@@ -260,27 +249,6 @@ fn peak_rss_kb(n: usize) -> (u64, u64, u64) {
     unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
     let _ = child.0.wait();
     hwm
-}
-
-/// Stops a child process by pid even when the benchmark panics.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn release_binary() -> PathBuf {
-    // `cargo bench` builds the library in release mode; build the binary the same way.
-    sh(
-        "cargo",
-        &["build", "--release", "--quiet", "--bin", "sluice"],
-    );
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/sluice")
 }
 
 fn ms(d: Duration) -> String {
