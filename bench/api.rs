@@ -17,13 +17,13 @@ mod common;
 mod support;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{KillOnDrop, median, release_binary};
 use sluice::api::metrics::{AgentMetrics, InterfaceSeries, RuleSeries, Scrape, render};
 use sluice::names::{IfName, InstanceId, RuleName};
 use support::Netns;
-use support::http::request;
+use support::http::{request, wait_healthy};
 
 const PORT: u16 = 9477;
 
@@ -55,18 +55,7 @@ fn over_http(n: usize) {
         .spawn()
         .unwrap();
     let _child = KillOnDrop(child);
-    let started = Instant::now();
-    loop {
-        let up = ns.run(|| std::net::TcpStream::connect(("127.0.0.1", PORT)).is_ok());
-        if up && request(&ns, PORT, "GET", "/healthz", None).0 == 200 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "agent API never came up"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_healthy(&ns, PORT, Duration::from_secs(60));
     let (_, text) = request(&ns, PORT, "GET", "/metrics", None);
     let series = text.lines().filter(|l| !l.starts_with('#')).count();
     let per_iface = text

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use sluice::enforce::tc::ifb_name;
-use support::http::{get_json, request};
+use support::http::{get_json, request, wait_healthy};
 use support::{AgentProc, Netns, eventually, send_udp, sluice_bin, veth};
 
 const PORT: u16 = 9477;
@@ -75,15 +75,7 @@ action = "warn"
     )
     .unwrap();
     let agent = AgentProc::start(&host, &config, tmp.path().join("agent.log"));
-    eventually(Duration::from_secs(15), "healthz ok", || {
-        let (code, body) = host
-            .run(move || {
-                std::net::TcpStream::connect(("127.0.0.1", PORT)).ok()?;
-                Some(())
-            })
-            .map(|()| request(&host, PORT, "GET", "/healthz", None))?;
-        (code == 200 && body.contains("\"ok\"")).then_some(())
-    });
+    wait_healthy(&host, PORT, Duration::from_secs(15));
 
     // ~15 Mbit of UDP for up to 6 s: over stage 1's 10 Mbit trigger and over 1 MB.
     let payload = 1200;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use support::http::get_json;
+use support::http::{get_json, wait_healthy};
 use support::{AgentProc, Netns, eventually, send_udp, veth};
 
 const PORT: u16 = 9477;
@@ -113,10 +113,7 @@ action = "warn"
     )
     .unwrap();
     let _agent = AgentProc::start(&host, &config, tmp.path().join("agent.log"));
-    eventually(Duration::from_secs(15), "agent API up", || {
-        let up = host.run(|| std::net::TcpStream::connect(("127.0.0.1", PORT)).is_ok());
-        (up && get_json(&host, PORT, "/healthz")["status"] == "ok").then_some(())
-    });
+    wait_healthy(&host, PORT, Duration::from_secs(15));
     // 601 sends ~2 MB, 602 ~0.3 MB, both bounded in time.
     send_udp(
         &a.name,

@@ -58,6 +58,16 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
+/// Wait (bounded) until the agent inside `ns` answers `/healthz` with 200: listening and
+/// past its first tick.
+#[allow(dead_code)]
+pub fn wait_healthy(ns: &Netns, port: u16, max: Duration) {
+    super::eventually(max, "the agent's /healthz answers 200", || {
+        let listening = ns.run(move || TcpStream::connect(("127.0.0.1", port)).is_ok());
+        (listening && request(ns, port, "GET", "/healthz", None).0 == 200).then_some(())
+    });
+}
+
 /// GET and parse JSON, insisting on 200.
 pub fn get_json(ns: &Netns, port: u16, path: &str) -> serde_json::Value {
     let (code, body) = request(ns, port, "GET", path, None);
