@@ -31,31 +31,34 @@ struct PageQuery {
     fragment: Option<String>,
 }
 
-/// The last day's events; a ledger that cannot be read yet shows none rather than
-/// failing the page.
-async fn recent_events(s: &ApiState, now: Timestamp) -> Vec<crate::account::ledger::EventRow> {
-    ledger_events(s, now - SignedDuration::from_hours(24), 1000)
-        .await
-        .unwrap_or_default()
-}
-
-async fn overview(
-    State(s): State<ApiState>,
-    Query(q): Query<PageQuery>,
-) -> Result<Response, ApiError> {
-    let snapshot = ask(&s, Ask::Interfaces).await?;
+/// Gather what a page shows — the tick loop's snapshot and the last day's events (a
+/// ledger that cannot be read yet shows none rather than failing the page) — and draw.
+async fn with_view<T>(
+    s: &ApiState,
+    draw: impl FnOnce(&page::View<'_>) -> T,
+) -> Result<T, ApiError> {
+    let snapshot = ask(s, Ask::Interfaces).await?;
     let now = Timestamp::now();
-    let events = recent_events(&s, now).await;
+    let events = ledger_events(s, now - SignedDuration::from_hours(24), 1000)
+        .await
+        .unwrap_or_default();
     let tz = TimeZone::system();
-    let view = page::View {
+    Ok(draw(&page::View {
         snapshot: &snapshot,
         events: &events,
         host: &s.host,
         refresh_secs: snapshot.interval_secs.max(5),
         now,
         tz: &tz,
-    };
-    Ok(Html(page::overview(&view, q.fragment.is_some())).into_response())
+    }))
+}
+
+async fn overview(
+    State(s): State<ApiState>,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let html = with_view(&s, |view| page::overview(view, q.fragment.is_some())).await?;
+    Ok(Html(html).into_response())
 }
 
 async fn instance(
@@ -64,19 +67,11 @@ async fn instance(
     Query(q): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
     let id = InstanceId::new(&id).map_err(|e| ApiError::invalid("id", e.to_string()))?;
-    let snapshot = ask(&s, Ask::Interfaces).await?;
-    let now = Timestamp::now();
-    let events = recent_events(&s, now).await;
-    let tz = TimeZone::system();
-    let view = page::View {
-        snapshot: &snapshot,
-        events: &events,
-        host: &s.host,
-        refresh_secs: snapshot.interval_secs.max(5),
-        now,
-        tz: &tz,
-    };
-    match page::instance(&view, id.as_str(), q.fragment.is_some()) {
+    let html = with_view(&s, |view| {
+        page::instance(view, id.as_str(), q.fragment.is_some())
+    })
+    .await?;
+    match html {
         Some(html) => Ok(Html(html).into_response()),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
