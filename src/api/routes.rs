@@ -4,7 +4,6 @@
 use axum::Json;
 use axum::Router;
 use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -17,8 +16,7 @@ use tokio::sync::oneshot;
 use super::{ANSWER_TIMEOUT, ApiState, Ask, ReleaseRefused, metrics};
 use crate::account::ledger::{open_read_only, read_events};
 use crate::names::{IfName, InstanceId};
-use crate::store::http::ApiError;
-use crate::store::tokens::Token;
+use crate::store::http::{ApiError, bearer};
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -66,15 +64,10 @@ impl FromRequestParts<ApiState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, s: &ApiState) -> Result<Self, ApiError> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthorized("missing Authorization: Bearer token (sluice token create)")
-        })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .and_then(|t| Token::parse(t.trim()))
-            .ok_or_else(|| ApiError::unauthorized("malformed bearer token"))?;
+        let token = bearer(
+            parts,
+            "missing Authorization: Bearer token (sluice token create)",
+        )?;
         match s.tokens.admits(&token) {
             Ok(true) => Ok(Admin),
             Ok(false) => Err(ApiError::unauthorized("unknown or revoked token")),

@@ -42,6 +42,20 @@ impl Limiter {
     }
 }
 
+/// The token of `Authorization: Bearer sluice_…` (the store's and the agent's API
+/// share this shape); `missing` is the refusal when there is no header at all.
+pub fn bearer(parts: &Parts, missing: &str) -> Result<Token, ApiError> {
+    parts
+        .headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized(missing))?
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|t| Token::parse(t.trim()))
+        .ok_or_else(|| ApiError::unauthorized("malformed bearer token"))
+}
+
 /// An authenticated caller of any role.
 pub struct Caller {
     pub role: Role,
@@ -51,16 +65,7 @@ impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .and_then(|t| Token::parse(t.trim()))
-            .ok_or_else(|| ApiError::unauthorized("malformed bearer token"))?;
+        let token = bearer(parts, "missing Authorization: Bearer token")?;
         let id = token.id.as_str().to_owned();
         let role = state
             .store

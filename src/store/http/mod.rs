@@ -18,7 +18,7 @@ use axum::response::Response;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-pub use auth::Limiter;
+pub use auth::{Limiter, bearer};
 pub use error::ApiError;
 
 use super::service::Store;
