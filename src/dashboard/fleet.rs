@@ -8,7 +8,7 @@ use std::fmt::Write;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-use super::page::{head, label, tail, tools};
+use super::page::{NEAR, bar, head, label, tail, tools};
 use crate::cli::list::human_secs;
 use crate::cli::usage::human_bytes;
 use crate::export::html::escape;
@@ -16,34 +16,22 @@ use crate::store::view::{Fleet, TrafficUsage};
 
 /// An agent that has not reported for this long is marked late.
 const LATE_SECS: i64 = 600;
-/// A quota this full is "near its limit".
-const NEAR: f64 = 0.8;
 
 fn bars(u: &TrafficUsage) -> (String, f64) {
     let mut html = String::new();
     let mut top = 0f64;
     for q in &u.quotas {
-        let share = q.used as f64 / q.limit.max(1) as f64;
-        top = top.max(share);
-        let cls = if q.exceeded || share >= 1.0 {
-            "over"
-        } else if share >= NEAR {
-            "hot"
-        } else {
-            ""
-        };
-        let _ = write!(
-            html,
-            "<span class=\"q\" data-resource=\"{}\" data-used=\"{}\" data-limit=\"{}\"><span class=\"bar\"><i class=\"{cls}\" style=\"width:{:.0}%\"></i></span>{} {}/{} · {}</span>",
-            escape(&q.resource),
+        let note = format!(" · {}", escape(&q.on_exceed));
+        let share = bar(
+            &mut html,
+            "resource",
+            &q.resource,
             q.used,
             q.limit,
-            (share * 100.0).min(100.0),
-            escape(&q.resource),
-            human_bytes(q.used),
-            human_bytes(q.limit),
-            escape(&q.on_exceed)
+            q.exceeded,
+            &note,
         );
+        top = top.max(share);
     }
     (html, top)
 }

@@ -109,30 +109,53 @@ fn release_buttons(records: &[&InterfaceRecord]) -> String {
         .collect()
 }
 
+/// A count this full of its limit is shown hot (and, in the fleet view, "near").
+pub(crate) const NEAR: f64 = 0.8;
+
+/// One count against its limit, as a bar: `key` names it in `data-{kind}` and the label,
+/// `note` follows the numbers. Returns the share of the limit used.
+pub(crate) fn bar(
+    out: &mut String,
+    kind: &str,
+    key: &str,
+    used: u64,
+    limit: u64,
+    exceeded: bool,
+    note: &str,
+) -> f64 {
+    let share = used as f64 / limit.max(1) as f64;
+    let cls = if exceeded || share >= 1.0 {
+        "over"
+    } else if share >= NEAR {
+        "hot"
+    } else {
+        ""
+    };
+    let _ = write!(
+        out,
+        "<span class=\"q\" data-{kind}=\"{k}\" data-used=\"{used}\" data-limit=\"{limit}\"><span class=\"bar\"><i class=\"{cls}\" style=\"width:{:.0}%\"></i></span>{k} {}/{}{note}</span>",
+        (share * 100.0).min(100.0),
+        human_bytes(used),
+        human_bytes(limit),
+        k = escape(key),
+    );
+    share
+}
+
 fn usage_cell(quotas: &[&QuotaRecord]) -> (String, f64) {
     let mut html = String::new();
     let mut top = 0f64;
     for q in quotas {
-        let share = q.used_bytes as f64 / q.limit_bytes.max(1) as f64;
-        top = top.max(share);
-        let cls = if q.exceeded || share >= 1.0 {
-            "over"
-        } else if share >= 0.8 {
-            "hot"
-        } else {
-            ""
-        };
-        let _ = write!(
-            html,
-            "<span class=\"q\" data-rule=\"{}\" data-used=\"{}\" data-limit=\"{}\"><span class=\"bar\"><i class=\"{cls}\" style=\"width:{:.0}%\"></i></span>{} {}/{}</span>",
-            escape(q.rule.as_str()),
+        let share = bar(
+            &mut html,
+            "rule",
+            q.rule.as_str(),
             q.used_bytes,
             q.limit_bytes,
-            (share * 100.0).min(100.0),
-            escape(q.rule.as_str()),
-            human_bytes(q.used_bytes),
-            human_bytes(q.limit_bytes)
+            q.exceeded,
+            "",
         );
+        top = top.max(share);
     }
     (html, top)
 }
