@@ -285,8 +285,8 @@ impl Agent {
             }
         }
         notifier.stopping();
-        let verdicts = self.policy.verdicts(&self.config);
-        self.write_state(&verdicts, true);
+        self.verdicts = self.policy.verdicts(&self.config);
+        self.write_state(true);
         info!("sluice agent stopped; limits left in place");
         Ok(())
     }
@@ -459,8 +459,8 @@ impl Agent {
             self.state_dirty = true;
         }
         self.shapers = shapers;
-        self.write_state(&verdicts, false);
         self.verdicts = verdicts;
+        self.write_state(false);
         self.samples = samples;
     }
 
@@ -622,18 +622,23 @@ impl Agent {
         }
     }
 
-    /// Write the snapshot if anything in it changed this tick (or when `force`d).
-    fn write_state(&mut self, verdicts: &[(IfName, Verdict)], force: bool) {
-        let view = AgentView {
+    /// The latest tick as the state file and the API show it.
+    fn view(&self) -> AgentView<'_> {
+        AgentView {
             config: &self.config,
             policy: &self.policy,
-            verdicts,
+            verdicts: &self.verdicts,
             enforcement: &self.enforcement,
             shapers: &self.shapers,
-        };
+        }
+    }
+
+    /// Write the snapshot if anything in it changed this tick (or when `force`d).
+    fn write_state(&mut self, force: bool) {
         if !(force || self.state_dirty || self.policy.changed()) {
             return;
         }
+        let view = self.view();
         let backend = self.backend.kind().to_string();
         let quotas = view.quotas();
         let header = Header {
@@ -643,7 +648,8 @@ impl Agent {
             interval_secs: self.config.agent.interval.as_secs(),
             quotas: &quotas,
         };
-        match state::write_streamed(&self.state_path, &header, view.records()) {
+        let written = state::write_streamed(&self.state_path, &header, view.records());
+        match written {
             Ok(()) => self.state_dirty = false,
             Err(e) => {
                 self.state_dirty = true;

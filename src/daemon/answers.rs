@@ -13,20 +13,10 @@ use crate::enforce::Enforcement;
 use crate::events::policy_row;
 use crate::names::InstanceId;
 use crate::sample::Sample;
-use crate::state::{AgentView, STATE_VERSION, Snapshot};
+use crate::state::{STATE_VERSION, Snapshot};
 use crate::units::Rate;
 
 impl Agent {
-    fn view(&self) -> AgentView<'_> {
-        AgentView {
-            config: &self.config,
-            policy: &self.policy,
-            verdicts: &self.verdicts,
-            enforcement: &self.enforcement,
-            shapers: &self.shapers,
-        }
-    }
-
     /// Answer one question; a caller that gave up is simply not answered.
     pub(super) async fn answer(&mut self, ask: Ask) {
         match ask {
