@@ -53,7 +53,7 @@ base_rate = "20mbit"
 download_rate = "50mbit"
 [[penalty.stage]]
 usage = 0.5
-trigger = "4s"
+trigger = "8s"
 rate = 0.5
 duration = "10s"
 "#,
@@ -76,7 +76,7 @@ duration = "10s"
     let server = Iperf3Server::start(&host, link.a_ip, 5301);
     let mut flow = server.client(&inst, 40, 0);
 
-    eventually(Duration::from_secs(20), "stage 1", || {
+    eventually(Duration::from_secs(30), "stage 1", || {
         record(&run, "tap301i0").filter(|r| r.stage == 1)
     });
     std::thread::sleep(Duration::from_millis(1500));
@@ -101,9 +101,14 @@ duration = "10s"
     });
     // The state file says stage 0 once the tick that raised the limit wrote it; TCP then
     // needs a moment to grow its window from the 10 Mbit it was held to, as it did after
-    // the cut. Measuring at once caught that ramp (17.96 Mbit in a loaded CI run).
+    // the cut. The flow still hogs, so the agent escalates again one trigger (8 s) after
+    // the expiry: the 1.5 s settle + 3 s window must end well before that. (With a 4 s
+    // trigger the window overlapped the new penalty and CI measured 17.99 Mbit.)
     std::thread::sleep(Duration::from_millis(1500));
     let restored = counter_rate(&host, &ifb, "tx_bytes", Duration::from_secs(3));
+    let rec = record(&run, "tap301i0").unwrap();
+    assert_eq!(rec.stage, 0, "still at base after the measurement");
+    assert_eq!(rec.upload_limit_kbps, Some(20_000));
     assert!(
         within(restored, 20e6, 0.10),
         "back at base the flow should get 20 Mbit, measured {:.2} Mbit",
