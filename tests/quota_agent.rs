@@ -312,6 +312,32 @@ timeout = "10s"
     );
     assert_eq!(agent.stop(), Some(0));
 
+    // `sluice release tap502i0` (the package's removal runs `sluice release`): the link
+    // the disconnect rule held down comes up; tap501i0's shaper is not touched.
+    assert!(!is_up(&host, "tap502i0"), "a stopped agent leaves it down");
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &host.name])
+        .arg(support::sluice_bin())
+        .args(["release", "tap502i0", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("raised: tap502i0 (held down by a disconnect rule)"),
+        "{stdout}"
+    );
+    assert!(is_up(&host, "tap502i0"), "released link is up");
+    let q = host.exec("tc", &["qdisc", "show", "dev", "tap501i0"]);
+    assert!(q.contains("ingress"), "release was scoped to tap502i0: {q}");
+    // Put it back down as the agent left it, for the period's end below.
+    host.ip(&["link", "set", "tap502i0", "down"]);
+
     // The day ends while the agent is down: it restores everything when it comes back.
     let db = rusqlite::Connection::open(run.join("lib/ledger.db")).unwrap();
     let past = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1);

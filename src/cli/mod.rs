@@ -43,7 +43,7 @@ pub enum Command {
     Check(check::Args),
     /// Delete ledger buckets before a date (--dry-run says what it would delete)
     Prune(prune::Args),
-    /// Remove the limits sluice installed (all, or the named interfaces); agent stopped
+    /// Remove the limits sluice installed, raise the links it held down (all, or the named); agent stopped
     Release(release::Args),
     /// Traffic per instance and period from the ledger (table, --json or --csv)
     Usage(usage::Args),

@@ -4,18 +4,22 @@
 //! With the tc backend it deletes exactly what sluice created — its HTB roots, its
 //! ingress redirect, its ifbs — found by their marks, so it works after a crash or a
 //! config change too. With the ovs backend it sets `ingress_policing_rate/burst` back to 0.
+//! With any backend it raises the links a `disconnect` rule held down, as the agent's
+//! last state file records them: with the package removed, nothing else would.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
 
 use super::ConfigArg;
 use crate::config::{BackendKind, Config};
+use crate::enforce::link::{LinkSwitch, Switched};
 use crate::enforce::tc::{Scope, ifb_tap};
 use crate::enforce::{OvsBackend, OvsConfig, TcBackend};
 use crate::names::IfName;
-use crate::state::{AgentLock, LOCK_FILE};
+use crate::state::{self, AgentLock, LOCK_FILE, STATE_FILE};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -38,14 +42,65 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _lock = AgentLock::acquire(&config.agent.state_dir.join(LOCK_FILE)).map_err(|e| {
         anyhow::anyhow!("{e}; stop the agent first (systemctl stop sluice): a running agent re-applies its limits every tick")
     })?;
-    match config.agent.backend {
+    let limits = match config.agent.backend {
         BackendKind::None => {
-            println!("backend \"none\" installs nothing; nothing to release");
-            Ok(ExitCode::SUCCESS)
+            println!("backend \"none\" installs no limits");
+            ExitCode::SUCCESS
         }
-        BackendKind::Tc => release_tc(&names),
-        BackendKind::Ovs => release_ovs(&config, &names),
+        BackendKind::Tc => release_tc(&names)?,
+        BackendKind::Ovs => release_ovs(&config, &names)?,
+    };
+    let links = raise_disconnected(&dir.join(STATE_FILE), &names)?;
+    Ok(if limits == ExitCode::SUCCESS {
+        links
+    } else {
+        limits
+    })
+}
+
+/// Bring up the links the agent's last state file says a `disconnect` rule held down
+/// (all, or those among `names`). Only those: sluice never raises a link it did not
+/// down. Links that no longer exist have nothing to raise.
+fn raise_disconnected(state_path: &Path, names: &[IfName]) -> anyhow::Result<ExitCode> {
+    let snapshot =
+        state::read(state_path).with_context(|| format!("reading {}", state_path.display()))?;
+    let held: Vec<(IfName, u32)> = snapshot
+        .map(|s| s.interfaces)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.disconnected && (names.is_empty() || names.contains(&r.interface)))
+        .filter_map(|r| {
+            let idx = sysfs_ifindex(&r.interface).ok()?;
+            Some((r.interface, idx))
+        })
+        .collect();
+    if held.is_empty() {
+        return Ok(ExitCode::SUCCESS);
     }
+    let mut links = LinkSwitch::open().context("opening a netlink socket")?;
+    let asks: Vec<(u32, bool)> = held.iter().map(|(_, idx)| (*idx, true)).collect();
+    let mut raised = Vec::new();
+    let mut failed = false;
+    for ((name, _), result) in held.iter().zip(links.set(&asks)) {
+        match result {
+            Switched::Changed | Switched::Unchanged => raised.push(name.to_string()),
+            Switched::Failed(e) => {
+                eprintln!("sluice: {name}: cannot set the link up: {e}");
+                failed = true;
+            }
+        }
+    }
+    if !raised.is_empty() {
+        println!(
+            "raised: {} (held down by a disconnect rule)",
+            raised.join(", ")
+        );
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn release_tc(names: &[IfName]) -> anyhow::Result<ExitCode> {
@@ -87,10 +142,14 @@ fn release_tc(names: &[IfName]) -> anyhow::Result<ExitCode> {
 
 /// An interface's ifindex from sysfs (in this process's namespace).
 fn ifindex(name: &IfName) -> anyhow::Result<u32> {
-    let path = format!("/sys/class/net/{name}/ifindex");
     if ifb_tap(name.as_str()).is_some() {
         anyhow::bail!("{name} is one of sluice's ifbs; release the interface it shapes");
     }
+    sysfs_ifindex(name)
+}
+
+fn sysfs_ifindex(name: &IfName) -> anyhow::Result<u32> {
+    let path = format!("/sys/class/net/{name}/ifindex");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("no interface named {name} (reading {path})"))?;
     let idx = text
