@@ -7,7 +7,7 @@
 //! boundaries it missed instead of running twice. Signals are handled between ticks, so
 //! SIGTERM always lets the current tick finish.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,7 @@ use crate::enforce::{
 };
 use crate::events::{policy_row, row};
 use crate::hooks::{self, HookCall};
-use crate::names::{IfName, InstanceId};
+use crate::names::{FastMap, IfName, InstanceId};
 use crate::policy::quota::{QuotaEvent, QuotaState, Quotas};
 use crate::policy::{ChangeCause, Event, EventKind, Policy, Tick, Verdict};
 use crate::sample::LinkSampler;
@@ -88,7 +88,7 @@ pub struct Agent {
     /// The latest status of every present interface, in name order.
     enforcement: Vec<(IfName, Enforcement)>,
     /// The tc shapers' drops and overlimits of the latest tick (empty for other backends).
-    shapers: HashMap<IfName, ShaperDrops>,
+    shapers: FastMap<IfName, ShaperDrops>,
     origin: Instant,
     state_path: PathBuf,
     /// The state file must be rewritten even if the policy saw no change (first tick,
@@ -182,7 +182,7 @@ impl Agent {
             backend,
             sampler: LinkSampler::open()?,
             enforcement: Vec::new(),
-            shapers: HashMap::new(),
+            shapers: FastMap::default(),
             origin: Instant::now(),
             state_path,
             state_dirty: true,
@@ -446,7 +446,7 @@ impl Agent {
         }
         self.enforcement = enforcement;
         // Sent bytes move every tick; only new drops are worth a state write.
-        let shapers: HashMap<IfName, ShaperDrops> = self
+        let shapers: FastMap<IfName, ShaperDrops> = self
             .backend
             .shaper_counters()
             .map(|m| {

@@ -10,6 +10,12 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// A map keyed by names or ifindexes that every tick reads once per interface. foldhash
+/// (hashbrown's own default hasher) rather than SipHash: the keys come from the kernel and
+/// the operator's config, not from remote peers, and at 10,000 interfaces SipHash was a
+/// tenth of the tick.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Longest interface name the kernel accepts (IFNAMSIZ - 1).
 pub const IFNAME_MAX: usize = 15;
 
@@ -35,10 +41,49 @@ fn plain_chars(s: &str, extra: &[u8]) -> bool {
 }
 
 /// A kernel network interface name, valid for the kernel and harmless in argv.
-/// Shared (`Arc<str>`): the same names are cloned into samples, state and verdicts every
-/// tick, and a clone must not cost an allocation per interface.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct IfName(Arc<str>);
+///
+/// Held inline, NUL-padded to the kernel's IFNAMSIZ (16 bytes): every tick looks each
+/// sampled name up in the policy's ordered map, the ledger's index and the pattern cache,
+/// and clones it into samples, state and verdicts. Inline, a comparison is one 128-bit
+/// compare instead of a `memcmp` call, hashing is one word, a clone copies 16 bytes with
+/// no allocation or reference count, and no name lives on the heap.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IfName {
+    /// The name's bytes, then NULs (names never contain NUL; the longest leaves one).
+    bytes: [u8; IFNAME_MAX + 1],
+}
+
+impl IfName {
+    fn key(&self) -> u128 {
+        // Big-endian: integer order is the bytes' lexicographic order, and NUL padding
+        // sorts a name before every longer name it is a prefix of — `str`'s order.
+        u128::from_be_bytes(self.bytes)
+    }
+}
+
+impl Ord for IfName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+impl PartialOrd for IfName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::hash::Hash for IfName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u128(self.key());
+    }
+}
+
+impl fmt::Debug for IfName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("IfName").field(&self.as_str()).finish()
+    }
+}
 
 impl IfName {
     pub fn new(s: &str) -> Result<Self, NameError> {
@@ -49,25 +94,33 @@ impl IfName {
             && s != ".."
             && plain_chars(s, b"@");
         if ok {
-            Ok(IfName(Arc::from(s)))
+            let mut bytes = [0; IFNAME_MAX + 1];
+            bytes[..s.len()].copy_from_slice(s.as_bytes());
+            Ok(IfName { bytes })
         } else {
             Err(NameError::Interface(s.to_owned()))
         }
     }
     pub fn as_str(&self) -> &str {
-        &self.0
+        let len = self
+            .bytes
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(IFNAME_MAX);
+        // Built from a checked ASCII `str` only, so this never falls back.
+        std::str::from_utf8(&self.bytes[..len]).unwrap_or_default()
     }
 }
 
 impl fmt::Display for IfName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl Serialize for IfName {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -85,8 +138,24 @@ impl<'de> Deserialize<'de> for IfName {
 }
 
 /// The VM or container an interface belongs to (a Proxmox VMID, an LXD container name).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Shared (`Arc<str>`, up to 64 bytes): cloned into state and verdicts every tick.
+#[derive(Debug, Clone, Eq, PartialOrd, Ord)]
 pub struct InstanceId(Arc<str>);
+
+impl std::hash::Hash for InstanceId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // By text, as equality is.
+        self.0.hash(state);
+    }
+}
+
+impl PartialEq for InstanceId {
+    fn eq(&self, other: &Self) -> bool {
+        // The policy compares each interface's instance with the cached match every tick;
+        // those are clones of one `Arc`, so the pointer answers without reading the text.
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
 
 impl InstanceId {
     pub fn new(s: &str) -> Result<Self, NameError> {
@@ -159,6 +228,58 @@ impl Serialize for Label {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interface_names_order_and_hash_as_their_text() {
+        let names = [
+            "a",
+            "ab",
+            "ab.0",
+            "abc",
+            "b",
+            "eth0@if5",
+            "exactly15chars_",
+            "exactly15chars",
+            "kvm10.0",
+            "kvm101.0",
+            "kvm2.0",
+            "tap101i0",
+            "A",
+            "Z9",
+            "_x",
+        ];
+        for a in names {
+            let na = IfName::new(a).unwrap();
+            assert_eq!(na.as_str(), a);
+            assert_eq!(na.to_string(), a);
+            assert_eq!(format!("{na:?}"), format!("IfName({a:?})"));
+            for b in names {
+                let nb = IfName::new(b).unwrap();
+                assert_eq!(na.cmp(&nb), a.cmp(b), "{a} vs {b}");
+                assert_eq!(na == nb, a == b, "{a} == {b}");
+            }
+        }
+        let hash = |n: &IfName| {
+            use std::hash::{BuildHasher, BuildHasherDefault};
+            BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(n)
+        };
+        assert_eq!(
+            hash(&IfName::new("kvm1.0").unwrap()),
+            hash(&IfName::new("kvm1.0").unwrap())
+        );
+        assert_ne!(
+            hash(&IfName::new("kvm1.0").unwrap()),
+            hash(&IfName::new("kvm1.00").unwrap())
+        );
+    }
+
+    #[test]
+    fn instance_ids_equal_by_text_not_by_allocation() {
+        let a = InstanceId::new("101").unwrap();
+        assert_eq!(a, a.clone());
+        assert_eq!(a, InstanceId::new("101").unwrap());
+        assert_ne!(a, InstanceId::new("1010").unwrap());
+    }
 
     #[test]
     fn interface_names() {

@@ -39,7 +39,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
 use super::{Counters, counter_delta};
-use crate::names::{IfName, InstanceId};
+use crate::names::{FastMap, IfName, InstanceId};
 use crate::policy::quota::{QuotaChanges, QuotaRows, Spent};
 pub use buckets::{BucketFilter, BucketRow, Pruned, bucket_rows, prune};
 pub use journal::read_events;
@@ -125,7 +125,7 @@ pub struct EventRow {
 struct Memory {
     state: State,
     names: Vec<(IfName, InstanceId)>,
-    index: HashMap<IfName, usize>,
+    index: FastMap<IfName, usize>,
     quotas: packed_quotas::QuotaMap,
 }
 

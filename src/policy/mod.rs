@@ -7,7 +7,7 @@ pub mod period;
 pub mod quota;
 mod verdict;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ pub use verdict::{Burst, Limit, Reason, Verdict};
 
 use crate::account::{Counters, counter_delta};
 use crate::config::{ActionKind, Config, InterfacePattern};
-use crate::names::{IfName, InstanceId};
+use crate::names::{FastMap, IfName, InstanceId};
 use crate::sample::Sample;
 use crate::units::Rate;
 use quota::Quotas;
@@ -105,7 +105,7 @@ pub struct Policy {
     interfaces: BTreeMap<IfName, InterfaceState>,
     /// Which instance each interface name belongs to (`None`: no pattern matches), so the
     /// regexes run once per name rather than once per name per tick.
-    matches: HashMap<IfName, Option<InstanceId>>,
+    matches: FastMap<IfName, Option<InstanceId>>,
     /// The patterns `matches` was computed with; another set (a reload) clears it.
     matched_with: Option<Arc<[InterfacePattern]>>,
     /// Whether the last tick changed anything a snapshot shows (rates, stages, presence).

@@ -15,7 +15,6 @@
 //! heap. Here each answer is read in place from one reused 64 KiB buffer with
 //! netlink-packet-route's header parsers and only the name is kept.
 
-use std::collections::HashMap;
 use std::io;
 
 use netlink_packet_core::{NLM_F_DUMP_INTR, NetlinkBuffer, NlasIterator};
@@ -26,7 +25,7 @@ use netlink_sys::protocols::NETLINK_ROUTE;
 use netlink_sys::{Socket, SocketAddr};
 
 use super::Sample;
-use crate::names::IfName;
+use crate::names::{FastMap, IfName};
 use crate::netlink::{KernelError, RouteSocket};
 
 const RTM_NEWLINK: u16 = 16;
@@ -56,7 +55,7 @@ pub struct LinkSampler {
     /// Receive buffer of the notification socket.
     buf: Vec<u8>,
     /// ifindex → name; `None` for names that are not valid [`IfName`]s (never sampled).
-    names: HashMap<u32, Option<IfName>>,
+    names: FastMap<u32, Option<IfName>>,
     /// The cache must be refilled before it is trusted.
     stale: bool,
 }
@@ -72,7 +71,7 @@ impl LinkSampler {
             dump,
             notify,
             buf: Vec::with_capacity(RECV_BUFFER),
-            names: HashMap::new(),
+            names: FastMap::default(),
             stale: true,
         })
     }
@@ -116,25 +115,36 @@ impl LinkSampler {
         stats.dedup_by_key(|s| s.0);
 
         self.apply_link_notifications();
-        let unknown = stats.iter().any(|(idx, _)| !self.names.contains_key(idx));
-        if self.stale || unknown || interrupted || self.names.len() != stats.len() {
+        // One lookup per link: the cache is trusted unless a link is missing from it.
+        let mut out = Vec::with_capacity(stats.len());
+        let known = self.named(&stats, &mut out);
+        if self.stale || !known || interrupted || self.names.len() != stats.len() {
             self.refresh_names()?;
+            out.clear();
+            // A link created between the two dumps is simply sampled next tick.
+            self.named(&stats, &mut out);
         }
-        Ok(stats
-            .into_iter()
-            .filter_map(|(ifindex, [rx_bytes, tx_bytes, rx_packets, tx_packets])| {
-                // A link created between the two dumps is simply sampled next tick.
-                let name = self.names.get(&ifindex)?.clone()?;
-                Some(Sample {
+        Ok(out)
+    }
+
+    /// The samples of `stats` whose names are cached (valid ones only), pushed to `out`;
+    /// false as soon as an ifindex is not in the cache at all.
+    fn named(&self, stats: &[(u32, [u64; 4])], out: &mut Vec<Sample>) -> bool {
+        for &(ifindex, [rx_bytes, tx_bytes, rx_packets, tx_packets]) in stats {
+            match self.names.get(&ifindex) {
+                None => return false,
+                Some(None) => {}
+                Some(Some(name)) => out.push(Sample {
                     ifindex,
-                    name,
+                    name: name.clone(),
                     rx_bytes,
                     tx_bytes,
                     rx_packets,
                     tx_packets,
-                })
-            })
-            .collect())
+                }),
+            }
+        }
+        true
     }
 
     /// Apply queued RTM_NEWLINK / RTM_DELLINK notifications; a lost one marks the cache stale.
@@ -174,7 +184,8 @@ impl LinkSampler {
     fn refresh_names(&mut self) -> Result<(), SampleError> {
         // Notifications that raced with this dump are covered by it.
         self.apply_link_notifications();
-        let mut names = HashMap::with_capacity(self.names.len().max(16));
+        let mut names =
+            FastMap::with_capacity_and_hasher(self.names.len().max(16), Default::default());
         let mut interrupted = false;
         self.dump
             .dump_raw(

@@ -2,12 +2,11 @@
 //! policy, the verdicts and the enforcement results — one record at a time, so a
 //! 10,000-interface snapshot is streamed to disk without a second copy in memory.
 
-use std::collections::HashMap;
 
 use super::{InterfaceRecord, QuotaRecord, ShaperDrops};
 use crate::config::Config;
 use crate::enforce::Enforcement;
-use crate::names::IfName;
+use crate::names::{FastMap, IfName};
 use crate::policy::{Burst, PenaltyMachine, Policy, Reason, Verdict};
 use crate::units::Rate;
 
@@ -20,7 +19,7 @@ pub struct AgentView<'a> {
     /// Same interfaces, same order.
     pub enforcement: &'a [(IfName, Enforcement)],
     /// Shaper drops by interface (tc backend; empty otherwise).
-    pub shapers: &'a HashMap<IfName, ShaperDrops>,
+    pub shapers: &'a FastMap<IfName, ShaperDrops>,
 }
 
 impl AgentView<'_> {
