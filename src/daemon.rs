@@ -285,7 +285,9 @@ impl Agent {
             }
         }
         notifier.stopping();
-        self.verdicts = self.policy.verdicts(&self.config);
+        let mut verdicts = std::mem::take(&mut self.verdicts);
+        self.policy.verdicts_into(&self.config, &mut verdicts);
+        self.verdicts = verdicts;
         self.write_state(true);
         info!("sluice agent stopped; limits left in place");
         Ok(())
@@ -408,7 +410,8 @@ impl Agent {
         }
         let mut fired = std::mem::take(&mut self.reset_fired);
         fired.extend(self.account(&samples, now.wall));
-        let verdicts = self.policy.verdicts(&self.config);
+        let mut verdicts = std::mem::take(&mut self.verdicts);
+        self.policy.verdicts_into(&self.config, &mut verdicts);
         if let Some(link) = &self.store {
             let mut seen: Vec<InstanceId> =
                 verdicts.iter().map(|(_, v)| v.instance.clone()).collect();
