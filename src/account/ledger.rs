@@ -267,16 +267,14 @@ impl Ledger {
             dirty: false,
         };
         let mem = &mut self.mem;
-        // Room for every interface seen for the first time, made once: growing by doubling
-        // on a 10,000-interface host's first tick held both copies and left a third unused.
-        let new = observations
-            .iter()
-            .filter(|o| !mem.index.contains_key(o.interface))
-            .count();
-        if new > 0 {
-            mem.state.entries.reserve_exact(new);
-            mem.names.reserve_exact(new);
-            mem.index.reserve(new);
+        // Room for the interfaces beyond those known, made once: growing by doubling on a
+        // 10,000-interface host's first tick held both copies and left a third unused.
+        // (Counted without lookups; at worst it also makes room for some that vanished.)
+        let more = observations.len().saturating_sub(mem.names.len());
+        if more > 0 {
+            mem.state.entries.reserve_exact(more);
+            mem.names.reserve_exact(more);
+            mem.index.reserve(more);
         }
         for o in observations {
             tick.observe(&tx, mem, o)?;

@@ -2,7 +2,6 @@
 //! policy, the verdicts and the enforcement results — one record at a time, so a
 //! 10,000-interface snapshot is streamed to disk without a second copy in memory.
 
-
 use super::{InterfaceRecord, QuotaRecord, ShaperDrops};
 use crate::config::Config;
 use crate::enforce::Enforcement;
