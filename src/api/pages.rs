@@ -11,7 +11,7 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 
-use super::routes::{ask, ledger_events};
+use super::routes::{ask, ledger_events, off_runtime};
 use super::{ApiState, Ask};
 use crate::account::ledger::open_read_only;
 use crate::account::usage::Granularity;
@@ -101,20 +101,11 @@ async fn chart(
     let dark = q.dark.is_some_and(|d| d != "0");
     let config = ask(&s, Ask::Config).await?;
     let path = s.ledger.clone();
-    let svg = tokio::task::spawn_blocking(move || {
+    let svg = off_runtime("chart_unavailable", "draw the chart", move || {
         let conn = open_read_only(&path).map_err(|e| e.to_string())?;
         dashboard::chart_svg(&conn, Some(&config), &id, by, dark, Timestamp::now())
             .map_err(|e| e.to_string())
     })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|r| r)
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "chart_unavailable",
-            format!("cannot draw the chart: {e}"),
-        )
-    })?;
+    .await?;
     Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
 }

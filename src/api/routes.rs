@@ -177,7 +177,7 @@ pub(super) async fn ledger_events(
 ) -> Result<Vec<crate::account::ledger::EventRow>, ApiError> {
     let conn = s.events_conn.clone();
     let path = s.ledger.clone();
-    tokio::task::spawn_blocking(move || {
+    off_runtime("ledger_unavailable", "read the event log", move || {
         let mut held = conn
             .lock()
             .map_err(|_| "event reader poisoned".to_owned())?;
@@ -192,15 +192,26 @@ pub(super) async fn ledger_events(
         })
     })
     .await
-    .map_err(|e| e.to_string())
-    .and_then(|r| r)
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ledger_unavailable",
-            format!("cannot read the event log: {e}"),
-        )
-    })
+}
+
+/// Run blocking work (a ledger read, a chart) on a blocking thread. Its failure, or the
+/// thread's, answers 503 with `code` and "cannot {what}: …".
+pub(super) async fn off_runtime<T: Send + 'static>(
+    code: &'static str,
+    what: &'static str,
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r)
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                code,
+                format!("cannot {what}: {e}"),
+            )
+        })
 }
 
 async fn reset_quota(

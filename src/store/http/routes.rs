@@ -85,16 +85,19 @@ struct FleetQuery {
     fragment: Option<String>,
 }
 
+/// A `period` parameter (query or body); the month when absent.
+fn period_param(period: Option<&str>) -> ApiResult<StorePeriod> {
+    period
+        .unwrap_or("month")
+        .parse()
+        .map_err(|e| ApiError::invalid("period", e))
+}
+
 /// How many instances the fleet view ranks.
 const FLEET_TOP: usize = 50;
 
 async fn fleet_page(State(s): State<ApiState>, Query(q): Query<FleetQuery>) -> ApiResult<Response> {
-    let period: StorePeriod = q
-        .period
-        .as_deref()
-        .unwrap_or("month")
-        .parse()
-        .map_err(|e| ApiError::invalid("period", e))?;
+    let period = period_param(q.period.as_deref())?;
     let now = jiff::Timestamp::now();
     let fleet = s.store.fleet(period, now, FLEET_TOP).await?;
     let html = crate::dashboard::fleet::render(
@@ -289,12 +292,7 @@ async fn get_usage(
     Path(id): Path<String>,
     Query(q): Query<UsageQuery>,
 ) -> ApiResult<Response> {
-    let period: StorePeriod = q
-        .period
-        .as_deref()
-        .unwrap_or("month")
-        .parse()
-        .map_err(|e| ApiError::invalid("period", e))?;
+    let period = period_param(q.period.as_deref())?;
     let at = match q.at.as_deref() {
         None => Timestamp::now(),
         Some(t) => t.parse().map_err(|e: jiff::Error| {
@@ -429,12 +427,7 @@ async fn usage_reset(
     if body.resource.parse::<TrafficResource>().is_ok() {
         let i = target
             .ok_or_else(|| ApiError::invalid("instance", "a traffic reset names the instance"))?;
-        let period: StorePeriod = body
-            .period
-            .as_deref()
-            .unwrap_or("month")
-            .parse()
-            .map_err(|e| ApiError::invalid("period", e))?;
+        let period = period_param(body.period.as_deref())?;
         let hours = s.store.traffic_reset(i, period).await?;
         return Ok(Json(json!({"reset_hours": hours})).into_response());
     }
