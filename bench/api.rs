@@ -20,8 +20,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{KillOnDrop, median, release_binary};
-use sluice::api::metrics::{AgentMetrics, InterfaceSeries, RuleSeries, Scrape, render};
-use sluice::names::{IfName, InstanceId, RuleName};
+use sluice::api::agent::metrics::{AgentMetrics, InterfaceSeries, RuleSeries, Scrape, render};
+use sluice::model::ids::{IfName, InstanceId, RuleName};
 use support::Netns;
 use support::http::{request, wait_healthy};
 

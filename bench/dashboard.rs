@@ -15,10 +15,10 @@ use common::median;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use sluice::account::ledger::EventRow;
-use sluice::dashboard::page::{View, overview};
 use sluice::enforce::Enforcement;
-use sluice::names::{IfName, InstanceId, RuleName};
+use sluice::model::ids::{IfName, InstanceId, RuleName};
 use sluice::policy::Reason;
+use sluice::render::dashboard::page::{View, overview};
 use sluice::state::{InterfaceRecord, QuotaRecord, STATE_VERSION, Snapshot};
 
 fn snapshot(n: usize, now: Timestamp) -> Snapshot {
@@ -79,7 +79,7 @@ fn main() {
     let snap = snapshot(n, now);
     let events: Vec<EventRow> = (0..200)
         .map(|i| {
-            sluice::events::row(
+            sluice::account::ledger::EventRow::new(
                 now,
                 "stage",
                 Some(&InstanceId::new(&(1000 + i).to_string()).unwrap()),

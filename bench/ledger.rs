@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use sluice::account::ledger::Journal;
 use sluice::account::ledger::spool::{SpoolSample, SpoolWrite};
+use sluice::account::quota_counts::QuotaUsage;
 use sluice::account::{Ledger, Observation};
-use sluice::names::{IfName, InstanceId, RuleName};
-use sluice::policy::period::Period;
-use sluice::policy::quota::QuotaUsage;
+use sluice::model::calendar::Period;
+use sluice::model::ids::{IfName, InstanceId, RuleName};
 
 fn names(n: usize) -> (Vec<IfName>, Vec<InstanceId>) {
     (

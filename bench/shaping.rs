@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 
 use sluice::enforce::tc::Scope;
 use sluice::enforce::{Enforcement, TcBackend, Wanted};
-use sluice::names::{IfName, InstanceId};
+use sluice::model::ids::{IfName, InstanceId};
+use sluice::model::units::Rate;
 use sluice::policy::{Burst, Limit, Reason, Verdict};
-use sluice::units::Rate;
 use support::{Iperf3Server, Netns, TCP_FRAME, TCP_MSS, iperf3_goodput, sh, veth};
 
 /// UDP payload that fills a 1500-byte frame (+ UDP 8, IPv4 20, Ethernet 14 = 1500).

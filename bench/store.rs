@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use rusqlite::{Connection, params};
-use sluice::names::{InstanceId, Label};
+use sluice::api::store::{self as http, ApiOptions};
+use sluice::model::ids::{InstanceId, Label};
 use sluice::store::SqliteStore;
-use sluice::store::http::{self, ApiOptions};
 use sluice::store::model::{Deltas, Limit, Scope};
 use sluice::store::report::{Batch, Report, Sample};
 use sluice::store::service::{Settings, Store};
@@ -119,7 +119,7 @@ fn over_http(rt: &tokio::runtime::Runtime, n: usize, clients: usize) -> f64 {
     let path = d.path().join("q.db");
     let token = SqliteStore::open(&path)
         .unwrap()
-        .token_create(&sluice::store::tokens::Role::Admin)
+        .token_create(&sluice::model::token::Role::Admin)
         .unwrap()
         .reveal();
     let store = Store::open_sqlite(&path, Settings::default()).unwrap();

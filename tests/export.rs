@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use serde_json::{Value, json};
+use sluice::account::ledger::EventRow;
 use sluice::account::ledger::Journal;
 use sluice::account::{Ledger, Observation};
-use sluice::events::row;
-use sluice::names::{IfName, InstanceId};
+use sluice::model::ids::{IfName, InstanceId};
 use support::sluice_bin;
 
 const DAY: &str = "2026-11-20";
@@ -60,7 +60,7 @@ fn fixture() -> Fixture {
     let mut counters = [(0u64, 0u64); 3];
     let mut totals: Vec<(&str, u64, u64)> = names.iter().map(|n| (*n, 0, 0)).collect();
     let stage = |at: Timestamp, from: u64, to: u64| {
-        row(
+        EventRow::new(
             at,
             "stage",
             Some(&InstanceId::new("101").unwrap()),

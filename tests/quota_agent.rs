@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use sluice::account::ledger::packed_quotas;
 use sluice::enforce::tc::ifb_name;
-use sluice::policy::period::Period;
+use sluice::model::calendar::Period;
 use sluice::state::{self, InterfaceRecord};
 use support::{AgentProc, Iperf3Server, Netns, counter_rate, events, eventually, send_udp, veth};
 
@@ -308,7 +308,10 @@ timeout = "10s"
         .expect("the disconnect exceed was posted");
     assert_eq!(
         exceeded.0.as_deref(),
-        Some(sluice::webhook::signature("test-secret", exceeded.1.to_string().as_bytes()).as_str())
+        Some(
+            sluice::report::webhook::signature("test-secret", exceeded.1.to_string().as_bytes())
+                .as_str()
+        )
     );
     assert_eq!(agent.stop(), Some(0));
 

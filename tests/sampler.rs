@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use sluice::names::IfName;
+use sluice::model::ids::IfName;
 use sluice::sample::{LinkSampler, Sample};
 use support::{Netns, UDP_FRAME_OVERHEAD, send_udp, veth};
 

@@ -6,7 +6,7 @@ mod support;
 use std::sync::Arc;
 
 use serde_json::json;
-use sluice::names::InstanceId;
+use sluice::model::ids::InstanceId;
 use sluice::store::SqliteStore;
 use support::store::{Client, StoreProc, call_async, create_token};
 

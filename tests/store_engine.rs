@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use sluice::names::{InstanceId, Label};
+use sluice::model::ids::{InstanceId, Label};
 use sluice::store::model::{Deltas, Scope, StoreError};
 use sluice::store::report::{Batch, Report, Sample};
 use sluice::store::service::{Settings, Store};

@@ -11,9 +11,9 @@ mod support;
 use std::time::Duration;
 
 use sluice::enforce::{Enforcement, TcBackend, Wanted};
-use sluice::names::{IfName, InstanceId};
+use sluice::model::ids::{IfName, InstanceId};
+use sluice::model::units::Rate;
 use sluice::policy::{Burst, Limit, Reason, Verdict};
-use sluice::units::Rate;
 use support::{Iperf3Server, Netns, TCP_FRAME, TCP_MSS, iperf3_goodput, veth};
 
 fn limit(rate: Rate) -> Limit {

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use sluice::enforce::tc::{Scope, ifb_name};
 use sluice::enforce::{Enforcement, TcBackend, Wanted};
-use sluice::names::{IfName, InstanceId};
+use sluice::model::ids::{IfName, InstanceId};
+use sluice::model::units::Rate;
 use sluice::policy::{Burst, Limit, Reason, Verdict};
-use sluice::units::Rate;
 use support::{Netns, send_udp, veth};
 
 fn limit(rate: &str) -> Limit {

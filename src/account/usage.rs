@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::ledger::packed::Table;
 use super::ledger::{BucketFilter, BucketRow, LedgerError, bucket_rows};
-use crate::names::{IfName, InstanceId};
+use crate::model::ids::{IfName, InstanceId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Granularity {

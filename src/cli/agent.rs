@@ -17,7 +17,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let path = args.config.config;
     let loaded = Config::load(&path)?;
-    let _guard = crate::logging::init(&loaded.config.log);
+    let _guard = crate::daemon::logging::init(&loaded.config.log);
     for w in &loaded.warnings {
         tracing::warn!("config {}: {w}", path.display());
     }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use super::ConfigArg;
 use crate::config::Config;
-use crate::units::format_duration;
+use crate::model::units::format_duration;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -11,7 +11,7 @@ use jiff::tz::TimeZone;
 use super::ConfigArg;
 use super::usage::{ledger_path, parse_when};
 use crate::account::ledger::{EventRow, open_read_only, read_events};
-use crate::names::InstanceId;
+use crate::model::ids::InstanceId;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -63,7 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// "1h", "7d" back from `now`, or what `usage --from` takes.
 fn parse_since(s: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
-    if let Ok(d) = crate::units::parse_duration(s) {
+    if let Ok(d) = crate::model::units::parse_duration(s) {
         let d = jiff::SignedDuration::try_from(d)?;
         return Ok(now.checked_sub(d)?);
     }

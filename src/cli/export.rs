@@ -15,10 +15,10 @@ use super::usage::{ledger_path, parse_when};
 use crate::account::ledger::open_read_only;
 use crate::account::usage::{Granularity, period_start};
 use crate::config::Config;
-use crate::export::chart::{self, Figure, Theme};
-use crate::export::{self, Directions, Report, Spec};
-use crate::names::{IfName, InstanceId};
-use crate::state::write_atomic;
+use crate::model::ids::{IfName, InstanceId};
+use crate::render::export::chart::{self, Figure, Theme};
+use crate::render::export::{self, Directions, Report, Spec};
+use crate::sys::write_atomic;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {

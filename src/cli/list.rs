@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use jiff::Timestamp;
 
 use super::ConfigArg;
-use super::usage::human_bytes;
 use crate::config::{Config, DEFAULT_STATE_DIR};
 use crate::enforce::Enforcement;
-use crate::state::{self, Holder, InterfaceRecord, LOCK_FILE, STATE_FILE, Snapshot};
+use crate::model::human::{human_bytes, human_rate, human_secs};
+use crate::state::{InterfaceRecord, LOCK_FILE, STATE_FILE, Snapshot};
+use crate::sys::{self, Holder};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -20,7 +21,7 @@ pub struct Args {
     #[arg(long)]
     pub watch: bool,
     /// How often --watch refreshes
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = |s: &str| crate::units::parse_duration(s))]
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = |s: &str| crate::model::units::parse_duration(s))]
     pub every: std::time::Duration,
     /// Colours: auto (only on a terminal, and not with NO_COLOR set), always, never
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
@@ -69,7 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let path = dir.join(STATE_FILE);
     let read = || -> anyhow::Result<Snapshot> {
-        state::read(&path)?.ok_or_else(|| {
+        crate::state::read(&path)?.ok_or_else(|| {
             anyhow::anyhow!(
                 "no state at {} (has `sluice agent` run on this host?)",
                 path.display()
@@ -82,7 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let colour = args.color.enabled();
     let screen = |now: Timestamp| -> anyhow::Result<String> {
-        let agent = state::holder(&dir.join(LOCK_FILE));
+        let agent = sys::holder(&dir.join(LOCK_FILE));
         Ok(render(&read()?, &agent, now, colour))
     };
     if !args.watch {
@@ -325,47 +326,11 @@ fn row(r: &InterfaceRecord, now: Timestamp) -> [String; COLUMNS] {
     ]
 }
 
-/// "950.0 Mbit/s", "1.20 Gbit/s", "12.0 kbit/s".
-pub fn human_rate(bps: u64) -> String {
-    let b = bps as f64;
-    if b >= 1e9 {
-        format!("{:.2} Gbit/s", b / 1e9)
-    } else if b >= 1e6 {
-        format!("{:.1} Mbit/s", b / 1e6)
-    } else if b >= 1e3 {
-        format!("{:.1} kbit/s", b / 1e3)
-    } else {
-        format!("{bps} bit/s")
-    }
-}
-
-/// "25m 10s", "1h 02m", "3d 4h".
-pub fn human_secs(s: u64) -> String {
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
-        3600..86400 => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
-        _ => format!("{}d {}h", s / 86400, (s % 86400) / 3600),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::names::{IfName, InstanceId};
+    use crate::model::ids::{IfName, InstanceId};
     use crate::policy::Reason;
-
-    #[test]
-    fn human_units() {
-        assert_eq!(human_rate(950_000_000), "950.0 Mbit/s");
-        assert_eq!(human_rate(1_200_000_000), "1.20 Gbit/s");
-        assert_eq!(human_rate(12_000), "12.0 kbit/s");
-        assert_eq!(human_rate(7), "7 bit/s");
-        assert_eq!(human_secs(59), "59s");
-        assert_eq!(human_secs(1510), "25m 10s");
-        assert_eq!(human_secs(3720), "1h 02m");
-        assert_eq!(human_secs(3 * 86400 + 4 * 3600), "3d 4h");
-    }
 
     #[test]
     fn table_shows_stage_limit_remaining_and_failures() {
@@ -467,7 +432,7 @@ mod tests {
         let snap = Snapshot {
             interfaces: vec![limited],
             quotas: vec![crate::state::QuotaRecord {
-                rule: crate::names::RuleName::new("monthly").unwrap(),
+                rule: crate::model::ids::RuleName::new("monthly").unwrap(),
                 instance: InstanceId::new("101").unwrap(),
                 period_start: Timestamp::from_second(1_699_000_000).unwrap(),
                 period_end: Timestamp::from_second(1_700_003_600).unwrap(),

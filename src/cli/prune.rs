@@ -8,9 +8,10 @@ use anyhow::Context;
 use jiff::tz::TimeZone;
 
 use super::ConfigArg;
-use super::usage::{human_bytes, ledger_path, parse_when};
+use super::usage::{ledger_path, parse_when};
 use crate::account::ledger::{open_existing, prune};
-use crate::names::InstanceId;
+use crate::model::human::human_bytes;
+use crate::model::ids::InstanceId;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -18,8 +18,9 @@ use crate::config::{BackendKind, Config};
 use crate::enforce::link::{LinkSwitch, Switched};
 use crate::enforce::tc::{Scope, ifb_tap};
 use crate::enforce::{OvsBackend, OvsConfig, TcBackend};
-use crate::names::IfName;
-use crate::state::{self, AgentLock, LOCK_FILE, STATE_FILE};
+use crate::model::ids::IfName;
+use crate::state::{self, LOCK_FILE, STATE_FILE};
+use crate::sys::AgentLock;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -9,10 +9,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::account::{Ledger, charge};
+use crate::account::Ledger;
 use crate::config::Config;
-use crate::events::{event_json, quota_json};
+use crate::engine::charge;
 use crate::policy::{EventKind, Policy, Tick};
+use crate::report::event::{event_json, quota_json};
 use crate::sample::trace::TraceReader;
 
 #[derive(Debug, clap::Args)]

@@ -12,11 +12,12 @@ use anyhow::Context;
 use jiff::Timestamp;
 
 use super::ConfigArg;
-use super::list::human_secs;
-use super::usage::human_bytes;
-use crate::api::StatusView;
+use crate::api::agent::StatusView;
 use crate::config::Config;
-use crate::state::{self, Holder, LOCK_FILE, STATE_FILE};
+use crate::model::human::human_bytes;
+use crate::model::human::human_secs;
+use crate::state::{self, LOCK_FILE, STATE_FILE};
+use crate::sys::{self, Holder};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -49,7 +50,7 @@ pub fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> anyhow::Result<T> 
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let client = crate::reporter::client().map_err(anyhow::Error::msg)?;
+        let client = crate::report::reporter::client().map_err(anyhow::Error::msg)?;
         let resp = client
             .get(url)
             .timeout(Duration::from_secs(5))
@@ -66,7 +67,7 @@ pub fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> anyhow::Result<T> 
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config.config)?.config;
-    let holder = state::holder(&config.agent.state_dir.join(LOCK_FILE));
+    let holder = sys::holder(&config.agent.state_dir.join(LOCK_FILE));
     let now = Timestamp::now();
     let asked = match (&holder, config.agent.listen) {
         (Holder::Running(_), Some(addr)) => Some(get_json::<StatusView>(&format!(

@@ -9,19 +9,18 @@ use anyhow::{Context, bail};
 use jiff::tz::TimeZone;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::api::store::{self as http, ApiOptions};
 use crate::config::{LogConfig, LogFormat};
-use crate::names::Label;
-use crate::state::AgentLock;
+use crate::model::ids::Label;
+use crate::model::token::{Role, TokenId};
 use crate::store::SqliteStore;
-use crate::store::http::{self, ApiOptions};
 use crate::store::postgres::PgStore;
 use crate::store::service::{Settings, Store};
 use crate::store::spec::KnownResources;
 use crate::store::sqlite::backup::{lock_path, restore};
-use crate::store::tokens::{Role, TokenId};
+use crate::sys::AgentLock;
 
 pub const DEFAULT_DATABASE: &str = "/var/lib/sluice/quota.db";
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9478";
 
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -97,13 +96,13 @@ impl TokenStore {
             }
         })
     }
-    fn create(&self, role: &Role) -> anyhow::Result<crate::store::tokens::Token> {
+    fn create(&self, role: &Role) -> anyhow::Result<crate::model::token::Token> {
         Ok(match self {
             TokenStore::Sqlite(s) => s.token_create(role)?,
             TokenStore::Postgres(rt, p) => rt.block_on(p.token_create(role))?,
         })
     }
-    fn list(&self) -> anyhow::Result<Vec<crate::store::tokens::TokenInfo>> {
+    fn list(&self) -> anyhow::Result<Vec<crate::model::token::TokenInfo>> {
         Ok(match self {
             TokenStore::Sqlite(s) => s.token_list()?,
             TokenStore::Postgres(rt, p) => rt.block_on(p.token_list())?,
@@ -123,7 +122,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub database: DatabaseArg,
     /// Address to listen on (TLS belongs to a reverse proxy in front)
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN, env = "SLUICE_STORE_LISTEN")]
+    #[arg(long, value_name = "ADDR", default_value = crate::config::DEFAULT_STORE_LISTEN, env = "SLUICE_STORE_LISTEN")]
     pub listen: SocketAddr,
     /// Time zone days and months are counted in (IANA name)
     #[arg(long, value_name = "TZ", default_value = "UTC")]
@@ -266,7 +265,7 @@ fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let _guard = crate::logging::init(&LogConfig {
+    let _guard = crate::daemon::logging::init(&LogConfig {
         dir: None,
         format: LogFormat::Text,
         level: args.log_level.clone(),

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use jiff::Timestamp;
 
-use crate::api::tokens::{self, TOKENS_FILE};
+use crate::api::agent::tokens::{self, TOKENS_FILE};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 
 #[derive(Debug, clap::Args)]

@@ -13,7 +13,8 @@ use super::ConfigArg;
 use crate::account::ledger::open_read_only;
 use crate::account::usage::{Granularity, UsageQuery, UsageRow, query};
 use crate::config::{Config, DEFAULT_DATA_DIR, LEDGER_FILE};
-use crate::names::{IfName, InstanceId};
+use crate::model::human::human_bytes;
+use crate::model::ids::{IfName, InstanceId};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -253,24 +254,6 @@ pub fn render(rows: &[UsageRow], by: Granularity, tz: &TimeZone) -> String {
         out.push_str("* includes traffic the agent could not time (it was down): spread evenly over the gap\n");
     }
     out
-}
-
-/// "1.23 GB", "512 B" (SI, like the quotas).
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [(&str, f64); 5] = [
-        ("PB", 1e15),
-        ("TB", 1e12),
-        ("GB", 1e9),
-        ("MB", 1e6),
-        ("kB", 1e3),
-    ];
-    let x = n as f64;
-    for (unit, size) in UNITS {
-        if x >= size {
-            return format!("{:.2} {unit}", x / size);
-        }
-    }
-    format!("{n} B")
 }
 
 #[cfg(test)]

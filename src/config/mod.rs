@@ -9,7 +9,6 @@
 mod raw;
 mod rule_index;
 mod rules;
-pub mod store_rules;
 mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,8 +19,8 @@ use std::time::Duration;
 
 use regex::Regex;
 
-use crate::names::{IfName, InstanceId, Label, Tag};
-use crate::units::{Bytes, Fraction, Rate};
+use crate::model::ids::{IfName, InstanceId, Label, Tag};
+use crate::model::units::{Bytes, Fraction, Rate};
 
 pub use rule_index::Rules;
 pub use rules::{ActionKind, Direction, EVENT_KINDS, HooksConfig, RuleConfig, WebhookConfig};
@@ -32,6 +31,8 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/sluice/sluice.toml";
 pub const DEFAULT_STATE_DIR: &str = "/run/sluice";
 pub const DEFAULT_LOG_DIR: &str = "/var/log/sluice";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/sluice";
+/// The agent's API on loopback: off it, every read needs a token.
+pub const DEFAULT_AGENT_LISTEN: &str = "127.0.0.1:9477";
 /// Drop-in `[instances."ID"]` files a control panel writes (`*.toml`).
 pub const DEFAULT_INSTANCES_DIR: &str = "/etc/sluice/instances.d";
 /// The ledger's file name inside `agent.data_dir`.

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::ops::Deref;
 
 use super::rules::RuleConfig;
-use crate::names::{InstanceId, RuleName, Tag};
+use crate::model::ids::{InstanceId, RuleName, Tag};
 
 /// The rules in config order (derefs to the slice), plus their index.
 #[derive(Debug, Clone, Default)]

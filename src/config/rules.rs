@@ -14,9 +14,9 @@ use jiff::tz::TimeZone;
 use super::InstanceConfig;
 use super::raw::{RawHooks, RawInstance, RawResetDay, RawRule, RawRuleRate, RawWebhook};
 use super::validate::Checker;
-use crate::names::{InstanceId, Label, RuleName, Tag};
-use crate::policy::period::PeriodKind;
-use crate::units::{Bytes, Fraction, Rate};
+use crate::model::calendar::PeriodKind;
+use crate::model::ids::{InstanceId, Label, RuleName, Tag};
+use crate::model::units::{Bytes, Fraction, Rate};
 
 /// Which counter a rule counts. Upload is what the host receives on the tap (rx).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -513,7 +513,7 @@ mod tests {
     use std::path::Path;
 
     use crate::config::{Config, drop_in_stamp};
-    use crate::names::{InstanceId, Label};
+    use crate::model::ids::{InstanceId, Label};
 
     #[test]
     fn drop_ins_merge_in_name_order_and_a_bad_file_is_skipped_whole() {

@@ -14,8 +14,8 @@ use super::{
     Loaded, LogConfig, LogFormat, PenaltyConfig, Problem, STORE_FILE, StageConfig, StoreConfig,
     StoreTarget, TokenSource,
 };
-use crate::names::Label;
-use crate::units::{Bytes, Fraction, Rate, parse_duration};
+use crate::model::ids::Label;
+use crate::model::units::{Bytes, Fraction, Rate, parse_duration};
 
 /// Collects problems; each `check_*` returns the value when it is valid.
 #[derive(Default)]
@@ -203,7 +203,7 @@ fn check_agent(c: &mut Checker, a: RawAgent) -> Option<AgentConfig> {
     if a.data_dir.as_deref().is_some_and(|s| !s.starts_with('/')) {
         c.error("agent.data_dir", "must be an absolute path");
     }
-    let listen = match a.listen.as_deref().unwrap_or(crate::api::DEFAULT_LISTEN) {
+    let listen = match a.listen.as_deref().unwrap_or(super::DEFAULT_AGENT_LISTEN) {
         "" => None,
         addr => match addr.parse() {
             Ok(a) => Some(a),
@@ -285,7 +285,7 @@ fn check_store(c: &mut Checker, s: RawStore, data_dir: &str) -> StoreConfig {
                 TokenSource::Inline(String::new())
             }
             (Some(t), None) => {
-                if crate::store::tokens::Token::parse(&t).is_none() {
+                if crate::model::token::Token::parse(&t).is_none() {
                     c.error("store.token", "is not a sluice token (sluice_<id>_<secret>, from `sluice store token create`)");
                 }
                 TokenSource::Inline(t)
@@ -912,7 +912,7 @@ base_rate = "1000mbit"
     fn instance_extraction_and_base_rate_override() {
         let text = format!("{MINIMAL}[instances.\"101\"]\nbase_rate = \"500mbit\"\n");
         let c = Config::parse(Path::new("t.toml"), &text).unwrap().config;
-        let name = |s| crate::names::IfName::new(s).unwrap();
+        let name = |s| crate::model::ids::IfName::new(s).unwrap();
         let id = c.instance_of(&name("kvm101.0")).unwrap();
         assert_eq!(id.as_str(), "101");
         assert_eq!(c.base_rate(&id).to_string(), "500mbit");

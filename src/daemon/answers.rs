@@ -1,5 +1,5 @@
 //! The tick loop's answers to the agent API's questions, built from its live state
-//! between ticks (see `crate::api` for why the HTTP side never holds that state).
+//! between ticks (see `crate::api::agent` for why the HTTP side never holds that state).
 
 use std::collections::HashMap;
 
@@ -7,14 +7,14 @@ use jiff::Timestamp;
 use tracing::warn;
 
 use super::Agent;
-use crate::api::metrics::{InterfaceSeries, RuleSeries, Scrape};
-use crate::api::{Ask, InstanceView, ReleaseRefused, RuleView, StatusView};
+use crate::api::agent::metrics::{InterfaceSeries, RuleSeries, Scrape};
+use crate::api::agent::{Ask, InstanceView, ReleaseRefused, RuleView, StatusView};
 use crate::enforce::Enforcement;
-use crate::events::policy_row;
-use crate::names::InstanceId;
+use crate::model::ids::InstanceId;
+use crate::model::units::Rate;
+use crate::report::event::policy_row;
 use crate::sample::Sample;
 use crate::state::{STATE_VERSION, Snapshot};
-use crate::units::Rate;
 
 impl Agent {
     /// Answer one question; a caller that gave up is simply not answered.
@@ -44,14 +44,14 @@ impl Agent {
                     None => None,
                     Some(restored) => {
                         warn!(%rule, %instance, "quota count reset by an operator (agent API)");
-                        self.pending.push(crate::events::row(
+                        self.pending.push(crate::account::ledger::EventRow::new(
                             now,
                             "quota_reset",
                             Some(&instance),
                             serde_json::json!({"rule": rule.as_str()}),
                         ));
                         if let Some(e) = restored {
-                            self.pending.push(crate::events::quota_row(&e));
+                            self.pending.push(crate::report::event::quota_row(&e));
                             self.reset_fired.push(e);
                         }
                         // Persist the zero and lift the action now, not at the next boundary.
@@ -119,7 +119,7 @@ impl Agent {
     }
 
     fn scrape(&self) -> Scrape {
-        let counters: HashMap<&crate::names::IfName, &Sample> =
+        let counters: HashMap<&crate::model::ids::IfName, &Sample> =
             self.samples.iter().map(|s| (&s.name, s)).collect();
         let interfaces = self
             .verdicts

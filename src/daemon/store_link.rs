@@ -11,17 +11,17 @@ use tokio::sync::watch;
 
 use super::AgentError;
 use super::store_quotas::{self, QuotaShared};
-use crate::account::SpoolPlan;
 use crate::account::ledger::spool::Spooled;
-use crate::config::store_rules::StoreQuotaSet;
+use crate::api::store::{self as http, ApiOptions};
 use crate::config::{LEDGER_FILE, StoreConfig, StoreTarget, TokenSource};
-use crate::names::InstanceId;
-use crate::names::Label;
-use crate::reporter::{Reporter, Sink, SpoolShared, client};
-use crate::state::AgentLock;
-use crate::store::http::{self, ApiOptions};
+use crate::daemon::store_rules::StoreQuotaSet;
+use crate::engine::SpoolPlan;
+use crate::model::ids::InstanceId;
+use crate::model::ids::Label;
+use crate::report::reporter::{Reporter, Sink, SpoolShared, client};
 use crate::store::service::{Settings, Store};
 use crate::store::sqlite::backup::lock_path;
+use crate::sys::AgentLock;
 
 pub struct StoreLink {
     shared: Arc<SpoolShared>,
@@ -190,14 +190,14 @@ impl StoreLink {
     }
 
     /// Where reports go and how the latest went.
-    pub fn status(&self) -> crate::api::StoreStatus {
+    pub fn status(&self) -> crate::api::agent::StoreStatus {
         let contact = self
             .shared
             .contact
             .lock()
             .map(|c| c.clone())
             .unwrap_or_default();
-        crate::api::StoreStatus {
+        crate::api::agent::StoreStatus {
             target: self.target.clone(),
             spool_bytes: self.shared.bytes.load(Ordering::Relaxed),
             last_report: contact.last_report,

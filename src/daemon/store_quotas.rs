@@ -11,10 +11,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::config::store_rules::StoreQuotaSet;
-use crate::names::InstanceId;
-use crate::reporter::Sink;
-use crate::state::write_atomic;
+use crate::daemon::store_rules::StoreQuotaSet;
+use crate::model::ids::InstanceId;
+use crate::report::reporter::Sink;
+use crate::sys::write_atomic;
 
 /// The quota cache's file name inside `agent.data_dir`.
 pub const CACHE_FILE: &str = "store-quotas.json";

@@ -9,7 +9,7 @@
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{LinkFlags, LinkMessage};
 
-use crate::netlink::{Answer, KernelError, Request, RouteSocket};
+use crate::sys::netlink::{Answer, KernelError, Request, RouteSocket};
 
 pub struct LinkSwitch {
     sock: RouteSocket,

@@ -5,7 +5,7 @@
 //! and returns one [`Enforcement`] per interface. An interface is only ever reported as
 //! limited when the read-back shows the limit in place.
 
-mod command;
+pub mod hooks;
 pub mod link;
 mod ovs;
 mod policer;
@@ -15,14 +15,13 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use command::{CommandError, run as run_command};
 pub use link::{LinkSwitch, Switched};
 pub use ovs::{OvsBackend, OvsConfig};
 pub use policer::PolicerProbe;
 pub use tc::TcBackend;
 
 use crate::config::BackendKind;
-use crate::names::IfName;
+use crate::model::ids::IfName;
 use crate::policy::Verdict;
 
 /// Whether an interface holds what its verdict asks for.

@@ -16,10 +16,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use tracing::{debug, warn};
 
-use super::command::run;
 use super::policer::PolicerProbe;
 use super::{Enforcement, Wanted};
-use crate::names::IfName;
+use crate::model::ids::IfName;
+use crate::sys::command::run;
 
 #[derive(Debug, Clone)]
 pub struct OvsConfig {
@@ -346,9 +346,9 @@ fn has_mark(v: &serde_json::Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::names::InstanceId;
+    use crate::model::ids::InstanceId;
+    use crate::model::units::Rate;
     use crate::policy::{Burst, Limit, Reason, Verdict};
-    use crate::units::Rate;
 
     fn verdict(kbps: Option<u64>) -> Verdict {
         Verdict {

@@ -3,7 +3,6 @@
 //! the daemon, `sluice simulate` and the tests all drive the very same code.
 
 mod penalty;
-pub mod period;
 pub mod quota;
 mod verdict;
 
@@ -18,9 +17,9 @@ pub use verdict::{Burst, Limit, Reason, Verdict};
 
 use crate::account::{Counters, counter_delta};
 use crate::config::{ActionKind, Config, InterfacePattern};
-use crate::names::{FastMap, IfName, InstanceId};
+use crate::model::ids::{FastMap, IfName, InstanceId};
+use crate::model::units::Rate;
 use crate::sample::Sample;
-use crate::units::Rate;
 use quota::Quotas;
 
 /// The moment a tick happens: monotonic time for intervals, wall time for expiry.
@@ -149,7 +148,7 @@ impl Policy {
     pub fn reset_quota(
         &mut self,
         cfg: &Config,
-        rule: &crate::names::RuleName,
+        rule: &crate::model::ids::RuleName,
         instance: &InstanceId,
         at: jiff::Timestamp,
     ) -> Option<Option<quota::QuotaEvent>> {
@@ -393,7 +392,7 @@ fn verdict_for(
     };
     let in_force = quotas.in_force(cfg, &st.instance);
     if let Some(f) = &in_force {
-        let tighter = |cur: Option<Rate>, rule: Option<&(Rate, crate::names::RuleName)>| {
+        let tighter = |cur: Option<Rate>, rule: Option<&(Rate, crate::model::ids::RuleName)>| {
             rule.filter(|(r, _)| cur.is_none_or(|c| *r < c)).cloned()
         };
         if let Some((r, rule)) = tighter(upload, f.upload.as_ref()) {

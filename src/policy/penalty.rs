@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Tick;
 use crate::config::StageConfig;
-use crate::units::Rate;
+use crate::model::units::Rate;
 
 /// What the machine remembers about one interface.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,7 +150,7 @@ impl<'a> PenaltyMachine<'a> {
 mod tests {
     use super::*;
     use crate::config::StageConfig;
-    use crate::units::Fraction;
+    use crate::model::units::Fraction;
 
     const BASE: Rate = Rate::from_bits_per_sec(1_000_000_000);
 

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ActionKind;
 use crate::config::BurstSpec;
-use crate::names::{InstanceId, RuleName};
-use crate::units::Rate;
+use crate::model::ids::{InstanceId, RuleName};
+use crate::model::units::Rate;
 
 /// A burst size in bits. OVS takes it in kilobits (`ingress_policing_burst`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -6,7 +6,7 @@ pub mod trace;
 
 pub use netlink::{LinkSampler, SampleError};
 
-use crate::names::IfName;
+use crate::model::ids::IfName;
 
 /// One interface's cumulative counters at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]

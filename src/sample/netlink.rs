@@ -25,8 +25,8 @@ use netlink_sys::protocols::NETLINK_ROUTE;
 use netlink_sys::{Socket, SocketAddr};
 
 use super::Sample;
-use crate::names::{FastMap, IfName};
-use crate::netlink::{KernelError, RouteSocket};
+use crate::model::ids::{FastMap, IfName};
+use crate::sys::netlink::{KernelError, RouteSocket};
 
 const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
 use super::Sample;
-use crate::names::IfName;
+use crate::model::ids::IfName;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {

@@ -5,8 +5,6 @@
 //! crash, never sees half a file — and a file that cannot be read back is moved aside
 //! with a warning rather than stopping the agent.
 
-mod atomic;
-mod lock;
 mod record;
 
 use std::cell::Cell;
@@ -16,12 +14,10 @@ use std::path::{Path, PathBuf};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize, Serializer};
 
-pub use atomic::write_atomic;
-pub use lock::{AgentLock, Holder, LockError, holder};
 pub use record::AgentView;
 
 use crate::enforce::Enforcement;
-use crate::names::{IfName, InstanceId, RuleName};
+use crate::model::ids::{IfName, InstanceId, RuleName};
 use crate::policy::Reason;
 
 /// Bumped on any incompatible change to [`Snapshot`].
@@ -246,7 +242,7 @@ pub fn write_streamed(
     };
     // Compact: at 10,000 interfaces pretty-printing doubles the size and the time;
     // `sluice list --json` pretty-prints for people.
-    atomic::write_atomic(path, 0o644, |file| {
+    crate::sys::write_atomic(path, 0o644, |file| {
         let mut w = BufWriter::with_capacity(64 * 1024, file);
         serde_json::to_writer(&mut w, &out)?;
         w.write_all(b"\n")?;

@@ -5,9 +5,9 @@
 use super::{InterfaceRecord, QuotaRecord, ShaperDrops};
 use crate::config::Config;
 use crate::enforce::Enforcement;
-use crate::names::{FastMap, IfName};
+use crate::model::ids::{FastMap, IfName};
+use crate::model::units::Rate;
 use crate::policy::{Burst, PenaltyMachine, Policy, Reason, Verdict};
-use crate::units::Rate;
 
 /// What the agent knows this tick, from which records are made.
 pub struct AgentView<'a> {

@@ -5,14 +5,12 @@
 //! [`model`] and [`traffic`] hold the rules with no database; [`sqlite`] is the embedded
 //! backend; [`service`] is the async face the HTTP API ([`http`]) and the agent use.
 
-pub mod http;
 pub mod model;
 pub mod postgres;
 pub mod report;
 pub mod service;
 pub mod spec;
 pub mod sqlite;
-pub mod tokens;
 pub mod traffic;
 pub mod view;
 

@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::names::{InstanceId, Label, NameError};
+use crate::model::ids::{InstanceId, Label, NameError};
 
 /// A counted resource's name: `ipv4`, `ipv6`, `port_mappings`, `proxies`, or one the
 /// store config declares.
@@ -247,6 +247,25 @@ impl From<NameError> for StoreError {
         StoreError::Invalid {
             field: "name".into(),
             reason: e.to_string(),
+        }
+    }
+}
+
+/// Token errors keep the store's shapes: a bad id or role is the caller's (400), a
+/// failed random source is the store's own (503).
+impl From<crate::model::token::TokenError> for StoreError {
+    fn from(e: crate::model::token::TokenError) -> Self {
+        use crate::model::token::TokenError;
+        match e {
+            TokenError::Invalid { field, reason } => StoreError::Invalid {
+                field: field.into(),
+                reason,
+            },
+            TokenError::Host(e) => e.into(),
+            TokenError::Random(e) => StoreError::Database {
+                what: "making a token",
+                reason: e.to_string(),
+            },
         }
     }
 }

@@ -8,7 +8,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::names::{InstanceId, Label};
+use crate::model::ids::{InstanceId, Label};
 
 /// `POST /v1/reports`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

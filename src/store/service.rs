@@ -17,12 +17,12 @@ use super::report::{Ingested, Report};
 use super::spec::{KnownResources, Spec};
 use super::sqlite::writer::Writer;
 use super::sqlite::{expiry, open_connection, ops};
-use super::tokens::{Role, Token};
 use super::traffic::{ShownTrafficQuota, StorePeriod};
 use super::view::{
     Fleet, InstanceQuota, ScopeView, Stats, TrafficUsage, resource_views, traffic_usage,
 };
-use crate::names::{InstanceId, Label};
+use crate::model::ids::{InstanceId, Label};
+use crate::model::token::{Role, Token};
 
 /// What every backend is told at start.
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::model::{BUILTIN_RESOURCES, Limit, StoreError};
 use super::traffic::{TrafficQuota, TrafficResource, WireTrafficQuota};
-use crate::names::Label;
+use crate::model::ids::Label;
 
 /// The counted resources a store accepts: the built-in ones plus those its config declares.
 #[derive(Debug, Clone)]

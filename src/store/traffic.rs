@@ -13,8 +13,8 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::policy::period::{PeriodKind, period_containing};
-use crate::units::{Bytes, Rate};
+use crate::model::calendar::{PeriodKind, period_containing};
+use crate::model::units::{Bytes, Rate};
 
 /// Which counter a traffic quota counts. Upload is what the instance sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

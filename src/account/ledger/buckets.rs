@@ -9,7 +9,7 @@ use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::packed::{self, Row, State, Table};
 use super::{LedgerError, sql};
-use crate::names::InstanceId;
+use crate::model::ids::InstanceId;
 
 /// One bucket of one interface (several rows may name the same bucket: sum them).
 #[derive(Debug, Clone, PartialEq, Eq)]

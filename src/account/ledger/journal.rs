@@ -4,7 +4,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, params};
 
 use super::{EventRow, LedgerError, sql};
-use crate::names::InstanceId;
+use crate::model::ids::InstanceId;
 
 pub(super) fn write_events(tx: &Connection, events: &[EventRow]) -> Result<(), LedgerError> {
     let mut ev = tx

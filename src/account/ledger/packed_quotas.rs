@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use super::LedgerError;
 use super::packed::PackedRow;
-use crate::names::{InstanceId, RuleName};
-use crate::policy::period::Period;
-use crate::policy::quota::{QuotaKey, QuotaRows, QuotaUsage};
+use crate::account::quota_counts::{QuotaKey, QuotaRows, QuotaUsage};
+use crate::model::calendar::Period;
+use crate::model::ids::{InstanceId, RuleName};
 
 /// The `state` row the counts live in (row 1 is the counters).
 const QUOTAS: PackedRow = PackedRow::new(

@@ -6,9 +6,9 @@ use jiff::Timestamp;
 
 use super::packed::{self, Entry, Open, State};
 use super::{LedgerError, packed_quotas, spool, sql};
-use crate::names::{InstanceId, RuleName};
-use crate::policy::period::Period;
-use crate::policy::quota::{QuotaRows, QuotaUsage};
+use crate::account::quota_counts::{QuotaRows, QuotaUsage};
+use crate::model::calendar::Period;
+use crate::model::ids::{InstanceId, RuleName};
 
 /// Version of the schema below (`PRAGMA user_version`).
 /// 1: buckets and counters, keyed by name. 2: + `quota_usage` and `events`.

@@ -25,7 +25,7 @@
 //! - linklayer = Ethernet, so the kernel computes transmit times itself and no rate table
 //!   (`TCA_HTB_RTAB`) is needed.
 
-use crate::units::Rate;
+use crate::model::units::Rate;
 
 pub const TCA_HTB_PARMS: u16 = 1;
 pub const TCA_HTB_INIT: u16 = 2;

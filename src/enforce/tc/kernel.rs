@@ -23,7 +23,7 @@ use super::plan::{
     CLASS_MINOR, FILTER_HANDLE, FILTER_PRIO, IFB_ALIAS, Ifb, IngressFilters, Kernel, LEAF_MAJOR,
     MAJOR, Op, Root, Shape, ifb_name, ifb_tap,
 };
-use crate::netlink::{Answer, KernelError, Request, RouteSocket};
+use crate::sys::netlink::{Answer, KernelError, Request, RouteSocket};
 
 /// `ETH_P_ALL` in network byte order, as the filter's protocol.
 const ETH_P_ALL_BE: u16 = 0x0003u16.to_be();

@@ -25,8 +25,8 @@ pub use kernel::QdiscCounters;
 pub use plan::{Scope, ifb_name, ifb_tap};
 
 use super::{Enforcement, Wanted};
-use crate::names::IfName;
-use crate::netlink::{Answer, KernelError, Request, RouteSocket};
+use crate::model::ids::IfName;
+use crate::sys::netlink::{Answer, KernelError, Request, RouteSocket};
 use kernel::{describe, harmless, observe, requests};
 use plan::{Kernel, Shape, plan};
 

@@ -429,7 +429,7 @@ fn sample(name: &str, ifindex: u32, rx: u64) -> Sample {
     }
 }
 
-use crate::names::IfName;
+use crate::model::ids::IfName;
 
 #[test]
 fn verdicts_merge_rules_with_the_penalty_machine() {

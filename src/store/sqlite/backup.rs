@@ -10,8 +10,8 @@ use rusqlite::Connection;
 use rusqlite::backup::Backup;
 
 use super::{db, open_connection, schema};
-use crate::state::{Holder, holder};
 use crate::store::model::StoreError;
+use crate::sys::{Holder, holder};
 
 /// The lock a process serving `db_path` holds: `<db>.lock`.
 pub fn lock_path(db_path: &Path) -> PathBuf {

@@ -9,15 +9,15 @@ use jiff::tz::TimeZone;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::db;
-use crate::names::{InstanceId, Label};
+use crate::model::ids::{InstanceId, Label};
+use crate::model::token::{Role, TokenId, TokenInfo};
+use crate::model::units::Rate;
 use crate::store::model::{
     Deltas, Limit, Membership, Scope, Standing, StoreError, check, standings_from,
 };
 use crate::store::report::{Batch, Ingested, hourly};
-use crate::store::tokens::{Role, TokenId, TokenInfo};
 use crate::store::traffic::{TrafficQuota, resolve};
 use crate::store::view::{AgentView, Stats};
-use crate::units::Rate;
 
 fn ts(ms: i64) -> String {
     Timestamp::from_millisecond(ms).map_or_else(|_| ms.to_string(), |t| t.to_string())

@@ -1,0 +1,155 @@
+//! A quota store's traffic quotas as quota rules: one rule per (instance, resource,
+//! period), named `store:<period>:<resource>:<instance>` so a limit the panel changes
+//! mid-period keeps its count (the name, the count's key, stays the same).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::tz::TimeZone;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{ActionKind, Direction, RuleConfig};
+use crate::model::ids::{InstanceId, RuleName};
+use crate::store::traffic::{OnExceed, ShownTrafficQuota, TrafficResource};
+
+/// What an agent fetched from its store (and caches on disk for when the store is away).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreQuotaSet {
+    /// The store's zone: its days and months are the rules' periods.
+    pub timezone: String,
+    /// Instance id → its traffic quotas in force.
+    pub quotas: BTreeMap<String, Vec<ShownTrafficQuota>>,
+}
+
+fn rule_name(period: &str, resource: TrafficResource, instance: &InstanceId) -> Option<RuleName> {
+    let short = match resource {
+        TrafficResource::Upload => "upload",
+        TrafficResource::Download => "download",
+        TrafficResource::Total => "total",
+    };
+    let plain = format!("store:{period}:{short}:{instance}");
+    RuleName::new(&plain).ok().or_else(|| {
+        // Long ids: a stable digest keeps the name within 64 bytes.
+        let digest = hex::encode(&Sha256::digest(instance.as_str().as_bytes())[..8]);
+        RuleName::new(&format!("store:{period}:{short}:{digest}")).ok()
+    })
+}
+
+impl StoreQuotaSet {
+    /// The rules, and what could not be turned into one (to log).
+    pub fn rules(&self, shutdown_hook: bool) -> (Vec<RuleConfig>, Vec<String>) {
+        let mut problems = Vec::new();
+        let timezone = TimeZone::get(&self.timezone).unwrap_or_else(|e| {
+            problems.push(format!(
+                "the store's time zone {:?} is unknown here ({e}); using UTC",
+                self.timezone
+            ));
+            TimeZone::UTC
+        });
+        let mut out = Vec::new();
+        for (id, quotas) in &self.quotas {
+            let Ok(instance) = InstanceId::new(id) else {
+                problems.push(format!("instance {id:?} is not a valid id here; skipped"));
+                continue;
+            };
+            for shown in quotas {
+                let q = match shown.typed() {
+                    Ok(q) => q,
+                    Err((field, why)) => {
+                        problems.push(format!("instance {id}: quota {field}: {why}; skipped"));
+                        continue;
+                    }
+                };
+                let Some(name) = rule_name(&shown.period, q.resource, &instance) else {
+                    continue;
+                };
+                let (action, upload_rate, download_rate) = match q.on_exceed {
+                    OnExceed::Warn => (ActionKind::Warn, None, None),
+                    OnExceed::Limit { upload, download } => {
+                        (ActionKind::RateLimit, upload, download)
+                    }
+                    OnExceed::Disconnect => (ActionKind::Disconnect, None, None),
+                    OnExceed::Stop => {
+                        if !shutdown_hook {
+                            problems.push(format!(
+                                "instance {id}: on_exceed \"stop\" needs hooks.shutdown in this agent's config; the exceed is only logged"
+                            ));
+                        }
+                        (ActionKind::Shutdown, None, None)
+                    }
+                };
+                out.push(RuleConfig {
+                    name,
+                    enabled: true,
+                    period: q.period.kind(),
+                    timezone: timezone.clone(),
+                    direction: match q.resource {
+                        TrafficResource::Upload => Direction::Upload,
+                        TrafficResource::Download => Direction::Download,
+                        TrafficResource::Total => Direction::Both,
+                    },
+                    limit: q.limit,
+                    action,
+                    upload_rate,
+                    download_rate,
+                    notify_at: Vec::new(),
+                    instances: BTreeSet::from([instance.clone()]),
+                    tags: BTreeSet::new(),
+                    exclude: BTreeSet::new(),
+                });
+            }
+        }
+        (out, problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::calendar::PeriodKind;
+    use crate::model::units::{Bytes, Rate};
+
+    fn set(json: &str) -> StoreQuotaSet {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn a_terabyte_a_month_then_ten_megabit_becomes_one_rule_for_that_instance() {
+        let s = set(r#"{"timezone":"Asia/Kolkata","quotas":{"101":[
+                {"resource":"traffic_total","period":"month","limit":1000000000000,"on_exceed":"limit",
+                 "upload_rate":"10mbit","download_rate":"10mbit","from":"instance"}],
+              "102":[{"resource":"traffic_upload","period":"day","limit":5,"on_exceed":"stop","from":"class"}]}}"#);
+        let (rules, problems) = s.rules(false);
+        assert_eq!(rules.len(), 2);
+        let r = &rules[0];
+        assert_eq!(r.name.as_str(), "store:month:total:101");
+        assert_eq!(
+            (r.period, r.direction),
+            (PeriodKind::Month(1), Direction::Both)
+        );
+        assert_eq!(r.limit, Bytes::new(1_000_000_000_000));
+        assert_eq!(r.action, ActionKind::RateLimit);
+        assert_eq!(r.upload_rate, Some(Rate::from_bits_per_sec(10_000_000)));
+        assert_eq!(r.timezone.iana_name(), Some("Asia/Kolkata"));
+        assert!(r.covers(&InstanceId::new("101").unwrap(), &BTreeSet::new()));
+        assert!(!r.covers(&InstanceId::new("102").unwrap(), &BTreeSet::new()));
+        assert_eq!(rules[1].name.as_str(), "store:day:upload:102");
+        assert_eq!(rules[1].action, ActionKind::Shutdown);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("needs hooks.shutdown"), "{problems:?}");
+        assert!(s.rules(true).1.is_empty());
+    }
+
+    #[test]
+    fn a_long_instance_id_gets_a_stable_short_name() {
+        let long = "x".repeat(60);
+        let s = set(&format!(
+            r#"{{"timezone":"UTC","quotas":{{"{long}":[{{"resource":"traffic_download","period":"hour","limit":9,"on_exceed":"warn","from":"default"}}]}}}}"#
+        ));
+        let (a, _) = s.rules(true);
+        let (b, _) = s.rules(true);
+        assert_eq!(a[0].name, b[0].name);
+        assert!(a[0].name.as_str().starts_with("store:hour:download:"));
+        assert!(a[0].name.as_str().len() <= 64);
+    }
+}

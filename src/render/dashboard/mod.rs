@@ -1,0 +1,65 @@
+//! The web dashboard: server-rendered pages ([`page`]) with a little hand-written script,
+//! every asset compiled into the binary — no framework, no bundler, nothing fetched
+//! from elsewhere. The agent serves it at `/` (see `crate::api::agent`).
+
+pub mod fleet;
+pub mod page;
+
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+use rusqlite::Connection;
+
+use crate::account::usage::Granularity;
+use crate::config::Config;
+use crate::model::ids::InstanceId;
+use crate::render::export::chart::{self, ChartError, Figure, Theme};
+use crate::render::export::{Directions, Spec, build};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChartPageError {
+    #[error(transparent)]
+    Ledger(#[from] crate::account::LedgerError),
+    #[error(transparent)]
+    Chart(#[from] ChartError),
+}
+
+/// How far back a chart of each granularity looks.
+pub fn lookback(by: Granularity) -> SignedDuration {
+    match by {
+        Granularity::FiveMinutes => SignedDuration::from_hours(6),
+        Granularity::Hour => SignedDuration::from_hours(48),
+        Granularity::Day => SignedDuration::from_hours(24 * 31),
+        Granularity::Month => SignedDuration::from_hours(24 * 366),
+    }
+}
+
+/// One instance's traffic chart as SVG, ending now.
+pub fn chart_svg(
+    conn: &Connection,
+    config: Option<&Config>,
+    id: &InstanceId,
+    by: Granularity,
+    dark: bool,
+    now: Timestamp,
+) -> Result<String, ChartPageError> {
+    let tz = TimeZone::system();
+    let spec = Spec {
+        instance: Some(id.clone()),
+        interface: None,
+        by,
+        from: now - lookback(by),
+        to: now,
+        tz: tz.clone(),
+        directions: Directions::Both,
+    };
+    let report = build(conn, &spec, config, None, now)?;
+    let Some(series) = report.series.first() else {
+        return Ok(String::new());
+    };
+    Ok(chart::svg(
+        &report,
+        &Figure::Instance(series),
+        &Theme::new(dark),
+        &tz,
+    )?)
+}

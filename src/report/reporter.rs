@@ -1,0 +1,333 @@
+//! The agent's side of exactly-once reporting: read the spool (rows the ledger committed
+//! with each tick), send them to the quota store in numbered batches, and tell the
+//! ledger which ones the store acknowledged so the next commit deletes them.
+//!
+//! The store records each (agent, seq) with the bytes it adds, so a batch sent again —
+//! because an answer was lost, or the agent restarted before its acknowledgement was
+//! committed — is recognised and acknowledged without being added twice. While the store
+//! is unreachable the reporter backs off (doubling, with jitter, up to a minute) and the
+//! spool grows, bounded by `store.spool_max`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rusqlite::Connection;
+use tokio::sync::Notify;
+use tracing::{error, info, warn};
+
+use crate::account::ledger::open_read_only;
+use crate::account::ledger::spool::{self, SpoolSample};
+use crate::model::ids::{InstanceId, Label};
+use crate::store::report::{Batch, Ingested, Report, Sample};
+use crate::store::service::Store;
+
+/// How many spool rows (ticks) one report carries at most.
+const ROWS_PER_REPORT: usize = 32;
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const LONGEST_BACKOFF: Duration = Duration::from_secs(60);
+/// With nothing to send, look again this often even without a wake-up.
+const IDLE_POLL: Duration = Duration::from_secs(10);
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the agent and its reporter share.
+#[derive(Default)]
+pub struct SpoolShared {
+    /// Spool rows up to here are acknowledged by the store.
+    pub acked: AtomicU64,
+    /// Payload bytes in the spool after the last commit.
+    pub bytes: AtomicU64,
+    /// Rung after each commit that spooled something.
+    pub wake: Notify,
+    /// How the latest sends went, for `sluice status`.
+    pub contact: std::sync::Mutex<Contact>,
+}
+
+/// The reporter's latest dealings with the store.
+#[derive(Debug, Clone, Default)]
+pub struct Contact {
+    pub last_report: Option<Timestamp>,
+    /// Since when sends fail, and why the latest did.
+    pub failing: Option<(Timestamp, String)>,
+}
+
+impl SpoolShared {
+    fn record(&self, outcome: Result<(), String>) {
+        if let Ok(mut c) = self.contact.lock() {
+            let now = Timestamp::now();
+            match outcome {
+                Ok(()) => {
+                    c.last_report = Some(now);
+                    c.failing = None;
+                }
+                Err(why) => {
+                    let since = c.failing.as_ref().map_or(now, |(t, _)| *t);
+                    c.failing = Some((since, why));
+                }
+            }
+        }
+    }
+}
+
+/// Where reports go.
+pub enum Sink {
+    Remote {
+        client: reqwest::Client,
+        url: String,
+        token: String,
+    },
+    /// The store inside this agent.
+    Local(Store),
+}
+
+/// Why a send failed, and how to wait before the next try.
+#[derive(Debug)]
+enum SendError {
+    /// Worth retrying after the usual backoff.
+    Transient(String),
+    /// The store told us when to come back.
+    RetryAfter(Duration, String),
+    /// Retrying will not help until someone acts (a bad token, a rejected body); retried
+    /// at the longest backoff.
+    Refused(String),
+    /// The report is too big for the store's body limit: send fewer rows.
+    TooLarge,
+}
+
+impl Sink {
+    async fn send(&self, report: &Report) -> Result<Ingested, SendError> {
+        match self {
+            Sink::Local(store) => store
+                .ingest(report.clone())
+                .await
+                .map_err(|e| SendError::Transient(e.to_string())),
+            Sink::Remote { client, url, token } => {
+                let body = serde_json::to_vec(report)
+                    .map_err(|e| SendError::Refused(format!("encoding the report: {e}")))?;
+                let resp = client
+                    .post(format!("{url}/v1/reports"))
+                    .bearer_auth(token)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| SendError::Transient(e.to_string()))?;
+                let status = resp.status().as_u16();
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                let bytes = resp
+                    .bytes()
+                    .await
+                    .map_err(|e| SendError::Transient(e.to_string()))?;
+                let text = || {
+                    String::from_utf8_lossy(&bytes)
+                        .chars()
+                        .take(300)
+                        .collect::<String>()
+                };
+                match status {
+                    200 => serde_json::from_slice(&bytes).map_err(|e| {
+                        SendError::Transient(format!("unreadable answer ({e}): {}", text()))
+                    }),
+                    413 => Err(SendError::TooLarge),
+                    429 => Err(SendError::RetryAfter(
+                        Duration::from_secs(retry_after.unwrap_or(1)),
+                        text(),
+                    )),
+                    400..=499 => Err(SendError::Refused(format!("HTTP {status}: {}", text()))),
+                    _ => Err(SendError::Transient(format!("HTTP {status}: {}", text()))),
+                }
+            }
+        }
+    }
+}
+
+/// Sends the spool to the store until the agent stops.
+pub struct Reporter {
+    pub ledger: PathBuf,
+    pub host: Label,
+    pub sink: Arc<Sink>,
+    pub shared: Arc<SpoolShared>,
+}
+
+/// Doubling delays with "equal jitter": half fixed, half random, so a fleet of agents that
+/// lost the store together does not come back in lockstep.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff {
+            next: FIRST_BACKOFF,
+        }
+    }
+    fn reset(&mut self) {
+        self.next = FIRST_BACKOFF;
+    }
+    fn longest(&mut self) -> Duration {
+        self.next = LONGEST_BACKOFF;
+        self.step()
+    }
+    fn step(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(LONGEST_BACKOFF);
+        let half = base / 2;
+        let r = f64::from(getrandom::u32().unwrap_or(u32::MAX / 2)) / f64::from(u32::MAX);
+        half + half.mul_f64(r)
+    }
+}
+
+fn samples(rows: &[(u64, Vec<SpoolSample>)]) -> Vec<Batch> {
+    rows.iter()
+        .map(|(seq, samples)| Batch {
+            seq: *seq,
+            samples: samples
+                .iter()
+                .filter_map(|s| {
+                    Some(Sample {
+                        at: Timestamp::from_millisecond(s.at_ms).ok()?,
+                        instance: InstanceId::new(&s.instance).ok()?,
+                        upload: s.upload,
+                        download: s.download,
+                    })
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+impl Reporter {
+    /// Read up to `limit` rows after `after` on a blocking thread (the connection goes
+    /// there and back).
+    async fn read(
+        &self,
+        conn: Option<Connection>,
+        after: u64,
+        limit: usize,
+    ) -> (
+        Option<Connection>,
+        Result<Vec<(u64, Vec<SpoolSample>)>, String>,
+    ) {
+        let path = self.ledger.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let conn = match conn {
+                Some(c) => c,
+                None => match open_read_only(&path) {
+                    Ok(c) => c,
+                    Err(e) => return (None, Err(e.to_string())),
+                },
+            };
+            let rows = spool::pending(&conn, after, limit).map_err(|e| e.to_string());
+            (Some(conn), rows)
+        })
+        .await;
+        joined.unwrap_or_else(|e| (None, Err(format!("spool reader stopped: {e}"))))
+    }
+
+    pub async fn run(self) {
+        let mut conn = None;
+        let mut backoff = Backoff::new();
+        let mut limit = ROWS_PER_REPORT;
+        let mut failing_since: Option<Timestamp> = None;
+        loop {
+            let after = self.shared.acked.load(Ordering::Acquire);
+            let (c, rows) = self.read(conn.take(), after, limit).await;
+            conn = c;
+            let rows = match rows {
+                Ok(r) => r,
+                Err(e) => {
+                    // The ledger may not exist yet (first tick) or be briefly busy.
+                    warn!("store reporter: cannot read the spool: {e}");
+                    tokio::time::sleep(IDLE_POLL).await;
+                    continue;
+                }
+            };
+            let Some(last) = rows.last().map(|(seq, _)| *seq) else {
+                let _ = tokio::time::timeout(IDLE_POLL, self.shared.wake.notified()).await;
+                continue;
+            };
+            let report = Report {
+                agent: self.host.clone(),
+                batches: samples(&rows),
+            };
+            match self.sink.send(&report).await {
+                Ok(done) => {
+                    self.shared.acked.fetch_max(last, Ordering::AcqRel);
+                    self.shared.record(Ok(()));
+                    backoff.reset();
+                    limit = ROWS_PER_REPORT;
+                    if let Some(since) = failing_since.take() {
+                        info!(
+                            down_since = %since,
+                            "quota store reachable again; sending the spool"
+                        );
+                    }
+                    if !done.duplicates.is_empty() {
+                        info!(
+                            batches = done.duplicates.len(),
+                            "quota store already had some batches (a retry); not counted twice"
+                        );
+                    }
+                }
+                Err(SendError::TooLarge) if limit > 1 => {
+                    limit /= 2;
+                    warn!(
+                        rows = limit,
+                        "quota store: report too large for its body limit; sending fewer ticks per report"
+                    );
+                }
+                Err(e) => {
+                    let wait = match &e {
+                        SendError::RetryAfter(d, _) => *d,
+                        SendError::Refused(_) | SendError::TooLarge => backoff.longest(),
+                        SendError::Transient(_) => backoff.step(),
+                    };
+                    let spooled = self.shared.bytes.load(Ordering::Relaxed);
+                    self.shared.record(Err(match &e {
+                        SendError::Transient(w)
+                        | SendError::RetryAfter(_, w)
+                        | SendError::Refused(w) => w.clone(),
+                        SendError::TooLarge => "a single tick's report is too large".into(),
+                    }));
+                    if failing_since.is_none() {
+                        failing_since = Some(Timestamp::now());
+                    }
+                    match e {
+                        SendError::Refused(why) => error!(
+                            spool_bytes = spooled,
+                            "quota store refused a report ({why}); retrying in {wait:?}"
+                        ),
+                        SendError::TooLarge => error!(
+                            "quota store refuses even one tick's report as too large; raise its --body-limit"
+                        ),
+                        SendError::RetryAfter(_, _) | SendError::Transient(_) => warn!(
+                            spool_bytes = spooled,
+                            "quota store unreachable ({}); retrying in {wait:?}",
+                            match &e {
+                                SendError::Transient(w) | SendError::RetryAfter(_, w) => w.as_str(),
+                                _ => "",
+                            }
+                        ),
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
+
+/// The reporting HTTP client: rustls on ring, as the webhooks' (see `webhook.rs`).
+pub fn client() -> Result<reqwest::Client, String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(SEND_TIMEOUT)
+        .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| e.to_string())
+}

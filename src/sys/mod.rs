@@ -1,0 +1,12 @@
+//! The operating system's edges that every layer above may need, kept free of sluice's
+//! policy: the route netlink socket, external commands (argv and a timeout, never a
+//! shell), atomic file writes and the agent's lock.
+
+pub mod atomic;
+pub mod command;
+pub mod lock;
+pub mod netlink;
+
+pub use atomic::write_atomic;
+pub use command::{CommandError, run as run_command};
+pub use lock::{AgentLock, Holder, LockError, holder};
