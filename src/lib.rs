@@ -24,18 +24,33 @@
 //! | `daemon`   | the agent's loop, signals, reload, store link, logging |
 //! | `cli`      | one file per subcommand: parse, call, print |
 
-pub mod account;
-pub mod api;
-pub mod cli;
-pub mod config;
-pub mod daemon;
-pub mod enforce;
-pub mod engine;
+// One module a group, so that rustfmt keeps them in layer order.
 pub mod model;
-pub mod policy;
-pub mod render;
-pub mod report;
-pub mod sample;
-pub mod state;
-pub mod store;
+
 pub mod sys;
+
+pub mod config;
+
+pub mod sample;
+
+pub mod account;
+
+pub mod policy;
+
+pub mod enforce;
+
+pub mod state;
+
+pub mod store;
+
+pub mod report;
+
+pub mod engine;
+
+pub mod render;
+
+pub mod api;
+
+pub mod daemon;
+
+pub mod cli;
