@@ -1,5 +1,5 @@
-//! `sluice simulate`: replay a recorded trace through the daemon's own policy code with a
-//! simulated clock, printing one JSON object per event. The operator's way to try a
+//! `sluice simulate`: replay a recorded trace through the agent's own tick
+//! ([`crate::engine::tick`]) with a simulated clock, printing one JSON object per event. The operator's way to try a
 //! policy on last month's traffic before deploying it.
 
 use std::fs::File;
@@ -11,7 +11,7 @@ use anyhow::Context;
 
 use crate::account::Ledger;
 use crate::config::Config;
-use crate::engine::charge;
+use crate::engine::{self, TickInput};
 use crate::policy::{EventKind, Policy, Tick};
 use crate::report::event::{event_json, quota_json};
 use crate::sample::trace::TraceReader;
@@ -46,6 +46,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut ledger =
         Ledger::open(std::path::Path::new(":memory:"), "simulate").context("in-memory ledger")?;
     let (mut ticks, mut changes, mut rule_events) = (0u64, 0u64, 0u64);
+    // The agent's own tick: the policy's events are committed with the bytes, and the
+    // verdicts computed, exactly as `sluice agent` does.
+    let (mut pending, mut verdicts) = (Vec::new(), Vec::new());
     let max_gap = config.agent.interval.as_secs_f64() * 2.0;
     let (mut previous, mut gaps) = (None::<f64>, 0u64);
     for tick in reader {
@@ -58,25 +61,33 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             gaps += 1;
         }
         previous = Some(tick.time);
-        for event in policy.tick(&config, &tick.samples, Tick::simulated(tick.time)) {
+        let ticked = engine::tick(
+            &mut policy,
+            Some(&mut ledger),
+            &config,
+            TickInput {
+                samples: &tick.samples,
+                now: Tick::simulated(tick.time),
+                spool: None,
+            },
+            &mut pending,
+            &mut verdicts,
+        );
+        for event in &ticked.events {
             if matches!(event.kind, EventKind::Stage { .. }) {
                 changes += 1;
             }
-            serde_json::to_writer(&mut out, &event_json(tick.time, &event))?;
+            serde_json::to_writer(&mut out, &event_json(tick.time, event))?;
             out.write_all(b"\n")?;
         }
-        let at = Tick::simulated(tick.time).wall;
-        let fired = charge(
-            &mut ledger,
-            &mut policy,
-            &config,
-            &tick.samples,
-            at,
-            Vec::new(),
-            None,
-        )
-        .with_context(|| format!("at time {}", tick.time))?
-        .fired;
+        let fired = match ticked.charged {
+            Some(charged) => {
+                charged
+                    .with_context(|| format!("at time {}", tick.time))?
+                    .fired
+            }
+            None => Vec::new(),
+        };
         for e in &fired {
             rule_events += 1;
             serde_json::to_writer(&mut out, &quota_json(e))?;

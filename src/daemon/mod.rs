@@ -18,8 +18,8 @@ use tracing::{error, info, warn};
 
 use std::sync::Arc;
 
-use crate::account::Ledger;
 use crate::account::ledger::{EventRow, boot_id};
+use crate::account::{Ledger, LedgerError};
 use crate::api::agent::metrics::AgentMetrics;
 use crate::api::agent::tokens::TOKENS_FILE;
 use crate::api::agent::{self as api, Ask, Liveness, ServeOptions};
@@ -31,11 +31,10 @@ use crate::enforce::{
     Backend, Enforcement, LinkSwitch, OvsBackend, OvsConfig, PolicerProbe, Switched, TcBackend,
     Wanted,
 };
-use crate::engine::charge;
+use crate::engine::{self, Charged, TickInput};
 use crate::model::ids::{FastMap, IfName, InstanceId};
 use crate::policy::quota::{QuotaEvent, QuotaState, Quotas};
 use crate::policy::{ChangeCause, Event, EventKind, Policy, Tick, Verdict};
-use crate::report::event::policy_row;
 use crate::report::webhook::Webhooks;
 use crate::sample::LinkSampler;
 use crate::sample::Sample;
@@ -405,14 +404,27 @@ impl Agent {
         while let Ok(e) = self.hook_events.1.try_recv() {
             self.pending.push(e);
         }
-        for event in self.policy.tick(&self.config, &samples, now) {
-            log_event(&event);
-            self.pending.push(policy_row(now.wall, &event));
+        self.open_ledger();
+        let mut verdicts = std::mem::take(&mut self.verdicts);
+        let ticked = engine::tick(
+            &mut self.policy,
+            self.ledger.as_mut(),
+            &self.config,
+            TickInput {
+                samples: &samples,
+                now,
+                spool: self.store.as_ref().map(store_link::StoreLink::plan),
+            },
+            &mut self.pending,
+            &mut verdicts,
+        );
+        for event in &ticked.events {
+            log_event(event);
         }
         let mut fired = std::mem::take(&mut self.reset_fired);
-        fired.extend(self.account(&samples, now.wall));
-        let mut verdicts = std::mem::take(&mut self.verdicts);
-        self.policy.verdicts_into(&self.config, &mut verdicts);
+        if let Some(charged) = ticked.charged {
+            fired.extend(self.committed(charged, now.wall));
+        }
         if let Some(link) = &self.store {
             let mut seen: Vec<InstanceId> =
                 verdicts.iter().map(|(_, v)| v.instance.clone()).collect();
@@ -468,50 +480,42 @@ impl Agent {
         self.samples = samples;
     }
 
-    /// Commit this tick's traffic of the watched interfaces to the ledger, with the quota
-    /// counts and the pending events; returns the quota events the commit made true.
-    fn account(&mut self, samples: &[Sample], wall: Timestamp) -> Vec<QuotaEvent> {
-        if self.ledger.is_none() {
-            let path = self.config.agent.data_dir.join(LEDGER_FILE);
-            let boot = boot_id().unwrap_or_else(|e| {
-                warn!(
-                    "cannot read the boot id ({e}); reboots are seen only as counters going back"
-                );
-                "unknown".to_owned()
-            });
-            match Ledger::open(&path, &boot).and_then(|l| Ok((l.quotas()?, l))) {
-                Ok((quotas, l)) => {
-                    let exceeded = quotas.iter().filter(|(_, u)| u.exceeded).count();
-                    info!(path = %path.display(), quotas = quotas.len(), exceeded, "ledger open");
-                    self.policy.set_quotas(Quotas::from_rows(quotas));
-                    self.ledger = Some(l);
-                }
-                Err(e) => {
-                    error!("{e}; traffic is counted once it opens (retried every tick)");
-                    return Vec::new();
-                }
-            }
+    /// Open the ledger if it is not open yet (a failure is logged and retried next tick:
+    /// the kernel keeps counting, so nothing is lost, only delayed).
+    fn open_ledger(&mut self) {
+        if self.ledger.is_some() {
+            return;
         }
-        let Some(ledger) = self.ledger.as_mut() else {
-            return Vec::new();
-        };
-        let events = self.pending.clone();
-        let fired = match charge(
-            ledger,
-            &mut self.policy,
-            &self.config,
-            samples,
-            wall,
-            events,
-            self.store.as_ref().map(store_link::StoreLink::plan),
-        ) {
+        let path = self.config.agent.data_dir.join(LEDGER_FILE);
+        let boot = boot_id().unwrap_or_else(|e| {
+            warn!("cannot read the boot id ({e}); reboots are seen only as counters going back");
+            "unknown".to_owned()
+        });
+        match Ledger::open(&path, &boot).and_then(|l| Ok((l.quotas()?, l))) {
+            Ok((quotas, l)) => {
+                let exceeded = quotas.iter().filter(|(_, u)| u.exceeded).count();
+                info!(path = %path.display(), quotas = quotas.len(), exceeded, "ledger open");
+                self.policy.set_quotas(Quotas::from_rows(quotas));
+                self.ledger = Some(l);
+            }
+            Err(e) => error!("{e}; traffic is counted once it opens (retried every tick)"),
+        }
+    }
+
+    /// After the tick's ledger commit: tell the store link and the webhooks what was
+    /// committed, expire old buckets once a day; returns the quota events to act on.
+    fn committed(
+        &mut self,
+        charged: Result<Charged, LedgerError>,
+        wall: Timestamp,
+    ) -> Vec<QuotaEvent> {
+        let fired = match charged {
             Ok(c) => {
                 let r = c.recorded;
                 if let Some(link) = self.store.as_mut() {
                     link.committed(r.spooled);
                 }
                 self.webhooks.send(&c.events);
-                let fired = c.fired;
                 if r.resets > 0 || r.estimated > 0 {
                     info!(
                         resets = r.resets,
@@ -519,8 +523,7 @@ impl Agent {
                         "ledger: counters reset or a gap spread over its buckets"
                     );
                 }
-                self.pending.clear();
-                fired
+                c.fired
             }
             Err(e) => {
                 error!("{e}; this tick's traffic is counted at the next commit");
@@ -528,9 +531,10 @@ impl Agent {
             }
         };
         let day = jiff::SignedDuration::from_hours(24);
-        if self
-            .ledger_expired_at
-            .is_none_or(|t| wall.duration_since(t) >= day)
+        if let Some(ledger) = self.ledger.as_mut()
+            && self
+                .ledger_expired_at
+                .is_none_or(|t| wall.duration_since(t) >= day)
         {
             let keep = self.config.ledger;
             match ledger.expire(wall, keep.keep_5m, keep.keep_hourly) {

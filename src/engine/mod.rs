@@ -2,5 +2,7 @@
 //! charged to the quotas and judged by the policy, committed in one ledger transaction.
 
 mod charge;
+mod tick;
 
 pub use charge::{Charged, SpoolPlan, charge};
+pub use tick::{TickInput, Ticked, tick};
