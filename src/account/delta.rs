@@ -5,6 +5,8 @@
 //! reboots. A naive `new - old` then wraps to ~2^64 — the "8 EiB spike" of tools that
 //! forget this. The rule here: if the ifindex changed or a counter went backwards, the
 //! interface was reset, and everything it counted since the reset is the new value.
+//! Counters read in an earlier boot of the host (the ledger's, after a reboot) are reset
+//! by definition, whatever their values.
 //! Genuine 64-bit wraps do not happen in practice (2^64 bytes at 100 Gbit/s is 46 years),
 //! so a backwards counter is always read as a reset.
 
@@ -26,10 +28,23 @@ pub struct Delta {
     pub reset: bool,
 }
 
+/// Which boot of the host the previous counters were read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Boot {
+    /// This one: the counters can be compared.
+    This,
+    /// An earlier one: the kernel started every counter again at zero since.
+    Earlier,
+}
+
 /// The bytes counted since `prev` (or since the interface's reset, when there was one).
-pub fn counter_delta(prev: Counters, cur: Counters) -> Delta {
-    let reset =
-        prev.ifindex != cur.ifindex || cur.rx_bytes < prev.rx_bytes || cur.tx_bytes < prev.tx_bytes;
+/// The ledger and the policy both take their deltas from here, so they agree on what a
+/// reset is.
+pub fn counter_delta(prev: Counters, prev_boot: Boot, cur: Counters) -> Delta {
+    let reset = prev_boot == Boot::Earlier
+        || prev.ifindex != cur.ifindex
+        || cur.rx_bytes < prev.rx_bytes
+        || cur.tx_bytes < prev.tx_bytes;
     if reset {
         Delta {
             rx_bytes: cur.rx_bytes,
@@ -59,31 +74,50 @@ mod tests {
 
     #[test]
     fn deltas_table() {
-        // (previous, current, expected rx, expected tx, reset?)
+        use Boot::{Earlier, This};
+        // (previous, its boot, current, expected rx, expected tx, reset?)
         let table = [
-            (c(5, 100, 200), c(5, 150, 260), 50, 60, false),
-            (c(5, 100, 200), c(5, 100, 200), 0, 0, false),
+            (c(5, 100, 200), This, c(5, 150, 260), 50, 60, false),
+            (c(5, 100, 200), This, c(5, 100, 200), 0, 0, false),
             // interface re-created: new ifindex, counters restarted
-            (c(5, 1_000_000, 2_000_000), c(9, 300, 400), 300, 400, true),
+            (
+                c(5, 1_000_000, 2_000_000),
+                This,
+                c(9, 300, 400),
+                300,
+                400,
+                true,
+            ),
             // same ifindex but counters went backwards (driver reset, reboot)
             (
                 c(5, 1_000_000, 2_000_000),
+                This,
                 c(5, 10, 3_000_000),
                 10,
                 3_000_000,
                 true,
             ),
             // ifindex reused after re-creation with counters already past the old ones
-            (c(5, 10, 10), c(6, 50, 50), 50, 50, true),
+            (c(5, 10, 10), This, c(6, 50, 50), 50, 50, true),
             // near the top of u64: still a plain subtraction, never a wrap
-            (c(1, u64::MAX - 10, 0), c(1, u64::MAX, 5), 10, 5, false),
+            (
+                c(1, u64::MAX - 10, 0),
+                This,
+                c(1, u64::MAX, 5),
+                10,
+                5,
+                false,
+            ),
+            // host rebooted: same ifindex, counters past the old ones, still all new
+            (c(5, 100, 200), Earlier, c(5, 150, 260), 150, 260, true),
+            (c(5, 100, 200), Earlier, c(5, 0, 0), 0, 0, true),
         ];
-        for (prev, cur, rx, tx, reset) in table {
-            let d = counter_delta(prev, cur);
+        for (prev, boot, cur, rx, tx, reset) in table {
+            let d = counter_delta(prev, boot, cur);
             assert_eq!(
                 (d.rx_bytes, d.tx_bytes, d.reset),
                 (rx, tx, reset),
-                "{prev:?} -> {cur:?}"
+                "{prev:?} ({boot:?}) -> {cur:?}"
             );
         }
     }

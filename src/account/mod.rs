@@ -6,5 +6,5 @@ pub mod ledger;
 pub mod quota_counts;
 pub mod usage;
 
-pub use delta::{Counters, Delta, counter_delta};
+pub use delta::{Boot, Counters, Delta, counter_delta};
 pub use ledger::{Ledger, LedgerError, Observation, Recorded};

@@ -15,7 +15,7 @@ use jiff::{SignedDuration, Timestamp};
 pub use penalty::{ChangeCause, Measured, PenaltyMachine, PenaltyState, StageChange};
 pub use verdict::{Burst, Limit, Reason, Verdict};
 
-use crate::account::{Counters, counter_delta};
+use crate::account::{Boot, Counters, counter_delta};
 use crate::config::{ActionKind, Config, InterfacePattern};
 use crate::model::ids::{FastMap, IfName, InstanceId};
 use crate::model::units::Rate;
@@ -248,7 +248,8 @@ impl Policy {
             let mut measured = None;
             let before = (st.upload.take(), st.download.take());
             if let Some((prev, at)) = st.last {
-                let delta = counter_delta(prev, cur);
+                // In memory only, so always this boot's.
+                let delta = counter_delta(prev, Boot::This, cur);
                 if delta.reset {
                     events.push(event(&sample.name, &st.instance, EventKind::CountersReset));
                 }

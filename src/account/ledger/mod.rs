@@ -39,7 +39,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use serde_json::{Value, json};
 
-use super::{Counters, counter_delta};
+use super::{Boot, Counters, counter_delta};
 use crate::account::quota_counts::{QuotaChanges, QuotaRows, Spent};
 use crate::model::ids::{FastMap, IfName, InstanceId};
 pub use buckets::{BucketFilter, BucketRow, Pruned, bucket_rows, prune};
@@ -565,11 +565,16 @@ impl Tick {
             e.id = interface_id(conn, o.interface, o.instance)?;
             mem.names[i].1 = o.instance.clone();
         }
-        let mut d = counter_delta(
+        let d = counter_delta(
             Counters {
                 ifindex: e.ifindex,
                 rx_bytes: e.rx,
                 tx_bytes: e.tx,
+            },
+            if e.this_boot {
+                Boot::This
+            } else {
+                Boot::Earlier
             },
             Counters {
                 ifindex: o.ifindex,
@@ -577,12 +582,6 @@ impl Tick {
                 tx_bytes: o.tx_bytes,
             },
         );
-        if !e.this_boot && !d.reset {
-            // Rebooted: everything the counters hold was counted since the boot.
-            d.rx_bytes = o.rx_bytes;
-            d.tx_bytes = o.tx_bytes;
-            d.reset = true;
-        }
         e.ifindex = o.ifindex;
         e.rx = o.rx_bytes;
         e.tx = o.tx_bytes;
