@@ -13,8 +13,8 @@ use jiff::{Timestamp, ToSpan};
 use super::ConfigArg;
 use super::usage::{ledger_path, parse_when};
 use crate::account::ledger::open_read_only;
-use crate::account::usage::{Granularity, period_start};
 use crate::config::Config;
+use crate::model::calendar::Granularity;
 use crate::model::ids::{IfName, InstanceId};
 use crate::render::export::chart::{self, Figure, Theme};
 use crate::render::export::{self, Directions, Report, Spec};
@@ -118,11 +118,7 @@ fn range(
             CurrentPeriod::Day => (Granularity::Day, Granularity::Hour),
             CurrentPeriod::Month => (Granularity::Month, Granularity::Day),
         };
-        return Ok((
-            period_start(now, by, tz),
-            now,
-            args.by.unwrap_or(default_by),
-        ));
+        return Ok((by.start_of(now, tz), now, args.by.unwrap_or(default_by)));
     }
     let to = match &args.to {
         Some(s) => parse_when(s, tz).with_context(|| format!("--to {s:?}"))?,

@@ -11,8 +11,9 @@ use jiff::{Timestamp, ToSpan};
 
 use super::ConfigArg;
 use crate::account::ledger::open_read_only;
-use crate::account::usage::{Granularity, UsageQuery, UsageRow, query};
+use crate::account::usage::{UsageQuery, UsageRow, query};
 use crate::config::{Config, DEFAULT_DATA_DIR, LEDGER_FILE};
+use crate::model::calendar::Granularity;
 use crate::model::human::human_bytes;
 use crate::model::ids::{IfName, InstanceId};
 

@@ -115,6 +115,79 @@ fn midnight(d: Date, tz: &TimeZone) -> Result<Timestamp, PeriodError> {
     Ok(z.start_of_day().map_err(err)?.timestamp())
 }
 
+/// The step of a usage report, an export or a chart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Granularity {
+    FiveMinutes,
+    Hour,
+    Day,
+    Month,
+}
+
+impl std::str::FromStr for Granularity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "5m" => Ok(Granularity::FiveMinutes),
+            "hour" => Ok(Granularity::Hour),
+            "day" => Ok(Granularity::Day),
+            "month" => Ok(Granularity::Month),
+            other => Err(format!("must be 5m, hour, day or month, got {other:?}")),
+        }
+    }
+}
+
+impl std::fmt::Display for Granularity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Granularity::FiveMinutes => "5m",
+            Granularity::Hour => "hour",
+            Granularity::Day => "day",
+            Granularity::Month => "month",
+        })
+    }
+}
+
+impl Granularity {
+    /// The start of the step that contains `at`, in `tz`.
+    pub fn start_of(self, at: Timestamp, tz: &TimeZone) -> Timestamp {
+        self.step(at, tz).map_or(at, |p| p.start)
+    }
+
+    /// The starts of every step from the one holding `from` until `to`.
+    pub fn starts(self, from: Timestamp, to: Timestamp, tz: &TimeZone) -> Vec<Timestamp> {
+        let mut out = Vec::new();
+        let mut at = self.start_of(from, tz);
+        while at < to {
+            out.push(at);
+            match self.step(at, tz) {
+                Ok(p) if p.end > at => at = p.end,
+                _ => break,
+            }
+        }
+        out
+    }
+
+    /// The step holding `at`: 5 minutes and hours as the ledger's UTC-aligned buckets
+    /// are cut (so in zones offset by :30 or :45 an hour that straddles local midnight
+    /// counts in the day it starts in), days and months as [`period_containing`] cuts
+    /// them (local midnight, DST included; months from the 1st).
+    fn step(self, at: Timestamp, tz: &TimeZone) -> Result<Period, PeriodError> {
+        let fixed = |len: i64| -> Result<Period, PeriodError> {
+            let start =
+                Timestamp::from_second(at.as_second().div_euclid(len) * len).map_err(err)?;
+            let end = Timestamp::from_second(start.as_second() + len).map_err(err)?;
+            Ok(Period { start, end })
+        };
+        match self {
+            Granularity::FiveMinutes => fixed(300),
+            Granularity::Hour => fixed(3600),
+            Granularity::Day => period_containing(PeriodKind::Day, at, tz),
+            Granularity::Month => period_containing(PeriodKind::Month(1), at, tz),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,5 +404,105 @@ mod tests {
                 at = p.end;
             }
         }
+    }
+
+    // Granularity: the steps of reports, exports and charts.
+
+    #[test]
+    fn periods_start_at_local_midnight_and_the_first_of_the_month() {
+        let berlin = TimeZone::get("Europe/Berlin").unwrap();
+        let kolkata = TimeZone::get("Asia/Kolkata").unwrap();
+        // (instant, granularity, zone, start)
+        let table = [
+            (
+                "2026-11-23T10:07:00Z",
+                Granularity::FiveMinutes,
+                &berlin,
+                "2026-11-23T10:05:00Z",
+            ),
+            (
+                "2026-11-23T10:07:00Z",
+                Granularity::Hour,
+                &berlin,
+                "2026-11-23T10:00:00Z",
+            ),
+            // 00:30 UTC is 01:30 in Berlin (CET): the Berlin day began 23:00 UTC.
+            (
+                "2026-11-23T00:30:00Z",
+                Granularity::Day,
+                &berlin,
+                "2026-11-22T23:00:00Z",
+            ),
+            (
+                "2026-11-23T00:30:00Z",
+                Granularity::Month,
+                &berlin,
+                "2026-10-31T23:00:00Z",
+            ),
+            // Summer time: the day began 22:00 UTC.
+            (
+                "2026-07-01T12:00:00Z",
+                Granularity::Day,
+                &berlin,
+                "2026-06-30T22:00:00Z",
+            ),
+            // The day of the spring-forward change is 23 hours long and still starts at 00:00.
+            (
+                "2026-03-29T20:00:00Z",
+                Granularity::Day,
+                &berlin,
+                "2026-03-28T23:00:00Z",
+            ),
+            // +05:30: local midnight is 18:30 UTC.
+            (
+                "2026-11-23T19:00:00Z",
+                Granularity::Day,
+                &kolkata,
+                "2026-11-23T18:30:00Z",
+            ),
+        ];
+        for (at, by, tz, want) in table {
+            assert_eq!(by.start_of(ts(at), tz), ts(want), "{at} by {by}");
+        }
+    }
+
+    #[test]
+    fn granularity_parses_or_says_what_it_takes() {
+        assert_eq!("day".parse::<Granularity>(), Ok(Granularity::Day));
+        let e = "week".parse::<Granularity>().unwrap_err();
+        assert!(e.contains("5m, hour, day or month"), "{e}");
+    }
+
+    #[test]
+    fn periods_step_by_the_zones_calendar() {
+        let berlin = TimeZone::get("Europe/Berlin").unwrap();
+        // Across the autumn change: 2026-10-25 is 25 hours long in Berlin.
+        let days = Granularity::Day.starts(
+            ts("2026-10-24T10:00:00Z"),
+            ts("2026-10-27T00:00:00Z"),
+            &berlin,
+        );
+        assert_eq!(
+            days,
+            [
+                ts("2026-10-23T22:00:00Z"),
+                ts("2026-10-24T22:00:00Z"),
+                ts("2026-10-25T23:00:00Z"),
+                ts("2026-10-26T23:00:00Z"),
+            ]
+        );
+        let months = Granularity::Month.starts(
+            ts("2026-01-15T00:00:00Z"),
+            ts("2026-04-01T00:00:00Z"),
+            &TimeZone::UTC,
+        );
+        assert_eq!(months.len(), 3);
+        assert_eq!(months[1], ts("2026-02-01T00:00:00Z"));
+        let fives = Granularity::FiveMinutes.starts(
+            ts("2026-01-01T00:02:00Z"),
+            ts("2026-01-01T00:30:00Z"),
+            &TimeZone::UTC,
+        );
+        assert_eq!(fives.len(), 6);
     }
 }

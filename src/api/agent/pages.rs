@@ -14,8 +14,8 @@ use serde::Deserialize;
 use super::routes::{ask, ledger_events, off_runtime};
 use super::{ApiState, Ask};
 use crate::account::ledger::open_read_only;
-use crate::account::usage::Granularity;
 use crate::api::store::ApiError;
+use crate::model::calendar::Granularity;
 use crate::model::ids::InstanceId;
 use crate::render::dashboard::{self, page};
 

@@ -9,8 +9,8 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use rusqlite::Connection;
 
-use crate::account::usage::Granularity;
 use crate::config::Config;
+use crate::model::calendar::Granularity;
 use crate::model::ids::InstanceId;
 use crate::render::export::chart::{self, ChartError, Figure, Theme};
 use crate::render::export::{Directions, Spec, build};

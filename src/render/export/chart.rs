@@ -11,7 +11,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::series::{Report, Series};
-use crate::account::usage::Granularity;
+use crate::model::calendar::Granularity;
 use crate::model::human::human_bytes;
 
 pub const WIDTH: u32 = 1000;

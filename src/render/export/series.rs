@@ -4,14 +4,15 @@
 
 use std::collections::BTreeMap;
 
+use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use jiff::{Timestamp, ToSpan};
 use rusqlite::Connection;
 use serde::Serialize;
 
 use crate::account::ledger::{EventRow, LedgerError, read_events};
-use crate::account::usage::{Granularity, UsageQuery, UsageRow, period_start, query};
+use crate::account::usage::{UsageQuery, UsageRow, query};
 use crate::config::{Config, Direction, RuleConfig};
+use crate::model::calendar::Granularity;
 use crate::model::calendar::{Period, period_containing};
 use crate::model::ids::{IfName, InstanceId};
 
@@ -111,33 +112,6 @@ pub struct Report {
     pub download_bytes: u64,
     /// Biggest total first.
     pub series: Vec<Series>,
-}
-
-/// The starts of every period of `by` from the one holding `from` until `to`.
-pub fn period_starts(
-    from: Timestamp,
-    to: Timestamp,
-    by: Granularity,
-    tz: &TimeZone,
-) -> Vec<Timestamp> {
-    let mut out = Vec::new();
-    let mut at = period_start(from, by, tz);
-    while at < to {
-        out.push(at);
-        let zoned = at.to_zoned_datetime(tz.clone());
-        let next = match by {
-            Granularity::FiveMinutes => zoned.checked_add(5.minutes()),
-            Granularity::Hour => zoned.checked_add(1.hour()),
-            Granularity::Day => zoned.checked_add(1.day()),
-            Granularity::Month => zoned.checked_add(1.month()),
-        };
-        match next {
-            // Day and month arithmetic on a zoned time keeps local midnight across DST.
-            Ok(n) if n.timestamp() > at => at = period_start(n.timestamp(), by, tz),
-            _ => break,
-        }
-    }
-    out
 }
 
 /// The penalty periods of one interface or instance from its `stage` events (oldest
@@ -247,7 +221,7 @@ pub fn build(
             tz: spec.tz.clone(),
         },
     )?;
-    let starts = period_starts(spec.from, spec.to, spec.by, &spec.tz);
+    let starts = spec.by.starts(spec.from, spec.to, &spec.tz);
     let mut by_key: BTreeMap<(String, Option<String>), Vec<UsageRow>> = BTreeMap::new();
     for r in rows {
         by_key
@@ -334,42 +308,6 @@ mod tests {
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
-    }
-
-    #[test]
-    fn periods_step_by_the_zones_calendar() {
-        let berlin = TimeZone::get("Europe/Berlin").unwrap();
-        // Across the autumn change: 2026-10-25 is 25 hours long in Berlin.
-        let days = period_starts(
-            ts("2026-10-24T10:00:00Z"),
-            ts("2026-10-27T00:00:00Z"),
-            Granularity::Day,
-            &berlin,
-        );
-        assert_eq!(
-            days,
-            [
-                ts("2026-10-23T22:00:00Z"),
-                ts("2026-10-24T22:00:00Z"),
-                ts("2026-10-25T23:00:00Z"),
-                ts("2026-10-26T23:00:00Z"),
-            ]
-        );
-        let months = period_starts(
-            ts("2026-01-15T00:00:00Z"),
-            ts("2026-04-01T00:00:00Z"),
-            Granularity::Month,
-            &TimeZone::UTC,
-        );
-        assert_eq!(months.len(), 3);
-        assert_eq!(months[1], ts("2026-02-01T00:00:00Z"));
-        let fives = period_starts(
-            ts("2026-01-01T00:02:00Z"),
-            ts("2026-01-01T00:30:00Z"),
-            Granularity::FiveMinutes,
-            &TimeZone::UTC,
-        );
-        assert_eq!(fives.len(), 6);
     }
 
     #[test]
