@@ -43,8 +43,12 @@ use crate::sys::AgentLock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("cannot create the state directory {path}: {reason}")]
-    StateDir { path: PathBuf, reason: String },
+    #[error("cannot create the state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Lock(#[from] crate::sys::LockError),
     #[error(transparent)]
@@ -128,7 +132,7 @@ impl Agent {
         let dir = &config.agent.state_dir;
         std::fs::create_dir_all(dir).map_err(|e| AgentError::StateDir {
             path: dir.clone(),
-            reason: e.to_string(),
+            source: e,
         })?;
         let lock = AgentLock::acquire(&dir.join(LOCK_FILE))?;
         let state_path = dir.join(STATE_FILE);

@@ -28,13 +28,12 @@ use super::Sample;
 use crate::model::ids::{FastMap, IfName};
 use crate::sys::netlink::{KernelError, RouteSocket};
 
-const RTM_NEWLINK: u16 = 16;
-const RTM_DELLINK: u16 = 17;
-const RTM_NEWSTATS: u16 = 92;
-const IFLA_IFNAME: u16 = 3;
+use libc::{IFLA_IFNAME, RTM_DELLINK, RTM_NEWLINK, RTM_NEWSTATS};
+
+/// `IFLA_STATS_LINK_64` (linux/if_link.h; libc does not define it).
 const IFLA_STATS_LINK_64: u16 = 1;
-/// Multicast group of link notifications (RTNLGRP_LINK = 1, as a bind mask).
-const RTNLGRP_LINK_MASK: u32 = 1;
+/// Multicast group of link notifications, as a bind mask (group n is bit n - 1).
+const RTNLGRP_LINK_MASK: u32 = 1 << (libc::RTNLGRP_LINK - 1);
 /// The kernel sizes dump datagrams at ≤ 32 KiB; twice that never truncates.
 const RECV_BUFFER: usize = 64 * 1024;
 const LINK_HEADER_LEN: usize = 16;

@@ -133,8 +133,18 @@ pub enum Loaded {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("{path}: {reason}")]
-    Io { path: PathBuf, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot move corrupt state aside: {source}")]
+    MoveAside {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path}: not a sluice state file: {reason}")]
     Corrupt { path: PathBuf, reason: String },
 }
@@ -147,7 +157,7 @@ pub fn read(path: &Path) -> Result<Option<Snapshot>, StateError> {
         Err(e) => {
             return Err(StateError::Io {
                 path: path.to_owned(),
-                reason: e.to_string(),
+                source: e,
             });
         }
     };
@@ -180,9 +190,9 @@ pub fn load_or_move_aside(path: &Path, now: Timestamp) -> Result<Loaded, StateEr
             let mut aside = path.as_os_str().to_owned();
             aside.push(format!(".corrupt-{}", now.as_second()));
             let moved_to = PathBuf::from(aside);
-            std::fs::rename(path, &moved_to).map_err(|e| StateError::Io {
+            std::fs::rename(path, &moved_to).map_err(|e| StateError::MoveAside {
                 path: path.to_owned(),
-                reason: format!("cannot move corrupt state aside: {e}"),
+                source: e,
             })?;
             Ok(Loaded::MovedAside { reason, moved_to })
         }
@@ -250,7 +260,7 @@ pub fn write_streamed(
     })
     .map_err(|e| StateError::Io {
         path: path.to_owned(),
-        reason: e.to_string(),
+        source: e,
     })
 }
 

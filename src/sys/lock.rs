@@ -18,8 +18,12 @@ const ACQUIRE_PAUSE: Duration = Duration::from_millis(50);
 pub enum LockError {
     #[error("another sluice agent (pid {pid}) holds {path}")]
     Held { pid: String, path: PathBuf },
-    #[error("cannot lock {path}: {reason}")]
-    Io { path: PathBuf, reason: String },
+    #[error("cannot lock {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Held for the life of the agent; dropping it releases the lock.
@@ -32,7 +36,7 @@ impl AgentLock {
     pub fn acquire(path: &Path) -> Result<AgentLock, LockError> {
         let io = |e: std::io::Error| LockError::Io {
             path: path.to_owned(),
-            reason: e.to_string(),
+            source: e.into(),
         };
         let mut file = OpenOptions::new()
             .read(true)

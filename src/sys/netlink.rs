@@ -20,11 +20,11 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::Socket;
 use netlink_sys::protocols::NETLINK_ROUTE;
 
-const SOL_NETLINK: libc::c_int = 270;
-const NETLINK_CAP_ACK: libc::c_int = 10;
-const NETLINK_EXT_ACK: libc::c_int = 11;
+use libc::{NETLINK_CAP_ACK, NETLINK_EXT_ACK, SOL_NETLINK};
+
 /// `NLM_F_ACK_TLVS` on an error message: extended-ack attributes follow.
-const NLM_F_ACK_TLVS: u16 = 0x200;
+const NLM_F_ACK_TLVS: u16 = libc::NLM_F_ACK_TLVS as u16;
+/// `NLMSGERR_ATTR_MSG` (linux/netlink.h; libc does not define it).
 const NLMSGERR_ATTR_MSG: u16 = 1;
 const RECV_BUFFER: usize = 64 * 1024;
 /// Requests per datagram: their answers (≤ ~1.5 KiB of kernel memory each) must fit the

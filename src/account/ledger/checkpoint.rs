@@ -40,7 +40,7 @@ impl Checkpointer {
             })
             .map_err(|e| LedgerError::Sql {
                 what: "starting the checkpoint thread",
-                reason: e.to_string(),
+                source: e.into(),
             })?;
         Ok(Checkpointer {
             stop: Some(stop),

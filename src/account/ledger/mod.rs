@@ -58,16 +58,24 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    #[error("ledger {path}: {reason}")]
-    Open { path: PathBuf, reason: String },
-    #[error("ledger: {what}: {reason}")]
-    Sql { what: &'static str, reason: String },
+    #[error("ledger {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("ledger: {what}: {source}")]
+    Sql {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 fn sql(what: &'static str) -> impl Fn(rusqlite::Error) -> LedgerError {
     move |e| LedgerError::Sql {
         what,
-        reason: e.to_string(),
+        source: e.into(),
     }
 }
 
@@ -190,14 +198,14 @@ impl Ledger {
     pub fn open(path: &Path, boot_id: &str) -> Result<Ledger, LedgerError> {
         let open_err = |e: rusqlite::Error| LedgerError::Open {
             path: path.to_owned(),
-            reason: e.to_string(),
+            source: e.into(),
         };
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
             std::fs::create_dir_all(dir).map_err(|e| LedgerError::Open {
                 path: path.to_owned(),
-                reason: format!("cannot create {}: {e}", dir.display()),
+                source: format!("cannot create {}: {e}", dir.display()).into(),
             })?;
         }
         let mut conn = Connection::open(path).map_err(open_err)?;
@@ -219,16 +227,16 @@ impl Ledger {
         if version > schema::VERSION {
             return Err(LedgerError::Open {
                 path: path.to_owned(),
-                reason: format!(
+                source: format!(
                     "schema version {version} is newer than this sluice knows ({}); refusing to touch it",
                     schema::VERSION
-                ),
+                ).into(),
             });
         }
         if version < schema::VERSION {
             schema::upgrade(&mut conn, version, boot_id).map_err(|e| LedgerError::Open {
                 path: path.to_owned(),
-                reason: e.to_string(),
+                source: e.into(),
             })?;
         }
         let on_disk = path != Path::new(":memory:");
@@ -724,7 +732,7 @@ pub fn open_read_only(path: &Path) -> Result<Connection, LedgerError> {
 fn open_file(path: &Path, flags: OpenFlags) -> Result<Connection, LedgerError> {
     let conn = Connection::open_with_flags(path, flags).map_err(|e| LedgerError::Open {
         path: path.to_owned(),
-        reason: e.to_string(),
+        source: e.into(),
     })?;
     conn.busy_timeout(Duration::from_secs(5))
         .map_err(sql("busy timeout"))?;

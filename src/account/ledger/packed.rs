@@ -71,14 +71,14 @@ impl PackedRow {
     pub(super) fn bad(&self, reason: String) -> LedgerError {
         LedgerError::Sql {
             what: self.reading,
-            reason,
+            source: reason.into(),
         }
     }
 
     fn bad_write(&self, e: impl std::fmt::Display) -> LedgerError {
         LedgerError::Sql {
             what: self.writing,
-            reason: e.to_string(),
+            source: e.to_string().into(),
         }
     }
 

@@ -94,7 +94,7 @@ pub(super) fn write(conn: &Connection, w: &SpoolWrite, bytes: u64) -> Result<Spo
     }
     let payload = postcard::to_stdvec(&w.samples).map_err(|e| LedgerError::Sql {
         what: "encoding the spool",
-        reason: e.to_string(),
+        source: e.into(),
     })?;
     if bytes.saturating_add(payload.len() as u64) > w.max_bytes {
         return Ok(Spooled {
@@ -134,7 +134,7 @@ pub fn pending(
         .map(|(seq, payload)| {
             let samples = postcard::from_bytes(&payload).map_err(|e| LedgerError::Sql {
                 what: "decoding the spool",
-                reason: format!("row {seq}: {e}"),
+                source: format!("row {seq}: {e}").into(),
             })?;
             Ok((seq.max(0) as u64, samples))
         })

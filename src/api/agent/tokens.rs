@@ -8,7 +8,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -100,10 +99,8 @@ fn locked<T>(
         .write(true)
         .open(&lock_path)
         .map_err(|e| io_err(&lock_path, e))?;
-    // SAFETY: flock on a descriptor this function owns; released when `lock` is dropped.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(io_err(&lock_path, std::io::Error::last_os_error()));
-    }
+    // Released when `lock` is dropped (std's lock is flock on Linux, like the agent's).
+    lock.lock().map_err(|e| io_err(&lock_path, e))?;
     let mut tokens = read(path)?;
     let out = change(&mut tokens)?;
     let file = TokenFile {

@@ -26,7 +26,7 @@ use super::plan::{
 use crate::sys::netlink::{Answer, KernelError, Request, RouteSocket};
 
 /// `ETH_P_ALL` in network byte order, as the filter's protocol.
-const ETH_P_ALL_BE: u16 = 0x0003u16.to_be();
+const ETH_P_ALL_BE: u16 = (libc::ETH_P_ALL as u16).to_be();
 /// sluice's HTB root (`51ce:`), its class (`51ce:1`), the class's leaf queue (`51cf:`)
 /// and the ingress qdisc's fixed handle (`ffff:`).
 const ROOT_HANDLE: TcHandle = TcHandle {
@@ -53,14 +53,11 @@ const FILTER_PARENT: TcHandle = TcHandle {
 /// txqueuelen of the ifbs sluice creates: the HTB leaf queue is that many packets, and the
 /// ifb default of 32 drops TCP windows at high rates.
 const IFB_TXQLEN: u32 = 1000;
-const TCA_OPTIONS: u16 = 2;
-const RTM_NEWLINK: u16 = 16;
-const IFLA_IFNAME: u16 = 3;
-const IFLA_LINKINFO: u16 = 18;
-const IFLA_IFALIAS: u16 = 20;
-const IFLA_INFO_KIND: u16 = 1;
-const IFLA_EXT_MASK: u16 = 29;
-const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
+use libc::{
+    IFLA_EXT_MASK, IFLA_IFALIAS, IFLA_IFNAME, IFLA_INFO_KIND, IFLA_LINKINFO, RTM_NEWLINK,
+    TCA_OPTIONS,
+};
+const RTEXT_FILTER_SKIP_STATS: u32 = libc::RTEXT_FILTER_SKIP_STATS as u32;
 const LINK_HEADER_LEN: usize = 16;
 
 /// Byte and drop counters of one shaping qdisc, cumulative since it was installed.
