@@ -36,7 +36,7 @@ impl AgentLock {
     pub fn acquire(path: &Path) -> Result<AgentLock, LockError> {
         let io = |e: std::io::Error| LockError::Io {
             path: path.to_owned(),
-            source: e.into(),
+            source: e,
         };
         let mut file = OpenOptions::new()
             .read(true)
