@@ -18,6 +18,7 @@ use rusqlite::Connection;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
+use super::backoff::{Backoff, Jitter};
 use crate::account::ledger::open_read_only;
 use crate::account::ledger::spool::{self, SpoolSample};
 use crate::model::ids::{InstanceId, Label};
@@ -155,34 +156,6 @@ pub struct Reporter {
     pub shared: Arc<SpoolShared>,
 }
 
-/// Doubling delays with "equal jitter": half fixed, half random, so a fleet of agents that
-/// lost the store together does not come back in lockstep.
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    fn new() -> Backoff {
-        Backoff {
-            next: FIRST_BACKOFF,
-        }
-    }
-    fn reset(&mut self) {
-        self.next = FIRST_BACKOFF;
-    }
-    fn longest(&mut self) -> Duration {
-        self.next = LONGEST_BACKOFF;
-        self.step()
-    }
-    fn step(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(LONGEST_BACKOFF);
-        let half = base / 2;
-        let r = f64::from(getrandom::u32().unwrap_or(u32::MAX / 2)) / f64::from(u32::MAX);
-        half + half.mul_f64(r)
-    }
-}
-
 fn samples(rows: &[(u64, Vec<SpoolSample>)]) -> Vec<Batch> {
     rows.iter()
         .map(|(seq, samples)| Batch {
@@ -232,7 +205,7 @@ impl Reporter {
 
     pub async fn run(self) {
         let mut conn = None;
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(FIRST_BACKOFF, LONGEST_BACKOFF, Jitter::Equal);
         let mut limit = ROWS_PER_REPORT;
         let mut failing_since: Option<Timestamp> = None;
         loop {

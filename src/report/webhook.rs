@@ -15,12 +15,15 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::account::ledger::EventRow;
+use super::backoff::{Backoff, Jitter};
 use crate::config::WebhookConfig;
 
 /// Events waiting per webhook.
 pub const QUEUE: usize = 1000;
 /// Attempts per event (the first and the retries).
 pub const ATTEMPTS: u32 = 5;
+/// The longest wait between two attempts.
+const MAX_RETRY: Duration = Duration::from_secs(60);
 pub const SIGNATURE_HEADER: &str = "X-Sluice-Signature";
 pub const EVENT_HEADER: &str = "X-Sluice-Event";
 
@@ -124,7 +127,7 @@ async fn deliver(config: WebhookConfig, mut rx: mpsc::Receiver<Delivery>, first_
         }
     };
     while let Some(d) = rx.recv().await {
-        let mut backoff = first_retry;
+        let mut backoff = Backoff::new(first_retry, MAX_RETRY, Jitter::None);
         for attempt in 1..=ATTEMPTS {
             let mut req = client
                 .post(config.url.clone())
@@ -148,9 +151,9 @@ async fn deliver(config: WebhookConfig, mut rx: mpsc::Receiver<Delivery>, first_
                     warn!(url = %config.url, kind = %d.kind, "webhook gave up after {ATTEMPTS} attempts: {why}");
                 }
                 Err(why) => {
-                    debug!(url = %config.url, attempt, "webhook failed ({why}); retrying in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                    let wait = backoff.step();
+                    debug!(url = %config.url, attempt, "webhook failed ({why}); retrying in {wait:?}");
+                    tokio::time::sleep(wait).await;
                 }
             }
         }
