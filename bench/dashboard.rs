@@ -18,6 +18,7 @@ use sluice::account::ledger::EventRow;
 use sluice::enforce::Enforcement;
 use sluice::model::ids::{IfName, InstanceId, RuleName};
 use sluice::policy::Reason;
+use sluice::render::dashboard::Part;
 use sluice::render::dashboard::page::{View, overview};
 use sluice::state::{InterfaceRecord, QuotaRecord, STATE_VERSION, Snapshot};
 
@@ -97,7 +98,7 @@ fn main() {
         tz: &tz,
     };
     let mut page = String::new();
-    let render = median(runs, || page = overview(&view, false));
+    let render = median(runs, || page = overview(&view, Part::Page));
     let json = median(runs, || {
         let s = serde_json::to_string(&snap).unwrap();
         assert!(s.len() > n * 100);

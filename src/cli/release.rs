@@ -15,7 +15,7 @@ use anyhow::Context;
 
 use super::ConfigArg;
 use crate::config::{BackendKind, Config};
-use crate::enforce::link::{LinkSwitch, Switched};
+use crate::enforce::link::{LinkState, LinkSwitch, Switched};
 use crate::enforce::tc::{Scope, ifb_tap};
 use crate::enforce::{OvsBackend, OvsConfig, TcBackend};
 use crate::model::ids::IfName;
@@ -79,7 +79,7 @@ fn raise_disconnected(state_path: &Path, names: &[IfName]) -> anyhow::Result<Exi
         return Ok(ExitCode::SUCCESS);
     }
     let mut links = LinkSwitch::open().context("opening a netlink socket")?;
-    let asks: Vec<(u32, bool)> = held.iter().map(|(_, idx)| (*idx, true)).collect();
+    let asks: Vec<(u32, LinkState)> = held.iter().map(|(_, idx)| (*idx, LinkState::Up)).collect();
     let mut raised = Vec::new();
     let mut failed = false;
     for ((name, _), result) in held.iter().zip(links.set(&asks)) {

@@ -25,11 +25,11 @@ use crate::api::agent::tokens::TOKENS_FILE;
 use crate::api::agent::{self as api, Ask, Liveness, ServeOptions};
 use crate::config::{ActionKind, LEDGER_FILE};
 use crate::config::{BackendKind, Config, DropInStamp, drop_in_stamp};
-use crate::enforce::hooks::{self, HookCall};
+use crate::enforce::hooks::{self, Hook, HookCall};
 use crate::enforce::tc::Scope;
 use crate::enforce::{
-    Backend, Enforcement, LinkSwitch, OvsBackend, OvsConfig, PolicerProbe, Switched, TcBackend,
-    Wanted,
+    Backend, Enforcement, LinkState, LinkSwitch, OvsBackend, OvsConfig, PolicerProbe, Switched,
+    TcBackend, Wanted,
 };
 use crate::engine::{self, Charged, TickInput};
 use crate::model::ids::{FastMap, IfName, InstanceId};
@@ -78,6 +78,15 @@ pub mod store_rules;
 const EVENT_QUEUE: usize = 1024;
 /// A webhook's first retry; doubled each time.
 const WEBHOOK_FIRST_RETRY: Duration = Duration::from_secs(2);
+
+/// Whether to redo work whose inputs look unchanged (the state file, the drop-ins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Redo {
+    /// Only when something changed.
+    IfChanged,
+    /// In any case (first tick, reload, shutdown, new store rules).
+    Always,
+}
 
 /// The running agent.
 pub struct Agent {
@@ -207,22 +216,22 @@ impl Agent {
             started_at: Timestamp::now(),
             _lock: lock,
         };
-        agent.refresh_drop_ins(true);
+        agent.refresh_drop_ins(Redo::Always);
         Ok(agent)
     }
 
-    /// Merge the instance drop-ins again when `force`d or when the directory's files
-    /// changed (checked every tick: a control panel's write is seen within one).
-    fn refresh_drop_ins(&mut self, force: bool) {
+    /// Merge the instance drop-ins again when the directory's files changed (checked
+    /// every tick: a control panel's write is seen within one), or `Always`.
+    fn refresh_drop_ins(&mut self, redo: Redo) {
         let stamp = drop_in_stamp(&self.file_config.agent.instances_dir);
-        if !force && stamp == self.drop_ins {
+        if redo == Redo::IfChanged && stamp == self.drop_ins {
             return;
         }
         let (merged, errors) = self.file_config.with_drop_ins();
         for e in &errors {
             error!("instance drop-in skipped: {e}");
         }
-        if !force || !stamp.is_empty() {
+        if redo == Redo::IfChanged || !stamp.is_empty() {
             info!(
                 dir = %self.file_config.agent.instances_dir.display(),
                 files = stamp.len(),
@@ -292,7 +301,7 @@ impl Agent {
         let mut verdicts = std::mem::take(&mut self.verdicts);
         self.policy.verdicts_into(&self.config, &mut verdicts);
         self.verdicts = verdicts;
-        self.write_state(true);
+        self.write_state(Redo::Always);
         info!("sluice agent stopped; limits left in place");
         Ok(())
     }
@@ -339,7 +348,7 @@ impl Agent {
                     self.webhooks = Webhooks::start(&new.webhooks, WEBHOOK_FIRST_RETRY);
                 }
                 self.file_config = new;
-                self.refresh_drop_ins(true);
+                self.refresh_drop_ins(Redo::Always);
                 info!(config = %self.config_path.display(), "configuration reloaded");
             }
         }
@@ -404,7 +413,11 @@ impl Agent {
             .as_mut()
             .and_then(store_link::StoreLink::quotas_changed)
             .is_some();
-        self.refresh_drop_ins(store_changed);
+        self.refresh_drop_ins(if store_changed {
+            Redo::Always
+        } else {
+            Redo::IfChanged
+        });
         while let Ok(e) = self.hook_events.1.try_recv() {
             self.pending.push(e);
         }
@@ -480,7 +493,7 @@ impl Agent {
         }
         self.shapers = shapers;
         self.verdicts = verdicts;
-        self.write_state(false);
+        self.write_state(Redo::IfChanged);
         self.samples = samples;
     }
 
@@ -574,7 +587,12 @@ impl Agent {
             match e.state {
                 QuotaState::Exceeded if e.action == ActionKind::Shutdown => {
                     if let Some(argv) = &self.config.hooks.shutdown {
-                        hooks::spawn(argv, call("shutdown"), timeout, self.hook_events.0.clone());
+                        hooks::spawn(
+                            argv,
+                            call(Hook::Shutdown),
+                            timeout,
+                            self.hook_events.0.clone(),
+                        );
                     }
                 }
                 QuotaState::Restored => {
@@ -582,7 +600,12 @@ impl Agent {
                         raise.insert(&e.instance);
                     }
                     if let Some(argv) = &self.config.hooks.on_reset {
-                        hooks::spawn(argv, call("on_reset"), timeout, self.hook_events.0.clone());
+                        hooks::spawn(
+                            argv,
+                            call(Hook::OnReset),
+                            timeout,
+                            self.hook_events.0.clone(),
+                        );
                     }
                 }
                 _ => {}
@@ -591,24 +614,25 @@ impl Agent {
         // Down: every interface under a disconnect rule, every tick. Up: those sluice
         // downed that no rule holds any more, and those of instances restored just now
         // (after a restart sluice no longer knows which links it downed).
-        let mut want: Vec<(u32, bool, &IfName, &InstanceId)> = Vec::new();
+        let mut want: Vec<(u32, LinkState, &IfName, &InstanceId)> = Vec::new();
         for (name, v) in verdicts {
             if v.disconnect {
-                want.push((v.ifindex, false, name, &v.instance));
+                want.push((v.ifindex, LinkState::Down, name, &v.instance));
             } else if self.downed.contains(name) || raise.contains(&v.instance) {
-                want.push((v.ifindex, true, name, &v.instance));
+                want.push((v.ifindex, LinkState::Up, name, &v.instance));
             }
         }
         if want.is_empty() {
             return;
         }
-        let asks: Vec<(u32, bool)> = want.iter().map(|(i, up, _, _)| (*i, *up)).collect();
+        let asks: Vec<(u32, LinkState)> = want.iter().map(|(i, s, _, _)| (*i, *s)).collect();
         let results = self.links.set(&asks);
         let wall = Timestamp::now();
-        for ((_, up, name, instance), result) in want.into_iter().zip(results) {
+        for ((_, state, name, instance), result) in want.into_iter().zip(results) {
+            let up = state == LinkState::Up;
             match result {
                 Switched::Failed(e) => {
-                    warn!(interface = %name, "cannot set the link {}: {e}", if up { "up" } else { "down" });
+                    warn!(interface = %name, "cannot set the link {}: {e}", state.as_str());
                     continue;
                 }
                 Switched::Changed => {
@@ -645,9 +669,9 @@ impl Agent {
         }
     }
 
-    /// Write the snapshot if anything in it changed this tick (or when `force`d).
-    fn write_state(&mut self, force: bool) {
-        if !(force || self.state_dirty || self.policy.changed()) {
+    /// Write the snapshot if anything in it changed this tick, or `Always`.
+    fn write_state(&mut self, redo: Redo) {
+        if !(redo == Redo::Always || self.state_dirty || self.policy.changed()) {
             return;
         }
         let view = self.view();

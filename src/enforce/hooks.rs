@@ -18,11 +18,29 @@ use crate::account::ledger::EventRow;
 use crate::model::ids::InstanceId;
 use crate::sys::{CommandError, run_command};
 
+/// Which hook of `[hooks]` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hook {
+    /// A `shutdown` rule's limit was exceeded.
+    Shutdown,
+    /// A rule's period ended (or an operator reset it) and its action lifted.
+    OnReset,
+}
+
+impl Hook {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hook::Shutdown => "shutdown",
+            Hook::OnReset => "on_reset",
+        }
+    }
+}
+
 /// What a hook is run for, filling its placeholders.
 #[derive(Debug, Clone)]
 pub struct HookCall {
-    /// "shutdown" or "on_reset".
-    pub hook: &'static str,
+    pub hook: Hook,
     pub instance: InstanceId,
     /// The instance's first interface by name ("" when none is present).
     pub interface: String,
@@ -57,9 +75,9 @@ pub fn spawn(template: &[String], call: HookCall, timeout: Duration, done: mpsc:
             Err(e) => (false, e.to_string()),
         };
         if ok {
-            info!(hook = call.hook, instance = %call.instance, rule = %call.rule, argv = ?argv, output = %detail, "hook succeeded");
+            info!(hook = call.hook.as_str(), instance = %call.instance, rule = %call.rule, argv = ?argv, output = %detail, "hook succeeded");
         } else {
-            warn!(hook = call.hook, instance = %call.instance, rule = %call.rule, argv = ?argv, "hook failed: {detail}");
+            warn!(hook = call.hook.as_str(), instance = %call.instance, rule = %call.rule, argv = ?argv, "hook failed: {detail}");
         }
         let status = match &result {
             Ok(_) => "exit status: 0".to_owned(),
@@ -94,7 +112,7 @@ mod tests {
     #[test]
     fn placeholders_fill_each_argument_and_nothing_else() {
         let call = HookCall {
-            hook: "shutdown",
+            hook: Hook::Shutdown,
             instance: InstanceId::new("101").unwrap(),
             interface: "tap101i0".into(),
             rule: "monthly".into(),

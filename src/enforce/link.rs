@@ -3,7 +3,7 @@
 //! Reconciled each tick like the shapers: the link of every interface under an exceeded
 //! `disconnect` rule is read (one pipelined batch of gets) and set down where it is up,
 //! so a tap that the hypervisor re-creates (or an operator brings up) is downed again
-//! within a tick. Bringing links back up is explicit ([`LinkSwitch::set`] with `true`) and
+//! within a tick. Bringing links back up is explicit ([`LinkSwitch::set`] with [`LinkState::Up`]) and
 //! only for links sluice downed: sluice never raises a link someone else took down.
 
 use netlink_packet_route::RouteNetlinkMessage;
@@ -13,6 +13,22 @@ use crate::sys::netlink::{Answer, KernelError, Request, RouteSocket};
 
 pub struct LinkSwitch {
     sock: RouteSocket,
+}
+
+/// A link's administrative state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    Up,
+    Down,
+}
+
+impl LinkState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkState::Up => "up",
+            LinkState::Down => "down",
+        }
+    }
 }
 
 /// What [`LinkSwitch::set`] did to one link.
@@ -32,8 +48,8 @@ impl LinkSwitch {
         })
     }
 
-    /// Make each link (by ifindex) administratively up (`true`) or down (`false`).
-    pub fn set(&mut self, want: &[(u32, bool)]) -> Vec<Switched> {
+    /// Put each link (by ifindex) in the wanted state.
+    pub fn set(&mut self, want: &[(u32, LinkState)]) -> Vec<Switched> {
         let gets = want
             .iter()
             .map(|(ifindex, _)| {
@@ -55,18 +71,19 @@ impl LinkSwitch {
         };
         let mut out: Vec<Switched> = Vec::with_capacity(want.len());
         let mut flips = Vec::new();
-        for ((ifindex, up), answer) in want.iter().zip(answers) {
+        for ((ifindex, state), answer) in want.iter().zip(answers) {
+            let up = *state == LinkState::Up;
             match answer {
                 Answer::Reply(msg) => match *msg {
                     RouteNetlinkMessage::NewLink(l)
-                        if l.header.flags.contains(LinkFlags::Up) == *up =>
+                        if l.header.flags.contains(LinkFlags::Up) == up =>
                     {
                         out.push(Switched::Unchanged)
                     }
                     _ => {
                         let mut m = LinkMessage::default();
                         m.header.index = *ifindex;
-                        m.header.flags = if *up {
+                        m.header.flags = if up {
                             LinkFlags::Up
                         } else {
                             LinkFlags::empty()

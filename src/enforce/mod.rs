@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use link::{LinkSwitch, Switched};
+pub use link::{LinkState, LinkSwitch, Switched};
 pub use ovs::{OvsBackend, OvsConfig};
 pub use policer::PolicerProbe;
 pub use tc::TcBackend;

@@ -81,7 +81,10 @@ mod tests {
         // (the un-jittered delay of each step)
         for base in [1, 2, 4, 8, 16, 32, 60, 60] {
             let w = b.step();
-            assert!(w >= S(base) / 2 && w <= S(base), "step of {base}s waited {w:?}");
+            assert!(
+                w >= S(base) / 2 && w <= S(base),
+                "step of {base}s waited {w:?}"
+            );
         }
     }
 }

@@ -14,8 +14,8 @@ use sha2::Sha256;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::account::ledger::EventRow;
 use super::backoff::{Backoff, Jitter};
+use crate::account::ledger::EventRow;
 use crate::config::WebhookConfig;
 
 /// Events waiting per webhook.

@@ -17,7 +17,7 @@ use crate::account::ledger::open_read_only;
 use crate::api::store::ApiError;
 use crate::model::calendar::Granularity;
 use crate::model::ids::InstanceId;
-use crate::render::dashboard::{self, page};
+use crate::render::dashboard::{self, Part, page};
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -57,7 +57,10 @@ async fn overview(
     State(s): State<ApiState>,
     Query(q): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
-    let html = with_view(&s, |view| page::overview(view, q.fragment.is_some())).await?;
+    let html = with_view(&s, |view| {
+        page::overview(view, Part::asked(q.fragment.is_some()))
+    })
+    .await?;
     Ok(Html(html).into_response())
 }
 
@@ -68,7 +71,7 @@ async fn instance(
 ) -> Result<Response, ApiError> {
     let id = InstanceId::new(&id).map_err(|e| ApiError::invalid("id", e.to_string()))?;
     let html = with_view(&s, |view| {
-        page::instance(view, id.as_str(), q.fragment.is_some())
+        page::instance(view, id.as_str(), Part::asked(q.fragment.is_some()))
     })
     .await?;
     match html {

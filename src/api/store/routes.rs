@@ -104,7 +104,7 @@ async fn fleet_page(State(s): State<ApiState>, Query(q): Query<FleetQuery>) -> A
         &fleet,
         now,
         &jiff::tz::TimeZone::system(),
-        q.fragment.is_some(),
+        crate::render::dashboard::Part::asked(q.fragment.is_some()),
     );
     Ok(axum::response::Html(html).into_response())
 }

@@ -8,6 +8,7 @@ use std::fmt::Write;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
+use super::Part;
 use super::page::{NEAR, bar, head, label, tail, tools};
 use crate::model::human::human_bytes;
 use crate::model::human::human_secs;
@@ -106,10 +107,10 @@ fn tables(fleet: &Fleet, now: Timestamp) -> (String, String, String) {
 
 const INSTANCE_HEAD: &str = "<thead><tr><th data-i18n=\"instance\">Instance</th><th data-i18n=\"upload\">Upload</th><th data-i18n=\"download\">Download</th><th data-i18n=\"total\">Total</th><th data-i18n=\"quotas\">Quotas</th><th></th></tr></thead>";
 
-/// The fleet page (or, with `fragment`, the parts the script refreshes).
-pub fn render(fleet: &Fleet, now: Timestamp, tz: &TimeZone, fragment: bool) -> String {
+/// The fleet page (or, as `Fragments`, the parts the script refreshes).
+pub fn render(fleet: &Fleet, now: Timestamp, tz: &TimeZone, part: Part) -> String {
     let (agents, top, near) = tables(fleet, now);
-    if fragment {
+    if part == Part::Fragments {
         return format!(
             "<table><tbody data-fragment=\"agents\">{agents}</tbody></table><table><tbody data-fragment=\"top\">{top}</tbody></table><table><tbody data-fragment=\"near\">{near}</tbody></table>"
         );
@@ -205,8 +206,8 @@ mod tests {
         assert_eq!(near.matches("<tr data-instance=").count(), 1);
         assert!(near.contains("data-instance=\"101\"") && near.contains("class=\"hot\""));
         assert!(top.contains("data-reset=\"102\" data-period=\"month\""));
-        let page = render(&fleet, now, &TimeZone::UTC, false);
+        let page = render(&fleet, now, &TimeZone::UTC, Part::Page);
         assert!(page.contains("2026-11-01 00:00 → 2026-12-01 00:00"));
-        assert!(!render(&fleet, now, &TimeZone::UTC, true).contains("<html"));
+        assert!(!render(&fleet, now, &TimeZone::UTC, Part::Fragments).contains("<html"));
     }
 }

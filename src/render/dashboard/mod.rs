@@ -15,6 +15,25 @@ use crate::model::ids::InstanceId;
 use crate::render::export::chart::{self, ChartError, Figure, Theme};
 use crate::render::export::{Directions, Spec, build};
 
+/// What a page request gets: the whole page, or only the parts its script refreshes
+/// (`?fragment=1`), so rows are rendered in one place only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Page,
+    Fragments,
+}
+
+impl Part {
+    /// `?fragment=…` present or not.
+    pub fn asked(fragment: bool) -> Part {
+        if fragment {
+            Part::Fragments
+        } else {
+            Part::Page
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ChartPageError {
     #[error(transparent)]

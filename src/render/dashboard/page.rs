@@ -10,6 +10,7 @@ use std::fmt::Write;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
+use super::Part;
 use crate::account::ledger::EventRow;
 use crate::enforce::Enforcement;
 use crate::model::human::human_bytes;
@@ -291,12 +292,12 @@ fn summary(view: &View<'_>) -> String {
 
 const EVENTS_HEAD: &str = "<thead><tr><th data-i18n=\"time\">Time</th><th data-i18n=\"event\">Event</th><th data-i18n=\"instance\">Instance</th><th data-i18n=\"details\">Details</th></tr></thead>";
 
-/// The overview: every instance, then the events timeline. With `fragment`, only the
+/// The overview: every instance, then the events timeline. As `Fragments`, only the
 /// parts the script swaps in.
-pub fn overview(view: &View<'_>, fragment: bool) -> String {
+pub fn overview(view: &View<'_>, part: Part) -> String {
     let rows = instance_rows(view);
     let events = event_rows(view, None);
-    if fragment {
+    if part == Part::Fragments {
         return format!(
             "<div data-fragment=\"summary\">{}</div><table><tbody data-fragment=\"instances\">{rows}</tbody></table><table><tbody data-fragment=\"events\">{events}</tbody></table>",
             summary(view)
@@ -333,7 +334,7 @@ pub fn overview(view: &View<'_>, fragment: bool) -> String {
 
 /// One instance: its interfaces, quota counts, chart (5m/hour/day/month) and events.
 /// `None` when the agent has no interface of it.
-pub fn instance(view: &View<'_>, id: &str, fragment: bool) -> Option<String> {
+pub fn instance(view: &View<'_>, id: &str, part: Part) -> Option<String> {
     let records: Vec<&InterfaceRecord> = view
         .snapshot
         .interfaces
@@ -375,7 +376,7 @@ pub fn instance(view: &View<'_>, id: &str, fragment: bool) -> Option<String> {
         );
     }
     let events = event_rows(view, Some(id));
-    if fragment {
+    if part == Part::Fragments {
         return Some(format!(
             "<table><tbody data-fragment=\"interfaces\">{rows}</tbody></table><div data-fragment=\"usage\">{usage}</div><table><tbody data-fragment=\"events\">{events}</tbody></table>"
         ));
@@ -462,7 +463,7 @@ mod tests {
             now,
             tz: &TimeZone::UTC,
         };
-        let page = overview(&view, false);
+        let page = overview(&view, Part::Page);
         assert!(page.contains("<title>hv&lt;1&gt; · sluice</title>"));
         assert!(page.contains("data-refresh=\"60\""));
         assert_eq!(
@@ -492,15 +493,15 @@ mod tests {
         );
         assert!(row7.contains("data-sort=\"4000000\""), "rates summed");
 
-        let part = overview(&view, true);
+        let part = overview(&view, Part::Fragments);
         assert!(!part.contains("<html") && !part.contains("<script"));
         assert!(
             part.contains("data-fragment=\"instances\"")
                 && part.contains("data-fragment=\"events\"")
         );
 
-        assert!(instance(&view, "9", false).is_none());
-        let one = instance(&view, "8", false).unwrap();
+        assert!(instance(&view, "9", Part::Page).is_none());
+        let one = instance(&view, "8", Part::Page).unwrap();
         assert!(one.contains("data-interface=\"tap8i0\"") && !one.contains("tap7i0"));
         assert!(one.contains("../v1/instances/8/chart.svg?by=hour"));
     }
