@@ -82,7 +82,7 @@ fn main() {
         .map(|i| {
             sluice::account::ledger::EventRow::new(
                 now,
-                "stage",
+                sluice::model::event::LogKind::Stage,
                 Some(&InstanceId::new(&(1000 + i).to_string()).unwrap()),
                 serde_json::json!({"interface": format!("tap{}i0", 1000 + i), "from": 0, "to": 1}),
             )

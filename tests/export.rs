@@ -62,7 +62,7 @@ fn fixture() -> Fixture {
     let stage = |at: Timestamp, from: u64, to: u64| {
         EventRow::new(
             at,
-            "stage",
+            sluice::model::event::LogKind::Stage,
             Some(&InstanceId::new("101").unwrap()),
             json!({"interface": "tap101i0", "from": from, "to": to, "cause": if to > from { "escalated" } else { "expired" }}),
         )

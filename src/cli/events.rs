@@ -124,7 +124,7 @@ mod tests {
         let at: Timestamp = "2026-11-24T12:00:00Z".parse().unwrap();
         let rows = vec![EventRow {
             at,
-            kind: "rule".into(),
+            kind: crate::model::event::LogKind::Rule,
             instance: Some(InstanceId::new("101").unwrap()),
             body: json!({"time": 1, "event": "rule", "rule": "monthly", "instance": "101", "state": "exceeded", "action": "rate_limit"}),
         }];

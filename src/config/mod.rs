@@ -23,7 +23,7 @@ use crate::model::ids::{IfName, InstanceId, Label, Tag};
 use crate::model::units::{Bytes, Fraction, Rate};
 
 pub use rule_index::Rules;
-pub use rules::{ActionKind, Direction, EVENT_KINDS, HooksConfig, RuleConfig, WebhookConfig};
+pub use rules::{ActionKind, Direction, HooksConfig, RuleConfig, WebhookConfig};
 use validate::validate;
 
 /// Where the agent looks for its config when `--config` is not given.

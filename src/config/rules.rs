@@ -14,12 +14,16 @@ use jiff::tz::TimeZone;
 use super::InstanceConfig;
 use super::raw::{RawHooks, RawInstance, RawResetDay, RawRule, RawRuleRate, RawWebhook};
 use super::validate::Checker;
+use serde::{Deserialize, Serialize};
+
 use crate::model::calendar::PeriodKind;
+use crate::model::event::LogKind;
 use crate::model::ids::{InstanceId, Label, RuleName, Tag};
 use crate::model::units::{Bytes, Fraction, Rate};
 
 /// Which counter a rule counts. Upload is what the host receives on the tap (rx).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Direction {
     Upload,
     Download,
@@ -49,7 +53,8 @@ impl fmt::Display for Direction {
 
 /// What happens once a rule's limit is exceeded, in increasing strictness (the derived
 /// order is the "strictest wins" order).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ActionKind {
     Warn,
     RateLimit,
@@ -156,22 +161,9 @@ pub struct WebhookConfig {
     pub secret: Option<String>,
     /// Per attempt.
     pub timeout: Duration,
-    /// Event kinds to send ("rule", "stage", "hook", …); empty: all.
-    pub events: BTreeSet<String>,
+    /// Event kinds to send; empty: all.
+    pub events: BTreeSet<LogKind>,
 }
-
-pub const EVENT_KINDS: [&str; 10] = [
-    "rule",
-    "stage",
-    "returned",
-    "vanished",
-    "counters_reset",
-    "hook",
-    "link_down",
-    "link_up",
-    "enforce_failed",
-    "quota_reset",
-];
 
 pub(super) fn check_webhooks(c: &mut Checker, list: Vec<RawWebhook>) -> Vec<WebhookConfig> {
     let mut out = Vec::new();
@@ -214,16 +206,11 @@ pub(super) fn check_webhooks(c: &mut Checker, list: Vec<RawWebhook>) -> Vec<Webh
         );
         let mut events = BTreeSet::new();
         for (k, e) in w.events.unwrap_or_default().into_iter().enumerate() {
-            if EVENT_KINDS.contains(&e.as_str()) {
-                events.insert(e);
-            } else {
-                c.error(
-                    &format!("{path}.events[{}]", k + 1),
-                    format!(
-                        "unknown event kind {e:?}; one of {}",
-                        EVENT_KINDS.join(", ")
-                    ),
-                );
+            match e.parse::<LogKind>() {
+                Ok(kind) => {
+                    events.insert(kind);
+                }
+                Err(why) => c.error(&format!("{path}.events[{}]", k + 1), why),
             }
         }
         if let Some(url) = url {

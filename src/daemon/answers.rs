@@ -46,7 +46,7 @@ impl Agent {
                         warn!(%rule, %instance, "quota count reset by an operator (agent API)");
                         self.pending.push(crate::account::ledger::EventRow::new(
                             now,
-                            "quota_reset",
+                            crate::model::event::LogKind::QuotaReset,
                             Some(&instance),
                             serde_json::json!({"rule": rule.as_str()}),
                         ));

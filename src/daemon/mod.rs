@@ -32,6 +32,7 @@ use crate::enforce::{
     TcBackend, Wanted,
 };
 use crate::engine::{self, Charged, TickInput};
+use crate::model::event::LogKind;
 use crate::model::ids::{FastMap, IfName, InstanceId};
 use crate::policy::quota::{QuotaEvent, QuotaState, Quotas};
 use crate::policy::{ChangeCause, Event, EventKind, Policy, Tick, Verdict};
@@ -470,7 +471,7 @@ impl Agent {
                     self.metrics.enforce_failures.inc();
                     self.pending.push(EventRow::new(
                         now.wall,
-                        "enforce_failed",
+                        LogKind::EnforceFailed,
                         Some(&v.instance),
                         serde_json::json!({"interface": name.as_str(), "reason": reason}),
                     ));
@@ -643,7 +644,11 @@ impl Agent {
                     }
                     self.pending.push(EventRow::new(
                         wall,
-                        if up { "link_up" } else { "link_down" },
+                        if up {
+                            LogKind::LinkUp
+                        } else {
+                            LogKind::LinkDown
+                        },
                         Some(instance),
                         serde_json::json!({"interface": name.as_str()}),
                     ));

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::account::ledger::EventRow;
+use crate::model::event::LogKind;
 use crate::model::ids::InstanceId;
 use crate::sys::{CommandError, run_command};
 
@@ -87,7 +88,7 @@ pub fn spawn(template: &[String], call: HookCall, timeout: Duration, done: mpsc:
         };
         let event = EventRow::new(
             Timestamp::now(),
-            "hook",
+            LogKind::Hook,
             Some(&call.instance),
             json!({
                 "hook": call.hook,

@@ -3,6 +3,7 @@
 //! Nothing here does I/O.
 
 pub mod calendar;
+pub mod event;
 pub mod human;
 pub mod ids;
 pub mod token;

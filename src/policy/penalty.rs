@@ -56,7 +56,8 @@ pub struct StageChange {
     pub cause: ChangeCause,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ChangeCause {
     /// Sustained use reached the next stage's trigger.
     Escalated,

@@ -17,6 +17,7 @@ use tracing::{debug, warn};
 use super::backoff::{Backoff, Jitter};
 use crate::account::ledger::EventRow;
 use crate::config::WebhookConfig;
+use crate::model::event::LogKind;
 
 /// Events waiting per webhook.
 pub const QUEUE: usize = 1000;
@@ -30,7 +31,7 @@ pub const EVENT_HEADER: &str = "X-Sluice-Event";
 /// A body ready to POST.
 #[derive(Debug, Clone)]
 struct Delivery {
-    kind: String,
+    kind: LogKind,
     body: String,
 }
 
@@ -80,7 +81,7 @@ impl Webhooks {
                     continue;
                 }
                 let d = Delivery {
-                    kind: e.kind.clone(),
+                    kind: e.kind,
                     body: body.clone(),
                 };
                 match q.tx.try_send(d) {
@@ -132,7 +133,7 @@ async fn deliver(config: WebhookConfig, mut rx: mpsc::Receiver<Delivery>, first_
             let mut req = client
                 .post(config.url.clone())
                 .header("Content-Type", "application/json")
-                .header(EVENT_HEADER, &d.kind)
+                .header(EVENT_HEADER, d.kind.as_str())
                 .body(d.body.clone());
             if let Some(secret) = &config.secret {
                 req = req.header(SIGNATURE_HEADER, signature(secret, d.body.as_bytes()));
@@ -222,7 +223,7 @@ mod tests {
     fn event(kind: &str) -> EventRow {
         EventRow {
             at: Timestamp::from_second(1_763_921_460).unwrap(),
-            kind: kind.into(),
+            kind: kind.parse().unwrap(),
             instance: None,
             body: json!({"time": 1_763_921_460, "event": kind, "state": "exceeded"}),
         }
@@ -242,7 +243,7 @@ mod tests {
             url: url.parse().unwrap(),
             secret: Some("s3cret".into()),
             timeout: Duration::from_secs(5),
-            events: BTreeSet::from(["rule".to_owned()]),
+            events: BTreeSet::from([LogKind::Rule]),
         };
         let mut hooks = Webhooks::start(&[config], Duration::from_millis(50));
         // "stage" is filtered out; "rule" fails once, then arrives; the next follows.

@@ -13,7 +13,7 @@ pub(super) fn write_events(tx: &Connection, events: &[EventRow]) -> Result<(), L
     for e in events {
         ev.execute(params![
             e.at.as_millisecond(),
-            e.kind,
+            e.kind.as_str(),
             e.instance.as_ref().map(|i| i.as_str()),
             e.body.to_string()
         ])
@@ -53,6 +53,10 @@ pub fn read_events(
     let mut out = Vec::new();
     for row in rows {
         let (at, kind, instance, body) = row.map_err(sql("reading events"))?;
+        let kind = kind.parse().map_err(|why: String| LedgerError::Sql {
+            what: "reading events",
+            source: format!("event at {at} ms: {why}").into(),
+        })?;
         out.push(EventRow {
             at: Timestamp::from_millisecond(at).unwrap_or(Timestamp::UNIX_EPOCH),
             kind,

@@ -41,6 +41,7 @@ use serde_json::{Value, json};
 
 use super::{Boot, Counters, counter_delta};
 use crate::account::quota_counts::{QuotaChanges, QuotaRows, Spent};
+use crate::model::event::LogKind;
 use crate::model::ids::{FastMap, IfName, InstanceId};
 pub use buckets::{BucketFilter, BucketRow, Pruned, bucket_rows, prune};
 pub use journal::read_events;
@@ -119,27 +120,27 @@ impl Journal {
     }
 }
 
-/// One entry of the event log: its time, kind ("stage", "rule", "hook", …), instance and
-/// the JSON object `sluice events --json`, `simulate` and webhooks show.
+/// One entry of the event log: its time, kind, instance and the JSON object `sluice
+/// events --json`, `simulate` and webhooks show.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRow {
     pub at: Timestamp,
-    pub kind: String,
+    pub kind: LogKind,
     pub instance: Option<InstanceId>,
     pub body: serde_json::Value,
 }
 
 impl EventRow {
-    /// An event of `kind` with the fields of `detail` (an object) beside time and instance: the fields of `detail` (an object).
+    /// An event of `kind`: its time and instance, then the fields of `detail` (an object).
     pub fn new(
         at: Timestamp,
-        kind: &str,
+        kind: LogKind,
         instance: Option<&InstanceId>,
         detail: Value,
     ) -> EventRow {
         let mut body = json!({
             "time": time_json(at.as_millisecond() as f64 / 1000.0),
-            "event": kind,
+            "event": kind.as_str(),
         });
         if let (Value::Object(b), Some(i)) = (&mut body, instance) {
             b.insert("instance".into(), json!(i.as_str()));
@@ -149,7 +150,7 @@ impl EventRow {
         }
         EventRow {
             at,
-            kind: kind.to_owned(),
+            kind,
             instance: instance.cloned(),
             body,
         }

@@ -265,7 +265,7 @@ fn event_rows(view: &View<'_>, instance: Option<&str>) -> String {
             "<tr><td>{}</td><td>{}</td><td>{who}</td><td><code>{}</code></td></tr>",
             e.at.to_zoned_datetime(view.tz.clone())
                 .strftime("%Y-%m-%d %H:%M:%S"),
-            escape(&e.kind),
+            e.kind.as_str(),
             escape(&rest.to_string())
         );
     }

@@ -14,6 +14,7 @@ use crate::account::usage::{UsageQuery, UsageRow, query};
 use crate::config::{Config, Direction, RuleConfig};
 use crate::model::calendar::Granularity;
 use crate::model::calendar::{Period, period_containing};
+use crate::model::event::LogKind;
 use crate::model::ids::{IfName, InstanceId};
 
 /// Which directions a chart shows.
@@ -120,7 +121,7 @@ pub struct Report {
 pub fn shades(events: &[&EventRow], from: Timestamp, to: Timestamp) -> Vec<Shade> {
     let mut out = Vec::new();
     let mut open: Option<(Timestamp, u64)> = None;
-    for e in events.iter().filter(|e| e.kind == "stage") {
+    for e in events.iter().filter(|e| e.kind == LogKind::Stage) {
         let stage_from = e.body["from"].as_u64().unwrap_or(0);
         let stage_to = e.body["to"].as_u64().unwrap_or(0);
         match (open, stage_to) {
@@ -314,7 +315,7 @@ mod tests {
     fn penalties_open_and_close_on_stage_events_and_are_cut_at_the_range() {
         let ev = |at: &str, from: u64, to: u64| EventRow {
             at: ts(at),
-            kind: "stage".into(),
+            kind: LogKind::Stage,
             instance: None,
             body: serde_json::json!({"from": from, "to": to}),
         };
