@@ -62,8 +62,9 @@ impl LogKind {
 }
 
 impl fmt::Display for LogKind {
+    /// Padded as a `str` would be (`{:<14}` lines up `sluice events`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
