@@ -224,7 +224,7 @@ pub fn render(snap: &Snapshot, agent: &Holder, now: Timestamp, colour: bool) -> 
                         "{:.1}%",
                         q.used_bytes as f64 * 100.0 / q.limit_bytes.max(1) as f64
                     ),
-                    q.action.clone(),
+                    q.action.to_string(),
                     if q.exceeded { "EXCEEDED" } else { "ok" }.to_owned(),
                     human_secs(q.period_end.duration_since(now).as_secs().max(0) as u64),
                 ],
@@ -438,7 +438,7 @@ mod tests {
                 period_end: Timestamp::from_second(1_700_003_600).unwrap(),
                 used_bytes: 1_200_000_000_000,
                 limit_bytes: 1_000_000_000_000,
-                action: "disconnect".into(),
+                action: crate::config::ActionKind::Disconnect,
                 exceeded: true,
             }],
             ..snap

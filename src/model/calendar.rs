@@ -34,6 +34,55 @@ impl std::fmt::Display for PeriodKind {
     }
 }
 
+/// The spelling [`Display`](std::fmt::Display) prints, read back: `hour`, `day`,
+/// `week from monday`, `month from day 15` (what the agent's API answers).
+impl std::str::FromStr for PeriodKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad =
+            || format!("{s:?} is not a period (hour, day, week from WEEKDAY, month from day N)");
+        match s {
+            "hour" => return Ok(PeriodKind::Hour),
+            "day" => return Ok(PeriodKind::Day),
+            _ => {}
+        }
+        if let Some(w) = s.strip_prefix("week from ") {
+            let day = [
+                Weekday::Monday,
+                Weekday::Tuesday,
+                Weekday::Wednesday,
+                Weekday::Thursday,
+                Weekday::Friday,
+                Weekday::Saturday,
+                Weekday::Sunday,
+            ]
+            .into_iter()
+            .find(|d| format!("{d:?}").to_lowercase() == w)
+            .ok_or_else(bad)?;
+            return Ok(PeriodKind::Week(day));
+        }
+        let day: u8 = s
+            .strip_prefix("month from day ")
+            .and_then(|d| d.parse().ok())
+            .filter(|d| (1..=31).contains(d))
+            .ok_or_else(bad)?;
+        Ok(PeriodKind::Month(day))
+    }
+}
+
+impl serde::Serialize for PeriodKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PeriodKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// [start, end) of one period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Period {
@@ -404,6 +453,34 @@ mod tests {
                 at = p.end;
             }
         }
+    }
+
+    #[test]
+    fn period_kinds_read_back_what_they_print() {
+        let table = [
+            PeriodKind::Hour,
+            PeriodKind::Day,
+            PeriodKind::Week(Weekday::Monday),
+            PeriodKind::Week(Weekday::Sunday),
+            PeriodKind::Month(1),
+            PeriodKind::Month(31),
+        ];
+        for k in table {
+            assert_eq!(k.to_string().parse::<PeriodKind>(), Ok(k), "{k}");
+        }
+        for bad in [
+            "week",
+            "week from funday",
+            "month from day 0",
+            "month from day 32",
+            "Day",
+        ] {
+            assert!(bad.parse::<PeriodKind>().is_err(), "{bad}");
+        }
+        assert_eq!(
+            serde_json::to_string(&PeriodKind::Month(15)).unwrap(),
+            "\"month from day 15\""
+        );
     }
 
     // Granularity: the steps of reports, exports and charts.

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 pub use record::AgentView;
 
+use crate::config::ActionKind;
 use crate::enforce::Enforcement;
 use crate::model::ids::{IfName, InstanceId, RuleName};
 use crate::policy::Reason;
@@ -51,8 +52,7 @@ pub struct QuotaRecord {
     /// Bytes counted in the rule's direction, and the limit.
     pub used_bytes: u64,
     pub limit_bytes: u64,
-    /// warn, rate_limit, disconnect or shutdown.
-    pub action: String,
+    pub action: ActionKind,
     pub exceeded: bool,
 }
 
@@ -317,7 +317,7 @@ mod tests {
                 period_end: Timestamp::from_second(1_701_388_800).unwrap(),
                 used_bytes: 1_200_000_000_000,
                 limit_bytes: 1_000_000_000_000,
-                action: "rate_limit".into(),
+                action: ActionKind::RateLimit,
                 exceeded: true,
             }],
         }

@@ -36,7 +36,7 @@ impl AgentView<'_> {
                     period_end: u.period.end,
                     used_bytes: cfg.direction.of(u.upload, u.download),
                     limit_bytes: cfg.limit.get(),
-                    action: cfg.action.to_string(),
+                    action: cfg.action,
                     exceeded: u.exceeded,
                 })
             })

@@ -29,7 +29,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info};
 
-use crate::config::RuleConfig;
+use crate::config::{ActionKind, Direction, RuleConfig};
+use crate::model::calendar::PeriodKind;
 use crate::model::ids::{IfName, InstanceId};
 use crate::state::{InterfaceRecord, QuotaRecord, Snapshot};
 use metrics::{AgentMetrics, Scrape};
@@ -88,14 +89,13 @@ pub struct InstanceView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RuleView {
     pub name: String,
-    /// "config", or "store" for a quota the store set.
-    pub source: String,
+    pub source: RuleSource,
     pub enabled: bool,
-    pub period: String,
+    pub period: PeriodKind,
     pub timezone: String,
-    pub direction: String,
+    pub direction: Direction,
     pub limit_bytes: u64,
-    pub action: String,
+    pub action: ActionKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_rate_bps: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -106,22 +106,31 @@ pub struct RuleView {
     pub exclude: Vec<String>,
 }
 
+/// Where a rule came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleSource {
+    /// The config file or an instance drop-in.
+    Config,
+    /// A traffic quota the quota store set (`store:…` rules).
+    Store,
+}
+
 impl RuleView {
     pub fn of(r: &RuleConfig) -> RuleView {
         RuleView {
             name: r.name.to_string(),
             source: if r.name.as_str().starts_with("store:") {
-                "store"
+                RuleSource::Store
             } else {
-                "config"
-            }
-            .into(),
+                RuleSource::Config
+            },
             enabled: r.enabled,
-            period: r.period.to_string(),
+            period: r.period,
             timezone: r.timezone.iana_name().unwrap_or("UTC").to_owned(),
-            direction: r.direction.to_string(),
+            direction: r.direction,
             limit_bytes: r.limit.get(),
-            action: r.action.to_string(),
+            action: r.action,
             upload_rate_bps: r.upload_rate.map(|x| x.bits_per_sec()),
             download_rate_bps: r.download_rate.map(|x| x.bits_per_sec()),
             notify_at: r.notify_at.iter().map(|f| f.get()).collect(),

@@ -36,13 +36,27 @@ pub enum TokenError {
     Random(String),
 }
 
+/// What an agent token may do. Only admin exists: reads need no token on loopback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentRole {
+    Admin,
+}
+
+impl std::fmt::Display for AgentRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            AgentRole::Admin => "admin",
+        })
+    }
+}
+
 /// One token as stored: never the secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoredToken {
     pub id: String,
-    /// Only "admin" exists for the agent (reads need no token).
-    pub role: String,
+    pub role: AgentRole,
     pub sha256: String,
     pub created: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,7 +135,7 @@ pub fn create(path: &Path, now: Timestamp) -> Result<(Token, StoredToken), Token
     let token = Token::generate().map_err(|e| TokenError::Random(e.to_string()))?;
     let stored = StoredToken {
         id: token.id.to_string(),
-        role: "admin".into(),
+        role: AgentRole::Admin,
         sha256: hex::encode(token.digest()),
         created: now,
         revoked: None,
@@ -188,7 +202,7 @@ impl AdminTokens {
         Ok(cached.1.iter().any(|t| {
             t.id == token.id.as_str()
                 && t.revoked.is_none()
-                && t.role == "admin"
+                && t.role == AgentRole::Admin
                 && hex::decode(&t.sha256).is_ok_and(|d| token.matches(&d))
         }))
     }

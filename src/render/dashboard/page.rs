@@ -451,7 +451,7 @@ mod tests {
                 period_end: now,
                 used_bytes: 900,
                 limit_bytes: 1000,
-                action: "warn".into(),
+                action: crate::config::ActionKind::Warn,
                 exceeded: false,
             }],
         };
