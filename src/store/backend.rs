@@ -160,6 +160,16 @@ pub(crate) trait Statements {
     /// `"sqlite"` or `"postgres"`, as the stats name the backend.
     const NAME: &'static str;
 
+    // ---- the SQL the dialects spell differently (`MAX` or `GREATEST`, casts) ----
+
+    /// An instance's use and its live reservations' growth, per resource: rows of
+    /// (resource, in use, reserved); `$1` the instance, `$2` now.
+    const USES: &'static str;
+    /// Add `$3` to the use of `$2` by instance `$1`, never below zero.
+    const ADD_USAGE: &'static str;
+    /// Agent `$1` reported at `$2`; `$3` the highest key it sent (kept if lower).
+    const TOUCH_AGENT: &'static str;
+
     /// Run a statement; how many rows it changed. `what` names it in errors.
     async fn execute(
         &mut self,
@@ -176,7 +186,7 @@ pub(crate) trait Statements {
         args: &[Arg<'_>],
     ) -> Result<Vec<Row>, StoreError>;
 
-    // ---- where the dialects differ ----
+    // ---- the statements the dialects shape differently ----
 
     /// Serialise every change to `instance`'s use and reservations with any other
     /// store's. (PostgreSQL: its row, created if missing, locked `FOR UPDATE`; SQLite:
@@ -186,22 +196,6 @@ pub(crate) trait Statements {
     /// Lock the instance holding reservation `id`, if it is still held (see
     /// [`Statements::lock_instance`]).
     async fn lock_reservation(&mut self, id: &str) -> Result<(), StoreError>;
-
-    /// `instance`'s use and its live reservations' growth per resource: rows of
-    /// (resource, in use, reserved).
-    async fn uses(
-        &mut self,
-        instance: &InstanceId,
-        now: Timestamp,
-    ) -> Result<Vec<(String, i64, i64)>, StoreError>;
-
-    /// Add `delta` to a use, never below zero.
-    async fn add_usage(
-        &mut self,
-        instance: &str,
-        resource: &str,
-        delta: i64,
-    ) -> Result<(), StoreError>;
 
     /// Record `agent`'s report keys `seqs`; those not recorded before (as stored).
     async fn record_reports(
@@ -214,15 +208,53 @@ pub(crate) trait Statements {
     /// Add bytes to the hourly traffic.
     async fn add_traffic(&mut self, hours: &Hours<'_>) -> Result<(), StoreError>;
 
+    // ---- the statements both run alike ----
+
+    async fn uses(
+        &mut self,
+        instance: &InstanceId,
+        now: Timestamp,
+    ) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        self.query(
+            "reading usage",
+            Self::USES,
+            &[Arg::Text(instance.as_str()), Arg::Int(now.as_millisecond())],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .collect()
+    }
+
+    /// Add `delta` to a use, never below zero.
+    async fn add_usage(
+        &mut self,
+        instance: &str,
+        resource: &str,
+        delta: i64,
+    ) -> Result<(), StoreError> {
+        let args = [Arg::Text(instance), Arg::Text(resource), Arg::Int(delta)];
+        self.execute("writing usage", Self::ADD_USAGE, &args)
+            .await
+            .map(drop)
+    }
+
     /// When `agent` last reported, and the highest key it has sent.
     async fn touch_agent(
         &mut self,
         agent: &Label,
         now: Timestamp,
         last_seq: u64,
-    ) -> Result<(), StoreError>;
-
-    // ---- the same SQL in both ----
+    ) -> Result<(), StoreError> {
+        let args = [
+            Arg::Text(agent.as_str()),
+            Arg::Int(now.as_millisecond()),
+            Arg::Int(clamp(last_seq)),
+        ];
+        self.execute("recording an agent", Self::TOUCH_AGENT, &args)
+            .await
+            .map(drop)
+    }
 
     /// The instance's own project and class (not the project's class).
     async fn membership(&mut self, instance: &InstanceId) -> Result<Membership, StoreError> {

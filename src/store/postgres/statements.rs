@@ -65,6 +65,18 @@ fn value(r: &tokio_postgres::Row, k: usize) -> Result<Value, tokio_postgres::Err
 
 impl<C: GenericClient + Sync> Statements for Postgres<'_, C> {
     const NAME: &'static str = "postgres";
+    const USES: &'static str = "SELECT resource, in_use, 0::BIGINT FROM usages WHERE instance = $1
+        UNION ALL
+        SELECT resource, 0::BIGINT, SUM(GREATEST(delta, 0))::BIGINT FROM reservations
+        WHERE instance = $1 AND expires_ms > $2 GROUP BY resource";
+    const ADD_USAGE: &'static str = "INSERT INTO usages (instance, resource, in_use)
+        VALUES ($1, $2, GREATEST($3::BIGINT, 0))
+        ON CONFLICT (instance, resource)
+        DO UPDATE SET in_use = GREATEST(usages.in_use + $3::BIGINT, 0)";
+    const TOUCH_AGENT: &'static str = "INSERT INTO agents (id, last_report_ms, last_seq)
+        VALUES ($1, $2, $3)
+        ON CONFLICT (id) DO UPDATE SET last_report_ms = excluded.last_report_ms,
+          last_seq = GREATEST(agents.last_seq, excluded.last_seq)";
 
     async fn execute(
         &mut self,
@@ -136,42 +148,6 @@ impl<C: GenericClient + Sync> Statements for Postgres<'_, C> {
         Ok(())
     }
 
-    async fn uses(
-        &mut self,
-        instance: &InstanceId,
-        now: Timestamp,
-    ) -> Result<Vec<(String, i64, i64)>, StoreError> {
-        self.query(
-            "reading usage",
-            "SELECT resource, in_use, 0::BIGINT FROM usages WHERE instance = $1
-             UNION ALL
-             SELECT resource, 0::BIGINT, SUM(GREATEST(delta, 0))::BIGINT FROM reservations
-             WHERE instance = $1 AND expires_ms > $2 GROUP BY resource",
-            &[Arg::Text(instance.as_str()), Arg::Int(now.as_millisecond())],
-        )
-        .await?
-        .iter()
-        .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .collect()
-    }
-
-    async fn add_usage(
-        &mut self,
-        instance: &str,
-        resource: &str,
-        delta: i64,
-    ) -> Result<(), StoreError> {
-        self.execute(
-            "writing usage",
-            "INSERT INTO usages (instance, resource, in_use) VALUES ($1, $2, GREATEST($3::BIGINT, 0))
-             ON CONFLICT (instance, resource)
-             DO UPDATE SET in_use = GREATEST(usages.in_use + $3::BIGINT, 0)",
-            &[Arg::Text(instance), Arg::Text(resource), Arg::Int(delta)],
-        )
-        .await
-        .map(drop)
-    }
-
     async fn record_reports(
         &mut self,
         agent: &Label,
@@ -225,26 +201,5 @@ impl<C: GenericClient + Sync> Statements for Postgres<'_, C> {
             .await
             .map(drop)
             .map_err(pg(what))
-    }
-
-    async fn touch_agent(
-        &mut self,
-        agent: &Label,
-        now: Timestamp,
-        last_seq: u64,
-    ) -> Result<(), StoreError> {
-        self.execute(
-            "recording an agent",
-            "INSERT INTO agents (id, last_report_ms, last_seq) VALUES ($1, $2, $3)
-             ON CONFLICT (id) DO UPDATE SET last_report_ms = excluded.last_report_ms,
-               last_seq = GREATEST(agents.last_seq, excluded.last_seq)",
-            &[
-                Arg::Text(agent.as_str()),
-                Arg::Int(now.as_millisecond()),
-                Arg::Int(clamp(last_seq)),
-            ],
-        )
-        .await
-        .map(drop)
     }
 }

@@ -60,6 +60,17 @@ impl<'c> Sqlite<'c> {
 
 impl Statements for Sqlite<'_> {
     const NAME: &'static str = "sqlite";
+    const USES: &'static str = "SELECT resource, in_use, 0 FROM usages WHERE instance = $1
+        UNION ALL
+        SELECT resource, 0, SUM(MAX(delta, 0)) FROM reservations
+        WHERE instance = $1 AND expires_ms > $2 GROUP BY resource";
+    const ADD_USAGE: &'static str = "INSERT INTO usages (instance, resource, in_use)
+        VALUES ($1, $2, MAX($3, 0))
+        ON CONFLICT (instance, resource) DO UPDATE SET in_use = MAX(in_use + $3, 0)";
+    const TOUCH_AGENT: &'static str = "INSERT INTO agents (id, last_report_ms, last_seq)
+        VALUES ($1, $2, $3)
+        ON CONFLICT (id) DO UPDATE SET last_report_ms = excluded.last_report_ms,
+          last_seq = MAX(last_seq, excluded.last_seq)";
 
     async fn execute(
         &mut self,
@@ -105,41 +116,6 @@ impl Statements for Sqlite<'_> {
         Ok(())
     }
 
-    async fn uses(
-        &mut self,
-        instance: &InstanceId,
-        now: Timestamp,
-    ) -> Result<Vec<(String, i64, i64)>, StoreError> {
-        self.query(
-            "reading usage",
-            "SELECT resource, in_use, 0 FROM usages WHERE instance = $1
-             UNION ALL
-             SELECT resource, 0, SUM(MAX(delta, 0)) FROM reservations
-             WHERE instance = $1 AND expires_ms > $2 GROUP BY resource",
-            &[Arg::Text(instance.as_str()), Arg::Int(now.as_millisecond())],
-        )
-        .await?
-        .iter()
-        .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .collect()
-    }
-
-    async fn add_usage(
-        &mut self,
-        instance: &str,
-        resource: &str,
-        delta: i64,
-    ) -> Result<(), StoreError> {
-        self.execute(
-            "writing usage",
-            "INSERT INTO usages (instance, resource, in_use) VALUES ($1, $2, MAX($3, 0))
-             ON CONFLICT (instance, resource) DO UPDATE SET in_use = MAX(in_use + $3, 0)",
-            &[Arg::Text(instance), Arg::Text(resource), Arg::Int(delta)],
-        )
-        .await
-        .map(drop)
-    }
-
     /// One insert per key: SQLite has no arrays to pass them in at once.
     async fn record_reports(
         &mut self,
@@ -180,26 +156,5 @@ impl Statements for Sqlite<'_> {
                 .map_err(db("adding traffic"))?;
         }
         Ok(())
-    }
-
-    async fn touch_agent(
-        &mut self,
-        agent: &Label,
-        now: Timestamp,
-        last_seq: u64,
-    ) -> Result<(), StoreError> {
-        self.execute(
-            "recording an agent",
-            "INSERT INTO agents (id, last_report_ms, last_seq) VALUES ($1, $2, $3)
-             ON CONFLICT (id) DO UPDATE SET last_report_ms = excluded.last_report_ms,
-               last_seq = MAX(last_seq, excluded.last_seq)",
-            &[
-                Arg::Text(agent.as_str()),
-                Arg::Int(now.as_millisecond()),
-                Arg::Int(clamp(last_seq)),
-            ],
-        )
-        .await
-        .map(drop)
     }
 }
