@@ -8,7 +8,7 @@
 //! face the HTTP API and the agent use.
 
 pub(crate) mod backend;
-pub mod engine;
+pub(crate) mod engine;
 pub mod model;
 pub mod postgres;
 pub mod report;

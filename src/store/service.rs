@@ -1,6 +1,6 @@
 //! The store as the HTTP API and the embedded agent use it: async, backend-agnostic.
 //!
-//! Each method is one unit of work of the [`engine`], written once; [`run!`] says where
+//! Each method is one unit of work of the [`engine`], written once; `run!` says where
 //! it runs. On SQLite the work goes to the group-commit [`Writer`] (whose thread drives
 //! the engine's future to its end at once); on PostgreSQL it runs on a pooled
 //! connection, in a transaction of its own when it writes.
@@ -52,40 +52,37 @@ enum Backend {
     Postgres(PgStore),
 }
 
-/// Whether a unit of work needs a transaction of its own on PostgreSQL. (On SQLite
-/// every unit runs in the writer's transaction, inside its own savepoint.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Atomicity {
-    /// It writes more than one row, or reads what it then writes.
-    Transaction,
-    /// It reads, or is one statement.
-    Autocommit,
-}
-
 /// Run `$body` (an engine call on `$s: &mut impl Statements`) on `$store`'s backend.
 /// A macro, not a function: the body is generic over the backend's statements, which a
 /// closure cannot be.
+///
+/// The second word says whether the unit needs a transaction of its own on PostgreSQL:
+/// `Transaction` when it writes more than one row or reads what it then writes,
+/// `Autocommit` when it only reads or is one statement. (On SQLite every unit runs in
+/// the writer's transaction, inside a savepoint of its own.)
 macro_rules! run {
-    ($store:expr, $atomicity:ident, |$s:ident| $body:expr) => {
+    ($store:expr, Autocommit, |$s:ident| $body:expr) => {
+        match &$store.backend {
+            Backend::Sqlite(w) => w.run(move |c| drive(c, async move |$s| $body)).await,
+            Backend::Postgres(p) => {
+                let client = p.client().await?;
+                let $s = &mut Postgres::new(&client);
+                $body
+            }
+        }
+    };
+    ($store:expr, Transaction, |$s:ident| $body:expr) => {
         match &$store.backend {
             Backend::Sqlite(w) => w.run(move |c| drive(c, async move |$s| $body)).await,
             Backend::Postgres(p) => {
                 let mut client = p.client().await?;
-                match Atomicity::$atomicity {
-                    Atomicity::Autocommit => {
-                        let $s = &mut Postgres::new(&client);
-                        $body
-                    }
-                    Atomicity::Transaction => {
-                        let tx = client.transaction().await.map_err(pg("begin"))?;
-                        let out = {
-                            let $s = &mut Postgres::new(&tx);
-                            $body
-                        }?;
-                        tx.commit().await.map_err(pg("commit"))?;
-                        Ok(out)
-                    }
-                }
+                let tx = client.transaction().await.map_err(pg("begin"))?;
+                let out = {
+                    let $s = &mut Postgres::new(&tx);
+                    $body
+                }?;
+                tx.commit().await.map_err(pg("commit"))?;
+                Ok(out)
             }
         }
     };
