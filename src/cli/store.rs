@@ -59,6 +59,15 @@ impl DatabaseArg {
         Ok(Database::Sqlite(PathBuf::from(path)))
     }
 
+    /// The store on this database, for one admin command (`settings` do not matter to
+    /// tokens).
+    async fn open(&self) -> anyhow::Result<Store> {
+        Ok(match self.parse()? {
+            Database::Sqlite(p) => Store::open_sqlite(&p, Settings::default())?,
+            Database::Postgres(url) => Store::connect_postgres(&url, Settings::default()).await?,
+        })
+    }
+
     /// The SQLite file, or why this command does not apply to PostgreSQL.
     fn sqlite_path(&self, command: &str) -> anyhow::Result<PathBuf> {
         match self.parse()? {
@@ -76,17 +85,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
-}
-
-impl DatabaseArg {
-    /// The store on this database, for one admin command (`settings` do not matter to
-    /// tokens).
-    async fn open(&self) -> anyhow::Result<Store> {
-        Ok(match self.parse()? {
-            Database::Sqlite(p) => Store::open_sqlite(&p, Settings::default())?,
-            Database::Postgres(url) => Store::connect_postgres(&url, Settings::default()).await?,
-        })
-    }
 }
 
 #[derive(Debug, clap::Args)]
