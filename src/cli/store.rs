@@ -14,7 +14,6 @@ use crate::config::{LogConfig, LogFormat};
 use crate::model::ids::Label;
 use crate::model::token::{Role, TokenId};
 use crate::store::SqliteStore;
-use crate::store::postgres::PgStore;
 use crate::store::service::{Settings, Store};
 use crate::store::spec::KnownResources;
 use crate::store::sqlite::backup::{lock_path, restore};
@@ -60,6 +59,15 @@ impl DatabaseArg {
         Ok(Database::Sqlite(PathBuf::from(path)))
     }
 
+    /// The store on this database, for one admin command (`settings` do not matter to
+    /// tokens).
+    async fn open(&self) -> anyhow::Result<Store> {
+        Ok(match self.parse()? {
+            Database::Sqlite(p) => Store::open_sqlite(&p, Settings::default())?,
+            Database::Postgres(url) => Store::connect_postgres(&url, Settings::default()).await?,
+        })
+    }
+
     /// The SQLite file, or why this command does not apply to PostgreSQL.
     fn sqlite_path(&self, command: &str) -> anyhow::Result<PathBuf> {
         match self.parse()? {
@@ -77,44 +85,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
-}
-
-/// Token commands on either backend.
-enum TokenStore {
-    Sqlite(SqliteStore),
-    Postgres(tokio::runtime::Runtime, PgStore),
-}
-
-impl TokenStore {
-    fn open(database: &DatabaseArg) -> anyhow::Result<TokenStore> {
-        Ok(match database.parse()? {
-            Database::Sqlite(p) => TokenStore::Sqlite(SqliteStore::open(&p)?),
-            Database::Postgres(url) => {
-                let rt = runtime()?;
-                let pg = rt.block_on(PgStore::connect(&url))?;
-                TokenStore::Postgres(rt, pg)
-            }
-        })
-    }
-    fn create(&self, role: &Role) -> anyhow::Result<crate::model::token::Token> {
-        Ok(match self {
-            TokenStore::Sqlite(s) => s.token_create(role)?,
-            TokenStore::Postgres(rt, p) => rt.block_on(p.token_create(role))?,
-        })
-    }
-    fn list(&self) -> anyhow::Result<Vec<crate::model::token::TokenInfo>> {
-        Ok(match self {
-            TokenStore::Sqlite(s) => s.token_list()?,
-            TokenStore::Postgres(rt, p) => rt.block_on(p.token_list())?,
-        })
-    }
-    fn revoke(&self, id: &TokenId) -> anyhow::Result<()> {
-        match self {
-            TokenStore::Sqlite(s) => s.token_revoke(id)?,
-            TokenStore::Postgres(rt, p) => rt.block_on(p.token_revoke(id))?,
-        }
-        Ok(())
-    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -227,7 +197,9 @@ fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
                 (_, Some(host)) => Role::Agent { host },
                 (_, None) => bail!("--host: an agent token needs the host it reports for"),
             };
-            let token = TokenStore::open(&database)?.create(&role)?;
+            let token = runtime()?.block_on(async {
+                anyhow::Ok(database.open().await?.token_create(role.clone()).await?)
+            })?;
             eprintln!(
                 "created {} token {} (shown once; only its hash is stored)",
                 role.name(),
@@ -236,7 +208,8 @@ fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
             println!("{}", token.reveal());
         }
         TokenCommand::List { json, database } => {
-            let tokens = TokenStore::open(&database)?.list()?;
+            let tokens = runtime()?
+                .block_on(async { anyhow::Ok(database.open().await?.token_list().await?) })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&tokens)?);
             } else {
@@ -257,7 +230,9 @@ fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
             }
         }
         TokenCommand::Revoke { id, database } => {
-            TokenStore::open(&database)?.revoke(&id)?;
+            runtime()?.block_on(async {
+                anyhow::Ok(database.open().await?.token_revoke(id.clone()).await?)
+            })?;
             println!("revoked {id}");
         }
     }

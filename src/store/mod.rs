@@ -2,9 +2,13 @@
 //! proxies, …) that a control panel checks and reserves against race-free, traffic
 //! quotas the agents enforce, and the traffic the agents report, counted exactly once.
 //!
-//! [`model`] and [`traffic`] hold the rules with no database; [`sqlite`] is the embedded
-//! backend; [`service`] is the async face the HTTP API ([`http`]) and the agent use.
+//! [`model`] and [`traffic`] hold the rules with no database; [`engine`] is every
+//! operation, written once over the statements of [`backend`], which [`sqlite`] (the
+//! embedded backend) and [`postgres`] (the fleet's) implement; [`service`] is the async
+//! face the HTTP API and the agent use.
 
+pub(crate) mod backend;
+pub(crate) mod engine;
 pub mod model;
 pub mod postgres;
 pub mod report;

@@ -1,7 +1,9 @@
 //! The store as the HTTP API and the embedded agent use it: async, backend-agnostic.
 //!
-//! Each method is one unit of work that runs in one transaction. On SQLite the work goes
-//! to the group-commit [`Writer`]; another backend adds its own arm to each method.
+//! Each method is one unit of work of the [`engine`], written once; `run!` says where
+//! it runs. On SQLite the work goes to the group-commit [`Writer`] (whose thread drives
+//! the engine's future to its end at once); on PostgreSQL it runs on a pooled
+//! connection, in a transaction of its own when it writes.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,18 +13,18 @@ use std::time::Duration;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
+use super::backend::Statements;
+use super::engine::{self, Settle};
 use super::model::{Deltas, ReservationId, Scope, StoreError};
-use super::postgres::PgStore;
+use super::postgres::{PgStore, Postgres, pg};
 use super::report::{Ingested, Report};
 use super::spec::{KnownResources, Spec};
 use super::sqlite::writer::Writer;
-use super::sqlite::{expiry, open_connection, ops};
+use super::sqlite::{drive, open_connection};
 use super::traffic::{ShownTrafficQuota, StorePeriod};
-use super::view::{
-    Fleet, InstanceQuota, ScopeView, Stats, TrafficUsage, resource_views, traffic_usage,
-};
+use super::view::{Fleet, InstanceQuota, ScopeView, Stats, TrafficUsage};
 use crate::model::ids::{InstanceId, Label};
-use crate::model::token::{Role, Token};
+use crate::model::token::{Role, Token, TokenId, TokenInfo};
 
 /// What every backend is told at start.
 #[derive(Debug, Clone)]
@@ -48,6 +50,42 @@ impl Default for Settings {
 enum Backend {
     Sqlite(Writer),
     Postgres(PgStore),
+}
+
+/// Run `$body` (an engine call on `$s: &mut impl Statements`) on `$store`'s backend.
+/// A macro, not a function: the body is generic over the backend's statements, which a
+/// closure cannot be.
+///
+/// The second word says whether the unit needs a transaction of its own on PostgreSQL:
+/// `Transaction` when it writes more than one row or reads what it then writes,
+/// `Autocommit` when it only reads or is one statement. (On SQLite every unit runs in
+/// the writer's transaction, inside a savepoint of its own.)
+macro_rules! run {
+    ($store:expr, Autocommit, |$s:ident| $body:expr) => {
+        match &$store.backend {
+            Backend::Sqlite(w) => w.run(move |c| drive(c, async move |$s| $body)).await,
+            Backend::Postgres(p) => {
+                let client = p.client().await?;
+                let $s = &mut Postgres::new(&client);
+                $body
+            }
+        }
+    };
+    ($store:expr, Transaction, |$s:ident| $body:expr) => {
+        match &$store.backend {
+            Backend::Sqlite(w) => w.run(move |c| drive(c, async move |$s| $body)).await,
+            Backend::Postgres(p) => {
+                let mut client = p.client().await?;
+                let tx = client.transaction().await.map_err(pg("begin"))?;
+                let out = {
+                    let $s = &mut Postgres::new(&tx);
+                    $body
+                }?;
+                tx.commit().await.map_err(pg("commit"))?;
+                Ok(out)
+            }
+        }
+    };
 }
 
 /// A running store; cheap to clone.
@@ -86,153 +124,53 @@ impl Store {
         }
     }
 
-    async fn sqlite<R, F>(&self, f: F) -> Result<R, StoreError>
-    where
-        F: FnOnce(&rusqlite::Connection) -> Result<R, StoreError> + Send + 'static,
-        R: Send + 'static,
-    {
-        match &self.backend {
-            Backend::Sqlite(w) => w.run(f).await,
-            Backend::Postgres(_) => Err(StoreError::Database {
-                what: "internal",
-                reason: "a SQLite operation on a PostgreSQL store".into(),
-            }),
-        }
-    }
-
     /// Whether the database answers.
     pub async fn health(&self) -> Result<(), StoreError> {
-        if let Backend::Postgres(p) = &self.backend {
-            return p.health().await;
-        }
-        self.sqlite(|c| {
-            c.query_row("SELECT 1", [], |_| Ok(()))
-                .map_err(super::sqlite::db("health check"))
-        })
-        .await
+        run!(self, Autocommit, |s| s
+            .query("health check", "SELECT 1", &[])
+            .await
+            .map(drop))
     }
 
     /// The role of a presented token, if it is live and its secret matches.
     pub async fn authenticate(&self, token: Token) -> Result<Option<Role>, StoreError> {
-        if let Backend::Postgres(p) = &self.backend {
-            return p.authenticate(token).await;
-        }
-        self.sqlite(move |c| {
-            Ok(ops::token_get(c, &token.id)?
-                .filter(|(digest, _)| token.matches(digest))
-                .map(|(_, role)| role))
-        })
-        .await
+        run!(self, Autocommit, |s| engine::authenticate(s, &token).await)
     }
 
     pub async fn instance_quota(&self, instance: InstanceId) -> Result<InstanceQuota, StoreError> {
-        if let Backend::Postgres(p) = &self.backend {
-            return p.instance_quota(instance).await;
-        }
-        self.sqlite(move |c| {
-            let membership = ops::membership(c, &instance)?;
-            let limits = resource_views(ops::standings(c, &instance, Timestamp::now())?);
-            let traffic = ShownTrafficQuota::all(&ops::traffic_quotas(c, &instance)?);
-            Ok(InstanceQuota {
-                instance: instance.as_str().into(),
-                membership,
-                limits,
-                traffic,
-            })
-        })
-        .await
+        run!(self, Autocommit, |s| engine::instance_quota(s, &instance)
+            .await)
     }
 
     /// Replace what is set at `scope` with `spec` (and, for an instance or a project, its
     /// membership or class). Limits below current use are allowed: the instance just
     /// cannot grow until it is under again.
     pub async fn put_scope(&self, scope: Scope, spec: Spec) -> Result<(), StoreError> {
-        if let Backend::Postgres(p) = &self.backend {
-            return p.put_scope(scope, spec).await;
-        }
-        self.sqlite(move |c| {
-            ops::clear_scope(c, &scope)?;
-            match &scope {
-                Scope::Instance(i) => ops::set_membership(
-                    c,
-                    i,
-                    &super::model::Membership {
-                        project: spec.project.clone(),
-                        class: spec.class.clone(),
-                    },
-                )?,
-                Scope::Project(p) => ops::set_project_class(c, p, spec.class.as_ref())?,
-                Scope::Class(_) | Scope::Default => {}
-            }
-            for (resource, limit) in &spec.limits {
-                ops::set_limit(c, &scope, resource, Some(*limit))?;
-            }
-            for q in &spec.traffic {
-                ops::set_traffic_quota(c, &scope, q)?;
-            }
-            Ok(())
-        })
-        .await
+        run!(self, Transaction, |s| engine::put_scope(s, &scope, &spec)
+            .await)
     }
 
     /// What is set at exactly `scope`; not found when nothing is.
     pub async fn get_scope(&self, scope: Scope) -> Result<ScopeView, StoreError> {
-        if let Backend::Postgres(p) = &self.backend {
-            return p.get_scope(scope).await;
-        }
-        self.sqlite(move |c| scope_view(c, &scope)?.ok_or_else(|| not_found(&scope)))
-            .await
+        run!(self, Autocommit, |s| engine::get_scope(s, &scope).await)
     }
 
     /// Every class or project (`kind`) with what is set for it.
     pub async fn list_scopes(&self, kind: &'static str) -> Result<Vec<ScopeView>, StoreError> {
-        if let Backend::Postgres(p) = &self.backend {
-            return p.list_scopes(kind).await;
-        }
-        self.sqlite(move |c| {
-            let mut out = Vec::new();
-            for name in ops::scope_names(c, kind)? {
-                let Ok(l) = Label::new(&name) else { continue };
-                let scope = if kind == "class" {
-                    Scope::Class(l)
-                } else {
-                    Scope::Project(l)
-                };
-                out.extend(scope_view(c, &scope)?);
-            }
-            Ok(out)
-        })
-        .await
+        run!(self, Autocommit, |s| engine::list_scopes(s, kind).await)
     }
 
     /// Remove what `scope` sets (a project also loses its class and its instances leave
     /// it; an instance's overrides only — see [`Store::destroy_instance`]).
     pub async fn delete_scope(&self, scope: Scope) -> Result<(), StoreError> {
-        if let Backend::Postgres(p) = &self.backend {
-            return p.delete_scope(scope).await;
-        }
-        self.sqlite(move |c| {
-            if scope_view(c, &scope)?.is_none() {
-                return Err(not_found(&scope));
-            }
-            match &scope {
-                Scope::Project(p) => ops::destroy_project(c, p),
-                Scope::Instance(i) => {
-                    ops::clear_scope(c, &scope)?;
-                    ops::set_membership(c, i, &Default::default())
-                }
-                _ => ops::clear_scope(c, &scope).map(drop),
-            }
-        })
-        .await
+        run!(self, Transaction, |s| engine::delete_scope(s, &scope).await)
     }
 
     pub async fn destroy_instance(&self, instance: InstanceId) -> Result<(), StoreError> {
-        if let Backend::Postgres(p) = &self.backend {
-            return p.destroy_instance(instance).await;
-        }
-        self.sqlite(move |c| ops::destroy_instance(c, &instance))
-            .await
+        run!(self, Transaction, |s| engine::destroy_instance(
+            s, &instance
+        )
+        .await)
     }
 
     /// Check and reserve in one transaction; the id and when it lapses.
@@ -242,18 +180,12 @@ impl Store {
         deltas: Deltas,
         expires_in: Duration,
     ) -> Result<(ReservationId, Timestamp), StoreError> {
-        if let Backend::Postgres(p) = &self.backend {
-            return p.reserve(instance, deltas, expires_in).await;
-        }
         let id = ReservationId::random()?;
-        self.sqlite(move |c| {
-            let now = Timestamp::now();
-            let expires = expiry(now, expires_in)?;
-            ops::reserve(c, &instance, &deltas, id.as_str(), expires, now)?;
-            let at = Timestamp::from_millisecond(expires).unwrap_or(now);
-            Ok((id, at))
-        })
+        run!(self, Transaction, |s| engine::reserve(
+            s, &instance, &deltas, &id, expires_in
+        )
         .await
+        .map(|at| (id, at)))
     }
 
     /// Would `deltas` fit? Nothing is reserved.
@@ -262,28 +194,23 @@ impl Store {
         instance: InstanceId,
         deltas: Deltas,
     ) -> Result<(), StoreError> {
-        if let Backend::Postgres(p) = &self.backend {
-            return p.limit_check(instance, deltas).await;
-        }
-        self.sqlite(move |c| {
-            super::model::check(&ops::standings(c, &instance, Timestamp::now())?, &deltas)
-                .map_err(StoreError::OverQuota)
-        })
-        .await
+        run!(self, Autocommit, |s| engine::limit_check(
+            s, &instance, &deltas
+        )
+        .await)
     }
 
     pub async fn commit(&self, id: ReservationId) -> Result<(), StoreError> {
-        if let Backend::Postgres(p) = &self.backend {
-            return p.commit(id).await;
-        }
-        self.sqlite(move |c| ops::commit(c, id.as_str())).await
+        self.settle(id, Settle::Commit).await
     }
 
     pub async fn rollback(&self, id: ReservationId) -> Result<(), StoreError> {
-        if let Backend::Postgres(p) = &self.backend {
-            return p.rollback(id).await;
-        }
-        self.sqlite(move |c| ops::rollback(c, id.as_str())).await
+        self.settle(id, Settle::Rollback).await
+    }
+
+    async fn settle(&self, id: ReservationId, how: Settle) -> Result<(), StoreError> {
+        run!(self, Transaction, |s| engine::settle(s, id.as_str(), how)
+            .await)
     }
 
     /// Drop lapsed reservations and old report keys; (reservations, keys) removed.
@@ -291,11 +218,7 @@ impl Store {
         let keep = jiff::SignedDuration::try_from(self.settings.keep_report_keys)
             .unwrap_or(jiff::SignedDuration::MAX);
         let before = now.checked_sub(keep).unwrap_or(Timestamp::MIN);
-        if let Backend::Postgres(p) = &self.backend {
-            return p.expire(now, before).await;
-        }
-        self.sqlite(move |c| Ok((ops::expire(c, now)?, ops::prune_applied(c, before)?)))
-            .await
+        run!(self, Transaction, |s| engine::expire(s, now, before).await)
     }
 
     /// The panel's real counts replace the store's (the cure for usage drift).
@@ -304,16 +227,10 @@ impl Store {
         instance: InstanceId,
         counts: BTreeMap<Label, u64>,
     ) -> Result<(), StoreError> {
-        if let Backend::Postgres(p) = &self.backend {
-            return p.usage_set(instance, counts).await;
-        }
-        self.sqlite(move |c| {
-            for (resource, n) in &counts {
-                ops::usage_set(c, &instance, resource, *n)?;
-            }
-            Ok(())
-        })
-        .await
+        run!(self, Transaction, |s| engine::usage_set(
+            s, &instance, &counts
+        )
+        .await)
     }
 
     /// A counted resource's use back to zero (for one instance or all); how many rows.
@@ -322,11 +239,12 @@ impl Store {
         resource: Label,
         instance: Option<InstanceId>,
     ) -> Result<usize, StoreError> {
-        if let Backend::Postgres(p) = &self.backend {
-            return p.usage_reset(resource, instance).await;
-        }
-        self.sqlite(move |c| ops::usage_reset(c, &resource, instance.as_ref()))
-            .await
+        run!(self, Transaction, |s| engine::usage_reset(
+            s,
+            &resource,
+            instance.as_ref()
+        )
+        .await)
     }
 
     /// Forget `instance`'s traffic in the `period` holding now; hours removed.
@@ -336,11 +254,10 @@ impl Store {
         period: StorePeriod,
     ) -> Result<usize, StoreError> {
         let (start, end) = self.period_at(period, Timestamp::now())?;
-        if let Backend::Postgres(p) = &self.backend {
-            return p.traffic_reset(instance, start, end).await;
-        }
-        self.sqlite(move |c| ops::traffic_reset(c, &instance, start, end))
+        run!(self, Transaction, |s| s
+            .delete_traffic(&instance, start, end)
             .await
+            .map(|n| n as usize))
     }
 
     fn period_at(
@@ -363,32 +280,24 @@ impl Store {
         period: StorePeriod,
         at: Timestamp,
     ) -> Result<TrafficUsage, StoreError> {
-        let (start, end) = self.period_at(period, at)?;
-        if let Backend::Postgres(p) = &self.backend {
-            return p.traffic_usage(instance, period, start, end).await;
-        }
-        self.sqlite(move |c| {
-            let traffic = ops::traffic_between(c, &instance, start, end)?;
-            let quotas = ops::traffic_quotas(c, &instance)?;
-            Ok(traffic_usage(
-                instance.as_str(),
-                period,
-                (start, end),
-                traffic,
-                quotas,
-            ))
-        })
-        .await
+        let span = self.period_at(period, at)?;
+        run!(self, Autocommit, |s| engine::traffic_usage_in(
+            s, &instance, period, span
+        )
+        .await)
     }
 
     /// Add an agent's batches, each exactly once.
     pub async fn ingest(&self, report: Report) -> Result<Ingested, StoreError> {
-        if let Backend::Postgres(p) = &self.backend {
-            return p.ingest(report, &self.settings.timezone).await;
-        }
         let tz = self.settings.timezone.clone();
-        self.sqlite(move |c| ops::ingest(c, &report.agent, &report.batches, &tz, Timestamp::now()))
-            .await
+        run!(self, Transaction, |s| engine::ingest(
+            s,
+            &report.agent,
+            &report.batches,
+            &tz,
+            Timestamp::now()
+        )
+        .await)
     }
 
     /// The traffic quotas in force for each of `instances` (what an agent fetches).
@@ -396,18 +305,10 @@ impl Store {
         &self,
         instances: Vec<InstanceId>,
     ) -> Result<BTreeMap<String, Vec<ShownTrafficQuota>>, StoreError> {
-        if let Backend::Postgres(p) = &self.backend {
-            return p.traffic_quotas(instances).await;
-        }
-        self.sqlite(move |c| {
-            let mut out = BTreeMap::new();
-            for i in &instances {
-                let qs = ShownTrafficQuota::all(&ops::traffic_quotas(c, i)?);
-                out.insert(i.as_str().to_owned(), qs);
-            }
-            Ok(out)
-        })
-        .await
+        run!(self, Autocommit, |s| engine::traffic_quotas_of(
+            s, &instances
+        )
+        .await)
     }
 
     /// The fleet at a glance for the `period` holding `at`: every agent's last report,
@@ -421,13 +322,7 @@ impl Store {
         top: usize,
     ) -> Result<Fleet, StoreError> {
         let (start, end) = self.period_at(period, at)?;
-        let ranked = match &self.backend {
-            Backend::Postgres(p) => p.top_traffic(start, end, top).await?,
-            Backend::Sqlite(_) => {
-                self.sqlite(move |c| ops::top_traffic(c, start, end, top))
-                    .await?
-            }
-        };
+        let ranked = { run!(self, Autocommit, |s| s.top_traffic(start, end, top).await)? };
         let mut instances = Vec::with_capacity(ranked.len());
         for (id, _, _) in &ranked {
             let id = InstanceId::new(id)?;
@@ -443,43 +338,25 @@ impl Store {
     }
 
     pub async fn stats(&self) -> Result<Stats, StoreError> {
-        if let Backend::Postgres(p) = &self.backend {
-            return p.stats().await;
-        }
-        self.sqlite(|c| ops::stats(c, Timestamp::now())).await
+        run!(self, Autocommit, |s| engine::stats(s, Timestamp::now())
+            .await)
     }
-}
 
-pub(crate) fn not_found(scope: &Scope) -> StoreError {
-    let (kind, name) = scope.key();
-    StoreError::NotFound {
-        what: kind,
-        name: name.to_owned(),
+    /// A new token for `role`: stored hashed, returned whole this once.
+    pub async fn token_create(&self, role: Role) -> Result<Token, StoreError> {
+        let token = Token::generate()?;
+        run!(self, Autocommit, |s| engine::token_insert(s, &token, &role)
+            .await
+            .map(|()| token))
     }
-}
 
-/// What is set at `scope`, or `None` when nothing is (and, for a project, it is unknown).
-fn scope_view(c: &rusqlite::Connection, scope: &Scope) -> Result<Option<ScopeView>, StoreError> {
-    let (limits, traffic) = ops::scope_limits(c, scope)?;
-    let (_, name) = scope.key();
-    let (class, known) = match scope {
-        Scope::Project(p) => {
-            let class = ops::project_class(c, p)?;
-            let known = ops::scope_names(c, "project")?
-                .iter()
-                .any(|n| n == p.as_str());
-            (class, known)
-        }
-        Scope::Instance(i) => {
-            let m = ops::membership(c, i)?;
-            let any = m.project.is_some() || m.class.is_some();
-            (m.class.map(|c| c.as_str().to_owned()), any)
-        }
-        Scope::Class(_) => (
-            None,
-            ops::scope_names(c, "class")?.iter().any(|n| n == name),
-        ),
-        Scope::Default => (None, true),
-    };
-    Ok(ScopeView::assemble(scope, class, known, limits, &traffic))
+    /// Every token (ids, roles, hosts; never secrets).
+    pub async fn token_list(&self) -> Result<Vec<TokenInfo>, StoreError> {
+        run!(self, Autocommit, |s| engine::token_list(s).await)
+    }
+
+    /// Revoke a token; not found if there is no live token with that id.
+    pub async fn token_revoke(&self, id: TokenId) -> Result<(), StoreError> {
+        run!(self, Autocommit, |s| engine::token_revoke(s, &id).await)
+    }
 }

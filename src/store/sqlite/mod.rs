@@ -11,11 +11,17 @@ use std::time::Duration;
 use jiff::Timestamp;
 use rusqlite::Connection;
 
+pub(crate) use self::statements::Sqlite;
+use super::backend::Statements;
+use super::engine::{self, Settle};
 use super::model::{
-    Deltas, Limit, Membership, ReservationId, Resource, Scope, Standing, StoreError, check,
+    Deltas, Limit, Membership, ReservationId, Resource, Scope, Standing, StoreError,
 };
 use crate::model::ids::{InstanceId, Label};
 use crate::model::token::{Role, Token, TokenId, TokenInfo};
+
+/// More than the store has statements.
+const STATEMENT_CACHE: usize = 128;
 
 pub(crate) fn db(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     move |e| StoreError::Database {
@@ -33,6 +39,8 @@ pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
         })?;
     }
     let conn = Connection::open(path).map_err(db("opening"))?;
+    // Room for every statement of the store's, so none is parsed twice.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.pragma_update(None, "journal_mode", "WAL")
         .and_then(|()| conn.pragma_update(None, "synchronous", "FULL"))
         .and_then(|()| conn.busy_timeout(Duration::from_secs(10)))
@@ -63,9 +71,19 @@ pub fn in_tx<R>(
     }
 }
 
-/// The store on one SQLite connection, each call its own transaction: what the CLI and
-/// the engine tests use. The HTTP service runs the same operations through
-/// [`writer::Writer`], which commits many requests at once.
+/// Run one of the engine's operations on `conn`, to its end. The SQLite statements
+/// never wait, so the future is done the first time it is polled.
+pub(crate) fn drive<R>(
+    conn: &Connection,
+    op: impl AsyncFnOnce(&mut Sqlite<'_>) -> Result<R, StoreError>,
+) -> Result<R, StoreError> {
+    futures::executor::block_on(op(&mut Sqlite::new(conn)))
+}
+
+/// The store on one SQLite connection, each call its own transaction: a synchronous
+/// face on the same engine the async [`super::service::Store`] runs, for the engine
+/// tests, the benchmarks and the CLI's backup. The HTTP service goes through
+/// [`writer::Writer`] instead, which commits many requests at once.
 pub struct SqliteStore {
     conn: Connection,
 }
@@ -81,8 +99,12 @@ impl SqliteStore {
         &self.conn
     }
 
-    fn tx<R>(&self, f: impl FnOnce(&Connection) -> Result<R, StoreError>) -> Result<R, StoreError> {
-        in_tx(&self.conn, f)
+    /// Run `op` in a transaction of its own.
+    fn tx<R>(
+        &self,
+        op: impl AsyncFnOnce(&mut Sqlite<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        in_tx(&self.conn, |c| drive(c, op))
     }
 
     /// Set (`Some`) or remove (`None`) the limit of `resource` at `scope`.
@@ -92,12 +114,12 @@ impl SqliteStore {
         resource: &Resource,
         limit: Option<Limit>,
     ) -> Result<(), StoreError> {
-        self.tx(|c| ops::set_limit(c, scope, resource, limit))
+        self.tx(async |s| engine::set_limit(s, scope, resource, limit).await)
     }
 
     /// Put an instance in a project and/or class (creating its record).
     pub fn set_membership(&self, instance: &InstanceId, m: &Membership) -> Result<(), StoreError> {
-        self.tx(|c| ops::set_membership(c, instance, m))
+        self.tx(async |s| s.set_membership(instance, m).await)
     }
 
     /// Give a project a quota class.
@@ -106,18 +128,22 @@ impl SqliteStore {
         project: &Label,
         class: Option<&Label>,
     ) -> Result<(), StoreError> {
-        self.tx(|c| ops::set_project_class(c, project, class))
+        self.tx(async |s| s.set_project_class(project, class).await)
     }
 
     /// Each resource's limit (resolved), use and reservations for `instance`: every
     /// resource that has a limit anywhere in its chain or any use.
     pub fn standings(&self, instance: &InstanceId) -> Result<Vec<Standing>, StoreError> {
-        ops::standings(&self.conn, instance, Timestamp::now())
+        drive(&self.conn, async |s| {
+            engine::standings(s, instance, Timestamp::now()).await
+        })
     }
 
     /// Would `deltas` fit? Nothing is reserved.
     pub fn limit_check(&self, instance: &InstanceId, deltas: &Deltas) -> Result<(), StoreError> {
-        check(&self.standings(instance)?, deltas).map_err(StoreError::OverQuota)
+        drive(&self.conn, async |s| {
+            engine::limit_check(s, instance, deltas).await
+        })
     }
 
     /// Check and reserve `deltas` in one transaction; the reservation lapses after
@@ -128,26 +154,24 @@ impl SqliteStore {
         deltas: &Deltas,
         expires_in: Duration,
     ) -> Result<ReservationId, StoreError> {
-        let now = Timestamp::now();
-        let expires = expiry(now, expires_in)?;
         let id = ReservationId::random()?;
-        self.tx(|c| ops::reserve(c, instance, deltas, id.as_str(), expires, now))?;
+        self.tx(async |s| engine::reserve(s, instance, deltas, &id, expires_in).await)?;
         Ok(id)
     }
 
     /// Turn a reservation into use.
     pub fn commit(&mut self, id: &ReservationId) -> Result<(), StoreError> {
-        self.tx(|c| ops::commit(c, id.as_str()))
+        self.tx(async |s| engine::settle(s, id.as_str(), Settle::Commit).await)
     }
 
     /// Drop a reservation unused.
     pub fn rollback(&mut self, id: &ReservationId) -> Result<(), StoreError> {
-        self.tx(|c| ops::rollback(c, id.as_str()))
+        self.tx(async |s| engine::settle(s, id.as_str(), Settle::Rollback).await)
     }
 
     /// Drop reservations that lapsed before `now`; how many.
     pub fn expire(&self, now: Timestamp) -> Result<usize, StoreError> {
-        self.tx(|c| ops::expire(c, now))
+        self.tx(async |s| engine::expire_reservations(s, now).await)
     }
 
     /// The panel's real count replaces ours (the cure for drift).
@@ -157,23 +181,24 @@ impl SqliteStore {
         resource: &Resource,
         in_use: u64,
     ) -> Result<(), StoreError> {
-        self.tx(|c| ops::usage_set(c, instance, resource, in_use))
+        let counts = [(resource.clone(), in_use)].into();
+        self.tx(async |s| engine::usage_set(s, instance, &counts).await)
     }
 
     /// Every instance's use of `resource` back to zero; how many were reset.
     pub fn usage_reset(&self, resource: &Resource) -> Result<usize, StoreError> {
-        self.tx(|c| ops::usage_reset(c, resource, None))
+        self.tx(async |s| engine::usage_reset(s, resource, None).await)
     }
 
     /// Forget an instance: its use, reservations, limits and membership.
     pub fn destroy_instance(&mut self, instance: &InstanceId) -> Result<(), StoreError> {
-        self.tx(|c| ops::destroy_instance(c, instance))
+        self.tx(async |s| engine::destroy_instance(s, instance).await)
     }
 
     /// Forget a project: its limits and class; its instances leave it (they keep their
     /// own use and fall back to their class and the default).
     pub fn destroy_project(&mut self, project: &Label) -> Result<(), StoreError> {
-        self.tx(|c| ops::destroy_project(c, project))
+        self.tx(async |s| engine::destroy_project(s, project).await)
     }
 
     /// The lowest limit `instance` may be given for `resource` without being over it
@@ -193,16 +218,16 @@ impl SqliteStore {
     /// A new token for `role`: stored hashed, returned whole this once.
     pub fn token_create(&self, role: &Role) -> Result<Token, StoreError> {
         let token = Token::generate()?;
-        self.tx(|c| ops::token_insert(c, &token.id, &token.digest(), role, Timestamp::now()))?;
+        self.tx(async |s| engine::token_insert(s, &token, role).await)?;
         Ok(token)
     }
 
     pub fn token_list(&self) -> Result<Vec<TokenInfo>, StoreError> {
-        ops::token_list(&self.conn)
+        drive(&self.conn, async |s| engine::token_list(s).await)
     }
 
     pub fn token_revoke(&self, id: &TokenId) -> Result<(), StoreError> {
-        self.tx(|c| ops::token_revoke(c, id, Timestamp::now()))
+        self.tx(async |s| engine::token_revoke(s, id).await)
     }
 
     /// Copy the whole database to `dest` while it stays in use (SQLite's online backup).
@@ -211,20 +236,9 @@ impl SqliteStore {
     }
 }
 
-/// When a reservation made at `now` for `expires_in` lapses, in Unix milliseconds.
-pub fn expiry(now: Timestamp, expires_in: Duration) -> Result<i64, StoreError> {
-    i64::try_from(expires_in.as_millis())
-        .ok()
-        .and_then(|ms| now.as_millisecond().checked_add(ms))
-        .ok_or_else(|| StoreError::Invalid {
-            field: "expires_in".into(),
-            reason: "too long".into(),
-        })
-}
-
 pub mod backup;
-pub mod ops;
 mod schema;
+mod statements;
 pub mod writer;
 
 #[cfg(test)]

@@ -1,0 +1,878 @@
+//! The statements the store's engine ([`super::engine`]) runs, as one trait both
+//! databases implement: the line between what the store means and what a dialect says.
+//!
+//! A backend supplies two primitives ([`Statements::execute`], [`Statements::query`]) on
+//! its open transaction or connection, and the few statements whose SQL its dialect
+//! spells its own way (row locks, `MAX` against `GREATEST`, batched upserts). Every other
+//! statement is a provided method here, its SQL written once: SQLite takes PostgreSQL's
+//! `$1` placeholders (as `?1`, see [`numbered`]), and where PostgreSQL needs a type
+//! (sums are `NUMERIC` there) a portable `CAST` says so for both.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
+
+use super::model::{Limit, Membership, Scope, StoreError};
+use super::report::Hours;
+use super::traffic::TrafficQuota;
+use crate::model::ids::{InstanceId, Label};
+use crate::model::token::{Role, TokenId};
+use crate::model::units::Rate;
+
+/// One bound parameter, in the few types both databases bind the same way.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Arg<'a> {
+    Int(i64),
+    OptInt(Option<i64>),
+    Text(&'a str),
+    OptText(Option<&'a str>),
+    Bytes(&'a [u8]),
+}
+
+/// One column of a result row.
+#[derive(Debug, Clone)]
+pub(crate) enum Value {
+    Null,
+    Int(i64),
+    /// A float: no column of the store's is one, so it converts to nothing.
+    Real,
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+/// A result row, with what the statement was doing (for the error if a column is not
+/// what the engine expects).
+#[derive(Debug)]
+pub(crate) struct Row {
+    pub(crate) what: &'static str,
+    pub(crate) values: Vec<Value>,
+}
+
+/// A Rust type a column converts into.
+pub(crate) trait Column: Sized {
+    fn from_value(v: &Value) -> Option<Self>;
+}
+
+impl Column for i64 {
+    fn from_value(v: &Value) -> Option<i64> {
+        match v {
+            Value::Int(n) => Some(*n),
+            _ => None,
+        }
+    }
+}
+
+impl Column for String {
+    fn from_value(v: &Value) -> Option<String> {
+        match v {
+            Value::Text(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl Column for Vec<u8> {
+    fn from_value(v: &Value) -> Option<Vec<u8>> {
+        match v {
+            Value::Bytes(b) => Some(b.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl<T: Column> Column for Option<T> {
+    fn from_value(v: &Value) -> Option<Option<T>> {
+        match v {
+            Value::Null => Some(None),
+            v => T::from_value(v).map(Some),
+        }
+    }
+}
+
+impl Row {
+    /// Column `k` as a `T`.
+    pub(crate) fn get<T: Column>(&self, k: usize) -> Result<T, StoreError> {
+        self.values
+            .get(k)
+            .and_then(T::from_value)
+            .ok_or_else(|| StoreError::Database {
+                what: self.what,
+                reason: format!("column {k} is not a {}", std::any::type_name::<T>()),
+            })
+    }
+
+    /// Column `k`, a count or a sum, as a `u64` (a negative one is 0).
+    pub(crate) fn count(&self, k: usize) -> Result<u64, StoreError> {
+        Ok(self.get::<i64>(k)?.max(0) as u64)
+    }
+}
+
+/// `sql` with PostgreSQL's `$n` placeholders as SQLite's `?n`. (SQLite reads `$1` as a
+/// *named* parameter numbered by first appearance, so `$2 … $1` would bind backwards.)
+pub(crate) fn numbered(sql: &str) -> Cow<'_, str> {
+    if sql.contains('$') {
+        Cow::Owned(sql.replace('$', "?"))
+    } else {
+        Cow::Borrowed(sql)
+    }
+}
+
+/// An unsigned amount as the databases' signed 64-bit integer, saturating.
+pub(crate) fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Which instance-level limits and quotas apply: the instance's own, its project's, its
+/// class's and the default's. `$1` the instance, `$2` its project, `$3` its class.
+macro_rules! chain {
+    () => {
+        "(scope_kind = 'instance' AND scope = $1)
+         OR (scope_kind = 'project' AND scope = $2)
+         OR (scope_kind = 'class' AND scope = $3)
+         OR scope_kind = 'default'"
+    };
+}
+
+/// The columns [`quota_of`] reads, up to the `WHERE`.
+macro_rules! quota_rows {
+    () => {
+        "SELECT scope_kind, resource, period, limit_bytes, on_exceed, upload_rate, download_rate
+         FROM traffic_quotas WHERE "
+    };
+}
+
+/// The four counts of the store's stats.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub instances: u64,
+    pub projects: u64,
+    pub active_reservations: u64,
+    pub applied_reports: u64,
+}
+
+/// Every statement the engine runs, on one open transaction (or, for reads on
+/// PostgreSQL, one pooled connection).
+///
+/// The engine drives these futures; on SQLite none of them ever waits (the connection
+/// is synchronous), so the writer thread runs the engine with a plain `block_on`.
+pub(crate) trait Statements {
+    /// `"sqlite"` or `"postgres"`, as the stats name the backend.
+    const NAME: &'static str;
+
+    // ---- the SQL the dialects spell differently (`MAX` or `GREATEST`, casts) ----
+
+    /// An instance's use and its live reservations' growth, per resource: rows of
+    /// (resource, in use, reserved); `$1` the instance, `$2` now.
+    const USES: &'static str;
+    /// Add `$3` to the use of `$2` by instance `$1`, never below zero.
+    const ADD_USAGE: &'static str;
+    /// Agent `$1` reported at `$2`; `$3` the highest key it sent (kept if lower).
+    const TOUCH_AGENT: &'static str;
+
+    /// Run a statement; how many rows it changed. `what` names it in errors.
+    async fn execute(
+        &mut self,
+        what: &'static str,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Result<u64, StoreError>;
+
+    /// Run a query; its rows.
+    async fn query(
+        &mut self,
+        what: &'static str,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Result<Vec<Row>, StoreError>;
+
+    // ---- the statements the dialects shape differently ----
+
+    /// Serialise every change to `instance`'s use and reservations with any other
+    /// store's. (PostgreSQL: its row, created if missing, locked `FOR UPDATE`; SQLite:
+    /// nothing, the transaction already holds the database's write lock.)
+    async fn lock_instance(&mut self, instance: &InstanceId) -> Result<(), StoreError>;
+
+    /// Lock the instance holding reservation `id`, if it is still held (see
+    /// [`Statements::lock_instance`]).
+    async fn lock_reservation(&mut self, id: &str) -> Result<(), StoreError>;
+
+    /// Record `agent`'s report keys `seqs`; those not recorded before (as stored).
+    async fn record_reports(
+        &mut self,
+        agent: &Label,
+        seqs: &[u64],
+        now: Timestamp,
+    ) -> Result<BTreeSet<i64>, StoreError>;
+
+    /// Add bytes to the hourly traffic.
+    async fn add_traffic(&mut self, hours: &Hours<'_>) -> Result<(), StoreError>;
+
+    // ---- the statements both run alike ----
+
+    async fn uses(
+        &mut self,
+        instance: &InstanceId,
+        now: Timestamp,
+    ) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        self.query(
+            "reading usage",
+            Self::USES,
+            &[Arg::Text(instance.as_str()), Arg::Int(now.as_millisecond())],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .collect()
+    }
+
+    /// Add `delta` to a use, never below zero.
+    async fn add_usage(
+        &mut self,
+        instance: &str,
+        resource: &str,
+        delta: i64,
+    ) -> Result<(), StoreError> {
+        let args = [Arg::Text(instance), Arg::Text(resource), Arg::Int(delta)];
+        self.execute("writing usage", Self::ADD_USAGE, &args)
+            .await
+            .map(drop)
+    }
+
+    /// When `agent` last reported, and the highest key it has sent.
+    async fn touch_agent(
+        &mut self,
+        agent: &Label,
+        now: Timestamp,
+        last_seq: u64,
+    ) -> Result<(), StoreError> {
+        let args = [
+            Arg::Text(agent.as_str()),
+            Arg::Int(now.as_millisecond()),
+            Arg::Int(clamp(last_seq)),
+        ];
+        self.execute("recording an agent", Self::TOUCH_AGENT, &args)
+            .await
+            .map(drop)
+    }
+
+    /// The instance's own project and class (not the project's class).
+    async fn membership(&mut self, instance: &InstanceId) -> Result<Membership, StoreError> {
+        let rows = self
+            .query(
+                "reading an instance",
+                "SELECT project, class FROM instances WHERE id = $1",
+                &[Arg::Text(instance.as_str())],
+            )
+            .await?;
+        let (p, c): (Option<String>, Option<String>) = match rows.first() {
+            Some(r) => (r.get(0)?, r.get(1)?),
+            None => (None, None),
+        };
+        Ok(Membership {
+            project: p.and_then(|p| Label::new(&p).ok()),
+            class: c.and_then(|c| Label::new(&c).ok()),
+        })
+    }
+
+    /// Put an instance in a project and/or class (creating its record).
+    async fn set_membership(
+        &mut self,
+        instance: &InstanceId,
+        m: &Membership,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "writing an instance",
+            "INSERT INTO instances (id, project, class) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET project = excluded.project, class = excluded.class",
+            &[
+                Arg::Text(instance.as_str()),
+                Arg::OptText(m.project.as_ref().map(Label::as_str)),
+                Arg::OptText(m.class.as_ref().map(Label::as_str)),
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn set_project_class(
+        &mut self,
+        project: &Label,
+        class: Option<&Label>,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "writing a project",
+            "INSERT INTO projects (id, class) VALUES ($1, $2)
+             ON CONFLICT (id) DO UPDATE SET class = excluded.class",
+            &[
+                Arg::Text(project.as_str()),
+                Arg::OptText(class.map(Label::as_str)),
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn project_class(&mut self, project: &Label) -> Result<Option<String>, StoreError> {
+        let rows = self
+            .query(
+                "reading a project",
+                "SELECT class FROM projects WHERE id = $1",
+                &[Arg::Text(project.as_str())],
+            )
+            .await?;
+        match rows.first() {
+            Some(r) => r.get(0),
+            None => Ok(None),
+        }
+    }
+
+    /// (project, effective class) of an instance: its own class, else its project's.
+    async fn chain_of(
+        &mut self,
+        instance: &InstanceId,
+    ) -> Result<(Option<String>, Option<String>), StoreError> {
+        let rows = self
+            .query(
+                "reading an instance",
+                "SELECT i.project, COALESCE(i.class, p.class) FROM instances i
+                 LEFT JOIN projects p ON p.id = i.project WHERE i.id = $1",
+                &[Arg::Text(instance.as_str())],
+            )
+            .await?;
+        match rows.first() {
+            Some(r) => Ok((r.get(0)?, r.get(1)?)),
+            None => Ok((None, None)),
+        }
+    }
+
+    /// The limits along an instance's chain: (scope kind, resource, limit).
+    async fn chain_limits(
+        &mut self,
+        instance: &InstanceId,
+        project: Option<&str>,
+        class: Option<&str>,
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT scope_kind, resource, hard_limit FROM limits WHERE ",
+            chain!()
+        );
+        self.query(
+            "reading limits",
+            SQL,
+            &[
+                Arg::Text(instance.as_str()),
+                Arg::OptText(project),
+                Arg::OptText(class),
+            ],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .collect()
+    }
+
+    /// Set the limit of `resource` at `scope`.
+    async fn set_limit(
+        &mut self,
+        scope: &Scope,
+        resource: &Label,
+        limit: Limit,
+    ) -> Result<(), StoreError> {
+        let (kind, name) = scope.key();
+        self.execute(
+            "writing a limit",
+            "INSERT INTO limits (scope_kind, scope, resource, hard_limit) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (scope_kind, scope, resource) DO UPDATE SET hard_limit = excluded.hard_limit",
+            &[
+                Arg::Text(kind),
+                Arg::Text(name),
+                Arg::Text(resource.as_str()),
+                Arg::Int(limit.to_i64()),
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Remove the limit of `resource` at `scope`.
+    async fn remove_limit(&mut self, scope: &Scope, resource: &Label) -> Result<(), StoreError> {
+        let (kind, name) = scope.key();
+        self.execute(
+            "writing a limit",
+            "DELETE FROM limits WHERE scope_kind = $1 AND scope = $2 AND resource = $3",
+            &[
+                Arg::Text(kind),
+                Arg::Text(name),
+                Arg::Text(resource.as_str()),
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The limits set at exactly `scope`.
+    async fn scope_limits(&mut self, scope: &Scope) -> Result<BTreeMap<String, Limit>, StoreError> {
+        let (kind, name) = scope.key();
+        let mut limits = BTreeMap::new();
+        for r in self
+            .query(
+                "reading limits",
+                "SELECT resource, hard_limit FROM limits WHERE scope_kind = $1 AND scope = $2",
+                &[Arg::Text(kind), Arg::Text(name)],
+            )
+            .await?
+        {
+            let l = Limit::from_i64(r.get(1)?).map_err(|reason| StoreError::Database {
+                what: "reading limits",
+                reason,
+            })?;
+            limits.insert(r.get(0)?, l);
+        }
+        Ok(limits)
+    }
+
+    async fn put_reservation(
+        &mut self,
+        id: &str,
+        instance: &InstanceId,
+        resource: &Label,
+        delta: i64,
+        expires_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "writing a reservation",
+            "INSERT INTO reservations (id, instance, resource, delta, expires_ms)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                Arg::Text(id),
+                Arg::Text(instance.as_str()),
+                Arg::Text(resource.as_str()),
+                Arg::Int(delta),
+                Arg::Int(expires_ms),
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Remove a reservation's rows, returning them: (instance, resource, delta).
+    async fn take_reservation(
+        &mut self,
+        id: &str,
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        self.query(
+            "removing a reservation",
+            "DELETE FROM reservations WHERE id = $1 RETURNING instance, resource, delta",
+            &[Arg::Text(id)],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .collect()
+    }
+
+    /// Remove the reservations that lapsed by `now`; the ids of their rows.
+    async fn expire_reservations(&mut self, now: Timestamp) -> Result<Vec<String>, StoreError> {
+        self.query(
+            "expiring reservations",
+            "DELETE FROM reservations WHERE expires_ms <= $1 RETURNING id",
+            &[Arg::Int(now.as_millisecond())],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    }
+
+    async fn set_usage(
+        &mut self,
+        instance: &InstanceId,
+        resource: &Label,
+        in_use: i64,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "writing usage",
+            "INSERT INTO usages (instance, resource, in_use) VALUES ($1, $2, $3)
+             ON CONFLICT (instance, resource) DO UPDATE SET in_use = excluded.in_use",
+            &[
+                Arg::Text(instance.as_str()),
+                Arg::Text(resource.as_str()),
+                Arg::Int(in_use),
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// A use back to zero (one instance's, or every one's); how many rows.
+    async fn reset_usage(
+        &mut self,
+        resource: &Label,
+        instance: Option<&InstanceId>,
+    ) -> Result<u64, StoreError> {
+        self.execute(
+            "resetting usage",
+            "UPDATE usages SET in_use = 0
+             WHERE resource = $1 AND in_use <> 0 AND (CAST($2 AS TEXT) IS NULL OR instance = $2)",
+            &[
+                Arg::Text(resource.as_str()),
+                Arg::OptText(instance.map(InstanceId::as_str)),
+            ],
+        )
+        .await
+    }
+
+    /// Remove an instance's use, reservations, limits, traffic quotas and record.
+    async fn delete_instance(&mut self, instance: &InstanceId) -> Result<(), StoreError> {
+        for sql in [
+            "DELETE FROM usages WHERE instance = $1",
+            "DELETE FROM reservations WHERE instance = $1",
+            "DELETE FROM limits WHERE scope_kind = 'instance' AND scope = $1",
+            "DELETE FROM traffic_quotas WHERE scope_kind = 'instance' AND scope = $1",
+            "DELETE FROM instances WHERE id = $1",
+        ] {
+            self.execute(
+                "destroying an instance",
+                sql,
+                &[Arg::Text(instance.as_str())],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Remove a project's record; its instances leave it.
+    async fn delete_project(&mut self, project: &Label) -> Result<(), StoreError> {
+        for sql in [
+            "DELETE FROM projects WHERE id = $1",
+            "UPDATE instances SET project = NULL WHERE project = $1",
+        ] {
+            self.execute("destroying a project", sql, &[Arg::Text(project.as_str())])
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Remove every limit and traffic quota set at `scope`; whether there were any.
+    async fn clear_scope(&mut self, scope: &Scope) -> Result<bool, StoreError> {
+        let (kind, name) = scope.key();
+        let args = [Arg::Text(kind), Arg::Text(name)];
+        let a = self
+            .execute(
+                "clearing limits",
+                "DELETE FROM limits WHERE scope_kind = $1 AND scope = $2",
+                &args,
+            )
+            .await?;
+        let b = self
+            .execute(
+                "clearing traffic quotas",
+                "DELETE FROM traffic_quotas WHERE scope_kind = $1 AND scope = $2",
+                &args,
+            )
+            .await?;
+        Ok(a + b > 0)
+    }
+
+    async fn set_traffic_quota(
+        &mut self,
+        scope: &Scope,
+        q: &TrafficQuota,
+    ) -> Result<(), StoreError> {
+        let (kind, name) = scope.key();
+        let (up, down) = q.on_exceed.rates();
+        let bps = |r: Option<Rate>| r.map(|r| clamp(r.bits_per_sec()));
+        self.execute(
+            "writing a traffic quota",
+            "INSERT INTO traffic_quotas
+               (scope_kind, scope, resource, period, limit_bytes, on_exceed, upload_rate, download_rate)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (scope_kind, scope, resource, period) DO UPDATE SET
+               limit_bytes = excluded.limit_bytes, on_exceed = excluded.on_exceed,
+               upload_rate = excluded.upload_rate, download_rate = excluded.download_rate",
+            &[
+                Arg::Text(kind),
+                Arg::Text(name),
+                Arg::Text(q.resource.as_str()),
+                Arg::Text(q.period.as_str()),
+                Arg::Int(clamp(q.limit.get())),
+                Arg::Text(q.on_exceed.name()),
+                Arg::OptInt(bps(up)),
+                Arg::OptInt(bps(down)),
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The traffic quotas set at exactly `scope`.
+    async fn scope_traffic_quotas(
+        &mut self,
+        scope: &Scope,
+    ) -> Result<Vec<TrafficQuota>, StoreError> {
+        const SQL: &str = concat!(quota_rows!(), "scope_kind = $1 AND scope = $2");
+        let (kind, name) = scope.key();
+        let rows = self
+            .query(
+                "reading traffic quotas",
+                SQL,
+                &[Arg::Text(kind), Arg::Text(name)],
+            )
+            .await?;
+        rows.iter().map(|r| quota_of(r).map(|(_, q)| q)).collect()
+    }
+
+    /// The traffic quotas along an instance's chain, with the scope kind of each.
+    async fn chain_traffic_quotas(
+        &mut self,
+        instance: &InstanceId,
+        project: Option<&str>,
+        class: Option<&str>,
+    ) -> Result<Vec<(String, TrafficQuota)>, StoreError> {
+        const SQL: &str = concat!(quota_rows!(), chain!());
+        let rows = self
+            .query(
+                "reading traffic quotas",
+                SQL,
+                &[
+                    Arg::Text(instance.as_str()),
+                    Arg::OptText(project),
+                    Arg::OptText(class),
+                ],
+            )
+            .await?;
+        rows.iter().map(quota_of).collect()
+    }
+
+    /// Bytes (upload, download) of `instance` in hours starting in [start, end).
+    async fn traffic_between(
+        &mut self,
+        instance: &InstanceId,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<(u64, u64), StoreError> {
+        let rows = self
+            .query(
+                "reading traffic",
+                "SELECT CAST(COALESCE(SUM(upload), 0) AS BIGINT),
+                        CAST(COALESCE(SUM(download), 0) AS BIGINT)
+                 FROM traffic_hours WHERE instance = $1 AND hour_ms >= $2 AND hour_ms < $3",
+                &[
+                    Arg::Text(instance.as_str()),
+                    Arg::Int(start.as_millisecond()),
+                    Arg::Int(end.as_millisecond()),
+                ],
+            )
+            .await?;
+        match rows.first() {
+            Some(r) => Ok((r.count(0)?, r.count(1)?)),
+            None => Ok((0, 0)),
+        }
+    }
+
+    /// The `limit` instances with the most traffic in [start, end): (instance, upload,
+    /// download), biggest total first.
+    async fn top_traffic(
+        &mut self,
+        start: Timestamp,
+        end: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        self.query(
+            "ranking traffic",
+            "SELECT instance, CAST(SUM(upload) AS BIGINT), CAST(SUM(download) AS BIGINT)
+             FROM traffic_hours WHERE hour_ms >= $1 AND hour_ms < $2
+             GROUP BY instance ORDER BY SUM(upload) + SUM(download) DESC, instance LIMIT $3",
+            &[
+                Arg::Int(start.as_millisecond()),
+                Arg::Int(end.as_millisecond()),
+                Arg::Int(i64::try_from(limit).unwrap_or(i64::MAX)),
+            ],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((r.get(0)?, r.count(1)?, r.count(2)?)))
+        .collect()
+    }
+
+    /// Forget `instance`'s traffic in [start, end); hours removed.
+    async fn delete_traffic(
+        &mut self,
+        instance: &InstanceId,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<u64, StoreError> {
+        self.execute(
+            "resetting traffic",
+            "DELETE FROM traffic_hours WHERE instance = $1 AND hour_ms >= $2 AND hour_ms < $3",
+            &[
+                Arg::Text(instance.as_str()),
+                Arg::Int(start.as_millisecond()),
+                Arg::Int(end.as_millisecond()),
+            ],
+        )
+        .await
+    }
+
+    /// Forget report keys recorded before `before`; how many.
+    async fn prune_reports(&mut self, before: Timestamp) -> Result<u64, StoreError> {
+        self.execute(
+            "pruning report keys",
+            "DELETE FROM applied_reports WHERE applied_ms < $1",
+            &[Arg::Int(before.as_millisecond())],
+        )
+        .await
+    }
+
+    /// Names of every class or project (`kind`) something is set for.
+    async fn scope_names(&mut self, kind: &str) -> Result<Vec<String>, StoreError> {
+        self.query(
+            "listing",
+            "SELECT scope FROM limits WHERE scope_kind = $1
+             UNION SELECT scope FROM traffic_quotas WHERE scope_kind = $1
+             UNION SELECT class FROM projects WHERE $1 = 'class' AND class IS NOT NULL
+             UNION SELECT class FROM instances WHERE $1 = 'class' AND class IS NOT NULL
+             UNION SELECT id FROM projects WHERE $1 = 'project'
+             ORDER BY 1",
+            &[Arg::Text(kind)],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    }
+
+    /// The counts of the stats, at `now`.
+    async fn counts(&mut self, now: Timestamp) -> Result<Counts, StoreError> {
+        let rows = self
+            .query(
+                "counting",
+                "SELECT
+                   (SELECT COUNT(*) FROM (SELECT id FROM instances UNION SELECT instance FROM usages
+                                          UNION SELECT instance FROM traffic_hours) x),
+                   (SELECT COUNT(*) FROM projects),
+                   (SELECT COUNT(DISTINCT id) FROM reservations WHERE expires_ms > $1),
+                   (SELECT COUNT(*) FROM applied_reports)",
+                &[Arg::Int(now.as_millisecond())],
+            )
+            .await?;
+        let Some(r) = rows.first() else {
+            return Ok(Counts::default());
+        };
+        Ok(Counts {
+            instances: r.count(0)?,
+            projects: r.count(1)?,
+            active_reservations: r.count(2)?,
+            applied_reports: r.count(3)?,
+        })
+    }
+
+    /// Every agent that reported: (id, last report in Unix ms, highest key).
+    async fn agents(&mut self) -> Result<Vec<(String, i64, u64)>, StoreError> {
+        self.query(
+            "listing agents",
+            "SELECT id, last_report_ms, last_seq FROM agents ORDER BY id",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((r.get(0)?, r.get(1)?, r.count(2)?)))
+        .collect()
+    }
+
+    async fn insert_token(
+        &mut self,
+        id: &TokenId,
+        digest: &[u8; 32],
+        role: &Role,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "writing a token",
+            "INSERT INTO tokens (id, digest, role, host, created_ms) VALUES ($1, $2, $3, $4, $5)",
+            &[
+                Arg::Text(id.as_str()),
+                Arg::Bytes(&digest[..]),
+                Arg::Text(role.name()),
+                Arg::OptText(role.host().map(Label::as_str)),
+                Arg::Int(now.as_millisecond()),
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// A live (not revoked) token's digest and role.
+    async fn live_token(&mut self, id: &TokenId) -> Result<Option<(Vec<u8>, Role)>, StoreError> {
+        let rows = self
+            .query(
+                "reading a token",
+                "SELECT digest, role, host FROM tokens WHERE id = $1 AND revoked_ms IS NULL",
+                &[Arg::Text(id.as_str())],
+            )
+            .await?;
+        let Some(r) = rows.first() else {
+            return Ok(None);
+        };
+        let role: String = r.get(1)?;
+        let host: Option<String> = r.get(2)?;
+        Ok(Some((r.get(0)?, Role::from_parts(&role, host.as_deref())?)))
+    }
+
+    /// Every token: (id, role, host, created, revoked), oldest first.
+    async fn tokens(
+        &mut self,
+    ) -> Result<Vec<(String, String, Option<String>, i64, Option<i64>)>, StoreError> {
+        self.query(
+            "listing tokens",
+            "SELECT id, role, host, created_ms, revoked_ms FROM tokens ORDER BY created_ms, id",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .collect()
+    }
+
+    /// Revoke a live token; how many were (0 or 1).
+    async fn revoke_token(&mut self, id: &TokenId, now: Timestamp) -> Result<u64, StoreError> {
+        self.execute(
+            "revoking a token",
+            "UPDATE tokens SET revoked_ms = $2 WHERE id = $1 AND revoked_ms IS NULL",
+            &[Arg::Text(id.as_str()), Arg::Int(now.as_millisecond())],
+        )
+        .await
+    }
+}
+
+/// A traffic quota row (`quota_rows!`) with its scope kind.
+fn quota_of(r: &Row) -> Result<(String, TrafficQuota), StoreError> {
+    let q = TrafficQuota::from_stored(
+        &r.get::<String>(1)?,
+        &r.get::<String>(2)?,
+        r.get(3)?,
+        &r.get::<String>(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    )
+    .map_err(|reason| StoreError::Database {
+        what: "reading traffic quotas",
+        reason,
+    })?;
+    Ok((r.get(0)?, q))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_become_sqlites_numbered_ones() {
+        assert_eq!(
+            numbered("UPDATE t SET a = $2 WHERE id = $1"),
+            "UPDATE t SET a = ?2 WHERE id = ?1"
+        );
+        assert!(matches!(numbered("SELECT 1"), Cow::Borrowed(_)));
+    }
+}

@@ -1,0 +1,477 @@
+//! The store's operations, written once over [`Statements`]: resolving limits along an
+//! instance's chain, check-and-reserve, settling and expiring reservations, usage,
+//! scopes, traffic quotas and usage, report ingestion with its idempotency keys, stats
+//! and tokens.
+//!
+//! Each function is one unit of work; the caller runs it inside one transaction (SQLite:
+//! the group-commit writer's savepoint or [`super::sqlite::SqliteStore`]'s own; PostgreSQL:
+//! a transaction on a pooled connection) and so decides only *where*, never *what*.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+
+use super::backend::{Statements, clamp};
+use super::model::{
+    Deltas, Limit, Membership, ReservationId, Scope, Standing, StoreError, check, standings_from,
+};
+use super::report::{Batch, Ingested, hourly};
+use super::spec::Spec;
+use super::traffic::{ShownTrafficQuota, StorePeriod, TrafficQuota, resolve};
+use super::view::{
+    AgentView, InstanceQuota, ScopeView, Stats, TrafficUsage, resource_views, traffic_usage,
+};
+use crate::model::ids::{InstanceId, Label};
+use crate::model::token::{Role, Token, TokenId, TokenInfo};
+
+/// What becomes of a reservation that is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Its deltas become use.
+    Commit,
+    /// It is dropped unused.
+    Rollback,
+}
+
+/// When a reservation made at `now` for `expires_in` lapses, in Unix milliseconds.
+pub fn expiry(now: Timestamp, expires_in: Duration) -> Result<i64, StoreError> {
+    i64::try_from(expires_in.as_millis())
+        .ok()
+        .and_then(|ms| now.as_millisecond().checked_add(ms))
+        .ok_or_else(|| StoreError::Invalid {
+            field: "expires_in".into(),
+            reason: "too long".into(),
+        })
+}
+
+fn ts(ms: i64) -> String {
+    Timestamp::from_millisecond(ms).map_or_else(|_| ms.to_string(), |t| t.to_string())
+}
+
+pub(crate) fn not_found(scope: &Scope) -> StoreError {
+    let (kind, name) = scope.key();
+    StoreError::NotFound {
+        what: kind,
+        name: name.to_owned(),
+    }
+}
+
+/// Each resource's limit (resolved), use and reservations for `instance`: every
+/// resource that has a limit anywhere in its chain or any use.
+pub(crate) async fn standings<S: Statements>(
+    s: &mut S,
+    instance: &InstanceId,
+    now: Timestamp,
+) -> Result<Vec<Standing>, StoreError> {
+    let (project, class) = s.chain_of(instance).await?;
+    let limits = s
+        .chain_limits(instance, project.as_deref(), class.as_deref())
+        .await?;
+    let uses = s.uses(instance, now).await?;
+    standings_from(limits, uses)
+}
+
+/// Would `deltas` fit? Nothing is reserved.
+pub(crate) async fn limit_check<S: Statements>(
+    s: &mut S,
+    instance: &InstanceId,
+    deltas: &Deltas,
+) -> Result<(), StoreError> {
+    check(&standings(s, instance, Timestamp::now()).await?, deltas).map_err(StoreError::OverQuota)
+}
+
+/// Check `deltas` against the standings and, if they fit, record them as reservation
+/// `id`, lapsing after `expires_in`; when it lapses.
+pub(crate) async fn reserve<S: Statements>(
+    s: &mut S,
+    instance: &InstanceId,
+    deltas: &Deltas,
+    id: &ReservationId,
+    expires_in: Duration,
+) -> Result<Timestamp, StoreError> {
+    s.lock_instance(instance).await?;
+    let now = Timestamp::now();
+    let expires = expiry(now, expires_in)?;
+    check(&standings(s, instance, now).await?, deltas).map_err(StoreError::OverQuota)?;
+    for (resource, delta) in deltas {
+        s.put_reservation(id.as_str(), instance, resource, *delta, expires)
+            .await?;
+    }
+    Ok(Timestamp::from_millisecond(expires).unwrap_or(now))
+}
+
+/// Commit or roll back reservation `id`, under its instance's lock; unknown (or settled
+/// meanwhile by someone else): not found.
+pub(crate) async fn settle<S: Statements>(
+    s: &mut S,
+    id: &str,
+    how: Settle,
+) -> Result<(), StoreError> {
+    s.lock_reservation(id).await?;
+    let rows = s.take_reservation(id).await?;
+    if rows.is_empty() {
+        return Err(StoreError::NotFound {
+            what: "reservation",
+            name: id.to_owned(),
+        });
+    }
+    if how == Settle::Commit {
+        for (instance, resource, delta) in rows {
+            s.add_usage(&instance, &resource, delta).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Drop reservations that lapsed by `now`; how many reservations (not rows).
+pub(crate) async fn expire_reservations<S: Statements>(
+    s: &mut S,
+    now: Timestamp,
+) -> Result<usize, StoreError> {
+    let ids: BTreeSet<String> = s.expire_reservations(now).await?.into_iter().collect();
+    Ok(ids.len())
+}
+
+/// Drop lapsed reservations and report keys older than `keys_before`; (reservations,
+/// keys) removed.
+pub(crate) async fn expire<S: Statements>(
+    s: &mut S,
+    now: Timestamp,
+    keys_before: Timestamp,
+) -> Result<(usize, usize), StoreError> {
+    let reservations = expire_reservations(s, now).await?;
+    let keys = s.prune_reports(keys_before).await? as usize;
+    Ok((reservations, keys))
+}
+
+/// The panel's real counts replace the store's (the cure for drift).
+pub(crate) async fn usage_set<S: Statements>(
+    s: &mut S,
+    instance: &InstanceId,
+    counts: &BTreeMap<Label, u64>,
+) -> Result<(), StoreError> {
+    s.lock_instance(instance).await?;
+    for (resource, n) in counts {
+        let n = i64::try_from(*n).map_err(|_| StoreError::Invalid {
+            field: resource.as_str().into(),
+            reason: "too large".into(),
+        })?;
+        s.set_usage(instance, resource, n).await?;
+    }
+    Ok(())
+}
+
+/// A counted resource's use back to zero (for one instance or all); how many rows.
+pub(crate) async fn usage_reset<S: Statements>(
+    s: &mut S,
+    resource: &Label,
+    instance: Option<&InstanceId>,
+) -> Result<usize, StoreError> {
+    Ok(s.reset_usage(resource, instance).await? as usize)
+}
+
+/// Forget an instance: its use, reservations, limits, traffic quotas and membership.
+/// Its traffic history stays (it is billing data).
+pub(crate) async fn destroy_instance<S: Statements>(
+    s: &mut S,
+    instance: &InstanceId,
+) -> Result<(), StoreError> {
+    s.lock_instance(instance).await?;
+    s.delete_instance(instance).await
+}
+
+/// Forget a project: its limits and class; its instances leave it (they keep their own
+/// use and fall back to their class and the default).
+pub(crate) async fn destroy_project<S: Statements>(
+    s: &mut S,
+    project: &Label,
+) -> Result<(), StoreError> {
+    s.clear_scope(&Scope::Project(project.clone())).await?;
+    s.delete_project(project).await
+}
+
+/// Set (`Some`) or remove (`None`) the limit of `resource` at `scope`.
+pub(crate) async fn set_limit<S: Statements>(
+    s: &mut S,
+    scope: &Scope,
+    resource: &Label,
+    limit: Option<Limit>,
+) -> Result<(), StoreError> {
+    match limit {
+        Some(l) => s.set_limit(scope, resource, l).await,
+        None => s.remove_limit(scope, resource).await,
+    }
+}
+
+/// Replace what is set at `scope` with `spec` (and, for an instance or a project, its
+/// membership or class).
+pub(crate) async fn put_scope<S: Statements>(
+    s: &mut S,
+    scope: &Scope,
+    spec: &Spec,
+) -> Result<(), StoreError> {
+    s.clear_scope(scope).await?;
+    match scope {
+        Scope::Instance(i) => {
+            s.lock_instance(i).await?;
+            let m = Membership {
+                project: spec.project.clone(),
+                class: spec.class.clone(),
+            };
+            s.set_membership(i, &m).await?;
+        }
+        Scope::Project(p) => s.set_project_class(p, spec.class.as_ref()).await?,
+        Scope::Class(_) | Scope::Default => {}
+    }
+    for (resource, limit) in &spec.limits {
+        s.set_limit(scope, resource, *limit).await?;
+    }
+    for q in &spec.traffic {
+        s.set_traffic_quota(scope, q).await?;
+    }
+    Ok(())
+}
+
+/// What is set at `scope`, or `None` when nothing is (and, for a project, it is unknown).
+pub(crate) async fn scope_view<S: Statements>(
+    s: &mut S,
+    scope: &Scope,
+) -> Result<Option<ScopeView>, StoreError> {
+    let limits = s.scope_limits(scope).await?;
+    let traffic = s.scope_traffic_quotas(scope).await?;
+    let (_, name) = scope.key();
+    let (class, known) = match scope {
+        Scope::Project(p) => {
+            let class = s.project_class(p).await?;
+            let known = s
+                .scope_names("project")
+                .await?
+                .iter()
+                .any(|n| n == p.as_str());
+            (class, known)
+        }
+        Scope::Instance(i) => {
+            let m = s.membership(i).await?;
+            let any = m.project.is_some() || m.class.is_some();
+            (m.class.map(|c| c.as_str().to_owned()), any)
+        }
+        Scope::Class(_) => (
+            None,
+            s.scope_names("class").await?.iter().any(|n| n == name),
+        ),
+        Scope::Default => (None, true),
+    };
+    Ok(ScopeView::assemble(scope, class, known, limits, &traffic))
+}
+
+/// What is set at exactly `scope`; not found when nothing is.
+pub(crate) async fn get_scope<S: Statements>(
+    s: &mut S,
+    scope: &Scope,
+) -> Result<ScopeView, StoreError> {
+    scope_view(s, scope).await?.ok_or_else(|| not_found(scope))
+}
+
+/// Every class or project (`kind`) with what is set for it.
+pub(crate) async fn list_scopes<S: Statements>(
+    s: &mut S,
+    kind: &str,
+) -> Result<Vec<ScopeView>, StoreError> {
+    let mut out = Vec::new();
+    for name in s.scope_names(kind).await? {
+        let Ok(l) = Label::new(&name) else { continue };
+        let scope = if kind == "class" {
+            Scope::Class(l)
+        } else {
+            Scope::Project(l)
+        };
+        out.extend(scope_view(s, &scope).await?);
+    }
+    Ok(out)
+}
+
+/// Remove what `scope` sets (a project also loses its class and its instances leave
+/// it; an instance its overrides and membership); not found when nothing is set.
+pub(crate) async fn delete_scope<S: Statements>(
+    s: &mut S,
+    scope: &Scope,
+) -> Result<(), StoreError> {
+    if scope_view(s, scope).await?.is_none() {
+        return Err(not_found(scope));
+    }
+    match scope {
+        Scope::Project(p) => destroy_project(s, p).await,
+        Scope::Instance(i) => {
+            s.clear_scope(scope).await?;
+            s.set_membership(i, &Membership::default()).await
+        }
+        Scope::Class(_) | Scope::Default => s.clear_scope(scope).await.map(drop),
+    }
+}
+
+/// The traffic quotas in force for `instance`: per (resource, period), the most
+/// specific level that sets one, with that level's name.
+pub(crate) async fn traffic_quotas<S: Statements>(
+    s: &mut S,
+    instance: &InstanceId,
+) -> Result<Vec<(TrafficQuota, &'static str)>, StoreError> {
+    let (project, class) = s.chain_of(instance).await?;
+    let rows = s
+        .chain_traffic_quotas(instance, project.as_deref(), class.as_deref())
+        .await?;
+    Ok(resolve(rows))
+}
+
+/// An instance's membership, limits and traffic quotas, as the panel shows them.
+pub(crate) async fn instance_quota<S: Statements>(
+    s: &mut S,
+    instance: &InstanceId,
+) -> Result<InstanceQuota, StoreError> {
+    let membership = s.membership(instance).await?;
+    let limits = resource_views(standings(s, instance, Timestamp::now()).await?);
+    let traffic = ShownTrafficQuota::all(&traffic_quotas(s, instance).await?);
+    Ok(InstanceQuota {
+        instance: instance.as_str().into(),
+        membership,
+        limits,
+        traffic,
+    })
+}
+
+/// The traffic quotas in force for each of `instances` (what an agent fetches).
+pub(crate) async fn traffic_quotas_of<S: Statements>(
+    s: &mut S,
+    instances: &[InstanceId],
+) -> Result<BTreeMap<String, Vec<ShownTrafficQuota>>, StoreError> {
+    let mut out = BTreeMap::new();
+    for i in instances {
+        let qs = ShownTrafficQuota::all(&traffic_quotas(s, i).await?);
+        out.insert(i.as_str().to_owned(), qs);
+    }
+    Ok(out)
+}
+
+/// `instance`'s traffic in [start, end) of `period`, with its quotas for that period.
+pub(crate) async fn traffic_usage_in<S: Statements>(
+    s: &mut S,
+    instance: &InstanceId,
+    period: StorePeriod,
+    (start, end): (Timestamp, Timestamp),
+) -> Result<TrafficUsage, StoreError> {
+    let traffic = s.traffic_between(instance, start, end).await?;
+    let quotas = traffic_quotas(s, instance).await?;
+    Ok(traffic_usage(
+        instance.as_str(),
+        period,
+        (start, end),
+        traffic,
+        quotas,
+    ))
+}
+
+/// Add the batches not seen before to the hourly traffic; record their keys. A batch
+/// listed twice in one report is applied once.
+pub(crate) async fn ingest<S: Statements>(
+    s: &mut S,
+    agent: &Label,
+    batches: &[Batch],
+    tz: &TimeZone,
+    now: Timestamp,
+) -> Result<Ingested, StoreError> {
+    let mut out = Ingested::default();
+    let seqs: Vec<u64> = batches.iter().map(|b| b.seq).collect();
+    let fresh = s.record_reports(agent, &seqs, now).await?;
+    let mut seen = BTreeSet::new();
+    let mut applied = Vec::with_capacity(batches.len());
+    for b in batches {
+        if !fresh.contains(&clamp(b.seq)) || !seen.insert(b.seq) {
+            out.duplicates.push(b.seq);
+            continue;
+        }
+        out.applied.push(b.seq);
+        applied.push(b);
+    }
+    let (hours, samples) = hourly(applied, tz);
+    out.samples = samples;
+    if !hours.is_empty() {
+        s.add_traffic(&hours).await?;
+    }
+    if let Some(last) = batches.iter().map(|b| b.seq).max() {
+        s.touch_agent(agent, now, last).await?;
+    }
+    Ok(out)
+}
+
+pub(crate) async fn stats<S: Statements>(s: &mut S, now: Timestamp) -> Result<Stats, StoreError> {
+    let counts = s.counts(now).await?;
+    let agents = s
+        .agents()
+        .await?
+        .into_iter()
+        .map(|(agent, last, last_seq)| AgentView {
+            agent,
+            last_report: ts(last),
+            last_seq,
+        })
+        .collect();
+    Ok(Stats {
+        backend: S::NAME.into(),
+        instances: counts.instances,
+        projects: counts.projects,
+        classes: s.scope_names("class").await?.len() as u64,
+        active_reservations: counts.active_reservations,
+        applied_reports: counts.applied_reports,
+        agents,
+    })
+}
+
+/// The role of a presented token, if it is live and its secret matches.
+pub(crate) async fn authenticate<S: Statements>(
+    s: &mut S,
+    token: &Token,
+) -> Result<Option<Role>, StoreError> {
+    Ok(s.live_token(&token.id)
+        .await?
+        .filter(|(digest, _)| token.matches(digest))
+        .map(|(_, role)| role))
+}
+
+/// Store a new token (hashed).
+pub(crate) async fn token_insert<S: Statements>(
+    s: &mut S,
+    token: &Token,
+    role: &Role,
+) -> Result<(), StoreError> {
+    s.insert_token(&token.id, &token.digest(), role, Timestamp::now())
+        .await
+}
+
+pub(crate) async fn token_list<S: Statements>(s: &mut S) -> Result<Vec<TokenInfo>, StoreError> {
+    s.tokens()
+        .await?
+        .into_iter()
+        .map(|(id, role, host, created, revoked)| {
+            let role = Role::from_parts(&role, host.as_deref())?;
+            Ok(TokenInfo {
+                id: id.parse()?,
+                role: role.name(),
+                host: role.host().map(|h| h.as_str().to_owned()),
+                created: ts(created),
+                revoked: revoked.map(ts),
+            })
+        })
+        .collect()
+}
+
+/// Revoke a token; not found if there is no live token with that id.
+pub(crate) async fn token_revoke<S: Statements>(s: &mut S, id: &TokenId) -> Result<(), StoreError> {
+    if s.revoke_token(id, Timestamp::now()).await? == 0 {
+        return Err(StoreError::NotFound {
+            what: "token",
+            name: id.to_string(),
+        });
+    }
+    Ok(())
+}

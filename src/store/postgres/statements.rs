@@ -1,0 +1,205 @@
+//! [`Statements`] on a PostgreSQL connection or transaction, and the statements
+//! PostgreSQL spells its own way: row locks, `GREATEST`, and the report keys and hourly
+//! traffic each sent in one statement as arrays (`UNNEST`), keys sorted so concurrent
+//! agents touching the same rows lock them in the same order.
+
+use std::collections::BTreeSet;
+
+use deadpool_postgres::GenericClient;
+use jiff::Timestamp;
+use tokio_postgres::types::{ToSql, Type};
+
+use super::pg;
+use crate::model::ids::{InstanceId, Label};
+use crate::store::backend::{Arg, Row, Statements, Value, clamp};
+use crate::store::model::StoreError;
+use crate::store::report::Hours;
+
+/// The store's statements on `C`: a pooled connection (reads, single statements) or a
+/// transaction on one.
+pub struct Postgres<'c, C> {
+    client: &'c C,
+}
+
+impl<'c, C: GenericClient> Postgres<'c, C> {
+    pub fn new(client: &'c C) -> Postgres<'c, C> {
+        Postgres { client }
+    }
+
+    async fn prepare(
+        &self,
+        what: &'static str,
+        sql: &str,
+    ) -> Result<tokio_postgres::Statement, StoreError> {
+        self.client.prepare_cached(sql).await.map_err(pg(what))
+    }
+}
+
+/// `a` as what tokio-postgres binds.
+fn bound<'a>(a: &'a Arg<'_>) -> &'a (dyn ToSql + Sync) {
+    match a {
+        Arg::Int(n) => n,
+        Arg::OptInt(n) => n,
+        Arg::Text(s) => s,
+        Arg::OptText(s) => s,
+        Arg::Bytes(b) => b,
+    }
+}
+
+fn value(r: &tokio_postgres::Row, k: usize) -> Result<Value, tokio_postgres::Error> {
+    let ty = r.columns()[k].type_();
+    Ok(if *ty == Type::INT8 {
+        r.try_get::<_, Option<i64>>(k)?
+            .map_or(Value::Null, Value::Int)
+    } else if *ty == Type::INT4 {
+        r.try_get::<_, Option<i32>>(k)?
+            .map_or(Value::Null, |n| Value::Int(n.into()))
+    } else if *ty == Type::BYTEA {
+        r.try_get::<_, Option<Vec<u8>>>(k)?
+            .map_or(Value::Null, Value::Bytes)
+    } else {
+        r.try_get::<_, Option<String>>(k)?
+            .map_or(Value::Null, Value::Text)
+    })
+}
+
+impl<C: GenericClient + Sync> Statements for Postgres<'_, C> {
+    const NAME: &'static str = "postgres";
+    const USES: &'static str = "SELECT resource, in_use, 0::BIGINT FROM usages WHERE instance = $1
+        UNION ALL
+        SELECT resource, 0::BIGINT, SUM(GREATEST(delta, 0))::BIGINT FROM reservations
+        WHERE instance = $1 AND expires_ms > $2 GROUP BY resource";
+    const ADD_USAGE: &'static str = "INSERT INTO usages (instance, resource, in_use)
+        VALUES ($1, $2, GREATEST($3::BIGINT, 0))
+        ON CONFLICT (instance, resource)
+        DO UPDATE SET in_use = GREATEST(usages.in_use + $3::BIGINT, 0)";
+    const TOUCH_AGENT: &'static str = "INSERT INTO agents (id, last_report_ms, last_seq)
+        VALUES ($1, $2, $3)
+        ON CONFLICT (id) DO UPDATE SET last_report_ms = excluded.last_report_ms,
+          last_seq = GREATEST(agents.last_seq, excluded.last_seq)";
+
+    async fn execute(
+        &mut self,
+        what: &'static str,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Result<u64, StoreError> {
+        let s = self.prepare(what, sql).await?;
+        let args: Vec<_> = args.iter().map(bound).collect();
+        self.client.execute(&s, &args).await.map_err(pg(what))
+    }
+
+    async fn query(
+        &mut self,
+        what: &'static str,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Result<Vec<Row>, StoreError> {
+        let s = self.prepare(what, sql).await?;
+        let args: Vec<_> = args.iter().map(bound).collect();
+        let rows = self.client.query(&s, &args).await.map_err(pg(what))?;
+        rows.iter()
+            .map(|r| {
+                let values = (0..r.len())
+                    .map(|k| value(r, k))
+                    .collect::<Result<_, _>>()
+                    .map_err(pg(what))?;
+                Ok(Row { what, values })
+            })
+            .collect()
+    }
+
+    /// Lock the instance's row (creating it): every change to its use or reservations
+    /// goes through here first, so concurrent stores serialise per instance.
+    async fn lock_instance(&mut self, i: &InstanceId) -> Result<(), StoreError> {
+        let what = "locking an instance";
+        let id = [Arg::Text(i.as_str())];
+        self.execute(
+            what,
+            "INSERT INTO instances (id) VALUES ($1) ON CONFLICT (id) DO NOTHING",
+            &id,
+        )
+        .await?;
+        self.query(
+            what,
+            "SELECT 1 FROM instances WHERE id = $1 FOR UPDATE",
+            &id,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The reservation's instance, locked; the engine finds out after whether the
+    /// reservation is still there (someone may have settled it while we waited).
+    async fn lock_reservation(&mut self, id: &str) -> Result<(), StoreError> {
+        let owner = self
+            .query(
+                "reading a reservation",
+                "SELECT instance FROM reservations WHERE id = $1 LIMIT 1",
+                &[Arg::Text(id)],
+            )
+            .await?;
+        let Some(owner) = owner.first() else {
+            return Ok(());
+        };
+        if let Ok(i) = InstanceId::new(&owner.get::<String>(0)?) {
+            self.lock_instance(&i).await?;
+        }
+        Ok(())
+    }
+
+    async fn record_reports(
+        &mut self,
+        agent: &Label,
+        seqs: &[u64],
+        now: Timestamp,
+    ) -> Result<BTreeSet<i64>, StoreError> {
+        let what = "recording a report";
+        let seqs: Vec<i64> = seqs.iter().copied().map(clamp).collect();
+        let s = self
+            .prepare(
+                what,
+                "INSERT INTO applied_reports (agent, seq, applied_ms)
+                 SELECT $1, s, $3 FROM UNNEST($2::BIGINT[]) AS s
+                 ON CONFLICT (agent, seq) DO NOTHING RETURNING seq",
+            )
+            .await?;
+        let rows = self
+            .client
+            .query(&s, &[&agent.as_str(), &seqs, &now.as_millisecond()])
+            .await
+            .map_err(pg(what))?;
+        rows.iter()
+            .map(|r| r.try_get::<_, i64>(0).map_err(pg(what)))
+            .collect()
+    }
+
+    async fn add_traffic(&mut self, hours: &Hours<'_>) -> Result<(), StoreError> {
+        let what = "adding traffic";
+        let mut ids = Vec::with_capacity(hours.len());
+        let mut hs = Vec::with_capacity(hours.len());
+        let mut ups = Vec::with_capacity(hours.len());
+        let mut downs = Vec::with_capacity(hours.len());
+        for ((i, h), (u, d)) in hours {
+            ids.push(*i);
+            hs.push(*h);
+            ups.push(clamp(*u));
+            downs.push(clamp(*d));
+        }
+        let s = self
+            .prepare(
+                what,
+                "INSERT INTO traffic_hours (instance, hour_ms, upload, download)
+                 SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[])
+                 ON CONFLICT (instance, hour_ms) DO UPDATE SET
+                   upload = traffic_hours.upload + excluded.upload,
+                   download = traffic_hours.download + excluded.download",
+            )
+            .await?;
+        self.client
+            .execute(&s, &[&ids, &hs, &ups, &downs])
+            .await
+            .map(drop)
+            .map_err(pg(what))
+    }
+}

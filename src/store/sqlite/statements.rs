@@ -1,0 +1,160 @@
+//! [`Statements`] on a SQLite connection inside a transaction the caller opened
+//! ([`super::SqliteStore`] gives each unit of work its own, the group-commit writer
+//! ([`super::writer`]) runs many in one), and the statements SQLite spells its own way.
+//!
+//! Every statement is prepared once and cached: parsing them per request cost more than
+//! the requests. Nothing here awaits: each future is ready when first polled.
+
+use std::collections::BTreeSet;
+
+use jiff::Timestamp;
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, ToSql, params};
+
+use super::db;
+use crate::model::ids::{InstanceId, Label};
+use crate::store::backend::{Arg, Row, Statements, Value, clamp, numbered};
+use crate::store::model::StoreError;
+use crate::store::report::Hours;
+
+impl ToSql for Arg<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        let v = match *self {
+            Arg::Int(n) | Arg::OptInt(Some(n)) => ValueRef::Integer(n),
+            Arg::Text(s) | Arg::OptText(Some(s)) => ValueRef::Text(s.as_bytes()),
+            Arg::Bytes(b) => ValueRef::Blob(b),
+            Arg::OptInt(None) | Arg::OptText(None) => ValueRef::Null,
+        };
+        Ok(ToSqlOutput::Borrowed(v))
+    }
+}
+
+fn value(v: ValueRef<'_>) -> Value {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(n) => Value::Int(n),
+        ValueRef::Real(_) => Value::Real,
+        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
+    }
+}
+
+/// The store's statements on one SQLite connection.
+pub struct Sqlite<'c> {
+    conn: &'c Connection,
+}
+
+impl<'c> Sqlite<'c> {
+    pub fn new(conn: &'c Connection) -> Sqlite<'c> {
+        Sqlite { conn }
+    }
+
+    fn prepare(
+        &self,
+        what: &'static str,
+        sql: &str,
+    ) -> Result<rusqlite::CachedStatement<'c>, StoreError> {
+        self.conn.prepare_cached(&numbered(sql)).map_err(db(what))
+    }
+}
+
+impl Statements for Sqlite<'_> {
+    const NAME: &'static str = "sqlite";
+    const USES: &'static str = "SELECT resource, in_use, 0 FROM usages WHERE instance = $1
+        UNION ALL
+        SELECT resource, 0, SUM(MAX(delta, 0)) FROM reservations
+        WHERE instance = $1 AND expires_ms > $2 GROUP BY resource";
+    const ADD_USAGE: &'static str = "INSERT INTO usages (instance, resource, in_use)
+        VALUES ($1, $2, MAX($3, 0))
+        ON CONFLICT (instance, resource) DO UPDATE SET in_use = MAX(in_use + $3, 0)";
+    const TOUCH_AGENT: &'static str = "INSERT INTO agents (id, last_report_ms, last_seq)
+        VALUES ($1, $2, $3)
+        ON CONFLICT (id) DO UPDATE SET last_report_ms = excluded.last_report_ms,
+          last_seq = MAX(last_seq, excluded.last_seq)";
+
+    async fn execute(
+        &mut self,
+        what: &'static str,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Result<u64, StoreError> {
+        let n = self
+            .prepare(what, sql)?
+            .execute(rusqlite::params_from_iter(args))
+            .map_err(db(what))?;
+        Ok(n as u64)
+    }
+
+    async fn query(
+        &mut self,
+        what: &'static str,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Result<Vec<Row>, StoreError> {
+        let mut stmt = self.prepare(what, sql)?;
+        let width = stmt.column_count();
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(args))
+            .map_err(db(what))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(db(what))? {
+            let values = (0..width)
+                .map(|k| r.get_ref(k).map(value))
+                .collect::<Result<_, _>>()
+                .map_err(db(what))?;
+            out.push(Row { what, values });
+        }
+        Ok(out)
+    }
+
+    /// The transaction is `BEGIN IMMEDIATE`: it holds the database's write lock already.
+    async fn lock_instance(&mut self, _: &InstanceId) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn lock_reservation(&mut self, _: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// One insert per key: SQLite has no arrays to pass them in at once.
+    async fn record_reports(
+        &mut self,
+        agent: &Label,
+        seqs: &[u64],
+        now: Timestamp,
+    ) -> Result<BTreeSet<i64>, StoreError> {
+        let mut key = self.prepare(
+            "recording a report",
+            "INSERT INTO applied_reports (agent, seq, applied_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (agent, seq) DO NOTHING",
+        )?;
+        let mut fresh = BTreeSet::new();
+        for &seq in seqs {
+            let seq = i64::try_from(seq).map_err(|_| StoreError::Invalid {
+                field: "batches.seq".into(),
+                reason: "too large".into(),
+            })?;
+            let n = key
+                .execute(params![agent.as_str(), seq, now.as_millisecond()])
+                .map_err(db("recording a report"))?;
+            if n > 0 {
+                fresh.insert(seq);
+            }
+        }
+        Ok(fresh)
+    }
+
+    async fn add_traffic(&mut self, hours: &Hours<'_>) -> Result<(), StoreError> {
+        let mut add = self.prepare(
+            "adding traffic",
+            "INSERT INTO traffic_hours (instance, hour_ms, upload, download) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (instance, hour_ms) DO UPDATE SET
+               upload = upload + excluded.upload, download = download + excluded.download",
+        )?;
+        for ((instance, hour), (up, down)) in hours {
+            add.execute(params![instance, hour, clamp(*up), clamp(*down)])
+                .map_err(db("adding traffic"))?;
+        }
+        Ok(())
+    }
+}
