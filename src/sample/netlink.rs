@@ -43,8 +43,12 @@ const STATS_HEADER_LEN: usize = 12;
 pub enum SampleError {
     #[error("cannot open a netlink socket: {0}")]
     Socket(#[from] io::Error),
-    #[error("netlink {what} dump failed: {reason}")]
-    Dump { what: &'static str, reason: String },
+    #[error("netlink {what} dump failed: {source}")]
+    Dump {
+        what: &'static str,
+        #[source]
+        source: KernelError,
+    },
 }
 
 /// Samples every interface's counters with one netlink stats dump.
@@ -108,7 +112,7 @@ impl LinkSampler {
             )
             .map_err(|e| SampleError::Dump {
                 what: "stats",
-                reason: e.to_string(),
+                source: e,
             })?;
         stats.sort_unstable_by_key(|s| s.0);
         stats.dedup_by_key(|s| s.0);
@@ -200,7 +204,7 @@ impl LinkSampler {
             )
             .map_err(|e| SampleError::Dump {
                 what: "link",
-                reason: e.to_string(),
+                source: e,
             })?;
         self.names = names;
         // An interrupted dump may have missed a link: look again next tick.

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
 
-use super::model::{Limit, Membership, Scope, StoreError};
+use super::model::{Limit, Membership, Scope, StoreError, cause};
 use super::report::Hours;
 use super::traffic::TrafficQuota;
 use crate::model::ids::{InstanceId, Label};
@@ -98,7 +98,10 @@ impl Row {
             .and_then(T::from_value)
             .ok_or_else(|| StoreError::Database {
                 what: self.what,
-                reason: format!("column {k} is not a {}", std::any::type_name::<T>()),
+                source: cause(format!(
+                    "column {k} is not a {}",
+                    std::any::type_name::<T>()
+                )),
             })
     }
 
@@ -425,7 +428,7 @@ pub(crate) trait Statements {
         {
             let l = Limit::from_i64(r.get(1)?).map_err(|reason| StoreError::Database {
                 what: "reading limits",
-                reason,
+                source: cause(reason),
             })?;
             limits.insert(r.get(0)?, l);
         }
@@ -858,7 +861,7 @@ fn quota_of(r: &Row) -> Result<(String, TrafficQuota), StoreError> {
     )
     .map_err(|reason| StoreError::Database {
         what: "reading traffic quotas",
-        reason,
+        source: cause(reason),
     })?;
     Ok((r.get(0)?, q))
 }

@@ -176,7 +176,7 @@ pub fn standings_from(
     for (kind, resource, v) in limits {
         let limit = Limit::from_i64(v).map_err(|reason| StoreError::Database {
             what: "reading limits",
-            reason,
+            source: cause(reason),
         })?;
         let c = chains.entry(resource).or_default();
         match kind.as_str() {
@@ -238,8 +238,21 @@ pub enum StoreError {
     NotFound { what: &'static str, name: String },
     #[error("{field}: {reason}")]
     Invalid { field: String, reason: String },
-    #[error("quota store database: {what}: {reason}")]
-    Database { what: &'static str, reason: String },
+    #[error("quota store database: {what}: {source}")]
+    Database {
+        what: &'static str,
+        #[source]
+        source: Cause,
+    },
+}
+
+/// What a database error came from, shared so that `StoreError` stays `Clone` (one
+/// error answers every request a group commit carried).
+pub type Cause = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+
+/// `e` as a [`Cause`]: an error keeps its chain, a message becomes one.
+pub fn cause(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Cause {
+    std::sync::Arc::from(e.into())
 }
 
 impl From<NameError> for StoreError {
@@ -264,7 +277,7 @@ impl From<crate::model::token::TokenError> for StoreError {
             TokenError::Host(e) => e.into(),
             TokenError::Random(e) => StoreError::Database {
                 what: "making a token",
-                reason: e.to_string(),
+                source: cause(e),
             },
         }
     }
@@ -279,7 +292,7 @@ impl ReservationId {
         let mut bytes = [0u8; 16];
         getrandom::fill(&mut bytes).map_err(|e| StoreError::Database {
             what: "making a reservation id",
-            reason: e.to_string(),
+            source: cause(e),
         })?;
         Ok(ReservationId(hex::encode(bytes)))
     }

@@ -24,8 +24,12 @@ const VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    #[error("{path}: {reason}")]
-    Io { path: PathBuf, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("{path}: not a sluice token file: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error("token {0}: no such token")]
@@ -33,7 +37,7 @@ pub enum TokenError {
     #[error("{0:?} is not a token id (8 hex digits)")]
     BadId(String),
     #[error("cannot make a token: {0}")]
-    Random(String),
+    Random(#[source] crate::model::token::TokenError),
 }
 
 /// What an agent token may do. Only admin exists: reads need no token on loopback.
@@ -70,10 +74,10 @@ struct TokenFile {
     tokens: Vec<StoredToken>,
 }
 
-fn io_err(path: &Path, e: impl std::fmt::Display) -> TokenError {
+fn io_err(path: &Path, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> TokenError {
     TokenError::Io {
         path: path.to_owned(),
-        reason: e.to_string(),
+        source: e.into(),
     }
 }
 
@@ -132,7 +136,7 @@ fn locked<T>(
 
 /// Make an admin token; returns it whole, the only time it is seen.
 pub fn create(path: &Path, now: Timestamp) -> Result<(Token, StoredToken), TokenError> {
-    let token = Token::generate().map_err(|e| TokenError::Random(e.to_string()))?;
+    let token = Token::generate().map_err(TokenError::Random)?;
     let stored = StoredToken {
         id: token.id.to_string(),
         role: AgentRole::Admin,

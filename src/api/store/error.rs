@@ -76,8 +76,8 @@ impl From<StoreError> for ApiError {
                 err
             }
             StoreError::Invalid { field, reason } => ApiError::invalid(field, reason),
-            StoreError::Database { what, reason } => {
-                tracing::error!("quota store database: {what}: {reason}");
+            StoreError::Database { what, source } => {
+                tracing::error!("quota store database: {what}: {source}");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "database_unavailable",

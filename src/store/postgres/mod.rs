@@ -17,7 +17,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 pub(crate) use self::statements::Postgres;
-use super::model::StoreError;
+use super::model::{StoreError, cause};
 
 /// Connections per store process.
 const POOL_SIZE: usize = 16;
@@ -25,16 +25,17 @@ const POOL_SIZE: usize = 16;
 pub(crate) fn pg(what: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError {
     move |e| StoreError::Database {
         what,
-        reason: e
-            .as_db_error()
-            .map_or_else(|| e.to_string(), |d| d.message().to_owned()),
+        source: cause(
+            e.as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_owned()),
+        ),
     }
 }
 
 fn pool_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Database {
         what: "connecting",
-        reason: e.to_string(),
+        source: cause(e.to_string()),
     }
 }
 

@@ -6,7 +6,7 @@
 use deadpool_postgres::Object;
 
 use super::pg;
-use crate::store::model::StoreError;
+use crate::store::model::{StoreError, cause};
 
 /// `MIGRATIONS[i]` takes the schema from version i to i + 1.
 const MIGRATIONS: [&str; 1] = ["
@@ -96,7 +96,9 @@ pub async fn migrate(client: &mut Object) -> Result<(), StoreError> {
     if version > VERSION {
         return Err(StoreError::Database {
             what: "opening",
-            reason: format!("schema version {version} is newer than this sluice knows ({VERSION})"),
+            source: cause(format!(
+                "schema version {version} is newer than this sluice knows ({VERSION})"
+            )),
         });
     }
     for step in MIGRATIONS.iter().skip(version.max(0) as usize) {

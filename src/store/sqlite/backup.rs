@@ -10,7 +10,7 @@ use rusqlite::Connection;
 use rusqlite::backup::Backup;
 
 use super::{db, open_connection, schema};
-use crate::store::model::StoreError;
+use crate::store::model::{StoreError, cause};
 use crate::sys::{Holder, holder};
 
 /// The lock a process serving `db_path` holds: `<db>.lock`.
@@ -24,7 +24,7 @@ fn io(what: &'static str, path: &Path) -> impl Fn(std::io::Error) -> StoreError 
     let path = path.display().to_string();
     move |e| StoreError::Database {
         what,
-        reason: format!("{path}: {e}"),
+        source: cause(format!("{path}: {e}")),
     }
 }
 

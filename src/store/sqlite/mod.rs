@@ -15,7 +15,7 @@ pub(crate) use self::statements::Sqlite;
 use super::backend::Statements;
 use super::engine::{self, Settle};
 use super::model::{
-    Deltas, Limit, Membership, ReservationId, Resource, Scope, Standing, StoreError,
+    Deltas, Limit, Membership, ReservationId, Resource, Scope, Standing, StoreError, cause,
 };
 use crate::model::ids::{InstanceId, Label};
 use crate::model::token::{Role, Token, TokenId, TokenInfo};
@@ -26,7 +26,7 @@ const STATEMENT_CACHE: usize = 128;
 pub(crate) fn db(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     move |e| StoreError::Database {
         what,
-        reason: e.to_string(),
+        source: cause(e),
     }
 }
 
@@ -35,7 +35,7 @@ pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Database {
             what: "creating the data directory",
-            reason: format!("{}: {e}", dir.display()),
+            source: cause(format!("{}: {e}", dir.display())),
         })?;
     }
     let conn = Connection::open(path).map_err(db("opening"))?;

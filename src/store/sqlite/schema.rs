@@ -6,7 +6,7 @@
 use rusqlite::Connection;
 
 use super::db;
-use crate::store::model::StoreError;
+use crate::store::model::{StoreError, cause};
 
 const MIGRATIONS: [&str; 2] = [
     // 1: counted resources.
@@ -90,7 +90,9 @@ pub fn migrate(conn: &Connection) -> Result<(), StoreError> {
     if version > VERSION {
         return Err(StoreError::Database {
             what: "opening",
-            reason: format!("schema version {version} is newer than this sluice knows ({VERSION})"),
+            source: cause(format!(
+                "schema version {version} is newer than this sluice knows ({VERSION})"
+            )),
         });
     }
     if version == VERSION {

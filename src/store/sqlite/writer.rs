@@ -12,7 +12,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::db;
-use crate::store::model::StoreError;
+use crate::store::model::{StoreError, cause};
 
 /// How many requests one transaction takes at most.
 const MAX_BATCH: usize = 512;
@@ -54,7 +54,7 @@ where
             (_, Err(e)) => Err(e),
             (None, Ok(())) => Err(StoreError::Database {
                 what: "running a request",
-                reason: "the request was not run".into(),
+                source: cause("the request was not run"),
             }),
         };
         let _ = self.reply.send(answer);
@@ -77,7 +77,7 @@ impl Writer {
             .spawn(move || serve(conn, rx))
             .map_err(|e| StoreError::Database {
                 what: "starting the writer thread",
-                reason: e.to_string(),
+                source: cause(e),
             })?;
         Ok(Writer { jobs: tx })
     }
@@ -96,7 +96,7 @@ impl Writer {
         });
         let gone = || StoreError::Database {
             what: "running a request",
-            reason: "the writer thread has stopped".into(),
+            source: cause("the writer thread has stopped"),
         };
         self.jobs.send(task).await.map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
