@@ -263,10 +263,16 @@ mod tests {
             use std::hash::{BuildHasher, BuildHasherDefault};
             BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(n)
         };
-        assert_eq!(
-            hash(&IfName::new("kvm1.0").unwrap()),
-            hash(&IfName::new("kvm1.0").unwrap())
-        );
+        // Equal names from different origins (a literal, a state file's JSON, a name cut
+        // from a longer one's text) hash equal and collapse to one map key.
+        let literal = IfName::new("kvm1.0").unwrap();
+        let decoded: IfName = serde_json::from_str("\"kvm1.0\"").unwrap();
+        let longer = IfName::new("kvm1.0x").unwrap();
+        let cut = IfName::new(&longer.as_str()[..6]).unwrap();
+        assert_eq!(hash(&literal), hash(&decoded));
+        assert_eq!(hash(&literal), hash(&cut));
+        let set: std::collections::HashSet<IfName> = [literal, decoded, cut].into();
+        assert_eq!(set.len(), 1);
         assert_ne!(
             hash(&IfName::new("kvm1.0").unwrap()),
             hash(&IfName::new("kvm1.00").unwrap())

@@ -119,9 +119,16 @@ fn first_sight_is_a_baseline_then_deltas_are_exact() {
     assert_eq!(totals(&l, "usage_5m"), (0, 0, false));
     let r = w.tick(&mut l, 2 * MIN, 7, 5_001_000, 9_000_500);
     assert_eq!((r.rx_bytes, r.tx_bytes, r.resets), (1000, 500, 0));
+    // Idle ticks write nothing: not a row changes on the ledger's connection.
+    let before = l.conn.total_changes();
     for m in 3..=5 {
-        w.tick(&mut l, m * MIN, 7, 5_001_000, 9_000_500); // idle: nothing written
+        w.tick(&mut l, m * MIN, 7, 5_001_000, 9_000_500);
     }
+    assert_eq!(
+        l.conn.total_changes(),
+        before,
+        "idle ticks wrote to the ledger"
+    );
     w.tick(&mut l, 6 * MIN, 7, 5_004_000, 9_000_500);
     assert_eq!(totals(&l, "usage_5m"), (4000, 500, false));
     assert_eq!(totals(&l, "usage_hour"), (4000, 500, false));
