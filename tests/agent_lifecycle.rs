@@ -82,11 +82,11 @@ fn lock_reload_corrupt_state_and_sigterm() {
         "the error names the field:\n{}",
         agent.log()
     );
-    let before = sluice::state::read(&run.join("state.json"))
-        .unwrap()
-        .unwrap()
-        .interval_secs;
-    assert_eq!(before, 1);
+    // The running config, as the tick loop answers it (an idle host's state file is not
+    // rewritten, so only the live answer shows what is in force): still the old one.
+    support::http::wait_healthy(&ns, 9477, Duration::from_secs(10));
+    let status = support::http::get_json(&ns, 9477, "/v1/status");
+    assert_eq!(status["interval_secs"], 1, "{status}");
 
     // SIGHUP with a good, changed config: taken.
     std::fs::write(&config, config_text(&run, "2s")).unwrap();
@@ -98,6 +98,8 @@ fn lock_reload_corrupt_state_and_sigterm() {
         (s.interval_secs == 2).then_some(())
     });
     assert!(agent.log().contains("configuration reloaded"));
+    let status = support::http::get_json(&ns, 9477, "/v1/status");
+    assert_eq!(status["interval_secs"], 2, "{status}");
 
     // `list` asks the lock whether the agent runs (an idle host's state is not rewritten,
     // so its age cannot tell).

@@ -161,8 +161,18 @@ action = "warn"
         );
     }
     // The script ran: the summary and English labels are there, the release buttons are
-    // hidden without a token, no error note.
+    // hidden without a token (buttons show only under the root's `admin` class, which
+    // the script sets once a token is typed in), no error note.
     assert!(dom.contains("<html lang=\"en\""), "{}", &dom[..200]);
+    let root_tag = &dom[dom.find("<html").unwrap()..];
+    let root_tag = &root_tag[..root_tag.find('>').unwrap()];
+    assert!(
+        !root_tag.contains("admin"),
+        "buttons shown without a token: {root_tag}"
+    );
+    let note = &dom[dom.find("<p id=\"note\"").expect("the note element")..];
+    let note = &note[..note.find("</p>").unwrap()];
+    assert!(!note.contains("Failed"), "an error note: {note}");
     assert!(dom.contains(">Period usage<"));
     assert!(
         dom.contains("<td>rule</td>") || dom.contains("<td>stage</td>"),

@@ -159,6 +159,17 @@ fn png_facts(bytes: &[u8]) -> (u32, u32, f64, usize) {
     )
 }
 
+/// The colour of the top-left pixel, and how many pixels are exactly `rgb`.
+fn png_colour(bytes: &[u8], rgb: [u8; 3]) -> ([u8; 3], usize) {
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let px: Vec<&[u8]> = buf[..info.buffer_size()].chunks(3).collect();
+    let corner = [px[0][0], px[0][1], px[0][2]];
+    (corner, px.iter().filter(|p| **p == rgb).count())
+}
+
 #[test]
 fn every_format_carries_the_ledgers_numbers() {
     let f = fixture();
@@ -229,8 +240,39 @@ fn every_format_carries_the_ledgers_numbers() {
         &["--instance", "101", "--format", "png", "--dark"],
     ));
     keep("101-dark.png", &dark);
-    assert_ne!(png_facts(&dark).3, 0);
     assert_ne!(&dark[..], &png[..]);
+    // Each theme's background, and its upload and download series drawn in their own
+    // colours (the palette of the README's charts: orange up, blue down).
+    // (theme, background, upload, download)
+    let themes = [
+        (
+            "light",
+            &png,
+            [0xff, 0xff, 0xff],
+            [0xd9, 0x6c, 0x00],
+            [0x09, 0x69, 0xda],
+        ),
+        (
+            "dark",
+            &dark,
+            [0x16, 0x1b, 0x22],
+            [0xff, 0x9e, 0x3d],
+            [0x4c, 0xb8, 0xff],
+        ),
+    ];
+    for (theme, bytes, background, upload, download) in themes {
+        assert_eq!(
+            png_colour(bytes, upload).0,
+            background,
+            "{theme} background"
+        );
+        let (_, up) = png_colour(bytes, upload);
+        let (_, down) = png_colour(bytes, download);
+        assert!(
+            up > 200 && down > 200,
+            "{theme}: {up} upload and {down} download pixels"
+        );
+    }
 
     // HTML: self-contained, with the totals and the events.
     let html =
