@@ -266,6 +266,21 @@ fn the_store_counts_every_byte_once_through_outages_retries_and_duplicates() {
         ledger_totals(&config),
         "the resend was not added twice"
     );
+    // The panel's quota reached the agent as a rule and fired on this host's traffic
+    // (300 KB against more than a megabyte uploaded).
+    let fired = eventually(
+        Duration::from_secs(10),
+        "the store quota's rule fires",
+        || {
+            support::events(&config).into_iter().find(|e| {
+                e["event"] == "rule"
+                    && e["rule"] == "store:day:upload:501"
+                    && e["state"] == "exceeded"
+            })
+        },
+    );
+    assert_eq!(fired["limit_bytes"], 300_000, "{fired}");
+    assert_eq!(fired["instance"], "501", "{fired}");
     let log = agent.log();
     assert_eq!(agent.stop(), Some(0), "{log}");
     assert!(log.contains("quota store unreachable"), "{log}");

@@ -184,7 +184,10 @@ mod tests {
 
     /// A loopback HTTP server answering with `statuses` in turn; sends each request's
     /// (headers, body) back to the test.
-    fn server(statuses: Vec<u16>) -> (String, std_mpsc::Receiver<(Vec<String>, String)>) {
+    /// Each attempt: when it arrived, its headers and its body.
+    type Attempt = (std::time::Instant, Vec<String>, String);
+
+    fn server(statuses: Vec<u16>) -> (String, std_mpsc::Receiver<Attempt>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let (tx, rx) = std_mpsc::channel();
@@ -208,12 +211,14 @@ mod tests {
                 }
                 let mut body = vec![0; length];
                 reader.read_exact(&mut body).unwrap();
+                // When the attempt arrived, before it is answered.
+                let at = std::time::Instant::now();
                 write!(
                     stream,
                     "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
                 )
                 .unwrap();
-                tx.send((headers, String::from_utf8(body).unwrap()))
+                tx.send((at, headers, String::from_utf8(body).unwrap()))
                     .unwrap();
             }
         });
@@ -256,7 +261,7 @@ mod tests {
         .await
         .unwrap();
         let want_body = event("rule").body.to_string();
-        for (headers, body) in &got {
+        for (_, headers, body) in &got {
             assert_eq!(body, &want_body, "the same body on every attempt");
             assert_eq!(
                 header(headers, SIGNATURE_HEADER),
@@ -264,6 +269,48 @@ mod tests {
             );
             assert_eq!(header(headers, EVENT_HEADER), Some("rule"));
             assert_eq!(header(headers, "content-type"), Some("application/json"));
+        }
+    }
+
+    #[tokio::test]
+    async fn gives_up_after_five_attempts_each_waiting_at_least_twice_as_long() {
+        // Five failures for the first event, then the second arrives at once.
+        let (url, rx) = server(vec![500, 503, 500, 502, 500, 200]);
+        let config = WebhookConfig {
+            url: url.parse().unwrap(),
+            secret: None,
+            timeout: Duration::from_secs(5),
+            events: BTreeSet::new(),
+        };
+        let mut hooks = Webhooks::start(&[config], Duration::from_millis(40));
+        let mut second = event("stage");
+        second.body = json!({"event": "stage", "n": 2});
+        hooks.send(&[event("rule"), second.clone()]);
+        let got = tokio::task::spawn_blocking(move || {
+            (0..6)
+                .map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap();
+        let first = event("rule").body.to_string();
+        let bodies: Vec<&str> = got.iter().map(|(_, _, b)| b.as_str()).collect();
+        assert_eq!(
+            bodies[..5],
+            [first.as_str(); 5],
+            "{ATTEMPTS} attempts of the first"
+        );
+        assert_eq!(bodies[5], second.body.to_string(), "then the next event");
+        // Sleeps are never shorter than asked: each gap is at least its backoff step
+        // (40, 80, 160, 320 ms).
+        for (k, pair) in got[..5].windows(2).enumerate() {
+            let gap = pair[1].0 - pair[0].0;
+            let step = Duration::from_millis(40 << k);
+            assert!(
+                gap >= step,
+                "retry {} after {gap:?}, before its {step:?}",
+                k + 1
+            );
         }
     }
 
@@ -283,8 +330,10 @@ mod tests {
         let many: Vec<EventRow> = (0..QUEUE + 50).map(|_| event("rule")).collect();
         let started = std::time::Instant::now();
         hooks.send(&many);
+        // Waiting on deliveries would take minutes (each fails after 200 ms, one at a
+        // time); seconds of slack keep a loaded machine from failing it.
         assert!(
-            started.elapsed() < Duration::from_secs(1),
+            started.elapsed() < Duration::from_secs(5),
             "send never waits"
         );
         // One may already be in flight; the rest beyond the queue's room are dropped.
