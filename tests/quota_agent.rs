@@ -389,7 +389,10 @@ timeout = "10s"
             "{rule}"
         );
     }
-    // Traffic flows again on the raised link.
+    // Traffic flows again on the raised link: the host's side receives it (sendto()
+    // succeeds on a downed veth too, so only the far side's counter is evidence).
+    let host_rx = || host.sysfs_counter("tap502i0", "rx_bytes");
+    let before = host_rx();
     let sent = send_udp(
         &cut.name,
         link_b.a_ip,
@@ -399,6 +402,14 @@ timeout = "10s"
         Duration::from_secs(2),
     );
     assert_eq!(sent, 100);
+    let arrived = eventually(Duration::from_secs(5), "the datagrams arrive", || {
+        let got = host_rx() - before;
+        (got >= 100 * (1000 + support::UDP_FRAME_OVERHEAD)).then_some(got)
+    });
+    assert!(
+        arrived >= 100 * (1000 + support::UDP_FRAME_OVERHEAD),
+        "{arrived} bytes"
+    );
     assert_eq!(lines(&shutdown_log).len(), 1);
     assert_eq!(agent.stop(), Some(0));
 }
