@@ -76,6 +76,13 @@ action = "warn"
     .unwrap();
     let agent = AgentProc::start(&host, &config, tmp.path().join("agent.log"));
     wait_healthy(&host, PORT, Duration::from_secs(15));
+    // The agent's first sample is the rule's baseline; the link is quiet until the
+    // traffic below (IPv6 is off, neighbours are static), so the kernel's counter now
+    // is the counter then.
+    eventually(Duration::from_secs(15), "the agent's first tick", || {
+        (get_json(&host, PORT, "/healthz")["status"] == "ok").then_some(())
+    });
+    let rx_before = host.sysfs_counter("tap401i0", "rx_bytes");
 
     // ~15 Mbit of UDP for up to 6 s: over stage 1's 10 Mbit trigger and over 1 MB.
     let payload = 1200;
@@ -124,7 +131,19 @@ action = "warn"
         (q["rule"].as_str(), q["exceeded"].as_bool()),
         (Some("daily"), Some(true))
     );
-    let used = q["used_bytes"].as_u64().unwrap();
+    // The count is the bytes the tap received since the baseline, as the kernel has them
+    // (the traffic is over: the next tick counts the last of it).
+    let received = host.sysfs_counter("tap401i0", "rx_bytes") - rx_before;
+    let used = eventually(
+        Duration::from_secs(10),
+        "the count reaches the kernel's",
+        || {
+            let v =
+                get_json(&host, PORT, "/v1/instances/401")["quotas"][0]["used_bytes"].as_u64()?;
+            (v == received).then_some(v)
+        },
+    );
+    assert!(q["used_bytes"].as_u64().unwrap() <= used);
     let (code, body) = request(&host, PORT, "GET", "/v1/instances/999", None);
     assert_eq!(code, 404, "{body}");
     let (code, body) = request(&host, PORT, "GET", "/v1/instances/a%20b", None);

@@ -114,6 +114,13 @@ action = "warn"
     .unwrap();
     let _agent = AgentProc::start(&host, &config, tmp.path().join("agent.log"));
     wait_healthy(&host, PORT, Duration::from_secs(15));
+    // The agent's first sample is each rule count's baseline; the links are quiet until
+    // the traffic below (IPv6 is off, neighbours are static).
+    eventually(Duration::from_secs(15), "the agent's first tick", || {
+        (get_json(&host, PORT, "/healthz")["status"] == "ok").then_some(())
+    });
+    let rx = |tap: &str| host.sysfs_counter(tap, "rx_bytes");
+    let before = (rx("tap601i0"), rx("tap602i0"));
     // 601 sends ~2 MB, 602 ~0.3 MB, both bounded in time.
     send_udp(
         &a.name,
@@ -131,15 +138,15 @@ action = "warn"
         20_000_000,
         Duration::from_secs(5),
     );
-    // Counted: both instances' rule counts stop moving across two reads a tick apart.
     let used = |id: &str| -> Option<u64> {
         get_json(&host, PORT, &format!("/v1/instances/{id}"))["quotas"][0]["used_bytes"].as_u64()
     };
-    let counts = eventually(Duration::from_secs(15), "counts settle", || {
-        let first = (used("601")?, used("602")?);
-        std::thread::sleep(Duration::from_millis(2100));
-        let again = (used("601")?, used("602")?);
-        (first == again && first.0 > 2_000_000).then_some(first)
+    // Counted: each rule count reaches what the kernel says its tap received since.
+    let received = (rx("tap601i0") - before.0, rx("tap602i0") - before.1);
+    assert!(received.0 > 2_000_000, "601 sent {} bytes", received.0);
+    let counts = eventually(Duration::from_secs(15), "counts reach the kernel's", || {
+        let now = (used("601")?, used("602")?);
+        (now == received).then_some(now)
     });
 
     let profile = tempfile::tempdir().unwrap();
