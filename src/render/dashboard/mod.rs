@@ -1,6 +1,6 @@
 //! The web dashboard: server-rendered pages ([`page`]) with a little hand-written script,
 //! every asset compiled into the binary — no framework, no bundler, nothing fetched
-//! from elsewhere. The agent serves it at `/` (see `crate::api::agent`).
+//! from elsewhere. The agent's HTTP API serves it at `/`.
 
 pub mod fleet;
 pub mod page;
