@@ -18,7 +18,7 @@
 //! | `state`    | the snapshot (`state.json`) and its records |
 //! | `store`    | the quota engine over SQLite or PostgreSQL |
 //! | `report`   | event encoding, webhooks, the reporter to the store |
-//! | `engine`   | one tick: sample → account → policy, for the agent and `simulate` alike |
+//! | `engine`   | one tick: policy → ledger commit → verdicts, for the agent and `simulate` alike |
 //! | `render`   | dashboard pages and exports (charts, HTML, CSV, JSON) |
 //! | `api`      | HTTP: shared errors and auth, the agent's routes, the store's routes |
 //! | `daemon`   | the agent's loop, signals, reload, store link, logging |
