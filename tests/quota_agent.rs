@@ -22,7 +22,7 @@ use sluice::account::ledger::packed_quotas;
 use sluice::enforce::tc::ifb_name;
 use sluice::model::calendar::Period;
 use sluice::state::{self, InterfaceRecord};
-use support::{AgentProc, Iperf3Server, Netns, counter_rate, events, eventually, send_udp, veth};
+use support::{AgentProc, Iperf3Server, Netns, events, eventually, send_udp, settled_rate, veth};
 
 fn record(run: &Path, name: &str) -> Option<InterfaceRecord> {
     let snap = state::read(&run.join("state.json")).ok().flatten()?;
@@ -40,6 +40,19 @@ fn is_up(ns: &Netns, dev: &str) -> bool {
         .and_then(|s| s.split('>').next())
         .unwrap_or("");
     flags.split(',').any(|f| f == "UP")
+}
+
+/// Wait until the agent in `ns` has finished `n` more ticks (its `/v1/status` says when
+/// it last ticked): "nothing happened" is then checked after the agent had its chances.
+fn ticks_after_now(ns: &Netns, n: i64) {
+    let tick =
+        |s: serde_json::Value| -> Option<jiff::Timestamp> { s["last_tick"].as_str()?.parse().ok() };
+    support::http::wait_healthy(ns, 9477, Duration::from_secs(15));
+    let first = tick(support::http::get_json(ns, 9477, "/v1/status")).unwrap();
+    eventually(Duration::from_secs(5 + n as u64 * 2), "more ticks", || {
+        let t = tick(support::http::get_json(ns, 9477, "/v1/status"))?;
+        (t.duration_since(first) >= jiff::SignedDuration::from_secs(n)).then_some(())
+    });
 }
 
 fn lines(path: &Path) -> Vec<String> {
@@ -229,10 +242,9 @@ timeout = "10s"
 
     // The limit bites: a TCP flow from 501 gets 5 Mbit after the shaper.
     let server = Iperf3Server::start(&host, link_a.a_ip, 5501);
-    let mut flow = server.client(&limited, 8, 0);
-    std::thread::sleep(Duration::from_millis(2500));
+    let mut flow = server.client(&limited, 15, 0);
     let ifb = ifb_name(host.ifindex("tap501i0"));
-    let shaped = counter_rate(&host, &ifb, "tx_bytes", Duration::from_secs(3));
+    let shaped = settled_rate(&host, &ifb, "tx_bytes", Duration::from_secs(3));
     let _ = flow.kill();
     let _ = flow.wait();
     assert!(
@@ -273,7 +285,7 @@ timeout = "10s"
         },
     );
     assert!(!is_up(&host, "tap502i0"));
-    std::thread::sleep(Duration::from_secs(2));
+    ticks_after_now(&host, 2);
     assert_eq!(
         lines(&shutdown_log),
         vec!["shutdown 503 tap503i0"],
@@ -411,5 +423,101 @@ timeout = "10s"
         "{arrived} bytes"
     );
     assert_eq!(lines(&shutdown_log).len(), 1);
+    assert_eq!(agent.stop(), Some(0));
+}
+
+/// The guarantee for a `shutdown` hook across a crash is *at most once*: an agent killed
+/// after its tick committed the exceed but before it started the hook does not run the
+/// hook when it comes back (the exceed is remembered, so nothing fires again). The
+/// process dies inside that window by the `before-hook` crash point, as by `kill -9`.
+#[test]
+fn shutdown_hook_at_most_once_when_killed_between_commit_and_hook() {
+    let host = Netns::new("qk");
+    let inst = Netns::new("ql");
+    let link = veth(&host, "tap601i0", &inst, "eth0", 124);
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let hook = tmp.path().join("hook.sh");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\necho \"$@\" >> \"$(dirname \"$0\")/$1.log\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = tmp.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[agent]
+interval = "1s"
+interfaces = ['^tap(?P<instance>[0-9]+)i[0-9]+$']
+backend = "tc"
+enforce_base = false
+state_dir = "{run}"
+data_dir = "{run}/lib"
+[log]
+dir = ""
+[penalty]
+base_rate = "1000mbit"
+[[rule]]
+name = "off"
+period = "day"
+timezone = "UTC"
+limit = "1MB"
+action = "shutdown"
+instances = ["601"]
+[hooks]
+shutdown = ["{hook}", "shutdown", "{{instance}}"]
+timeout = "10s"
+"#,
+            run = run.display(),
+            hook = hook.display(),
+        ),
+    )
+    .unwrap();
+    let shutdown_log = tmp.path().join("shutdown.log");
+
+    let mut agent = AgentProc::start_with_env(
+        &host,
+        &config,
+        tmp.path().join("agent1.log"),
+        &[("SLUICE_CRASH_AT", "before-hook")],
+    );
+    eventually(Duration::from_secs(15), "agent sees the tap", || {
+        record(&run, "tap601i0")
+    });
+    megabytes(&inst, link.a_ip, 2);
+    let ended = agent.wait_exit(Duration::from_secs(15));
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        ended.signal(),
+        Some(libc::SIGKILL),
+        "died at the crash point: {ended:?}\n{}",
+        agent.log()
+    );
+    assert!(!shutdown_log.exists(), "the hook never started");
+    // The exceed was committed before the crash.
+    let ev = events(&config);
+    assert_eq!(rule_states(&ev, "off"), vec!["exceeded"], "{ev:?}");
+    drop(agent);
+
+    // Restarted: the exceed is read back from the ledger and nothing runs, even with more
+    // traffic over the limit. "Nothing runs" is checked after the new agent has ticked
+    // three times past the exceed it loaded.
+    let agent = AgentProc::start(&host, &config, tmp.path().join("agent2.log"));
+    support::http::wait_healthy(&host, 9477, Duration::from_secs(15));
+    let first = support::http::get_json(&host, 9477, "/v1/status");
+    assert_eq!(first["quotas_exceeded"], 1, "{first}");
+    megabytes(&inst, link.a_ip, 1);
+    ticks_after_now(&host, 3);
+    assert!(
+        !shutdown_log.exists(),
+        "at most once: the restarted agent must not run the hook\n{}",
+        agent.log()
+    );
+    let ev = events(&config);
+    assert_eq!(rule_states(&ev, "off"), vec!["exceeded"], "{ev:?}");
+    assert!(!ev.iter().any(|e| e["event"] == "hook"), "{ev:?}");
     assert_eq!(agent.stop(), Some(0));
 }

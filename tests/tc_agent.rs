@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use sluice::enforce::tc::ifb_name;
 use sluice::state::{self, InterfaceRecord};
-use support::{AgentProc, Iperf3Server, Netns, counter_rate, eventually, sluice_bin, veth};
+use support::{AgentProc, Iperf3Server, Netns, eventually, settled_rate, sluice_bin, veth};
 
 fn record(run: &Path, name: &str) -> Option<InterfaceRecord> {
     let snap = state::read(&run.join("state.json")).ok().flatten()?;
@@ -79,8 +79,7 @@ duration = "10s"
     eventually(Duration::from_secs(30), "stage 1", || {
         record(&run, "tap301i0").filter(|r| r.stage == 1)
     });
-    std::thread::sleep(Duration::from_millis(1500));
-    let slowed = counter_rate(&host, &ifb, "tx_bytes", Duration::from_secs(3));
+    let slowed = settled_rate(&host, &ifb, "tx_bytes", Duration::from_secs(3));
     let rec = record(&run, "tap301i0").unwrap();
     assert_eq!(rec.stage, 1, "still in stage 1 after the measurement");
     assert_eq!(rec.upload_limit_kbps, Some(10_000));
@@ -101,11 +100,11 @@ duration = "10s"
     });
     // The state file says stage 0 once the tick that raised the limit wrote it; TCP then
     // needs a moment to grow its window from the 10 Mbit it was held to, as it did after
-    // the cut. The flow still hogs, so the agent escalates again one trigger (8 s) after
-    // the expiry: the 1.5 s settle + 3 s window must end well before that. (With a 4 s
+    // the cut: the measurement starts once the rate is steady. The flow still hogs, so the
+    // agent escalates again one trigger (8 s) after the expiry; the state is checked after
+    // the window, so an overlap fails with that message instead of a rate. (With a 4 s
     // trigger the window overlapped the new penalty and CI measured 17.99 Mbit.)
-    std::thread::sleep(Duration::from_millis(1500));
-    let restored = counter_rate(&host, &ifb, "tx_bytes", Duration::from_secs(3));
+    let restored = settled_rate(&host, &ifb, "tx_bytes", Duration::from_secs(3));
     let rec = record(&run, "tap301i0").unwrap();
     assert_eq!(rec.stage, 0, "still at base after the measurement");
     assert_eq!(rec.upload_limit_kbps, Some(20_000));

@@ -41,6 +41,7 @@ use crate::sample::LinkSampler;
 use crate::sample::Sample;
 use crate::state::{self, AgentView, Header, LOCK_FILE, Loaded, STATE_FILE, ShaperDrops};
 use crate::sys::AgentLock;
+use crate::sys::crash::{self, CrashPoint};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -144,6 +145,7 @@ impl Agent {
             path: dir.clone(),
             source: e,
         })?;
+        crash::check_env();
         let lock = AgentLock::acquire(&dir.join(LOCK_FILE))?;
         let state_path = dir.join(STATE_FILE);
         let mut policy = Policy::new();
@@ -588,6 +590,9 @@ impl Agent {
             match e.state {
                 QuotaState::Exceeded if e.action == ActionKind::Shutdown => {
                     if let Some(argv) = &self.config.hooks.shutdown {
+                        // The exceed is committed; the hook is not started. A crash here
+                        // loses the hook's run (at most once, never twice).
+                        crash::point(CrashPoint::BeforeHook);
                         hooks::spawn(
                             argv,
                             call(Hook::Shutdown),

@@ -1,9 +1,10 @@
 //! The operating system's edges that every layer above may need, kept free of sluice's
 //! policy: the route netlink socket, external commands (argv and a timeout, never a
-//! shell), atomic file writes and the agent's lock.
+//! shell), atomic file writes, the agent's lock, and the crash points fault tests arm.
 
 pub mod atomic;
 pub mod command;
+pub mod crash;
 pub mod lock;
 pub mod netlink;
 

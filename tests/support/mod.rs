@@ -458,12 +458,23 @@ pub struct AgentProc {
 
 impl AgentProc {
     pub fn start(ns: &Netns, config: &Path, stderr: PathBuf) -> AgentProc {
+        AgentProc::start_with_env(ns, config, stderr, &[])
+    }
+
+    /// As `start`, with extra environment variables (a crash point, say).
+    pub fn start_with_env(
+        ns: &Netns,
+        config: &Path,
+        stderr: PathBuf,
+        env: &[(&str, &str)],
+    ) -> AgentProc {
         let err = File::create(&stderr).unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", &ns.name])
             .arg(sluice_bin())
             .args(["agent", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(err)
             .spawn()
@@ -482,6 +493,12 @@ impl AgentProc {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Wait (bounded) for the agent to end by itself; returns how it ended.
+    pub fn wait_exit(&mut self, max: Duration) -> std::process::ExitStatus {
+        let child = &mut self.child;
+        eventually(max, "the agent to exit", || child.try_wait().unwrap())
     }
 
     /// SIGTERM and wait (bounded); returns the exit code.
@@ -592,4 +609,95 @@ pub fn counter_rate(ns: &Netns, dev: &str, counter: &str, window: Duration) -> f
     let c1 = ns.sysfs_counter(dev, counter);
     let t1 = t1 + (Instant::now() - t1) / 2;
     (c1 - c0) as f64 * 8.0 / (t1 - t0).as_secs_f64()
+}
+
+/// The rate of a byte counter once the traffic through it has settled: half-second
+/// readings are taken until two in a row agree within 5 % (a flow that just started or
+/// was just re-limited is still moving), then the rate over `window` is returned. What
+/// it waits for is steadiness, not the value the test expects, so the test can still fail.
+pub fn settled_rate(ns: &Netns, dev: &str, counter: &str, window: Duration) -> f64 {
+    let step = Duration::from_millis(500);
+    let mut previous = counter_rate(ns, dev, counter, step);
+    eventually(Duration::from_secs(10), "a steady rate", || {
+        let now = counter_rate(ns, dev, counter, step);
+        let steady = now > 0.0 && (now - previous).abs() <= 0.05 * now;
+        previous = now;
+        steady.then_some(())
+    });
+    counter_rate(ns, dev, counter, window)
+}
+
+/// Can this kernel police an interface's ingress the way ovs-vswitchd asks it to (a
+/// `police` action under a `matchall` or `basic` classifier)? Probed on a scratch link in
+/// a scratch namespace. A refusal must be one of the two the kernel gives for a missing
+/// module; any other failure panics, so the probe cannot quietly pick a branch.
+pub fn kernel_can_police() -> bool {
+    const MISSING: [&str; 2] = ["Failed to load TC action module", "TC classifier not found"];
+    let ns = Netns::new("pp");
+    ns.ip(&["link", "add", "slpol0", "type", "ifb"]);
+    ns.exec("tc", &["qdisc", "add", "dev", "slpol0", "ingress"]);
+    for classifier in ["matchall", "basic"] {
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &ns.name, "tc", "filter", "add", "dev", "slpol0",
+            ])
+            .args([
+                "parent", "ffff:", "protocol", "all", "prio", "49", classifier,
+            ])
+            .args(["action", "police", "rate", "1mbit", "burst", "10k", "drop"])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return true;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            MISSING.iter().any(|m| err.contains(m)),
+            "the police probe failed for another reason than a missing module: {}: {err}",
+            out.status
+        );
+    }
+    false
+}
+
+/// Count UDP payload bytes arriving at `bind` inside `ns` for `window` after the first
+/// datagram (or after `window` of silence): returns (bytes, seconds from the first to
+/// the last datagram).
+pub fn receive_udp(
+    ns: &str,
+    bind: SocketAddrV4,
+    window: Duration,
+) -> std::thread::JoinHandle<(u64, f64)> {
+    let ns = ns.to_owned();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        run_in(&ns, move || {
+            let sock = UdpSocket::bind(bind).unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            ready_tx.send(()).unwrap();
+            let mut buf = vec![0u8; 65536];
+            let (mut bytes, mut first, mut last) = (0u64, None::<Instant>, None::<Instant>);
+            let start = Instant::now();
+            loop {
+                let deadline = first.map_or(start, |f| f) + window;
+                if Instant::now() >= deadline {
+                    break;
+                }
+                if let Ok(n) = sock.recv(&mut buf) {
+                    let now = Instant::now();
+                    first.get_or_insert(now);
+                    last = Some(now);
+                    bytes += n as u64;
+                }
+            }
+            let span = match (first, last) {
+                (Some(f), Some(l)) => (l - f).as_secs_f64(),
+                _ => 0.0,
+            };
+            (bytes, span)
+        })
+    });
+    ready_rx.recv().unwrap();
+    handle
 }

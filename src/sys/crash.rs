@@ -1,0 +1,104 @@
+//! Named crash points for the fault tests. `SLUICE_CRASH_AT=name[,name…]` makes the
+//! process SIGKILL itself when it reaches one of them, so a test dies exactly inside a
+//! window (between the ledger commit and a hook, say) that a kill from outside would hit
+//! only by luck. Unset, as in production, a point costs one read of a cached flag.
+
+use std::sync::OnceLock;
+
+/// The environment variable naming the armed points.
+pub const ENV: &str = "SLUICE_CRASH_AT";
+
+/// Where the process may be told to die. A closed set, so a test cannot arm a point
+/// that the code does not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// The tick's ledger transaction has committed a quota exceed; its `shutdown` hook
+    /// has not been started.
+    BeforeHook,
+}
+
+impl CrashPoint {
+    const ALL: [CrashPoint; 1] = [CrashPoint::BeforeHook];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CrashPoint::BeforeHook => "before-hook",
+        }
+    }
+
+    fn parse(name: &str) -> Option<CrashPoint> {
+        Self::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+}
+
+/// The points `value` arms; a name that is no point is reported, so a typo in a test
+/// fails loudly instead of never crashing.
+pub fn parse_armed(value: &str) -> Result<Vec<CrashPoint>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            CrashPoint::parse(n).ok_or_else(|| {
+                let known: Vec<&str> = CrashPoint::ALL.iter().map(|p| p.as_str()).collect();
+                format!("{ENV}: no crash point {n:?} (known: {})", known.join(", "))
+            })
+        })
+        .collect()
+}
+
+fn armed() -> &'static [CrashPoint] {
+    static ARMED: OnceLock<Vec<CrashPoint>> = OnceLock::new();
+    ARMED.get_or_init(|| match std::env::var(ENV) {
+        Ok(v) => parse_armed(&v).unwrap_or_else(|e| {
+            // Only tests set it; dying is the loudest answer to a misspelt point.
+            eprintln!("{e}");
+            std::process::exit(2)
+        }),
+        Err(_) => Vec::new(),
+    })
+}
+
+/// Check the environment once at startup, so a bad `SLUICE_CRASH_AT` stops the process
+/// before it does anything rather than at the first point.
+pub fn check_env() {
+    let _ = armed();
+}
+
+/// Die here, as by `kill -9`, if `point` is armed: no destructor, no flush, no exit code.
+pub fn point(point: CrashPoint) {
+    if armed().contains(&point) {
+        // SAFETY: raising a signal at ourselves has no preconditions; SIGKILL never returns.
+        unsafe {
+            libc::raise(libc::SIGKILL);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_and_unknown_names_are_refused() {
+        let cases: [(&str, Result<Vec<CrashPoint>, ()>); 4] = [
+            ("", Ok(vec![])),
+            ("before-hook", Ok(vec![CrashPoint::BeforeHook])),
+            (" before-hook , ", Ok(vec![CrashPoint::BeforeHook])),
+            ("before-hok", Err(())),
+        ];
+        for (input, want) in cases {
+            let got = parse_armed(input);
+            match want {
+                Ok(points) => assert_eq!(got, Ok(points), "{input:?}"),
+                Err(()) => {
+                    let e = got.unwrap_err();
+                    assert!(
+                        e.contains("\"before-hok\"") && e.contains("before-hook"),
+                        "{e}"
+                    );
+                }
+            }
+        }
+    }
+}
