@@ -192,6 +192,20 @@ fn the_store_counts_every_byte_once_through_outages_retries_and_duplicates() {
         "url = \"http://127.0.0.1:{port}\"\ntoken = \"{agent_token}\"\nhost = \"hv-test\"\nquota_refresh = \"1s\"\n"
     );
     let (config, agent) = start_agent(&host, tmp.path(), &store_section);
+    // Past its first tick the agent's baseline is taken; the link is quiet (static
+    // neighbours, no IPv6), so the kernel's counters now are that baseline.
+    support::http::wait_healthy(&host, 9477, Duration::from_secs(15));
+    eventually(Duration::from_secs(10), "/healthz ok", || {
+        (support::http::get_json(&host, 9477, "/healthz")["status"] == "ok").then_some(())
+    });
+    let counters = || {
+        (
+            host.sysfs_counter("tap501i0", "rx_bytes"),
+            host.sysfs_counter("tap501i0", "tx_bytes"),
+        )
+    };
+    let baseline = counters();
+    // Upload (the instance sends) and, smaller, download (the host sends to it).
     let traffic = |bytes_per_packet: usize, packets: u64| {
         let sent = send_udp(
             &inst.name,
@@ -202,13 +216,24 @@ fn the_store_counts_every_byte_once_through_outages_retries_and_duplicates() {
             Duration::from_secs(3),
         );
         assert!(sent > packets / 2, "sent {sent}");
+        let sent = send_udp(
+            &host.name,
+            link.b_ip,
+            bytes_per_packet / 2,
+            packets / 2,
+            3_000_000,
+            Duration::from_secs(3),
+        );
+        assert!(sent > packets / 4, "sent {sent}");
     };
     traffic(1000, 600);
     // The store goes away for a while; the agent keeps measuring and spooling.
     proxy.target.lock().unwrap().take();
     assert_eq!(store.stop(), Some(0));
     traffic(700, 900);
-    std::thread::sleep(Duration::from_secs(2));
+    eventually(Duration::from_secs(10), "the agent notices", || {
+        agent.log().contains("quota store unreachable").then_some(())
+    });
     let store = StoreProc::start_in(Some(&host.name), &db, &["--rate-limit", "0"]);
     *proxy.target.lock().unwrap() = Some(store.base.clone());
     traffic(300, 500);
@@ -232,23 +257,24 @@ fn the_store_counts_every_byte_once_through_outages_retries_and_duplicates() {
             )
         })
     };
-    let kernel = (
-        host.sysfs_counter("tap501i0", "rx_bytes"),
-        host.sysfs_counter("tap501i0", "tx_bytes"),
+    let now = counters();
+    let kernel = (now.0 - baseline.0, now.1 - baseline.1);
+    assert!(
+        kernel.0 > 900_000 && kernel.1 > 200_000,
+        "traffic arrived: {kernel:?}"
     );
-    assert!(kernel.0 > 900_000, "traffic arrived: {kernel:?}");
+    // The ledger holds every byte after the agent's baseline, in both directions, to the
+    // byte; the store then holds what the ledger holds.
+    eventually(
+        Duration::from_secs(15),
+        "the ledger equals the kernel's counters",
+        || (ledger_totals(&config) == kernel).then_some(()),
+    );
     eventually(
         Duration::from_secs(30),
         "the store catches up with the ledger",
-        || {
-            // The ledger holds everything after the agent's first (baseline) sample.
-            let ledger = ledger_totals(&config);
-            (ledger.0 + 20_000 > kernel.0 && totals() == ledger).then_some(())
-        },
+        || (totals() == kernel).then_some(()),
     );
-    // And stays equal: nothing is added twice by later retries.
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(totals(), ledger_totals(&config));
     // The last report's answer may have been the one the proxy lost: the store already
     // counted it, and the agent says the store is back once its resend is answered.
     eventually(
