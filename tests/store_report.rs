@@ -232,7 +232,10 @@ fn the_store_counts_every_byte_once_through_outages_retries_and_duplicates() {
     assert_eq!(store.stop(), Some(0));
     traffic(700, 900);
     eventually(Duration::from_secs(10), "the agent notices", || {
-        agent.log().contains("quota store unreachable").then_some(())
+        agent
+            .log()
+            .contains("quota store unreachable")
+            .then_some(())
     });
     let store = StoreProc::start_in(Some(&host.name), &db, &["--rate-limit", "0"]);
     *proxy.target.lock().unwrap() = Some(store.base.clone());

@@ -342,6 +342,57 @@ mod tests {
         assert_eq!(names, vec![std::ffi::OsString::from(STATE_FILE)]);
     }
 
+    const CHILD_PATH: &str = "SLUICE_STATE_CHILD";
+
+    /// The child half of `a_kill_between_write_and_rename_leaves_the_old_file`: writes
+    /// a second snapshot with the crash point before the rename armed.
+    #[test]
+    #[ignore = "the child process of a_kill_between_write_and_rename_leaves_the_old_file"]
+    fn child_dies_before_the_rename() {
+        let path =
+            std::path::PathBuf::from(std::env::var_os(CHILD_PATH).expect("run by its parent"));
+        let mut s2 = snapshot();
+        s2.interfaces.clear();
+        s2.pid = std::process::id();
+        crate::sys::crash::arm(crate::sys::crash::CrashPoint::BeforeRename);
+        let _ = write(&path, &s2);
+        unreachable!("the crash point kills the process");
+    }
+
+    /// A writer killed after its new file is complete and synced but before the rename:
+    /// a reader still finds the old file, whole; the new one sits only in the writer's
+    /// temp file, which the next writer of that name never reads.
+    #[test]
+    fn a_kill_between_write_and_rename_leaves_the_old_file() {
+        use std::os::unix::process::ExitStatusExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        write(&path, &snapshot()).unwrap();
+        let before = std::fs::read_to_string(&path).unwrap();
+        let child = crate::sys::crash::child_test("state::tests::child_dies_before_the_rename")
+            .env(CHILD_PATH, &path)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{:?}", out.status);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            before,
+            "the old file, byte for byte"
+        );
+        assert_eq!(read(&path).unwrap().unwrap(), snapshot());
+        // The crash came after the new file was complete: the temp file holds it whole.
+        let tmp = dir.path().join(format!(".{STATE_FILE}.tmp-{pid}"));
+        let written: Snapshot = serde_json::from_slice(&std::fs::read(&tmp).unwrap()).unwrap();
+        assert_eq!((written.pid, written.interfaces.len()), (pid, 0));
+        // The next writer replaces the file as usual.
+        let mut s3 = snapshot();
+        s3.pid = 7;
+        write(&path, &s3).unwrap();
+        assert_eq!(read(&path).unwrap().unwrap(), s3);
+    }
+
     #[test]
     fn corrupt_files_are_moved_aside() {
         let now = Timestamp::from_second(1_700_000_123).unwrap();

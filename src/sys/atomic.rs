@@ -7,6 +7,8 @@ use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use super::crash::{self, CrashPoint};
+
 /// Replace `path` atomically with what `fill` writes (streamed: large files need no copy
 /// in memory), created with permission bits `mode`.
 pub fn write_atomic(
@@ -34,6 +36,7 @@ pub fn write_atomic(
             .open(&tmp)?;
         fill(&mut f)?;
         f.sync_all()?;
+        crash::point(CrashPoint::BeforeRename);
         std::fs::rename(&tmp, path)?;
         File::open(dir)?.sync_all()
     })();

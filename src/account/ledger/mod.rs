@@ -43,6 +43,7 @@ use super::{Boot, Counters, counter_delta};
 use crate::account::quota_counts::{QuotaChanges, QuotaRows, Spent};
 use crate::model::event::LogKind;
 use crate::model::ids::{FastMap, IfName, InstanceId};
+use crate::sys::crash::{self, CrashPoint};
 pub use buckets::{BucketFilter, BucketRow, Pruned, bucket_rows, prune};
 pub use journal::read_events;
 use packed::{Entry, Open, Row, State, Table};
@@ -364,6 +365,7 @@ impl Ledger {
             }
             None => None,
         };
+        crash::point(CrashPoint::LedgerBeforeCommit);
         tx.commit().map_err(sql("commit"))?;
         if let Some(s) = spooled {
             self.spool_bytes = Some(s.bytes);

@@ -137,20 +137,6 @@ fn first_sight_is_a_baseline_then_deltas_are_exact() {
 }
 
 #[test]
-fn a_restart_resumes_from_the_committed_counters() {
-    let w = World::new();
-    {
-        let mut l = w.open("boot-a");
-        w.tick(&mut l, MIN, 7, 100, 100);
-        w.tick(&mut l, 2 * MIN, 7, 1100, 100);
-    } // dropped: as good as killed after the commit
-    let mut l = w.open("boot-a");
-    let r = w.tick(&mut l, 3 * MIN, 7, 1600, 100);
-    assert_eq!(r.rx_bytes, 500, "only what came after the last commit");
-    assert_eq!(totals(&l, "usage_5m"), (1500, 0, false));
-}
-
-#[test]
 fn resets_count_the_new_value_never_a_wrap() {
     // (what happened, boot id of the second tick, ifindex, rx, expected rx counted)
     let table = [
@@ -329,25 +315,103 @@ fn closed_buckets_reach_their_tables_a_share_per_tick() {
     assert_eq!(buckets(&l, "usage_5m")[0], (0, 40 * 5000, 40 * 50));
 }
 
+/// How a kill test's child process ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Death {
+    /// Killed from outside while idle, its connection open and its WAL not checkpointed.
+    Idle,
+    /// Dead at its own crash point inside the next tick's transaction, before the commit.
+    MidCommit,
+}
+
+const CHILD_PATH: &str = "SLUICE_LEDGER_CHILD";
+const CHILD_DEATH: &str = "SLUICE_LEDGER_DEATH";
+
+/// The child half of `unwritten_buckets_survive_a_real_kill`: ticks a five-interface
+/// fleet at minutes 0..=7 (closing bucket 0 with rows still pending), says so, then
+/// dies as its parent asked.
 #[test]
-fn unwritten_buckets_survive_a_kill() {
-    let w = World::new();
+#[ignore = "the child process of unwritten_buckets_survive_a_real_kill"]
+fn child_ticks_a_fleet_then_dies() {
+    use std::io::Write;
+    let path = PathBuf::from(std::env::var_os(CHILD_PATH).expect("run by its parent"));
+    let mid_commit = std::env::var(CHILD_DEATH).as_deref() == Ok("mid-commit");
+    let mut l = Ledger::open(&path, "boot-a").unwrap();
     let mut f = Fleet::new(5);
-    {
-        let mut l = w.open("boot-a");
-        for m in 0..=7 {
-            f.tick(&mut l, m * MIN);
-        }
+    for m in 0..=7 {
+        f.tick(&mut l, m * MIN);
+    }
+    assert!(
+        written(&l, "usage_5m") < 5,
+        "some closed rows still pending"
+    );
+    // On a line of its own: libtest has already printed the test's name without one.
+    println!("\ncommitted 7");
+    std::io::stdout().flush().unwrap();
+    if mid_commit {
+        crate::sys::crash::arm(crate::sys::crash::CrashPoint::LedgerBeforeCommit);
+        f.tick(&mut l, 8 * MIN);
+        unreachable!("the crash point kills the process");
+    }
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// A real kill -9 of a process holding the ledger (not a `Drop`, which closes SQLite
+/// cleanly): the WAL is left hot, and reopening recovers exactly what was committed,
+/// pending closed rows included; a transaction cut before its commit leaves nothing.
+#[test]
+fn unwritten_buckets_survive_a_real_kill() {
+    use std::io::BufRead;
+    use std::os::unix::process::ExitStatusExt;
+    for death in [Death::Idle, Death::MidCommit] {
+        let w = World::new();
+        let mut child =
+            crate::sys::crash::child_test("account::ledger::tests::child_ticks_a_fleet_then_dies")
+                .env(CHILD_PATH, &w.path)
+                .env(
+                    CHILD_DEATH,
+                    if death == Death::Idle {
+                        "idle"
+                    } else {
+                        "mid-commit"
+                    },
+                )
+                .spawn()
+                .unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut lines = stdout.lines();
         assert!(
-            written(&l, "usage_5m") < 5,
-            "some closed rows still pending"
+            lines.any(|l| l.unwrap() == "committed 7"),
+            "{death:?}: the child reached minute 7"
         );
-    } // dropped: as good as killed after the commit
-    let mut l = w.open("boot-a");
-    assert_eq!(totals(&l, "usage_5m").0, 5 * 7000);
-    f.tick(&mut l, 8 * MIN);
-    assert_eq!(totals(&l, "usage_5m").0, 5 * 8000);
-    assert_eq!(totals(&l, "usage_hour").0, 5 * 8000);
+        let wal = w.path.with_extension("db-wal");
+        if death == Death::Idle {
+            // SAFETY: kill(2) on our own child's pid.
+            assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGKILL) }, 0);
+        }
+        let status = child.wait().unwrap();
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "{death:?}: {status:?}"
+        );
+        let wal_len = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        assert!(wal_len > 0, "{death:?}: the kill left the WAL to recover");
+
+        let mut l = w.open("boot-a");
+        assert_eq!(
+            totals(&l, "usage_5m").0,
+            5 * 7000,
+            "{death:?}: everything committed, nothing of the cut transaction"
+        );
+        // The next tick counts only what came after the last commit.
+        let mut f = Fleet::new(5);
+        f.count = 8;
+        let r = f.tick(&mut l, 8 * MIN);
+        assert_eq!(r.rx_bytes, 5 * 1000, "{death:?}");
+        assert_eq!(totals(&l, "usage_5m").0, 5 * 8000, "{death:?}");
+        assert_eq!(totals(&l, "usage_hour").0, 5 * 8000, "{death:?}");
+    }
 }
 
 #[test]
