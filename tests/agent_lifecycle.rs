@@ -132,47 +132,64 @@ fn lock_reload_corrupt_state_and_sigterm() {
     );
 }
 
-/// systemd's notify protocol, as `Type=notify` with `WatchdogSec=` sees it: READY=1 and a
-/// STATUS= line after the first tick, WATCHDOG=1 from the loop between ticks, STOPPING=1
-/// on SIGTERM. The test plays systemd: it owns the NOTIFY_SOCKET datagram socket.
-#[test]
-fn it_tells_systemd_ready_status_and_pets_the_watchdog() {
-    use std::os::unix::net::UnixDatagram;
-    let ns = Netns::new("sd");
+/// Killed by pid if the test fails half-way.
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An agent run as systemd runs a `Type=notify` unit with `WatchdogSec=2`: the test
+/// plays systemd, owning the NOTIFY_SOCKET datagram socket it returns.
+fn notifying_agent(
+    tag: &str,
+    interval: &str,
+    env: &[(&str, &str)],
+) -> (
+    Netns,
+    tempfile::TempDir,
+    std::os::unix::net::UnixDatagram,
+    Child,
+) {
+    let ns = Netns::new(tag);
     ns.add_cheap_links(&["kvm9.0".to_owned(), "kvm9.1".to_owned()]);
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
     std::fs::create_dir_all(&run).unwrap();
     let config = tmp.path().join("sluice.toml");
-    // Ticks every 30 s: the pets seen below come from the loop, not from ticks.
-    std::fs::write(&config, config_text(&run, "30s")).unwrap();
+    std::fs::write(&config, config_text(&run, interval)).unwrap();
     let socket_path = tmp.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
     socket
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let log = std::fs::File::create(tmp.path().join("agent.log")).unwrap();
-    /// Killed by pid if the test fails half-way.
-    struct Child(std::process::Child);
-    impl Drop for Child {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = Child(
+    let child = Child(
         Command::new("ip")
             .args(["netns", "exec", &ns.name])
             .arg(sluice_bin())
             .args(["agent", "--config"])
             .arg(&config)
             .env("NOTIFY_SOCKET", &socket_path)
-            .env("WATCHDOG_USEC", "1000000")
+            .env("WATCHDOG_USEC", "2000000")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap(),
     );
+    (ns, tmp, socket, child)
+}
+
+/// systemd's notify protocol, as `Type=notify` with `WatchdogSec=` sees it: READY=1 and a
+/// STATUS= line after the first tick, WATCHDOG=1 from the loop between ticks, STOPPING=1
+/// on SIGTERM.
+#[test]
+fn it_tells_systemd_ready_status_and_pets_the_watchdog() {
+    // Ticks every 30 s: the pets seen below come from the loop, not from ticks.
+    let (_ns, _tmp, socket, mut child) = notifying_agent("sd", "30s", &[]);
     let mut buf = [0u8; 4096];
     let mut recv = || {
         let n = socket.recv(&mut buf).expect("a notification within 10 s");
@@ -186,14 +203,20 @@ fn it_tells_systemd_ready_status_and_pets_the_watchdog() {
         ),
         "{first:?}"
     );
-    // Half the watchdog period: about two pets a second, with no tick in between.
-    let started = std::time::Instant::now();
-    let pets = (0..3).filter(|_| recv().trim() == "WATCHDOG=1").count();
-    assert_eq!(pets, 3);
+    // A pet every half watchdog period (1 s), with no tick in between: each gap must be
+    // inside the 2 s systemd allows, and the loop must not spin.
+    let mut at = vec![std::time::Instant::now()];
+    for _ in 0..3 {
+        // Ticks fall on the interval's boundaries, so one may land here: it pets too.
+        let m = recv();
+        assert!(m.lines().any(|l| l == "WATCHDOG=1"), "{m:?}");
+        at.push(std::time::Instant::now());
+    }
+    let gaps: Vec<Duration> = at.windows(2).skip(1).map(|w| w[1] - w[0]).collect();
     assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
+        gaps.iter()
+            .all(|g| *g >= Duration::from_millis(500) && *g < Duration::from_secs(2)),
+        "pets 1 s apart, inside the 2 s watchdog: {gaps:?}"
     );
     // SIGTERM: STOPPING=1, then a clean exit.
     // SAFETY: kill(2) on our own child's pid.
@@ -201,4 +224,44 @@ fn it_tells_systemd_ready_status_and_pets_the_watchdog() {
     let stopping = (0..5).map(|_| recv()).find(|m| m.contains("STOPPING=1"));
     assert!(stopping.is_some());
     assert_eq!(child.0.wait().unwrap().code(), Some(0));
+}
+
+/// A tick that hangs (the `hang-tick` crash point, at the third tick) stops the pets:
+/// the loop pets only between ticks it finished, so systemd's watchdog sees the
+/// silence and restarts the agent, although the process is still there.
+#[test]
+fn a_hung_tick_stops_the_watchdog() {
+    let (_ns, _tmp, socket, mut child) =
+        notifying_agent("sh", "1s", &[("SLUICE_CRASH_AT", "hang-tick@3")]);
+    let mut buf = [0u8; 4096];
+    let n = socket.recv(&mut buf).unwrap();
+    let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(first.contains("READY=1"), "{first:?}");
+    // Twice the watchdog period without a word is what systemd acts on.
+    socket
+        .set_read_timeout(Some(Duration::from_secs(4)))
+        .unwrap();
+    let mut pets = 0;
+    let silence = loop {
+        match socket.recv(&mut buf) {
+            Ok(n) => {
+                let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+                pets += usize::from(m.contains("WATCHDOG=1"));
+                assert!(pets < 20, "still petting: the tick never hung ({m:?})");
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(
+            silence.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{silence}"
+    );
+    assert!(pets >= 1, "the loop petted before the hung tick");
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "the agent is hung, not dead: only the watchdog can tell"
+    );
 }

@@ -400,6 +400,7 @@ impl Agent {
 
     /// One tick: sample, decide, enforce, record.
     pub async fn tick(&mut self) {
+        crash::point(CrashPoint::HangTick);
         let samples = match self.sampler.sample() {
             Ok(s) => s,
             Err(e) => {
