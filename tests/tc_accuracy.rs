@@ -65,6 +65,9 @@ fn tcp_reaches_the_limit_and_no_more_in_both_directions() {
             let goodput = iperf3_goodput(server.client(client, 5, 2), Duration::from_secs(20));
             let pct = wire_rate(goodput) / rate.bits_per_sec() as f64 * 100.0;
             report.push(format!("{mbit} Mbit {direction}: {pct:.1} %"));
+            // Wider than the README's 97-102 %, which comes from `cargo bench --bench
+            // shaping` (all rates, longer flows): here a loaded CI machine must not fail a
+            // correct shaper, while a wrong one (no limit, or the wrong unit) still fails.
             assert!(
                 (90.0..=103.0).contains(&pct),
                 "{mbit} Mbit {direction}: {pct:.1} % of the limit (goodput {goodput:.0} bit/s)\n{}",
