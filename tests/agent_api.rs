@@ -218,11 +218,28 @@ action = "warn"
         String::from_utf8_lossy(&made.stderr)
     );
     let token = String::from_utf8(made.stdout).unwrap().trim().to_owned();
-    let (code, body) = request(&host, PORT, "POST", path, Some(&token));
-    assert_eq!(code, 200, "{body}");
-    let released: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(released["released"]["stage"], 0);
-    assert_eq!(released["released"]["upload_limit_kbps"], 20_000);
+    // The operator's way: the dashboard in a real browser, the token typed in, the
+    // Release button clicked and its confirm dialog accepted.
+    let driver = support::browser::Chromedriver::start(&host);
+    let typed = token.clone();
+    let note = driver.session(move |c| async move {
+        use support::browser::{click_and_confirm, enter_token, note_saying};
+        c.goto(&format!("http://127.0.0.1:{PORT}/")).await.unwrap();
+        enter_token(&c, &typed).await;
+        click_and_confirm(&c, "button[data-release=\"tap401i0\"]", "tap401i0").await;
+        note_saying(&c, "Released").await
+    });
+    assert!(note.contains("Released: tap401i0"), "{note}");
+    let all = get_json(&host, PORT, "/v1/interfaces");
+    let released = all["interfaces"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{all}"))
+        .iter()
+        .find(|i| i["interface"] == "tap401i0")
+        .unwrap_or_else(|| panic!("{all}"))
+        .clone();
+    assert_eq!(released["stage"], 0, "{released}");
+    assert_eq!(released["upload_limit_kbps"], 20_000, "{released}");
     // The kernel has the base rate back already (the release ticks at once).
     let classes = host.exec("tc", &["class", "show", "dev", &ifb]);
     assert!(classes.contains("rate 20Mbit"), "{classes}");
@@ -248,15 +265,30 @@ action = "warn"
         Some(&token),
     );
     assert_eq!(code, 404);
-    let (code, body) = request(&host, PORT, "POST", reset, Some(&token));
-    assert_eq!(code, 200, "{body}");
-    let after: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // Reset clicked on the instance's page (the token is kept for the tab's session).
+    let typed = token.clone();
+    let note = driver.session(move |c| async move {
+        use support::browser::{click_and_confirm, enter_token, note_saying};
+        c.goto(&format!("http://127.0.0.1:{PORT}/instances/401"))
+            .await
+            .unwrap();
+        enter_token(&c, &typed).await;
+        click_and_confirm(&c, "button[data-reset-rule=\"daily\"]", "401 · daily").await;
+        note_saying(&c, "Reset:").await
+    });
+    assert!(note.contains("Reset: 401 · daily"), "{note}");
+    drop(driver);
+    let after = get_json(&host, PORT, "/v1/instances/401");
+    let daily = after["quotas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["rule"] == "daily")
+        .unwrap_or_else(|| panic!("{after}"));
     assert_eq!(
-        (
-            after["reset"]["used_bytes"].as_u64(),
-            after["reset"]["exceeded"].as_bool()
-        ),
-        (Some(0), Some(false))
+        (daily["used_bytes"].as_u64(), daily["exceeded"].as_bool()),
+        (Some(0), Some(false)),
+        "{after}"
     );
     let (_, text) = request(&host, PORT, "GET", "/metrics", None);
     assert_eq!(

@@ -60,10 +60,12 @@
     });
   }
 
-  // Refresh: the server renders the fragments; swap them in without a reload.
-  function refresh() {
+  // Refresh: the server renders the fragments; swap them in without a reload. After an
+  // action, `done` says what it did: shown once the fresh rows are in, so the "Updated"
+  // note of that same refresh does not wipe it out before anyone could read it.
+  function refresh(done) {
     var parts = document.querySelectorAll("[data-fragment]");
-    if (!parts.length) { return; }
+    if (!parts.length) { if (done) { note(done); } return; }
     var url = window.location.pathname + "?fragment=1" + (params.get("period") ? "&period=" + encodeURIComponent(params.get("period")) : "");
     fetch(url, { headers: { "Accept": "text/html" } }).then(function (r) {
       if (!r.ok) { throw new Error("HTTP " + r.status); }
@@ -77,7 +79,7 @@
       translate();
       sortRows();
       filterRows();
-      note(t("refreshed") + " " + new Date().toLocaleTimeString());
+      note(done || t("refreshed") + " " + new Date().toLocaleTimeString());
     }).catch(function (e) { note(t("failed") + ": " + e.message); });
   }
   function note(text) { var n = document.getElementById("note"); if (n) { n.textContent = text; } }
@@ -91,8 +93,7 @@
     }).then(function (r) {
       return r.json().then(function (body) {
         if (!r.ok) { throw new Error(body.error ? body.error.message : "HTTP " + r.status); }
-        note(t("released") + ": " + name);
-        refresh();
+        refresh(t("released") + ": " + name);
       });
     }).catch(function (e) { note(t("failed") + ": " + e.message); });
   }
@@ -106,8 +107,7 @@
     }).then(function (r) {
       return r.json().then(function (body) {
         if (!r.ok) { throw new Error(body.error ? body.error.message : "HTTP " + r.status); }
-        note(t("reset_done") + ": " + instance);
-        refresh();
+        refresh(t("reset_done") + ": " + instance);
       });
     }).catch(function (e) { note(t("failed") + ": " + e.message); });
   }
@@ -119,8 +119,7 @@
     }).then(function (r) {
       return r.json().then(function (body) {
         if (!r.ok) { throw new Error(body.error ? body.error.message : "HTTP " + r.status); }
-        note(t("reset_done") + ": " + instance + " · " + rule);
-        refresh();
+        refresh(t("reset_done") + ": " + instance + " · " + rule);
       });
     }).catch(function (e) { note(t("failed") + ": " + e.message); });
   }
