@@ -310,6 +310,39 @@ fn the_store_counts_every_byte_once_through_outages_retries_and_duplicates() {
     );
     assert_eq!(fired["limit_bytes"], 300_000, "{fired}");
     assert_eq!(fired["instance"], "501", "{fired}");
+
+    // The fleet page in a real browser: 501's row carries the store's exact counts, and
+    // its Reset, clicked with the admin token, starts the instance's month over.
+    let driver = support::browser::Chromedriver::start(&host);
+    let (url, typed) = (format!("{}/", store.base), admin.clone());
+    let (row, note) = driver.session(move |c| async move {
+        use fantoccini::Locator;
+        use support::browser::{click_and_confirm, enter_token, note_saying};
+        c.goto(&url).await.unwrap();
+        let row = c
+            .find(Locator::Css("#instances tr[data-instance=\"501\"]"))
+            .await
+            .expect("501 in the fleet's top instances");
+        let mut sorted = vec![];
+        for cell in row.find_all(Locator::Css("td.n")).await.unwrap() {
+            sorted.push(cell.attr("data-sort").await.unwrap().unwrap_or_default());
+        }
+        enter_token(&c, &typed).await;
+        click_and_confirm(&c, "#instances button[data-reset=\"501\"]", "501").await;
+        (sorted, note_saying(&c, "Reset:").await)
+    });
+    drop(driver);
+    assert_eq!(
+        row,
+        [
+            kernel.0.to_string(),
+            kernel.1.to_string(),
+            (kernel.0 + kernel.1).to_string()
+        ],
+        "upload, download, total of 501 on the fleet page"
+    );
+    assert!(note.contains("Reset: 501"), "{note}");
+    assert_eq!(totals(), (0, 0), "the month starts over for 501");
     let log = agent.log();
     assert_eq!(agent.stop(), Some(0), "{log}");
     assert!(log.contains("quota store unreachable"), "{log}");

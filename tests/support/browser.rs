@@ -108,15 +108,55 @@ impl Drop for Chromedriver {
                     s.write_all(b"GET /shutdown HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
             }
         });
-        for _ in 0..50 {
+        // A session left open by a failed test may outlive that: its browser processes
+        // are found by parent pid under chromedriver's and killed by pid.
+        let family = descendants(self.child.id());
+        for _ in 0..30 {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                break;
             }
             std::thread::sleep(Duration::from_millis(100));
+        }
+        for pid in family {
+            // SAFETY: kill(2) on a pid that was, a moment ago, our chromedriver's descendant.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Every process below `root`, from each /proc/PID/stat's parent field.
+fn descendants(root: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // "pid (comm) state ppid …": comm may hold spaces, so split after its ')'.
+            let ppid = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    let mut out = vec![];
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for &(child, parent) in &parents {
+            if parent == p && !out.contains(&child) {
+                out.push(child);
+                frontier.push(child);
+            }
+        }
+    }
+    out
 }
 
 /// Wait (bounded) until `script` (a JS expression) is true in the page.
