@@ -64,7 +64,7 @@ fn lock_reload_corrupt_state_and_sigterm() {
     assert_eq!(second.status.code(), Some(1));
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(
-        err.contains(&format!("another sluice agent (pid {})", agent.pid())),
+        err.contains(&format!("another sluice process (pid {})", agent.pid())),
         "{err}"
     );
 
@@ -264,4 +264,59 @@ fn a_hung_tick_stops_the_watchdog() {
         child.0.try_wait().unwrap().is_none(),
         "the agent is hung, not dead: only the watchdog can tell"
     );
+}
+
+/// A listen port that cannot be bound is logged, naming the field and the address, and
+/// the agent carries on enforcing without its API (as the README says); and `/healthz`
+/// answers 503 "starting" while the first tick has not finished (held there by the
+/// `hang-tick` crash point at the first tick).
+#[test]
+fn an_unbindable_port_is_logged_and_healthz_is_503_before_the_first_tick() {
+    let ns = Netns::new("lp");
+    ns.add_cheap_links(&["kvm7.0".to_owned()]);
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let config = tmp.path().join("sluice.toml");
+    // Someone else holds the port.
+    let taken = ns.run(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let port = taken.local_addr().unwrap().port();
+    std::fs::write(
+        &config,
+        config_text(&run, "1s").replace("[log]", &format!("listen = \"127.0.0.1:{port}\"\n[log]")),
+    )
+    .unwrap();
+    let agent = AgentProc::start(&ns, &config, tmp.path().join("agent1.log"));
+    let snap = eventually(Duration::from_secs(10), "the agent ticks anyway", || {
+        sluice::state::read(&run.join("state.json"))
+            .ok()
+            .flatten()
+            .filter(|s| s.pid == agent.pid() as u32)
+    });
+    assert_eq!(snap.interfaces.len(), 1);
+    let log = agent.log();
+    assert!(
+        log.contains(&format!(
+            "agent.listen 127.0.0.1:{port}: Address already in use"
+        )) && log.contains("runs without its HTTP API"),
+        "{log}"
+    );
+    assert_eq!(agent.stop(), Some(0));
+    drop(taken);
+
+    std::fs::write(&config, config_text(&run, "1s")).unwrap();
+    let agent = support::AgentProc::start_with_env(
+        &ns,
+        &config,
+        tmp.path().join("agent2.log"),
+        &[("SLUICE_CRASH_AT", "hang-tick@1")],
+    );
+    eventually(Duration::from_secs(10), "the API listening", || {
+        ns.run(|| std::net::TcpStream::connect(("127.0.0.1", 9477)).is_ok())
+            .then_some(())
+    });
+    let (code, body) = support::http::request(&ns, 9477, "GET", "/healthz", None);
+    assert_eq!(code, 503, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["status"], "starting", "{body}");
+    drop(agent);
 }

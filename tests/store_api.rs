@@ -587,3 +587,51 @@ fn the_fleet_page_shows_agents_top_talkers_and_quotas_near_their_limit() {
     let quiet = StoreProc::start(&db, &["--no-dashboard"]);
     assert_eq!(Client::new(&quiet.base).text("/").0, 404);
 }
+
+/// One store per database: a second `sluice store` on it exits 1 naming the holder's pid
+/// and the lock, and a `--listen` address already taken exits 1 naming it. Neither
+/// touches the database the first store serves.
+#[test]
+fn a_second_store_and_a_taken_port_exit_1_saying_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("quota.db");
+    let admin = create_token(&db, &["--role", "admin"]);
+    let store = StoreProc::start(&db, &[]);
+    let run = |database: &std::path::Path, listen: &str| {
+        let out = std::process::Command::new("timeout")
+            .arg("20")
+            .arg(support::sluice_bin())
+            .arg("store")
+            .arg("--database")
+            .arg(database)
+            .args(["--listen", listen])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&db, "127.0.0.1:0");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "another sluice process (pid {}) holds {}.lock",
+            store.child.id(),
+            db.display()
+        )),
+        "{err}"
+    );
+    // The first store's address is taken: a store on another database cannot have it.
+    let taken = store.base.trim_start_matches("http://").to_owned();
+    let (code, err) = run(&dir.path().join("other.db"), &taken);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("--listen {taken}: Address already in use")),
+        "{err}"
+    );
+    // The first one serves on, untouched.
+    let c = Client::new(&store.base);
+    assert_eq!(c.call("GET", "/v1/stats", Some(&admin), None).status, 200);
+    assert_eq!(store.stop(), Some(0));
+}

@@ -16,7 +16,7 @@ const ACQUIRE_PAUSE: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("another sluice agent (pid {pid}) holds {path}")]
+    #[error("another sluice process (pid {pid}) holds {path}")]
     Held { pid: String, path: PathBuf },
     #[error("cannot lock {path}: {source}")]
     Io {
@@ -127,7 +127,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "another sluice agent (pid {}) holds {}",
+                "another sluice process (pid {}) holds {}",
                 std::process::id(),
                 path.display()
             )

@@ -285,16 +285,31 @@ pub fn link(options: ServeOptions) -> (axum::Router, ApiLink) {
 
 /// Bind `addr` and serve `router` in the background. A port that cannot be bound is
 /// logged, not fatal: the agent's job is to measure and limit, the API only shows it.
+///
+/// The server has a thread and a runtime of its own, apart from the tick loop's: a tick
+/// stuck in a blocking call (an fsync on a dying disk, say) must not also silence
+/// `/healthz`, whose 503 is how a probe learns of it. Questions about the agent's state
+/// still go to the tick loop over a channel and wait for it.
 pub fn spawn(addr: SocketAddr, router: axum::Router) -> Result<SocketAddr, std::io::Error> {
     let std_listener = std::net::TcpListener::bind(addr)?;
     std_listener.set_nonblocking(true)?;
-    let listener = TcpListener::from_std(std_listener)?;
-    let bound = listener.local_addr()?;
+    let bound = std_listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("sluice-api".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = match TcpListener::from_std(std_listener) {
+                    Ok(l) => l,
+                    Err(e) => return error!("agent API on {bound}: {e}"),
+                };
+                if let Err(e) = axum::serve(listener, router).await {
+                    error!("agent API stopped: {e}");
+                }
+            });
+        })?;
     info!(addr = %bound, "agent API listening");
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            error!("agent API stopped: {e}");
-        }
-    });
     Ok(bound)
 }
