@@ -101,7 +101,7 @@ impl Drop for Chromedriver {
     fn drop(&mut self) {
         // Its own shutdown ends the browsers it started; then it is reaped by pid.
         let port = self.port;
-        let _ = run_in(&self.ns, move || {
+        run_in(&self.ns, move || {
             use std::io::Write;
             if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
                 let _ =
