@@ -181,7 +181,8 @@ fn over_http(rt: &tokio::runtime::Runtime, n: usize, clients: usize) -> f64 {
 /// Interface samples per second: `ticks` batches of `instances` samples, 4 concurrent
 /// reporters (agents).
 fn ingest(rt: &tokio::runtime::Runtime, store: &Store, ticks: usize, instances: usize) -> f64 {
-    let t0: Timestamp = "2026-11-24T00:00:00Z".parse().unwrap();
+    // Minutes ending now: the store refuses samples from the future or past its retention.
+    let t0 = Timestamp::now() - jiff::SignedDuration::from_secs(60 * (ticks / 4 + 1) as i64);
     rt.block_on(async {
         let start = Instant::now();
         let mut tasks = Vec::new();

@@ -303,7 +303,12 @@ fn a_panel_sets_plans_projects_and_overrides_and_reads_usage_by_period() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("quota.db");
     let admin = create_token(&db, &["--role", "admin"]);
-    let store = StoreProc::start(&db, &["--timezone", "Asia/Kolkata"]);
+    // Its reports fall on fixed dates around a civil month end: a long retention keeps
+    // them inside what the store accepts.
+    let store = StoreProc::start(
+        &db,
+        &["--timezone", "Asia/Kolkata", "--report-retention", "36500d"],
+    );
     let c = Client::new(&store.base);
     let put = |path: &str, body: serde_json::Value| {
         let a = c.call("PUT", path, Some(&admin), Some(&body.to_string()));
@@ -633,5 +638,77 @@ fn a_second_store_and_a_taken_port_exit_1_saying_why() {
     // The first one serves on, untouched.
     let c = Client::new(&store.base);
     assert_eq!(c.call("GET", "/v1/stats", Some(&admin), None).status, 200);
+    assert_eq!(store.stop(), Some(0));
+}
+
+/// An agent's token lets it report, not say anything: a sample dated 2040 or claiming
+/// i64::MAX bytes is refused with 400 naming the batch and the sample, nothing of the
+/// report counts, and the instance's usage still answers (it used to turn REAL in
+/// SQLite and answer 503 from then on).
+#[test]
+fn an_agents_report_is_checked_before_it_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("quota.db");
+    let admin = create_token(&db, &["--role", "admin"]);
+    let agent = create_token(&db, &["--role", "agent", "--host", "hv1"]);
+    let store = StoreProc::start(&db, &[]);
+    let c = Client::new(&store.base);
+    let now = jiff::Timestamp::now();
+    let post = |at: &str, upload: u64| {
+        let body = json!({"agent": "hv1", "batches": [
+            {"seq": 1, "samples": [{"at": now.to_string(), "instance": "77", "upload": 5, "download": 5}]},
+            {"seq": 2, "samples": [{"at": at, "instance": "78", "upload": upload, "download": 0}]}]});
+        c.call("POST", "/v1/reports", Some(&agent), Some(&body.to_string()))
+    };
+    let cases = [
+        ("2040-01-01T00:00:00Z", 1, "ahead of the store's clock"),
+        (
+            &*now.to_string(),
+            i64::MAX as u64,
+            "more than a link of 400gbit",
+        ),
+    ];
+    for (at, upload, says) in cases {
+        let r = post(at, upload);
+        assert_eq!(r.status, 400, "{:?}", r.body);
+        assert_eq!(
+            r.body["error"]["field"], "batches[1].samples[0]",
+            "{:?}",
+            r.body
+        );
+        let message = r.body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("batch 2 instance 78") && message.contains(says),
+            "{message}"
+        );
+    }
+    for id in ["77", "78"] {
+        let u = c.call(
+            "GET",
+            &format!("/v1/instances/{id}/usage?period=month"),
+            Some(&admin),
+            None,
+        );
+        assert_eq!(u.status, 200, "{:?}", u.body);
+        assert_eq!(
+            (u.body["upload"].as_u64(), u.body["download"].as_u64()),
+            (Some(0), Some(0))
+        );
+    }
+    // The corrected report is taken whole.
+    let r = post(&now.to_string(), 1000);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["applied"], json!([1, 2]));
+    let stats = c.call("GET", "/v1/stats", Some(&admin), None);
+    assert_eq!(stats.body["overlapping_samples"], 0, "{:?}", stats.body);
+    // Reservations ask for what a counted resource can hold.
+    let r = c.call(
+        "POST",
+        "/v1/reservations",
+        Some(&admin),
+        Some(r#"{"instance":"77","deltas":{"ipv4":9223372036854775807}}"#),
+    );
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert_eq!(r.body["error"]["field"], "deltas.ipv4");
     assert_eq!(store.stop(), Some(0));
 }

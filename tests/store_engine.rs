@@ -184,11 +184,12 @@ async fn recount_reset_destroy(store: &Store) {
 }
 
 async fn reports_once(store: &Store) {
-    let at: Timestamp = "2026-11-24T10:30:00Z".parse().unwrap();
-    let batch = |seq, up| Batch {
+    let at = Timestamp::now() - jiff::SignedDuration::from_mins(10);
+    // A tick a second: batch n's sample ends n seconds after `at`.
+    let batch = |seq: u64, up| Batch {
         seq,
         samples: vec![Sample {
-            at,
+            at: at + jiff::SignedDuration::from_secs(seq as i64),
             instance: inst("9"),
             upload: up,
             download: 1,
@@ -221,8 +222,11 @@ async fn reports_once(store: &Store) {
 /// quotas' use; another period's traffic is not counted.
 async fn fleet(store: &Store) {
     use sluice::store::traffic::StorePeriod;
-    let at: Timestamp = "2026-11-24T10:30:00Z".parse().unwrap();
-    let last_month: Timestamp = "2026-10-30T10:30:00Z".parse().unwrap();
+    let at = Timestamp::now();
+    let utc = jiff::tz::TimeZone::UTC;
+    let month_start = StorePeriod::Month.containing(at, &utc).unwrap().0;
+    // The hour before this month began: last month, well inside the report retention.
+    let last_month = month_start - jiff::SignedDuration::from_hours(1);
     let sample = |at, i: &str, up| Sample {
         at,
         instance: inst(i),
@@ -266,7 +270,7 @@ async fn fleet(store: &Store) {
     );
     let q = &f.instances[0].quotas[0];
     assert_eq!((q.limit, q.used, q.exceeded), (1000, 910, false));
-    assert_eq!(f.start, "2026-11-01T00:00:00Z");
+    assert_eq!(f.start, month_start.to_string());
 }
 
 /// 16 concurrent clients reserving one at a time on one instance: exactly the limit.
@@ -305,6 +309,119 @@ async fn concurrent(store: &Store) {
     assert_eq!((in_use + reserved, granted), (20, 20));
 }
 
+/// Nothing an agent reports is trusted for having a token: a sample dated ahead of the
+/// store's clock or behind the retention, or claiming more than a 400 Gbit/s link
+/// carries since the previous one, refuses the whole report (its keys too, so the
+/// corrected batch is taken later); sums saturate instead of leaving the integers;
+/// two hosts reporting one instance for overlapping times are both counted, and seen.
+async fn reports_are_bounded(store: &Store) {
+    use sluice::store::traffic::StorePeriod;
+    let now = Timestamp::now();
+    let secs = jiff::SignedDuration::from_secs;
+    let sample = |at: Timestamp, i: &str, up: u64| Sample {
+        at,
+        instance: inst(i),
+        upload: up,
+        download: 0,
+    };
+    let report = |agent: &str, seq: u64, samples: Vec<Sample>| Report {
+        agent: label(agent),
+        batches: vec![Batch { seq, samples }],
+    };
+    let refused = |r: Result<_, StoreError>| match r {
+        Err(StoreError::Invalid { field, reason }) => format!("{field}: {reason}"),
+        other => panic!("not refused: {other:?}"),
+    };
+    let cases: [(&str, Vec<Sample>, &str); 4] = [
+        (
+            "ten minutes ahead",
+            vec![sample(now + secs(600), "31", 1)],
+            "batches[0].samples[0]: batch 1 instance 31: at",
+        ),
+        (
+            "before the retention",
+            vec![sample(now - secs(41 * 86_400), "31", 1)],
+            "older than the report retention",
+        ),
+        (
+            "i64::MAX bytes",
+            vec![sample(now, "31", i64::MAX as u64)],
+            "more than a link of 400gbit",
+        ),
+        (
+            "a good sample, then a bad one",
+            vec![sample(now, "31", 10), sample(now + secs(900), "32", 1)],
+            "batches[0].samples[1]: batch 1 instance 32",
+        ),
+    ];
+    for (what, samples, says) in cases {
+        let e = refused(store.ingest(report("hv1", 1, samples)).await);
+        assert!(e.contains(says), "{what}: {e}");
+    }
+    let usage = |i: &'static str| async move {
+        let u = store
+            .traffic_usage(inst(i), StorePeriod::Month, now)
+            .await
+            .unwrap();
+        (u.upload, u.download)
+    };
+    assert_eq!(usage("31").await, (0, 0), "no part of a refused report");
+    assert_eq!(store.stats().await.unwrap().applied_reports, 0);
+    // The corrected batch, same key: taken.
+    let r = store
+        .ingest(report("hv1", 1, vec![sample(now - secs(60), "31", 1000)]))
+        .await
+        .unwrap();
+    assert_eq!(r.applied, [1]);
+    // One second later on the agent's clock, just sent: 50 GB fits 400 Gbit/s, 60 does not.
+    let e = refused(
+        store
+            .ingest(report(
+                "hv1",
+                2,
+                vec![sample(now - secs(59), "31", 60_000_000_000)],
+            ))
+            .await,
+    );
+    assert!(e.contains("60000000000 bytes in 1000 ms"), "{e}");
+    store
+        .ingest(report(
+            "hv1",
+            2,
+            vec![sample(now - secs(59), "31", 40_000_000_000)],
+        ))
+        .await
+        .unwrap();
+    // Live migration: hv2 reports 31 too, then hv1 once more over the same time.
+    store
+        .ingest(report("hv2", 1, vec![sample(now - secs(30), "31", 7)]))
+        .await
+        .unwrap();
+    store
+        .ingest(report("hv1", 3, vec![sample(now - secs(20), "31", 5)]))
+        .await
+        .unwrap();
+    assert_eq!(usage("31").await, (40_000_001_012, 0), "both hosts counted");
+    assert_eq!(store.stats().await.unwrap().overlapping_samples, 1);
+    // Use saturates: two commits of i64::MAX on an unlimited resource stay an integer.
+    for _ in 0..2 {
+        let (id, _) = store
+            .reserve(inst("33"), deltas(&[("ipv4", i64::MAX)]), HOUR)
+            .await
+            .unwrap();
+        store.commit(id).await.unwrap();
+    }
+    assert_eq!(standing(store, "33", "ipv4").await.2, i64::MAX);
+}
+
+fn suite_settings() -> Settings {
+    // Forty days: the fleet case reports into last month, up to 31 days back.
+    Settings {
+        keep_report_keys: Duration::from_secs(40 * 86_400),
+        ..Settings::default()
+    }
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -320,7 +437,7 @@ macro_rules! suite {
             let rt = runtime();
             $(
                 let dir = tempfile::tempdir().unwrap();
-                let store = Store::open_sqlite(&dir.path().join("q.db"), Settings::default()).unwrap();
+                let store = Store::open_sqlite(&dir.path().join("q.db"), suite_settings()).unwrap();
                 rt.block_on($case(&store));
             )*
         }
@@ -331,7 +448,7 @@ macro_rules! suite {
             let rt = runtime();
             $(
                 let url = pg.database();
-                let store = rt.block_on(Store::connect_postgres(&url, Settings::default())).unwrap();
+                let store = rt.block_on(Store::connect_postgres(&url, suite_settings())).unwrap();
                 rt.block_on($case(&store));
             )*
         }
@@ -344,5 +461,6 @@ suite!(
     recount_reset_destroy,
     reports_once,
     fleet,
-    concurrent
+    concurrent,
+    reports_are_bounded
 );

@@ -13,6 +13,7 @@ use crate::api::store::{self as http, ApiOptions};
 use crate::config::{LogConfig, LogFormat};
 use crate::model::ids::Label;
 use crate::model::token::{Role, TokenId};
+use crate::model::units::Rate;
 use crate::store::SqliteStore;
 use crate::store::service::{Settings, Store};
 use crate::store::spec::KnownResources;
@@ -103,6 +104,14 @@ pub struct ServeArgs {
     /// Requests per second per token (0: no limit)
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub rate_limit: u32,
+    /// How long report keys are kept (a retry later than this would count twice), and so
+    /// the oldest a reported sample may be
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = crate::model::units::parse_duration)]
+    pub report_retention: std::time::Duration,
+    /// The most a link can carry: an agent's sample claiming more bytes than this rate
+    /// allows since its previous sample of the instance is refused (400)
+    #[arg(long, value_name = "RATE", default_value = "400gbit")]
+    pub max_report_rate: Rate,
     /// Largest request body in bytes
     #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
     pub body_limit: usize,
@@ -262,7 +271,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings {
         timezone,
         resources: KnownResources::new(&args.resources),
-        ..Settings::default()
+        max_report_rate: args.max_report_rate,
+        keep_report_keys: args.report_retention,
     };
     let options = ApiOptions {
         body_limit: args.body_limit,

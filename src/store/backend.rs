@@ -152,6 +152,7 @@ pub(crate) struct Counts {
     pub projects: u64,
     pub active_reservations: u64,
     pub applied_reports: u64,
+    pub overlapping_samples: u64,
 }
 
 /// Every statement the engine runs, on one open transaction (or, for reads on
@@ -172,6 +173,8 @@ pub(crate) trait Statements {
     const ADD_USAGE: &'static str;
     /// Agent `$1` reported at `$2`; `$3` the highest key it sent (kept if lower).
     const TOUCH_AGENT: &'static str;
+    /// Agent `$1`'s latest sample of instance `$2` is at `$3` Unix ms (kept if later).
+    const SET_REPORT_MARK: &'static str;
 
     /// Run a statement; how many rows it changed. `what` names it in errors.
     async fn execute(
@@ -756,7 +759,9 @@ pub(crate) trait Statements {
                                           UNION SELECT instance FROM traffic_hours) x),
                    (SELECT COUNT(*) FROM projects),
                    (SELECT COUNT(DISTINCT id) FROM reservations WHERE expires_ms > $1),
-                   (SELECT COUNT(*) FROM applied_reports)",
+                   (SELECT COUNT(*) FROM applied_reports),
+                   (SELECT COALESCE(MAX(value), 0) FROM report_counters
+                     WHERE name = 'overlapping_samples')",
                 &[Arg::Int(now.as_millisecond())],
             )
             .await?;
@@ -768,7 +773,63 @@ pub(crate) trait Statements {
             projects: r.count(1)?,
             active_reservations: r.count(2)?,
             applied_reports: r.count(3)?,
+            overlapping_samples: r.count(4)?,
         })
+    }
+
+    /// When `agent`'s previous report arrived (Unix ms, the store's clock).
+    async fn agent_last_report(&mut self, agent: &Label) -> Result<Option<i64>, StoreError> {
+        self.query(
+            "reading an agent's last report",
+            "SELECT last_report_ms FROM agents WHERE id = $1",
+            &[Arg::Text(agent.as_str())],
+        )
+        .await?
+        .first()
+        .map(|r| r.get(0))
+        .transpose()
+    }
+
+    /// Each agent's latest sample time (Unix ms) of `instance`.
+    async fn report_marks(&mut self, instance: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        self.query(
+            "reading report marks",
+            "SELECT agent, last_at_ms FROM report_marks WHERE instance = $1",
+            &[Arg::Text(instance)],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((r.get(0)?, r.get(1)?)))
+        .collect()
+    }
+
+    /// `agent`'s latest sample of `instance` is at `at_ms` (kept if it had a later one).
+    async fn set_report_mark(
+        &mut self,
+        agent: &Label,
+        instance: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let args = [
+            Arg::Text(agent.as_str()),
+            Arg::Text(instance),
+            Arg::Int(at_ms),
+        ];
+        self.execute("recording a report mark", Self::SET_REPORT_MARK, &args)
+            .await
+            .map(drop)
+    }
+
+    /// Count `n` more samples that overlapped another host's for the same instance.
+    async fn add_overlapping_samples(&mut self, n: u64) -> Result<(), StoreError> {
+        self.execute(
+            "counting overlapping samples",
+            "INSERT INTO report_counters (name, value) VALUES ('overlapping_samples', $1)
+             ON CONFLICT (name) DO UPDATE SET value = report_counters.value + excluded.value",
+            &[Arg::Int(clamp(n))],
+        )
+        .await
+        .map(drop)
     }
 
     /// Every agent that reported: (id, last report in Unix ms, highest key).

@@ -371,13 +371,33 @@ pub(crate) async fn traffic_usage_in<S: Statements>(
     ))
 }
 
+/// What a sample may claim: nothing an agent says is trusted because it has a token.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReportBounds {
+    /// The oldest a sample may be (the report keys' retention).
+    pub keep: std::time::Duration,
+    /// The most bytes per second a sample may claim since the previous one.
+    pub max_rate: crate::model::units::Rate,
+}
+
+/// How far ahead of the store's clock a sample may lie (agents' clocks drift).
+const MAX_AHEAD: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
+
 /// Add the batches not seen before to the hourly traffic; record their keys. A batch
 /// listed twice in one report is applied once.
+///
+/// Every new sample is checked first: its time within (now − keep, now + 5 min], its
+/// bytes within what a link of `max_rate` carries since the agent's previous sample of
+/// the instance (for its first one: since the oldest time a sample may have). One bad
+/// sample refuses the whole report, naming it; the caller's transaction then rolls
+/// back, keys included. A sample whose span another host also reported for the
+/// instance (a live migration) is kept, counted and logged.
 pub(crate) async fn ingest<S: Statements>(
     s: &mut S,
     agent: &Label,
     batches: &[Batch],
     tz: &TimeZone,
+    bounds: ReportBounds,
     now: Timestamp,
 ) -> Result<Ingested, StoreError> {
     let mut out = Ingested::default();
@@ -393,6 +413,7 @@ pub(crate) async fn ingest<S: Statements>(
         out.applied.push(b.seq);
         applied.push(b);
     }
+    check_samples(s, agent, batches, &out.applied, bounds, now).await?;
     let (hours, samples) = hourly(applied, tz);
     out.samples = samples;
     if !hours.is_empty() {
@@ -402,6 +423,116 @@ pub(crate) async fn ingest<S: Statements>(
         s.touch_agent(agent, now, last).await?;
     }
     Ok(out)
+}
+
+/// The checks of [`ingest`] on the batches in `applied`, and the report marks they move.
+///
+/// The byte bound is per instance over the whole report: what a link of `max_rate`
+/// carries since the agent's previous sample of it, measured both on the agent's clock
+/// (from its previous sample's time to its latest one here) and on the store's (since
+/// the agent's previous report arrived), whichever is longer. The store's clock keeps a
+/// host whose clock stepped back from being refused for good; the agent's lets a
+/// spool that was held back by an outage through.
+async fn check_samples<S: Statements>(
+    s: &mut S,
+    agent: &Label,
+    batches: &[Batch],
+    applied: &[u64],
+    bounds: ReportBounds,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let keep = jiff::SignedDuration::try_from(bounds.keep).unwrap_or(jiff::SignedDuration::MAX);
+    let oldest = now.checked_sub(keep).unwrap_or(Timestamp::MIN);
+    let newest = now.checked_add(MAX_AHEAD).unwrap_or(Timestamp::MAX);
+    let bytes_per_ms = bounds.max_rate.bits_per_sec() as f64 / 8.0 / 1000.0;
+    let last_report = s.agent_last_report(agent).await?;
+    struct Seen {
+        previous: Option<i64>,
+        latest: i64,
+        claimed: f64,
+    }
+    let mut seen: BTreeMap<&str, Seen> = BTreeMap::new();
+    let mut overlapping = 0u64;
+    let wanted: BTreeSet<u64> = applied.iter().copied().collect();
+    let mut done = BTreeSet::new();
+    for (i, b) in batches.iter().enumerate() {
+        if !wanted.contains(&b.seq) || !done.insert(b.seq) {
+            continue;
+        }
+        for (j, sample) in b.samples.iter().enumerate() {
+            let refuse = |reason: String| StoreError::Invalid {
+                field: format!("batches[{i}].samples[{j}]"),
+                reason: format!("batch {} instance {}: {reason}", b.seq, sample.instance),
+            };
+            if sample.at > newest {
+                return Err(refuse(format!(
+                    "at {} is more than 5 min ahead of the store's clock ({now})",
+                    sample.at
+                )));
+            }
+            if sample.at <= oldest {
+                return Err(refuse(format!(
+                    "at {} is older than the report retention ({oldest})",
+                    sample.at
+                )));
+            }
+            let instance = sample.instance.as_str();
+            let at = sample.at.as_millisecond();
+            if !seen.contains_key(instance) {
+                let (mine, others): (Vec<_>, Vec<_>) = s
+                    .report_marks(instance)
+                    .await?
+                    .into_iter()
+                    .partition(|(a, _)| a == agent.as_str());
+                let previous = mine.first().map(|m| m.1);
+                if let Some(p) = previous
+                    && others.iter().any(|(_, t)| *t > p)
+                {
+                    overlapping += 1;
+                    let hosts: Vec<&str> = others
+                        .iter()
+                        .filter(|(_, t)| *t > p)
+                        .map(|(a, _)| a.as_str())
+                        .collect();
+                    tracing::warn!(
+                        instance,
+                        agent = %agent,
+                        others = ?hosts,
+                        "two hosts report one instance for overlapping times (a live migration?); both are counted"
+                    );
+                }
+                seen.insert(
+                    instance,
+                    Seen {
+                        previous,
+                        latest: at,
+                        claimed: 0.0,
+                    },
+                );
+            }
+            let Some(e) = seen.get_mut(instance) else {
+                continue;
+            };
+            e.latest = e.latest.max(at);
+            e.claimed += sample.upload as f64 + sample.download as f64;
+            let agent_span = e.latest - e.previous.unwrap_or(oldest.as_millisecond());
+            let store_span = last_report.map_or(0, |r| now.as_millisecond() - r);
+            let span_ms = agent_span.max(store_span).max(0);
+            if e.claimed > bytes_per_ms * span_ms as f64 {
+                return Err(refuse(format!(
+                    "{} bytes in {span_ms} ms since the previous sample is more than a link of {} carries",
+                    e.claimed as u64, bounds.max_rate
+                )));
+            }
+        }
+    }
+    for (instance, e) in &seen {
+        s.set_report_mark(agent, instance, e.latest).await?;
+    }
+    if overlapping > 0 {
+        s.add_overlapping_samples(overlapping).await?;
+    }
+    Ok(())
 }
 
 pub(crate) async fn stats<S: Statements>(s: &mut S, now: Timestamp) -> Result<Stats, StoreError> {
@@ -423,6 +554,7 @@ pub(crate) async fn stats<S: Statements>(s: &mut S, now: Timestamp) -> Result<St
         classes: s.scope_names("class").await?.len() as u64,
         active_reservations: counts.active_reservations,
         applied_reports: counts.applied_reports,
+        overlapping_samples: counts.overlapping_samples,
         agents,
     })
 }

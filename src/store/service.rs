@@ -25,6 +25,10 @@ use super::traffic::{ShownTrafficQuota, StorePeriod};
 use super::view::{Fleet, InstanceQuota, ScopeView, Stats, TrafficUsage};
 use crate::model::ids::{InstanceId, Label};
 use crate::model::token::{Role, Token, TokenId, TokenInfo};
+use crate::model::units::Rate;
+
+/// `--max-report-rate`'s default: above any NIC a hypervisor has today.
+pub const DEFAULT_MAX_REPORT_RATE: Rate = Rate::from_bits_per_sec(400_000_000_000);
 
 /// What every backend is told at start.
 #[derive(Debug, Clone)]
@@ -32,8 +36,12 @@ pub struct Settings {
     /// Periods (days, months) are aligned to this zone.
     pub timezone: TimeZone,
     pub resources: KnownResources,
-    /// Report keys older than this are forgotten (a retry is never that late).
+    /// Report keys older than this are forgotten (a retry is never that late), and a
+    /// sample older than this is refused.
     pub keep_report_keys: Duration,
+    /// The most a link can carry: a sample claiming more bytes than this over the time
+    /// since the agent's previous sample of the instance is refused.
+    pub max_report_rate: Rate,
 }
 
 impl Default for Settings {
@@ -42,6 +50,7 @@ impl Default for Settings {
             timezone: TimeZone::UTC,
             resources: KnownResources::new(&[]),
             keep_report_keys: Duration::from_secs(30 * 86_400),
+            max_report_rate: DEFAULT_MAX_REPORT_RATE,
         }
     }
 }
@@ -290,11 +299,16 @@ impl Store {
     /// Add an agent's batches, each exactly once.
     pub async fn ingest(&self, report: Report) -> Result<Ingested, StoreError> {
         let tz = self.settings.timezone.clone();
+        let bounds = engine::ReportBounds {
+            keep: self.settings.keep_report_keys,
+            max_rate: self.settings.max_report_rate,
+        };
         run!(self, Transaction, |s| engine::ingest(
             s,
             &report.agent,
             &report.batches,
             &tz,
+            bounds,
             Timestamp::now()
         )
         .await)

@@ -118,6 +118,10 @@ pub struct Stats {
     pub classes: u64,
     pub active_reservations: u64,
     pub applied_reports: u64,
+    /// Samples whose span another host also reported for the same instance (both are
+    /// counted: a live migration moves an instance mid-tick).
+    #[serde(default)]
+    pub overlapping_samples: u64,
     pub agents: Vec<AgentView>,
 }
 

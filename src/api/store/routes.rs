@@ -332,6 +332,9 @@ struct DeltasBody {
     expires_in: Option<String>,
 }
 
+/// The largest change one reservation or release may ask for.
+const MAX_DELTA: u64 = 1_000_000_000_000;
+
 fn deltas(s: &ApiState, body: &DeltasBody) -> ApiResult<(InstanceId, Deltas)> {
     let i = instance("instance", &body.instance)?;
     if body.deltas.is_empty() {
@@ -340,7 +343,16 @@ fn deltas(s: &ApiState, body: &DeltasBody) -> ApiResult<(InstanceId, Deltas)> {
     let known = &s.store.settings().resources;
     let mut d = Deltas::new();
     for (name, v) in &body.deltas {
-        d.insert(known.counted(&format!("deltas.{name}"), name)?, *v);
+        let field = format!("deltas.{name}");
+        // Counted resources are addresses, ports and the like: a bound keeps every sum
+        // of use and reservations inside the databases' 64-bit integers.
+        if v.unsigned_abs() > MAX_DELTA {
+            return Err(ApiError::invalid(
+                field,
+                format!("must be within ±{MAX_DELTA}"),
+            ));
+        }
+        d.insert(known.counted(&field, name)?, *v);
     }
     Ok((i, d))
 }

@@ -9,7 +9,8 @@ use super::pg;
 use crate::store::model::{StoreError, cause};
 
 /// `MIGRATIONS[i]` takes the schema from version i to i + 1.
-const MIGRATIONS: [&str; 1] = ["
+const MIGRATIONS: [&str; 2] = [
+    "
 CREATE TABLE limits (
     scope_kind TEXT NOT NULL,
     scope TEXT NOT NULL,
@@ -73,7 +74,24 @@ CREATE TABLE tokens (
     created_ms BIGINT NOT NULL,
     revoked_ms BIGINT
 );
-"];
+",
+    // 2: what the store checks agents' reports against: each (agent, instance)'s
+    // latest sample time, and how many samples overlapped another host's for the same
+    // instance (a live migration does that).
+    "
+CREATE TABLE report_marks (
+    agent TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    last_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (agent, instance)
+);
+CREATE INDEX report_marks_instance ON report_marks (instance);
+CREATE TABLE report_counters (
+    name TEXT PRIMARY KEY,
+    value BIGINT NOT NULL
+);
+",
+];
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;
 

@@ -72,11 +72,18 @@ impl<C: GenericClient + Sync> Statements for Postgres<'_, C> {
     const ADD_USAGE: &'static str = "INSERT INTO usages (instance, resource, in_use)
         VALUES ($1, $2, GREATEST($3::BIGINT, 0))
         ON CONFLICT (instance, resource)
-        DO UPDATE SET in_use = GREATEST(usages.in_use + $3::BIGINT, 0)";
+        DO UPDATE SET in_use = CASE
+          WHEN $3::BIGINT > 0 AND usages.in_use > 9223372036854775807 - $3::BIGINT
+          THEN 9223372036854775807
+          ELSE GREATEST(usages.in_use + $3::BIGINT, 0) END";
     const TOUCH_AGENT: &'static str = "INSERT INTO agents (id, last_report_ms, last_seq)
         VALUES ($1, $2, $3)
         ON CONFLICT (id) DO UPDATE SET last_report_ms = excluded.last_report_ms,
           last_seq = GREATEST(agents.last_seq, excluded.last_seq)";
+    const SET_REPORT_MARK: &'static str = "INSERT INTO report_marks (agent, instance, last_at_ms)
+        VALUES ($1, $2, $3)
+        ON CONFLICT (agent, instance) DO UPDATE SET
+          last_at_ms = GREATEST(report_marks.last_at_ms, excluded.last_at_ms)";
 
     async fn execute(
         &mut self,
@@ -192,8 +199,12 @@ impl<C: GenericClient + Sync> Statements for Postgres<'_, C> {
                 "INSERT INTO traffic_hours (instance, hour_ms, upload, download)
                  SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[])
                  ON CONFLICT (instance, hour_ms) DO UPDATE SET
-                   upload = traffic_hours.upload + excluded.upload,
-                   download = traffic_hours.download + excluded.download",
+                   upload = CASE
+                     WHEN traffic_hours.upload > 9223372036854775807 - excluded.upload
+                     THEN 9223372036854775807 ELSE traffic_hours.upload + excluded.upload END,
+                   download = CASE
+                     WHEN traffic_hours.download > 9223372036854775807 - excluded.download
+                     THEN 9223372036854775807 ELSE traffic_hours.download + excluded.download END",
             )
             .await?;
         self.client

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use super::db;
 use crate::store::model::{StoreError, cause};
 
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     // 1: counted resources.
     "
 CREATE TABLE limits (
@@ -76,6 +76,22 @@ CREATE TABLE tokens (
     host TEXT,
     created_ms INTEGER NOT NULL,
     revoked_ms INTEGER
+);
+",
+    // 3: what the store checks agents' reports against: each (agent, instance)'s
+    // latest sample time, and how many samples overlapped another host's for the same
+    // instance (a live migration does that).
+    "
+CREATE TABLE report_marks (
+    agent TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    last_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (agent, instance)
+) WITHOUT ROWID;
+CREATE INDEX report_marks_instance ON report_marks (instance);
+CREATE TABLE report_counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
 );
 ",
 ];

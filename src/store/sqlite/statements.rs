@@ -66,11 +66,17 @@ impl Statements for Sqlite<'_> {
         WHERE instance = $1 AND expires_ms > $2 GROUP BY resource";
     const ADD_USAGE: &'static str = "INSERT INTO usages (instance, resource, in_use)
         VALUES ($1, $2, MAX($3, 0))
-        ON CONFLICT (instance, resource) DO UPDATE SET in_use = MAX(in_use + $3, 0)";
+        ON CONFLICT (instance, resource) DO UPDATE SET in_use = CASE
+          WHEN $3 > 0 AND in_use > 9223372036854775807 - $3 THEN 9223372036854775807
+          ELSE MAX(in_use + $3, 0) END";
     const TOUCH_AGENT: &'static str = "INSERT INTO agents (id, last_report_ms, last_seq)
         VALUES ($1, $2, $3)
         ON CONFLICT (id) DO UPDATE SET last_report_ms = excluded.last_report_ms,
           last_seq = MAX(last_seq, excluded.last_seq)";
+    const SET_REPORT_MARK: &'static str = "INSERT INTO report_marks (agent, instance, last_at_ms)
+        VALUES ($1, $2, $3)
+        ON CONFLICT (agent, instance) DO UPDATE SET
+          last_at_ms = MAX(last_at_ms, excluded.last_at_ms)";
 
     async fn execute(
         &mut self,
@@ -149,7 +155,10 @@ impl Statements for Sqlite<'_> {
             "adding traffic",
             "INSERT INTO traffic_hours (instance, hour_ms, upload, download) VALUES ($1, $2, $3, $4)
              ON CONFLICT (instance, hour_ms) DO UPDATE SET
-               upload = upload + excluded.upload, download = download + excluded.download",
+               upload = CASE WHEN upload > 9223372036854775807 - excluded.upload
+                 THEN 9223372036854775807 ELSE upload + excluded.upload END,
+               download = CASE WHEN download > 9223372036854775807 - excluded.download
+                 THEN 9223372036854775807 ELSE download + excluded.download END",
         )?;
         for ((instance, hour), (up, down)) in hours {
             add.execute(params![instance, hour, clamp(*up), clamp(*down)])
