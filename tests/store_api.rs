@@ -117,6 +117,22 @@ fn tokens_roles_and_bad_bodies_are_refused_as_http_means_them() {
         Some(r#"{"traffic":[{"resource":"traffic_total","period":"month","limit":"1TB","on_exceed":"limit"}]}"#),
     );
     assert_eq!(a.body["error"]["field"], "traffic[0].rate", "{:?}", a.body);
+    // A rate no backend can hold (OVS reads under 1 kbit as 0, no policing) is refused.
+    let a = c.call(
+        "PUT",
+        "/v1/instances/101/quota",
+        Some(&admin),
+        Some(r#"{"traffic":[{"resource":"traffic_total","period":"month","limit":"1TB","on_exceed":"limit","rate":"500bit"}]}"#),
+    );
+    assert_eq!(a.status, 400, "{:?}", a.body);
+    assert_eq!(a.body["error"]["field"], "traffic[0].rate", "{:?}", a.body);
+    assert!(
+        a.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("500bit is under the least enforceable limit of 1kbit")),
+        "{:?}",
+        a.body
+    );
     // Over quota: 409 with the numbers.
     let a = c.call(
         "POST",

@@ -61,8 +61,10 @@ impl Checker {
 
     pub(super) fn rate(&mut self, path: &str, value: &str) -> Option<Rate> {
         value
-            .parse()
-            .map_err(|e| self.error(path, format!("{e}")))
+            .parse::<Rate>()
+            .map_err(|e| e.to_string())
+            .and_then(Rate::as_limit)
+            .map_err(|e| self.error(path, e))
             .ok()
     }
 
@@ -800,6 +802,14 @@ base_rate = "1000mbit"
             (
                 "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\nstage=[]",
                 "penalty.stage: needs at least one stage",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"500bit\"",
+                "penalty.base_rate: 500bit is under the least enforceable limit of 1kbit",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[rule]]\nname=\"r\"\nperiod=\"day\"\nlimit=\"1GB\"\naction=\"rate_limit\"\nrate=\"999bit\"",
+                "rule[1].rate: 999bit is under the least enforceable limit of 1kbit",
             ),
             (
                 "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[penalty.stage]]\nusage=0.9\ntrigger=\"1m\"\nrate=1.5\nduration=\"1m\"",

@@ -31,6 +31,20 @@ const RATE_UNITS: [(&str, u64); 5] = [
 
 impl Rate {
     pub const ZERO: Rate = Rate(0);
+    /// The least limit sluice sets: OVS polices in whole kbit/s and reads 0 as "no
+    /// policing", so a smaller limit would be reported while the kernel held none.
+    pub const MIN_LIMIT: Rate = Rate(1000);
+
+    /// This rate as a limit: `Err` naming the floor when it is under [`Rate::MIN_LIMIT`].
+    pub fn as_limit(self) -> Result<Rate, String> {
+        if self < Rate::MIN_LIMIT {
+            Err(format!(
+                "{self} is under the least enforceable limit of 1kbit (OVS polices in whole kbit/s and reads 0 as no limit)"
+            ))
+        } else {
+            Ok(self)
+        }
+    }
 
     pub const fn from_bits_per_sec(bps: u64) -> Self {
         Rate(bps)

@@ -81,7 +81,9 @@ impl<'a> PenaltyMachine<'a> {
     /// The upload limit stage `stage` imposes on an instance sold `base`; `None` in stage 0.
     pub fn stage_rate(&self, stage: usize, base: Rate) -> Option<Rate> {
         let s = self.stages.get(stage.checked_sub(1)?)?;
-        Some(base.scaled(s.rate))
+        // A stage of a small base rate may scale under what a backend can hold: held
+        // at the floor, so the limit reported is the limit enforced.
+        Some(base.scaled(s.rate).max(Rate::MIN_LIMIT))
     }
 
     /// Advance one tick. `measured` is `None` when this tick's rate is unknown (gap).
@@ -211,6 +213,9 @@ mod tests {
         assert_eq!(m.stage_rate(1, BASE), Some(pct(90)));
         assert_eq!(m.stage_rate(2, BASE), Some(pct(80)));
         assert_eq!(m.stage_rate(3, BASE), None);
+        // A stage under what OVS can hold is held at 1 kbit, never at 0 (= no policing).
+        let tiny = Rate::from_bits_per_sec(1_200);
+        assert_eq!(m.stage_rate(2, tiny), Some(Rate::MIN_LIMIT));
     }
 
     #[test]

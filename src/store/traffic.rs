@@ -261,7 +261,12 @@ impl WireTrafficQuota {
         let period = self.period.parse().map_err(|e| ("period", e))?;
         let rate = |field: &'static str, v: &Option<String>| {
             v.as_deref()
-                .map(|s| s.parse::<Rate>().map_err(|e| (field, e.to_string())))
+                .map(|s| {
+                    s.parse::<Rate>()
+                        .map_err(|e| e.to_string())
+                        .and_then(Rate::as_limit)
+                        .map_err(|e| (field, e))
+                })
                 .transpose()
         };
         let both = rate("rate", &self.rate)?;
