@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use crate::account::ledger::EventRow;
 use crate::model::event::LogKind;
 use crate::model::ids::InstanceId;
-use crate::sys::{CommandError, run_command};
+use crate::sys::{CommandError, HOOK_OUTPUT_CAP, run_capped};
 
 /// Which hook of `[hooks]` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -70,7 +70,7 @@ pub fn spawn(template: &[String], call: HookCall, timeout: Duration, done: mpsc:
         let Some((program, args)) = argv.split_first() else {
             return;
         };
-        let result = run_command(Path::new(program), args, timeout).await;
+        let result = run_capped(Path::new(program), args, timeout, HOOK_OUTPUT_CAP).await;
         let (ok, detail) = match &result {
             Ok(stdout) => (true, stdout.trim().to_owned()),
             Err(e) => (false, e.to_string()),

@@ -9,5 +9,5 @@ pub mod lock;
 pub mod netlink;
 
 pub use atomic::write_atomic;
-pub use command::{CommandError, run as run_command};
+pub use command::{CommandError, HOOK_OUTPUT_CAP, run as run_command, run_capped};
 pub use lock::{AgentLock, Holder, LockError, holder};
