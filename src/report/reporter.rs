@@ -116,11 +116,11 @@ impl Sink {
                     .await
                     .map_err(|e| SendError::Transient(e.to_string()))?;
                 let status = resp.status().as_u16();
-                let retry_after = resp
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok());
+                let retry_after = retry_after(
+                    resp.headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok()),
+                );
                 let bytes = resp
                     .bytes()
                     .await
@@ -136,16 +136,24 @@ impl Sink {
                         SendError::Transient(format!("unreadable answer ({e}): {}", text()))
                     }),
                     413 => Err(SendError::TooLarge),
-                    429 => Err(SendError::RetryAfter(
-                        Duration::from_secs(retry_after.unwrap_or(1)),
-                        text(),
-                    )),
+                    429 => Err(SendError::RetryAfter(retry_after, text())),
                     400..=499 => Err(SendError::Refused(format!("HTTP {status}: {}", text()))),
                     _ => Err(SendError::Transient(format!("HTTP {status}: {}", text()))),
                 }
             }
         }
     }
+}
+
+/// How long a store's `Retry-After` (delay-seconds) asks to wait, at most the longest
+/// backoff: a store, or whatever answers in its place, cannot stall the reporter for
+/// good (`Retry-After: 100000000000` once did, and would overflow a timer besides).
+/// Missing or unreadable: one second.
+fn retry_after(header: Option<&str>) -> Duration {
+    header
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(FIRST_BACKOFF, Duration::from_secs)
+        .min(LONGEST_BACKOFF)
 }
 
 /// Sends the spool to the store until the agent stops.
@@ -303,4 +311,26 @@ pub fn client() -> Result<reqwest::Client, String> {
         .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_obeyed_up_to_the_longest_backoff() {
+        let table = [
+            (None, 1),
+            (Some("7"), 7),
+            (Some(" 60 "), 60),
+            (Some("61"), 60),
+            (Some("100000000000"), 60),
+            (Some("18446744073709551615"), 60),
+            (Some("Wed, 21 Oct 2015 07:28:00 GMT"), 1),
+            (Some("-5"), 1),
+        ];
+        for (header, secs) in table {
+            assert_eq!(retry_after(header), Duration::from_secs(secs), "{header:?}");
+        }
+    }
 }
