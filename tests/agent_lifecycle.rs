@@ -320,3 +320,70 @@ fn an_unbindable_port_is_logged_and_healthz_is_503_before_the_first_tick() {
     assert_eq!(body["status"], "starting", "{body}");
     drop(agent);
 }
+
+/// A flood of API reads does not cost a tick: every interval boundary inside the
+/// flood's window is ticked (counted by `/metrics`' tick histogram).
+#[test]
+fn ticks_keep_their_boundaries_under_an_api_flood() {
+    let ns = Netns::new("fl");
+    ns.add_cheap_links(&["kvm8.0".to_owned()]);
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let config = tmp.path().join("sluice.toml");
+    std::fs::write(&config, config_text(&run, "1s")).unwrap();
+    let agent = AgentProc::start(&ns, &config, tmp.path().join("agent.log"));
+    support::http::wait_healthy(&ns, 9477, Duration::from_secs(15));
+    let ticks = || -> u64 {
+        let (_, text) = support::http::request(&ns, 9477, "GET", "/metrics", None);
+        text.lines()
+            .find_map(|l| l.strip_prefix("sluice_tick_duration_seconds_count "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no tick count in /metrics:\n{text}")) as u64
+    };
+    let before = ticks();
+    let started = std::time::Instant::now();
+    let answered = ns.run(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let client = support::store::http_client();
+            let until = std::time::Instant::now() + Duration::from_secs(5);
+            let mut tasks = Vec::new();
+            for _ in 0..16 {
+                let client = client.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while std::time::Instant::now() < until {
+                        if let Ok(r) = client.get("http://127.0.0.1:9477/v1/status").send().await
+                            && r.bytes().await.is_ok()
+                        {
+                            n += 1;
+                        }
+                    }
+                    n
+                }));
+            }
+            let mut n = 0;
+            for t in tasks {
+                n += t.await.unwrap();
+            }
+            n
+        })
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = ticks();
+    eprintln!(
+        "{answered} answers in {elapsed:.1} s ({:.0}/s), {} ticks",
+        answered as f64 / elapsed,
+        after - before
+    );
+    assert!(answered > 1000, "a flood: {answered} answers");
+    assert!(
+        after - before >= elapsed.floor() as u64 - 1,
+        "{} ticks in {elapsed:.1} s under {answered} API reads",
+        after - before
+    );
+    assert_eq!(agent.stop(), Some(0));
+}

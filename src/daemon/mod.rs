@@ -283,22 +283,27 @@ impl Agent {
         let mut pet = tokio::time::interval(pet_every);
         pet.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut asks = self.asks.take();
+        let mut deadline = self.next_deadline();
         loop {
-            let now = Timestamp::now();
-            let wait = next_wait(
-                self.config.agent.interval,
-                now,
-                self.policy.quotas().next_boundary(now),
-            );
-            let deadline = tokio::time::Instant::now() + wait;
+            // `biased`: a due tick goes first, however many questions wait. The deadline
+            // is kept across answers, not recomputed from the clock after each: an
+            // answer that ends past a boundary would otherwise aim at the next one and
+            // skip this tick (a flood of API reads did). Between ticks it may only come
+            // earlier (a reload or a reset can bring a period end closer).
             tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => self.notified_tick(&mut notifier).await,
-                _ = pet.tick() => notifier.pet(),
-                Some(ask) = next_ask(&mut asks) => self.answer(ask).await,
-                _ = hup.recv() => self.reload(),
+                biased;
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.notified_tick(&mut notifier).await;
+                    deadline = self.next_deadline();
+                    continue;
+                }
                 _ = term.recv() => break,
                 _ = int.recv() => break,
+                _ = pet.tick() => notifier.pet(),
+                _ = hup.recv() => self.reload(),
+                Some(ask) = next_ask(&mut asks) => self.answer(ask).await,
             }
+            deadline = deadline.min(self.next_deadline());
         }
         notifier.stopping();
         let mut verdicts = std::mem::take(&mut self.verdicts);
@@ -307,6 +312,17 @@ impl Agent {
         self.write_state(Redo::Always);
         info!("sluice agent stopped; limits left in place");
         Ok(())
+    }
+
+    /// When the next tick is due: the next interval boundary or period end.
+    fn next_deadline(&self) -> tokio::time::Instant {
+        let now = Timestamp::now();
+        let wait = next_wait(
+            self.config.agent.interval,
+            now,
+            self.policy.quotas().next_boundary(now),
+        );
+        tokio::time::Instant::now() + wait
     }
 
     fn reload(&mut self) {
