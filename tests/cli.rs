@@ -470,3 +470,38 @@ fn list_watch_redraws_until_stopped_and_colours_only_when_asked() {
         "{screens}"
     );
 }
+
+/// Durations and times that would overflow a clock are refused with the field named,
+/// by the real binary, instead of passing `check` and panicking later (a crash loop
+/// under systemd).
+#[test]
+fn durations_and_trace_times_past_the_clocks_are_refused() {
+    let (_d, config) = file(
+        "sluice.toml",
+        "[agent]\ninterval = \"500000000000y\"\ninterfaces = ['^kvm(?P<instance>[0-9]+)$']\n[penalty]\nbase_rate = \"1mbit\"\n",
+    );
+    let out = sluice(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("agent.interval: must be at most 100 years"),
+        "{}",
+        text(&out.stderr)
+    );
+    let (_t, trace) = file(
+        "trace.csv",
+        "time,interface,rx_bytes,tx_bytes\n0,kvm1.0,0,0\n1e20,kvm1.0,5,5\n",
+    );
+    let out = simulate_example(&trace);
+    assert_ne!(
+        out.status.code(),
+        Some(101),
+        "a panic: {}",
+        text(&out.stderr)
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("line 3: time: 100000000000000000000 is past the year 9999"),
+        "{}",
+        text(&out.stderr)
+    );
+}

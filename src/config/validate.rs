@@ -41,6 +41,10 @@ impl Checker {
     ) -> Duration {
         let Some(s) = value else { return default };
         match parse_duration(s) {
+            Ok(d) if d > MAX_DURATION => {
+                self.error(path, format!("must be at most 100 years, got {s:?}"));
+                default
+            }
             Ok(d) if d < min => {
                 self.error(
                     path,
@@ -140,13 +144,30 @@ pub(super) fn validate(raw: RawConfig) -> Result<Loaded, Vec<Problem>> {
     })
 }
 
+/// The longest duration any field takes: every one is added to clocks and timestamps,
+/// which a longer one would overflow (an agent that panics at start is a crash loop).
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// The longest tick interval: a day (a tick rarer than that measures nothing useful).
+const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
+
 fn check_agent(c: &mut Checker, a: RawAgent) -> Option<AgentConfig> {
-    let interval = c.duration(
+    let mut interval = c.duration(
         "agent.interval",
         a.interval.as_deref(),
         DEFAULT_INTERVAL,
         Duration::from_secs(1),
     );
+    if interval > MAX_INTERVAL {
+        c.error(
+            "agent.interval",
+            format!(
+                "must be at most 1day, got {:?}",
+                a.interval.as_deref().unwrap_or_default()
+            ),
+        );
+        interval = DEFAULT_INTERVAL;
+    }
     let command_timeout = c.duration(
         "agent.command_timeout",
         a.command_timeout.as_deref(),
@@ -501,6 +522,10 @@ fn check_stages(c: &mut Checker, list: Vec<RawStage>) -> Vec<StageConfig> {
                     c.error(&p, "must be longer than zero");
                     None
                 }
+                Ok(d) if d > MAX_DURATION => {
+                    c.error(&p, format!("must be at most 100 years, got {v:?}"));
+                    None
+                }
                 Ok(d) => Some(d),
                 Err(e) => {
                     c.error(&p, e.to_string());
@@ -745,6 +770,18 @@ base_rate = "1000mbit"
             (
                 "[agent]\ninterval = \"soon\"\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"",
                 "agent.interval: \"soon\" is not a duration",
+            ),
+            (
+                "[agent]\ninterval=\"500000000000y\"\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"",
+                "agent.interval: must be at most 100 years, got \"500000000000y\"",
+            ),
+            (
+                "[agent]\ninterval=\"2days\"\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"",
+                "agent.interval: must be at most 1day, got \"2days\"",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[[penalty.stage]]\nusage=0.9\ntrigger=\"1m\"\nrate=0.5\nduration=\"9999999999y\"",
+                "penalty.stage[1].duration: must be at most 100 years",
             ),
             (
                 "[agent]\ninterfaces=[]\n[penalty]\nbase_rate=\"1mbit\"",

@@ -11,6 +11,10 @@ use std::io::Read;
 use super::Sample;
 use crate::model::ids::IfName;
 
+/// The last time a trace may name: 9999-12-31T23:59:59Z, the calendar's end (a time
+/// past it once made `simulate` panic).
+pub const MAX_TRACE_TIME: f64 = 253_402_300_799.0;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
     #[error("line {line}: {reason}")]
@@ -88,7 +92,12 @@ impl<R: Read> TraceReader<R> {
             ));
         }
         let time: f64 = match record[0].parse() {
-            Ok(t) if f64::is_finite(t) && t >= 0.0 => t,
+            Ok(t) if f64::is_finite(t) && (0.0..=MAX_TRACE_TIME).contains(&t) => t,
+            Ok(t) if f64::is_finite(t) && t > MAX_TRACE_TIME => {
+                return bad(format!(
+                    "time: {t} is past the year 9999 (at most {MAX_TRACE_TIME} Unix seconds)"
+                ));
+            }
             _ => return bad(format!("time: {:?} is not Unix seconds", &record[0])),
         };
         let name = match IfName::new(&record[1]) {
@@ -217,6 +226,10 @@ mod tests {
                 "line 3: time: \"soon\"",
             ),
             (format!("{h}0,kvm1.0,-1,1\n"), "line 2: rx_bytes: \"-1\""),
+            (
+                format!("{h}0,kvm1.0,1,1\n1e20,kvm1.0,2,2\n"),
+                "line 3: time: 100000000000000000000 is past the year 9999",
+            ),
             (format!("{h}0,kvm1.0,1,1.5\n"), "line 2: tx_bytes: \"1.5\""),
             (
                 format!("{h}0,bad name,1,1\n"),
