@@ -521,3 +521,111 @@ timeout = "10s"
     assert!(!ev.iter().any(|e| e["event"] == "hook"), "{ev:?}");
     assert_eq!(agent.stop(), Some(0));
 }
+
+/// `backend = "none"` observes only: an exceeded `disconnect` rule leaves the link up
+/// and an exceeded `shutdown` rule runs no hook; each is logged and recorded as a
+/// `skipped` event saying what would have been done.
+#[test]
+fn observe_only_carries_out_no_action() {
+    let host = Netns::new("qo");
+    let a = Netns::new("qp");
+    let b = Netns::new("qq");
+    let link_a = veth(&host, "tap701i0", &a, "eth0", 125);
+    let link_b = veth(&host, "tap702i0", &b, "eth0", 126);
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let hook = tmp.path().join("hook.sh");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\necho \"$@\" >> \"$(dirname \"$0\")/$1.log\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = tmp.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[agent]
+interval = "1s"
+interfaces = ['^tap(?P<instance>[0-9]+)i[0-9]+$']
+backend = "none"
+state_dir = "{run}"
+data_dir = "{run}/lib"
+[log]
+dir = ""
+[penalty]
+base_rate = "1000mbit"
+[[rule]]
+name = "cut"
+period = "day"
+limit = "1MB"
+action = "disconnect"
+instances = ["701"]
+[[rule]]
+name = "off"
+period = "day"
+limit = "1MB"
+action = "shutdown"
+instances = ["702"]
+[hooks]
+shutdown = ["{hook}", "shutdown", "{{instance}}"]
+"#,
+            run = run.display(),
+            hook = hook.display(),
+        ),
+    )
+    .unwrap();
+    let agent = AgentProc::start(&host, &config, tmp.path().join("agent.log"));
+    eventually(Duration::from_secs(15), "agent sees the taps", || {
+        record(&run, "tap702i0")
+    });
+    megabytes(&a, link_a.a_ip, 2);
+    megabytes(&b, link_b.a_ip, 2);
+    let skipped = eventually(Duration::from_secs(15), "both actions skipped", || {
+        let ev = events(&config);
+        let actions: Vec<(String, String)> = ev
+            .iter()
+            .filter(|e| e["event"] == "skipped")
+            .map(|e| {
+                (
+                    e["instance"].as_str().unwrap_or("").to_owned(),
+                    e["action"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        (actions.len() >= 2).then_some(actions)
+    });
+    assert!(
+        skipped.contains(&("701".into(), "link_down".into()))
+            && skipped.contains(&("702".into(), "shutdown_hook".into())),
+        "{skipped:?}"
+    );
+    ticks_after_now(&host, 2);
+    assert!(is_up(&host, "tap701i0"), "observe only: the link stays up");
+    assert!(
+        !tmp.path().join("shutdown.log").exists(),
+        "observe only: no hook runs"
+    );
+    let ev = events(&config);
+    assert_eq!(rule_states(&ev, "cut"), vec!["exceeded"]);
+    assert_eq!(
+        ev.iter().filter(|e| e["event"] == "skipped").count(),
+        2,
+        "once each, not every tick: {ev:?}"
+    );
+    assert!(
+        !ev.iter()
+            .any(|e| e["event"] == "link_down" || e["event"] == "hook")
+    );
+    let log = agent.log();
+    assert!(
+        log.contains("observe only (backend none): the link is not set down"),
+        "{log}"
+    );
+    assert!(
+        log.contains("observe only (backend none): the hook is not run"),
+        "{log}"
+    );
+    assert_eq!(agent.stop(), Some(0));
+}

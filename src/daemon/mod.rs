@@ -594,6 +594,10 @@ impl Agent {
                 .map_or_else(String::new, |(n, _)| n.to_string())
         };
         let mut raise: BTreeSet<&InstanceId> = BTreeSet::new();
+        // Observe only: nothing is carried out; what would have been is logged and
+        // recorded as `skipped` events.
+        let observe = self.backend.kind() == BackendKind::None;
+        let mut skipped: Vec<EventRow> = Vec::new();
         for e in fired {
             log_quota_event(e);
             let call = |hook| HookCall {
@@ -604,35 +608,43 @@ impl Agent {
                 action: e.action.to_string(),
             };
             let timeout = self.config.hooks.timeout;
-            match e.state {
-                QuotaState::Exceeded if e.action == ActionKind::Shutdown => {
-                    if let Some(argv) = &self.config.hooks.shutdown {
-                        // The exceed is committed; the hook is not started. A crash here
-                        // loses the hook's run (at most once, never twice).
-                        crash::point(CrashPoint::BeforeHook);
-                        hooks::spawn(
-                            argv,
-                            call(Hook::Shutdown),
-                            timeout,
-                            self.hook_events.0.clone(),
-                        );
-                    }
-                }
+            let hook = match e.state {
+                QuotaState::Exceeded if e.action == ActionKind::Shutdown => self
+                    .config
+                    .hooks
+                    .shutdown
+                    .as_ref()
+                    .map(|argv| (argv, Hook::Shutdown)),
                 QuotaState::Restored => {
                     if e.action == ActionKind::Disconnect {
                         raise.insert(&e.instance);
                     }
-                    if let Some(argv) = &self.config.hooks.on_reset {
-                        hooks::spawn(
-                            argv,
-                            call(Hook::OnReset),
-                            timeout,
-                            self.hook_events.0.clone(),
-                        );
-                    }
+                    self.config
+                        .hooks
+                        .on_reset
+                        .as_ref()
+                        .map(|argv| (argv, Hook::OnReset))
                 }
-                _ => {}
+                _ => None,
+            };
+            let Some((argv, which)) = hook else { continue };
+            let c = call(which);
+            if observe {
+                info!(hook = which.as_str(), instance = %c.instance, rule = %c.rule, "observe only (backend none): the hook is not run");
+                skipped.push(EventRow::new(
+                    Timestamp::now(),
+                    LogKind::Skipped,
+                    Some(&c.instance),
+                    serde_json::json!({"action": format!("{}_hook", which.as_str()), "rule": c.rule, "interface": c.interface}),
+                ));
+                continue;
             }
+            if which == Hook::Shutdown {
+                // The exceed is committed; the hook is not started. A crash here loses
+                // the hook's run (at most once, never twice).
+                crash::point(CrashPoint::BeforeHook);
+            }
+            hooks::spawn(argv, c, timeout, self.hook_events.0.clone());
         }
         // Down: every interface under a disconnect rule, every tick. Up: those sluice
         // downed that no rule holds any more, and those of instances restored just now
@@ -645,6 +657,30 @@ impl Agent {
                 want.push((v.ifindex, LinkState::Up, name, &v.instance));
             }
         }
+        if observe {
+            for (_, state, name, instance) in want {
+                let up = state == LinkState::Up;
+                // Once per change, as a real switch would be logged.
+                if up != self.downed.contains(name) {
+                    continue;
+                }
+                info!(interface = %name, "observe only (backend none): the link is not set {}", state.as_str());
+                skipped.push(EventRow::new(
+                    Timestamp::now(),
+                    LogKind::Skipped,
+                    Some(instance),
+                    serde_json::json!({"action": if up { "link_up" } else { "link_down" }, "interface": name.as_str()}),
+                ));
+                if up {
+                    self.downed.remove(name);
+                } else {
+                    self.downed.insert(name.clone());
+                }
+            }
+            self.pending.append(&mut skipped);
+            return;
+        }
+        self.pending.append(&mut skipped);
         if want.is_empty() {
             return;
         }

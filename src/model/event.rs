@@ -29,10 +29,12 @@ pub enum LogKind {
     EnforceFailed,
     /// An operator started a rule's count over.
     QuotaReset,
+    /// An action observe-only mode (`backend = "none"`) did not carry out.
+    Skipped,
 }
 
 impl LogKind {
-    pub const ALL: [LogKind; 10] = [
+    pub const ALL: [LogKind; 11] = [
         LogKind::Rule,
         LogKind::Stage,
         LogKind::Returned,
@@ -43,6 +45,7 @@ impl LogKind {
         LogKind::LinkUp,
         LogKind::EnforceFailed,
         LogKind::QuotaReset,
+        LogKind::Skipped,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +60,7 @@ impl LogKind {
             LogKind::LinkUp => "link_up",
             LogKind::EnforceFailed => "enforce_failed",
             LogKind::QuotaReset => "quota_reset",
+            LogKind::Skipped => "skipped",
         }
     }
 }
