@@ -43,14 +43,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let path = ledger_path(args.data_dir, &args.config)?;
     let conn = open_read_only(&path)?;
-    let rows: Vec<EventRow> = read_events(&conn, Some(since), args.limit)?
-        .into_iter()
-        .filter(|e| {
-            args.instance
-                .as_ref()
-                .is_none_or(|i| e.instance.as_ref() == Some(i))
-        })
-        .collect();
+    let rows: Vec<EventRow> = read_events(&conn, Some(since), args.instance.as_ref(), args.limit)?;
     if args.json {
         for e in &rows {
             println!("{}", e.body);

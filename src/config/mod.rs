@@ -135,11 +135,12 @@ impl fmt::Display for BackendKind {
     }
 }
 
-/// How long the ledger keeps its buckets.
+/// How long the ledger keeps its buckets and its event log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LedgerConfig {
     pub keep_5m: Duration,
     pub keep_hourly: Duration,
+    pub keep_events: Duration,
 }
 
 impl Default for LedgerConfig {
@@ -147,6 +148,7 @@ impl Default for LedgerConfig {
         LedgerConfig {
             keep_5m: Duration::from_secs(2 * 86_400),
             keep_hourly: Duration::from_secs(400 * 86_400),
+            keep_events: Duration::from_secs(400 * 86_400),
         }
     }
 }

@@ -109,6 +109,7 @@ pub(super) struct RawAgent {
 pub(super) struct RawLedger {
     pub keep_5m: Option<String>,
     pub keep_hourly: Option<String>,
+    pub keep_events: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

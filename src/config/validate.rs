@@ -396,9 +396,16 @@ fn check_ledger(c: &mut Checker, l: RawLedger) -> LedgerConfig {
         d.keep_hourly,
         day,
     );
+    let keep_events = c.duration(
+        "ledger.keep_events",
+        l.keep_events.as_deref(),
+        d.keep_events,
+        day,
+    );
     LedgerConfig {
         keep_5m,
         keep_hourly,
+        keep_events,
     }
 }
 

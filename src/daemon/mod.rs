@@ -574,7 +574,7 @@ impl Agent {
                 .is_none_or(|t| wall.duration_since(t) >= day)
         {
             let keep = self.config.ledger;
-            match ledger.expire(wall, keep.keep_5m, keep.keep_hourly) {
+            match ledger.expire(wall, keep) {
                 Ok(n) if n > 0 => info!(rows = n, "ledger: expired old buckets"),
                 Ok(_) => {}
                 Err(e) => warn!("{e}"),

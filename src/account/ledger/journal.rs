@@ -22,15 +22,20 @@ pub(super) fn write_events(tx: &Connection, events: &[EventRow]) -> Result<(), L
     Ok(())
 }
 
-/// Events at or after `since` (all when `None`), oldest first, at most `limit`.
+/// Events at or after `since` (all when `None`) of `instance` (all when `None`), oldest
+/// first, the newest `limit` of them. The instance is filtered in SQL, before the
+/// limit: filtered after it, a busy host's last `limit` events could hold none of the
+/// instance's although it had some.
 pub fn read_events(
     conn: &Connection,
     since: Option<Timestamp>,
+    instance: Option<&InstanceId>,
     limit: usize,
 ) -> Result<Vec<EventRow>, LedgerError> {
     let mut stmt = conn
         .prepare(
-            "SELECT at_ms, kind, instance, body FROM events WHERE at_ms >= ?1
+            "SELECT at_ms, kind, instance, body FROM events
+             WHERE at_ms >= ?1 AND (?3 IS NULL OR instance = ?3)
              ORDER BY id DESC LIMIT ?2",
         )
         .map_err(sql("reading events"))?;
@@ -38,7 +43,8 @@ pub fn read_events(
         .query_map(
             params![
                 since.map_or(i64::MIN, |t| t.as_millisecond()),
-                i64::try_from(limit).unwrap_or(i64::MAX)
+                i64::try_from(limit).unwrap_or(i64::MAX),
+                instance.map(|i| i.as_str())
             ],
             |r| {
                 Ok((

@@ -41,6 +41,7 @@ use serde_json::{Value, json};
 
 use super::{Boot, Counters, counter_delta};
 use crate::account::quota_counts::{QuotaChanges, QuotaRows, Spent};
+use crate::config::LedgerConfig;
 use crate::model::event::LogKind;
 use crate::model::ids::{FastMap, IfName, InstanceId};
 use crate::sys::crash::{self, CrashPoint};
@@ -389,17 +390,15 @@ impl Ledger {
 
     /// Delete 5-minute buckets older than `keep_5m` and hourly ones older than
     /// `keep_hour` (before `now`); returns the rows deleted.
-    pub fn expire(
-        &mut self,
-        now: Timestamp,
-        keep_5m: Duration,
-        keep_hour: Duration,
-    ) -> Result<usize, LedgerError> {
+    pub fn expire(&mut self, now: Timestamp, keep: LedgerConfig) -> Result<usize, LedgerError> {
         let cut = |keep: Duration| {
             now.as_second() - i64::try_from(keep.as_secs()).unwrap_or(i64::MAX / 2)
         };
         let mut gone = 0;
-        for (table, keep) in [(Table::FiveMinutes, keep_5m), (Table::Hour, keep_hour)] {
+        for (table, keep) in [
+            (Table::FiveMinutes, keep.keep_5m),
+            (Table::Hour, keep.keep_hourly),
+        ] {
             gone += self
                 .conn
                 .execute(
@@ -408,6 +407,14 @@ impl Ledger {
                 )
                 .map_err(sql("expiring buckets"))?;
         }
+        // The event log too: its rows are few, but a host runs for years.
+        gone += self
+            .conn
+            .execute(
+                "DELETE FROM events WHERE at_ms < ?1",
+                params![cut(keep.keep_events).saturating_mul(1000)],
+            )
+            .map_err(sql("expiring events"))?;
         // Our own writes never change our `data_version`: only other connections' do.
         Ok(gone)
     }

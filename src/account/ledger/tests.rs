@@ -200,8 +200,7 @@ fn expiry_drops_old_buckets_only() {
     let gone = l
         .expire(
             at(3 * day + 2 * MIN),
-            Duration::from_secs(2 * 86_400),
-            Duration::from_secs(400 * 86_400),
+            crate::config::LedgerConfig::default(),
         )
         .unwrap();
     assert_eq!(gone, 1, "the 5-minute bucket of day 0");
@@ -596,4 +595,66 @@ fn the_wal_is_checkpointed_in_the_background() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The event log is read per instance before the limit (a busy neighbour's newer events
+/// used to fill the limit and hide them), and expires after `keep_events`.
+#[test]
+fn events_are_filtered_before_the_limit_and_expire() {
+    let w = World::new();
+    let mut l = w.open("boot-a");
+    let event = |ms: i64, id: &str| {
+        EventRow::new(
+            at(ms),
+            LogKind::Rule,
+            Some(&inst(id)),
+            serde_json::json!({"n": ms}),
+        )
+    };
+    let day = 86_400_000;
+    // 101: three events long ago and lately; 102: ten newer ones.
+    let mut events = vec![
+        event(MIN, "101"),
+        event(300 * day, "101"),
+        event(300 * day + MIN, "101"),
+    ];
+    events.extend((0..10).map(|k| event(300 * day + 2 * MIN + k, "102")));
+    let o = Observation {
+        interface: &w.ifname,
+        instance: &w.instance,
+        ifindex: 7,
+        rx_bytes: 0,
+        tx_bytes: 0,
+    };
+    l.record_with(
+        &[o],
+        at(300 * day + 3 * MIN),
+        Duration::from_secs(60),
+        |_| Journal {
+            events,
+            ..Journal::default()
+        },
+    )
+    .unwrap();
+    let of = |l: &Ledger, id: Option<&str>, limit| -> Vec<i64> {
+        let id = id.map(inst);
+        read_events(l.connection(), None, id.as_ref(), limit)
+            .unwrap()
+            .iter()
+            .map(|e| e.body["n"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(of(&l, Some("101"), 2), [300 * day, 300 * day + MIN]);
+    assert_eq!(
+        of(&l, None, 2),
+        [300 * day + 2 * MIN + 8, 300 * day + 2 * MIN + 9]
+    );
+    assert_eq!(of(&l, Some("103"), 5), Vec::<i64>::new());
+    // 400 days after the first, with keep_events 299 days: only it goes.
+    let keep = crate::config::LedgerConfig {
+        keep_events: Duration::from_secs(299 * 86_400),
+        ..crate::config::LedgerConfig::default()
+    };
+    l.expire(at(299 * day + 2 * MIN), keep).unwrap();
+    assert_eq!(of(&l, Some("101"), 10), [300 * day, 300 * day + MIN]);
 }

@@ -35,13 +35,19 @@ struct PageQuery {
 /// ledger that cannot be read yet shows none rather than failing the page) — and draw.
 async fn with_view<T>(
     s: &ApiState,
+    instance: Option<&InstanceId>,
     draw: impl FnOnce(&page::View<'_>) -> T,
 ) -> Result<T, ApiError> {
     let snapshot = ask(s, Ask::Interfaces).await?;
     let now = Timestamp::now();
-    let events = ledger_events(s, now - SignedDuration::from_hours(24), 1000)
-        .await
-        .unwrap_or_default();
+    let events = ledger_events(
+        s,
+        now - SignedDuration::from_hours(24),
+        instance.cloned(),
+        1000,
+    )
+    .await
+    .unwrap_or_default();
     let tz = TimeZone::system();
     Ok(draw(&page::View {
         snapshot: &snapshot,
@@ -57,7 +63,7 @@ async fn overview(
     State(s): State<ApiState>,
     Query(q): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
-    let html = with_view(&s, |view| {
+    let html = with_view(&s, None, |view| {
         page::overview(view, Part::asked(q.fragment.is_some()))
     })
     .await?;
@@ -70,7 +76,7 @@ async fn instance(
     Query(q): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
     let id = InstanceId::new(&id).map_err(|e| ApiError::invalid("id", e.to_string()))?;
-    let html = with_view(&s, |view| {
+    let html = with_view(&s, Some(&id), |view| {
         page::instance(view, id.as_str(), Part::asked(q.fragment.is_some()))
     })
     .await?;

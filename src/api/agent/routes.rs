@@ -173,6 +173,7 @@ async fn release(
 pub(super) async fn ledger_events(
     s: &ApiState,
     since: Timestamp,
+    instance: Option<InstanceId>,
     limit: usize,
 ) -> Result<Vec<crate::account::ledger::EventRow>, ApiError> {
     let conn = s.events_conn.clone();
@@ -185,7 +186,7 @@ pub(super) async fn ledger_events(
             *held = Some(open_read_only(&path).map_err(|e| e.to_string())?);
         }
         let c = held.as_ref().ok_or("no ledger connection")?;
-        read_events(c, Some(since), limit).map_err(|e| {
+        read_events(c, Some(since), instance.as_ref(), limit).map_err(|e| {
             // A broken connection is opened again next time.
             *held = None;
             e.to_string()
@@ -281,16 +282,8 @@ async fn events(
             format!("must be 1..={MAX_EVENTS}"),
         ));
     }
-    let rows = ledger_events(&s, since, limit).await?;
-    let events: Vec<&serde_json::Value> = rows
-        .iter()
-        .filter(|e| {
-            instance
-                .as_ref()
-                .is_none_or(|i| e.instance.as_ref() == Some(i))
-        })
-        .map(|e| &e.body)
-        .collect();
+    let rows = ledger_events(&s, since, instance, limit).await?;
+    let events: Vec<&serde_json::Value> = rows.iter().map(|e| &e.body).collect();
     Ok(Json(json!({ "since": since.to_string(), "events": events })).into_response())
 }
 

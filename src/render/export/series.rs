@@ -241,7 +241,7 @@ pub fn build(
             Vec::new(),
         );
     }
-    let events = read_events(conn, Some(spec.from), 100_000)?;
+    let events = read_events(conn, Some(spec.from), None, 100_000)?;
     let mut series = Vec::new();
     for ((instance, interface), rows) in by_key {
         let mut at: BTreeMap<Timestamp, &UsageRow> = BTreeMap::new();
