@@ -387,3 +387,33 @@ fn ticks_keep_their_boundaries_under_an_api_flood() {
     );
     assert_eq!(agent.stop(), Some(0));
 }
+
+/// A state or data directory every user may write to is refused at start, naming it:
+/// anyone could swap the state, the ledger or the lock the agent then trusts.
+#[test]
+fn a_directory_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let ns = Netns::new("wd");
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    std::fs::create_dir_all(run.join("lib")).unwrap();
+    std::fs::set_permissions(run.join("lib"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let config = tmp.path().join("sluice.toml");
+    std::fs::write(&config, config_text(&run, "1s")).unwrap();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(sluice_bin())
+        .args(["agent", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "cannot use the directory {}",
+            run.join("lib").display()
+        )) && err.contains("every user may write to it (mode 777)"),
+        "{err}"
+    );
+}

@@ -505,3 +505,32 @@ fn durations_and_trace_times_past_the_clocks_are_refused() {
         text(&out.stderr)
     );
 }
+
+/// A config that every user can read and that holds a secret earns a warning naming the
+/// field; at mode 640 it does not.
+#[test]
+fn check_warns_of_a_world_readable_secret() {
+    use std::os::unix::fs::PermissionsExt;
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/sluice.example.toml"
+    ))
+    .unwrap();
+    let (_d, config) = file(
+        "sluice.toml",
+        &format!(
+            "{example}\n[[webhook]]\nurl = \"http://127.0.0.1:1/hook\"\nsecret = \"s3cret\"\n"
+        ),
+    );
+    for (mode, warned) in [(0o644, true), (0o640, false)] {
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = sluice(&["check", "--config", config.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(
+            all.contains("webhook[1].secret") && all.contains("is readable by every user"),
+            warned,
+            "mode {mode:o}:\n{all}"
+        );
+    }
+}

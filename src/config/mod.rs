@@ -289,7 +289,44 @@ impl Config {
             file: path.to_owned(),
             problems: vec![Problem::new("", format!("cannot read: {e}"))],
         })?;
-        Self::parse(path, &text)
+        let mut loaded = Self::parse(path, &text)?;
+        // A secret in a file every user can read is no secret.
+        let secrets = loaded.config.secret_fields();
+        let world_readable = std::fs::metadata(path)
+            .map(|m| std::os::unix::fs::MetadataExt::mode(&m) & 0o004 != 0)
+            .unwrap_or(false);
+        if world_readable && !secrets.is_empty() {
+            loaded.warnings.push(Problem::new(
+                &secrets.join(", "),
+                format!(
+                    "{} is readable by every user and holds this secret; chmod 640 it (or use store.token_file)",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(loaded)
+    }
+
+    /// The fields of this config that hold a secret written in it.
+    pub fn secret_fields(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(StoreConfig {
+            target:
+                StoreTarget::Remote {
+                    token: TokenSource::Inline(_),
+                    ..
+                },
+            ..
+        }) = &self.store
+        {
+            out.push("store.token".to_owned());
+        }
+        for (i, w) in self.webhooks.iter().enumerate() {
+            if w.secret.is_some() {
+                out.push(format!("webhook[{}].secret", i + 1));
+            }
+        }
+        out
     }
 
     /// Parse and validate config text; `path` names the file in errors and picks the format.

@@ -45,7 +45,7 @@ use crate::sys::crash::{self, CrashPoint};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("cannot create the state directory {path}: {source}")]
+    #[error("cannot use the directory {path}: {source}")]
     StateDir {
         path: PathBuf,
         #[source]
@@ -141,10 +141,14 @@ impl Agent {
     /// Take the lock, restore state, open netlink. Must run inside a tokio runtime.
     pub fn start(config_path: &Path, config: Config) -> Result<Agent, AgentError> {
         let dir = &config.agent.state_dir;
-        std::fs::create_dir_all(dir).map_err(|e| AgentError::StateDir {
-            path: dir.clone(),
-            source: e,
-        })?;
+        for d in [dir, &config.agent.data_dir] {
+            std::fs::create_dir_all(d)
+                .and_then(|()| crate::sys::files::refuse_shared_dir(d))
+                .map_err(|e| AgentError::StateDir {
+                    path: d.clone(),
+                    source: e,
+                })?;
+        }
         crash::check_env();
         let lock = AgentLock::acquire(&dir.join(LOCK_FILE))?;
         let state_path = dir.join(STATE_FILE);

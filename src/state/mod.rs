@@ -383,7 +383,18 @@ mod tests {
         );
         assert_eq!(read(&path).unwrap().unwrap(), snapshot());
         // The crash came after the new file was complete: the temp file holds it whole.
-        let tmp = dir.path().join(format!(".{STATE_FILE}.tmp-{pid}"));
+        let prefix = format!(".{STATE_FILE}.tmp-{pid}-");
+        let tmp = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with(&prefix)
+            })
+            .expect("the dead writer's temp file");
         let written: Snapshot = serde_json::from_slice(&std::fs::read(&tmp).unwrap()).unwrap();
         assert_eq!((written.pid, written.interfaces.len()), (pid, 0));
         // The next writer replaces the file as usual.
@@ -391,6 +402,7 @@ mod tests {
         s3.pid = 7;
         write(&path, &s3).unwrap();
         assert_eq!(read(&path).unwrap().unwrap(), s3);
+        assert!(!tmp.exists(), "the dead writer's temp file is swept");
     }
 
     #[test]

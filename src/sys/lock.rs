@@ -6,6 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -38,13 +39,25 @@ impl AgentLock {
             path: path.to_owned(),
             source: e,
         };
+        // Never through a symlink: one planted at the lock's name made the agent
+        // truncate its target.
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o644)
             .open(path)
-            .map_err(io)?;
+            .map_err(|e| {
+                if e.raw_os_error() == Some(libc::ELOOP) {
+                    io(std::io::Error::other(
+                        "it is a symbolic link, which sluice does not follow",
+                    ))
+                } else {
+                    io(e)
+                }
+            })?;
         let mut attempt = 0;
         let locked = loop {
             match file.try_lock() {
@@ -112,6 +125,20 @@ pub fn holder(path: &Path) -> Holder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A symlink planted at the lock's name is refused, and its target left whole (it
+    /// used to be truncated and overwritten with the agent's pid).
+    #[test]
+    fn a_symlinked_lock_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("passwd");
+        std::fs::write(&target, b"root:x:0:0\n").unwrap();
+        let path = dir.path().join("sluice.lock");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let err = AgentLock::acquire(&path).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"root:x:0:0\n");
+    }
 
     #[test]
     fn second_holder_is_refused_with_the_pid() {

@@ -5,6 +5,7 @@
 pub mod atomic;
 pub mod command;
 pub mod crash;
+pub mod files;
 pub mod lock;
 pub mod netlink;
 

@@ -211,6 +211,10 @@ impl Ledger {
                 source: format!("cannot create {}: {e}", dir.display()).into(),
             })?;
         }
+        crate::sys::files::create_private(path).map_err(|e| LedgerError::Open {
+            path: path.to_owned(),
+            source: e.into(),
+        })?;
         let mut conn = Connection::open(path).map_err(open_err)?;
         // WAL: readers (`sluice usage`) never block the agent; FULL: a commit is on disk
         // before the tick goes on, so even a power cut loses at most the tick in flight.

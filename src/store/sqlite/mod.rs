@@ -38,6 +38,10 @@ pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
             source: cause(format!("{}: {e}", dir.display())),
         })?;
     }
+    crate::sys::files::create_private(path).map_err(|e| StoreError::Database {
+        what: "creating the database file",
+        source: cause(format!("{}: {e}", path.display())),
+    })?;
     let conn = Connection::open(path).map_err(db("opening"))?;
     // Room for every statement of the store's, so none is parsed twice.
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
