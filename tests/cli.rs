@@ -519,7 +519,7 @@ fn check_warns_of_a_world_readable_secret() {
     let (_d, config) = file(
         "sluice.toml",
         &format!(
-            "{example}\n[[webhook]]\nurl = \"http://127.0.0.1:1/hook\"\nsecret = \"s3cret\"\n"
+            "{example}\n[[webhook]]\nurl = \"http://hook:pa55@127.0.0.1:1/hook?token=t0ken\"\nsecret = \"s3cret\"\n"
         ),
     );
     for (mode, warned) in [(0o644, true), (0o640, false)] {
@@ -532,5 +532,11 @@ fn check_warns_of_a_world_readable_secret() {
             warned,
             "mode {mode:o}:\n{all}"
         );
+        // The URL is shown without its password or query.
+        assert!(
+            all.contains("http://hook:***@127.0.0.1:1/hook?***"),
+            "{all}"
+        );
+        assert!(!all.contains("pa55") && !all.contains("t0ken"), "{all}");
     }
 }

@@ -93,7 +93,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "  webhooks: {}",
             c.webhooks
                 .iter()
-                .map(|w| w.url.as_str())
+                .map(|w| crate::model::redact::redacted(w.url.as_str()))
                 .collect::<Vec<_>>()
                 .join("  ")
         );

@@ -286,7 +286,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 Store::open_sqlite(path, settings)?,
                 path.display().to_string(),
             ),
-            Database::Postgres(url) => (Store::connect_postgres(url, settings).await?, redact(url)),
+            Database::Postgres(url) => (
+                Store::connect_postgres(url, settings).await?,
+                crate::model::redact::redacted(url),
+            ),
         };
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -306,36 +309,4 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// A database URL for the log: the password replaced.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_stay_out_of_the_log() {
-        let table = [
-            (
-                "postgres://sluice:s3cret@db:5432/q",
-                "postgres://sluice:***@db:5432/q",
-            ),
-            ("postgres://sluice@db/q", "postgres://sluice@db/q"),
-            ("postgresql://db/q", "postgresql://db/q"),
-        ];
-        for (url, shown) in table {
-            assert_eq!(super::redact(url), shown);
-        }
-    }
 }

@@ -6,5 +6,6 @@ pub mod calendar;
 pub mod event;
 pub mod human;
 pub mod ids;
+pub mod redact;
 pub mod token;
 pub mod units;

@@ -114,7 +114,7 @@ impl Sink {
                     .body(body)
                     .send()
                     .await
-                    .map_err(|e| SendError::Transient(e.to_string()))?;
+                    .map_err(|e| SendError::Transient(e.without_url().to_string()))?;
                 let status = resp.status().as_u16();
                 let retry_after = retry_after(
                     resp.headers()
@@ -124,7 +124,7 @@ impl Sink {
                 let bytes = resp
                     .bytes()
                     .await
-                    .map_err(|e| SendError::Transient(e.to_string()))?;
+                    .map_err(|e| SendError::Transient(e.without_url().to_string()))?;
                 let text = || {
                     String::from_utf8_lossy(&bytes)
                         .chars()

@@ -18,6 +18,7 @@ use super::backoff::{Backoff, Jitter};
 use crate::account::ledger::EventRow;
 use crate::config::WebhookConfig;
 use crate::model::event::LogKind;
+use crate::model::redact::redacted;
 
 /// Events waiting per webhook.
 pub const QUEUE: usize = 1000;
@@ -86,13 +87,13 @@ impl Webhooks {
                 };
                 match q.tx.try_send(d) {
                     Ok(()) if q.dropped > 0 => {
-                        warn!(url = %q.config.url, dropped = q.dropped, "webhook queue has room again; events were dropped (they are in `sluice events`)");
+                        warn!(url = %redacted(q.config.url.as_str()), dropped = q.dropped, "webhook queue has room again; events were dropped (they are in `sluice events`)");
                         q.dropped = 0;
                     }
                     Ok(()) => {}
                     Err(_) => {
                         if q.dropped == 0 {
-                            warn!(url = %q.config.url, "webhook queue full ({QUEUE}): dropping events until it drains");
+                            warn!(url = %redacted(q.config.url.as_str()), "webhook queue full ({QUEUE}): dropping events until it drains");
                         }
                         q.dropped += 1;
                     }
@@ -123,7 +124,7 @@ async fn deliver(config: WebhookConfig, mut rx: mpsc::Receiver<Delivery>, first_
     {
         Ok(c) => c,
         Err(e) => {
-            warn!(url = %config.url, "cannot build the webhook client, events are not sent: {e}");
+            warn!(url = %redacted(config.url.as_str()), "cannot build the webhook client, events are not sent: {e}");
             return;
         }
     };
@@ -141,19 +142,19 @@ async fn deliver(config: WebhookConfig, mut rx: mpsc::Receiver<Delivery>, first_
             let outcome = match req.send().await {
                 Ok(r) if r.status().is_success() => Ok(()),
                 Ok(r) => Err(format!("HTTP {}", r.status())),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(e.without_url().to_string()),
             };
             match outcome {
                 Ok(()) => {
-                    debug!(url = %config.url, kind = %d.kind, attempt, "webhook delivered");
+                    debug!(url = %redacted(config.url.as_str()), kind = %d.kind, attempt, "webhook delivered");
                     break;
                 }
                 Err(why) if attempt == ATTEMPTS => {
-                    warn!(url = %config.url, kind = %d.kind, "webhook gave up after {ATTEMPTS} attempts: {why}");
+                    warn!(url = %redacted(config.url.as_str()), kind = %d.kind, "webhook gave up after {ATTEMPTS} attempts: {why}");
                 }
                 Err(why) => {
                     let wait = backoff.step();
-                    debug!(url = %config.url, attempt, "webhook failed ({why}); retrying in {wait:?}");
+                    debug!(url = %redacted(config.url.as_str()), attempt, "webhook failed ({why}); retrying in {wait:?}");
                     tokio::time::sleep(wait).await;
                 }
             }
