@@ -7,6 +7,17 @@ use sluice::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A command whose output is piped into `head` ends quietly when the reader goes, as
+    // Unix tools do, instead of panicking on EPIPE. The daemons keep Rust's default
+    // (SIGPIPE ignored): a closed log pipe must not kill an agent.
+    let daemon = matches!(&cli.command, Command::Agent(_))
+        || matches!(&cli.command, Command::Store(a) if a.is_serve());
+    if !daemon {
+        // SAFETY: setting a signal's disposition to its default before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let result = match cli.command {
         Command::Agent(args) => sluice::cli::agent::run(args),
         Command::List(args) => sluice::cli::list::run(args),

@@ -540,3 +540,30 @@ fn check_warns_of_a_world_readable_secret() {
         assert!(!all.contains("pa55") && !all.contains("t0ken"), "{all}");
     }
 }
+
+/// Output piped into a reader that is gone (`sluice check | head -1`) ends the command
+/// quietly, as Unix tools do, instead of a panic on EPIPE.
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/sluice.example.toml");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(sluice_bin())
+        .args(["check", "--config", example])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -88,6 +88,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+impl Args {
+    /// Whether this runs the store (no subcommand) rather than a one-off command.
+    pub fn is_serve(&self) -> bool {
+        self.command.is_none()
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     #[command(flatten)]
