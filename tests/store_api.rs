@@ -726,5 +726,14 @@ fn an_agents_report_is_checked_before_it_counts() {
     );
     assert_eq!(r.status, 400, "{:?}", r.body);
     assert_eq!(r.body["error"]["field"], "deltas.ipv4");
+    // A lookup names at most 10,000 instances (more held the one SQLite writer).
+    let ids: Vec<String> = (0..10_001).map(|i| i.to_string()).collect();
+    let big = json!({ "instances": ids }).to_string();
+    let r = c.call("POST", "/v1/quotas/lookup", Some(&agent), Some(&big));
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert_eq!(r.body["error"]["field"], "instances");
+    let ok = json!({ "instances": ids[..10_000] }).to_string();
+    let r = c.call("POST", "/v1/quotas/lookup", Some(&agent), Some(&ok));
+    assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(store.stop(), Some(0));
 }

@@ -94,6 +94,23 @@ async fn fetch(sink: &Sink, ids: &[InstanceId]) -> Result<StoreQuotaSet, String>
                 quotas,
             })
         }
+        Sink::Remote { .. } => {
+            // In parts the store takes; the answers join into one set.
+            let mut all = StoreQuotaSet::default();
+            for part in ids.chunks(crate::store::MAX_LOOKUP_IDS) {
+                let got = fetch_part(sink, part).await?;
+                all.timezone = got.timezone;
+                all.quotas.extend(got.quotas);
+            }
+            Ok(all)
+        }
+    }
+}
+
+/// One `POST /v1/quotas/lookup` to a remote store.
+async fn fetch_part(sink: &Sink, ids: &[InstanceId]) -> Result<StoreQuotaSet, String> {
+    match sink {
+        Sink::Local(_) => Err("not a remote store".into()),
         Sink::Remote { client, url, token } => {
             let body = serde_json::json!({ "instances": ids.iter().map(InstanceId::as_str).collect::<Vec<_>>() });
             let resp = client

@@ -22,3 +22,7 @@ pub use model::{
     Deltas, Limit, Membership, OverQuota, ReservationId, Resource, Scope, Standing, StoreError,
 };
 pub use sqlite::SqliteStore;
+
+/// The most instances one `POST /v1/quotas/lookup` may name: a lookup of 400,000 held
+/// the store's one SQLite writer for seconds. Agents with more ask in parts.
+pub const MAX_LOOKUP_IDS: usize = 10_000;

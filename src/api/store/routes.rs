@@ -523,6 +523,16 @@ async fn quotas_lookup(
     State(s): State<ApiState>,
     JsonBody(body): JsonBody<LookupBody>,
 ) -> ApiResult<Response> {
+    if body.instances.len() > crate::store::MAX_LOOKUP_IDS {
+        return Err(ApiError::invalid(
+            "instances",
+            format!(
+                "{} ids; at most {} per lookup (ask in parts)",
+                body.instances.len(),
+                crate::store::MAX_LOOKUP_IDS
+            ),
+        ));
+    }
     let ids = body
         .instances
         .iter()
