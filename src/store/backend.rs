@@ -173,8 +173,6 @@ pub(crate) trait Statements {
     const ADD_USAGE: &'static str;
     /// Agent `$1` reported at `$2`; `$3` the highest key it sent (kept if lower).
     const TOUCH_AGENT: &'static str;
-    /// Agent `$1`'s latest sample of instance `$2` is at `$3` Unix ms (kept if later).
-    const SET_REPORT_MARK: &'static str;
 
     /// Run a statement; how many rows it changed. `what` names it in errors.
     async fn execute(
@@ -213,6 +211,21 @@ pub(crate) trait Statements {
 
     /// Add bytes to the hourly traffic.
     async fn add_traffic(&mut self, hours: &Hours<'_>) -> Result<(), StoreError>;
+
+    /// Every agent's latest sample time (Unix ms) of each of `instances`: rows of
+    /// (agent, instance, time). One statement for a whole report on PostgreSQL.
+    async fn report_marks(
+        &mut self,
+        instances: &[&str],
+    ) -> Result<Vec<(String, String, i64)>, StoreError>;
+
+    /// `agent`'s latest sample of each instance is at its time (kept where it had a
+    /// later one).
+    async fn set_report_marks(
+        &mut self,
+        agent: &Label,
+        marks: &[(&str, i64)],
+    ) -> Result<(), StoreError>;
 
     // ---- the statements both run alike ----
 
@@ -788,36 +801,6 @@ pub(crate) trait Statements {
         .first()
         .map(|r| r.get(0))
         .transpose()
-    }
-
-    /// Each agent's latest sample time (Unix ms) of `instance`.
-    async fn report_marks(&mut self, instance: &str) -> Result<Vec<(String, i64)>, StoreError> {
-        self.query(
-            "reading report marks",
-            "SELECT agent, last_at_ms FROM report_marks WHERE instance = $1",
-            &[Arg::Text(instance)],
-        )
-        .await?
-        .iter()
-        .map(|r| Ok((r.get(0)?, r.get(1)?)))
-        .collect()
-    }
-
-    /// `agent`'s latest sample of `instance` is at `at_ms` (kept if it had a later one).
-    async fn set_report_mark(
-        &mut self,
-        agent: &Label,
-        instance: &str,
-        at_ms: i64,
-    ) -> Result<(), StoreError> {
-        let args = [
-            Arg::Text(agent.as_str()),
-            Arg::Text(instance),
-            Arg::Int(at_ms),
-        ];
-        self.execute("recording a report mark", Self::SET_REPORT_MARK, &args)
-            .await
-            .map(drop)
     }
 
     /// Count `n` more samples that overlapped another host's for the same instance.

@@ -446,6 +446,18 @@ async fn check_samples<S: Statements>(
     let newest = now.checked_add(MAX_AHEAD).unwrap_or(Timestamp::MAX);
     let bytes_per_ms = bounds.max_rate.bits_per_sec() as f64 / 8.0 / 1000.0;
     let last_report = s.agent_last_report(agent).await?;
+    // Every instance's marks in one read (one round trip on PostgreSQL).
+    let wanted: BTreeSet<u64> = applied.iter().copied().collect();
+    let named: BTreeSet<&str> = batches
+        .iter()
+        .filter(|b| wanted.contains(&b.seq))
+        .flat_map(|b| b.samples.iter().map(|x| x.instance.as_str()))
+        .collect();
+    let named: Vec<&str> = named.into_iter().collect();
+    let mut marks: BTreeMap<String, Vec<(String, i64)>> = BTreeMap::new();
+    for (a, i, t) in s.report_marks(&named).await? {
+        marks.entry(i).or_default().push((a, t));
+    }
     struct Seen {
         previous: Option<i64>,
         latest: i64,
@@ -453,7 +465,6 @@ async fn check_samples<S: Statements>(
     }
     let mut seen: BTreeMap<&str, Seen> = BTreeMap::new();
     let mut overlapping = 0u64;
-    let wanted: BTreeSet<u64> = applied.iter().copied().collect();
     let mut done = BTreeSet::new();
     for (i, b) in batches.iter().enumerate() {
         if !wanted.contains(&b.seq) || !done.insert(b.seq) {
@@ -479,9 +490,9 @@ async fn check_samples<S: Statements>(
             let instance = sample.instance.as_str();
             let at = sample.at.as_millisecond();
             if !seen.contains_key(instance) {
-                let (mine, others): (Vec<_>, Vec<_>) = s
-                    .report_marks(instance)
-                    .await?
+                let (mine, others): (Vec<_>, Vec<_>) = marks
+                    .remove(instance)
+                    .unwrap_or_default()
                     .into_iter()
                     .partition(|(a, _)| a == agent.as_str());
                 let previous = mine.first().map(|m| m.1);
@@ -526,9 +537,8 @@ async fn check_samples<S: Statements>(
             }
         }
     }
-    for (instance, e) in &seen {
-        s.set_report_mark(agent, instance, e.latest).await?;
-    }
+    let latest: Vec<(&str, i64)> = seen.iter().map(|(i, e)| (*i, e.latest)).collect();
+    s.set_report_marks(agent, &latest).await?;
     if overlapping > 0 {
         s.add_overlapping_samples(overlapping).await?;
     }

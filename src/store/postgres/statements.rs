@@ -80,10 +80,6 @@ impl<C: GenericClient + Sync> Statements for Postgres<'_, C> {
         VALUES ($1, $2, $3)
         ON CONFLICT (id) DO UPDATE SET last_report_ms = excluded.last_report_ms,
           last_seq = GREATEST(agents.last_seq, excluded.last_seq)";
-    const SET_REPORT_MARK: &'static str = "INSERT INTO report_marks (agent, instance, last_at_ms)
-        VALUES ($1, $2, $3)
-        ON CONFLICT (agent, instance) DO UPDATE SET
-          last_at_ms = GREATEST(report_marks.last_at_ms, excluded.last_at_ms)";
 
     async fn execute(
         &mut self,
@@ -179,6 +175,58 @@ impl<C: GenericClient + Sync> Statements for Postgres<'_, C> {
         rows.iter()
             .map(|r| r.try_get::<_, i64>(0).map_err(pg(what)))
             .collect()
+    }
+
+    async fn report_marks(
+        &mut self,
+        instances: &[&str],
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let what = "reading report marks";
+        let s = self
+            .prepare(
+                what,
+                "SELECT agent, instance, last_at_ms FROM report_marks
+                 WHERE instance = ANY($1::TEXT[])",
+            )
+            .await?;
+        let rows = self
+            .client
+            .query(&s, &[&instances])
+            .await
+            .map_err(pg(what))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(pg(what))?,
+                    r.try_get(1).map_err(pg(what))?,
+                    r.try_get(2).map_err(pg(what))?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn set_report_marks(
+        &mut self,
+        agent: &Label,
+        marks: &[(&str, i64)],
+    ) -> Result<(), StoreError> {
+        let what = "recording report marks";
+        let instances: Vec<&str> = marks.iter().map(|m| m.0).collect();
+        let ats: Vec<i64> = marks.iter().map(|m| m.1).collect();
+        let s = self
+            .prepare(
+                what,
+                "INSERT INTO report_marks (agent, instance, last_at_ms)
+                 SELECT $1, i, t FROM UNNEST($2::TEXT[], $3::BIGINT[]) AS m (i, t)
+                 ON CONFLICT (agent, instance) DO UPDATE SET
+                   last_at_ms = GREATEST(report_marks.last_at_ms, excluded.last_at_ms)",
+            )
+            .await?;
+        self.client
+            .execute(&s, &[&agent.as_str(), &instances, &ats])
+            .await
+            .map(drop)
+            .map_err(pg(what))
     }
 
     async fn add_traffic(&mut self, hours: &Hours<'_>) -> Result<(), StoreError> {

@@ -73,10 +73,6 @@ impl Statements for Sqlite<'_> {
         VALUES ($1, $2, $3)
         ON CONFLICT (id) DO UPDATE SET last_report_ms = excluded.last_report_ms,
           last_seq = MAX(last_seq, excluded.last_seq)";
-    const SET_REPORT_MARK: &'static str = "INSERT INTO report_marks (agent, instance, last_at_ms)
-        VALUES ($1, $2, $3)
-        ON CONFLICT (agent, instance) DO UPDATE SET
-          last_at_ms = MAX(last_at_ms, excluded.last_at_ms)";
 
     async fn execute(
         &mut self,
@@ -148,6 +144,46 @@ impl Statements for Sqlite<'_> {
             }
         }
         Ok(fresh)
+    }
+
+    async fn report_marks(
+        &mut self,
+        instances: &[&str],
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let what = "reading report marks";
+        let mut read = self.prepare(
+            what,
+            "SELECT agent, instance, last_at_ms FROM report_marks WHERE instance = $1",
+        )?;
+        let mut out = Vec::new();
+        for i in instances {
+            let rows = read
+                .query_map(params![i], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(db(what))?;
+            for row in rows {
+                out.push(row.map_err(db(what))?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn set_report_marks(
+        &mut self,
+        agent: &Label,
+        marks: &[(&str, i64)],
+    ) -> Result<(), StoreError> {
+        let what = "recording report marks";
+        let mut set = self.prepare(
+            what,
+            "INSERT INTO report_marks (agent, instance, last_at_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (agent, instance) DO UPDATE SET
+               last_at_ms = MAX(last_at_ms, excluded.last_at_ms)",
+        )?;
+        for (instance, at) in marks {
+            set.execute(params![agent.as_str(), instance, at])
+                .map_err(db(what))?;
+        }
+        Ok(())
     }
 
     async fn add_traffic(&mut self, hours: &Hours<'_>) -> Result<(), StoreError> {
