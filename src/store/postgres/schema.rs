@@ -76,16 +76,16 @@ CREATE TABLE tokens (
 );
 ",
     // 2: what the store checks agents' reports against: each (agent, instance)'s
-    // latest sample time, and how many samples overlapped another host's for the same
+    // latest sample time (keyed instance first: a report reads every host's marks of
+    // its instances), and how many samples overlapped another host's for the same
     // instance (a live migration does that).
     "
 CREATE TABLE report_marks (
     agent TEXT NOT NULL,
     instance TEXT NOT NULL,
     last_at_ms BIGINT NOT NULL,
-    PRIMARY KEY (agent, instance)
+    PRIMARY KEY (instance, agent)
 );
-CREATE INDEX report_marks_instance ON report_marks (instance);
 CREATE TABLE report_counters (
     name TEXT PRIMARY KEY,
     value BIGINT NOT NULL

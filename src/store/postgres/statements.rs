@@ -218,7 +218,7 @@ impl<C: GenericClient + Sync> Statements for Postgres<'_, C> {
                 what,
                 "INSERT INTO report_marks (agent, instance, last_at_ms)
                  SELECT $1, i, t FROM UNNEST($2::TEXT[], $3::BIGINT[]) AS m (i, t)
-                 ON CONFLICT (agent, instance) DO UPDATE SET
+                 ON CONFLICT (instance, agent) DO UPDATE SET
                    last_at_ms = GREATEST(report_marks.last_at_ms, excluded.last_at_ms)",
             )
             .await?;

@@ -176,7 +176,7 @@ impl Statements for Sqlite<'_> {
         let mut set = self.prepare(
             what,
             "INSERT INTO report_marks (agent, instance, last_at_ms) VALUES ($1, $2, $3)
-             ON CONFLICT (agent, instance) DO UPDATE SET
+             ON CONFLICT (instance, agent) DO UPDATE SET
                last_at_ms = MAX(last_at_ms, excluded.last_at_ms)",
         )?;
         for (instance, at) in marks {
