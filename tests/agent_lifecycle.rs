@@ -14,6 +14,17 @@ fn config_text(run: &std::path::Path, interval: &str) -> String {
     )
 }
 
+/// `sluice agent` run in `ns` to its end (for agents that must refuse to start).
+fn agent_once(ns: &Netns, config: &std::path::Path) -> std::process::Output {
+    Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(sluice_bin())
+        .args(["agent", "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn lock_reload_corrupt_state_and_sigterm() {
     let ns = Netns::new("lc");
@@ -54,13 +65,7 @@ fn lock_reload_corrupt_state_and_sigterm() {
     );
 
     // A second agent is refused by the lock, naming the holder.
-    let second = Command::new("ip")
-        .args(["netns", "exec", &ns.name])
-        .arg(sluice_bin())
-        .args(["agent", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let second = agent_once(&ns, &config);
     assert_eq!(second.status.code(), Some(1));
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(
@@ -400,13 +405,7 @@ fn a_directory_others_can_write_is_refused() {
     std::fs::set_permissions(run.join("lib"), std::fs::Permissions::from_mode(0o777)).unwrap();
     let config = tmp.path().join("sluice.toml");
     std::fs::write(&config, config_text(&run, "1s")).unwrap();
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.name])
-        .arg(sluice_bin())
-        .args(["agent", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = agent_once(&ns, &config);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -55,6 +55,18 @@ fn ticks_after_now(ns: &Netns, n: i64) {
     });
 }
 
+/// A hook in `dir` that appends its arguments to `dir/<first argument>.log`.
+fn hook_script(dir: &Path) -> std::path::PathBuf {
+    let hook = dir.join("hook.sh");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\necho \"$@\" >> \"$(dirname \"$0\")/$1.log\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    hook
+}
+
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -141,13 +153,7 @@ fn rate_limit_disconnect_and_shutdown_trip_hold_and_restore() {
 
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    let hook = tmp.path().join("hook.sh");
-    std::fs::write(
-        &hook,
-        "#!/bin/sh\necho \"$@\" >> \"$(dirname \"$0\")/$1.log\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let hook = hook_script(tmp.path());
     let (port, received) = webhook_sink(&host);
     let config = tmp.path().join("sluice.toml");
     std::fs::write(
@@ -437,13 +443,7 @@ fn shutdown_hook_at_most_once_when_killed_between_commit_and_hook() {
     let link = veth(&host, "tap601i0", &inst, "eth0", 124);
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    let hook = tmp.path().join("hook.sh");
-    std::fs::write(
-        &hook,
-        "#!/bin/sh\necho \"$@\" >> \"$(dirname \"$0\")/$1.log\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let hook = hook_script(tmp.path());
     let config = tmp.path().join("sluice.toml");
     std::fs::write(
         &config,
@@ -534,13 +534,7 @@ fn observe_only_carries_out_no_action() {
     let link_b = veth(&host, "tap702i0", &b, "eth0", 126);
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    let hook = tmp.path().join("hook.sh");
-    std::fs::write(
-        &hook,
-        "#!/bin/sh\necho \"$@\" >> \"$(dirname \"$0\")/$1.log\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let hook = hook_script(tmp.path());
     let config = tmp.path().join("sluice.toml");
     std::fs::write(
         &config,

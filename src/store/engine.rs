@@ -405,16 +405,16 @@ pub(crate) async fn ingest<S: Statements>(
     let fresh = s.record_reports(agent, &seqs, now).await?;
     let mut seen = BTreeSet::new();
     let mut applied = Vec::with_capacity(batches.len());
-    for b in batches {
+    for (i, b) in batches.iter().enumerate() {
         if !fresh.contains(&clamp(b.seq)) || !seen.insert(b.seq) {
             out.duplicates.push(b.seq);
             continue;
         }
         out.applied.push(b.seq);
-        applied.push(b);
+        applied.push((i, b));
     }
-    check_samples(s, agent, batches, &out.applied, bounds, now).await?;
-    let (hours, samples) = hourly(applied, tz);
+    check_samples(s, agent, &applied, bounds, now).await?;
+    let (hours, samples) = hourly(applied.iter().map(|(_, b)| *b), tz);
     out.samples = samples;
     if !hours.is_empty() {
         s.add_traffic(&hours).await?;
@@ -425,7 +425,8 @@ pub(crate) async fn ingest<S: Statements>(
     Ok(out)
 }
 
-/// The checks of [`ingest`] on the batches in `applied`, and the report marks they move.
+/// The checks of [`ingest`] on the batches it applies (each with its place in the
+/// report, which errors name), and the report marks they move.
 ///
 /// The byte bound is per instance over the whole report: what a link of `max_rate`
 /// carries since the agent's previous sample of it, measured both on the agent's clock
@@ -436,8 +437,7 @@ pub(crate) async fn ingest<S: Statements>(
 async fn check_samples<S: Statements>(
     s: &mut S,
     agent: &Label,
-    batches: &[Batch],
-    applied: &[u64],
+    applied: &[(usize, &Batch)],
     bounds: ReportBounds,
     now: Timestamp,
 ) -> Result<(), StoreError> {
@@ -447,11 +447,9 @@ async fn check_samples<S: Statements>(
     let bytes_per_ms = bounds.max_rate.bits_per_sec() as f64 / 8.0 / 1000.0;
     let last_report = s.agent_last_report(agent).await?;
     // Every instance's marks in one read (one round trip on PostgreSQL).
-    let wanted: BTreeSet<u64> = applied.iter().copied().collect();
-    let named: BTreeSet<&str> = batches
+    let named: BTreeSet<&str> = applied
         .iter()
-        .filter(|b| wanted.contains(&b.seq))
-        .flat_map(|b| b.samples.iter().map(|x| x.instance.as_str()))
+        .flat_map(|(_, b)| b.samples.iter().map(|x| x.instance.as_str()))
         .collect();
     let named: Vec<&str> = named.into_iter().collect();
     let mut marks: BTreeMap<String, Vec<(String, i64)>> = BTreeMap::new();
@@ -465,11 +463,7 @@ async fn check_samples<S: Statements>(
     }
     let mut seen: BTreeMap<&str, Seen> = BTreeMap::new();
     let mut overlapping = 0u64;
-    let mut done = BTreeSet::new();
-    for (i, b) in batches.iter().enumerate() {
-        if !wanted.contains(&b.seq) || !done.insert(b.seq) {
-            continue;
-        }
+    for &(i, b) in applied {
         for (j, sample) in b.samples.iter().enumerate() {
             let refuse = |reason: String| StoreError::Invalid {
                 field: format!("batches[{i}].samples[{j}]"),
