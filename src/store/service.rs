@@ -19,6 +19,7 @@ use super::model::{Deltas, ReservationId, Scope, StoreError};
 use super::postgres::{PgStore, Postgres, pg};
 use super::report::{Ingested, Report};
 use super::spec::{KnownResources, Spec};
+use super::sqlite::readers::Readers;
 use super::sqlite::writer::Writer;
 use super::sqlite::{drive, open_connection};
 use super::traffic::{ShownTrafficQuota, StorePeriod};
@@ -57,22 +58,43 @@ impl Default for Settings {
 
 #[derive(Clone)]
 enum Backend {
-    Sqlite(Writer),
+    Sqlite { writer: Writer, readers: Readers },
     Postgres(PgStore),
 }
+
+/// Threads reading the SQLite store beside its writer: enough that one slow read does
+/// not queue the others, few enough to stay out of the writer's way on a small host.
+const SQLITE_READERS: usize = 4;
 
 /// Run `$body` (an engine call on `$s: &mut impl Statements`) on `$store`'s backend.
 /// A macro, not a function: the body is generic over the backend's statements, which a
 /// closure cannot be.
 ///
-/// The second word says whether the unit needs a transaction of its own on PostgreSQL:
-/// `Transaction` when it writes more than one row or reads what it then writes,
-/// `Autocommit` when it only reads or is one statement. (On SQLite every unit runs in
-/// the writer's transaction, inside a savepoint of its own.)
+/// The second word says where the unit runs:
+/// - `Read` only reads: on SQLite a reader thread's read-only connection, never the
+///   writer's queue; on PostgreSQL a pooled connection in autocommit.
+/// - `Autocommit` writes one statement (or must see the writer's queue, like the health
+///   check): on SQLite the writer's transaction; on PostgreSQL autocommit.
+/// - `Transaction` writes more than one row or reads what it then writes: the writer's
+///   transaction on SQLite (in a savepoint of its own), one of its own on PostgreSQL.
 macro_rules! run {
+    ($store:expr, Read, |$s:ident| $body:expr) => {
+        match &$store.backend {
+            Backend::Sqlite { readers, .. } => {
+                readers.run(move |c| drive(c, async move |$s| $body)).await
+            }
+            Backend::Postgres(p) => {
+                let client = p.client().await?;
+                let $s = &mut Postgres::new(&client);
+                $body
+            }
+        }
+    };
     ($store:expr, Autocommit, |$s:ident| $body:expr) => {
         match &$store.backend {
-            Backend::Sqlite(w) => w.run(move |c| drive(c, async move |$s| $body)).await,
+            Backend::Sqlite { writer, .. } => {
+                writer.run(move |c| drive(c, async move |$s| $body)).await
+            }
             Backend::Postgres(p) => {
                 let client = p.client().await?;
                 let $s = &mut Postgres::new(&client);
@@ -82,7 +104,9 @@ macro_rules! run {
     };
     ($store:expr, Transaction, |$s:ident| $body:expr) => {
         match &$store.backend {
-            Backend::Sqlite(w) => w.run(move |c| drive(c, async move |$s| $body)).await,
+            Backend::Sqlite { writer, .. } => {
+                writer.run(move |c| drive(c, async move |$s| $body)).await
+            }
             Backend::Postgres(p) => {
                 let mut client = p.client().await?;
                 let tx = client.transaction().await.map_err(pg("begin"))?;
@@ -107,9 +131,11 @@ pub struct Store {
 impl Store {
     /// The embedded store on a SQLite file.
     pub fn open_sqlite(path: &Path, settings: Settings) -> Result<Store, StoreError> {
+        // The writer's connection creates and migrates the file the readers then open.
         let writer = Writer::start(open_connection(path)?)?;
+        let readers = Readers::start(path, SQLITE_READERS)?;
         Ok(Store {
-            backend: Backend::Sqlite(writer),
+            backend: Backend::Sqlite { writer, readers },
             settings: Arc::new(settings),
         })
     }
@@ -128,7 +154,7 @@ impl Store {
 
     pub fn backend_name(&self) -> &'static str {
         match self.backend {
-            Backend::Sqlite(_) => "sqlite",
+            Backend::Sqlite { .. } => "sqlite",
             Backend::Postgres(_) => "postgres",
         }
     }
@@ -143,12 +169,11 @@ impl Store {
 
     /// The role of a presented token, if it is live and its secret matches.
     pub async fn authenticate(&self, token: Token) -> Result<Option<Role>, StoreError> {
-        run!(self, Autocommit, |s| engine::authenticate(s, &token).await)
+        run!(self, Read, |s| engine::authenticate(s, &token).await)
     }
 
     pub async fn instance_quota(&self, instance: InstanceId) -> Result<InstanceQuota, StoreError> {
-        run!(self, Autocommit, |s| engine::instance_quota(s, &instance)
-            .await)
+        run!(self, Read, |s| engine::instance_quota(s, &instance).await)
     }
 
     /// Replace what is set at `scope` with `spec` (and, for an instance or a project, its
@@ -161,12 +186,12 @@ impl Store {
 
     /// What is set at exactly `scope`; not found when nothing is.
     pub async fn get_scope(&self, scope: Scope) -> Result<ScopeView, StoreError> {
-        run!(self, Autocommit, |s| engine::get_scope(s, &scope).await)
+        run!(self, Read, |s| engine::get_scope(s, &scope).await)
     }
 
     /// Every class or project (`kind`) with what is set for it.
     pub async fn list_scopes(&self, kind: &'static str) -> Result<Vec<ScopeView>, StoreError> {
-        run!(self, Autocommit, |s| engine::list_scopes(s, kind).await)
+        run!(self, Read, |s| engine::list_scopes(s, kind).await)
     }
 
     /// Remove what `scope` sets (a project also loses its class and its instances leave
@@ -203,10 +228,8 @@ impl Store {
         instance: InstanceId,
         deltas: Deltas,
     ) -> Result<(), StoreError> {
-        run!(self, Autocommit, |s| engine::limit_check(
-            s, &instance, &deltas
-        )
-        .await)
+        run!(self, Read, |s| engine::limit_check(s, &instance, &deltas)
+            .await)
     }
 
     pub async fn commit(&self, id: ReservationId) -> Result<(), StoreError> {
@@ -290,7 +313,7 @@ impl Store {
         at: Timestamp,
     ) -> Result<TrafficUsage, StoreError> {
         let span = self.period_at(period, at)?;
-        run!(self, Autocommit, |s| engine::traffic_usage_in(
+        run!(self, Read, |s| engine::traffic_usage_in(
             s, &instance, period, span
         )
         .await)
@@ -319,10 +342,8 @@ impl Store {
         &self,
         instances: Vec<InstanceId>,
     ) -> Result<BTreeMap<String, Vec<ShownTrafficQuota>>, StoreError> {
-        run!(self, Autocommit, |s| engine::traffic_quotas_of(
-            s, &instances
-        )
-        .await)
+        run!(self, Read, |s| engine::traffic_quotas_of(s, &instances)
+            .await)
     }
 
     /// The fleet at a glance for the `period` holding `at`: every agent's last report,
@@ -336,7 +357,7 @@ impl Store {
         top: usize,
     ) -> Result<Fleet, StoreError> {
         let (start, end) = self.period_at(period, at)?;
-        let ranked = { run!(self, Autocommit, |s| s.top_traffic(start, end, top).await)? };
+        let ranked = { run!(self, Read, |s| s.top_traffic(start, end, top).await)? };
         let mut instances = Vec::with_capacity(ranked.len());
         for (id, _, _) in &ranked {
             let id = InstanceId::new(id)?;
@@ -352,8 +373,7 @@ impl Store {
     }
 
     pub async fn stats(&self) -> Result<Stats, StoreError> {
-        run!(self, Autocommit, |s| engine::stats(s, Timestamp::now())
-            .await)
+        run!(self, Read, |s| engine::stats(s, Timestamp::now()).await)
     }
 
     /// A new token for `role`: stored hashed, returned whole this once.
@@ -366,7 +386,7 @@ impl Store {
 
     /// Every token (ids, roles, hosts; never secrets).
     pub async fn token_list(&self) -> Result<Vec<TokenInfo>, StoreError> {
-        run!(self, Autocommit, |s| engine::token_list(s).await)
+        run!(self, Read, |s| engine::token_list(s).await)
     }
 
     /// Revoke a token; not found if there is no live token with that id.

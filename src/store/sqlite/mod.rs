@@ -241,6 +241,7 @@ impl SqliteStore {
 }
 
 pub mod backup;
+pub mod readers;
 mod schema;
 mod statements;
 pub mod writer;
