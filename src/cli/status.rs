@@ -43,7 +43,8 @@ pub fn api_base(addr: SocketAddr) -> String {
     format!("http://{ip}:{}", addr.port())
 }
 
-/// GET `url` as JSON, bounded in time.
+/// GET `url` as JSON, bounded in time. With `SLUICE_TOKEN` set, it is sent as the
+/// bearer token: where the API listens beyond loopback, reads need a viewer token.
 pub fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> anyhow::Result<T> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -51,13 +52,19 @@ pub fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> anyhow::Result<T> 
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let client = crate::report::reporter::client().map_err(anyhow::Error::msg)?;
-        let resp = client
-            .get(url)
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await?;
+        let mut request = client.get(url).timeout(Duration::from_secs(5));
+        if let Ok(token) = std::env::var("SLUICE_TOKEN") {
+            request = request.bearer_auth(token.trim());
+        }
+        let resp = request.send().await?;
         let status = resp.status();
         let body = resp.bytes().await?;
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            anyhow::bail!(
+                "{url}: HTTP {status}: {}; set SLUICE_TOKEN to a token from `sluice token create --role viewer`",
+                String::from_utf8_lossy(&body)
+            );
+        }
         if !status.is_success() {
             anyhow::bail!("{url}: HTTP {status}: {}", String::from_utf8_lossy(&body));
         }

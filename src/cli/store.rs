@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use jiff::tz::TimeZone;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::api::access::Access;
 use crate::api::store::{self as http, ApiOptions};
 use crate::config::{LogConfig, LogFormat};
 use crate::model::ids::Label;
@@ -111,6 +112,17 @@ pub struct ServeArgs {
     /// Requests per second per token (0: no limit)
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub rate_limit: u32,
+    /// Requests per second per client address, counted before the token is checked
+    /// (0: no limit)
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    pub address_rate_limit: u32,
+    /// A name the API answers to in `Host`, besides IP addresses and localhost
+    /// (repeatable; what agents and browsers reach the store by)
+    #[arg(long = "allowed-host", value_name = "NAME", value_parser = |s: &str| crate::config::dns_name(s))]
+    pub allowed_hosts: Vec<String>,
+    /// Serve /metrics without a token even when listening beyond loopback
+    #[arg(long)]
+    pub metrics_public: bool,
     /// How long report keys are kept (a retry later than this would count twice), and so
     /// the oldest a reported sample may be
     #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = crate::model::units::parse_duration)]
@@ -125,8 +137,8 @@ pub struct ServeArgs {
     /// Log level (a tracing filter)
     #[arg(long, value_name = "FILTER", default_value = "info")]
     pub log_level: String,
-    /// Do not serve the read-only fleet dashboard at / (it needs no token; turn it off
-    /// when the store listens beyond loopback without an authenticating proxy)
+    /// Do not serve the read-only fleet dashboard at / (beyond loopback it needs a
+    /// viewer, panel or admin token)
     #[arg(long)]
     pub no_dashboard: bool,
 }
@@ -156,8 +168,9 @@ pub enum StoreCommand {
 pub enum TokenCommand {
     /// Create a token and print it (it is stored only as a hash: copy it now)
     Create {
-        /// admin (everything) or agent (report for --host, read quotas)
-        #[arg(long, value_parser = ["admin", "agent"])]
+        /// admin (everything), panel (quotas, usage, reservations), viewer (reads) or
+        /// agent (report for --host, read quotas)
+        #[arg(long, value_parser = ["admin", "panel", "viewer", "agent"])]
         role: String,
         /// The host an agent token reports for
         #[arg(long, value_name = "HOST", value_parser = |s: &str| Label::new(s))]
@@ -209,9 +222,12 @@ fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
         } => {
             let role = match (role.as_str(), host) {
                 ("admin", None) => Role::Admin,
-                ("admin", Some(_)) => bail!("--host: an admin token is not tied to a host"),
-                (_, Some(host)) => Role::Agent { host },
-                (_, None) => bail!("--host: an agent token needs the host it reports for"),
+                ("panel", None) => Role::Panel,
+                ("viewer", None) => Role::Viewer,
+                ("agent", Some(host)) => Role::Agent { host },
+                ("agent", None) => bail!("--host: an agent token needs the host it reports for"),
+                (other, Some(_)) => bail!("--host: a {other} token is not tied to a host"),
+                (other, None) => bail!("--role: {other:?} is not a role"),
             };
             let token = runtime()?.block_on(async {
                 anyhow::Ok(database.open().await?.token_create(role.clone()).await?)
@@ -284,6 +300,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let options = ApiOptions {
         body_limit: args.body_limit,
         rate_limit: args.rate_limit,
+        address_rate_limit: args.address_rate_limit,
+        access: Access::new(args.listen, &args.allowed_hosts, args.metrics_public),
         dashboard: !args.no_dashboard,
         ..ApiOptions::default()
     };

@@ -1,5 +1,6 @@
-//! `sluice token create|list|revoke`: admin tokens for the agent's HTTP API (needed to
-//! release a penalty through it). Reads need none. The quota store has its own:
+//! `sluice token create|list|revoke`: tokens for the agent's HTTP API. An admin token
+//! releases a penalty or resets a quota through it; a viewer token reads, which needs a
+//! token only where the API listens beyond loopback. The quota store has its own:
 //! `sluice store token …`.
 
 use std::path::PathBuf;
@@ -7,7 +8,7 @@ use std::process::ExitCode;
 
 use jiff::Timestamp;
 
-use crate::api::agent::tokens::{self, TOKENS_FILE};
+use crate::api::agent::tokens::{self, AgentRole, TOKENS_FILE};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 
 #[derive(Debug, clap::Args)]
@@ -24,8 +25,13 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TokenCommand {
-    /// Make an admin token and print it (the only time it is shown)
-    Create,
+    /// Make a token and print it (the only time it is shown)
+    Create {
+        /// admin (read and act) or viewer (read: needed where agent.listen is beyond
+        /// loopback)
+        #[arg(long, value_enum, default_value_t = AgentRole::Admin)]
+        role: AgentRole,
+    },
     /// Every token: id, role, created, revoked (never the secret)
     List {
         /// Print as JSON
@@ -47,10 +53,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let path = dir.join(TOKENS_FILE);
     let now = Timestamp::now();
     match args.command {
-        TokenCommand::Create => {
-            let (token, stored) = tokens::create(&path, now)?;
+        TokenCommand::Create { role } => {
+            let (token, stored) = tokens::create(&path, role, now)?;
             eprintln!(
-                "admin token {} for the agent API (kept hashed in {}); shown once:",
+                "{role} token {} for the agent API (kept hashed in {}); shown once:",
                 stored.id,
                 path.display()
             );

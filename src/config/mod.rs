@@ -24,6 +24,7 @@ use crate::model::units::{Bytes, Fraction, Rate};
 
 pub use rule_index::Rules;
 pub use rules::{ActionKind, Direction, HooksConfig, RuleConfig, WebhookConfig};
+pub use validate::dns_name;
 use validate::validate;
 
 /// Where the agent looks for its config when `--config` is not given.
@@ -116,6 +117,11 @@ pub struct AgentConfig {
     pub instances_dir: PathBuf,
     /// The agent's HTTP API and `/metrics` (`None`: not served).
     pub listen: Option<std::net::SocketAddr>,
+    /// Names the APIs answer to in `Host` besides IP literals and `localhost` (lower
+    /// case): what a browser or a scraper reaches this host by.
+    pub allowed_hosts: Vec<String>,
+    /// `/metrics` needs no token even where the API listens beyond loopback.
+    pub metrics_public: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

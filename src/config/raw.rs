@@ -103,6 +103,8 @@ pub(super) struct RawAgent {
     pub enforce_base: Option<bool>,
     pub instances_dir: Option<String>,
     pub listen: Option<String>,
+    pub allowed_hosts: Option<Vec<String>>,
+    pub metrics_public: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

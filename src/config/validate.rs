@@ -239,8 +239,17 @@ fn check_agent(c: &mut Checker, a: RawAgent) -> Option<AgentConfig> {
             }
         },
     };
+    let mut allowed_hosts = Vec::new();
+    for (i, name) in a.allowed_hosts.unwrap_or_default().into_iter().enumerate() {
+        match dns_name(&name) {
+            Ok(n) => allowed_hosts.push(n),
+            Err(why) => c.error(&format!("agent.allowed_hosts[{}]", i + 1), why),
+        }
+    }
     Some(AgentConfig {
         listen,
+        allowed_hosts,
+        metrics_public: a.metrics_public.unwrap_or(false),
         interval,
         interfaces: interfaces.into(),
         backend,
@@ -255,6 +264,24 @@ fn check_agent(c: &mut Checker, a: RawAgent) -> Option<AgentConfig> {
                 .unwrap_or_else(|| DEFAULT_INSTANCES_DIR.into()),
         ),
     })
+}
+
+/// A DNS name as `Host` carries it, lower-cased: letters, digits and `-` in dot-separated
+/// labels of 1 to 63 characters, no port.
+pub fn dns_name(name: &str) -> Result<String, String> {
+    let n = name.trim_end_matches('.').to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if n.is_empty() || n.len() > 253 || !n.split('.').all(label_ok) {
+        return Err(format!(
+            "{name:?} is not a DNS name (letters, digits, '-' and dots; no port, no scheme)"
+        ));
+    }
+    Ok(n)
 }
 
 fn check_store(c: &mut Checker, s: RawStore, data_dir: &str) -> StoreConfig {
@@ -653,6 +680,10 @@ base_rate = "1000mbit"
             (
                 "[agent]\ninterfaces=['x']\nlisten=\"9477\"\n[penalty]\nbase_rate=\"1mbit\"",
                 "agent.listen: \"9477\"",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\nallowed_hosts=['hv1.example.net', 'hv1:9477']\n[penalty]\nbase_rate=\"1mbit\"",
+                "agent.allowed_hosts[2]: \"hv1:9477\" is not a DNS name",
             ),
             (
                 "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[store]\nspool_max=\"1KiB\"",

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use crate::account::ledger::{EventRow, boot_id};
 use crate::account::{Ledger, LedgerError};
+use crate::api::access::Access;
 use crate::api::agent::metrics::AgentMetrics;
 use crate::api::agent::tokens::TOKENS_FILE;
 use crate::api::agent::{self as api, Ask, Liveness, ServeOptions};
@@ -190,7 +191,7 @@ impl Agent {
         let store = config
             .store
             .as_ref()
-            .map(|s| store_link::StoreLink::start(s, &config.agent.data_dir))
+            .map(|s| store_link::StoreLink::start(s, &config.agent))
             .transpose()?;
         let (asks, liveness, metrics) = start_api(&config);
         let mut agent = Agent {
@@ -770,6 +771,14 @@ fn start_api(config: &Config) -> (Option<mpsc::Receiver<Ask>>, Arc<Liveness>, Ag
         tokens_file: data.join(TOKENS_FILE),
         ledger: data.join(LEDGER_FILE),
         interval: config.agent.interval,
+        access: Access::new(
+            config
+                .agent
+                .listen
+                .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+            &config.agent.allowed_hosts,
+            config.agent.metrics_public,
+        ),
     });
     let asks = match config.agent.listen {
         None => None,

@@ -1,7 +1,6 @@
 //! The agent's link to the quota store (`[store]`): the embedded store and its API when
 //! no `store.url` is set, and the reporter task that sends the spool either way.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -12,8 +11,9 @@ use tokio::sync::watch;
 use super::AgentError;
 use super::store_quotas::{self, QuotaShared};
 use crate::account::ledger::spool::Spooled;
+use crate::api::access::Access;
 use crate::api::store::{self as http, ApiOptions};
-use crate::config::{LEDGER_FILE, StoreConfig, StoreTarget, TokenSource};
+use crate::config::{AgentConfig, LEDGER_FILE, StoreConfig, StoreTarget, TokenSource};
 use crate::daemon::store_rules::StoreQuotaSet;
 use crate::engine::SpoolPlan;
 use crate::model::ids::InstanceId;
@@ -56,7 +56,10 @@ fn host_name() -> Result<Label, AgentError> {
 impl StoreLink {
     /// Open the embedded store (or reach for the remote one) and start reporting.
     /// Must run inside the agent's tokio runtime.
-    pub fn start(cfg: &StoreConfig, data_dir: &Path) -> Result<StoreLink, AgentError> {
+    /// `agent`: where the embedded store's API, if it has one, takes its `Host` names
+    /// and its `/metrics` rule from (the agent's own).
+    pub fn start(cfg: &StoreConfig, agent: &AgentConfig) -> Result<StoreLink, AgentError> {
+        let data_dir = &agent.data_dir;
         let host = match &cfg.host {
             Some(h) => h.clone(),
             None => host_name()?,
@@ -105,14 +108,13 @@ impl StoreLink {
                         .and_then(tokio::net::TcpListener::from_std)
                         .map_err(|e| store_err(format!("store.listen {addr}: {e}")))?;
                     let api = store.clone();
+                    let options = ApiOptions {
+                        access: Access::new(*addr, &agent.allowed_hosts, agent.metrics_public),
+                        ..ApiOptions::default()
+                    };
                     tokio::spawn(async move {
-                        if let Err(e) = http::serve(
-                            listener,
-                            api,
-                            ApiOptions::default(),
-                            std::future::pending(),
-                        )
-                        .await
+                        if let Err(e) =
+                            http::serve(listener, api, options, std::future::pending()).await
                         {
                             error!("embedded quota store API stopped: {e}");
                         }

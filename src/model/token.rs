@@ -27,12 +27,17 @@ pub enum TokenError {
 
 const PREFIX: &str = "sluice_";
 
-/// What a token may do.
+/// What a store token may do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
-    /// Everything.
+    /// Everything the API offers, reports for any host included.
     Admin,
+    /// What a control panel needs: read, check, reserve, commit, roll back, set quotas
+    /// and usage. Not a report: usage comes from the agents that measured it.
+    Panel,
+    /// Reads only: the fleet page, stats, quotas and usage.
+    Viewer,
     /// Report usage for its own host and read quotas.
     Agent { host: Label },
 }
@@ -41,25 +46,32 @@ impl Role {
     pub fn name(&self) -> &'static str {
         match self {
             Role::Admin => "admin",
+            Role::Panel => "panel",
+            Role::Viewer => "viewer",
             Role::Agent { .. } => "agent",
         }
     }
     pub fn host(&self) -> Option<&Label> {
         match self {
-            Role::Admin => None,
+            Role::Admin | Role::Panel | Role::Viewer => None,
             Role::Agent { host } => Some(host),
         }
     }
-    /// From the stored (role, host) pair.
+    /// From the stored (role, host) pair. Only an agent has a host: a stored pair that
+    /// gives another role one was not written by this store, and is refused.
     pub fn from_parts(role: &str, host: Option<&str>) -> Result<Role, TokenError> {
         match (role, host) {
-            ("admin", _) => Ok(Role::Admin),
+            ("admin", None) => Ok(Role::Admin),
+            ("panel", None) => Ok(Role::Panel),
+            ("viewer", None) => Ok(Role::Viewer),
             ("agent", Some(h)) => Ok(Role::Agent {
                 host: Label::new(h)?,
             }),
             _ => Err(TokenError::Invalid {
                 field: "role",
-                reason: format!("{role:?} is not admin, or agent with a host"),
+                reason: format!(
+                    "{role:?} (host {host:?}) is not admin, panel or viewer without a host, or agent with one"
+                ),
             }),
         }
     }

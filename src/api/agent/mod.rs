@@ -9,8 +9,9 @@
 //! answers from shared atomics, so it stays quick while a tick runs; and `/v1/events`
 //! reads the ledger on its own read-only connection.
 //!
-//! Reads need no token (the listener is on loopback by default); changes need an admin
-//! token made with `sluice token create` — the store's token model.
+//! On loopback (the default) reads need no token; beyond it they need a viewer or admin
+//! token (see [`crate::api::access`]). Changes always need an admin token made with
+//! `sluice token create` — the store's token model.
 
 pub mod metrics;
 mod pages;
@@ -29,12 +30,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info};
 
+use crate::api::access::{self, Access};
 use crate::config::{ActionKind, Direction, RuleConfig};
 use crate::model::calendar::PeriodKind;
 use crate::model::ids::{IfName, InstanceId};
 use crate::state::{InterfaceRecord, QuotaRecord, Snapshot};
 use metrics::{AgentMetrics, Scrape};
-use tokens::AdminTokens;
+use tokens::AgentTokens;
 
 /// Questions waiting for the tick loop; beyond this, callers get a 503.
 const ASK_QUEUE: usize = 64;
@@ -233,7 +235,8 @@ pub struct ApiState {
     asks: mpsc::Sender<Ask>,
     liveness: Arc<Liveness>,
     metrics: AgentMetrics,
-    tokens: Arc<AdminTokens>,
+    tokens: Arc<AgentTokens>,
+    access: Access,
     ledger: PathBuf,
     /// The read-only ledger connection `/v1/events` reuses (opened on first use).
     events_conn: Arc<Mutex<Option<rusqlite::Connection>>>,
@@ -253,6 +256,8 @@ pub struct ServeOptions {
     pub tokens_file: PathBuf,
     pub ledger: PathBuf,
     pub interval: Duration,
+    /// Who may reach the API: the `Host` names it answers to, whether reads need a token.
+    pub access: Access,
 }
 
 /// Build the router and the agent's side of it (tests serve the router themselves).
@@ -264,7 +269,8 @@ pub fn link(options: ServeOptions) -> (axum::Router, ApiLink) {
         asks: tx,
         liveness: liveness.clone(),
         metrics: metrics.clone(),
-        tokens: Arc::new(AdminTokens::new(options.tokens_file)),
+        tokens: Arc::new(AgentTokens::new(options.tokens_file)),
+        access: options.access.clone(),
         ledger: options.ledger,
         events_conn: Arc::new(Mutex::new(None)),
         host: std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -273,6 +279,10 @@ pub fn link(options: ServeOptions) -> (axum::Router, ApiLink) {
     (
         routes::routes()
             .with_state(state)
+            .layer(axum::middleware::from_fn_with_state(
+                options.access,
+                access::check_host,
+            ))
             // Browsers ask for gzip: a 1,000-instance dashboard is ~8x smaller on the wire.
             .layer(tower_http::compression::CompressionLayer::new()),
         ApiLink {

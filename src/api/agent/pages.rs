@@ -11,10 +11,11 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 
-use super::routes::{ask, ledger_events, off_runtime};
+use super::routes::{Reader, ask, ledger_events, off_runtime};
 use super::{ApiState, Ask};
 use crate::account::ledger::open_read_only;
-use crate::api::store::ApiError;
+use crate::api::ApiError;
+use crate::api::access::refused_page;
 use crate::model::calendar::Granularity;
 use crate::model::ids::InstanceId;
 use crate::render::dashboard::{self, Part, page};
@@ -60,9 +61,14 @@ async fn with_view<T>(
 }
 
 async fn overview(
+    reader: Result<Reader, ApiError>,
     State(s): State<ApiState>,
+    uri: axum::http::Uri,
     Query(q): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
+    if let Some(refused) = refused_page(reader.map(drop), &s.host, &uri) {
+        return Ok(refused);
+    }
     let html = with_view(&s, None, |view| {
         page::overview(view, Part::asked(q.fragment.is_some()))
     })
@@ -71,10 +77,15 @@ async fn overview(
 }
 
 async fn instance(
+    reader: Result<Reader, ApiError>,
     State(s): State<ApiState>,
+    uri: axum::http::Uri,
     Path(id): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
+    if let Some(refused) = refused_page(reader.map(drop), &s.host, &uri) {
+        return Ok(refused);
+    }
     let id = InstanceId::new(&id).map_err(|e| ApiError::invalid("id", e.to_string()))?;
     let html = with_view(&s, Some(&id), |view| {
         page::instance(view, id.as_str(), Part::asked(q.fragment.is_some()))
@@ -97,6 +108,7 @@ struct ChartQuery {
 }
 
 async fn chart(
+    _: Reader,
     State(s): State<ApiState>,
     Path(id): Path<String>,
     Query(q): Query<ChartQuery>,

@@ -3,20 +3,25 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{Form, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::oneshot;
 
+use super::tokens::AgentRole;
 use super::{ANSWER_TIMEOUT, ApiState, Ask, ReleaseRefused, metrics};
 use crate::account::ledger::{open_read_only, read_events};
-use crate::api::store::{ApiError, bearer};
+use crate::api::ApiError;
+use crate::api::access::bearer;
+use crate::api::access::{LoginForm, read_needs_token, read_token, signed_in, signed_out};
 use crate::model::ids::{IfName, InstanceId};
+use crate::model::token::Token;
+use crate::render::dashboard::page;
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -29,6 +34,8 @@ pub fn routes() -> Router<ApiState> {
         .route("/v1/instances/{id}/rules/{rule}/reset", post(reset_quota))
         .route("/v1/rules", get(rules))
         .route("/v1/events", get(events))
+        .route("/login", post(login))
+        .route("/logout", post(logout))
         .merge(super::pages::routes())
 }
 
@@ -57,7 +64,21 @@ pub(super) async fn ask<T>(
     }
 }
 
-/// A caller holding a live admin token from `sluice token create`.
+/// The role of `token` in the agent's token file; a file that cannot be read is a 503.
+fn role_of(s: &ApiState, token: &Token) -> Result<Option<AgentRole>, ApiError> {
+    s.tokens.role_of(token).map_err(|e| {
+        tracing::error!("agent API tokens: {e}");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "tokens_unreadable",
+            format!("the agent cannot read its token file: {e}"),
+        )
+    })
+}
+
+/// A caller holding a live admin token from `sluice token create`, in the
+/// `Authorization` header: never the sign-in cookie, which a browser would send along
+/// with another site's forged request.
 pub struct Admin;
 
 impl FromRequestParts<ApiState> for Admin {
@@ -68,19 +89,72 @@ impl FromRequestParts<ApiState> for Admin {
             parts,
             "missing Authorization: Bearer token (sluice token create)",
         )?;
-        match s.tokens.admits(&token) {
-            Ok(true) => Ok(Admin),
-            Ok(false) => Err(ApiError::unauthorized("unknown or revoked token")),
-            Err(e) => {
-                tracing::error!("agent API tokens: {e}");
-                Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "tokens_unreadable",
-                    format!("the agent cannot read its token file: {e}"),
-                ))
-            }
+        match role_of(s, &token)? {
+            Some(AgentRole::Admin) => Ok(Admin),
+            Some(AgentRole::Viewer) => Err(ApiError::forbidden(
+                "a viewer token may only read; this needs an admin token",
+            )),
+            None => Err(ApiError::unauthorized("unknown or revoked token")),
         }
     }
+}
+
+/// A caller who may read: anyone on a loopback listener; beyond it, a viewer or admin
+/// token in the header or the sign-in cookie.
+pub struct Reader;
+
+impl FromRequestParts<ApiState> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &ApiState) -> Result<Self, ApiError> {
+        if !s.access.reads_need_token {
+            return Ok(Reader);
+        }
+        let token = read_token(parts)?.ok_or_else(|| read_needs_token("viewer or admin"))?;
+        match role_of(s, &token)? {
+            Some(_) => Ok(Reader),
+            None => Err(ApiError::unauthorized("unknown or revoked token")),
+        }
+    }
+}
+
+/// A `/metrics` scraper: a reader, or anyone when `agent.metrics_public` is set.
+pub struct Scraper;
+
+impl FromRequestParts<ApiState> for Scraper {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &ApiState) -> Result<Self, ApiError> {
+        if s.access.metrics_public {
+            return Ok(Scraper);
+        }
+        Reader::from_request_parts(parts, s).await.map(|_| Scraper)
+    }
+}
+
+/// `POST /login`: a form's token, kept in the sign-in cookie if it is a live one; the
+/// sign-in page again (401) if not.
+async fn login(State(s): State<ApiState>, Form(form): Form<LoginForm>) -> Response {
+    let known = match Token::parse(form.token.trim()) {
+        Some(token) => match role_of(&s, &token) {
+            Ok(Some(_)) => Some(token),
+            Ok(None) => None,
+            Err(e) => return e.into_response(),
+        },
+        None => None,
+    };
+    match known {
+        Some(token) => signed_in(&token, form.next_path()),
+        None => (
+            StatusCode::UNAUTHORIZED,
+            Html(page::login(&s.host, form.next_path(), true)),
+        )
+            .into_response(),
+    }
+}
+
+async fn logout() -> Response {
+    signed_out()
 }
 
 async fn healthz(State(s): State<ApiState>) -> Response {
@@ -103,7 +177,7 @@ async fn healthz(State(s): State<ApiState>) -> Response {
     (code, Json(body)).into_response()
 }
 
-async fn prometheus(State(s): State<ApiState>) -> Result<Response, ApiError> {
+async fn prometheus(_: Scraper, State(s): State<ApiState>) -> Result<Response, ApiError> {
     let scrape = ask(&s, Ask::Metrics).await?;
     let text = metrics::render(&s.metrics, scrape).map_err(|_| {
         ApiError::new(
@@ -122,15 +196,19 @@ async fn prometheus(State(s): State<ApiState>) -> Result<Response, ApiError> {
         .into_response())
 }
 
-async fn status(State(s): State<ApiState>) -> Result<Response, ApiError> {
+async fn status(_: Reader, State(s): State<ApiState>) -> Result<Response, ApiError> {
     Ok(Json(ask(&s, Ask::Status).await?).into_response())
 }
 
-async fn interfaces(State(s): State<ApiState>) -> Result<Response, ApiError> {
+async fn interfaces(_: Reader, State(s): State<ApiState>) -> Result<Response, ApiError> {
     Ok(Json(ask(&s, Ask::Interfaces).await?).into_response())
 }
 
-async fn instance(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn instance(
+    _: Reader,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = InstanceId::new(&id).map_err(|e| ApiError::invalid("id", e.to_string()))?;
     match ask(&s, |tx| Ask::Instance(id.clone(), tx)).await? {
         Some(view) => Ok(Json(view).into_response()),
@@ -142,7 +220,7 @@ async fn instance(State(s): State<ApiState>, Path(id): Path<String>) -> Result<R
     }
 }
 
-async fn rules(State(s): State<ApiState>) -> Result<Response, ApiError> {
+async fn rules(_: Reader, State(s): State<ApiState>) -> Result<Response, ApiError> {
     let rules = ask(&s, Ask::Rules).await?;
     Ok(Json(json!({ "rules": rules })).into_response())
 }
@@ -261,6 +339,7 @@ fn parse_since(s: &str, now: Timestamp) -> Result<Timestamp, ApiError> {
 }
 
 async fn events(
+    _: Reader,
     State(s): State<ApiState>,
     Query(q): Query<EventsQuery>,
 ) -> Result<Response, ApiError> {

@@ -1,4 +1,4 @@
-//! Admin tokens for the agent's HTTP API: the store's token model (`sluice_<id>_<secret>`,
+//! Tokens for the agent's HTTP API: the store's token model (`sluice_<id>_<secret>`,
 //! printed once, kept as a SHA-256, compared in constant time, revocable), kept in a
 //! small JSON file in the agent's data dir instead of a database.
 //!
@@ -40,17 +40,22 @@ pub enum TokenError {
     Random(#[source] crate::model::token::TokenError),
 }
 
-/// What an agent token may do. Only admin exists: reads need no token on loopback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What an agent token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentRole {
+    /// Read, and act: release a penalty, reset a quota.
     Admin,
+    /// Read only: what the API, the dashboard and `/metrics` show. Needed only where the
+    /// API listens beyond loopback (on loopback, reads are open).
+    Viewer,
 }
 
 impl std::fmt::Display for AgentRole {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.pad(match self {
             AgentRole::Admin => "admin",
+            AgentRole::Viewer => "viewer",
         })
     }
 }
@@ -134,12 +139,16 @@ fn locked<T>(
     Ok(out)
 }
 
-/// Make an admin token; returns it whole, the only time it is seen.
-pub fn create(path: &Path, now: Timestamp) -> Result<(Token, StoredToken), TokenError> {
+/// Make a token for `role`; returns it whole, the only time it is seen.
+pub fn create(
+    path: &Path,
+    role: AgentRole,
+    now: Timestamp,
+) -> Result<(Token, StoredToken), TokenError> {
     let token = Token::generate().map_err(TokenError::Random)?;
     let stored = StoredToken {
         id: token.id.to_string(),
-        role: AgentRole::Admin,
+        role,
         sha256: hex::encode(token.digest()),
         created: now,
         revoked: None,
@@ -173,23 +182,23 @@ pub fn list(path: &Path) -> Result<Vec<StoredToken>, TokenError> {
 type FileStamp = (u64, SystemTime);
 
 /// The agent's view of the token file, read again when it changes on disk.
-pub struct AdminTokens {
+pub struct AgentTokens {
     path: PathBuf,
     /// The file's (size, mtime) when last read, and what it held.
     cached: Mutex<(Option<FileStamp>, Vec<StoredToken>)>,
 }
 
-impl AdminTokens {
-    pub fn new(path: PathBuf) -> AdminTokens {
-        AdminTokens {
+impl AgentTokens {
+    pub fn new(path: PathBuf) -> AgentTokens {
+        AgentTokens {
             path,
             cached: Mutex::new((None, Vec::new())),
         }
     }
 
-    /// Whether `token` is a live admin token. A file that cannot be read admits no one
-    /// (and says why, for the caller's error).
-    pub fn admits(&self, token: &Token) -> Result<bool, TokenError> {
+    /// The role of `token` if it is live and its secret matches. A file that cannot be
+    /// read admits no one (and says why, for the caller's error).
+    pub fn role_of(&self, token: &Token) -> Result<Option<AgentRole>, TokenError> {
         let stamp = match std::fs::metadata(&self.path) {
             Ok(m) => Some((m.len(), m.modified().map_err(|e| io_err(&self.path, e))?)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -203,12 +212,15 @@ impl AdminTokens {
             cached.1 = read(&self.path)?;
             cached.0 = stamp;
         }
-        Ok(cached.1.iter().any(|t| {
-            t.id == token.id.as_str()
-                && t.revoked.is_none()
-                && t.role == AgentRole::Admin
-                && hex::decode(&t.sha256).is_ok_and(|d| token.matches(&d))
-        }))
+        Ok(cached
+            .1
+            .iter()
+            .find(|t| {
+                t.id == token.id.as_str()
+                    && t.revoked.is_none()
+                    && hex::decode(&t.sha256).is_ok_and(|d| token.matches(&d))
+            })
+            .map(|t| t.role))
     }
 }
 
@@ -221,24 +233,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(TOKENS_FILE);
         let now = Timestamp::from_second(1_700_000_000).unwrap();
-        let tokens = AdminTokens::new(path.clone());
-        let (a, _) = create(&path, now).unwrap();
-        let (b, _) = create(&path, now).unwrap();
+        let tokens = AgentTokens::new(path.clone());
+        let (a, _) = create(&path, AgentRole::Admin, now).unwrap();
+        let (b, _) = create(&path, AgentRole::Viewer, now).unwrap();
         let shown = a.reveal();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains(&shown[16..]), "secret stored: {text}");
-        assert!(tokens.admits(&Token::parse(&shown).unwrap()).unwrap());
-        assert!(tokens.admits(&b).unwrap());
+        let admin = Some(AgentRole::Admin);
+        let viewer = Some(AgentRole::Viewer);
+        assert_eq!(
+            tokens.role_of(&Token::parse(&shown).unwrap()).unwrap(),
+            admin
+        );
+        assert_eq!(tokens.role_of(&b).unwrap(), viewer);
         let stranger = Token::generate().unwrap();
-        assert!(!tokens.admits(&stranger).unwrap());
+        assert_eq!(tokens.role_of(&stranger).unwrap(), None);
 
         let revoked = revoke(&path, a.id.as_str(), now).unwrap();
         assert_eq!(revoked.revoked, Some(now));
-        assert!(
-            !tokens.admits(&a).unwrap(),
+        assert_eq!(
+            tokens.role_of(&a).unwrap(),
+            None,
             "revocation seen without a reload"
         );
-        assert!(tokens.admits(&b).unwrap());
+        assert_eq!(tokens.role_of(&b).unwrap(), viewer);
         assert_eq!(list(&path).unwrap().len(), 2);
         assert!(matches!(
             revoke(&path, "0000beef", now),
@@ -258,12 +276,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(TOKENS_FILE);
         std::fs::write(&path, b"{\"version\":1,\"tokens\":[{\"id\":1}]}").unwrap();
-        let err = AdminTokens::new(path.clone())
-            .admits(&Token::generate().unwrap())
+        let err = AgentTokens::new(path.clone())
+            .role_of(&Token::generate().unwrap())
             .unwrap_err();
         assert!(err.to_string().contains("api-tokens.json"), "{err}");
         // Nothing is half-written on a failed change.
-        assert!(create(&path, Timestamp::now()).is_err());
+        assert!(create(&path, AgentRole::Admin, Timestamp::now()).is_err());
         assert!(std::fs::read_to_string(&path).unwrap().contains("\"id\":1"));
     }
 }

@@ -3,24 +3,24 @@
 
 mod auth;
 mod body;
-mod error;
 mod metrics;
 mod routes;
 
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-pub use auth::{Limiter, bearer};
-pub use error::ApiError;
+pub use auth::Limiter;
 
+use crate::api::access::{self, Access};
 use crate::store::service::Store;
 use metrics::{Metrics, RouteLabels};
 
@@ -31,6 +31,11 @@ pub struct ApiOptions {
     pub body_limit: usize,
     /// Requests per second per token (0: unlimited).
     pub rate_limit: u32,
+    /// Requests per second per client address, counted before any token is looked at,
+    /// so a flood of bad tokens is limited too (0: unlimited).
+    pub address_rate_limit: u32,
+    /// The `Host` names served and whether the fleet page and `/metrics` need a token.
+    pub access: Access,
     /// How often lapsed reservations are dropped.
     pub expire_every: Duration,
     /// Serve the read-only fleet dashboard at `/`.
@@ -42,6 +47,8 @@ impl Default for ApiOptions {
         ApiOptions {
             body_limit: 8 << 20,
             rate_limit: 1000,
+            address_rate_limit: 2000,
+            access: Access::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), &[], false),
             expire_every: Duration::from_secs(10),
             dashboard: true,
         }
@@ -53,6 +60,7 @@ pub struct ApiState {
     store: Store,
     limiter: Option<Arc<Limiter>>,
     metrics: Arc<Metrics>,
+    access: Access,
 }
 
 /// The whole API as a router (the tests and the server share it).
@@ -60,8 +68,10 @@ pub fn router(store: Store, options: &ApiOptions) -> Router {
     let state = ApiState {
         metrics: Arc::new(Metrics::new(store.backend_name())),
         limiter: Limiter::new(options.rate_limit),
+        access: options.access.clone(),
         store,
     };
+    let by_address: Option<Arc<Limiter<IpAddr>>> = Limiter::new(options.address_rate_limit);
     let routes = if options.dashboard {
         routes::routes().merge(routes::fleet_routes())
     } else {
@@ -71,7 +81,31 @@ pub fn router(store: Store, options: &ApiOptions) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(options.body_limit))
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            options.access.clone(),
+            access::check_host,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            by_address,
+            limit_address,
+        ))
         .layer(tower_http::compression::CompressionLayer::new())
+}
+
+/// Refuse a client address over its rate (429), before anything else is done for it.
+/// Without the peer's address (a router not served by [`serve`]) nothing is limited.
+async fn limit_address(
+    State(limiter): State<Option<Arc<Limiter<IpAddr>>>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let (Some(limiter), Some(ConnectInfo(peer))) =
+        (&limiter, req.extensions().get::<ConnectInfo<SocketAddr>>())
+        && let Err(refused) = limiter.check(&peer.ip(), "this address")
+    {
+        return refused.into_response();
+    }
+    next.run(req).await
 }
 
 /// Count every request by route and status, and time it.
@@ -104,7 +138,7 @@ pub async fn serve(
     options: ApiOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(store.clone(), &options);
+    let app = router(store.clone(), &options).into_make_service_with_connect_info::<SocketAddr>();
     let every = options.expire_every;
     let expirer = tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);

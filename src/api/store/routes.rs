@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -15,12 +15,13 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::ApiState;
-use super::auth::{Admin, Caller};
+use super::auth::{Caller, Operator, Reader};
 use super::body::JsonBody;
-use super::error::ApiError;
 use super::metrics::OutcomeLabels;
+use crate::api::ApiError;
+use crate::api::access::{LoginForm, refused_page, signed_in, signed_out};
 use crate::model::ids::{InstanceId, Label};
-use crate::model::token::Role;
+use crate::model::token::{Role, Token};
 use crate::model::units::parse_duration;
 use crate::store::model::{Deltas, ReservationId, Scope};
 use crate::store::report::{MAX_SEQ, Report};
@@ -76,7 +77,41 @@ fn label(field: &str, s: &str) -> ApiResult<Label> {
 
 /// `GET /`: the fleet dashboard (see `crate::render::dashboard::fleet`).
 pub fn fleet_routes() -> Router<ApiState> {
-    Router::new().route("/", get(fleet_page))
+    Router::new()
+        .route("/", get(fleet_page))
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+}
+
+/// `POST /login`: a read token (admin, panel or viewer) kept in the sign-in cookie; the
+/// sign-in page again (401) for anything else.
+async fn login(State(s): State<ApiState>, Form(form): Form<LoginForm>) -> ApiResult<Response> {
+    let token = match Token::parse(form.token.trim()) {
+        Some(token) => {
+            let shown = Token::parse(form.token.trim());
+            match s.store.authenticate(token).await? {
+                Some(Role::Admin | Role::Panel | Role::Viewer) => shown,
+                _ => None,
+            }
+        }
+        None => None,
+    };
+    Ok(match token {
+        Some(token) => signed_in(&token, form.next_path()),
+        None => (
+            StatusCode::UNAUTHORIZED,
+            axum::response::Html(crate::render::dashboard::page::login(
+                "fleet",
+                form.next_path(),
+                true,
+            )),
+        )
+            .into_response(),
+    })
+}
+
+async fn logout() -> Response {
+    signed_out()
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,7 +131,17 @@ fn period_param(period: Option<&str>) -> ApiResult<StorePeriod> {
 /// How many instances the fleet view ranks.
 const FLEET_TOP: usize = 50;
 
-async fn fleet_page(State(s): State<ApiState>, Query(q): Query<FleetQuery>) -> ApiResult<Response> {
+async fn fleet_page(
+    reader: Result<Reader, ApiError>,
+    State(s): State<ApiState>,
+    uri: axum::http::Uri,
+    Query(q): Query<FleetQuery>,
+) -> ApiResult<Response> {
+    if s.access.reads_need_token
+        && let Some(refused) = refused_page(reader.map(drop), "fleet", &uri)
+    {
+        return Ok(refused);
+    }
     let period = period_param(q.period.as_deref())?;
     let now = jiff::Timestamp::now();
     let fleet = s.store.fleet(period, now, FLEET_TOP).await?;
@@ -121,7 +166,14 @@ async fn healthz(State(s): State<ApiState>) -> Response {
     }
 }
 
-async fn metrics(State(s): State<ApiState>) -> Response {
+/// `/metrics`: open on loopback or with `--metrics-public`; else a read token.
+async fn metrics(reader: Result<Reader, ApiError>, State(s): State<ApiState>) -> Response {
+    if s.access.reads_need_token
+        && !s.access.metrics_public
+        && let Err(e) = reader
+    {
+        return e.into_response();
+    }
     match s.metrics.render() {
         Ok(text) => (
             [(
@@ -140,7 +192,7 @@ async fn metrics(State(s): State<ApiState>) -> Response {
     }
 }
 
-async fn stats(_: Admin, State(s): State<ApiState>) -> ApiResult<Response> {
+async fn stats(_: Reader, State(s): State<ApiState>) -> ApiResult<Response> {
     Ok(Json(s.store.stats().await?).into_response())
 }
 
@@ -162,24 +214,24 @@ async fn put_scope(s: &ApiState, scope: Scope, spec: WireSpec) -> ApiResult<Resp
     Ok(Json(s.store.get_scope(scope).await?).into_response())
 }
 
-async fn get_defaults(_: Admin, State(s): State<ApiState>) -> ApiResult<Response> {
+async fn get_defaults(_: Reader, State(s): State<ApiState>) -> ApiResult<Response> {
     Ok(Json(s.store.get_scope(Scope::Default).await?).into_response())
 }
 
 async fn put_defaults(
-    _: Admin,
+    _: Operator,
     State(s): State<ApiState>,
     JsonBody(spec): JsonBody<WireSpec>,
 ) -> ApiResult<Response> {
     put_scope(&s, Scope::Default, spec).await
 }
 
-async fn list_classes(_: Admin, State(s): State<ApiState>) -> ApiResult<Response> {
+async fn list_classes(_: Reader, State(s): State<ApiState>) -> ApiResult<Response> {
     Ok(Json(json!({"classes": s.store.list_scopes("class").await?})).into_response())
 }
 
 async fn get_class(
-    _: Admin,
+    _: Reader,
     State(s): State<ApiState>,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
@@ -188,7 +240,7 @@ async fn get_class(
 }
 
 async fn put_class(
-    _: Admin,
+    _: Operator,
     State(s): State<ApiState>,
     Path(name): Path<String>,
     JsonBody(spec): JsonBody<WireSpec>,
@@ -197,7 +249,7 @@ async fn put_class(
 }
 
 async fn delete_class(
-    _: Admin,
+    _: Operator,
     State(s): State<ApiState>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
@@ -207,12 +259,12 @@ async fn delete_class(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_projects(_: Admin, State(s): State<ApiState>) -> ApiResult<Response> {
+async fn list_projects(_: Reader, State(s): State<ApiState>) -> ApiResult<Response> {
     Ok(Json(json!({"projects": s.store.list_scopes("project").await?})).into_response())
 }
 
 async fn get_project(
-    _: Admin,
+    _: Reader,
     State(s): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
@@ -221,7 +273,7 @@ async fn get_project(
 }
 
 async fn put_project(
-    _: Admin,
+    _: Operator,
     State(s): State<ApiState>,
     Path(id): Path<String>,
     JsonBody(spec): JsonBody<WireSpec>,
@@ -230,7 +282,7 @@ async fn put_project(
 }
 
 async fn delete_project(
-    _: Admin,
+    _: Operator,
     State(s): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
@@ -241,7 +293,7 @@ async fn delete_project(
 }
 
 async fn destroy_instance(
-    _: Admin,
+    _: Operator,
     State(s): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
@@ -259,7 +311,7 @@ async fn get_quota(
 }
 
 async fn put_quota(
-    _: Admin,
+    _: Operator,
     State(s): State<ApiState>,
     Path(id): Path<String>,
     JsonBody(spec): JsonBody<WireSpec>,
@@ -270,7 +322,7 @@ async fn put_quota(
 }
 
 async fn delete_quota(
-    _: Admin,
+    _: Operator,
     State(s): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
@@ -308,7 +360,7 @@ async fn get_usage(
 
 /// Recount: `{"ipv4": 3, "proxies": 0}` — the panel's real counts replace the store's.
 async fn put_usage(
-    _: Admin,
+    _: Operator,
     State(s): State<ApiState>,
     Path(id): Path<String>,
     JsonBody(counts): JsonBody<BTreeMap<String, u64>>,
@@ -359,7 +411,7 @@ fn deltas(s: &ApiState, body: &DeltasBody) -> ApiResult<(InstanceId, Deltas)> {
 
 /// Would these deltas fit? 200, or 409 over_quota; nothing is reserved.
 async fn limit_check(
-    _: Admin,
+    _: Operator,
     State(s): State<ApiState>,
     JsonBody(body): JsonBody<DeltasBody>,
 ) -> ApiResult<Response> {
@@ -372,7 +424,7 @@ const DEFAULT_RESERVATION: Duration = Duration::from_secs(3600);
 const LONGEST_RESERVATION: Duration = Duration::from_secs(7 * 86_400);
 
 async fn reserve(
-    _: Admin,
+    _: Operator,
     State(s): State<ApiState>,
     JsonBody(body): JsonBody<DeltasBody>,
 ) -> ApiResult<Response> {
@@ -396,7 +448,7 @@ async fn reserve(
 }
 
 async fn commit(
-    _: Admin,
+    _: Operator,
     State(s): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
@@ -405,7 +457,7 @@ async fn commit(
 }
 
 async fn rollback(
-    _: Admin,
+    _: Operator,
     State(s): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
@@ -427,7 +479,7 @@ struct ResetBody {
 /// A counted resource: use back to 0 (every instance, or `instance`). A traffic resource:
 /// `instance`'s traffic in the current `period` forgotten (all directions).
 async fn usage_reset(
-    _: Admin,
+    _: Operator,
     State(s): State<ApiState>,
     JsonBody(body): JsonBody<ResetBody>,
 ) -> ApiResult<Response> {
@@ -467,13 +519,23 @@ async fn reports(
     State(s): State<ApiState>,
     JsonBody(report): JsonBody<Report>,
 ) -> ApiResult<Response> {
-    if let Role::Agent { host } = &caller.role
-        && host != &report.agent
-    {
-        return Err(ApiError::forbidden(format!(
-            "this token reports for host {host}, not {}",
-            report.agent
-        )));
+    match &caller.role {
+        Role::Admin => {}
+        Role::Agent { host } if host == &report.agent => {}
+        Role::Agent { host } => {
+            return Err(ApiError::forbidden(format!(
+                "this token reports for host {host}, not {}",
+                report.agent
+            )));
+        }
+        // Usage comes from the agents that measured it; a panel sets it with PUT usage.
+        role @ (Role::Panel | Role::Viewer) => {
+            return Err(ApiError::forbidden(format!(
+                "a {} token may not report usage: that needs an agent token for host {}",
+                role.name(),
+                report.agent
+            )));
+        }
     }
     if report.batches.len() > MAX_BATCHES {
         return Err(ApiError::invalid(

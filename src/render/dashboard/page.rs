@@ -403,6 +403,29 @@ pub fn instance(view: &View<'_>, id: &str, part: Part) -> Option<String> {
     Some(out)
 }
 
+/// The sign-in page a browser gets instead of a page whose reads need a token: a form
+/// that posts the token to `/login`, which keeps it in an HTTP-only cookie and sends the
+/// browser back to `next`. `rejected`: the last try was refused.
+pub fn login(host: &str, next: &str, rejected: bool) -> String {
+    let mut out = String::with_capacity(CSS.len() + JS.len() + 2048);
+    head(&mut out, host, 0);
+    let _ = write!(out, "<header><h1>sluice · {}</h1>", escape(host));
+    tools(&mut out);
+    out.push_str("</header>\n<main>\n");
+    let _ = write!(
+        out,
+        "<p data-i18n=\"needs_token\">This page is served beyond loopback: enter a viewer or admin token to read it.</p>\n{}<form id=\"login\" method=\"post\" action=\"/login\"><input type=\"hidden\" name=\"next\" value=\"{}\"><input name=\"token\" type=\"password\" size=\"40\" data-i18n-placeholder=\"read_token\" placeholder=\"Token\" autocomplete=\"off\" autofocus required> <button type=\"submit\" data-i18n=\"sign_in\">Sign in</button></form>\n",
+        if rejected {
+            "<p class=\"bad\" data-i18n=\"bad_token\">That token is unknown or revoked.</p>\n"
+        } else {
+            ""
+        },
+        escape(next),
+    );
+    tail(&mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
