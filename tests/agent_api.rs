@@ -372,3 +372,156 @@ action = "warn"
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stdout).contains("NOT running"));
 }
+
+/// Bound beyond loopback (`0.0.0.0`), every read needs a viewer or admin token:
+/// `/healthz` stays open, `/metrics` only with `metrics_public`. A viewer reads but
+/// carries out nothing; the dashboard's sign-in keeps a viewer's token in an HTTP-only
+/// cookie that a real browser then sends with the page's refreshes; `Host` must be an
+/// address, localhost or a listed name.
+#[test]
+fn off_loopback_reads_need_a_token_and_a_viewer_only_reads() {
+    use support::http::exchange;
+    let host = Netns::new("ao");
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let config = tmp.path().join("sluice.toml");
+    let write_config = |metrics_public: bool| {
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[agent]
+interval = "1s"
+interfaces = ['^tap(?P<instance>[0-9]+)i[0-9]+$']
+backend = "none"
+state_dir = "{run}"
+data_dir = "{run}/lib"
+listen = "0.0.0.0:{PORT}"
+allowed_hosts = ["hv1.example.net"]
+metrics_public = {metrics_public}
+[log]
+dir = ""
+[penalty]
+base_rate = "20mbit"
+"#,
+                run = run.display()
+            ),
+        )
+        .unwrap();
+    };
+    write_config(false);
+    let token = |role: &str| {
+        let out = sluice_in(&host, &["token", "create", "--role", role], &config);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let (admin, viewer) = (token("admin"), token("viewer"));
+    let agent = AgentProc::start(&host, &config, tmp.path().join("agent.log"));
+    wait_healthy(&host, PORT, Duration::from_secs(15));
+    let ask = |method: &str, path: &str, headers: &[(&str, &str)]| {
+        exchange(&host, PORT, method, path, headers, "")
+    };
+    let (admin_auth, viewer_auth) = (format!("Bearer {admin}"), format!("Bearer {viewer}"));
+    for path in [
+        "/v1/status",
+        "/v1/interfaces",
+        "/v1/rules",
+        "/v1/events",
+        "/metrics",
+    ] {
+        let a = ask("GET", path, &[]);
+        assert_eq!(a.status, 401, "{path} without a token: {}", a.body);
+        for auth in [&viewer_auth, &admin_auth] {
+            assert_eq!(
+                ask("GET", path, &[("Authorization", auth)]).status,
+                200,
+                "{path}"
+            );
+        }
+    }
+    let page = ask("GET", "/", &[]);
+    assert_eq!(page.status, 401);
+    assert!(page.body.contains("action=\"/login\""), "{}", page.body);
+    // A viewer is refused every action, before the action looks at its target.
+    let release = "/v1/interfaces/tap402i0/release";
+    let a = ask("POST", release, &[("Authorization", &viewer_auth)]);
+    assert_eq!(a.status, 403, "{}", a.body);
+    let reset = "/v1/instances/402/rules/daily/reset";
+    assert_eq!(
+        ask("POST", reset, &[("Authorization", &viewer_auth)]).status,
+        403
+    );
+    // An admin's sign-in cookie reads, but an action still needs the header.
+    let jar = format!("sluice_token={admin}");
+    assert_eq!(ask("GET", "/v1/status", &[("Cookie", &jar)]).status, 200);
+    assert_eq!(ask("POST", release, &[("Cookie", &jar)]).status, 401);
+    for (name, want) in [
+        ("hv1.example.net:9477", 200),
+        ("127.0.0.1:9477", 200),
+        ("evil.example:9477", 421),
+    ] {
+        let a = ask("GET", "/healthz", &[("Host", name)]);
+        assert_eq!(a.status, want, "Host {name}: {}", a.body);
+    }
+
+    // A real browser signs in with the viewer's token, then the page refreshes itself.
+    let driver = support::browser::Chromedriver::start(&host);
+    let typed = viewer.clone();
+    let (cookie_seen, note) = driver.session(move |c| async move {
+        use fantoccini::Locator;
+        use support::browser::until;
+        c.goto(&format!("http://127.0.0.1:{PORT}/")).await.unwrap();
+        let input = c
+            .find(Locator::Css("#login input[name=token]"))
+            .await
+            .unwrap();
+        input.send_keys(&typed).await.unwrap();
+        c.find(Locator::Css("#login button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        until(&c, "the dashboard", "document.getElementById('instances')").await;
+        until(
+            &c,
+            "a refresh",
+            "(document.getElementById('note')||{}).textContent.indexOf('Updated') === 0",
+        )
+        .await;
+        let cookie = c.execute("return document.cookie;", vec![]).await.unwrap();
+        let note = c
+            .find(Locator::Id("note"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        (cookie, note)
+    });
+    drop(driver);
+    assert_eq!(
+        cookie_seen,
+        serde_json::json!(""),
+        "the cookie is HTTP-only"
+    );
+    assert!(note.starts_with("Updated"), "{note}");
+    assert_eq!(agent.stop(), Some(0));
+
+    // metrics_public: a scraper needs no token, the rest still does.
+    write_config(true);
+    let agent = AgentProc::start(&host, &config, tmp.path().join("agent2.log"));
+    wait_healthy(&host, PORT, Duration::from_secs(15));
+    let a = exchange(&host, PORT, "GET", "/metrics", &[], "");
+    assert_eq!(a.status, 200);
+    assert!(a.body.contains("sluice_"), "{}", a.body);
+    assert_eq!(
+        exchange(&host, PORT, "GET", "/v1/status", &[], "").status,
+        401
+    );
+    assert_eq!(agent.stop(), Some(0));
+}

@@ -737,3 +737,313 @@ fn an_agents_report_is_checked_before_it_counts() {
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(store.stop(), Some(0));
 }
+
+/// What each role may do, as the README's table has it: a panel runs the quota
+/// workflow but reports nothing, a viewer only reads, an agent reads quotas and reports
+/// for its own host only. (Tokens, backups and restores are CLI-only: no route exists.)
+#[test]
+fn each_role_may_do_what_it_is_for_and_no_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("quota.db");
+    let admin = create_token(&db, &["--role", "admin"]);
+    let panel = create_token(&db, &["--role", "panel"]);
+    let viewer = create_token(&db, &["--role", "viewer"]);
+    let agent = create_token(&db, &["--role", "agent", "--host", "hv1"]);
+    // Hosts belong to agent tokens only.
+    let out = std::process::Command::new(support::sluice_bin())
+        .args([
+            "store", "token", "create", "--role", "panel", "--host", "hv1",
+        ])
+        .arg("--database")
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("host"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = StoreProc::start(&db, &[]);
+    let c = Client::new(&store.base);
+    let quota = r#"{"limits":{"ipv4":10}}"#;
+    let one = r#"{"instance":"101","deltas":{"ipv4":1}}"#;
+    // (method, path, body, [admin, panel, viewer, agent])
+    let table: [(&str, &str, Option<&str>, [u16; 4]); 10] = [
+        ("GET", "/v1/stats", None, [200, 200, 200, 403]),
+        ("GET", "/v1/defaults", None, [200, 200, 200, 403]),
+        ("GET", "/v1/classes", None, [200, 200, 200, 403]),
+        (
+            "PUT",
+            "/v1/instances/101/quota",
+            Some(quota),
+            [200, 200, 403, 403],
+        ),
+        ("GET", "/v1/instances/101/quota", None, [200, 200, 200, 200]),
+        ("GET", "/v1/instances/101/usage", None, [200, 200, 200, 200]),
+        ("POST", "/v1/check", Some(one), [200, 200, 403, 403]),
+        ("POST", "/v1/reservations", Some(one), [201, 201, 403, 403]),
+        (
+            "PUT",
+            "/v1/instances/101/usage",
+            Some(r#"{"ipv4":1}"#),
+            [200, 200, 403, 403],
+        ),
+        (
+            "POST",
+            "/v1/quotas/lookup",
+            Some(r#"{"instances":["101"]}"#),
+            [200, 200, 200, 200],
+        ),
+    ];
+    for (method, path, body, statuses) in table {
+        let roles = [
+            ("admin", &admin),
+            ("panel", &panel),
+            ("viewer", &viewer),
+            ("agent", &agent),
+        ];
+        for ((role, token), want) in roles.into_iter().zip(statuses) {
+            let a = c.call(method, path, Some(token), body);
+            assert_eq!(a.status, want, "{method} {path} as {role}: {:?}", a.body);
+            if want == 403 {
+                assert_eq!(a.body["error"]["code"], "forbidden", "{method} {path}");
+            }
+        }
+    }
+    // A panel commits and rolls back the reservations it makes.
+    for end in ["commit", "rollback"] {
+        let r = c.call("POST", "/v1/reservations", Some(&panel), Some(one));
+        let id = r.body["id"].as_str().unwrap().to_owned();
+        let path = format!("/v1/reservations/{id}/{end}");
+        assert_eq!(c.call("POST", &path, Some(&viewer), None).status, 403);
+        assert_eq!(
+            c.call("POST", &path, Some(&panel), None).status,
+            204,
+            "{end}"
+        );
+    }
+    // Reports: an admin for any host, an agent for its own; a panel or viewer not at all.
+    let now = jiff::Timestamp::now().to_string();
+    for (token, host, seq, want) in [
+        (&panel, "hv1", 1, 403),
+        (&viewer, "hv1", 1, 403),
+        (&agent, "hv2", 1, 403),
+        (&agent, "hv1", 1, 200),
+        (&admin, "hv3", 1, 200),
+    ] {
+        let body = json!({"agent": host, "batches": [{"seq": seq, "samples": [
+            {"at": now, "instance": "101", "upload": 1, "download": 2}]}]})
+        .to_string();
+        let a = c.call("POST", "/v1/reports", Some(token), Some(&body));
+        assert_eq!(a.status, want, "report for {host}: {:?}", a.body);
+    }
+    // What was allowed is in the database: two reservations left open (admin's and
+    // panel's in the table), one committed by the panel; the usage the PUT set is 1.
+    let (in_use, reserved) = standing(&db, "101", "ipv4");
+    assert_eq!((in_use, reserved), (2, 2));
+    drop(store);
+}
+
+/// Guessing tokens costs: a client address over `--address-rate-limit` is refused with
+/// 429 before any token is looked at, so a flood of bad tokens never reaches the
+/// database, and its Retry-After says when to come back.
+#[test]
+fn one_address_is_rate_limited_before_its_token_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("quota.db");
+    let admin = create_token(&db, &["--role", "admin"]);
+    let store = StoreProc::start(&db, &["--address-rate-limit", "5", "--rate-limit", "0"]);
+    let c = Client::new(&store.base);
+    let wrong = format!("sluice_{}_{}", &admin[7..15], "0".repeat(64));
+    let started = std::time::Instant::now();
+    let mut unauthorized = 0;
+    let limited = loop {
+        let a = c.call("GET", "/v1/stats", Some(&wrong), None);
+        if a.status != 401 {
+            break a;
+        }
+        unauthorized += 1;
+        assert!(unauthorized < 200, "bad tokens were never rate limited");
+    };
+    let refills = (started.elapsed().as_secs_f64() * 5.0).ceil() as usize;
+    assert!(
+        (5..=5 + refills).contains(&unauthorized),
+        "{unauthorized} 401s before the first 429, with a burst of 5 and {refills} refills"
+    );
+    assert_eq!(limited.status, 429, "{:?}", limited.body);
+    let message = limited.body["error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("this address"), "{message}");
+    let wait: u64 = limited.retry_after.as_deref().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&wait), "Retry-After {wait}");
+    // The address is held back whatever it presents, a good token too, until it waits.
+    assert_eq!(c.call("GET", "/v1/stats", Some(&admin), None).status, 429);
+    std::thread::sleep(std::time::Duration::from_secs(wait));
+    assert_eq!(c.call("GET", "/v1/stats", Some(&admin), None).status, 200);
+}
+
+/// Reads go to a pool of read-only connections: while another process holds the
+/// database's write lock, a token-checked read answers at once and a reservation waits
+/// its turn, then lands when the lock is released.
+#[test]
+fn reads_answer_while_the_writer_waits_for_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("quota.db");
+    let admin = create_token(&db, &["--role", "admin"]);
+    let store = StoreProc::start(&db, &["--rate-limit", "0"]);
+    let c = Client::new(&store.base);
+    let quota = r#"{"limits":{"ipv4":5}}"#;
+    assert_eq!(
+        c.call("PUT", "/v1/instances/101/quota", Some(&admin), Some(quota))
+            .status,
+        200
+    );
+    let lock = rusqlite::Connection::open(&db).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (base, token) = (store.base.clone(), admin.clone());
+    let reservation = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let a = Client::new(&base).call(
+            "POST",
+            "/v1/reservations",
+            Some(&token),
+            Some(r#"{"instance":"101","deltas":{"ipv4":1}}"#),
+        );
+        (a, started.elapsed())
+    });
+    // For a second, every read answers quickly, though the writer is stuck.
+    let started = std::time::Instant::now();
+    let mut reads = 0;
+    while started.elapsed() < std::time::Duration::from_secs(1) {
+        let asked = std::time::Instant::now();
+        let a = c.call("GET", "/v1/instances/101/quota", Some(&admin), None);
+        assert_eq!(a.status, 200, "{:?}", a.body);
+        assert_eq!(a.body["limits"]["ipv4"]["limit"], 5);
+        assert!(
+            asked.elapsed() < std::time::Duration::from_millis(500),
+            "a read waited {:?} behind the writer",
+            asked.elapsed()
+        );
+        reads += 1;
+    }
+    assert!(reads > 5, "{reads} reads");
+    assert!(
+        !reservation.is_finished(),
+        "the reservation did not wait for the lock"
+    );
+    lock.execute_batch("ROLLBACK").unwrap();
+    let (a, took) = reservation.join().unwrap();
+    assert_eq!(a.status, 201, "{:?}", a.body);
+    assert!(took >= std::time::Duration::from_secs(1), "{took:?}");
+    assert_eq!(standing(&db, "101", "ipv4"), (0, 1));
+}
+
+/// Bound beyond loopback (`0.0.0.0`), the store's reads need a token: the fleet page
+/// answers with its sign-in page, /metrics with 401 unless `--metrics-public`, and a
+/// viewer's token (header or the sign-in cookie) opens them. The cookie opens no change,
+/// and a `Host` that is not an address or a listed name is refused (DNS rebinding).
+#[test]
+fn off_loopback_the_fleet_page_and_metrics_need_a_read_token() {
+    use support::http::exchange;
+    let ns = support::Netns::new("sf");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("quota.db");
+    let admin = create_token(&db, &["--role", "admin"]);
+    let viewer = create_token(&db, &["--role", "viewer"]);
+    let agent = create_token(&db, &["--role", "agent", "--host", "hv1"]);
+    let store = StoreProc::start_listen(
+        Some(&ns.name),
+        &db,
+        "0.0.0.0:0",
+        &["--allowed-host", "fleet.example.net"],
+    );
+    let port: u16 = store.base.rsplit(':').next().unwrap().parse().unwrap();
+    let ask = |method: &str, path: &str, headers: &[(&str, &str)], body: &str| {
+        exchange(&ns, port, method, path, headers, body)
+    };
+    let bearer = |t: &str| format!("Bearer {t}");
+    let (admin_auth, viewer_auth) = (bearer(&admin), bearer(&viewer));
+
+    let a = ask("GET", "/", &[], "");
+    assert_eq!(a.status, 401);
+    assert!(
+        a.body.contains("action=\"/login\"") && !a.body.contains("data-agent"),
+        "{}",
+        a.body
+    );
+    for path in ["/v1/stats", "/metrics", "/?fragment=1"] {
+        assert_eq!(ask("GET", path, &[], "").status, 401, "{path}");
+        assert_eq!(
+            ask("GET", path, &[("Authorization", &viewer_auth)], "").status,
+            200,
+            "{path} as viewer"
+        );
+    }
+    assert_eq!(ask("GET", "/healthz", &[], "").status, 200);
+    // Sign in: a viewer's token becomes an HTTP-only cookie that opens the page.
+    let form = |t: &str| format!("token={t}&next=%2F%3Fperiod%3Dday");
+    let a = ask(
+        "POST",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &form(&viewer),
+    );
+    assert_eq!(a.status, 303, "{}", a.body);
+    assert_eq!(a.header("location"), Some("/?period=day"));
+    let cookie = a.header("set-cookie").unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let jar = cookie.split(';').next().unwrap().to_owned();
+    let a = ask("GET", "/?period=day", &[("Cookie", &jar)], "");
+    assert_eq!(a.status, 200);
+    assert!(a.body.contains("id=\"instances\""), "{}", a.body);
+    // An agent's token signs no one in; the cookie of an admin changes nothing.
+    let a = ask(
+        "POST",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &form(&agent),
+    );
+    assert_eq!((a.status, a.header("set-cookie")), (401, None));
+    let admin_jar = format!("sluice_token={admin}");
+    let reset = r#"{"instance":"301","resource":"traffic_total","period":"month"}"#;
+    let json = ("Content-Type", "application/json");
+    let a = ask(
+        "POST",
+        "/v1/usage/reset",
+        &[json, ("Cookie", &admin_jar)],
+        reset,
+    );
+    assert_eq!(a.status, 401, "{}", a.body);
+    let a = ask(
+        "POST",
+        "/v1/usage/reset",
+        &[json, ("Authorization", &admin_auth)],
+        reset,
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    // Host: addresses, localhost and the listed name; anything else is misdirected.
+    for (host, want) in [
+        ("fleet.example.net", 200),
+        ("localhost:80", 200),
+        ("evil.example", 421),
+        ("127.0.0.1.evil.example", 421),
+    ] {
+        let a = ask("GET", "/healthz", &[("Host", host)], "");
+        assert_eq!(a.status, want, "Host {host}: {}", a.body);
+    }
+    assert_eq!(store.stop(), Some(0));
+
+    // --metrics-public: a scraper needs no token; the rest still does.
+    let store = StoreProc::start_listen(Some(&ns.name), &db, "0.0.0.0:0", &["--metrics-public"]);
+    let port: u16 = store.base.rsplit(':').next().unwrap().parse().unwrap();
+    let a = exchange(&ns, port, "GET", "/metrics", &[], "");
+    assert_eq!(a.status, 200);
+    assert!(a.body.contains("sluice_store_"), "{}", a.body);
+    assert_eq!(exchange(&ns, port, "GET", "/v1/stats", &[], "").status, 401);
+    assert_eq!(store.stop(), Some(0));
+}

@@ -16,12 +16,57 @@ pub fn request(
     path: &str,
     token: Option<&str>,
 ) -> (u16, String) {
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n{}\r\n",
-        token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"))
-    );
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| vec![("Authorization", a)])
+        .unwrap_or_default();
+    let a = exchange(ns, port, method, path, &headers, "");
+    (a.status, a.body)
+}
+
+/// One answer: status, header block (lower-cased names and values as sent), body.
+#[allow(dead_code)]
+pub struct Exchange {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+#[allow(dead_code)]
+impl Exchange {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// `METHOD path` to 127.0.0.1:`port` inside `ns` with `headers` (a `Host` among them
+/// replaces the default `127.0.0.1`) and `body`.
+pub fn exchange(
+    ns: &Netns,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Exchange {
+    let mut head = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        head.push_str("Host: 127.0.0.1\r\n");
+    }
+    for (n, v) in headers {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    head.push_str(&format!(
+        "Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ));
     ns.run(move || {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the agent API");
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the API");
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         s.write_all(head.as_bytes()).unwrap();
         let mut raw = Vec::new();
@@ -41,7 +86,11 @@ pub fn request(
         } else {
             body.to_owned()
         };
-        (status, body)
+        Exchange {
+            status,
+            headers: headers.to_owned(),
+            body,
+        }
     })
 }
 

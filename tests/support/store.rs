@@ -22,6 +22,11 @@ impl StoreProc {
 
     /// The same inside network namespace `ns` (its own loopback).
     pub fn start_in(ns: Option<&str>, db: &Path, extra: &[&str]) -> StoreProc {
+        StoreProc::start_listen(ns, db, "127.0.0.1:0", extra)
+    }
+
+    /// The same listening on `listen` (port 0: a free one).
+    pub fn start_listen(ns: Option<&str>, db: &Path, listen: &str, extra: &[&str]) -> StoreProc {
         let log = if db.to_string_lossy().starts_with("postgres") {
             static LOGS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
             std::env::temp_dir().join(format!(
@@ -52,7 +57,7 @@ impl StoreProc {
             .arg("store")
             .arg("--database")
             .arg(db)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(err)
@@ -71,6 +76,8 @@ impl StoreProc {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
+        // A store bound to every address is reached on its loopback.
+        let addr = addr.replace("0.0.0.0:", "127.0.0.1:");
         StoreProc {
             child,
             db: db.to_owned(),
