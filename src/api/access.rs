@@ -97,7 +97,7 @@ pub async fn check_host(State(access): State<Access>, req: Request, next: Next) 
             StatusCode::MISDIRECTED_REQUEST,
             "host_not_allowed",
             format!(
-                "Host {:?} is not an IP address, localhost or a listed name; add it to allowed_hosts to serve it (this stops DNS rebinding)",
+                "Host {:?} is not an IP address, localhost or a listed name; list it in agent.allowed_hosts (agent) or with --allowed-host (sluice store) to serve it; this stops DNS rebinding",
                 h.chars().take(256).collect::<String>()
             ),
         )

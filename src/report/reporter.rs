@@ -303,14 +303,9 @@ impl Reporter {
     }
 }
 
-/// The reporting HTTP client: rustls on ring, as the webhooks' (see `webhook.rs`).
+/// The reporting HTTP client (see [`super::http_client`]).
 pub fn client() -> Result<reqwest::Client, String> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(SEND_TIMEOUT)
-        .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| e.to_string())
+    super::http_client(SEND_TIMEOUT).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -114,14 +114,7 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
 }
 
 async fn deliver(config: WebhookConfig, mut rx: mpsc::Receiver<Delivery>, first_retry: Duration) {
-    // ring rather than aws-lc: a few hundred kB of code instead of megabytes, which the
-    // agent's resident set (a target) pays for on every host. Installing twice is a no-op.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = match reqwest::Client::builder()
-        .timeout(config.timeout)
-        .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
+    let client = match super::http_client(config.timeout) {
         Ok(c) => c,
         Err(e) => {
             warn!(url = %redacted(config.url.as_str()), "cannot build the webhook client, events are not sent: {e}");
