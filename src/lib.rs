@@ -12,6 +12,7 @@
 //! | `sys`      | the route netlink socket, the argv+timeout command runner, atomic files, locks |
 //! | `config`   | raw (serde) → validated `Config`; every default |
 //! | `sample`   | the netlink link sampler and the trace reader → `Sample` |
+//! | `inventory`| the hypervisors' records: who owns each interface, its name, tags, rates |
 //! | `account`  | the one counter delta, the ledger, usage queries |
 //! | `policy`   | pure: penalty machine, quota decisions, verdicts |
 //! | `enforce`  | backends (ovs, tc), links, hooks |
@@ -32,6 +33,8 @@ pub mod sys;
 pub mod config;
 
 pub mod sample;
+
+pub mod inventory;
 
 pub mod account;
 

@@ -13,8 +13,22 @@ use std::path::{Path, PathBuf};
 
 /// Lowest first. A module may import only from the layers before it.
 const LAYERS: &[&str] = &[
-    "model", "sys", "config", "sample", "account", "policy", "enforce", "state", "store", "report",
-    "engine", "render", "api", "daemon", "cli",
+    "model",
+    "sys",
+    "config",
+    "sample",
+    "inventory",
+    "account",
+    "policy",
+    "enforce",
+    "state",
+    "store",
+    "report",
+    "engine",
+    "render",
+    "api",
+    "daemon",
+    "cli",
 ];
 
 /// One import of another top-level module: (line, module imported).
