@@ -473,7 +473,7 @@ base_rate = "20mbit"
     let typed = viewer.clone();
     let (cookie_seen, note) = driver.session(move |c| async move {
         use fantoccini::Locator;
-        use support::browser::until;
+        use support::browser::{note_saying, until};
         c.goto(&format!("http://127.0.0.1:{PORT}/")).await.unwrap();
         let input = c
             .find(Locator::Css("#login input[name=token]"))
@@ -487,20 +487,9 @@ base_rate = "20mbit"
             .await
             .unwrap();
         until(&c, "the dashboard", "document.getElementById('instances')").await;
-        until(
-            &c,
-            "a refresh",
-            "(document.getElementById('note')||{}).textContent.indexOf('Updated') === 0",
-        )
-        .await;
+        // The note says "Updated …" once the page's own refresh came back 200.
+        let note = note_saying(&c, "Updated").await;
         let cookie = c.execute("return document.cookie;", vec![]).await.unwrap();
-        let note = c
-            .find(Locator::Id("note"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
         (cookie, note)
     });
     drop(driver);

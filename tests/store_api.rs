@@ -959,7 +959,7 @@ fn off_loopback_the_fleet_page_and_metrics_need_a_read_token() {
         "0.0.0.0:0",
         &["--allowed-host", "fleet.example.net"],
     );
-    let port: u16 = store.base.rsplit(':').next().unwrap().parse().unwrap();
+    let port = store.port();
     let ask = |method: &str, path: &str, headers: &[(&str, &str)], body: &str| {
         exchange(&ns, port, method, path, headers, body)
     };
@@ -1040,7 +1040,7 @@ fn off_loopback_the_fleet_page_and_metrics_need_a_read_token() {
 
     // --metrics-public: a scraper needs no token; the rest still does.
     let store = StoreProc::start_listen(Some(&ns.name), &db, "0.0.0.0:0", &["--metrics-public"]);
-    let port: u16 = store.base.rsplit(':').next().unwrap().parse().unwrap();
+    let port = store.port();
     let a = exchange(&ns, port, "GET", "/metrics", &[], "");
     assert_eq!(a.status, 200);
     assert!(a.body.contains("sluice_store_"), "{}", a.body);

@@ -165,8 +165,7 @@ pub fn parse(kind: GuestKind, file: &Path, text: &str) -> Result<Guest, Problem>
                 })?;
             }
             k if k == kind.name_key() => name = Some(value.to_owned()),
-            k if k.starts_with("net") && k[3..].parse::<u32>().is_ok() => {
-                let index: u32 = k[3..].parse().unwrap_or_default();
+            k if let Some(index) = k.strip_prefix("net").and_then(|i| i.parse::<u32>().ok()) => {
                 let nic = net_line(kind, value).map_err(|m| at(format!("{key}: {m}")))?;
                 for dev in firewall_names(vmid, index) {
                     firewall_devices.extend(IfName::new(&dev).ok());
@@ -451,6 +450,6 @@ template: yes
         assert!(with.instances.iter().any(|i| i.id.as_str() == "9000"));
         // No lxc/ at all is no problem.
         std::fs::remove_dir_all(dir.path().join("lxc")).unwrap();
-        assert!(read(dir.path(), false).problems.len() == 1);
+        assert_eq!(read(dir.path(), false).problems.len(), 1);
     }
 }

@@ -25,7 +25,7 @@ pub fn request(
     (a.status, a.body)
 }
 
-/// One answer: status, header block (lower-cased names and values as sent), body.
+/// One answer: status, the header block as the server sent it, body.
 #[allow(dead_code)]
 pub struct Exchange {
     pub status: u16,

@@ -86,6 +86,16 @@ impl StoreProc {
         }
     }
 
+    /// The port it listens on.
+    #[allow(dead_code)]
+    pub fn port(&self) -> u16 {
+        self.base
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
