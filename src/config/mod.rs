@@ -6,6 +6,7 @@
 //! its field path so `sluice check` can show them all at once. The defaults live here, in
 //! code; `config/sluice.example.toml` only documents them.
 
+mod inventory;
 mod raw;
 mod rule_index;
 mod rules;
@@ -22,6 +23,9 @@ use regex::Regex;
 use crate::model::ids::{IfName, InstanceId, Label, Tag};
 use crate::model::units::{Bytes, Fraction, Rate};
 
+pub use inventory::{
+    Claim, Claims, IncusSource, InventoryConfig, Known, LibvirtSource, ProxmoxSource, SourceKind,
+};
 pub use rule_index::Rules;
 pub use rules::{ActionKind, Direction, HooksConfig, RuleConfig, WebhookConfig};
 pub use validate::dns_name;
@@ -59,6 +63,10 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     /// `[store]`: report traffic to a quota store (`None`: no store, no reports).
     pub store: Option<StoreConfig>,
+    pub inventory: InventoryConfig,
+    /// What the inventory's sources found (empty until they have been read, and with
+    /// only `names`); see [`Config::instance_of`].
+    pub claims: Arc<Claims>,
 }
 
 /// `[store]`: where this agent's traffic reports go.
@@ -264,13 +272,36 @@ impl InterfacePattern {
 }
 
 impl Config {
-    /// The instance owning `name`, from the first pattern that matches; `None` when the
-    /// interface is not ours to watch.
+    /// The instance owning `name`; `None` when the interface is not ours to watch.
     pub fn instance_of(&self, name: &IfName) -> Option<InstanceId> {
-        self.agent
-            .interfaces
+        self.claim_of(name).map(|c| c.instance)
+    }
+
+    /// Who owns `name`: the first of `inventory.sources` that claims it (`names`: the
+    /// first `agent.interfaces` pattern that matches). An interface a source ignores is
+    /// nobody's, whatever its name.
+    pub fn claim_of(&self, name: &IfName) -> Option<Claim> {
+        if self.claims.ignored.contains(name) {
+            return None;
+        }
+        let claimed = self.claims.interfaces.get(name);
+        self.inventory
+            .sources
             .iter()
-            .find_map(|p| p.instance_of(name))
+            .find_map(|&source| match source {
+                SourceKind::Names => self
+                    .agent
+                    .interfaces
+                    .iter()
+                    .find_map(|p| p.instance_of(name))
+                    .map(|instance| Claim { instance, source }),
+                _ => claimed.filter(|c| c.source == source).cloned(),
+            })
+    }
+
+    /// The hypervisor's name for `instance`, when a source told it.
+    pub fn name_of(&self, instance: &InstanceId) -> Option<&str> {
+        self.claims.instances.get(instance)?.name.as_deref()
     }
 
     /// The base rate sold to `instance`: its override, else the default.

@@ -18,6 +18,34 @@ pub(super) struct RawConfig {
     pub hooks: Option<RawHooks>,
     pub webhook: Option<Vec<RawWebhook>>,
     pub store: Option<RawStore>,
+    pub inventory: Option<RawInventory>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawInventory {
+    pub sources: Option<Vec<String>>,
+    pub refresh: Option<String>,
+    pub proxmox: Option<RawProxmox>,
+    pub libvirt: Option<RawLibvirt>,
+    pub incus: Option<RawIncus>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawProxmox {
+    pub config_dir: Option<String>,
+    pub include_templates: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawLibvirt {
+    pub status_dir: Option<String>,
+    pub virsh: Option<String>,
+    pub uri: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawIncus {
+    pub socket: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

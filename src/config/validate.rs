@@ -102,6 +102,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Loaded, Vec<Problem>> {
     let hooks = check_hooks(&mut c, raw.hooks.unwrap_or_default());
     let webhooks = check_webhooks(&mut c, raw.webhook.unwrap_or_default());
     let store = raw.store.map(|s| check_store(&mut c, s, &data_dir));
+    let inventory = super::inventory::check_inventory(&mut c, raw.inventory.unwrap_or_default());
     if rules
         .iter()
         .any(|r| r.enabled && r.action == ActionKind::Shutdown)
@@ -139,6 +140,8 @@ pub(super) fn validate(raw: RawConfig) -> Result<Loaded, Vec<Problem>> {
             hooks,
             webhooks,
             store,
+            inventory,
+            claims: Default::default(),
         },
         warnings: c.warnings,
     })

@@ -17,7 +17,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use super::{Instance, Nic, Problem, Reading};
+use super::{Instance, Nic, Problem, Reading, Source, SourceError, files_stamp};
+use crate::config::SourceKind;
 use crate::model::ids::{IfName, InstanceId, Tag};
 use crate::model::units::Rate;
 
@@ -58,6 +59,40 @@ pub struct Guest {
     pub template: bool,
     /// The firewall bridge's devices of every NIC (whether or not they exist now).
     pub firewall_devices: Vec<IfName>,
+}
+
+/// This node's guests, from pmxcfs's mount (`inventory.proxmox.config_dir`).
+pub struct ConfigDir {
+    dir: PathBuf,
+    include_templates: bool,
+}
+
+impl ConfigDir {
+    pub fn new(dir: PathBuf, include_templates: bool) -> ConfigDir {
+        ConfigDir {
+            dir,
+            include_templates,
+        }
+    }
+}
+
+impl Source for ConfigDir {
+    fn kind(&self) -> SourceKind {
+        SourceKind::Proxmox
+    }
+    fn stamp(&mut self) -> Option<u64> {
+        let dirs = [GuestKind::Vm, GuestKind::Container].map(|k| self.dir.join(k.dir()));
+        Some(files_stamp(&[&dirs[0], &dirs[1]], "conf"))
+    }
+    fn read(&mut self) -> Result<Reading, SourceError> {
+        // Without its mount (pmxcfs down) every guest would seem gone: that is a
+        // failure to read, not an empty host.
+        std::fs::read_dir(&self.dir).map_err(|source| SourceError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        Ok(read(&self.dir, self.include_templates))
+    }
 }
 
 /// Read every guest under `config_dir`. Templates are left out unless
@@ -190,6 +225,7 @@ pub fn parse(kind: GuestKind, file: &Path, text: &str) -> Result<Guest, Problem>
     Ok(Guest {
         instance: Instance {
             id,
+            source: SourceKind::Proxmox,
             name,
             tags,
             interfaces: nics.into_iter().map(|(_, nic)| nic).collect(),

@@ -16,7 +16,7 @@ pub use penalty::{ChangeCause, Measured, PenaltyMachine, PenaltyState, StageChan
 pub use verdict::{Burst, Limit, Reason, Verdict};
 
 use crate::account::{Boot, Counters, counter_delta};
-use crate::config::{ActionKind, Config, InterfacePattern};
+use crate::config::{ActionKind, Claims, Config, InterfacePattern};
 use crate::model::ids::{FastMap, IfName, InstanceId};
 use crate::model::units::Rate;
 use crate::sample::Sample;
@@ -105,8 +105,9 @@ pub struct Policy {
     /// Which instance each interface name belongs to (`None`: no pattern matches), so the
     /// regexes run once per name rather than once per name per tick.
     matches: FastMap<IfName, Option<InstanceId>>,
-    /// The patterns `matches` was computed with; another set (a reload) clears it.
-    matched_with: Option<Arc<[InterfacePattern]>>,
+    /// The patterns and claims `matches` was computed with; another set (a reload, a
+    /// new inventory) clears it.
+    matched_with: Option<(Arc<[InterfacePattern]>, Arc<Claims>)>,
     /// Whether the last tick changed anything a snapshot shows (rates, stages, presence).
     changed: bool,
     /// Period quota usage per (rule, instance).
@@ -209,13 +210,11 @@ impl Policy {
         for st in self.interfaces.values_mut() {
             st.was_present = std::mem::replace(&mut st.present, false);
         }
-        if !self
-            .matched_with
-            .as_ref()
-            .is_some_and(|p| Arc::ptr_eq(p, &cfg.agent.interfaces))
-        {
+        if !self.matched_with.as_ref().is_some_and(|(p, c)| {
+            Arc::ptr_eq(p, &cfg.agent.interfaces) && Arc::ptr_eq(c, &cfg.claims)
+        }) {
             self.matches.clear();
-            self.matched_with = Some(cfg.agent.interfaces.clone());
+            self.matched_with = Some((cfg.agent.interfaces.clone(), cfg.claims.clone()));
         }
         // Forget names long gone (tap churn over months), keeping the map near the host's size.
         if self.matches.len() > 2 * samples.len() + 64 {
