@@ -114,6 +114,7 @@ fn in_process(n: usize) {
             })
             .collect(),
         spool_bytes: Some(12_345),
+        sources: Vec::new(),
     };
     let metrics = AgentMetrics::default();
     let enc = median(21, || {

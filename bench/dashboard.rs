@@ -31,6 +31,7 @@ fn snapshot(n: usize, now: Timestamp) -> Snapshot {
         interfaces.push(InterfaceRecord {
             interface: IfName::new(&format!("tap{}i0", 1000 + i)).unwrap(),
             instance: id.clone(),
+            instance_name: None,
             present: true,
             stage,
             since: (stage > 0).then_some(now),

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         Command::Status(args) => sluice::cli::status::run(args),
         Command::Token(args) => sluice::cli::token::run(args),
         Command::Check(args) => sluice::cli::check::run(args),
+        Command::Inventory(args) => sluice::cli::inventory::run(args),
         Command::Prune(args) => sluice::cli::prune::run(args),
         Command::Release(args) => sluice::cli::release::run(args),
         Command::Usage(args) => sluice::cli::usage::run(args),

@@ -313,7 +313,10 @@ fn row(r: &InterfaceRecord, now: Timestamp) -> [String; COLUMNS] {
     }
     [
         r.interface.to_string(),
-        r.instance.to_string(),
+        match &r.instance_name {
+            Some(name) => format!("{} ({name})", r.instance),
+            None => r.instance.to_string(),
+        },
         stage,
         limit,
         download_limit,
@@ -338,6 +341,7 @@ mod tests {
         let rec = |name: &str, stage, present, enforcement| InterfaceRecord {
             interface: IfName::new(name).unwrap(),
             instance: InstanceId::new("101").unwrap(),
+            instance_name: None,
             present,
             stage,
             since: None,

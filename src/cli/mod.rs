@@ -5,6 +5,7 @@ pub mod check;
 pub mod completions;
 pub mod events;
 pub mod export;
+pub mod inventory;
 pub mod list;
 pub mod prune;
 pub mod release;
@@ -41,6 +42,8 @@ pub enum Command {
     Status(status::Args),
     /// Validate a config file: "ok" and a summary, or every problem with its field path
     Check(check::Args),
+    /// What the inventory sources say: each instance's source, name, tags, rates and interfaces
+    Inventory(inventory::Args),
     /// Delete ledger buckets before a date (--dry-run says what it would delete)
     Prune(prune::Args),
     /// Remove the limits sluice installed, raise the links it held down (all, or the named); agent stopped

@@ -12,7 +12,7 @@ use anyhow::Context;
 use jiff::Timestamp;
 
 use super::ConfigArg;
-use crate::api::agent::StatusView;
+use crate::api::agent::{SourceView, StatusView};
 use crate::config::Config;
 use crate::model::human::human_bytes;
 use crate::model::human::human_secs;
@@ -138,6 +138,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 ),
             );
             line(&mut out, "store:", store_line(&s, now));
+            for src in &s.inventory {
+                line(&mut out, "inventory:", source_line(src, now));
+            }
             line(
                 &mut out,
                 "last tick:",
@@ -205,6 +208,24 @@ fn store_line(s: &StatusView, now: Timestamp) -> String {
             human_secs(since(t, now))
         ),
         _ => format!("{} (nothing reported yet); {spool}", st.target),
+    }
+}
+
+fn source_line(s: &SourceView, now: Timestamp) -> String {
+    let read = match s.read_at {
+        Some(t) => format!("read {} ago", human_secs(since(t, now))),
+        None => "never read".to_owned(),
+    };
+    let problems = match s.problems {
+        0 => String::new(),
+        n => format!(", {n} left out (see the log)"),
+    };
+    match &s.error {
+        Some(why) => format!(
+            "{} FAILING ({why}); keeping its last {} instances, {read}",
+            s.source, s.instances
+        ),
+        None => format!("{} {} instances, {read}{problems}", s.source, s.instances),
     }
 }
 

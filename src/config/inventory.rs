@@ -152,6 +152,10 @@ pub(super) fn check_inventory(c: &mut Checker, raw: RawInventory) -> InventoryCo
                     Ok(k) if sources.contains(&k) => {
                         c.error(&path, format!("{k} is listed twice"));
                     }
+                    Ok(k @ (SourceKind::Incus | SourceKind::Ovs)) => c.error(
+                        &path,
+                        format!("the {k} source is not built yet (names, proxmox and libvirt are)"),
+                    ),
                     Ok(k) => sources.push(k),
                     Err(e) => c.error(&path, e),
                 }

@@ -7,8 +7,8 @@ use jiff::Timestamp;
 use tracing::warn;
 
 use super::Agent;
-use crate::api::agent::metrics::{InterfaceSeries, RuleSeries, Scrape};
-use crate::api::agent::{Ask, InstanceView, ReleaseRefused, RuleView, StatusView};
+use crate::api::agent::metrics::{InterfaceSeries, RuleSeries, Scrape, SourceSeries};
+use crate::api::agent::{Ask, InstanceView, ReleaseRefused, RuleView, SourceView, StatusView};
 use crate::enforce::Enforcement;
 use crate::model::ids::InstanceId;
 use crate::model::units::Rate;
@@ -118,6 +118,13 @@ impl Agent {
         })
     }
 
+    fn inventory_statuses(&self) -> Vec<crate::inventory::SourceStatus> {
+        self.inventory
+            .as_ref()
+            .map(super::inventory_link::InventoryLink::statuses)
+            .unwrap_or_default()
+    }
+
     fn scrape(&self) -> Scrape {
         let counters: HashMap<&crate::model::ids::IfName, &Sample> =
             self.samples.iter().map(|s| (&s.name, s)).collect();
@@ -154,6 +161,16 @@ impl Agent {
             interfaces,
             rules,
             spool_bytes: self.store.as_ref().map(|s| s.spool_bytes()),
+            sources: self
+                .inventory_statuses()
+                .into_iter()
+                .map(|s| SourceSeries {
+                    source: s.source.as_str(),
+                    up: s.ok,
+                    instances: s.instances as u64,
+                    failures: s.failures,
+                })
+                .collect(),
         }
     }
 
@@ -192,6 +209,19 @@ impl Agent {
             last_tick: last.map(|(at, _)| at),
             last_tick_ms: last.map(|(_, took)| took.as_secs_f64() * 1e3),
             store: self.store.as_ref().map(|s| s.status()),
+            inventory: self
+                .inventory_statuses()
+                .into_iter()
+                .map(|s| SourceView {
+                    source: s.source.to_string(),
+                    ok: s.ok,
+                    error: s.error,
+                    read_at: s.read_at,
+                    instances: s.instances,
+                    problems: s.problems,
+                    failures: s.failures,
+                })
+                .collect(),
         }
     }
 }

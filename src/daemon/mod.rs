@@ -33,6 +33,7 @@ use crate::enforce::{
     TcBackend, Wanted,
 };
 use crate::engine::{self, Charged, TickInput};
+use crate::inventory::Inventory;
 use crate::model::event::LogKind;
 use crate::model::ids::{FastMap, IfName, InstanceId};
 use crate::policy::quota::{QuotaEvent, QuotaState, Quotas};
@@ -71,6 +72,7 @@ pub enum AgentError {
 }
 
 mod answers;
+mod inventory_link;
 pub mod logging;
 mod notify;
 mod store_link;
@@ -126,6 +128,10 @@ pub struct Agent {
     webhooks: Webhooks,
     /// `[store]`: the spool's reporter (and the embedded store).
     store: Option<store_link::StoreLink>,
+    /// The hypervisor sources' thread (`None`: only `names` in `inventory.sources`).
+    inventory: Option<inventory_link::InventoryLink>,
+    /// What they said last; merged beneath the config file's instances.
+    found: Inventory,
     /// The latest tick's samples and verdicts (present interfaces, name order), kept
     /// for the API's answers.
     samples: Vec<Sample>,
@@ -194,6 +200,14 @@ impl Agent {
             .map(|s| store_link::StoreLink::start(s, &config.agent))
             .transpose()?;
         let (asks, liveness, metrics) = start_api(&config);
+        let mut inventory = config
+            .inventory
+            .reads_hypervisors()
+            .then(|| inventory_link::InventoryLink::start(&config.inventory));
+        let found = inventory
+            .as_mut()
+            .and_then(inventory_link::InventoryLink::changed)
+            .unwrap_or_default();
         let mut agent = Agent {
             config_path: config_path.to_owned(),
             file_config: config.clone(),
@@ -216,6 +230,8 @@ impl Agent {
             hook_events: mpsc::channel(EVENT_QUEUE),
             webhooks: Webhooks::start(&config_webhooks, WEBHOOK_FIRST_RETRY),
             store,
+            inventory,
+            found,
             samples: Vec::new(),
             verdicts: Vec::new(),
             asks,
@@ -235,7 +251,7 @@ impl Agent {
         if redo == Redo::IfChanged && stamp == self.drop_ins {
             return;
         }
-        let (merged, errors) = self.file_config.with_drop_ins();
+        let (merged, errors) = self.found.apply(self.file_config.clone()).with_drop_ins();
         for e in &errors {
             error!("instance drop-in skipped: {e}");
         }
@@ -371,6 +387,22 @@ impl Agent {
                 if !self.webhooks.configs().eq(new.webhooks.iter()) {
                     self.webhooks = Webhooks::start(&new.webhooks, WEBHOOK_FIRST_RETRY);
                 }
+                let same_sources = self
+                    .inventory
+                    .as_ref()
+                    .is_some_and(|l| *l.config() == new.inventory);
+                if !same_sources {
+                    self.inventory = None;
+                    self.inventory = new
+                        .inventory
+                        .reads_hypervisors()
+                        .then(|| inventory_link::InventoryLink::start(&new.inventory));
+                    self.found = self
+                        .inventory
+                        .as_mut()
+                        .and_then(inventory_link::InventoryLink::changed)
+                        .unwrap_or_default();
+                }
                 self.file_config = new;
                 self.refresh_drop_ins(Redo::Always);
                 info!(config = %self.config_path.display(), "configuration reloaded");
@@ -438,7 +470,15 @@ impl Agent {
             .as_mut()
             .and_then(store_link::StoreLink::quotas_changed)
             .is_some();
-        self.refresh_drop_ins(if store_changed {
+        let found = self
+            .inventory
+            .as_mut()
+            .and_then(inventory_link::InventoryLink::changed);
+        let inventory_changed = found.is_some();
+        if let Some(found) = found {
+            self.found = found;
+        }
+        self.refresh_drop_ins(if store_changed || inventory_changed {
             Redo::Always
         } else {
             Redo::IfChanged

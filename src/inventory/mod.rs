@@ -6,6 +6,7 @@
 //! cannot read is a [`Problem`] naming its file and line, and only that instance is
 //! left out: one bad file never hides the rest of the host.
 
+pub mod libvirt;
 pub mod proxmox;
 mod refresh;
 
@@ -13,7 +14,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::{Claim, Claims, Config, Known, SourceKind};
+use crate::config::{Claim, Claims, Config, InventoryConfig, Known, SourceKind};
 use crate::model::ids::{IfName, InstanceId, Tag};
 use crate::model::units::Rate;
 
@@ -29,6 +30,28 @@ pub trait Source: Send {
     /// Everything the source knows now. `Err` when it could not be asked at all: the
     /// caller keeps the last good reading rather than dropping every instance.
     fn read(&mut self) -> Result<Reading, SourceError>;
+}
+
+/// The readers of `inventory.sources` in order (`names` needs none: it is the
+/// `agent.interfaces` patterns, which [`Config::claim_of`] applies itself).
+pub fn sources(cfg: &InventoryConfig) -> Vec<Box<dyn Source>> {
+    cfg.sources
+        .iter()
+        .filter_map(|kind| -> Option<Box<dyn Source>> {
+            match kind {
+                SourceKind::Names => None,
+                SourceKind::Proxmox => Some(Box::new(proxmox::ConfigDir::new(
+                    cfg.proxmox.config_dir.clone(),
+                    cfg.proxmox.include_templates,
+                ))),
+                SourceKind::Libvirt => Some(Box::new(libvirt::StatusDir::new(
+                    cfg.libvirt.status_dir.clone(),
+                ))),
+                // Refused by the config's validation until their readers exist.
+                SourceKind::Incus | SourceKind::Ovs => None,
+            }
+        })
+        .collect()
 }
 
 /// Why a source could not be read at all (one bad record is a [`Problem`] instead).
@@ -73,6 +96,16 @@ pub struct Problem {
     /// 1-based, when the problem is one line's.
     pub line: Option<usize>,
     pub message: String,
+}
+
+impl Problem {
+    pub fn at(file: &Path, line: Option<usize>, message: impl Into<String>) -> Problem {
+        Problem {
+            file: file.to_owned(),
+            line,
+            message: message.into(),
+        }
+    }
 }
 
 impl std::fmt::Display for Problem {

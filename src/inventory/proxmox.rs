@@ -109,7 +109,7 @@ pub fn read(config_dir: &Path, include_templates: bool) -> Reading {
             Err(e) => {
                 reading
                     .problems
-                    .push(problem(&dir, None, format!("cannot list: {e}")));
+                    .push(Problem::at(&dir, None, format!("cannot list: {e}")));
                 continue;
             }
         };
@@ -125,7 +125,7 @@ pub fn read(config_dir: &Path, include_templates: bool) -> Reading {
                 Err(e) => {
                     reading
                         .problems
-                        .push(problem(&file, None, format!("cannot read: {e}")));
+                        .push(Problem::at(&file, None, format!("cannot read: {e}")));
                     continue;
                 }
             };
@@ -143,14 +143,6 @@ pub fn read(config_dir: &Path, include_templates: bool) -> Reading {
     reading
 }
 
-fn problem(file: &Path, line: Option<usize>, message: impl Into<String>) -> Problem {
-    Problem {
-        file: file.to_owned(),
-        line,
-        message: message.into(),
-    }
-}
-
 /// Parse one guest's config file; its vmid is the file's name (`101.conf`).
 pub fn parse(kind: GuestKind, file: &Path, text: &str) -> Result<Guest, Problem> {
     let vmid = file
@@ -158,9 +150,9 @@ pub fn parse(kind: GuestKind, file: &Path, text: &str) -> Result<Guest, Problem>
         .and_then(|s| s.to_str())
         .filter(|s| !s.is_empty() && s.len() <= 9 && s.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|s| s.parse::<u32>().ok())
-        .ok_or_else(|| problem(file, None, "the file's name is not <vmid>.conf"))?;
+        .ok_or_else(|| Problem::at(file, None, "the file's name is not <vmid>.conf"))?;
     let id = InstanceId::new(&vmid.to_string())
-        .map_err(|e| problem(file, None, format!("vmid {vmid}: {e}")))?;
+        .map_err(|e| Problem::at(file, None, format!("vmid {vmid}: {e}")))?;
     let mut name = None;
     let mut tags = BTreeSet::new();
     let mut template = false;
@@ -176,7 +168,7 @@ pub fn parse(kind: GuestKind, file: &Path, text: &str) -> Result<Guest, Problem>
             // Pending changes and snapshots: not what runs now.
             break;
         }
-        let at = |m: String| problem(file, Some(n), m);
+        let at = |m: String| Problem::at(file, Some(n), m);
         let (key, value) = line
             .split_once(':')
             .map(|(k, v)| (k.trim(), v.trim()))

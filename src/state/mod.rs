@@ -63,6 +63,9 @@ pub struct QuotaRecord {
 pub struct InterfaceRecord {
     pub interface: IfName,
     pub instance: InstanceId,
+    /// The hypervisor's name for the instance (`web1`), when an inventory source told it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_name: Option<String>,
     /// Seen in the latest sample (absent ones are kept only while a penalty runs).
     pub present: bool,
     pub stage: usize,
@@ -290,6 +293,7 @@ mod tests {
             interfaces: vec![InterfaceRecord {
                 interface: IfName::new("kvm101.0").unwrap(),
                 instance: InstanceId::new("101").unwrap(),
+                instance_name: None,
                 present: true,
                 stage: 1,
                 since: Some(Timestamp::from_second(1_700_000_000).unwrap()),

@@ -62,6 +62,7 @@ impl AgentView<'_> {
             InterfaceRecord {
                 interface: name.clone(),
                 instance: st.instance.clone(),
+                instance_name: self.config.name_of(&st.instance).map(str::to_owned),
                 present: st.present,
                 stage: st.penalty.stage,
                 since: st.penalty.since,

@@ -73,6 +73,16 @@ pub struct Scrape {
     pub rules: Vec<RuleSeries>,
     /// `None` without `[store]`.
     pub spool_bytes: Option<u64>,
+    pub sources: Vec<SourceSeries>,
+}
+
+/// One inventory source's series.
+#[derive(Debug, Clone)]
+pub struct SourceSeries {
+    pub source: &'static str,
+    pub up: bool,
+    pub instances: u64,
+    pub failures: u64,
 }
 
 impl Collector for Scrape {
@@ -173,6 +183,36 @@ impl Collector for Scrape {
             )?;
             ConstGauge::new(i64::try_from(bytes).unwrap_or(i64::MAX)).encode(m)?;
         }
+        if !self.sources.is_empty() {
+            let gauges: [Field<SourceSeries>; 2] = [
+                (
+                    "inventory_source_up",
+                    "1 while the inventory source's latest read succeeded",
+                    |s| u64::from(s.up),
+                ),
+                (
+                    "inventory_instances",
+                    "Instances in the source's reading in use (a failing source keeps its last)",
+                    |s| s.instances,
+                ),
+            ];
+            for (name, help, value) in gauges {
+                let mut m = encoder.encode_descriptor(name, help, None, GAUGE)?;
+                for s in &self.sources {
+                    ConstGauge::new(i64::try_from(value(s)).unwrap_or(i64::MAX))
+                        .encode(m.encode_family(&[("source", s.source)])?)?;
+                }
+            }
+            let mut m = encoder.encode_descriptor(
+                "inventory_read_failures",
+                "Reads of the inventory source that failed",
+                None,
+                COUNTER,
+            )?;
+            for s in &self.sources {
+                ConstCounter::new(s.failures).encode(m.encode_family(&[("source", s.source)])?)?;
+            }
+        }
         let mut m =
             encoder.encode_descriptor("build_info", "The running sluice agent", None, GAUGE)?;
         let l = [
@@ -231,6 +271,12 @@ mod tests {
                 exceeded: true,
             }],
             spool_bytes: Some(300),
+            sources: vec![SourceSeries {
+                source: "libvirt",
+                up: false,
+                instances: 3,
+                failures: 2,
+            }],
         };
         let text = render(&metrics, scrape).unwrap();
         let iface = r#"interface="tap101i0",instance="101""#;
@@ -243,6 +289,9 @@ mod tests {
             r#"sluice_rule_limit_bytes{rule="monthly",instance="101"} 4000"#.to_owned(),
             r#"sluice_rule_exceeded{rule="monthly",instance="101"} 1"#.to_owned(),
             "sluice_store_spool_bytes 300".to_owned(),
+            r#"sluice_inventory_source_up{source="libvirt"} 0"#.to_owned(),
+            r#"sluice_inventory_instances{source="libvirt"} 3"#.to_owned(),
+            r#"sluice_inventory_read_failures_total{source="libvirt"} 2"#.to_owned(),
             "sluice_enforce_failures_total 1".to_owned(),
             "sluice_tick_duration_seconds_count 1".to_owned(),
             "# TYPE sluice_interface_receive_bytes counter".to_owned(),

@@ -180,6 +180,27 @@ pub struct StatusView {
     pub last_tick_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreStatus>,
+    /// The hypervisor sources of `inventory.sources` (none with only `names`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inventory: Vec<SourceView>,
+}
+
+/// How one inventory source is doing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceView {
+    pub source: String,
+    /// Its latest read succeeded.
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The last successful read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_at: Option<Timestamp>,
+    /// Instances in the reading in use (a failing source keeps its last one).
+    pub instances: usize,
+    /// Records it had to leave out (the log names each file and line).
+    pub problems: usize,
+    pub failures: u64,
 }
 
 /// What the tick loop and the HTTP side share without asking: enough for `/healthz`.

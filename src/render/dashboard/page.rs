@@ -436,6 +436,7 @@ mod tests {
         InterfaceRecord {
             interface: IfName::new(name).unwrap(),
             instance: InstanceId::new(instance).unwrap(),
+            instance_name: None,
             present: true,
             stage,
             since: None,
