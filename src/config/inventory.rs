@@ -147,7 +147,7 @@ pub(super) fn check_inventory(c: &mut Checker, raw: RawInventory) -> InventoryCo
         ),
         Some(list) => {
             for (i, s) in list.iter().enumerate() {
-                let path = format!("inventory.sources[{i}]");
+                let path = format!("inventory.sources[{}]", i + 1);
                 match s.parse::<SourceKind>() {
                     Ok(k) if sources.contains(&k) => {
                         c.error(&path, format!("{k} is listed twice"));
@@ -252,4 +252,22 @@ pub struct Known {
     pub source: SourceKind,
     /// The hypervisor's name for it (`web1`).
     pub name: Option<String>,
+    /// How `hooks.shutdown = "hypervisor"` stops it (`None`: the source cannot).
+    pub stop: Option<Stop>,
+}
+
+/// How a hypervisor stops one of its instances: argv templates, where `{timeout}` is
+/// `hooks.timeout` in whole seconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// One command that shuts down cleanly and forces it after `{timeout}` itself
+    /// (`qm shutdown --timeout T --forceStop 1`).
+    Once(Vec<String>),
+    /// Ask for a clean shutdown; when `running` still says so after `hooks.timeout`
+    /// (exit 0 with "running" in its output), `force` it.
+    AskThenForce {
+        ask: Vec<String>,
+        running: Vec<String>,
+        force: Vec<String>,
+    },
 }

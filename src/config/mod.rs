@@ -25,9 +25,10 @@ use crate::model::units::{Bytes, Fraction, Rate};
 
 pub use inventory::{
     Claim, Claims, IncusSource, InventoryConfig, Known, LibvirtSource, ProxmoxSource, SourceKind,
+    Stop,
 };
 pub use rule_index::Rules;
-pub use rules::{ActionKind, Direction, HooksConfig, RuleConfig, WebhookConfig};
+pub use rules::{ActionKind, Direction, HooksConfig, RuleConfig, ShutdownHook, WebhookConfig};
 pub use validate::dns_name;
 use validate::validate;
 

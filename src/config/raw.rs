@@ -100,6 +100,14 @@ pub(super) enum RawResetDay {
     Weekday(String),
 }
 
+/// `shutdown = ["virsh", "shutdown", "{instance}"]` or `shutdown = "hypervisor"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawShutdown {
+    Argv(Vec<String>),
+    Word(String),
+}
+
 /// `rate = "10mbit"` (both directions) or `rate = { upload = …, download = … }`.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -113,7 +121,7 @@ pub(super) enum RawRuleRate {
 
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawHooks {
-    pub shutdown: Option<Vec<String>>,
+    pub shutdown: Option<RawShutdown>,
     pub on_reset: Option<Vec<String>>,
     pub timeout: Option<String>,
 }

@@ -12,7 +12,9 @@ use jiff::civil::Weekday;
 use jiff::tz::TimeZone;
 
 use super::InstanceConfig;
-use super::raw::{RawHooks, RawInstance, RawResetDay, RawRule, RawRuleRate, RawWebhook};
+use super::raw::{
+    RawHooks, RawInstance, RawResetDay, RawRule, RawRuleRate, RawShutdown, RawWebhook,
+};
 use super::validate::Checker;
 use serde::{Deserialize, Serialize};
 
@@ -109,9 +111,19 @@ impl RuleConfig {
 /// External commands run on actions: argv templates with `{instance}` / `{interface}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HooksConfig {
-    pub shutdown: Option<Vec<String>>,
+    pub shutdown: Option<ShutdownHook>,
     pub on_reset: Option<Vec<String>>,
     pub timeout: Duration,
+}
+
+/// How a `shutdown` rule stops an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShutdownHook {
+    /// The operator's command (`{instance}` and the other placeholders filled in).
+    Argv(Vec<String>),
+    /// Through the inventory source that found the instance (libvirt, Proxmox): a
+    /// clean shutdown, forced after `hooks.timeout`.
+    Hypervisor,
 }
 
 pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -138,7 +150,18 @@ pub(super) fn check_hooks(c: &mut Checker, h: RawHooks) -> HooksConfig {
         }
         Some(v)
     };
-    let shutdown = argv(c, "shutdown", h.shutdown);
+    let shutdown = match h.shutdown {
+        None => None,
+        Some(RawShutdown::Word(w)) if w == "hypervisor" => Some(ShutdownHook::Hypervisor),
+        Some(RawShutdown::Word(w)) => {
+            c.error(
+                "hooks.shutdown",
+                format!("must be \"hypervisor\" or an argv list such as [\"virsh\", \"shutdown\", \"{{instance}}\"], got {w:?}"),
+            );
+            None
+        }
+        Some(RawShutdown::Argv(v)) => argv(c, "shutdown", Some(v)).map(ShutdownHook::Argv),
+    };
     let on_reset = argv(c, "on_reset", h.on_reset);
     let timeout = c.duration(
         "hooks.timeout",

@@ -113,6 +113,17 @@ pub(super) fn validate(raw: RawConfig) -> Result<Loaded, Vec<Problem>> {
             "is required by a rule with action \"shutdown\": the command that stops an instance, e.g. [\"virsh\", \"shutdown\", \"{instance}\"]",
         );
     }
+    if hooks.shutdown == Some(super::ShutdownHook::Hypervisor)
+        && !inventory
+            .sources
+            .iter()
+            .any(|s| matches!(s, super::SourceKind::Proxmox | super::SourceKind::Libvirt))
+    {
+        c.error(
+            "hooks.shutdown",
+            "\"hypervisor\" stops an instance through the inventory source that found it: add \"libvirt\" or \"proxmox\" to inventory.sources",
+        );
+    }
     if !c.errors.is_empty() {
         return Err(c.errors);
     }
@@ -791,6 +802,34 @@ base_rate = "1000mbit"
             (
                 "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[hooks]\nshutdown=[]",
                 "hooks.shutdown: must be a non-empty argv list",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[hooks]\nshutdown=\"virsh\"",
+                "hooks.shutdown: must be \"hypervisor\" or an argv list",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[hooks]\nshutdown=\"hypervisor\"",
+                "hooks.shutdown: \"hypervisor\" stops an instance through the inventory source",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[inventory]\nsources=[]",
+                "inventory.sources: is empty",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[inventory]\nsources=['names','xen','names']",
+                "inventory.sources[2]: unknown source \"xen\" (one of names, proxmox, libvirt, incus, ovs)",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[inventory]\nsources=['names','names']",
+                "inventory.sources[2]: names is listed twice",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[inventory]\nrefresh='10ms'\nproxmox.config_dir='etc/pve'",
+                "inventory.proxmox.config_dir: must be an absolute path, got \"etc/pve\"",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[inventory]\nlibvirt.uri='qemu:// system'",
+                "inventory.libvirt.uri: must be a libvirt URI",
             ),
             (
                 "[agent]\ninterfaces=['x']\n[penalty]\nbase_rate=\"1mbit\"\n[hooks]\ntimeout=\"0s\"",

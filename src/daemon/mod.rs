@@ -25,7 +25,7 @@ use crate::api::agent::metrics::AgentMetrics;
 use crate::api::agent::tokens::TOKENS_FILE;
 use crate::api::agent::{self as api, Ask, Liveness, ServeOptions};
 use crate::config::{ActionKind, LEDGER_FILE};
-use crate::config::{BackendKind, Config, DropInStamp, drop_in_stamp};
+use crate::config::{BackendKind, Config, DropInStamp, Known, ShutdownHook, drop_in_stamp};
 use crate::enforce::hooks::{self, Hook, HookCall};
 use crate::enforce::tc::Scope;
 use crate::enforce::{
@@ -654,12 +654,25 @@ impl Agent {
             };
             let timeout = self.config.hooks.timeout;
             let hook = match e.state {
-                QuotaState::Exceeded if e.action == ActionKind::Shutdown => self
-                    .config
-                    .hooks
-                    .shutdown
-                    .as_ref()
-                    .map(|argv| (argv, Hook::Shutdown)),
+                QuotaState::Exceeded if e.action == ActionKind::Shutdown => {
+                    match &self.config.hooks.shutdown {
+                        Some(ShutdownHook::Argv(argv)) => Some((Run::Argv(argv), Hook::Shutdown)),
+                        Some(ShutdownHook::Hypervisor) => {
+                            match self.config.claims.instances.get(&e.instance) {
+                                Some(Known {
+                                    stop: Some(stop), ..
+                                }) => Some((Run::Stop(stop), Hook::Shutdown)),
+                                known => {
+                                    let by =
+                                        known.map_or("no inventory source", |k| k.source.as_str());
+                                    error!(instance = %e.instance, rule = %e.rule, "cannot shut the instance down through its hypervisor: it was found by {by}, which cannot stop it");
+                                    None
+                                }
+                            }
+                        }
+                        None => None,
+                    }
+                }
                 QuotaState::Restored => {
                     if e.action == ActionKind::Disconnect {
                         raise.insert(&e.instance);
@@ -668,11 +681,11 @@ impl Agent {
                         .hooks
                         .on_reset
                         .as_ref()
-                        .map(|argv| (argv, Hook::OnReset))
+                        .map(|argv| (Run::Argv(argv), Hook::OnReset))
                 }
                 _ => None,
             };
-            let Some((argv, which)) = hook else { continue };
+            let Some((run, which)) = hook else { continue };
             let c = call(which);
             if observe {
                 info!(hook = which.as_str(), instance = %c.instance, rule = %c.rule, "observe only (backend none): the hook is not run");
@@ -689,7 +702,10 @@ impl Agent {
                 // the hook's run (at most once, never twice).
                 crash::point(CrashPoint::BeforeHook);
             }
-            hooks::spawn(argv, c, timeout, self.hook_events.0.clone());
+            match run {
+                Run::Argv(argv) => hooks::spawn(argv, c, timeout, self.hook_events.0.clone()),
+                Run::Stop(stop) => hooks::spawn_stop(stop, c, timeout, self.hook_events.0.clone()),
+            }
         }
         // Down: every interface under a disconnect rule, every tick. Up: those sluice
         // downed that no rule holds any more, and those of instances restored just now
@@ -805,6 +821,12 @@ impl Agent {
 
 /// Serve the API on `agent.listen` (if set); a port that cannot be bound is logged, not
 /// fatal — the agent's job is to measure and limit, the API only shows it.
+/// What a hook runs: the operator's argv, or the stop a hypervisor source gave.
+enum Run<'a> {
+    Argv(&'a [String]),
+    Stop(&'a crate::config::Stop),
+}
+
 fn start_api(config: &Config) -> (Option<mpsc::Receiver<Ask>>, Arc<Liveness>, AgentMetrics) {
     let data = &config.agent.data_dir;
     let (router, link) = api::link(ServeOptions {

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::account::ledger::EventRow;
+use crate::config::Stop;
 use crate::model::event::LogKind;
 use crate::model::ids::InstanceId;
 use crate::sys::{CommandError, HOOK_OUTPUT_CAP, run_capped};
@@ -49,12 +50,14 @@ pub struct HookCall {
     pub action: String,
 }
 
-/// `template` with the call's values in place of its placeholders.
-pub fn expand(template: &[String], call: &HookCall) -> Vec<String> {
+/// `template` with the call's values in place of its placeholders (`{timeout}`: the
+/// hooks' timeout in whole seconds).
+pub fn expand(template: &[String], call: &HookCall, timeout: Duration) -> Vec<String> {
     template
         .iter()
         .map(|arg| {
             arg.replace("{instance}", call.instance.as_str())
+                .replace("{timeout}", &timeout.as_secs().to_string())
                 .replace("{interface}", &call.interface)
                 .replace("{rule}", &call.rule)
                 .replace("{action}", &call.action)
@@ -65,45 +68,110 @@ pub fn expand(template: &[String], call: &HookCall) -> Vec<String> {
 /// Run the hook in its own task; its outcome is logged and sent to `done` as an event
 /// (dropped with a warning if the queue is full — the log line still has it).
 pub fn spawn(template: &[String], call: HookCall, timeout: Duration, done: mpsc::Sender<EventRow>) {
-    let argv = expand(template, &call);
+    let argv = expand(template, &call, timeout);
     tokio::spawn(async move {
-        let Some((program, args)) = argv.split_first() else {
-            return;
-        };
-        let result = run_capped(Path::new(program), args, timeout, HOOK_OUTPUT_CAP).await;
-        let (ok, detail) = match &result {
-            Ok(stdout) => (true, stdout.trim().to_owned()),
-            Err(e) => (false, e.to_string()),
-        };
-        if ok {
-            info!(hook = call.hook.as_str(), instance = %call.instance, rule = %call.rule, argv = ?argv, output = %detail, "hook succeeded");
-        } else {
-            warn!(hook = call.hook.as_str(), instance = %call.instance, rule = %call.rule, argv = ?argv, "hook failed: {detail}");
-        }
-        let status = match &result {
-            Ok(_) => "exit status: 0".to_owned(),
-            Err(CommandError::Failed { status, .. }) => status.clone(),
-            Err(CommandError::Timeout { .. }) => "timed out".to_owned(),
-            Err(CommandError::Spawn { .. }) => "not started".to_owned(),
-        };
-        let event = EventRow::new(
-            Timestamp::now(),
-            LogKind::Hook,
-            Some(&call.instance),
-            json!({
-                "hook": call.hook,
-                "rule": call.rule,
-                "action": call.action,
-                "argv": argv,
-                "ok": ok,
-                "status": status,
-                "output": detail,
-            }),
-        );
-        if done.try_send(event).is_err() {
-            warn!("event queue full: the hook's event is only in the log");
+        let result = run(&argv, timeout).await;
+        finish(&call, &argv, &result, &done);
+    });
+}
+
+/// `hooks.shutdown = "hypervisor"`: stop the instance the way its source says, in its
+/// own task. Every command run is logged and recorded as a hook event.
+pub fn spawn_stop(stop: &Stop, call: HookCall, timeout: Duration, done: mpsc::Sender<EventRow>) {
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        match stop {
+            Stop::Once(template) => {
+                let argv = expand(&template, &call, timeout);
+                // The command waits up to `timeout` itself before it forces.
+                let result = run(&argv, timeout + FORCE_GRACE).await;
+                finish(&call, &argv, &result, &done);
+            }
+            Stop::AskThenForce {
+                ask,
+                running,
+                force,
+            } => {
+                let argv = expand(&ask, &call, timeout);
+                let result = run(&argv, timeout).await;
+                finish(&call, &argv, &result, &done);
+                let check = expand(&running, &call, timeout);
+                let deadline = tokio::time::Instant::now() + timeout;
+                loop {
+                    // A domain that is gone (a transient one stops existing) or says
+                    // anything but running has stopped.
+                    let still = run(&check, STATE_CHECK_TIMEOUT)
+                        .await
+                        .is_ok_and(|out| out.trim().starts_with("running"));
+                    if !still {
+                        info!(instance = %call.instance, "the instance stopped");
+                        return;
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep(STATE_POLL).await;
+                }
+                warn!(instance = %call.instance, "still running {}s after the clean shutdown was asked: forcing it off", timeout.as_secs());
+                let argv = expand(&force, &call, timeout);
+                let result = run(&argv, timeout).await;
+                finish(&call, &argv, &result, &done);
+            }
         }
     });
+}
+
+/// How long `Stop::Once`'s command may take beyond `hooks.timeout` (its forced stop).
+const FORCE_GRACE: Duration = Duration::from_secs(30);
+const STATE_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+const STATE_POLL: Duration = Duration::from_secs(1);
+
+async fn run(argv: &[String], timeout: Duration) -> Result<String, CommandError> {
+    let Some((program, args)) = argv.split_first() else {
+        return Ok(String::new());
+    };
+    run_capped(Path::new(program), args, timeout, HOOK_OUTPUT_CAP).await
+}
+
+/// Log one command's outcome and queue its event.
+fn finish(
+    call: &HookCall,
+    argv: &[String],
+    result: &Result<String, CommandError>,
+    done: &mpsc::Sender<EventRow>,
+) {
+    let (ok, detail) = match result {
+        Ok(stdout) => (true, stdout.trim().to_owned()),
+        Err(e) => (false, e.to_string()),
+    };
+    if ok {
+        info!(hook = call.hook.as_str(), instance = %call.instance, rule = %call.rule, argv = ?argv, output = %detail, "hook succeeded");
+    } else {
+        warn!(hook = call.hook.as_str(), instance = %call.instance, rule = %call.rule, argv = ?argv, "hook failed: {detail}");
+    }
+    let status = match result {
+        Ok(_) => "exit status: 0".to_owned(),
+        Err(CommandError::Failed { status, .. }) => status.clone(),
+        Err(CommandError::Timeout { .. }) => "timed out".to_owned(),
+        Err(CommandError::Spawn { .. }) => "not started".to_owned(),
+    };
+    let event = EventRow::new(
+        Timestamp::now(),
+        LogKind::Hook,
+        Some(&call.instance),
+        json!({
+            "hook": call.hook,
+            "rule": call.rule,
+            "action": call.action,
+            "argv": argv,
+            "ok": ok,
+            "status": status,
+            "output": detail,
+        }),
+    );
+    if done.try_send(event).is_err() {
+        warn!("event queue full: the hook's event is only in the log");
+    }
 }
 
 #[cfg(test)]
@@ -150,7 +218,7 @@ mod tests {
             ),
         ];
         for (template, want) in table {
-            assert_eq!(expand(&template, &call), want);
+            assert_eq!(expand(&template, &call, Duration::from_secs(60)), want);
         }
     }
 }

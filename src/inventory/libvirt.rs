@@ -22,7 +22,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use super::{Instance, Nic, Problem, Reading, Source, SourceError, files_stamp};
-use crate::config::SourceKind;
+use crate::config::{LibvirtSource, SourceKind, Stop};
 use crate::model::ids::{IfName, InstanceId, Tag};
 use crate::model::units::Rate;
 
@@ -30,12 +30,12 @@ use crate::model::units::Rate;
 pub const METADATA_NS: &str = "https://sluice.invalid/1";
 
 pub struct StatusDir {
-    dir: PathBuf,
+    config: LibvirtSource,
 }
 
 impl StatusDir {
-    pub fn new(dir: PathBuf) -> StatusDir {
-        StatusDir { dir }
+    pub fn new(config: LibvirtSource) -> StatusDir {
+        StatusDir { config }
     }
 }
 
@@ -44,10 +44,32 @@ impl Source for StatusDir {
         SourceKind::Libvirt
     }
     fn stamp(&mut self) -> Option<u64> {
-        Some(files_stamp(&[&self.dir], "xml"))
+        Some(files_stamp(&[&self.config.status_dir], "xml"))
     }
     fn read(&mut self) -> Result<Reading, SourceError> {
-        read(&self.dir)
+        let mut reading = read(&self.config.status_dir)?;
+        for i in &mut reading.instances {
+            i.stop = Some(stop(&self.config, &i.id));
+        }
+        Ok(reading)
+    }
+}
+
+/// `virsh shutdown` asks the guest (ACPI) and returns at once; `destroy` pulls the plug.
+/// By uuid, which a rename does not change.
+fn stop(config: &LibvirtSource, id: &InstanceId) -> Stop {
+    let virsh = |verb: &str| {
+        let mut argv = vec![config.virsh.display().to_string()];
+        if let Some(uri) = &config.uri {
+            argv.extend(["--connect".to_owned(), uri.clone()]);
+        }
+        argv.extend([verb.to_owned(), id.to_string()]);
+        argv
+    };
+    Stop::AskThenForce {
+        ask: virsh("shutdown"),
+        running: virsh("domstate"),
+        force: virsh("destroy"),
     }
 }
 
@@ -181,6 +203,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Instance, Problem> {
         id,
         source: SourceKind::Libvirt,
         name,
+        stop: None,
         tags,
         interfaces,
     })

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::{Claim, Claims, Config, InventoryConfig, Known, SourceKind};
+use crate::config::{Claim, Claims, Config, InventoryConfig, Known, SourceKind, Stop};
 use crate::model::ids::{IfName, InstanceId, Tag};
 use crate::model::units::Rate;
 
@@ -44,9 +44,7 @@ pub fn sources(cfg: &InventoryConfig) -> Vec<Box<dyn Source>> {
                     cfg.proxmox.config_dir.clone(),
                     cfg.proxmox.include_templates,
                 ))),
-                SourceKind::Libvirt => Some(Box::new(libvirt::StatusDir::new(
-                    cfg.libvirt.status_dir.clone(),
-                ))),
+                SourceKind::Libvirt => Some(Box::new(libvirt::StatusDir::new(cfg.libvirt.clone()))),
                 // Refused by the config's validation until their readers exist.
                 SourceKind::Incus | SourceKind::Ovs => None,
             }
@@ -76,6 +74,8 @@ pub struct Instance {
     pub source: SourceKind,
     /// The hypervisor's name for it (`web1`), shown beside the id.
     pub name: Option<String>,
+    /// How the hypervisor stops it (`hooks.shutdown = "hypervisor"`).
+    pub stop: Option<Stop>,
     pub tags: BTreeSet<Tag>,
     pub interfaces: Vec<Nic>,
 }
@@ -187,6 +187,7 @@ impl Inventory {
                             Known {
                                 source: found.source,
                                 name: found.name.clone(),
+                                stop: found.stop.clone(),
                             },
                         );
                         instances.push(Instance {
@@ -274,6 +275,7 @@ mod tests {
             id: InstanceId::new(id).unwrap(),
             source,
             name: Some(format!("{source}-{id}")),
+            stop: None,
             tags: [Tag::new(source.as_str()).unwrap()].into(),
             interfaces: nics
                 .iter()

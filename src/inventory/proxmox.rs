@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use super::{Instance, Nic, Problem, Reading, Source, SourceError, files_stamp};
-use crate::config::SourceKind;
+use crate::config::{SourceKind, Stop};
 use crate::model::ids::{IfName, InstanceId, Tag};
 use crate::model::units::Rate;
 
@@ -36,6 +36,13 @@ impl GuestKind {
         match self {
             GuestKind::Vm => "qemu-server",
             GuestKind::Container => "lxc",
+        }
+    }
+    /// PVE's command for the guest kind.
+    fn tool(self) -> &'static str {
+        match self {
+            GuestKind::Vm => "qm",
+            GuestKind::Container => "pct",
         }
     }
     fn nic_prefix(self) -> &'static str {
@@ -219,6 +226,19 @@ pub fn parse(kind: GuestKind, file: &Path, text: &str) -> Result<Guest, Problem>
             id,
             source: SourceKind::Proxmox,
             name,
+            stop: Some(Stop::Once(
+                [
+                    kind.tool(),
+                    "shutdown",
+                    &vmid.to_string(),
+                    "--timeout",
+                    "{timeout}",
+                    "--forceStop",
+                    "1",
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+            )),
             tags,
             interfaces: nics.into_iter().map(|(_, nic)| nic).collect(),
         },

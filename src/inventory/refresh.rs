@@ -189,6 +189,7 @@ mod tests {
                     id: InstanceId::new(id).unwrap(),
                     source: SourceKind::Libvirt,
                     name: None,
+                    stop: None,
                     tags: BTreeSet::new(),
                     interfaces: vec![Nic {
                         interface: IfName::new(&format!("vnet{id}")).unwrap(),
