@@ -263,11 +263,13 @@ pub enum Stop {
     /// One command that shuts down cleanly and forces it after `{timeout}` itself
     /// (`qm shutdown --timeout T --forceStop 1`).
     Once(Vec<String>),
-    /// Ask for a clean shutdown; when `running` still says so after `hooks.timeout`
-    /// (exit 0 with "running" in its output), `force` it.
+    /// Ask for a clean shutdown; when `state` does not say `stopped` after
+    /// `hooks.timeout` (and has not failed: a transient domain that stopped is gone),
+    /// `force` it. A paused or hung guest is not stopped.
     AskThenForce {
         ask: Vec<String>,
-        running: Vec<String>,
+        state: Vec<String>,
+        stopped: String,
         force: Vec<String>,
     },
 }

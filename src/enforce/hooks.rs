@@ -89,20 +89,20 @@ pub fn spawn_stop(stop: &Stop, call: HookCall, timeout: Duration, done: mpsc::Se
             }
             Stop::AskThenForce {
                 ask,
-                running,
+                state,
+                stopped,
                 force,
             } => {
                 let argv = expand(&ask, &call, timeout);
                 let result = run(&argv, timeout).await;
                 finish(&call, &argv, &result, &done);
-                let check = expand(&running, &call, timeout);
+                let check = expand(&state, &call, timeout);
                 let deadline = tokio::time::Instant::now() + timeout;
                 loop {
-                    // A domain that is gone (a transient one stops existing) or says
-                    // anything but running has stopped.
+                    // A domain that is gone (a transient one stops existing) has stopped.
                     let still = run(&check, STATE_CHECK_TIMEOUT)
                         .await
-                        .is_ok_and(|out| out.trim().starts_with("running"));
+                        .is_ok_and(|out| out.trim() != stopped);
                     if !still {
                         info!(instance = %call.instance, "the instance stopped");
                         return;

@@ -68,7 +68,8 @@ fn stop(config: &LibvirtSource, id: &InstanceId) -> Stop {
     };
     Stop::AskThenForce {
         ask: virsh("shutdown"),
-        running: virsh("domstate"),
+        state: virsh("domstate"),
+        stopped: "shut off".to_owned(),
         force: virsh("destroy"),
     }
 }

@@ -317,7 +317,9 @@ mod tests {
             )],
             ..Reading::default()
         };
-        let cases: &[(&str, &str, Option<(&str, SourceKind)>)] = &[
+        // (inventory.sources, interface, its owner)
+        type Owner = Option<(&'static str, SourceKind)>;
+        let cases: &[(&str, &str, Owner)] = &[
             (
                 "'proxmox', 'libvirt', 'names'",
                 "vnet7",

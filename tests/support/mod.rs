@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 pub mod browser;
 pub mod http;
+pub mod libvirt;
 pub mod postgres;
 pub mod store;
 
@@ -476,6 +477,20 @@ impl AgentProc {
             .args(["agent", "--config"])
             .arg(config)
             .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        AgentProc { child, stderr }
+    }
+
+    /// In the host's own network namespace: for hypervisor tests, whose daemons make
+    /// their taps there. Give it `listen = ""` (port 9477 may be in use on the host).
+    pub fn start_on_host(config: &Path, stderr: PathBuf) -> AgentProc {
+        let err = File::create(&stderr).unwrap();
+        let child = Command::new(sluice_bin())
+            .args(["agent", "--config"])
+            .arg(config)
             .stdout(Stdio::null())
             .stderr(err)
             .spawn()
