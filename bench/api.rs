@@ -115,6 +115,7 @@ fn in_process(n: usize) {
             .collect(),
         spool_bytes: Some(12_345),
         sources: Vec::new(),
+        hypervisor_replacements: Some(0),
     };
     let metrics = AgentMetrics::default();
     let enc = median(21, || {

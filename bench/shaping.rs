@@ -95,6 +95,7 @@ fn accuracy(rates_mbit: &[u64]) {
         let status = backend.reconcile(&[Wanted {
             interface: &tap,
             verdict: &v,
+            hypervisor: false,
         }]);
         assert_eq!(status, [Enforcement::Applied]);
         for (direction, server, client) in [("upload", &up, &inst), ("download", &down, &host)] {
@@ -214,6 +215,7 @@ fn apply_bench(n: usize, rounds: usize) {
         .map(|((n, _), v)| Wanted {
             interface: n,
             verdict: v,
+            hypervisor: false,
         })
         .collect();
     let (ip_file, tc_file) = tc_batch_files(&ns, &taps, "10mbit");

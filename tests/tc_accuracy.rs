@@ -56,6 +56,7 @@ fn tcp_reaches_the_limit_and_no_more_in_both_directions() {
         let status = backend.reconcile(&[Wanted {
             interface: &tap,
             verdict: &v,
+            hypervisor: false,
         }]);
         assert_eq!(status, [Enforcement::Applied], "{mbit} Mbit");
         for (direction, server, client) in [

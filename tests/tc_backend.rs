@@ -39,14 +39,172 @@ fn verdict(ifindex: u32, up: Option<&str>, down: Option<&str>) -> Verdict {
 
 /// Reconcile `(name, verdict)` pairs inside the namespace with a backend kept across calls.
 fn reconcile(backend: &mut TcBackend, list: &[(IfName, Verdict)]) -> Vec<Enforcement> {
+    reconcile_claimed(backend, list, false)
+}
+
+/// As `reconcile`, the interfaces claimed by a hypervisor source (`hypervisor`) or not.
+fn reconcile_claimed(
+    backend: &mut TcBackend,
+    list: &[(IfName, Verdict)],
+    hypervisor: bool,
+) -> Vec<Enforcement> {
     let wanted: Vec<Wanted<'_>> = list
         .iter()
         .map(|(n, v)| Wanted {
             interface: n,
             verdict: v,
+            hypervisor,
         })
         .collect();
     backend.reconcile(&wanted)
+}
+
+/// What pve-common's `PVE::Network::tap_rate_limit` runs for `rate=<mb>` on a NIC, word
+/// for word (rate in bytes/s, burst 1 MiB). This kernel has neither the `basic`
+/// classifier nor the `police` action, so where the probe says so its last command is
+/// replaced by a u32 filter at the same priority: what sluice must replace is the same
+/// (a filter on the ingress that is not its own).
+fn pve_tap_rate_limit(ns: &Netns, dev: &str, mb: u64, police: bool) {
+    let rate = format!("{}bps", mb * 1024 * 1024);
+    let burst = format!("{}b", 1024 * 1024);
+    for del in [
+        vec!["class", "del", "dev", dev, "parent", "1:", "classid", "1:1"],
+        vec![
+            "filter", "del", "dev", dev, "parent", "ffff:", "protocol", "all", "pref", "50", "u32",
+        ],
+        vec!["qdisc", "del", "dev", dev, "ingress"],
+        vec!["qdisc", "del", "dev", dev, "root"],
+    ] {
+        // PVE ignores these failing (nothing to delete).
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.name, "tc"])
+            .args(&del)
+            .output();
+    }
+    tc(
+        ns,
+        &[
+            "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "1",
+        ],
+    );
+    tc(
+        ns,
+        &[
+            "class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb", "rate", &rate,
+            "burst", &burst,
+        ],
+    );
+    tc(
+        ns,
+        &["qdisc", "add", "dev", dev, "handle", "ffff:", "ingress"],
+    );
+    if police {
+        tc(
+            ns,
+            &[
+                "filter", "add", "dev", dev, "parent", "ffff:", "prio", "50", "basic", "police",
+                "rate", &rate, "burst", &burst, "mtu", "64kb", "drop",
+            ],
+        );
+    } else {
+        tc(
+            ns,
+            &[
+                "filter", "add", "dev", dev, "parent", "ffff:", "prio", "50", "protocol", "all",
+                "u32", "match", "u32", "0", "0", "flowid", "1:1",
+            ],
+        );
+    }
+}
+
+/// A Proxmox tap with `rate=1` (1 MiB/s): sluice takes it over at that rate instead of
+/// failing on the foreign root, puts its own back when PVE re-applies its commands (a
+/// hotplug, a VM start) and counts each replacement once, and real traffic is then held
+/// to the rate by sluice's shaper.
+#[test]
+fn a_proxmox_shaped_tap_is_taken_over_at_its_rate_and_repaired_without_flapping() {
+    let police = support::kernel_can_police();
+    let host = Netns::new("tpv");
+    let inst = Netns::new("tpi");
+    let link = veth(&host, "tap777i0", &inst, "eth0", 67);
+    let tap_index = host.ifindex(&link.a);
+    let ifb = ifb_name(tap_index);
+    let tap = IfName::new(&link.a).unwrap();
+    pve_tap_rate_limit(&host, "tap777i0", 1, police);
+    // rate=1 is 1 MiB/s: 8,388,608 bit/s, both directions (what the inventory makes it).
+    let plan = "8388608bit";
+    let want = [(tap.clone(), verdict(tap_index, Some(plan), Some(plan)))];
+    let mut backend = host.run(|| TcBackend::open().unwrap());
+
+    // Not claimed by a hypervisor source: the ownership rule refuses, as before.
+    let refused = reconcile_claimed(&mut backend, &want, false);
+    assert!(
+        matches!(&refused[0], Enforcement::EnforceFailed { reason } if reason.contains("root qdisc htb 1:")),
+        "{refused:?}"
+    );
+    assert_eq!(backend.hypervisor_replacements(), 0);
+
+    // Claimed: replaced, at the same rate.
+    assert_eq!(
+        reconcile_claimed(&mut backend, &want, true),
+        [Enforcement::Applied]
+    );
+    assert!(has_sluice_root(&host, "tap777i0", "8388Kbit"), "download");
+    assert!(has_sluice_root(&host, &ifb, "8388Kbit"), "upload");
+    let filters = tc(&host, &["filter", "show", "dev", "tap777i0", "ingress"]);
+    assert!(
+        !filters.contains("pref 50 "),
+        "PVE's filter is gone: {filters}"
+    );
+    assert!(
+        filters.contains(&format!("Egress Redirect to device {ifb}")),
+        "{filters}"
+    );
+    assert_eq!(backend.hypervisor_replacements(), 1);
+
+    // Steady: nothing to replace, nothing counted.
+    assert_eq!(
+        reconcile_claimed(&mut backend, &want, true),
+        [Enforcement::Applied]
+    );
+    assert_eq!(backend.hypervisor_replacements(), 1);
+
+    // PVE puts its shaping back (hotplug): the next tick repairs it, once.
+    pve_tap_rate_limit(&host, "tap777i0", 1, police);
+    assert_eq!(
+        reconcile_claimed(&mut backend, &want, true),
+        [Enforcement::Applied]
+    );
+    assert!(has_sluice_root(&host, "tap777i0", "8388Kbit"));
+    assert_eq!(backend.hypervisor_replacements(), 2);
+    assert_eq!(
+        reconcile_claimed(&mut backend, &want, true),
+        [Enforcement::Applied]
+    );
+    assert_eq!(backend.hypervisor_replacements(), 2);
+
+    // Real traffic, three times the rate for 8 s: what leaves sluice's upload shaper
+    // (the ifb's transmit counter) is the plan's rate.
+    let sender_ns = inst.name.clone();
+    let to = link.a_ip;
+    let sender = std::thread::spawn(move || {
+        send_udp(
+            &sender_ns,
+            to,
+            1000,
+            30_000,
+            25_000_000,
+            Duration::from_secs(8),
+        )
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let shaped = support::settled_rate(&host, &ifb, "tx_bytes", Duration::from_secs(2));
+    sender.join().unwrap();
+    let ratio = shaped / 8_388_608.0;
+    assert!(
+        (0.90..=1.05).contains(&ratio),
+        "upload through sluice's shaper: {shaped:.0} bit/s ({ratio:.3} of the plan)"
+    );
 }
 
 fn tc(ns: &Netns, args: &[&str]) -> String {

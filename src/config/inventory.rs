@@ -254,6 +254,8 @@ pub struct Known {
     pub name: Option<String>,
     /// How `hooks.shutdown = "hypervisor"` stops it (`None`: the source cannot).
     pub stop: Option<Stop>,
+    /// The hypervisor limits its NICs itself (PVE's `rate=`, libvirt's `<bandwidth>`).
+    pub shaped: bool,
 }
 
 /// How a hypervisor stops one of its instances: argv templates, where `{timeout}` is

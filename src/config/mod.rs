@@ -300,6 +300,18 @@ impl Config {
             })
     }
 
+    /// Whether stage 0 holds the base rate as a limit: `agent.enforce_base`, or the
+    /// hypervisor shapes the instance itself (sluice replaces that shaping with its own
+    /// at the same rate, so lifting it would leave the instance unlimited).
+    pub fn holds_base(&self, instance: &InstanceId) -> bool {
+        self.agent.enforce_base
+            || self
+                .claims
+                .instances
+                .get(instance)
+                .is_some_and(|k| k.shaped)
+    }
+
     /// The hypervisor's name for `instance`, when a source told it.
     pub fn name_of(&self, instance: &InstanceId) -> Option<&str> {
         self.claims.instances.get(instance)?.name.as_deref()

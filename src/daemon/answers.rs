@@ -161,6 +161,7 @@ impl Agent {
             interfaces,
             rules,
             spool_bytes: self.store.as_ref().map(|s| s.spool_bytes()),
+            hypervisor_replacements: self.backend.hypervisor_replacements(),
             sources: self
                 .inventory_statuses()
                 .into_iter()

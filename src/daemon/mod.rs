@@ -517,7 +517,16 @@ impl Agent {
         self.act(&fired, &verdicts);
         let wanted: Vec<Wanted> = verdicts
             .iter()
-            .map(|(interface, verdict)| Wanted { interface, verdict })
+            .map(|(interface, verdict)| Wanted {
+                interface,
+                verdict,
+                hypervisor: self
+                    .config
+                    .claims
+                    .interfaces
+                    .get(interface)
+                    .is_some_and(|c| c.source != crate::config::SourceKind::Names),
+            })
             .collect();
         let statuses = self.backend.reconcile(&wanted).await;
         let enforcement: Vec<(IfName, Enforcement)> = verdicts

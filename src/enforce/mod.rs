@@ -59,6 +59,9 @@ impl Enforcement {
 pub struct Wanted<'a> {
     pub interface: &'a IfName,
     pub verdict: &'a Verdict,
+    /// A hypervisor source claimed it: the hypervisor's own shaping on it may be
+    /// replaced by sluice's (tc backend).
+    pub hypervisor: bool,
 }
 
 /// The configured way of enforcing.
@@ -102,6 +105,14 @@ impl Backend {
     pub fn shaper_counters(&self) -> Option<&HashMap<IfName, tc::ShaperCounters>> {
         match self {
             Backend::Tc(tc) => Some(tc.counters()),
+            _ => None,
+        }
+    }
+
+    /// Times the tc backend replaced a hypervisor's own shaping (`None`: other backends).
+    pub fn hypervisor_replacements(&self) -> Option<u64> {
+        match self {
+            Backend::Tc(tc) => Some(tc.hypervisor_replacements()),
             _ => None,
         }
     }

@@ -402,7 +402,11 @@ mod tests {
         let wanted: Vec<Wanted> = names
             .iter()
             .zip(&v)
-            .map(|(interface, verdict)| Wanted { interface, verdict })
+            .map(|(interface, verdict)| Wanted {
+                interface,
+                verdict,
+                hypervisor: false,
+            })
             .collect();
         let current = InterfaceRows {
             policing: HashMap::from([

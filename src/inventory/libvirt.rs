@@ -165,6 +165,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Instance, Problem> {
     }
 
     let mut interfaces = Vec::new();
+    let mut shaped = false;
     for nic in child(domain, "devices")
         .into_iter()
         .flat_map(|d| d.children())
@@ -194,6 +195,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Instance, Problem> {
             Ok((kbytes > 0).then(|| Rate::from_bits_per_sec(kbytes.saturating_mul(8000))))
         };
         let (out, inb) = (bandwidth("outbound")?, bandwidth("inbound")?);
+        shaped |= out.is_some() || inb.is_some();
         interfaces.push(Nic {
             interface,
             upload: plan.0.or(out),
@@ -205,6 +207,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Instance, Problem> {
         source: SourceKind::Libvirt,
         name,
         stop: None,
+        shaped,
         tags,
         interfaces,
     })

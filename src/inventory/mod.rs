@@ -76,6 +76,9 @@ pub struct Instance {
     pub name: Option<String>,
     /// How the hypervisor stops it (`hooks.shutdown = "hypervisor"`).
     pub stop: Option<Stop>,
+    /// The hypervisor itself shapes its NICs (PVE's `rate=`, libvirt's `<bandwidth>`),
+    /// as opposed to rates only sluice's own metadata names.
+    pub shaped: bool,
     pub tags: BTreeSet<Tag>,
     pub interfaces: Vec<Nic>,
 }
@@ -188,6 +191,7 @@ impl Inventory {
                                 source: found.source,
                                 name: found.name.clone(),
                                 stop: found.stop.clone(),
+                                shaped: found.shaped,
                             },
                         );
                         instances.push(Instance {
@@ -276,6 +280,7 @@ mod tests {
             source,
             name: Some(format!("{source}-{id}")),
             stop: None,
+            shaped: rate.is_some(),
             tags: [Tag::new(source.as_str()).unwrap()].into(),
             interfaces: nics
                 .iter()

@@ -225,6 +225,7 @@ pub fn parse(kind: GuestKind, file: &Path, text: &str) -> Result<Guest, Problem>
         instance: Instance {
             id,
             source: SourceKind::Proxmox,
+            shaped: nics.iter().any(|(_, n)| n.upload.is_some()),
             name,
             stop: Some(Stop::Once(
                 [

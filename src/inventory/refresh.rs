@@ -190,6 +190,7 @@ mod tests {
                     source: SourceKind::Libvirt,
                     name: None,
                     stop: None,
+                    shaped: false,
                     tags: BTreeSet::new(),
                     interfaces: vec![Nic {
                         interface: IfName::new(&format!("vnet{id}")).unwrap(),

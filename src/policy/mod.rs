@@ -378,18 +378,17 @@ fn verdict_for(
 ) -> Verdict {
     let base = cfg.base_rate(&st.instance);
     let stage = st.penalty.stage;
+    let holds_base = cfg.holds_base(&st.instance);
     let (mut upload, mut reason) = match machine.stage_rate(stage, base) {
         Some(r) => (Some(r), Reason::Penalty { stage }),
-        None if cfg.agent.enforce_base => (Some(base), Reason::Base),
+        None if holds_base => (Some(base), Reason::Base),
         None => (None, Reason::Unlimited),
     };
-    let (mut download, mut download_reason) = match cfg
-        .download_rate(&st.instance)
-        .filter(|_| cfg.agent.enforce_base)
-    {
-        Some(r) => (Some(r), Reason::Base),
-        None => (None, Reason::Unlimited),
-    };
+    let (mut download, mut download_reason) =
+        match cfg.download_rate(&st.instance).filter(|_| holds_base) {
+            Some(r) => (Some(r), Reason::Base),
+            None => (None, Reason::Unlimited),
+        };
     let in_force = quotas.in_force(cfg, &st.instance);
     if let Some(f) = &in_force {
         let tighter = |cur: Option<Rate>, rule: Option<&(Rate, crate::model::ids::RuleName)>| {

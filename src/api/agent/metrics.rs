@@ -74,6 +74,8 @@ pub struct Scrape {
     /// `None` without `[store]`.
     pub spool_bytes: Option<u64>,
     pub sources: Vec<SourceSeries>,
+    /// Times the tc backend replaced a hypervisor's own shaping (`None`: another backend).
+    pub hypervisor_replacements: Option<u64>,
 }
 
 /// One inventory source's series.
@@ -183,6 +185,15 @@ impl Collector for Scrape {
             )?;
             ConstGauge::new(i64::try_from(bytes).unwrap_or(i64::MAX)).encode(m)?;
         }
+        if let Some(n) = self.hypervisor_replacements {
+            let m = encoder.encode_descriptor(
+                "hypervisor_shaping_replaced",
+                "Times a hypervisor's own tc shaping (Proxmox rate=, libvirt <bandwidth>) was found on a tap and replaced by sluice's at the same rate",
+                None,
+                COUNTER,
+            )?;
+            ConstCounter::new(n).encode(m)?;
+        }
         if !self.sources.is_empty() {
             let gauges: [Field<SourceSeries>; 2] = [
                 (
@@ -277,6 +288,7 @@ mod tests {
                 instances: 3,
                 failures: 2,
             }],
+            hypervisor_replacements: Some(4),
         };
         let text = render(&metrics, scrape).unwrap();
         let iface = r#"interface="tap101i0",instance="101""#;
@@ -290,6 +302,7 @@ mod tests {
             r#"sluice_rule_exceeded{rule="monthly",instance="101"} 1"#.to_owned(),
             "sluice_store_spool_bytes 300".to_owned(),
             r#"sluice_inventory_source_up{source="libvirt"} 0"#.to_owned(),
+            "sluice_hypervisor_shaping_replaced_total 4".to_owned(),
             r#"sluice_inventory_instances{source="libvirt"} 3"#.to_owned(),
             r#"sluice_inventory_read_failures_total{source="libvirt"} 2"#.to_owned(),
             "sluice_enforce_failures_total 1".to_owned(),

@@ -240,6 +240,18 @@ pub fn requests(op: &Op) -> Vec<Request> {
             let m = tc_message(*dev, TcHandle::ROOT, ROOT_HANDLE);
             vec![change(RouteNetlinkMessage::DelQueueDiscipline(m), 0)]
         }
+        Op::DelHypervisorRoot { dev } => {
+            let handle = TcHandle {
+                major: super::plan::HYPERVISOR_MAJOR,
+                minor: 0,
+            };
+            let m = tc_message(*dev, TcHandle::ROOT, handle);
+            vec![change(RouteNetlinkMessage::DelQueueDiscipline(m), 0)]
+        }
+        Op::DelHypervisorIngress { dev } => {
+            let m = tc_message(*dev, TcHandle::INGRESS, INGRESS_HANDLE);
+            vec![change(RouteNetlinkMessage::DelQueueDiscipline(m), 0)]
+        }
         Op::SetClass { dev, class } => {
             let mut m = tc_message(*dev, ROOT_HANDLE, CLASS_HANDLE);
             m.attributes.push(TcAttribute::Kind("htb".into()));
@@ -341,7 +353,12 @@ pub fn requests(op: &Op) -> Vec<Request> {
 pub fn harmless(op: &Op, e: &KernelError) -> bool {
     let deleting = matches!(
         op,
-        Op::DelRoot { .. } | Op::DelIngress { .. } | Op::DelFilter { .. } | Op::DelIfb { .. }
+        Op::DelRoot { .. }
+            | Op::DelHypervisorRoot { .. }
+            | Op::DelHypervisorIngress { .. }
+            | Op::DelIngress { .. }
+            | Op::DelFilter { .. }
+            | Op::DelIfb { .. }
     );
     deleting && (e.is(libc::ENOENT) || e.is(libc::ENODEV) || e.is(libc::EINVAL))
 }
@@ -351,6 +368,12 @@ pub fn describe(op: &Op) -> String {
     match op {
         Op::AddRoot { dev } => format!("add htb root qdisc on ifindex {dev}"),
         Op::DelRoot { dev } => format!("delete htb root qdisc on ifindex {dev}"),
+        Op::DelHypervisorRoot { dev } => {
+            format!("replace the hypervisor's htb 1: root qdisc on ifindex {dev}")
+        }
+        Op::DelHypervisorIngress { dev } => {
+            format!("replace the hypervisor's ingress qdisc and its policing on ifindex {dev}")
+        }
         Op::SetClass { dev, class } => format!(
             "set htb class {MAJOR:x}:{CLASS_MINOR} on ifindex {dev} to {} bit/s",
             class.rate_bits()

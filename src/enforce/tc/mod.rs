@@ -28,7 +28,7 @@ use super::{Enforcement, Wanted};
 use crate::model::ids::IfName;
 use crate::sys::netlink::{Answer, KernelError, Request, RouteSocket};
 use kernel::{describe, harmless, observe, requests};
-use plan::{Kernel, Shape, plan};
+use plan::{Kernel, Op, Shape, plan};
 
 /// Passes per tick: create ifbs, wire them, then one that must find nothing to do.
 const PASSES: usize = 4;
@@ -49,11 +49,15 @@ pub struct Outcome {
     pub failed: HashMap<u32, String>,
     /// Changes made.
     pub changes: usize,
+    /// Taps whose hypervisor's own shaping was replaced by sluice's.
+    pub replaced: HashSet<u32>,
 }
 
 pub struct TcBackend {
     sock: RouteSocket,
     counters: HashMap<IfName, ShaperCounters>,
+    /// Times a hypervisor's shaping was found and replaced, since the agent started.
+    replaced_total: u64,
 }
 
 impl TcBackend {
@@ -62,6 +66,7 @@ impl TcBackend {
         Ok(TcBackend {
             sock: RouteSocket::open()?,
             counters: HashMap::new(),
+            replaced_total: 0,
         })
     }
 
@@ -75,11 +80,13 @@ impl TcBackend {
                 ifindex: w.verdict.ifindex,
                 upload: w.verdict.upload.map(|l| HtbClass::for_rate(l.rate)),
                 download: w.verdict.download.map(|l| HtbClass::for_rate(l.rate)),
+                hypervisor: w.hypervisor,
             })
             .collect();
         match self.converge(&shapes, &Scope::All) {
             Ok((outcome, kernel, counters)) => {
                 self.counters = shaper_counters(&shapes, &kernel, &counters);
+                self.replaced_total += outcome.replaced.len() as u64;
                 shapes
                     .iter()
                     .map(|s| match outcome.failed.get(&s.ifindex) {
@@ -99,6 +106,11 @@ impl TcBackend {
     /// Remove what sluice installed from the taps in `scope` (`sluice release`).
     pub fn release(&mut self, scope: &Scope) -> Result<Outcome, KernelError> {
         self.converge(&[], scope).map(|(o, _, _)| o)
+    }
+
+    /// Times a hypervisor's own shaping was replaced (it put it back, or sluice started).
+    pub fn hypervisor_replacements(&self) -> u64 {
+        self.replaced_total
     }
 
     /// Counters of the shaping qdiscs, as of the last reconcile.
@@ -149,6 +161,16 @@ impl TcBackend {
                 let step = &p.steps[owner];
                 outcome.changes += 1;
                 changed.insert(step.tap);
+                let hypervisors = matches!(
+                    step.op,
+                    Op::DelHypervisorRoot { .. } | Op::DelHypervisorIngress { .. }
+                );
+                if hypervisors
+                    && matches!(answer, Answer::Done)
+                    && outcome.replaced.insert(step.tap)
+                {
+                    info!(interface = %label(&names, step.tap), "the hypervisor's own shaping replaced by sluice's at the instance's rate");
+                }
                 if let Answer::Failed(e) = answer
                     && !harmless(&step.op, &e)
                 {

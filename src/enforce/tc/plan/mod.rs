@@ -13,6 +13,12 @@
 //! non-zero handle, an ingress holding other filters, an ifb with our name but not our
 //! alias. The kernel's own default root qdiscs (handle 0) are replaced, and come back by
 //! themselves when sluice deletes its root.
+//!
+//! One exception: on a tap a hypervisor source claimed, the hypervisor's own shaping —
+//! Proxmox's `tap_rate_limit` and libvirt's `<bandwidth>` both install an `htb 1:` root
+//! and filters on an `ingress ffff:` — is replaced where sluice shapes that direction
+//! (its rate is the instance's base rate, so sluice holds the same limit). When the
+//! hypervisor puts it back (a VM start, a NIC hotplug), the next tick replaces it again.
 
 use std::collections::{HashMap, HashSet};
 
@@ -55,6 +61,8 @@ pub struct Shape {
     pub ifindex: u32,
     pub upload: Option<HtbClass>,
     pub download: Option<HtbClass>,
+    /// Claimed by a hypervisor source: its own shaping on the tap may be replaced.
+    pub hypervisor: bool,
 }
 
 /// A root qdisc as seen in the dump.
@@ -72,7 +80,14 @@ impl Root {
     pub fn foreign(&self) -> bool {
         !self.ours() && self.major != 0
     }
+    /// The root Proxmox and libvirt give a tap they shape.
+    pub fn hypervisors(&self) -> bool {
+        self.kind == "htb" && self.major == HYPERVISOR_MAJOR
+    }
 }
+
+/// Handle major of the hypervisors' own root qdisc (`htb 1:`).
+pub const HYPERVISOR_MAJOR: u16 = 1;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ifb {
@@ -115,6 +130,14 @@ pub enum Op {
         dev: u32,
     },
     DelRoot {
+        dev: u32,
+    },
+    /// Remove the hypervisor's `htb 1:` root (see the module header).
+    DelHypervisorRoot {
+        dev: u32,
+    },
+    /// Remove the hypervisor's ingress qdisc, and with it its policing filter.
+    DelHypervisorIngress {
         dev: u32,
     },
     SetClass {
@@ -231,6 +254,10 @@ fn plan_download(s: &Shape, k: &Kernel, steps: &mut Vec<Step>) -> Result<(), Str
     let root = k.roots.get(&dev);
     let push = |steps: &mut Vec<Step>, op| steps.push(Step { tap: dev, op });
     match (&s.download, root) {
+        (Some(class), Some(r)) if r.foreign() && s.hypervisor && r.hypervisors() => {
+            push(steps, Op::DelHypervisorRoot { dev });
+            plan_tree(dev, dev, class, k, steps);
+        }
         (Some(_), Some(r)) if r.foreign() => {
             return Err(format!(
                 "{} has a root qdisc {} {:x}: that sluice did not install; not touching it",
@@ -269,7 +296,11 @@ fn plan_upload(s: &Shape, k: &Kernel, steps: &mut Vec<Step>) -> Result<(), Strin
         ));
     }
     let filters = k.filters.get(&tap).cloned().unwrap_or_default();
-    if filters.foreign && filters.ours.is_none() {
+    let replace = filters.foreign
+        && filters.ours.is_none()
+        && s.hypervisor
+        && k.ingress.get(&tap).is_some_and(|kind| kind == "ingress");
+    if filters.foreign && filters.ours.is_none() && !replace {
         return Err(format!(
             "the ingress of {} holds filters that sluice did not install; not touching it",
             s.name
@@ -280,7 +311,11 @@ fn plan_upload(s: &Shape, k: &Kernel, steps: &mut Vec<Step>) -> Result<(), Strin
     }
     let dev = ifb.ifindex;
     plan_tree(tap, dev, class, k, steps);
-    if !k.ingress.contains_key(&tap) {
+    if replace {
+        push(steps, Op::DelHypervisorIngress { dev: tap });
+        push(steps, Op::AddIngress { dev: tap });
+        push(steps, Op::SetFilter { dev: tap, ifb: dev });
+    } else if !k.ingress.contains_key(&tap) {
         push(steps, Op::AddIngress { dev: tap });
         push(steps, Op::SetFilter { dev: tap, ifb: dev });
     } else if filters.ours != Some(dev) {

@@ -13,6 +13,7 @@ fn shape(up: Option<&str>, down: Option<&str>) -> Shape {
         ifindex: TAP,
         upload: up.map(class),
         download: down.map(class),
+        hypervisor: false,
     }
 }
 
@@ -367,4 +368,84 @@ fn skipped_taps_are_left_for_next_tick() {
         &HashSet::from([TAP]),
     );
     assert!(p.steps.is_empty() && p.refused.is_empty());
+}
+
+/// On a tap a hypervisor source claimed, its own `htb 1:` root and ingress filters are
+/// replaced where sluice shapes; any other foreign shaping is still refused.
+#[test]
+fn a_hypervisors_own_shaping_is_replaced_on_its_taps_only() {
+    let mut k = Kernel::default();
+    let pve_root = Root {
+        kind: "htb".into(),
+        major: 1,
+    };
+    k.roots.insert(TAP, pve_root.clone());
+    k.roots.insert(IFB, ours());
+    k.classes.insert(IFB, class("10mbit"));
+    k.leaves.insert(IFB, class("10mbit").queue);
+    k.ingress.insert(TAP, "ingress".into());
+    k.ifbs.insert(
+        TAP,
+        Ifb {
+            ifindex: IFB,
+            up: true,
+            ours: true,
+        },
+    );
+    k.filters.insert(
+        TAP,
+        IngressFilters {
+            ours: None,
+            foreign: true,
+        },
+    );
+    let claimed = Shape {
+        hypervisor: true,
+        ..shape(Some("10mbit"), Some("10mbit"))
+    };
+    assert_eq!(
+        ops(&[claimed.clone()], &k),
+        [
+            Op::DelHypervisorRoot { dev: TAP },
+            Op::AddRoot { dev: TAP },
+            Op::SetClass {
+                dev: TAP,
+                class: class("10mbit")
+            },
+            Op::SetLeaf {
+                dev: TAP,
+                limit: class("10mbit").queue
+            },
+            Op::DelHypervisorIngress { dev: TAP },
+            Op::AddIngress { dev: TAP },
+            Op::SetFilter { dev: TAP, ifb: IFB },
+        ]
+    );
+    // Not claimed: refused, as any foreign root.
+    let why = refusal(&[shape(Some("10mbit"), Some("10mbit"))], &k);
+    assert!(why.contains("root qdisc htb 1:"), "{why}");
+    // Claimed, but a root that is not the hypervisors' pattern: refused all the same.
+    k.roots.insert(
+        TAP,
+        Root {
+            kind: "tbf".into(),
+            major: 0x8001,
+        },
+    );
+    let why = refusal(&[claimed.clone()], &k);
+    assert!(why.contains("tbf 8001:"), "{why}");
+    // Claimed, upload only, on a clsact ingress (not the hypervisors'): refused.
+    k.roots.insert(TAP, pve_root);
+    k.ingress.insert(TAP, "clsact".into());
+    let why = refusal(
+        &[Shape {
+            download: None,
+            ..claimed
+        }],
+        &k,
+    );
+    assert!(
+        why.contains("holds filters that sluice did not install"),
+        "{why}"
+    );
 }
