@@ -404,7 +404,7 @@ fn a_hypervisors_own_shaping_is_replaced_on_its_taps_only() {
         ..shape(Some("10mbit"), Some("10mbit"))
     };
     assert_eq!(
-        ops(&[claimed.clone()], &k),
+        ops(std::slice::from_ref(&claimed), &k),
         [
             Op::DelHypervisorRoot { dev: TAP },
             Op::AddRoot { dev: TAP },
@@ -432,7 +432,7 @@ fn a_hypervisors_own_shaping_is_replaced_on_its_taps_only() {
             major: 0x8001,
         },
     );
-    let why = refusal(&[claimed.clone()], &k);
+    let why = refusal(std::slice::from_ref(&claimed), &k);
     assert!(why.contains("tbf 8001:"), "{why}");
     // Claimed, upload only, on a clsact ingress (not the hypervisors'): refused.
     k.roots.insert(TAP, pve_root);
