@@ -59,64 +59,6 @@ fn reconcile_claimed(
     backend.reconcile(&wanted)
 }
 
-/// What pve-common's `PVE::Network::tap_rate_limit` runs for `rate=<mb>` on a NIC, word
-/// for word (rate in bytes/s, burst 1 MiB). This kernel has neither the `basic`
-/// classifier nor the `police` action, so where the probe says so its last command is
-/// replaced by a u32 filter at the same priority: what sluice must replace is the same
-/// (a filter on the ingress that is not its own).
-fn pve_tap_rate_limit(ns: &Netns, dev: &str, mb: u64, police: bool) {
-    let rate = format!("{}bps", mb * 1024 * 1024);
-    let burst = format!("{}b", 1024 * 1024);
-    for del in [
-        vec!["class", "del", "dev", dev, "parent", "1:", "classid", "1:1"],
-        vec![
-            "filter", "del", "dev", dev, "parent", "ffff:", "protocol", "all", "pref", "50", "u32",
-        ],
-        vec!["qdisc", "del", "dev", dev, "ingress"],
-        vec!["qdisc", "del", "dev", dev, "root"],
-    ] {
-        // PVE ignores these failing (nothing to delete).
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "exec", &ns.name, "tc"])
-            .args(&del)
-            .output();
-    }
-    tc(
-        ns,
-        &[
-            "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "1",
-        ],
-    );
-    tc(
-        ns,
-        &[
-            "class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb", "rate", &rate,
-            "burst", &burst,
-        ],
-    );
-    tc(
-        ns,
-        &["qdisc", "add", "dev", dev, "handle", "ffff:", "ingress"],
-    );
-    if police {
-        tc(
-            ns,
-            &[
-                "filter", "add", "dev", dev, "parent", "ffff:", "prio", "50", "basic", "police",
-                "rate", &rate, "burst", &burst, "mtu", "64kb", "drop",
-            ],
-        );
-    } else {
-        tc(
-            ns,
-            &[
-                "filter", "add", "dev", dev, "parent", "ffff:", "prio", "50", "protocol", "all",
-                "u32", "match", "u32", "0", "0", "flowid", "1:1",
-            ],
-        );
-    }
-}
-
 /// A Proxmox tap with `rate=1` (1 MiB/s): sluice takes it over at that rate instead of
 /// failing on the foreign root, puts its own back when PVE re-applies its commands (a
 /// hotplug, a VM start) and counts each replacement once, and real traffic is then held
@@ -130,7 +72,7 @@ fn a_proxmox_shaped_tap_is_taken_over_at_its_rate_and_repaired_without_flapping(
     let tap_index = host.ifindex(&link.a);
     let ifb = ifb_name(tap_index);
     let tap = IfName::new(&link.a).unwrap();
-    pve_tap_rate_limit(&host, "tap777i0", 1, police);
+    support::pve_tap_rate_limit(&host, "tap777i0", 1, police);
     // rate=1 is 1 MiB/s: 8,388,608 bit/s, both directions (what the inventory makes it).
     let plan = "8388608bit";
     let want = [(tap.clone(), verdict(tap_index, Some(plan), Some(plan)))];
@@ -170,7 +112,7 @@ fn a_proxmox_shaped_tap_is_taken_over_at_its_rate_and_repaired_without_flapping(
     assert_eq!(backend.hypervisor_replacements(), 1);
 
     // PVE puts its shaping back (hotplug): the next tick repairs it, once.
-    pve_tap_rate_limit(&host, "tap777i0", 1, police);
+    support::pve_tap_rate_limit(&host, "tap777i0", 1, police);
     assert_eq!(
         reconcile_claimed(&mut backend, &want, true),
         [Enforcement::Applied]

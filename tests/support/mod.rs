@@ -717,3 +717,61 @@ pub fn receive_udp(
     ready_rx.recv().unwrap();
     handle
 }
+
+/// What pve-common's `PVE::Network::tap_rate_limit` runs for `rate=<mb>` on a NIC, word
+/// for word (rate in bytes/s, burst 1 MiB). This kernel has neither the `basic`
+/// classifier nor the `police` action, so where the probe says so its last command is
+/// replaced by a u32 filter at the same priority: what sluice must replace is the same
+/// (a filter on the ingress that is not its own).
+pub fn pve_tap_rate_limit(ns: &Netns, dev: &str, mb: u64, police: bool) {
+    let rate = format!("{}bps", mb * 1024 * 1024);
+    let burst = format!("{}b", 1024 * 1024);
+    for del in [
+        vec!["class", "del", "dev", dev, "parent", "1:", "classid", "1:1"],
+        vec![
+            "filter", "del", "dev", dev, "parent", "ffff:", "protocol", "all", "pref", "50", "u32",
+        ],
+        vec!["qdisc", "del", "dev", dev, "ingress"],
+        vec!["qdisc", "del", "dev", dev, "root"],
+    ] {
+        // PVE ignores these failing (nothing to delete).
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.name, "tc"])
+            .args(&del)
+            .output();
+    }
+    ns.exec(
+        "tc",
+        &[
+            "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "1",
+        ],
+    );
+    ns.exec(
+        "tc",
+        &[
+            "class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb", "rate", &rate,
+            "burst", &burst,
+        ],
+    );
+    ns.exec(
+        "tc",
+        &["qdisc", "add", "dev", dev, "handle", "ffff:", "ingress"],
+    );
+    if police {
+        ns.exec(
+            "tc",
+            &[
+                "filter", "add", "dev", dev, "parent", "ffff:", "prio", "50", "basic", "police",
+                "rate", &rate, "burst", &burst, "mtu", "64kb", "drop",
+            ],
+        );
+    } else {
+        ns.exec(
+            "tc",
+            &[
+                "filter", "add", "dev", dev, "parent", "ffff:", "prio", "50", "protocol", "all",
+                "u32", "match", "u32", "0", "0", "flowid", "1:1",
+            ],
+        );
+    }
+}
