@@ -48,6 +48,40 @@ fn check_accepts_the_example_and_prints_a_summary() {
     assert!(stdout.contains("stage 2: upload ≥ 80% of base for 30m → limit 80% of base for 1h"));
 }
 
+/// On a host whose hypervisor has a source the config does not list, check says so.
+#[test]
+fn check_suggests_the_source_of_a_hypervisor_it_finds() {
+    let pve = tempfile::tempdir().unwrap();
+    std::fs::create_dir(pve.path().join("qemu-server")).unwrap();
+    let missing = pve.path().join("no-libvirt");
+    let config = |sources: &str| {
+        format!(
+            "[agent]\ninterfaces=['^tap(?P<instance>[0-9]+)i[0-9]+$']\ninstances_dir='{d}/none'\n[penalty]\nbase_rate='1mbit'\n\
+             [inventory]\nsources=[{sources}]\nproxmox.config_dir='{d}'\nlibvirt.status_dir='{m}'\n",
+            d = pve.path().display(),
+            m = missing.display()
+        )
+    };
+    let (_a, names_only) = file("a.toml", &config("'names'"));
+    let out = sluice(&["check", "--config", names_only.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("  inventory: names (refresh at least every 1m)"),
+        "{stdout}"
+    );
+    let hint = format!(
+        "  hint: {}/qemu-server exists: add \"proxmox\" to inventory.sources",
+        pve.path().display()
+    );
+    assert!(stdout.contains(&hint), "{stdout}");
+    assert!(!stdout.contains("no-libvirt"), "no libvirt here: {stdout}");
+    let (_b, listed) = file("b.toml", &config("'proxmox', 'names'"));
+    let stdout = text(&sluice(&["check", "--config", listed.to_str().unwrap()]).stdout);
+    assert!(stdout.contains("  inventory: proxmox, names"), "{stdout}");
+    assert!(!stdout.contains("hint:"), "{stdout}");
+}
+
 #[test]
 fn check_reports_every_problem_with_file_and_field() {
     let (_dir, path) = file(

@@ -98,6 +98,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .join("  ")
         );
     }
+    let sources: Vec<&str> = c.inventory.sources.iter().map(|s| s.as_str()).collect();
+    println!(
+        "  inventory: {} (refresh at least every {})",
+        sources.join(", "),
+        format_duration(c.inventory.refresh)
+    );
+    for hint in detected_sources(&c.inventory) {
+        println!("  hint: {hint}");
+    }
     // The drop-ins are part of what the agent will run with: a bad one fails the check.
     let (merged, errors) = c.with_drop_ins();
     println!(
@@ -112,4 +121,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Hypervisors this host runs whose source `inventory.sources` does not list: the
+/// interface names there may not carry the instance's id.
+fn detected_sources(inv: &crate::config::InventoryConfig) -> Vec<String> {
+    use crate::config::SourceKind;
+    [
+        (SourceKind::Proxmox, inv.proxmox.config_dir.join("qemu-server")),
+        (SourceKind::Libvirt, inv.libvirt.status_dir.clone()),
+    ]
+    .into_iter()
+    .filter(|(kind, path)| !inv.sources.contains(kind) && path.is_dir())
+    .map(|(kind, path)| {
+        format!(
+            "{} exists: add \"{kind}\" to inventory.sources to learn instances, names, tags and rates from it",
+            path.display()
+        )
+    })
+    .collect()
 }

@@ -158,6 +158,7 @@ impl Inventory {
     pub fn merge<'a>(readings: impl IntoIterator<Item = &'a Reading>) -> Inventory {
         let mut claims = Claims::default();
         let mut instances: Vec<Instance> = Vec::new();
+        let mut index: std::collections::HashMap<InstanceId, usize> = Default::default();
         for reading in readings {
             claims.ignored.extend(reading.ignored.iter().cloned());
             for found in &reading.instances {
@@ -176,7 +177,7 @@ impl Inventory {
                         },
                     );
                 }
-                match instances.iter_mut().find(|i| i.id == found.id) {
+                match index.get(&found.id).map(|&i| &mut instances[i]) {
                     Some(known) => {
                         known.tags.extend(found.tags.iter().cloned());
                         known.interfaces.extend(nics);
@@ -194,6 +195,7 @@ impl Inventory {
                                 shaped: found.shaped,
                             },
                         );
+                        index.insert(found.id.clone(), instances.len());
                         instances.push(Instance {
                             interfaces: nics,
                             ..found.clone()
@@ -204,10 +206,7 @@ impl Inventory {
         }
         for (id, known) in &mut claims.instances {
             if known.name.is_none() {
-                known.name = instances
-                    .iter()
-                    .find(|i| i.id == *id)
-                    .and_then(|i| i.name.clone());
+                known.name = index.get(id).and_then(|&i| instances[i].name.clone());
             }
         }
         Inventory {
