@@ -217,9 +217,16 @@ fn instance_rows(view: &View<'_>) -> String {
         let (usage, share) = usage_cell(quotas.get(id).map_or(&[][..], Vec::as_slice));
         let (rate, up) = rates(records);
         let names: Vec<&str> = records.iter().map(|r| r.interface.as_str()).collect();
+        // The hypervisor's name beside the id, when an inventory source told it.
+        let called = records
+            .iter()
+            .find_map(|r| r.instance_name.as_deref())
+            .map_or_else(String::new, |n| {
+                format!(" <span class=\"name\">{}</span>", escape(n))
+            });
         let _ = writeln!(
             out,
-            "<tr data-instance=\"{i}\"><td><a href=\"instances/{i}\">{i}</a></td><td title=\"{n}\">{}</td><td data-sort=\"{stage_n}\">{stage}</td><td>{}</td><td data-sort=\"{share:.4}\">{usage}</td><td class=\"n\" data-sort=\"{up}\">{rate}</td><td>{}{}</td></tr>",
+            "<tr data-instance=\"{i}\"><td><a href=\"instances/{i}\">{i}</a>{called}</td><td title=\"{n}\">{}</td><td data-sort=\"{stage_n}\">{stage}</td><td>{}</td><td data-sort=\"{share:.4}\">{usage}</td><td class=\"n\" data-sort=\"{up}\">{rate}</td><td>{}{}</td></tr>",
             records.len(),
             limits(records),
             status_cell(records),
@@ -465,7 +472,10 @@ mod tests {
             interval_secs: 60,
             interfaces: vec![
                 record("tap7i0", "7", 2, now),
-                record("tap7i1", "7", 0, now),
+                InterfaceRecord {
+                    instance_name: Some("web<7>".into()),
+                    ..record("tap7i1", "7", 0, now)
+                },
                 record("tap8i0", "8", 0, now),
             ],
             quotas: vec![QuotaRecord {
@@ -502,6 +512,20 @@ mod tests {
         assert!(
             row7.contains("<td title=\"tap7i0 tap7i1\">2</td>"),
             "{row7}"
+        );
+        assert!(
+            row7.contains(
+                "<a href=\"instances/7\">7</a> <span class=\"name\">web&lt;7&gt;</span></td>"
+            ),
+            "the hypervisor's name beside the id: {row7}"
+        );
+        let row8 = page
+            .lines()
+            .find(|l| l.starts_with("<tr data-instance=\"8\""))
+            .unwrap();
+        assert!(
+            row8.contains("<a href=\"instances/8\">8</a></td>"),
+            "{row8}"
         );
         assert!(
             row7.contains("<span class=\"s2\">2</span> · 25m 10s"),
