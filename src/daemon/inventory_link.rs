@@ -82,6 +82,18 @@ impl InventoryLink {
         }
     }
 
+    /// The link `config` asks for (`None` with only `names`) and its first reading.
+    pub fn for_config(config: &InventoryConfig) -> (Option<InventoryLink>, Inventory) {
+        let mut link = config
+            .reads_hypervisors()
+            .then(|| InventoryLink::start(config));
+        let found = link
+            .as_mut()
+            .and_then(InventoryLink::changed)
+            .unwrap_or_default();
+        (link, found)
+    }
+
     /// What it was started with (a reload with other settings starts a new link).
     pub fn config(&self) -> &InventoryConfig {
         &self.config

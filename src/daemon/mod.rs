@@ -200,14 +200,7 @@ impl Agent {
             .map(|s| store_link::StoreLink::start(s, &config.agent))
             .transpose()?;
         let (asks, liveness, metrics) = start_api(&config);
-        let mut inventory = config
-            .inventory
-            .reads_hypervisors()
-            .then(|| inventory_link::InventoryLink::start(&config.inventory));
-        let found = inventory
-            .as_mut()
-            .and_then(inventory_link::InventoryLink::changed)
-            .unwrap_or_default();
+        let (inventory, found) = inventory_link::InventoryLink::for_config(&config.inventory);
         let mut agent = Agent {
             config_path: config_path.to_owned(),
             file_config: config.clone(),
@@ -392,16 +385,10 @@ impl Agent {
                     .as_ref()
                     .is_some_and(|l| *l.config() == new.inventory);
                 if !same_sources {
+                    // The old sources' thread stops before the new one reads.
                     self.inventory = None;
-                    self.inventory = new
-                        .inventory
-                        .reads_hypervisors()
-                        .then(|| inventory_link::InventoryLink::start(&new.inventory));
-                    self.found = self
-                        .inventory
-                        .as_mut()
-                        .and_then(inventory_link::InventoryLink::changed)
-                        .unwrap_or_default();
+                    (self.inventory, self.found) =
+                        inventory_link::InventoryLink::for_config(&new.inventory);
                 }
                 self.file_config = new;
                 self.refresh_drop_ins(Redo::Always);
@@ -520,12 +507,8 @@ impl Agent {
             .map(|(interface, verdict)| Wanted {
                 interface,
                 verdict,
-                hypervisor: self
-                    .config
-                    .claims
-                    .interfaces
-                    .get(interface)
-                    .is_some_and(|c| c.source != crate::config::SourceKind::Names),
+                // Only hypervisor sources make claims (`names` is the regex).
+                hypervisor: self.config.claims.interfaces.contains_key(interface),
             })
             .collect();
         let statuses = self.backend.reconcile(&wanted).await;

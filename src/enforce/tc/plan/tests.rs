@@ -374,24 +374,16 @@ fn skipped_taps_are_left_for_next_tick() {
 /// replaced where sluice shapes; any other foreign shaping is still refused.
 #[test]
 fn a_hypervisors_own_shaping_is_replaced_on_its_taps_only() {
-    let mut k = Kernel::default();
+    // Upload shaped by sluice already; PVE's root, ingress filter and nothing of ours
+    // on the tap itself.
+    let mut k = installed("10mbit", "10mbit");
     let pve_root = Root {
         kind: "htb".into(),
         major: 1,
     };
     k.roots.insert(TAP, pve_root.clone());
-    k.roots.insert(IFB, ours());
-    k.classes.insert(IFB, class("10mbit"));
-    k.leaves.insert(IFB, class("10mbit").queue);
-    k.ingress.insert(TAP, "ingress".into());
-    k.ifbs.insert(
-        TAP,
-        Ifb {
-            ifindex: IFB,
-            up: true,
-            ours: true,
-        },
-    );
+    k.classes.remove(&TAP);
+    k.leaves.remove(&TAP);
     k.filters.insert(
         TAP,
         IngressFilters {
