@@ -152,9 +152,9 @@ pub(super) fn check_inventory(c: &mut Checker, raw: RawInventory) -> InventoryCo
                     Ok(k) if sources.contains(&k) => {
                         c.error(&path, format!("{k} is listed twice"));
                     }
-                    Ok(k @ (SourceKind::Incus | SourceKind::Ovs)) => c.error(
+                    Ok(k @ SourceKind::Ovs) => c.error(
                         &path,
-                        format!("the {k} source is not built yet (names, proxmox and libvirt are)"),
+                        format!("the {k} source is not built yet (names, proxmox, libvirt and incus are)"),
                     ),
                     Ok(k) => sources.push(k),
                     Err(e) => c.error(&path, e),
@@ -273,5 +273,12 @@ pub enum Stop {
         state: Vec<String>,
         stopped: String,
         force: Vec<String>,
+    },
+    /// Incus's API on `socket`: a clean stop, forced after `hooks.timeout` when the
+    /// instance has not stopped by then.
+    Incus {
+        socket: PathBuf,
+        project: String,
+        name: String,
     },
 }

@@ -114,14 +114,16 @@ pub(super) fn validate(raw: RawConfig) -> Result<Loaded, Vec<Problem>> {
         );
     }
     if hooks.shutdown == Some(super::ShutdownHook::Hypervisor)
-        && !inventory
-            .sources
-            .iter()
-            .any(|s| matches!(s, super::SourceKind::Proxmox | super::SourceKind::Libvirt))
+        && !inventory.sources.iter().any(|s| {
+            matches!(
+                s,
+                super::SourceKind::Proxmox | super::SourceKind::Libvirt | super::SourceKind::Incus
+            )
+        })
     {
         c.error(
             "hooks.shutdown",
-            "\"hypervisor\" stops an instance through the inventory source that found it: add \"libvirt\" or \"proxmox\" to inventory.sources",
+            "\"hypervisor\" stops an instance through the inventory source that found it: add \"libvirt\", \"proxmox\" or \"incus\" to inventory.sources",
         );
     }
     if !c.errors.is_empty() {

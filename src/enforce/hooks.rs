@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::account::ledger::EventRow;
 use crate::config::Stop;
+use crate::inventory;
 use crate::model::event::LogKind;
 use crate::model::ids::InstanceId;
 use crate::sys::{CommandError, HOOK_OUTPUT_CAP, run_capped};
@@ -117,6 +118,41 @@ pub fn spawn_stop(stop: &Stop, call: HookCall, timeout: Duration, done: mpsc::Se
                 let result = run(&argv, timeout).await;
                 finish(&call, &argv, &result, &done);
             }
+            Stop::Incus {
+                socket,
+                project,
+                name,
+            } => {
+                // Incus waits up to `timeout` for the clean stop; then it is forced.
+                for force in [false, true] {
+                    let what = vec![
+                        "PUT".to_owned(),
+                        format!("/1.0/instances/{name}/state?project={project}"),
+                        json!({"action": "stop", "timeout": timeout.as_secs(), "force": force})
+                            .to_string(),
+                    ];
+                    let (socket, project, name) = (socket.clone(), project.clone(), name.clone());
+                    let result = tokio::task::spawn_blocking(move || {
+                        inventory::incus::stop(&socket, &project, &name, timeout, force)
+                    })
+                    .await;
+                    let result = match result {
+                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Err(e) => Err(format!("the stop's task failed: {e}")),
+                    };
+                    let ok = result.is_ok();
+                    let status = if ok { "stopped" } else { "failed" }.to_owned();
+                    let detail = result.unwrap_or_else(|e| e);
+                    record(&call, &what, ok, status, detail, &done);
+                    if ok {
+                        info!(instance = %call.instance, "the instance stopped");
+                        return;
+                    }
+                    if !force {
+                        warn!(instance = %call.instance, "the clean stop did not end within {}s: forcing it", timeout.as_secs());
+                    }
+                }
+            }
         }
     });
 }
@@ -144,17 +180,30 @@ fn finish(
         Ok(stdout) => (true, stdout.trim().to_owned()),
         Err(e) => (false, e.to_string()),
     };
-    if ok {
-        info!(hook = call.hook.as_str(), instance = %call.instance, rule = %call.rule, argv = ?argv, output = %detail, "hook succeeded");
-    } else {
-        warn!(hook = call.hook.as_str(), instance = %call.instance, rule = %call.rule, argv = ?argv, "hook failed: {detail}");
-    }
     let status = match result {
         Ok(_) => "exit status: 0".to_owned(),
         Err(CommandError::Failed { status, .. }) => status.clone(),
         Err(CommandError::Timeout { .. }) => "timed out".to_owned(),
         Err(CommandError::Spawn { .. }) => "not started".to_owned(),
     };
+    record(call, argv, ok, status, detail, done);
+}
+
+/// Log one step of a hook (a command, or an API call described as one) and queue its
+/// event.
+fn record(
+    call: &HookCall,
+    argv: &[String],
+    ok: bool,
+    status: String,
+    detail: String,
+    done: &mpsc::Sender<EventRow>,
+) {
+    if ok {
+        info!(hook = call.hook.as_str(), instance = %call.instance, rule = %call.rule, argv = ?argv, output = %detail, "hook succeeded");
+    } else {
+        warn!(hook = call.hook.as_str(), instance = %call.instance, rule = %call.rule, argv = ?argv, "hook failed: {detail}");
+    }
     let event = EventRow::new(
         Timestamp::now(),
         LogKind::Hook,

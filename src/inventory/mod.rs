@@ -6,6 +6,7 @@
 //! cannot read is a [`Problem`] naming its file and line, and only that instance is
 //! left out: one bad file never hides the rest of the host.
 
+pub mod incus;
 pub mod libvirt;
 pub mod proxmox;
 mod refresh;
@@ -45,8 +46,9 @@ pub fn sources(cfg: &InventoryConfig) -> Vec<Box<dyn Source>> {
                     cfg.proxmox.include_templates,
                 ))),
                 SourceKind::Libvirt => Some(Box::new(libvirt::StatusDir::new(cfg.libvirt.clone()))),
-                // Refused by the config's validation until their readers exist.
-                SourceKind::Incus | SourceKind::Ovs => None,
+                SourceKind::Incus => Some(Box::new(incus::IncusApi::new(&cfg.incus))),
+                // Refused by the config's validation until its reader exists.
+                SourceKind::Ovs => None,
             }
         })
         .collect()
