@@ -18,6 +18,8 @@ pub const DEFAULT_PROXMOX_DIR: &str = "/etc/pve";
 /// Where libvirtd keeps the live XML of the qemu domains it runs.
 pub const DEFAULT_LIBVIRT_STATUS_DIR: &str = "/run/libvirt/qemu";
 pub const DEFAULT_INCUS_SOCKET: &str = "/var/lib/incus/unix.socket";
+/// Where Debian's and Red Hat's packages keep the Open vSwitch database.
+pub const DEFAULT_OVS_DB_FILE: &str = "/etc/openvswitch/conf.db";
 
 /// A kind of record that can claim interfaces. Closed: each is one adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -83,6 +85,7 @@ pub struct InventoryConfig {
     pub proxmox: ProxmoxSource,
     pub libvirt: LibvirtSource,
     pub incus: IncusSource,
+    pub ovs: OvsSource,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +111,18 @@ pub struct IncusSource {
     pub socket: PathBuf,
 }
 
+/// The `ovs` source reads `Interface.external_ids` with the backend's `agent.ovs_vsctl`
+/// and `agent.ovsdb` (one database, set once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OvsSource {
+    /// The database's file: it changes only when a row does (vswitchd's statistics are
+    /// ephemeral columns, never written), so its size and time are the source's stamp.
+    pub db_file: PathBuf,
+    pub vsctl: PathBuf,
+    pub db: Option<String>,
+    pub timeout: Duration,
+}
+
 impl Default for InventoryConfig {
     fn default() -> Self {
         InventoryConfig {
@@ -124,6 +139,12 @@ impl Default for InventoryConfig {
             },
             incus: IncusSource {
                 socket: DEFAULT_INCUS_SOCKET.into(),
+            },
+            ovs: OvsSource {
+                db_file: DEFAULT_OVS_DB_FILE.into(),
+                vsctl: "ovs-vsctl".into(),
+                db: None,
+                timeout: Duration::from_secs(10),
             },
         }
     }
@@ -152,10 +173,6 @@ pub(super) fn check_inventory(c: &mut Checker, raw: RawInventory) -> InventoryCo
                     Ok(k) if sources.contains(&k) => {
                         c.error(&path, format!("{k} is listed twice"));
                     }
-                    Ok(k @ SourceKind::Ovs) => c.error(
-                        &path,
-                        format!("the {k} source is not built yet (names, proxmox, libvirt and incus are)"),
-                    ),
                     Ok(k) => sources.push(k),
                     Err(e) => c.error(&path, e),
                 }
@@ -171,6 +188,7 @@ pub(super) fn check_inventory(c: &mut Checker, raw: RawInventory) -> InventoryCo
     let px = raw.proxmox.unwrap_or_default();
     let lv = raw.libvirt.unwrap_or_default();
     let ic = raw.incus.unwrap_or_default();
+    let ov = raw.ovs.unwrap_or_default();
     let mut dir = |path: &str, value: Option<String>, default: PathBuf| -> PathBuf {
         match value {
             None => default,
@@ -192,6 +210,7 @@ pub(super) fn check_inventory(c: &mut Checker, raw: RawInventory) -> InventoryCo
         d.libvirt.status_dir,
     );
     let socket = dir("inventory.incus.socket", ic.socket, d.incus.socket);
+    let db_file = dir("inventory.ovs.db_file", ov.db_file, d.ovs.db_file.clone());
     let virsh = match lv.virsh {
         Some(v) if v.is_empty() => {
             c.error("inventory.libvirt.virsh", "must not be empty");
@@ -223,6 +242,7 @@ pub(super) fn check_inventory(c: &mut Checker, raw: RawInventory) -> InventoryCo
             uri,
         },
         incus: IncusSource { socket },
+        ovs: OvsSource { db_file, ..d.ovs },
     }
 }
 

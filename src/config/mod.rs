@@ -24,8 +24,8 @@ use crate::model::ids::{IfName, InstanceId, Label, Tag};
 use crate::model::units::{Bytes, Fraction, Rate};
 
 pub use inventory::{
-    Claim, Claims, IncusSource, InventoryConfig, Known, LibvirtSource, ProxmoxSource, SourceKind,
-    Stop,
+    Claim, Claims, IncusSource, InventoryConfig, Known, LibvirtSource, OvsSource, ProxmoxSource,
+    SourceKind, Stop,
 };
 pub use rule_index::Rules;
 pub use rules::{ActionKind, Direction, HooksConfig, RuleConfig, ShutdownHook, WebhookConfig};

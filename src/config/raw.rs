@@ -28,6 +28,12 @@ pub(super) struct RawInventory {
     pub proxmox: Option<RawProxmox>,
     pub libvirt: Option<RawLibvirt>,
     pub incus: Option<RawIncus>,
+    pub ovs: Option<RawOvsSource>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawOvsSource {
+    pub db_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

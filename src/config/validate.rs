@@ -102,7 +102,13 @@ pub(super) fn validate(raw: RawConfig) -> Result<Loaded, Vec<Problem>> {
     let hooks = check_hooks(&mut c, raw.hooks.unwrap_or_default());
     let webhooks = check_webhooks(&mut c, raw.webhook.unwrap_or_default());
     let store = raw.store.map(|s| check_store(&mut c, s, &data_dir));
-    let inventory = super::inventory::check_inventory(&mut c, raw.inventory.unwrap_or_default());
+    let mut inventory =
+        super::inventory::check_inventory(&mut c, raw.inventory.unwrap_or_default());
+    if let Some(a) = &agent {
+        inventory.ovs.vsctl.clone_from(&a.ovs_vsctl);
+        inventory.ovs.db.clone_from(&a.ovsdb);
+        inventory.ovs.timeout = a.command_timeout;
+    }
     if rules
         .iter()
         .any(|r| r.enabled && r.action == ActionKind::Shutdown)

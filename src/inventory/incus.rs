@@ -271,6 +271,7 @@ fn instance(found: &ApiInstance) -> Result<Option<Instance>, Problem> {
             interface,
             upload: plan.0.or(out),
             download: plan.1.or(plan.0).or(inb),
+            port: Default::default(),
         });
     }
     Ok(Some(Instance {
@@ -596,12 +597,13 @@ mod tests {
         ]);
         let reading = parse_instances(&envelope(list)).unwrap();
         assert_eq!(reading.problems, vec![]);
-        let got: Vec<(
+        type Row = (
             String,
             Vec<(String, Option<String>, Option<String>)>,
             bool,
             Vec<String>,
-        )> = reading
+        );
+        let got: Vec<Row> = reading
             .instances
             .iter()
             .map(|i| {
@@ -800,6 +802,40 @@ mod tests {
         assert!(
             err.contains("Failure: Failed shutting down instance"),
             "{err}"
+        );
+    }
+
+    /// A real Incus 6.0 answer (recorded here, live state left out): two running
+    /// containers with limits and tags, two stopped ones, one in another project.
+    #[test]
+    fn a_recorded_answer_reads_as_incus_meant_it() {
+        let envelope: Envelope =
+            serde_json::from_str(include_str!("testdata/incus-instances.json")).unwrap();
+        let reading = parse_instances(&envelope).unwrap();
+        assert_eq!(reading.problems, vec![]);
+        let got: Vec<String> = reading
+            .instances
+            .iter()
+            .map(|i| {
+                let n = &i.interfaces[0];
+                format!(
+                    "{} {} {:?} {:?} {:?} {}",
+                    i.id,
+                    n.interface,
+                    n.upload.map(|r| r.to_string()),
+                    n.download.map(|r| r.to_string()),
+                    i.tags.iter().map(Tag::as_str).collect::<Vec<_>>(),
+                    i.shaped,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                r#"c1 veth564834d0 Some("10mbit") Some("20mbit") ["eu", "gold"] true"#,
+                r#"c3 veth02088fec Some("10mbit") Some("20mbit") ["eu", "gold"] true"#,
+                r#"p2.c2 vethf8db4842 None None [] false"#,
+            ]
         );
     }
 

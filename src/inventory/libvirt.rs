@@ -200,6 +200,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Instance, Problem> {
             interface,
             upload: plan.0.or(out),
             download: plan.1.or(plan.0).or(inb),
+            port: Default::default(),
         });
     }
     Ok(Instance {

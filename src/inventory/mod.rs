@@ -8,6 +8,7 @@
 
 pub mod incus;
 pub mod libvirt;
+pub mod ovs;
 pub mod proxmox;
 mod refresh;
 
@@ -47,8 +48,7 @@ pub fn sources(cfg: &InventoryConfig) -> Vec<Box<dyn Source>> {
                 ))),
                 SourceKind::Libvirt => Some(Box::new(libvirt::StatusDir::new(cfg.libvirt.clone()))),
                 SourceKind::Incus => Some(Box::new(incus::IncusApi::new(&cfg.incus))),
-                // Refused by the config's validation until its reader exists.
-                SourceKind::Ovs => None,
+                SourceKind::Ovs => Some(Box::new(ovs::ExternalIds::new(cfg.ovs.clone()))),
             }
         })
         .collect()
@@ -92,6 +92,16 @@ pub struct Nic {
     pub interface: IfName,
     pub upload: Option<Rate>,
     pub download: Option<Rate>,
+    pub port: PortIds,
+}
+
+/// What Nova, Neutron and libvirt record of a port in Open vSwitch (`external_ids`):
+/// kept so an operator can tell which Neutron port a tap is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortIds {
+    /// The Neutron port's uuid (libvirt's `<interfaceid>`).
+    pub iface_id: Option<String>,
+    pub attached_mac: Option<String>,
 }
 
 /// A record a source could not read: the instance it describes is left out.
@@ -183,8 +193,13 @@ impl Inventory {
                     Some(known) => {
                         known.tags.extend(found.tags.iter().cloned());
                         known.interfaces.extend(nics);
+                        // A source that knows only the id (ovs) borrows a later
+                        // one's name and way to stop it (libvirt's).
                         if known.name.is_none() {
                             known.name.clone_from(&found.name);
+                        }
+                        if known.stop.is_none() {
+                            known.stop.clone_from(&found.stop);
                         }
                     }
                     None => {
@@ -207,8 +222,13 @@ impl Inventory {
             }
         }
         for (id, known) in &mut claims.instances {
-            if known.name.is_none() {
-                known.name = index.get(id).and_then(|&i| instances[i].name.clone());
+            if let Some(&i) = index.get(id) {
+                if known.name.is_none() {
+                    known.name.clone_from(&instances[i].name);
+                }
+                if known.stop.is_none() {
+                    known.stop.clone_from(&instances[i].stop);
+                }
             }
         }
         Inventory {
@@ -289,6 +309,7 @@ mod tests {
                     interface: name(n),
                     upload: rate.map(|r| r.parse().unwrap()),
                     download: rate.map(|r| r.parse().unwrap()),
+                    port: Default::default(),
                 })
                 .collect(),
         }

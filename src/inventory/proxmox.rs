@@ -214,6 +214,7 @@ pub fn parse(kind: GuestKind, file: &Path, text: &str) -> Result<Guest, Problem>
                         interface,
                         upload: rate,
                         download: rate,
+                        port: Default::default(),
                     },
                 ));
             }

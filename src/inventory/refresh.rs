@@ -196,6 +196,7 @@ mod tests {
                         interface: IfName::new(&format!("vnet{id}")).unwrap(),
                         upload: None,
                         download: None,
+                        port: Default::default(),
                     }],
                 })
                 .collect(),

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 pub mod browser;
 pub mod http;
+pub mod incus;
 pub mod libvirt;
 pub mod postgres;
 pub mod store;
