@@ -19,7 +19,8 @@ use crate::sample::LinkSampler;
 pub struct Args {
     #[command(flatten)]
     pub config: ConfigArg,
-    /// An array of {"id","name","source","tags","base_rate","download_rate","interfaces"};
+    /// An array of {"id","name","source","tags","base_rate","download_rate","interfaces"}
+    /// (and "ports" where OVS names the Neutron port);
     /// the interfaces no source claims are one last entry whose id and source are null
     #[arg(long)]
     pub json: bool,
@@ -35,6 +36,15 @@ pub struct Entry {
     pub base_rate: Option<String>,
     pub download_rate: Option<String>,
     pub interfaces: Vec<String>,
+    /// The Neutron port and MAC an interface's OVS row names (the `ovs` source's).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, Port>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Port {
+    pub iface_id: Option<String>,
+    pub attached_mac: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -94,6 +104,18 @@ pub fn entries(config: &Config, found: &Inventory, present: &[IfName]) -> Vec<En
                 .iter()
                 .map(|n| n.interface.to_string())
                 .collect(),
+            ports: i
+                .interfaces
+                .iter()
+                .filter(|n| n.port != Default::default())
+                .map(|n| {
+                    let port = Port {
+                        iface_id: n.port.iface_id.clone(),
+                        attached_mac: n.port.attached_mac.clone(),
+                    };
+                    (n.interface.to_string(), port)
+                })
+                .collect(),
         })
         .collect();
     let mut by_names: BTreeMap<InstanceId, BTreeSet<&IfName>> = BTreeMap::new();
@@ -116,6 +138,7 @@ pub fn entries(config: &Config, found: &Inventory, present: &[IfName]) -> Vec<En
         base_rate: None,
         download_rate: None,
         interfaces: names.into_iter().map(ToString::to_string).collect(),
+        ports: BTreeMap::new(),
     }));
     unclaimed.sort();
     out.push(Entry {
@@ -126,6 +149,7 @@ pub fn entries(config: &Config, found: &Inventory, present: &[IfName]) -> Vec<En
         base_rate: None,
         download_rate: None,
         interfaces: unclaimed,
+        ports: BTreeMap::new(),
     });
     out
 }

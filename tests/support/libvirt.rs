@@ -22,6 +22,32 @@ fn answers() -> bool {
 }
 
 impl Libvirtd {
+    /// A libvirtd of the test's own, with `env`: fails when one already answers, since
+    /// that one's environment cannot be changed (stop it to run this test).
+    pub fn start_with_env(env: &[(&str, &std::path::Path)]) -> Libvirtd {
+        super::require_root();
+        assert!(
+            !answers(),
+            "a libvirtd is already running: this test starts its own (with {env:?})"
+        );
+        let mut started = Vec::new();
+        for daemon in ["virtlogd", "libvirtd"] {
+            let child = Command::new(daemon)
+                .envs(env.iter().copied())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("{daemon}: {e} (scripts/test installs libvirt-daemon-system)")
+                });
+            started.push(child);
+        }
+        eventually(Duration::from_secs(20), "libvirtd to answer", || {
+            answers().then_some(())
+        });
+        Libvirtd { started }
+    }
+
     pub fn ensure() -> Libvirtd {
         super::require_root();
         let mut started = Vec::new();

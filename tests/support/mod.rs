@@ -279,7 +279,30 @@ impl Ovs {
         ovs
     }
 
-    /// ovsdb-server alone: enough for `--no-wait` writes and `list` reads.
+    /// ovsdb-server and ovs-vswitchd in the host's namespace, with a userspace-datapath
+    /// bridge `bridge` there: where a hypervisor on the host (libvirt) plugs its taps.
+    /// The bridge's own device goes with vswitchd.
+    pub fn start_on_host(bridge: &str) -> Ovs {
+        let mut ovs = Ovs::start_db("");
+        ovs.spawn_daemon("ovs-vswitchd", &[ovs.db.clone()]);
+        wait_for(
+            &ovs.dir.path().join("ovs-vswitchd.ctl"),
+            Duration::from_secs(10),
+        );
+        ovs.vsctl(&[
+            "add-br",
+            bridge,
+            "--",
+            "set",
+            "bridge",
+            bridge,
+            "datapath_type=netdev",
+        ]);
+        ovs
+    }
+
+    /// ovsdb-server alone: enough for `--no-wait` writes and `list` reads (`ns` empty:
+    /// the host's namespace).
     pub fn start_db(ns: &str) -> Ovs {
         let dir = tempfile::tempdir().unwrap();
         let db_file = dir.path().join("conf.db");
@@ -309,8 +332,14 @@ impl Ovs {
     /// the temp dir (and OVS_* directories pointed there, away from any system OVS).
     fn spawn_daemon(&mut self, program: &str, args: &[String]) {
         let d = self.dir.path();
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.ns, program]).args(args);
+        let mut cmd = if self.ns.is_empty() {
+            Command::new(program)
+        } else {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &self.ns, program]);
+            c
+        };
+        cmd.args(args);
         cmd.arg(format!(
             "--unixctl={}",
             d.join(format!("{program}.ctl")).display()
