@@ -256,6 +256,8 @@ pub struct Ovs {
     pub db: String,
     ns: String,
     children: Vec<Child>,
+    /// Devices a userspace datapath made in the host's namespace, deleted on drop.
+    host_links: Vec<String>,
 }
 
 impl Ovs {
@@ -283,7 +285,13 @@ impl Ovs {
     /// bridge `bridge` there: where a hypervisor on the host (libvirt) plugs its taps.
     /// The bridge's own device goes with vswitchd.
     pub fn start_on_host(bridge: &str) -> Ovs {
+        let exists = |dev: &str| Path::new("/sys/class/net").join(dev).exists();
         let mut ovs = Ovs::start_db("");
+        // The datapath's own device: ours to delete only if no other OVS made it.
+        if !exists("ovs-netdev") {
+            ovs.host_links.push("ovs-netdev".into());
+        }
+        ovs.host_links.push(bridge.to_owned());
         ovs.spawn_daemon("ovs-vswitchd", &[ovs.db.clone()]);
         wait_for(
             &ovs.dir.path().join("ovs-vswitchd.ctl"),
@@ -320,6 +328,7 @@ impl Ovs {
             dir,
             ns: ns.to_owned(),
             children: Vec::new(),
+            host_links: Vec::new(),
         };
         let remote = format!("--remote=punix:{}", sock.display());
         ovs.spawn_daemon("ovsdb-server", &[db_file.display().to_string(), remote]);
@@ -397,6 +406,12 @@ impl Drop for Ovs {
         for child in self.children.iter_mut().rev() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        for dev in &self.host_links {
+            let _ = Command::new("ip")
+                .args(["link", "del", dev])
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }
