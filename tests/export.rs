@@ -44,8 +44,9 @@ fn fixture() -> Fixture {
     std::fs::write(
         &config,
         format!(
-            "[agent]\ninterfaces = ['^tap(?P<instance>[0-9]+)i[0-9]+$']\ndata_dir = \"{}\"\n[penalty]\nbase_rate = \"100mbit\"\n[[rule]]\nname = \"daily\"\nperiod = \"day\"\ntimezone = \"UTC\"\ndirection = \"upload\"\nlimit = \"500MB\"\naction = \"warn\"\ninstances = [\"101\"]\n",
-            data.display()
+            "[agent]\ninterfaces = ['^tap(?P<instance>[0-9]+)i[0-9]+$']\ndata_dir = \"{}\"\nstate_dir = \"{}\"\n[penalty]\nbase_rate = \"100mbit\"\n[[rule]]\nname = \"daily\"\nperiod = \"day\"\ntimezone = \"UTC\"\ndirection = \"upload\"\nlimit = \"500MB\"\naction = \"warn\"\ninstances = [\"101\"]\n",
+            data.display(),
+            dir.path().join("run").display()
         ),
     )
     .unwrap();
@@ -64,7 +65,7 @@ fn fixture() -> Fixture {
             at,
             sluice::model::event::LogKind::Stage,
             Some(&InstanceId::new("101").unwrap()),
-            json!({"interface": "tap101i0", "from": from, "to": to, "cause": if to > from { "escalated" } else { "expired" }}),
+            json!({"interface": "tap101i0", "from": from, "to": to, "cause": if to > from { "escalated" } else { "expired" }, "instance_name": "web1"}),
         )
     };
     for t in 0..=(86_400 / TICK) {
@@ -202,9 +203,16 @@ fn every_format_carries_the_ledgers_numbers() {
     let rows: Vec<&str> = text.lines().collect();
     assert_eq!(
         rows[0],
-        "instance,interface,period_start,upload_bytes,download_bytes,estimated"
+        "instance,interface,period_start,upload_bytes,download_bytes,estimated,instance_name"
     );
     assert_eq!(rows.len(), 25);
+    // The name the instance's events were written with (its hypervisor's).
+    assert!(
+        rows[1..]
+            .iter()
+            .all(|r| r.starts_with("101,") && r.ends_with(",web1")),
+        "{text}"
+    );
     let sum: u64 = rows[1..]
         .iter()
         .map(|r| r.split(',').nth(3).unwrap().parse::<u64>().unwrap())

@@ -185,6 +185,11 @@ tags = ["{tag}"]
         });
     assert_eq!(hooks.len(), 1, "{hooks:#?}");
     assert_eq!(hooks[0]["instance"], web.as_str());
+    assert_eq!(
+        hooks[0]["instance_name"],
+        web.as_str(),
+        "the name beside the id"
+    );
     assert_eq!(hooks[0]["ok"], true, "{hooks:#?}");
     assert_eq!(hooks[0]["argv"][0], "PUT");
     assert_eq!(

@@ -175,7 +175,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         tz: tz.clone(),
         directions: args.direction,
     };
-    let report = export::build(&conn, &spec, config.as_ref(), args.rule.as_deref(), now)?;
+    let mut report = export::build(&conn, &spec, config.as_ref(), args.rule.as_deref(), now)?;
+    // The names the running agent knows now, over those the events were written with.
+    if let Some(cfg) = &config {
+        let names = current_names(&cfg.agent.state_dir.join("state.json"));
+        for s in &mut report.series {
+            if let Some(n) = names.get(&s.instance) {
+                s.name = Some(n.clone());
+            }
+        }
+    }
     let theme = Theme::new(args.dark);
     let many = spec.instance.is_none();
     match args.format {
@@ -243,4 +252,18 @@ fn figure_bytes(
         Format::Png => chart::png(report, figure, theme, tz)?,
         _ => chart::svg(report, figure, theme, tz)?.into_bytes(),
     })
+}
+
+/// Each instance's name in the agent's state file (empty when no agent wrote one).
+fn current_names(path: &std::path::Path) -> std::collections::HashMap<String, String> {
+    crate::state::read(path)
+        .ok()
+        .flatten()
+        .map(|snap| {
+            snap.interfaces
+                .into_iter()
+                .filter_map(|r| Some((r.instance.to_string(), r.instance_name?)))
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -643,6 +643,7 @@ impl Agent {
                 interface: first_interface(&e.instance),
                 rule: e.rule.to_string(),
                 action: e.action.to_string(),
+                name: self.config.name_of(&e.instance).map(str::to_owned),
             };
             let timeout = self.config.hooks.timeout;
             let hook = match e.state {

@@ -49,6 +49,10 @@ pub struct HookCall {
     pub interface: String,
     pub rule: String,
     pub action: String,
+    /// The hypervisor's name for the instance when the hook was called (its event
+    /// lands a tick or more later, when a stopped instance may be gone from the
+    /// inventory).
+    pub name: Option<String>,
 }
 
 /// `template` with the call's values in place of its placeholders (`{timeout}`: the
@@ -204,7 +208,7 @@ fn record(
     } else {
         warn!(hook = call.hook.as_str(), instance = %call.instance, rule = %call.rule, argv = ?argv, "hook failed: {detail}");
     }
-    let event = EventRow::new(
+    let mut event = EventRow::new(
         Timestamp::now(),
         LogKind::Hook,
         Some(&call.instance),
@@ -218,6 +222,9 @@ fn record(
             "output": detail,
         }),
     );
+    if let (Some(name), serde_json::Value::Object(body)) = (&call.name, &mut event.body) {
+        body.insert("instance_name".into(), json!(name));
+    }
     if done.try_send(event).is_err() {
         warn!("event queue full: the hook's event is only in the log");
     }
@@ -235,6 +242,7 @@ mod tests {
             interface: "tap101i0".into(),
             rule: "monthly".into(),
             action: "shutdown".into(),
+            name: None,
         };
         let t = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let table = [

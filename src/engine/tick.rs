@@ -56,6 +56,7 @@ pub fn tick(
     } = input;
     let events = policy.tick(cfg, samples, now);
     pending.extend(events.iter().map(|e| policy_row(now.wall, e)));
+    name_events(cfg, pending);
     let charged = ledger.map(|ledger| {
         let charged = charge(
             ledger,
@@ -73,4 +74,21 @@ pub fn tick(
     });
     policy.verdicts_into(cfg, verdicts);
     Ticked { events, charged }
+}
+
+/// The hypervisor's name beside the id in each event about an instance, as it was
+/// called when the event happened: the event log, exports and webhooks read it from
+/// there, and a later rename does not rewrite what was.
+fn name_events(cfg: &Config, rows: &mut [EventRow]) {
+    for row in rows {
+        let (Some(id), serde_json::Value::Object(body)) = (&row.instance, &mut row.body) else {
+            continue;
+        };
+        if body.contains_key("instance_name") {
+            continue;
+        }
+        if let Some(name) = cfg.name_of(id) {
+            body.insert("instance_name".into(), serde_json::json!(name));
+        }
+    }
 }

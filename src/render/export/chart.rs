@@ -219,9 +219,10 @@ fn draw<DB: DrawingBackend>(
         .max()
         .unwrap_or(0)
         .max(1) as f64;
-    let who = match &series.interface {
-        Some(i) => format!("{} ({i})", series.instance),
-        None => series.instance.clone(),
+    let who = match (&series.name, &series.interface) {
+        (None, Some(i)) => format!("{} ({i})", series.instance),
+        (Some(_), Some(i)) => format!("{}, {i}", series.label()),
+        (_, None) => series.label(),
     };
     let title = format!(
         "Instance {who} · per {} ({}) · up {} · down {}",
@@ -409,7 +410,7 @@ fn draw_summary<DB: DrawingBackend>(
         human_bytes(report.upload_bytes),
         human_bytes(report.download_bytes)
     );
-    let names: Vec<String> = top.iter().map(|s| s.instance.clone()).collect();
+    let names: Vec<String> = top.iter().map(|s| s.label()).collect();
     // Row i (from the top) is the band [100(n-1-i), 100(n-i)); its label sits at the
     // band's middle (integer coordinates: plotters labels those through key points).
     let y_fmt = |y: &i32| {

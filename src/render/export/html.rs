@@ -49,7 +49,7 @@ pub fn render(report: &Report, theme_dark: bool, tz: &TimeZone) -> Result<String
             .to_string()
     };
     let title = if report.series.len() == 1 {
-        format!("Traffic of instance {}", report.series[0].instance)
+        format!("Traffic of instance {}", report.series[0].label())
     } else {
         format!("Traffic of {} instances", report.series.len())
     };
@@ -86,7 +86,7 @@ pub fn render(report: &Report, theme_dark: bool, tz: &TimeZone) -> Result<String
         });
         let _ = writeln!(
             h,
-            "<tr data-instance=\"{i}\"><td><a href=\"#i-{i}\">{i}</a></td><td class=\"num up\" data-bytes=\"{}\">{}</td><td class=\"num down\" data-bytes=\"{}\">{}</td><td class=\"num\" data-bytes=\"{}\">{}</td><td>{quota}</td><td class=\"num\">{}</td></tr>",
+            "<tr data-instance=\"{i}\"><td><a href=\"#i-{i}\">{label}</a></td><td class=\"num up\" data-bytes=\"{}\">{}</td><td class=\"num down\" data-bytes=\"{}\">{}</td><td class=\"num\" data-bytes=\"{}\">{}</td><td>{quota}</td><td class=\"num\">{}</td></tr>",
             s.upload_bytes,
             human_bytes(s.upload_bytes),
             s.download_bytes,
@@ -95,6 +95,7 @@ pub fn render(report: &Report, theme_dark: bool, tz: &TimeZone) -> Result<String
             human_bytes(s.total()),
             s.penalties.len(),
             i = escape(&s.instance),
+            label = escape(&s.label()),
         );
     }
     let _ = writeln!(
@@ -117,8 +118,9 @@ pub fn render(report: &Report, theme_dark: bool, tz: &TimeZone) -> Result<String
     for s in &report.series {
         let _ = writeln!(
             h,
-            "<section id=\"i-{0}\">\n<h2>Instance {0}</h2>",
-            escape(&s.instance)
+            "<section id=\"i-{0}\">\n<h2>Instance {1}</h2>",
+            escape(&s.instance),
+            escape(&s.label())
         );
         h.push_str("<figure>");
         h.push_str(strip_xml_prolog(&chart::svg(

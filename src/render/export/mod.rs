@@ -19,6 +19,7 @@ pub fn csv(report: &Report) -> Result<Vec<u8>, csv::Error> {
         "upload_bytes",
         "download_bytes",
         "estimated",
+        "instance_name",
     ])?;
     for s in &report.series {
         for p in &s.points {
@@ -29,6 +30,7 @@ pub fn csv(report: &Report) -> Result<Vec<u8>, csv::Error> {
                 &p.upload_bytes.to_string(),
                 &p.download_bytes.to_string(),
                 if p.estimated { "true" } else { "false" },
+                s.name.as_deref().unwrap_or(""),
             ])?;
         }
     }

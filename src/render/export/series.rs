@@ -83,6 +83,9 @@ pub struct Shade {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Series {
     pub instance: String,
+    /// The hypervisor's name for it, shown beside the id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
     pub upload_bytes: u64,
@@ -95,6 +98,13 @@ pub struct Series {
 }
 
 impl Series {
+    /// The id, with the name beside it when there is one: `101 (web1)`.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(n) => format!("{} ({n})", self.instance),
+            None => self.instance.clone(),
+        }
+    }
     pub fn total(&self) -> u64 {
         self.upload_bytes + self.download_bytes
     }
@@ -278,7 +288,13 @@ pub fn build(
         let quota = config
             .and_then(|c| rule_for(c, &instance, rule))
             .and_then(|r| quota_line(r, spec.by, &points));
+        // The name its newest event was written with (the caller may know a newer one).
+        let name = mine
+            .iter()
+            .rev()
+            .find_map(|e| e.body["instance_name"].as_str().map(str::to_owned));
         series.push(Series {
+            name,
             upload_bytes: points.iter().map(|p| p.upload_bytes).sum(),
             download_bytes: points.iter().map(|p| p.download_bytes).sum(),
             penalties: shades(&mine, spec.from, spec.to.min(now)),
