@@ -6,7 +6,9 @@
 //!   cargo bench --bench inventory            # 1,000 instances, 21 runs each
 //!   cargo bench --bench inventory -- quick   # 5 runs each (CI: it still runs)
 //!
-//! Fixtures are files in PVE's and libvirt's formats in a temp dir (no hypervisor needed).
+//! Fixtures are files in PVE's and libvirt's formats in a temp dir, an Incus answer
+//! served from a unix socket by a thread of the bench, and an `ovs-vsctl` listing (no
+//! hypervisor needed; the `ovs-vsctl` process itself is not counted).
 
 #[path = "common.rs"]
 mod common;
@@ -16,7 +18,8 @@ use std::time::Duration;
 
 use common::median;
 use sluice::config::Config;
-use sluice::inventory::{Inventory, Source, files_stamp, libvirt, proxmox};
+use sluice::config::{IncusSource, OvsSource};
+use sluice::inventory::{Inventory, Source, files_stamp, incus, libvirt, ovs, proxmox};
 use sluice::model::ids::IfName;
 use sluice::policy::{Policy, Tick};
 use sluice::sample::Sample;
@@ -77,6 +80,87 @@ fn libvirt_fixtures(dir: &Path) {
         )
         .unwrap();
     }
+}
+
+/// An Incus answer to `GET /1.0/instances?recursion=1` for `N` running containers, in
+/// the shape Incus 6.0 gives (config keys and devices as a real one has them).
+fn incus_answer() -> String {
+    let list: Vec<serde_json::Value> = (0..N)
+        .map(|i| {
+            serde_json::json!({
+                "architecture": "x86_64", "name": format!("c{i}"), "project": "default",
+                "status": "Running", "status_code": 103, "type": "container",
+                "profiles": ["default"], "ephemeral": false, "stateful": false,
+                "expanded_config": {
+                    "image.os": "debian", "image.release": "bookworm",
+                    "user.sluice.tags": "gold,eu",
+                    "volatile.base_image": "1f8e77db1ad0d049d7104dbc96a5bef94648e020d9e3ea2cac887fd9c9bcc8cb",
+                    "volatile.eth0.host_name": format!("veth{i:08x}"),
+                    "volatile.eth0.hwaddr": format!("10:66:6a:00:{:02x}:{:02x}", i / 256, i % 256),
+                    "volatile.idmap.base": "0",
+                    "volatile.last_state.power": "RUNNING",
+                    "volatile.uuid": format!("981f118e-d4f9-4426-91d0-{i:012x}"),
+                },
+                "expanded_devices": {
+                    "eth0": {"name": "eth0", "network": "incusbr0", "type": "nic",
+                             "limits.egress": "100Mbit", "limits.ingress": "200Mbit"},
+                    "root": {"path": "/", "pool": "default", "type": "disk"},
+                },
+            })
+        })
+        .collect();
+    let body = serde_json::json!({"type": "sync", "status": "Success", "status_code": 200, "metadata": list})
+        .to_string();
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Answers every connection with `reply`, as incusd would, until the bench ends.
+fn serve(socket: &Path, reply: String) {
+    use std::io::{Read, Write};
+    let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { return };
+            let mut got = Vec::new();
+            let mut b = [0u8; 4096];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&b[..n]),
+                }
+            }
+            let _ = s.write_all(reply.as_bytes());
+        }
+    });
+}
+
+/// `ovs-vsctl --format=json --columns=name,external_ids list Interface` on a compute
+/// node with `N` VM ports (as os-vif writes them) and a bridge's own port.
+fn ovs_listing() -> String {
+    let mut rows: Vec<serde_json::Value> = (0..N)
+        .map(|i| {
+            serde_json::json!([
+                format!("tap{i:08x}-aa"),
+                [
+                    "map",
+                    [
+                        [
+                            "attached-mac",
+                            format!("fa:16:3e:00:{:02x}:{:02x}", i / 256, i % 256)
+                        ],
+                        ["iface-id", format!("{i:08x}-aaaa-4bbb-8ccc-000000000000")],
+                        ["iface-status", "active"],
+                        ["vm-uuid", format!("0d9c4f6e-2222-4333-8444-{i:012x}")],
+                    ]
+                ]
+            ])
+        })
+        .collect();
+    rows.push(serde_json::json!(["br-int", ["map", []]]));
+    serde_json::json!({"data": rows, "headings": ["name", "external_ids"]}).to_string()
 }
 
 fn samples(secs: u64) -> Vec<Sample> {
@@ -153,6 +237,48 @@ fn main() {
     ratio(
         "libvirt: the per-second stamp (1,000 files)",
         virt_stamp,
+        names,
+    );
+
+    let socket = tmp.path().join("incus.socket");
+    serve(&socket, incus_answer());
+    let mut api = incus::IncusApi::new(&IncusSource {
+        socket: socket.clone(),
+    });
+    let incus_read = median(runs, || {
+        let r = api.read().unwrap();
+        assert_eq!((r.instances.len(), r.problems.len()), (N, 0));
+    });
+    ratio(
+        "incus: ask the API for 1,000 instances and parse",
+        incus_read,
+        names,
+    );
+
+    let listing = ovs_listing();
+    let db_file = tmp.path().join("conf.db");
+    std::fs::write(&db_file, "OVSDB JSON\n").unwrap();
+    let ovs_parse = median(runs, || {
+        let r = ovs::parse(&db_file, &listing).unwrap();
+        assert_eq!((r.instances.len(), r.problems.len()), (N, 0));
+    });
+    ratio(
+        "ovs: parse 1,000 ports' external_ids (no fork)",
+        ovs_parse,
+        names,
+    );
+    let mut ext = ovs::ExternalIds::new(OvsSource {
+        db_file,
+        vsctl: "ovs-vsctl".into(),
+        db: None,
+        timeout: Duration::from_secs(1),
+    });
+    let ovs_stamp = median(runs, || {
+        std::hint::black_box(ext.stamp());
+    });
+    ratio(
+        "ovs: the per-second stamp (the database file)",
+        ovs_stamp,
         names,
     );
 

@@ -13,13 +13,7 @@ use std::time::{Duration, Instant};
 
 use sluice::state;
 use support::incus::Incusd;
-use support::{AgentProc, Netns, events, eventually, send_udp, sh, sluice_stdout};
-
-fn inventory(config: &Path) -> serde_json::Value {
-    let args = ["inventory", "--json", "--config", config.to_str().unwrap()];
-    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
-    serde_json::from_slice(&sluice_stdout(&args)).unwrap()
-}
+use support::{AgentProc, Netns, events, eventually, inventory_json, send_udp, sh};
 
 fn owner_in_state(run: &Path, veth: &str) -> Option<state::InterfaceRecord> {
     let snap = state::read(&run.join("state.json")).ok().flatten()?;
@@ -106,7 +100,7 @@ tags = ["{tag}"]
     .unwrap();
 
     // The operator's check: the container as Incus describes it.
-    let listed = inventory(&config);
+    let listed = inventory_json(&config);
     let entry = listed
         .as_array()
         .unwrap()

@@ -7,12 +7,11 @@
 mod support;
 
 use std::net::Ipv4Addr;
-use std::path::Path;
 use std::time::Duration;
 
 use sluice::state;
 use support::libvirt::{Domain, Libvirtd};
-use support::{AgentProc, Netns, events, eventually, send_udp, sh, sluice_stdout};
+use support::{AgentProc, Netns, events, eventually, inventory_json, send_udp, sh};
 
 /// A bridge in the host's namespace (where libvirt puts its taps), deleted on drop.
 struct Bridge(String);
@@ -23,12 +22,6 @@ impl Drop for Bridge {
             .args(["link", "del", &self.0])
             .status();
     }
-}
-
-fn inventory(config: &Path) -> serde_json::Value {
-    let args = ["inventory", "--json", "--config", config.to_str().unwrap()];
-    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
-    serde_json::from_slice(&sluice_stdout(&args)).unwrap()
 }
 
 #[test]
@@ -109,7 +102,7 @@ tags = ["{tag}"]
     .unwrap();
 
     // The operator's check first: the domain, as libvirt describes it.
-    let listed = inventory(&config);
+    let listed = inventory_json(&config);
     let entry = listed
         .as_array()
         .unwrap()

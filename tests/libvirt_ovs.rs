@@ -12,13 +12,7 @@ use std::time::{Duration, Instant};
 
 use sluice::state;
 use support::libvirt::{Domain, Libvirtd};
-use support::{AgentProc, Ovs, eventually, sluice_stdout};
-
-fn inventory(config: &Path) -> serde_json::Value {
-    let args = ["inventory", "--json", "--config", config.to_str().unwrap()];
-    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
-    serde_json::from_slice(&sluice_stdout(&args)).unwrap()
-}
+use support::{AgentProc, Ovs, eventually, inventory_json};
 
 fn config(dir: &Path, ovs: &Ovs, sources: &str) -> std::path::PathBuf {
     let run = dir.join("run");
@@ -114,7 +108,7 @@ fn a_libvirt_domain_on_open_vswitch_is_found_by_the_external_ids_libvirt_wrote()
     assert_eq!(agent.stop(), Some(0));
 
     // The operator's check: OVS knows the id and the port, not the name.
-    let listed = inventory(&only_ovs);
+    let listed = inventory_json(&only_ovs);
     let entry = listed
         .as_array()
         .unwrap()
@@ -131,7 +125,7 @@ fn a_libvirt_domain_on_open_vswitch_is_found_by_the_external_ids_libvirt_wrote()
 
     // With libvirt after it, the same instance (one id) gains the domain's name.
     let both = config(tmp.path(), &ovs, r#""ovs", "libvirt""#);
-    let listed = inventory(&both);
+    let listed = inventory_json(&both);
     let entries: Vec<&serde_json::Value> = listed
         .as_array()
         .unwrap()

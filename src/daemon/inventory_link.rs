@@ -124,3 +124,58 @@ impl Drop for InventoryLink {
         self.shared.stop.store(true, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixListener;
+
+    use super::*;
+    use crate::config::{IncusSource, SourceKind};
+
+    /// A hypervisor that accepts and then says nothing: the agent's start waits no
+    /// longer than its first-reading bound, and the tick's calls return at once while
+    /// the read is still hung.
+    #[test]
+    fn a_source_slower_than_a_tick_never_holds_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("unix.socket");
+        let listener = UnixListener::bind(&socket).unwrap();
+        // Held open and never answered (the events thread's connection too).
+        let held = std::thread::spawn(move || {
+            let mut conns = Vec::new();
+            for c in listener.incoming().take(2).flatten() {
+                conns.push(c);
+            }
+            std::thread::sleep(Duration::from_secs(30));
+            drop(conns);
+        });
+        let config = InventoryConfig {
+            sources: vec![SourceKind::Incus],
+            incus: IncusSource { socket },
+            ..InventoryConfig::default()
+        };
+        let start = Instant::now();
+        let (mut link, found) = InventoryLink::for_config(&config);
+        let started = start.elapsed();
+        assert!(
+            started >= FIRST_READING && started < FIRST_READING + Duration::from_millis(500),
+            "the start waited {started:?}"
+        );
+        assert!(found.instances.is_empty());
+        let link = link.as_mut().unwrap();
+        for _ in 0..5 {
+            let t = Instant::now();
+            assert_eq!(link.changed(), None);
+            let statuses = link.statuses();
+            assert!(
+                t.elapsed() < Duration::from_millis(50),
+                "a tick's calls took {:?}",
+                t.elapsed()
+            );
+            // Not read yet: neither up nor failed while the answer is awaited.
+            assert_eq!(statuses.len(), 0, "{statuses:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        drop(held);
+    }
+}

@@ -30,44 +30,37 @@ impl Libvirtd {
             !answers(),
             "a libvirtd is already running: this test starts its own (with {env:?})"
         );
-        let mut started = Vec::new();
-        for daemon in ["virtlogd", "libvirtd"] {
-            let child = Command::new(daemon)
-                .envs(env.iter().copied())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!("{daemon}: {e} (scripts/test installs libvirt-daemon-system)")
-                });
-            started.push(child);
+        Libvirtd {
+            started: spawn(env),
         }
-        eventually(Duration::from_secs(20), "libvirtd to answer", || {
-            answers().then_some(())
-        });
-        Libvirtd { started }
     }
 
+    /// The host's libvirtd, or one started for the test if none answers.
     pub fn ensure() -> Libvirtd {
         super::require_root();
-        let mut started = Vec::new();
-        if !answers() {
-            for daemon in ["virtlogd", "libvirtd"] {
-                let child = Command::new(daemon)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap_or_else(|e| {
-                        panic!("{daemon}: {e} (scripts/test installs libvirt-daemon-system)")
-                    });
-                started.push(child);
-            }
-            eventually(Duration::from_secs(20), "libvirtd to answer", || {
-                answers().then_some(())
-            });
-        }
+        let started = if answers() { Vec::new() } else { spawn(&[]) };
         Libvirtd { started }
     }
+}
+
+/// virtlogd and libvirtd, with `env`, once libvirtd answers.
+fn spawn(env: &[(&str, &std::path::Path)]) -> Vec<Child> {
+    let mut started = Vec::new();
+    for daemon in ["virtlogd", "libvirtd"] {
+        let child = Command::new(daemon)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{daemon}: {e} (scripts/test installs libvirt-daemon-system)")
+            });
+        started.push(child);
+    }
+    eventually(Duration::from_secs(20), "libvirtd to answer", || {
+        answers().then_some(())
+    });
+    started
 }
 
 impl Drop for Libvirtd {

@@ -459,6 +459,13 @@ pub fn sluice_stdout(args: &[&std::ffi::OsStr]) -> Vec<u8> {
     out.stdout
 }
 
+/// `sluice inventory --json` with `config`: what the inventory sources see.
+pub fn inventory_json(config: &Path) -> serde_json::Value {
+    let args = ["inventory", "--json", "--config", config.to_str().unwrap()];
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    serde_json::from_slice(&sluice_stdout(&args)).unwrap()
+}
+
 /// (upload, download) bytes the ledger holds, via `sluice usage --json` over all time;
 /// `by` is `--interface` or `--instance`.
 pub fn ledger_totals(config: &Path, by: &str, name: &str) -> (u64, u64) {
