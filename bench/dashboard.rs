@@ -57,6 +57,7 @@ fn snapshot(n: usize, now: Timestamp) -> Snapshot {
             period_start: now,
             period_end: now + jiff::SignedDuration::from_hours(24 * 20),
             used_bytes: 812_345_678_901,
+            elsewhere_bytes: 0,
             limit_bytes: 1_000_000_000_000,
             action: sluice::config::ActionKind::RateLimit,
             exceeded: false,

@@ -218,6 +218,112 @@ async fn reports_once(store: &Store) {
     assert_eq!((stats.agents[0].last_seq, stats.applied_reports), (3, 3));
 }
 
+/// A migrated instance: each host asking for its quotas is told what the others
+/// reported in each quota's current period, in the quota's resource, and never its own
+/// reports; a panel's lookup carries no such count; a reset clears every host's share.
+async fn other_hosts_counts(store: &Store) {
+    use sluice::store::traffic::StorePeriod;
+    put(
+        store,
+        Scope::Instance(inst("777")),
+        r#"{"traffic":[
+            {"resource":"traffic_total","period":"day","limit":"1MB","on_exceed":"warn"},
+            {"resource":"traffic_upload","period":"month","limit":"5MB","on_exceed":"warn"}]}"#,
+    )
+    .await;
+    let now = Timestamp::now();
+    let report = |host: &str, seq: u64, at: Timestamp, up: u64, down: u64| Report {
+        agent: label(host),
+        batches: vec![Batch {
+            seq,
+            samples: vec![Sample {
+                at,
+                instance: inst("777"),
+                upload: up,
+                download: down,
+            }],
+        }],
+    };
+    // Host A first, then the instance moves to B; A's bytes of an earlier day count
+    // for the month only.
+    let tz = &store.settings().timezone;
+    let today = StorePeriod::Day.containing(now, tz).unwrap().0;
+    let earlier = today - jiff::SignedDuration::from_hours(30);
+    let same_month = StorePeriod::Month.containing(earlier, tz).unwrap().0
+        == StorePeriod::Month.containing(now, tz).unwrap().0;
+    store
+        .ingest(report("hv-a", 1, earlier, 7_000, 0))
+        .await
+        .unwrap();
+    let a_at = now - jiff::SignedDuration::from_secs(1);
+    store
+        .ingest(report("hv-a", 2, a_at, 300_000, 100_000))
+        .await
+        .unwrap();
+    store
+        .ingest(report("hv-b", 1, now, 50_000, 20_000))
+        .await
+        .unwrap();
+
+    let of = |quotas: &std::collections::BTreeMap<
+        String,
+        Vec<sluice::store::traffic::ShownTrafficQuota>,
+    >| {
+        let mut v: Vec<(String, Option<u64>)> = quotas["777"]
+            .iter()
+            .map(|q| (q.period.clone(), q.elsewhere.as_ref().map(|e| e.bytes)))
+            .collect();
+        v.sort();
+        v
+    };
+    let month_a = if same_month { 7_000 + 300_000 } else { 300_000 };
+    let b = store
+        .traffic_quotas_for(label("hv-b"), vec![inst("777")])
+        .await
+        .unwrap();
+    // B is told A's: the day's total (up + down) and the month's upload.
+    assert_eq!(
+        of(&b),
+        vec![
+            ("day".into(), Some(400_000)),
+            ("month".into(), Some(month_a))
+        ]
+    );
+    let day = b["777"].iter().find(|q| q.period == "day").unwrap();
+    assert_eq!(day.elsewhere.as_ref().unwrap().period_start, today);
+    let a = store
+        .traffic_quotas_for(label("hv-a"), vec![inst("777")])
+        .await
+        .unwrap();
+    assert_eq!(
+        of(&a),
+        vec![("day".into(), Some(70_000)), ("month".into(), Some(50_000))]
+    );
+    // A host that never reported it is told everyone's.
+    let c = store
+        .traffic_quotas_for(label("hv-c"), vec![inst("777")])
+        .await
+        .unwrap();
+    assert_eq!(
+        of(&c),
+        vec![
+            ("day".into(), Some(470_000)),
+            ("month".into(), Some(month_a + 50_000))
+        ]
+    );
+    let panel = store.traffic_quotas(vec![inst("777")]).await.unwrap();
+    assert_eq!(
+        of(&panel),
+        vec![("day".into(), None), ("month".into(), None)]
+    );
+    // The store's own total is the sum of both hosts' shares.
+    let u = store
+        .traffic_usage(inst("777"), StorePeriod::Day, now)
+        .await
+        .unwrap();
+    assert_eq!((u.upload, u.download), (350_000, 120_000));
+}
+
 /// The fleet view: agents as last heard, the period's biggest talkers first with their
 /// quotas' use; another period's traffic is not counted.
 async fn fleet(store: &Store) {
@@ -462,5 +568,6 @@ suite!(
     reports_once,
     fleet,
     concurrent,
-    reports_are_bounded
+    reports_are_bounded,
+    other_hosts_counts
 );

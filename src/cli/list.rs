@@ -218,7 +218,15 @@ pub fn render(snap: &Snapshot, agent: &Holder, now: Timestamp, colour: bool) -> 
                 vec![
                     q.instance.to_string(),
                     q.rule.to_string(),
-                    human_bytes(q.used_bytes),
+                    if q.elsewhere_bytes > 0 {
+                        format!(
+                            "{} ({} elsewhere)",
+                            human_bytes(q.used_bytes),
+                            human_bytes(q.elsewhere_bytes)
+                        )
+                    } else {
+                        human_bytes(q.used_bytes)
+                    },
                     human_bytes(q.limit_bytes),
                     format!(
                         "{:.1}%",
@@ -441,6 +449,7 @@ mod tests {
                 period_start: Timestamp::from_second(1_699_000_000).unwrap(),
                 period_end: Timestamp::from_second(1_700_003_600).unwrap(),
                 used_bytes: 1_200_000_000_000,
+                elsewhere_bytes: 0,
                 limit_bytes: 1_000_000_000_000,
                 action: crate::config::ActionKind::Disconnect,
                 exceeded: true,

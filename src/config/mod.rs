@@ -28,7 +28,9 @@ pub use inventory::{
     SourceKind, Stop,
 };
 pub use rule_index::Rules;
-pub use rules::{ActionKind, Direction, HooksConfig, RuleConfig, ShutdownHook, WebhookConfig};
+pub use rules::{
+    ActionKind, Direction, Elsewhere, HooksConfig, RuleConfig, ShutdownHook, WebhookConfig,
+};
 pub use validate::dns_name;
 use validate::validate;
 

@@ -92,9 +92,29 @@ pub struct RuleConfig {
     pub instances: BTreeSet<InstanceId>,
     pub tags: BTreeSet<Tag>,
     pub exclude: BTreeSet<InstanceId>,
+    /// A quota store's rule: what the other hosts of the fleet counted of it (never set
+    /// by the config file).
+    pub elsewhere: Option<Elsewhere>,
+}
+
+/// Bytes (in the rule's direction) that other hosts counted of a rule's instance in the
+/// period starting at `period_start`: this host's count adds to it in that period only,
+/// so a live-migrated instance's quota goes on where it left off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elsewhere {
+    pub period_start: jiff::Timestamp,
+    pub bytes: u64,
 }
 
 impl RuleConfig {
+    /// What the other hosts counted in the period starting at `start` (0 for any other
+    /// period: a new period starts from nothing until the store says otherwise).
+    pub fn elsewhere_in(&self, start: jiff::Timestamp) -> u64 {
+        self.elsewhere
+            .filter(|e| e.period_start == start)
+            .map_or(0, |e| e.bytes)
+    }
+
     /// Whether this rule counts `instance` (carrying `tags`): exclusion wins, then an
     /// empty id list and an empty tag list match everything; otherwise either matches.
     pub fn covers(&self, instance: &InstanceId, tags: &BTreeSet<Tag>) -> bool {
@@ -502,6 +522,7 @@ fn check_rule(c: &mut Checker, path: &str, r: RawRule) -> Option<RuleConfig> {
         instances,
         tags,
         exclude,
+        elsewhere: None,
     })
 }
 

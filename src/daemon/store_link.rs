@@ -129,7 +129,7 @@ impl StoreLink {
         tokio::spawn(
             Reporter {
                 ledger: data_dir.join(LEDGER_FILE),
-                host,
+                host: host.clone(),
                 sink: sink.clone(),
                 shared: shared.clone(),
             }
@@ -140,6 +140,7 @@ impl StoreLink {
         let (instances, seen) = watch::channel(Vec::new());
         tokio::spawn(store_quotas::run(
             sink,
+            host,
             quotas.clone(),
             seen,
             cfg.quota_refresh,

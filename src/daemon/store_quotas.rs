@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::daemon::store_rules::StoreQuotaSet;
-use crate::model::ids::InstanceId;
+use crate::model::ids::{InstanceId, Label};
 use crate::report::reporter::Sink;
 use crate::sys::write_atomic;
 
@@ -76,12 +76,13 @@ impl QuotaShared {
     }
 }
 
-/// Ask the store for the quotas of `ids`.
-async fn fetch(sink: &Sink, ids: &[InstanceId]) -> Result<StoreQuotaSet, String> {
+/// Ask the store for the quotas of `ids`, as `host` (each with what the other hosts
+/// counted in its period; the embedded store has no other host).
+async fn fetch(sink: &Sink, host: &Label, ids: &[InstanceId]) -> Result<StoreQuotaSet, String> {
     match sink {
         Sink::Local(store) => {
             let quotas = store
-                .traffic_quotas(ids.to_vec())
+                .traffic_quotas_for(host.clone(), ids.to_vec())
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(StoreQuotaSet {
@@ -140,6 +141,7 @@ async fn fetch_part(sink: &Sink, ids: &[InstanceId]) -> Result<StoreQuotaSet, St
 /// Fetch until the agent stops: every `every`, and whenever the instances change.
 pub async fn run(
     sink: Arc<Sink>,
+    host: Label,
     shared: Arc<QuotaShared>,
     mut instances: watch::Receiver<Vec<InstanceId>>,
     every: Duration,
@@ -149,7 +151,7 @@ pub async fn run(
     loop {
         let ids = instances.borrow_and_update().clone();
         if !ids.is_empty() {
-            match fetch(&sink, &ids).await {
+            match fetch(&sink, &host, &ids).await {
                 Ok(set) => {
                     if failing {
                         info!("store quotas: the store answers again");

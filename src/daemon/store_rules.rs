@@ -8,7 +8,7 @@ use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::{ActionKind, Direction, RuleConfig};
+use crate::config::{ActionKind, Direction, Elsewhere, RuleConfig};
 use crate::model::ids::{InstanceId, RuleName};
 use crate::store::traffic::{OnExceed, ShownTrafficQuota, TrafficResource};
 
@@ -96,6 +96,10 @@ impl StoreQuotaSet {
                     instances: BTreeSet::from([instance.clone()]),
                     tags: BTreeSet::new(),
                     exclude: BTreeSet::new(),
+                    elsewhere: shown.elsewhere.as_ref().map(|e| Elsewhere {
+                        period_start: e.period_start,
+                        bytes: e.bytes,
+                    }),
                 });
             }
         }

@@ -93,6 +93,10 @@ enum QuotaBody<'a> {
         state: &'static str,
         action: ActionKind,
         used_bytes: u64,
+        /// Of `used_bytes`, what other hosts counted (a store quota of an instance that
+        /// moved); absent when none did.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        elsewhere_bytes: Option<u64>,
         limit_bytes: u64,
         period_start: i64,
         period_end: i64,
@@ -128,6 +132,7 @@ pub fn quota_json(e: &QuotaEvent) -> Value {
             state: e.state.as_str(),
             action: e.action,
             used_bytes: e.used.get(),
+            elsewhere_bytes: (e.elsewhere > 0).then_some(e.elsewhere),
             limit_bytes: e.limit.get(),
             period_start: e.period.start.as_second(),
             period_end: e.period.end.as_second(),

@@ -41,6 +41,10 @@ pub struct Snapshot {
     pub quotas: Vec<QuotaRecord>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// One rule's usage for one instance in its current period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,6 +55,10 @@ pub struct QuotaRecord {
     pub period_end: Timestamp,
     /// Bytes counted in the rule's direction, and the limit.
     pub used_bytes: u64,
+    /// Of `used_bytes`, what other hosts counted (a store quota of an instance that
+    /// moved here): the rest was counted here.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub elsewhere_bytes: u64,
     pub limit_bytes: u64,
     pub action: ActionKind,
     pub exceeded: bool,
@@ -320,6 +328,7 @@ mod tests {
                 period_start: Timestamp::from_second(1_698_796_800).unwrap(),
                 period_end: Timestamp::from_second(1_701_388_800).unwrap(),
                 used_bytes: 1_200_000_000_000,
+                elsewhere_bytes: 0,
                 limit_bytes: 1_000_000_000_000,
                 action: ActionKind::RateLimit,
                 exceeded: true,

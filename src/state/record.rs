@@ -34,7 +34,11 @@ impl AgentView<'_> {
                     instance: instance.clone(),
                     period_start: u.period.start,
                     period_end: u.period.end,
-                    used_bytes: cfg.direction.of(u.upload, u.download),
+                    used_bytes: cfg
+                        .direction
+                        .of(u.upload, u.download)
+                        .saturating_add(cfg.elsewhere_in(u.period.start)),
+                    elsewhere_bytes: cfg.elsewhere_in(u.period.start),
                     limit_bytes: cfg.limit.get(),
                     action: cfg.action,
                     exceeded: u.exceeded,

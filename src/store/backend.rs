@@ -210,7 +210,8 @@ pub(crate) trait Statements {
     ) -> Result<BTreeSet<i64>, StoreError>;
 
     /// Add bytes to the hourly traffic.
-    async fn add_traffic(&mut self, hours: &Hours<'_>) -> Result<(), StoreError>;
+    /// Add `hours` to each instance's hourly traffic, and to `agent`'s share of it.
+    async fn add_traffic(&mut self, agent: &Label, hours: &Hours<'_>) -> Result<(), StoreError>;
 
     /// Every agent's latest sample time (Unix ms) of each of `instances`: rows of
     /// (agent, instance, time). One statement for a whole report on PostgreSQL.
@@ -690,6 +691,36 @@ pub(crate) trait Statements {
         }
     }
 
+    /// Bytes (upload, download) of `instance` in hours starting in [start, end) that
+    /// hosts other than `agent` reported.
+    async fn traffic_elsewhere(
+        &mut self,
+        instance: &InstanceId,
+        agent: &Label,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<(u64, u64), StoreError> {
+        let rows = self
+            .query(
+                "reading other hosts' traffic",
+                "SELECT CAST(COALESCE(SUM(upload), 0) AS BIGINT),
+                        CAST(COALESCE(SUM(download), 0) AS BIGINT)
+                 FROM traffic_by_agent
+                 WHERE instance = $1 AND hour_ms >= $2 AND hour_ms < $3 AND agent <> $4",
+                &[
+                    Arg::Text(instance.as_str()),
+                    Arg::Int(start.as_millisecond()),
+                    Arg::Int(end.as_millisecond()),
+                    Arg::Text(agent.as_str()),
+                ],
+            )
+            .await?;
+        match rows.first() {
+            Some(r) => Ok((r.count(0)?, r.count(1)?)),
+            None => Ok((0, 0)),
+        }
+    }
+
     /// The `limit` instances with the most traffic in [start, end): (instance, upload,
     /// download), biggest total first.
     async fn top_traffic(
@@ -722,14 +753,22 @@ pub(crate) trait Statements {
         start: Timestamp,
         end: Timestamp,
     ) -> Result<u64, StoreError> {
+        let args = [
+            Arg::Text(instance.as_str()),
+            Arg::Int(start.as_millisecond()),
+            Arg::Int(end.as_millisecond()),
+        ];
+        // The hosts' shares go with the hours: a reset is a reset on every host.
+        self.execute(
+            "resetting traffic",
+            "DELETE FROM traffic_by_agent WHERE instance = $1 AND hour_ms >= $2 AND hour_ms < $3",
+            &args,
+        )
+        .await?;
         self.execute(
             "resetting traffic",
             "DELETE FROM traffic_hours WHERE instance = $1 AND hour_ms >= $2 AND hour_ms < $3",
-            &[
-                Arg::Text(instance.as_str()),
-                Arg::Int(start.as_millisecond()),
-                Arg::Int(end.as_millisecond()),
-            ],
+            &args,
         )
         .await
     }

@@ -19,7 +19,9 @@ use super::model::{
 };
 use super::report::{Batch, Ingested, hourly};
 use super::spec::Spec;
-use super::traffic::{ShownTrafficQuota, StorePeriod, TrafficQuota, resolve};
+use super::traffic::{
+    Elsewhere, ShownTrafficQuota, StorePeriod, TrafficQuota, TrafficResource, resolve,
+};
 use super::view::{
     AgentView, InstanceQuota, ScopeView, Stats, TrafficUsage, resource_views, traffic_usage,
 };
@@ -340,15 +342,53 @@ pub(crate) async fn instance_quota<S: Statements>(
     })
 }
 
-/// The traffic quotas in force for each of `instances` (what an agent fetches).
+/// Who asks for quotas, when it is an agent: its host, and the time and zone the
+/// quotas' current periods are taken at.
+pub(crate) struct Asker<'a> {
+    pub agent: &'a Label,
+    pub now: Timestamp,
+    pub tz: &'a TimeZone,
+}
+
+/// The traffic quotas in force for each of `instances` (what an agent fetches). Asked
+/// by an agent, each quota carries what the other hosts reported of the instance in its
+/// current period.
 pub(crate) async fn traffic_quotas_of<S: Statements>(
     s: &mut S,
     instances: &[InstanceId],
+    asker: Option<&Asker<'_>>,
 ) -> Result<BTreeMap<String, Vec<ShownTrafficQuota>>, StoreError> {
     let mut out = BTreeMap::new();
     for i in instances {
-        let qs = ShownTrafficQuota::all(&traffic_quotas(s, i).await?);
-        out.insert(i.as_str().to_owned(), qs);
+        let quotas = traffic_quotas(s, i).await?;
+        let mut shown = ShownTrafficQuota::all(&quotas);
+        if let Some(a) = asker {
+            // One sum per period kind, whatever the quota's resource.
+            let mut sums: BTreeMap<&str, (Timestamp, (u64, u64))> = BTreeMap::new();
+            for ((q, _), show) in quotas.iter().zip(&mut shown) {
+                let Some((start, end)) = q.period.containing(a.now, a.tz) else {
+                    continue;
+                };
+                let (start, (up, down)) = match sums.get(q.period.as_str()) {
+                    Some(known) => *known,
+                    None => {
+                        let sum = s.traffic_elsewhere(i, a.agent, start, end).await?;
+                        sums.insert(q.period.as_str(), (start, sum));
+                        (start, sum)
+                    }
+                };
+                let bytes = match q.resource {
+                    TrafficResource::Upload => up,
+                    TrafficResource::Download => down,
+                    TrafficResource::Total => up.saturating_add(down),
+                };
+                show.elsewhere = Some(Elsewhere {
+                    bytes,
+                    period_start: start,
+                });
+            }
+        }
+        out.insert(i.as_str().to_owned(), shown);
     }
     Ok(out)
 }
@@ -417,7 +457,7 @@ pub(crate) async fn ingest<S: Statements>(
     let (hours, samples) = hourly(applied.iter().map(|(_, b)| *b), tz);
     out.samples = samples;
     if !hours.is_empty() {
-        s.add_traffic(&hours).await?;
+        s.add_traffic(agent, &hours).await?;
     }
     if let Some(last) = batches.iter().map(|b| b.seq).max() {
         s.touch_agent(agent, now, last).await?;

@@ -342,8 +342,28 @@ impl Store {
         &self,
         instances: Vec<InstanceId>,
     ) -> Result<BTreeMap<String, Vec<ShownTrafficQuota>>, StoreError> {
-        run!(self, Read, |s| engine::traffic_quotas_of(s, &instances)
-            .await)
+        run!(self, Read, |s| engine::traffic_quotas_of(
+            s, &instances, None
+        )
+        .await)
+    }
+
+    /// The same, as `agent` asks for them: each quota with what the other hosts
+    /// reported of the instance in its current period.
+    pub async fn traffic_quotas_for(
+        &self,
+        agent: Label,
+        instances: Vec<InstanceId>,
+    ) -> Result<BTreeMap<String, Vec<ShownTrafficQuota>>, StoreError> {
+        let tz = self.settings.timezone.clone();
+        run!(self, Read, |s| {
+            let asker = engine::Asker {
+                agent: &agent,
+                now: Timestamp::now(),
+                tz: &tz,
+            };
+            engine::traffic_quotas_of(s, &instances, Some(&asker)).await
+        })
     }
 
     /// The fleet at a glance for the `period` holding `at`: every agent's last report,

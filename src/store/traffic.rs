@@ -326,6 +326,20 @@ pub struct ShownTrafficQuota {
     pub download_rate: Option<String>,
     /// instance, project, class or default.
     pub from: String,
+    /// In an agent's lookup: what the other hosts reported of the instance in the
+    /// quota's current period (absent in any other answer).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub elsewhere: Option<Elsewhere>,
+}
+
+/// The rest of the fleet's count of one quota, for the agent that asked: bytes in the
+/// quota's resource that other hosts reported for the period starting at `period_start`.
+/// The agent adds its own ledger's count to it, so a live-migrated instance's quota goes
+/// on where it left off and nothing is counted twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Elsewhere {
+    pub bytes: u64,
+    pub period_start: jiff::Timestamp,
 }
 
 impl ShownTrafficQuota {
@@ -339,6 +353,7 @@ impl ShownTrafficQuota {
             upload_rate: up.map(|r| r.to_string()),
             download_rate: down.map(|r| r.to_string()),
             from: from.into(),
+            elsewhere: None,
         }
     }
 

@@ -581,7 +581,7 @@ struct LookupBody {
 
 /// The traffic quotas in force for many instances at once (what an agent fetches).
 async fn quotas_lookup(
-    _: Caller,
+    caller: Caller,
     State(s): State<ApiState>,
     JsonBody(body): JsonBody<LookupBody>,
 ) -> ApiResult<Response> {
@@ -604,7 +604,11 @@ async fn quotas_lookup(
     let tz = &s.store.settings().timezone;
     Ok(Json(json!({
         "timezone": tz.iana_name().unwrap_or("UTC"),
-        "quotas": s.store.traffic_quotas(ids).await?,
+        // An agent is told what the rest of the fleet counted of each quota.
+        "quotas": match caller.role {
+            Role::Agent { host } => s.store.traffic_quotas_for(host, ids).await?,
+            _ => s.store.traffic_quotas(ids).await?,
+        },
     }))
     .into_response())
 }

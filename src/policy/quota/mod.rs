@@ -47,6 +47,8 @@ pub struct QuotaEvent {
     pub action: ActionKind,
     /// Usage counted in the rule's direction and the limit, in the period concerned.
     pub used: Bytes,
+    /// The part of `used` other hosts counted (a store quota of a migrated instance).
+    pub elsewhere: u64,
     pub limit: Bytes,
     pub period: Period,
 }
@@ -168,6 +170,7 @@ impl Quotas {
             state: QuotaState::Restored,
             action: cfg_rule.action,
             used: Bytes::new(0),
+            elsewhere: 0,
             limit: cfg_rule.limit,
             period: before.period,
         }))
@@ -267,8 +270,11 @@ impl Quotas {
                     state: QuotaState::Restored,
                     action: rule.map_or(ActionKind::Warn, |r| r.action),
                     used: Bytes::new(rule.map_or(u.upload + u.download, |r| {
-                        r.direction.of(u.upload, u.download)
+                        r.direction
+                            .of(u.upload, u.download)
+                            .saturating_add(r.elsewhere_in(u.period.start))
                     })),
+                    elsewhere: rule.map_or(0, |r| r.elsewhere_in(u.period.start)),
                     limit: rule.map_or(Bytes::new(0), |r| r.limit),
                     period: u.period,
                 });
@@ -298,7 +304,12 @@ fn crossings(
     at: Timestamp,
     events: &mut Vec<QuotaEvent>,
 ) {
-    let used = rule.direction.of(u.upload, u.download);
+    // A store quota counts what the rest of the fleet counted too.
+    let elsewhere = rule.elsewhere_in(u.period.start);
+    let used = rule
+        .direction
+        .of(u.upload, u.download)
+        .saturating_add(elsewhere);
     let limit = rule.limit.get();
     let event = |state| QuotaEvent {
         at,
@@ -307,6 +318,7 @@ fn crossings(
         state,
         action: rule.action,
         used: Bytes::new(used),
+        elsewhere,
         limit: rule.limit,
         period: u.period,
     };
@@ -339,7 +351,12 @@ fn restore_into(
             instance: instance.clone(),
             state: QuotaState::Restored,
             action: rule.action,
-            used: Bytes::new(rule.direction.of(u.upload, u.download)),
+            used: Bytes::new(
+                rule.direction
+                    .of(u.upload, u.download)
+                    .saturating_add(rule.elsewhere_in(u.period.start)),
+            ),
+            elsewhere: rule.elsewhere_in(u.period.start),
             limit: rule.limit,
             period: u.period,
         });

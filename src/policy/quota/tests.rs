@@ -584,3 +584,106 @@ fn an_operator_reset_starts_the_period_over_and_lifts_an_exceed() {
     assert_eq!(q.take_changes().len(), 2, "both resets are persisted");
     assert!(q.in_force(&cfg, &id("102")).is_none());
 }
+
+/// A store quota of an instance that moved here: what other hosts counted in the period
+/// adds to this host's count, only in the period it was counted for, and events say
+/// which part was whose.
+#[test]
+fn bytes_counted_elsewhere_add_to_this_hosts_count_in_their_period_only() {
+    let mut cfg = config(
+        r#"
+[[rule]]
+name = "fleet"
+period = "day"
+timezone = "UTC"
+direction = "both"
+limit = "1000B"
+action = "warn"
+instances = ["101"]
+"#,
+    );
+    let set = |cfg: &mut Config, start: &str, bytes: u64| {
+        let rule = cfg
+            .rules
+            .get(&RuleName::new("fleet").unwrap())
+            .unwrap()
+            .clone();
+        let mut rules: Vec<crate::config::RuleConfig> = vec![crate::config::RuleConfig {
+            elsewhere: Some(crate::config::Elsewhere {
+                period_start: ts(start),
+                bytes,
+            }),
+            ..rule
+        }];
+        cfg.rules = crate::config::Rules::new(std::mem::take(&mut rules));
+    };
+    // 900 B were counted on the other host today.
+    set(&mut cfg, "2026-03-02T00:00:00Z", 900);
+    let mut q = Quotas::default();
+    // (spent here, at) → events, with (used, elsewhere) of the exceed
+    let e = q.step(
+        &cfg,
+        &[spent(
+            "101",
+            60,
+            0,
+            "2026-03-02T10:00:00Z",
+            "2026-03-02T10:01:00Z",
+        )],
+        ts("2026-03-02T10:01:00Z"),
+    );
+    assert_eq!(states(&e), vec![], "960 of 1000: not yet");
+    let e = q.step(
+        &cfg,
+        &[spent(
+            "101",
+            0,
+            41,
+            "2026-03-02T10:01:00Z",
+            "2026-03-02T10:02:00Z",
+        )],
+        ts("2026-03-02T10:02:00Z"),
+    );
+    assert_eq!(states(&e), vec![ev("fleet", "101", "exceeded")]);
+    assert_eq!((e[0].used.get(), e[0].elsewhere), (1001, 900));
+    // The next day starts from nothing: yesterday's elsewhere is not today's.
+    let e = q.step(
+        &cfg,
+        &[spent(
+            "101",
+            500,
+            0,
+            "2026-03-03T00:00:00Z",
+            "2026-03-03T00:01:00Z",
+        )],
+        ts("2026-03-03T00:01:00Z"),
+    );
+    assert_eq!(states(&e), vec![ev("fleet", "101", "restored")]);
+    let e = q.step(
+        &cfg,
+        &[spent(
+            "101",
+            499,
+            0,
+            "2026-03-03T00:01:00Z",
+            "2026-03-03T00:02:00Z",
+        )],
+        ts("2026-03-03T00:02:00Z"),
+    );
+    assert_eq!(states(&e), vec![], "999 here, nothing elsewhere today");
+    // The store's next answer for today: 2 B elsewhere puts it over.
+    set(&mut cfg, "2026-03-03T00:00:00Z", 2);
+    let e = q.step(
+        &cfg,
+        &[spent(
+            "101",
+            0,
+            0,
+            "2026-03-03T00:02:00Z",
+            "2026-03-03T00:03:00Z",
+        )],
+        ts("2026-03-03T00:03:00Z"),
+    );
+    assert_eq!(states(&e), vec![ev("fleet", "101", "exceeded")]);
+    assert_eq!((e[0].used.get(), e[0].elsewhere), (1001, 2));
+}

@@ -484,6 +484,7 @@ mod tests {
                 period_start: now,
                 period_end: now,
                 used_bytes: 900,
+                elsewhere_bytes: 0,
                 limit_bytes: 1000,
                 action: crate::config::ActionKind::Warn,
                 exceeded: false,

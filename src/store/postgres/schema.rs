@@ -9,7 +9,7 @@ use super::pg;
 use crate::store::model::{StoreError, cause};
 
 /// `MIGRATIONS[i]` takes the schema from version i to i + 1.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     "
 CREATE TABLE limits (
     scope_kind TEXT NOT NULL,
@@ -89,6 +89,19 @@ CREATE TABLE report_marks (
 CREATE TABLE report_counters (
     name TEXT PRIMARY KEY,
     value BIGINT NOT NULL
+);
+",
+    // 3: each host's share of an instance's hourly traffic, so an agent can be told
+    // what the rest of the fleet counted (a live-migrated instance's quota goes on
+    // where it left off). Hours reported before this migration have no share here.
+    "
+CREATE TABLE traffic_by_agent (
+    instance TEXT NOT NULL,
+    hour_ms BIGINT NOT NULL,
+    agent TEXT NOT NULL,
+    upload BIGINT NOT NULL,
+    download BIGINT NOT NULL,
+    PRIMARY KEY (instance, hour_ms, agent)
 );
 ",
 ];

@@ -229,7 +229,7 @@ impl<C: GenericClient + Sync> Statements for Postgres<'_, C> {
             .map_err(pg(what))
     }
 
-    async fn add_traffic(&mut self, hours: &Hours<'_>) -> Result<(), StoreError> {
+    async fn add_traffic(&mut self, agent: &Label, hours: &Hours<'_>) -> Result<(), StoreError> {
         let what = "adding traffic";
         let mut ids = Vec::with_capacity(hours.len());
         let mut hs = Vec::with_capacity(hours.len());
@@ -257,6 +257,25 @@ impl<C: GenericClient + Sync> Statements for Postgres<'_, C> {
             .await?;
         self.client
             .execute(&s, &[&ids, &hs, &ups, &downs])
+            .await
+            .map_err(pg(what))?;
+        let what = "adding a host's traffic";
+        let share = self
+            .prepare(
+                what,
+                "INSERT INTO traffic_by_agent (instance, hour_ms, agent, upload, download)
+                 SELECT i, h, $5, u, d FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[]) AS t(i, h, u, d)
+                 ON CONFLICT (instance, hour_ms, agent) DO UPDATE SET
+                   upload = CASE
+                     WHEN traffic_by_agent.upload > 9223372036854775807 - excluded.upload
+                     THEN 9223372036854775807 ELSE traffic_by_agent.upload + excluded.upload END,
+                   download = CASE
+                     WHEN traffic_by_agent.download > 9223372036854775807 - excluded.download
+                     THEN 9223372036854775807 ELSE traffic_by_agent.download + excluded.download END",
+            )
+            .await?;
+        self.client
+            .execute(&share, &[&ids, &hs, &ups, &downs, &agent.as_str()])
             .await
             .map(drop)
             .map_err(pg(what))

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use super::db;
 use crate::store::model::{StoreError, cause};
 
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     // 1: counted resources.
     "
 CREATE TABLE limits (
@@ -93,6 +93,19 @@ CREATE TABLE report_counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+",
+    // 4: each host's share of an instance's hourly traffic, so an agent can be told
+    // what the rest of the fleet counted (a live-migrated instance's quota goes on
+    // where it left off). Hours reported before this migration have no share here.
+    "
+CREATE TABLE traffic_by_agent (
+    instance TEXT NOT NULL,
+    hour_ms INTEGER NOT NULL,
+    agent TEXT NOT NULL,
+    upload INTEGER NOT NULL,
+    download INTEGER NOT NULL,
+    PRIMARY KEY (instance, hour_ms, agent)
+) WITHOUT ROWID;
 ",
 ];
 

@@ -186,7 +186,7 @@ impl Statements for Sqlite<'_> {
         Ok(())
     }
 
-    async fn add_traffic(&mut self, hours: &Hours<'_>) -> Result<(), StoreError> {
+    async fn add_traffic(&mut self, agent: &Label, hours: &Hours<'_>) -> Result<(), StoreError> {
         let mut add = self.prepare(
             "adding traffic",
             "INSERT INTO traffic_hours (instance, hour_ms, upload, download) VALUES ($1, $2, $3, $4)
@@ -199,6 +199,27 @@ impl Statements for Sqlite<'_> {
         for ((instance, hour), (up, down)) in hours {
             add.execute(params![instance, hour, clamp(*up), clamp(*down)])
                 .map_err(db("adding traffic"))?;
+        }
+        let mut share = self.prepare(
+            "adding a host's traffic",
+            "INSERT INTO traffic_by_agent (instance, hour_ms, agent, upload, download)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (instance, hour_ms, agent) DO UPDATE SET
+               upload = CASE WHEN upload > 9223372036854775807 - excluded.upload
+                 THEN 9223372036854775807 ELSE upload + excluded.upload END,
+               download = CASE WHEN download > 9223372036854775807 - excluded.download
+                 THEN 9223372036854775807 ELSE download + excluded.download END",
+        )?;
+        for ((instance, hour), (up, down)) in hours {
+            share
+                .execute(params![
+                    instance,
+                    hour,
+                    agent.as_str(),
+                    clamp(*up),
+                    clamp(*down)
+                ])
+                .map_err(db("adding a host's traffic"))?;
         }
         Ok(())
     }
