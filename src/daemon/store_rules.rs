@@ -39,6 +39,10 @@ impl StoreQuotaSet {
     /// The rules, and what could not be turned into one (to log).
     pub fn rules(&self, shutdown_hook: bool) -> (Vec<RuleConfig>, Vec<String>) {
         let mut problems = Vec::new();
+        if self.quotas.is_empty() {
+            // Nothing fetched yet (its zone is not known either): nothing to say.
+            return (Vec::new(), problems);
+        }
         let timezone = TimeZone::get(&self.timezone).unwrap_or_else(|e| {
             problems.push(format!(
                 "the store's time zone {:?} is unknown here ({e}); using UTC",

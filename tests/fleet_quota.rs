@@ -1,0 +1,299 @@
+//! A store quota follows its instance across the fleet: two "hosts" (network
+//! namespaces), each with an agent reporting to one `sluice store` (on a test bridge in
+//! the root namespace, where it reaches its PostgreSQL on loopback), on SQLite and on
+//! PostgreSQL. Instance 777's tap
+//! carries real traffic on host A, then "migrates": the tap goes from A and appears on
+//! B, where traffic goes on. B enforces the daily quota against A's bytes plus its own:
+//! not before their sum passes the limit, and once when it does. The store's count is
+//! the sum of both ledgers, to the byte.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use sluice::state;
+use support::store::{Client, StoreProc, create_token};
+use support::{AgentProc, Link, Netns, eventually, send_udp, sh, veth};
+
+const LIMIT: u64 = 500_000;
+const RULE: &str = "store:day:upload:777";
+
+/// An agent in `host` ticking every second, reporting to `url` as `name`.
+fn agent(
+    host: &Netns,
+    dir: &Path,
+    url: &str,
+    token: &str,
+    name: &str,
+) -> (std::path::PathBuf, AgentProc) {
+    std::fs::create_dir_all(dir).unwrap();
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[agent]
+interval = "1s"
+interfaces = ['^tap(?P<instance>[0-9]+)i[0-9]+$']
+backend = "none"
+state_dir = "{0}/run"
+data_dir = "{0}/lib"
+listen = ""
+[log]
+dir = ""
+[penalty]
+base_rate = "100mbit"
+[store]
+url = "{url}"
+token = "{token}"
+host = "{name}"
+quota_refresh = "1s"
+"#,
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let proc = AgentProc::start(host, &config, dir.join("agent.log"));
+    (config, proc)
+}
+
+fn quota(dir: &Path) -> Option<state::QuotaRecord> {
+    let snap = state::read(&dir.join("run/state.json")).ok().flatten()?;
+    snap.quotas.into_iter().find(|q| q.rule.as_str() == RULE)
+}
+
+fn exceeds(config: &Path) -> Vec<serde_json::Value> {
+    support::events(config)
+        .into_iter()
+        .filter(|e| e["event"] == "rule" && e["rule"] == RULE && e["state"] == "exceeded")
+        .collect()
+}
+
+fn uploaded(config: &Path) -> u64 {
+    support::ledger_totals(config, "--instance", "777").0
+}
+
+/// `n` datagrams of 1000 bytes from the instance's side of `link` (its upload).
+fn upload(inst: &Netns, link: &Link, n: u64) {
+    let sent = send_udp(
+        &inst.name,
+        link.a_ip,
+        1000,
+        n,
+        4_000_000,
+        Duration::from_secs(5),
+    );
+    assert_eq!(sent, n);
+}
+
+/// The ledger's count once it stops moving (every datagram counted).
+fn settled(config: &Path) -> u64 {
+    let mut last = u64::MAX;
+    eventually(Duration::from_secs(15), "the ledger to settle", || {
+        std::thread::sleep(Duration::from_millis(1500));
+        let now = uploaded(config);
+        let same = now == last;
+        last = now;
+        same.then_some(now)
+    })
+}
+
+/// A bridge in the root namespace with the store's address, and each host's uplink
+/// on it; deleted by name on drop.
+struct Fabric {
+    bridge: String,
+    ports: Vec<String>,
+}
+
+const STORE_IP: &str = "10.250.65.1";
+
+impl Fabric {
+    fn new() -> Fabric {
+        let bridge = format!("flq{}", std::process::id());
+        sh("ip", &["link", "add", &bridge, "type", "bridge"]);
+        sh(
+            "ip",
+            &["addr", "add", &format!("{STORE_IP}/24"), "dev", &bridge],
+        );
+        sh("ip", &["link", "set", &bridge, "up"]);
+        Fabric {
+            bridge,
+            ports: Vec::new(),
+        }
+    }
+
+    /// `host`'s `up0` on the bridge at 10.250.65.`n`.
+    fn attach(&mut self, host: &Netns, n: u8) {
+        let port = format!("{}p{n}", self.bridge);
+        sh(
+            "ip",
+            &[
+                "link", "add", &port, "type", "veth", "peer", "name", "up0", "netns", &host.name,
+            ],
+        );
+        sh("ip", &["link", "set", &port, "master", &self.bridge, "up"]);
+        self.ports.push(port);
+        host.ip(&["addr", "add", &format!("10.250.65.{n}/24"), "dev", "up0"]);
+        host.ip(&["link", "set", "up0", "up"]);
+    }
+}
+
+impl Drop for Fabric {
+    fn drop(&mut self) {
+        for dev in self.ports.iter().chain([&self.bridge]) {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", dev])
+                .status();
+        }
+    }
+}
+
+/// The two cases share the fabric's names and addresses: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn migrate_on(db: &str) {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let (a, b) = (Netns::new("fa"), Netns::new("fb"));
+    let mut fabric = Fabric::new();
+    fabric.attach(&a, 2);
+    fabric.attach(&b, 3);
+    let tmp = tempfile::tempdir().unwrap();
+    let db_path = Path::new(db);
+    let admin = create_token(db_path, &["--role", "admin"]);
+    let token_a = create_token(db_path, &["--role", "agent", "--host", "hv-a"]);
+    let token_b = create_token(db_path, &["--role", "agent", "--host", "hv-b"]);
+    let store = StoreProc::start_listen(
+        None,
+        db_path,
+        &format!("{STORE_IP}:0"),
+        &["--rate-limit", "0"],
+    );
+    let port = store.port();
+    let put = Client::new(&store.base).call(
+        "PUT",
+        "/v1/instances/777/quota",
+        Some(&admin),
+        Some(&format!(
+            r#"{{"traffic":[{{"resource":"traffic_upload","period":"day","limit":"{LIMIT}","on_exceed":"warn"}}]}}"#
+        )),
+    );
+    assert_eq!(put.status, 200, "{:?}", put.body);
+
+    // Host A carries the instance first.
+    let inst_a = Netns::new("fi");
+    let tap_a = veth(&a, "tap777i0", &inst_a, "eth0", 63);
+    let dir_a = tmp.path().join("a");
+    let dir_b = tmp.path().join("b");
+    let url = format!("http://{STORE_IP}:{port}");
+    let (config_a, agent_a) = agent(&a, &dir_a, &url, &token_a, "hv-a");
+    let (config_b, agent_b) = agent(&b, &dir_b, &url, &token_b, "hv-b");
+    eventually(
+        Duration::from_secs(20),
+        "A to fetch the store's quota",
+        || {
+            agent_a
+                .log()
+                .contains("quota rules from the store rules=1")
+                .then_some(())
+        },
+    );
+    upload(&inst_a, &tap_a, 300);
+    let here_a = settled(&config_a);
+    assert!(here_a > 300_000 && here_a < LIMIT, "A counted {here_a}");
+    let on_a = quota(&dir_a).unwrap();
+    assert_eq!(
+        (on_a.used_bytes, on_a.limit_bytes, on_a.elsewhere_bytes),
+        (here_a, LIMIT, 0)
+    );
+
+    // The store has A's bytes; then the instance moves to B.
+    let usage = || {
+        Client::new(&store.base)
+            .call(
+                "GET",
+                "/v1/instances/777/usage?period=day",
+                Some(&admin),
+                None,
+            )
+            .body["upload"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    eventually(Duration::from_secs(20), "A's report in the store", || {
+        (usage() == here_a).then_some(())
+    });
+    a.ip(&["link", "del", "tap777i0"]);
+    let inst_b = Netns::new("fj");
+    let tap_b = veth(&b, "tap777i0", &inst_b, "eth0", 64);
+    // B asks as soon as the instance appears.
+    eventually(
+        Duration::from_secs(20),
+        "B to fetch the store's quota",
+        || {
+            agent_b
+                .log()
+                .contains("quota rules from the store rules=1")
+                .then_some(())
+        },
+    );
+    // Under the limit together: nothing fires, however many refreshes pass.
+    upload(&inst_b, &tap_b, 150);
+    let here_b = settled(&config_b);
+    assert!(here_a + here_b < LIMIT, "{here_a} + {here_b}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        exceeds(&config_b),
+        Vec::<serde_json::Value>::new(),
+        "not before the sum passes"
+    );
+    // A's count is B's "elsewhere".
+    let q = quota(&dir_b).unwrap();
+    assert_eq!(
+        (q.used_bytes, q.elsewhere_bytes),
+        (here_a + here_b, here_a),
+        "{}",
+        agent_b.log()
+    );
+
+    // Over it together (B alone is far from it): B fires once, naming A's part.
+    upload(&inst_b, &tap_b, 50);
+    let total_b = settled(&config_b);
+    assert!(
+        here_a + total_b > LIMIT && total_b < LIMIT,
+        "{here_a} + {total_b}"
+    );
+    let fired = eventually(Duration::from_secs(10), "the exceed on B", || {
+        let e = exceeds(&config_b);
+        (!e.is_empty()).then_some(e)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(exceeds(&config_b).len(), 1, "once");
+    assert_eq!(fired[0]["elsewhere_bytes"], here_a);
+    let used = fired[0]["used_bytes"].as_u64().unwrap();
+    assert!(used > LIMIT && used <= here_a + total_b, "{}", fired[0]);
+    assert!(exceeds(&config_a).is_empty(), "A never passed it alone");
+
+    // The store's count is both ledgers', to the byte.
+    eventually(Duration::from_secs(20), "B's reports in the store", || {
+        (usage() == here_a + total_b).then_some(())
+    });
+    assert_eq!(uploaded(&config_a), here_a);
+    assert_eq!(agent_a.stop(), Some(0));
+    assert_eq!(agent_b.stop(), Some(0));
+}
+
+#[test]
+fn a_migrated_instance_is_held_to_its_fleet_count_on_sqlite() {
+    support::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("quota.db");
+    migrate_on(db.to_str().unwrap());
+}
+
+#[test]
+fn a_migrated_instance_is_held_to_its_fleet_count_on_postgres() {
+    support::require_root();
+    let pg = support::postgres::Postgres::start();
+    migrate_on(&pg.database());
+}
