@@ -324,6 +324,95 @@ async fn other_hosts_counts(store: &Store) {
     assert_eq!((u.upload, u.download), (350_000, 120_000));
 }
 
+/// Usage per quota: its own period (a billing day's), the limit, what was used and the
+/// overage past it; a quota of another billing day is judged over its own period.
+async fn billing_days_and_overage(store: &Store) {
+    use sluice::store::traffic::StorePeriod;
+    put(
+        store,
+        Scope::Instance(inst("31")),
+        r#"{"traffic":[
+            {"resource":"traffic_total","period":"month","limit":1000,"on_exceed":"warn","reset_day":31},
+            {"resource":"traffic_upload","period":"day","limit":10000,"on_exceed":"warn"}]}"#,
+    )
+    .await;
+    let now = Timestamp::now();
+    store
+        .ingest(Report {
+            agent: label("hv1"),
+            batches: vec![Batch {
+                seq: 1,
+                samples: vec![Sample {
+                    at: now,
+                    instance: inst("31"),
+                    upload: 3000,
+                    download: 500,
+                }],
+            }],
+        })
+        .await
+        .unwrap();
+    let month = store
+        .traffic_usage(inst("31"), StorePeriod::Month, now)
+        .await
+        .unwrap();
+    let q = &month.quotas[0];
+    assert_eq!(
+        (q.limit, q.used, q.overage, q.exceeded, q.reset_day),
+        (1000, 3500, 2500, true, Some(31))
+    );
+    // The period the billing day makes, worked out here: the last "31st" (clamped to
+    // a month's last day) at or before now, in the store's zone (UTC here).
+    let start_of = |y: i16, m: i8| {
+        let d = jiff::civil::date(y, m, 1);
+        d.with().day(31.min(d.days_in_month())).build().unwrap()
+    };
+    let today = now.to_zoned_datetime(jiff::tz::TimeZone::UTC).date();
+    let mut start = start_of(today.year(), today.month());
+    if start > today {
+        let prev = today.first_of_month() - jiff::Span::new().days(1);
+        start = start_of(prev.year(), prev.month());
+    }
+    let next = start.first_of_month() + jiff::Span::new().months(1);
+    let end = start_of(next.year(), next.month());
+    let midnight = |d: jiff::civil::Date| {
+        d.to_zoned_datetime(jiff::tz::TimeZone::UTC)
+            .unwrap()
+            .timestamp()
+            .to_string()
+    };
+    assert_eq!(
+        (q.start.clone(), q.end.clone()),
+        (midnight(start), midnight(end))
+    );
+    let day = store
+        .traffic_usage(inst("31"), StorePeriod::Day, now)
+        .await
+        .unwrap();
+    let q = &day.quotas[0];
+    assert_eq!(
+        (q.limit, q.used, q.overage, q.exceeded),
+        (10000, 3000, 0, false)
+    );
+    // In February 2027 the 31st is the 28th.
+    let feb = store
+        .traffic_usage(
+            inst("31"),
+            StorePeriod::Month,
+            "2027-02-15T12:00:00Z".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            feb.quotas[0].start.as_str(),
+            feb.quotas[0].end.as_str(),
+            feb.quotas[0].used
+        ),
+        ("2027-01-31T00:00:00Z", "2027-02-28T00:00:00Z", 0)
+    );
+}
+
 /// The fleet view: agents as last heard, the period's biggest talkers first with their
 /// quotas' use; another period's traffic is not counted.
 async fn fleet(store: &Store) {
@@ -569,5 +658,6 @@ suite!(
     fleet,
     concurrent,
     reports_are_bounded,
-    other_hosts_counts
+    other_hosts_counts,
+    billing_days_and_overage
 );

@@ -85,7 +85,7 @@ impl StoreQuotaSet {
                 out.push(RuleConfig {
                     name,
                     enabled: true,
-                    period: q.period.kind(),
+                    period: q.kind(),
                     timezone: timezone.clone(),
                     direction: match q.resource {
                         TrafficResource::Upload => Direction::Upload,
@@ -146,6 +146,29 @@ mod tests {
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].contains("needs hooks.shutdown"), "{problems:?}");
         assert!(s.rules(true).1.is_empty());
+    }
+
+    /// The store's billing day and the rest of the fleet's count reach the rule: its
+    /// months start on the customer's day, in the store's zone.
+    #[test]
+    fn a_billing_day_and_the_fleets_count_become_the_rules() {
+        let s = set(r#"{"timezone":"Europe/Berlin","quotas":{"7":[
+                {"resource":"traffic_total","period":"month","limit":1000,"on_exceed":"warn",
+                 "reset_day":31,"from":"project",
+                 "elsewhere":{"bytes":600,"period_start":"2027-01-30T23:00:00Z"}}]}}"#);
+        let (rules, problems) = s.rules(true);
+        assert!(problems.is_empty(), "{problems:?}");
+        let r = &rules[0];
+        assert_eq!(r.period, PeriodKind::Month(31));
+        let feb = crate::model::calendar::period_containing(
+            r.period,
+            "2027-02-15T00:00:00Z".parse().unwrap(),
+            &r.timezone,
+        )
+        .unwrap();
+        assert_eq!(feb.start.to_string(), "2027-01-30T23:00:00Z");
+        assert_eq!(r.elsewhere_in(feb.start), 600);
+        assert_eq!(r.elsewhere_in(feb.end), 0, "not in the next period");
     }
 
     #[test]

@@ -140,7 +140,8 @@ macro_rules! chain {
 /// The columns [`quota_of`] reads, up to the `WHERE`.
 macro_rules! quota_rows {
     () => {
-        "SELECT scope_kind, resource, period, limit_bytes, on_exceed, upload_rate, download_rate
+        "SELECT scope_kind, resource, period, limit_bytes, on_exceed, upload_rate, download_rate,
+                reset_day
          FROM traffic_quotas WHERE "
     };
 }
@@ -606,11 +607,13 @@ pub(crate) trait Statements {
         self.execute(
             "writing a traffic quota",
             "INSERT INTO traffic_quotas
-               (scope_kind, scope, resource, period, limit_bytes, on_exceed, upload_rate, download_rate)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+               (scope_kind, scope, resource, period, limit_bytes, on_exceed, upload_rate, download_rate,
+                reset_day)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (scope_kind, scope, resource, period) DO UPDATE SET
                limit_bytes = excluded.limit_bytes, on_exceed = excluded.on_exceed,
-               upload_rate = excluded.upload_rate, download_rate = excluded.download_rate",
+               upload_rate = excluded.upload_rate, download_rate = excluded.download_rate,
+               reset_day = excluded.reset_day",
             &[
                 Arg::Text(kind),
                 Arg::Text(name),
@@ -620,6 +623,7 @@ pub(crate) trait Statements {
                 Arg::Text(q.on_exceed.name()),
                 Arg::OptInt(bps(up)),
                 Arg::OptInt(bps(down)),
+                Arg::Int(i64::from(q.reset_day)),
             ],
         )
         .await
@@ -941,6 +945,7 @@ fn quota_of(r: &Row) -> Result<(String, TrafficQuota), StoreError> {
         &r.get::<String>(4)?,
         r.get(5)?,
         r.get(6)?,
+        r.get(7)?,
     )
     .map_err(|reason| StoreError::Database {
         what: "reading traffic quotas",

@@ -363,18 +363,18 @@ pub(crate) async fn traffic_quotas_of<S: Statements>(
         let quotas = traffic_quotas(s, i).await?;
         let mut shown = ShownTrafficQuota::all(&quotas);
         if let Some(a) = asker {
-            // One sum per period kind, whatever the quota's resource.
-            let mut sums: BTreeMap<&str, (Timestamp, (u64, u64))> = BTreeMap::new();
+            // One sum per period, whatever the quota's resource.
+            let mut sums: BTreeMap<(Timestamp, Timestamp), (u64, u64)> = BTreeMap::new();
             for ((q, _), show) in quotas.iter().zip(&mut shown) {
-                let Some((start, end)) = q.period.containing(a.now, a.tz) else {
+                let Some((start, end)) = q.bounds(a.now, a.tz) else {
                     continue;
                 };
-                let (start, (up, down)) = match sums.get(q.period.as_str()) {
+                let (up, down) = match sums.get(&(start, end)) {
                     Some(known) => *known,
                     None => {
                         let sum = s.traffic_elsewhere(i, a.agent, start, end).await?;
-                        sums.insert(q.period.as_str(), (start, sum));
-                        (start, sum)
+                        sums.insert((start, end), sum);
+                        sum
                     }
                 };
                 let bytes = match q.resource {
@@ -393,15 +393,29 @@ pub(crate) async fn traffic_quotas_of<S: Statements>(
     Ok(out)
 }
 
-/// `instance`'s traffic in [start, end) of `period`, with its quotas for that period.
+/// `instance`'s traffic in [start, end) of `period`, with its quotas for that period,
+/// each over its own period holding `at` (a monthly quota's starts on its billing day).
 pub(crate) async fn traffic_usage_in<S: Statements>(
     s: &mut S,
     instance: &InstanceId,
     period: StorePeriod,
     (start, end): (Timestamp, Timestamp),
+    (at, tz): (Timestamp, &TimeZone),
 ) -> Result<TrafficUsage, StoreError> {
     let traffic = s.traffic_between(instance, start, end).await?;
-    let quotas = traffic_quotas(s, instance).await?;
+    let mut quotas = Vec::new();
+    for (q, _) in traffic_quotas(s, instance).await? {
+        if q.period != period {
+            continue;
+        }
+        let bounds = q.bounds(at, tz).unwrap_or((start, end));
+        let used = if bounds == (start, end) {
+            traffic
+        } else {
+            s.traffic_between(instance, bounds.0, bounds.1).await?
+        };
+        quotas.push((q, bounds, used));
+    }
     Ok(traffic_usage(
         instance.as_str(),
         period,

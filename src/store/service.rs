@@ -313,8 +313,13 @@ impl Store {
         at: Timestamp,
     ) -> Result<TrafficUsage, StoreError> {
         let span = self.period_at(period, at)?;
+        let tz = self.settings.timezone.clone();
         run!(self, Read, |s| engine::traffic_usage_in(
-            s, &instance, period, span
+            s,
+            &instance,
+            period,
+            span,
+            (at, &tz)
         )
         .await)
     }

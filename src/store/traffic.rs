@@ -159,10 +159,31 @@ pub struct TrafficQuota {
     pub period: StorePeriod,
     pub limit: Bytes,
     pub on_exceed: OnExceed,
+    /// The billing day a monthly quota's period starts on (1..=31, clamped to the
+    /// month's last day; 1 for any other period): a customer's anniversary.
+    pub reset_day: u8,
+}
+
+impl TrafficQuota {
+    /// The calendar unit the quota counts in (its months start on its billing day).
+    pub fn kind(&self) -> PeriodKind {
+        match self.period {
+            StorePeriod::Month => PeriodKind::Month(self.reset_day),
+            p => p.kind(),
+        }
+    }
+
+    /// [start, end) of the quota's period holding `at`, in `tz`.
+    pub fn bounds(&self, at: Timestamp, tz: &TimeZone) -> Option<(Timestamp, Timestamp)> {
+        period_containing(self.kind(), at, tz)
+            .ok()
+            .map(|p| (p.start, p.end))
+    }
 }
 
 impl TrafficQuota {
     /// From a stored row: names as written, bytes and bits per second as signed integers.
+    #[allow(clippy::too_many_arguments)]
     pub fn from_stored(
         resource: &str,
         period: &str,
@@ -170,6 +191,7 @@ impl TrafficQuota {
         on_exceed: &str,
         upload_rate: Option<i64>,
         download_rate: Option<i64>,
+        reset_day: i64,
     ) -> Result<TrafficQuota, String> {
         let rate = |v: Option<i64>| v.map(|v| Rate::from_bits_per_sec(v.max(0) as u64));
         let on_exceed = match on_exceed {
@@ -187,6 +209,10 @@ impl TrafficQuota {
             period: period.parse()?,
             limit: Bytes::new(limit.max(0) as u64),
             on_exceed,
+            reset_day: u8::try_from(reset_day)
+                .ok()
+                .filter(|d| (1..=31).contains(d))
+                .ok_or_else(|| format!("reset_day {reset_day} is not 1 to 31"))?,
         })
     }
 }
@@ -236,6 +262,9 @@ pub struct WireTrafficQuota {
     pub upload_rate: Option<String>,
     #[serde(default)]
     pub download_rate: Option<String>,
+    /// A monthly quota's billing day (1..=31; default 1).
+    #[serde(default)]
+    pub reset_day: Option<i64>,
 }
 
 fn bytes_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
@@ -304,11 +333,33 @@ impl WireTrafficQuota {
         if self.limit == 0 {
             return Err(("limit", "must be more than 0 bytes".into()));
         }
+        let reset_day = match (self.reset_day, period) {
+            (None, _) => 1,
+            (Some(d), StorePeriod::Month) => u8::try_from(d)
+                .ok()
+                .filter(|d| (1..=31).contains(d))
+                .ok_or((
+                    "reset_day",
+                    format!(
+                        "{d} is not a day of the month (1 to 31; 31 means each month's last day)"
+                    ),
+                ))?,
+            (Some(_), p) => {
+                return Err((
+                    "reset_day",
+                    format!(
+                        "a billing day goes with period \"month\" only, not {:?}",
+                        p.as_str()
+                    ),
+                ));
+            }
+        };
         Ok(TrafficQuota {
             resource,
             period,
             limit: Bytes::new(self.limit),
             on_exceed,
+            reset_day,
         })
     }
 }
@@ -326,6 +377,9 @@ pub struct ShownTrafficQuota {
     pub download_rate: Option<String>,
     /// instance, project, class or default.
     pub from: String,
+    /// A monthly quota's billing day (absent: the 1st, or not a monthly quota).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reset_day: Option<u8>,
     /// In an agent's lookup: what the other hosts reported of the instance in the
     /// quota's current period (absent in any other answer).
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -353,6 +407,7 @@ impl ShownTrafficQuota {
             upload_rate: up.map(|r| r.to_string()),
             download_rate: down.map(|r| r.to_string()),
             from: from.into(),
+            reset_day: (q.reset_day != 1).then_some(q.reset_day),
             elsewhere: None,
         }
     }
@@ -375,6 +430,7 @@ impl ShownTrafficQuota {
             rate: None,
             upload_rate: self.upload_rate.clone(),
             download_rate: self.download_rate.clone(),
+            reset_day: self.reset_day.map(i64::from),
         }
         .validate()
     }
@@ -406,6 +462,7 @@ mod tests {
                     upload: Some(ten),
                     download: Some(ten)
                 },
+                reset_day: 1,
             }
         );
         let shown = ShownTrafficQuota::of(&q, "instance");
@@ -443,11 +500,101 @@ mod tests {
                 r#"{"resource":"traffic_total","period":"day","limit":5,"on_exceed":"limit","upload_rate":"fast"}"#,
                 "upload_rate",
             ),
+            (
+                r#"{"resource":"traffic_total","period":"month","limit":5,"on_exceed":"warn","reset_day":0}"#,
+                "reset_day",
+            ),
+            (
+                r#"{"resource":"traffic_total","period":"month","limit":5,"on_exceed":"warn","reset_day":32}"#,
+                "reset_day",
+            ),
+            (
+                r#"{"resource":"traffic_total","period":"month","limit":5,"on_exceed":"warn","reset_day":-3}"#,
+                "reset_day",
+            ),
+            (
+                r#"{"resource":"traffic_total","period":"day","limit":5,"on_exceed":"warn","reset_day":15}"#,
+                "reset_day",
+            ),
         ];
         for (json, field) in table {
             let (got, why) = wire(json).validate().unwrap_err();
             assert_eq!(got, field, "{json}: {why}");
         }
+    }
+
+    /// A billing day's periods in the store's zone: the 31st is each month's last day
+    /// (February's 28th), the 15th is the 15th, and a day quota's day across the spring
+    /// DST change has 23 hours.
+    #[test]
+    fn billing_days_and_days_follow_the_store_zone() {
+        let tz = TimeZone::get("Europe/Berlin").unwrap();
+        let quota = |json: &str| wire(json).validate().unwrap();
+        let month = |day: u8| {
+            quota(&format!(
+                r#"{{"resource":"traffic_total","period":"month","limit":5,"on_exceed":"warn","reset_day":{day}}}"#
+            ))
+        };
+        let day =
+            quota(r#"{"resource":"traffic_total","period":"day","limit":5,"on_exceed":"warn"}"#);
+        // (quota, at, [start, end) in UTC)
+        let cases = [
+            (
+                month(31),
+                "2027-02-15T12:00:00Z",
+                "2027-01-30T23:00:00Z",
+                "2027-02-27T23:00:00Z",
+            ),
+            (
+                month(31),
+                "2027-02-28T12:00:00Z",
+                "2027-02-27T23:00:00Z",
+                "2027-03-30T22:00:00Z",
+            ),
+            (
+                month(31),
+                "2027-04-10T12:00:00Z",
+                "2027-03-30T22:00:00Z",
+                "2027-04-29T22:00:00Z",
+            ),
+            (
+                month(15),
+                "2027-02-14T22:59:59Z",
+                "2027-01-14T23:00:00Z",
+                "2027-02-14T23:00:00Z",
+            ),
+            (
+                month(15),
+                "2027-02-14T23:00:00Z",
+                "2027-02-14T23:00:00Z",
+                "2027-03-14T23:00:00Z",
+            ),
+            (
+                month(1),
+                "2027-03-31T12:00:00Z",
+                "2027-02-28T23:00:00Z",
+                "2027-03-31T22:00:00Z",
+            ),
+            (
+                day,
+                "2027-03-28T12:00:00Z",
+                "2027-03-27T23:00:00Z",
+                "2027-03-28T22:00:00Z",
+            ),
+        ];
+        for (q, at, start, end) in cases {
+            let (s, e) = q.bounds(at.parse().unwrap(), &tz).unwrap();
+            assert_eq!(
+                (s.to_string(), e.to_string()),
+                (start.to_owned(), end.to_owned()),
+                "reset_day {} at {at}",
+                q.reset_day
+            );
+        }
+        let shown = ShownTrafficQuota::of(&month(31), "project");
+        assert_eq!(shown.reset_day, Some(31));
+        assert_eq!(shown.typed().unwrap(), month(31));
+        assert_eq!(ShownTrafficQuota::of(&month(1), "project").reset_day, None);
     }
 
     #[test]

@@ -86,8 +86,15 @@ pub struct QuotaUse {
     pub resource: String,
     pub limit: u64,
     pub used: u64,
+    /// Bytes over the limit (0 while under it): what a panel bills as overage.
+    pub overage: u64,
     pub on_exceed: String,
     pub exceeded: bool,
+    /// The quota's own period: a monthly quota's starts on its billing day.
+    pub start: String,
+    pub end: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reset_day: Option<u8>,
 }
 
 /// An agent as the store last heard from it.
@@ -144,13 +151,20 @@ pub fn resource_views(standings: Vec<super::model::Standing>) -> BTreeMap<String
         .collect()
 }
 
+/// A quota with its own period's [start, end) and the (upload, download) in it.
+pub type QuotaSpan = (
+    super::traffic::TrafficQuota,
+    (jiff::Timestamp, jiff::Timestamp),
+    (u64, u64),
+);
+
 /// An instance's traffic in one period with the use of each of that period's quotas.
 pub fn traffic_usage(
     instance: &str,
     period: super::traffic::StorePeriod,
     (start, end): (jiff::Timestamp, jiff::Timestamp),
     (upload, download): (u64, u64),
-    quotas: Vec<(super::traffic::TrafficQuota, &'static str)>,
+    quotas: Vec<QuotaSpan>,
 ) -> TrafficUsage {
     TrafficUsage {
         instance: instance.to_owned(),
@@ -162,15 +176,19 @@ pub fn traffic_usage(
         total: upload.saturating_add(download),
         quotas: quotas
             .into_iter()
-            .filter(|(q, _)| q.period == period)
-            .map(|(q, _)| {
-                let used = q.resource.of(upload, download);
+            .filter(|(q, _, _)| q.period == period)
+            .map(|(q, (qs, qe), (up, down))| {
+                let used = q.resource.of(up, down);
                 QuotaUse {
                     resource: q.resource.to_string(),
                     limit: q.limit.get(),
                     used,
+                    overage: used.saturating_sub(q.limit.get()),
                     on_exceed: q.on_exceed.name().into(),
                     exceeded: used > q.limit.get(),
+                    start: qs.to_string(),
+                    end: qe.to_string(),
+                    reset_day: (q.reset_day != 1).then_some(q.reset_day),
                 }
             })
             .collect(),

@@ -164,8 +164,12 @@ mod tests {
                     resource: "traffic_total".into(),
                     limit: l,
                     used: total,
+                    overage: total.saturating_sub(l),
                     on_exceed: "limit".into(),
                     exceeded: total > l,
+                    start: "2026-11-01T00:00:00Z".into(),
+                    end: "2026-12-01T00:00:00Z".into(),
+                    reset_day: None,
                 })
                 .into_iter()
                 .collect(),

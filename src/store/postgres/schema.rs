@@ -9,7 +9,7 @@ use super::pg;
 use crate::store::model::{StoreError, cause};
 
 /// `MIGRATIONS[i]` takes the schema from version i to i + 1.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     "
 CREATE TABLE limits (
     scope_kind TEXT NOT NULL,
@@ -103,6 +103,10 @@ CREATE TABLE traffic_by_agent (
     download BIGINT NOT NULL,
     PRIMARY KEY (instance, hour_ms, agent)
 );
+",
+    // 4: a monthly traffic quota's billing day (its months start on it).
+    "
+ALTER TABLE traffic_quotas ADD COLUMN reset_day BIGINT NOT NULL DEFAULT 1;
 ",
 ];
 

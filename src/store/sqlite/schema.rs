@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use super::db;
 use crate::store::model::{StoreError, cause};
 
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     // 1: counted resources.
     "
 CREATE TABLE limits (
@@ -106,6 +106,10 @@ CREATE TABLE traffic_by_agent (
     download INTEGER NOT NULL,
     PRIMARY KEY (instance, hour_ms, agent)
 ) WITHOUT ROWID;
+",
+    // 5: a monthly traffic quota's billing day (its months start on it).
+    "
+ALTER TABLE traffic_quotas ADD COLUMN reset_day INTEGER NOT NULL DEFAULT 1;
 ",
 ];
 
