@@ -274,6 +274,27 @@ fn migrate_on(db: &str) {
     assert!(used > LIMIT && used <= here_a + total_b, "{}", fired[0]);
     assert!(exceeds(&config_a).is_empty(), "A never passed it alone");
 
+    // A top-up for today puts the instance back under its limit: B lifts the exceed
+    // within a quota refresh, through the period end's path (a restored event).
+    let topup = Client::new(&store.base).call(
+        "POST",
+        "/v1/instances/777/traffic/topups",
+        Some(&admin),
+        Some(r#"{"resource":"traffic_upload","bytes":"100KB","period":"day"}"#),
+    );
+    assert_eq!(topup.status, 201, "{:?}", topup.body);
+    let restored = eventually(
+        Duration::from_secs(10),
+        "the top-up to lift it on B",
+        || {
+            support::events(&config_b)
+                .into_iter()
+                .find(|e| e["event"] == "rule" && e["rule"] == RULE && e["state"] == "restored")
+        },
+    );
+    assert_eq!(restored["limit_bytes"], LIMIT + 100_000, "{restored}");
+    assert_eq!(quota(&dir_b).map(|q| q.exceeded), Some(false));
+
     // The store's count is both ledgers', to the byte.
     eventually(Duration::from_secs(20), "B's reports in the store", || {
         (usage() == here_a + total_b).then_some(())

@@ -423,7 +423,99 @@ fn a_panel_sets_plans_projects_and_overrides_and_reads_usage_by_period() {
     );
     assert_eq!(
         day.body["quotas"],
-        json!([{"resource": "traffic_upload", "limit": 1000, "used": 1100, "on_exceed": "limit", "exceeded": true}])
+        json!([{"resource": "traffic_upload", "limit": 1000, "used": 1100, "overage": 100,
+                "on_exceed": "limit", "exceeded": true, "topups": 0,
+                "start": "2026-10-31T18:30:00Z", "end": "2026-11-01T18:30:00Z"}])
+    );
+    // Top-ups: bad ones are refused naming the field; a good one adds to the current
+    // period's limit (today's here, not that November day's) and is listed.
+    let topup = |body: &str| {
+        c.call(
+            "POST",
+            "/v1/instances/101/traffic/topups",
+            Some(&admin),
+            Some(body),
+        )
+    };
+    let table = [
+        (
+            r#"{"resource":"traffic_upload","bytes":-5,"period":"day"}"#,
+            "bytes",
+        ),
+        (
+            r#"{"resource":"traffic_upload","bytes":0,"period":"day"}"#,
+            "bytes",
+        ),
+        (
+            r#"{"resource":"traffic_upload","bytes":"5EB","period":"day"}"#,
+            "bytes",
+        ),
+        (
+            r#"{"resource":"traffic_up","bytes":"1GB","period":"day"}"#,
+            "resource",
+        ),
+        (
+            r#"{"resource":"traffic_upload","bytes":"1GB","period":"week"}"#,
+            "period",
+        ),
+        (
+            r#"{"resource":"traffic_download","bytes":"1GB","period":"day"}"#,
+            "resource",
+        ),
+        (
+            r#"{"resource":"traffic_upload","bytes":"1GB","period":"day","extra":1}"#,
+            "extra",
+        ),
+    ];
+    for (body, field) in table {
+        let a = topup(body);
+        assert_eq!(a.status, 400, "{body}: {:?}", a.body);
+        assert!(
+            a.body["error"]["field"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(field),
+            "{body}: {:?}",
+            a.body
+        );
+    }
+    let a = topup(r#"{"resource":"traffic_upload","bytes":"2KB","period":"day"}"#);
+    assert_eq!(a.status, 201, "{:?}", a.body);
+    assert_eq!(
+        (a.body["bytes"].clone(), a.body["period"].clone()),
+        (json!(2000), json!("day"))
+    );
+    let listed = c.call(
+        "GET",
+        "/v1/instances/101/traffic/topups",
+        Some(&admin),
+        None,
+    );
+    assert_eq!(listed.body["topups"][0]["id"], a.body["id"]);
+    let today = c.call(
+        "GET",
+        "/v1/instances/101/usage?period=day",
+        Some(&admin),
+        None,
+    );
+    assert_eq!(
+        (
+            today.body["quotas"][0]["limit"].clone(),
+            today.body["quotas"][0]["topups"].clone()
+        ),
+        (json!(3000), json!(2000)),
+        "{:?}",
+        today.body
+    );
+    let then = c.call(
+        "GET",
+        "/v1/instances/101/usage?period=day&at=2026-11-01T12:00:00Z",
+        Some(&admin),
+        None,
+    );
+    assert_eq!(
+        then.body["quotas"][0]["limit"], 1000,
+        "another day's limit is untouched"
     );
     let bad = c.call(
         "GET",

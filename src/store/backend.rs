@@ -15,7 +15,7 @@ use jiff::Timestamp;
 
 use super::model::{Limit, Membership, Scope, StoreError, cause};
 use super::report::Hours;
-use super::traffic::TrafficQuota;
+use super::traffic::{Topup, TrafficQuota};
 use crate::model::ids::{InstanceId, Label};
 use crate::model::token::{Role, TokenId};
 use crate::model::units::Rate;
@@ -723,6 +723,65 @@ pub(crate) trait Statements {
             Some(r) => Ok((r.count(0)?, r.count(1)?)),
             None => Ok((0, 0)),
         }
+    }
+
+    /// Record a top-up.
+    async fn add_topup(&mut self, t: &Topup, instance: &InstanceId) -> Result<(), StoreError> {
+        self.execute(
+            "adding a top-up",
+            "INSERT INTO traffic_topups
+               (id, instance, resource, period, start_ms, end_ms, bytes, created_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                Arg::Text(&t.id),
+                Arg::Text(instance.as_str()),
+                Arg::Text(&t.resource),
+                Arg::Text(&t.period),
+                Arg::Int(t.start.as_millisecond()),
+                Arg::Int(t.end.as_millisecond()),
+                Arg::Int(clamp(t.bytes)),
+                Arg::Int(t.created.as_millisecond()),
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `instance`'s top-ups of periods that end after `after`, oldest first.
+    async fn topups(
+        &mut self,
+        instance: &InstanceId,
+        after: Timestamp,
+    ) -> Result<Vec<Topup>, StoreError> {
+        let ts = |ms: i64| {
+            Timestamp::from_millisecond(ms).map_err(|e| StoreError::Database {
+                what: "reading top-ups",
+                source: cause(e.to_string()),
+            })
+        };
+        self.query(
+            "reading top-ups",
+            "SELECT id, resource, period, start_ms, end_ms, bytes, created_ms FROM traffic_topups
+             WHERE instance = $1 AND end_ms > $2 ORDER BY created_ms, id",
+            &[
+                Arg::Text(instance.as_str()),
+                Arg::Int(after.as_millisecond()),
+            ],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(Topup {
+                id: r.get(0)?,
+                resource: r.get(1)?,
+                period: r.get(2)?,
+                start: ts(r.get(3)?)?,
+                end: ts(r.get(4)?)?,
+                bytes: r.count(5)?,
+                created: ts(r.get(6)?)?,
+            })
+        })
+        .collect()
     }
 
     /// The `limit` instances with the most traffic in [start, end): (instance, upload,

@@ -20,7 +20,7 @@ use super::model::{
 use super::report::{Batch, Ingested, hourly};
 use super::spec::Spec;
 use super::traffic::{
-    Elsewhere, ShownTrafficQuota, StorePeriod, TrafficQuota, TrafficResource, resolve,
+    Elsewhere, ShownTrafficQuota, StorePeriod, Topup, TrafficQuota, TrafficResource, resolve,
 };
 use super::view::{
     AgentView, InstanceQuota, ScopeView, Stats, TrafficUsage, resource_views, traffic_usage,
@@ -342,37 +342,34 @@ pub(crate) async fn instance_quota<S: Statements>(
     })
 }
 
-/// Who asks for quotas, when it is an agent: its host, and the time and zone the
-/// quotas' current periods are taken at.
-pub(crate) struct Asker<'a> {
-    pub agent: &'a Label,
-    pub now: Timestamp,
-    pub tz: &'a TimeZone,
-}
-
-/// The traffic quotas in force for each of `instances` (what an agent fetches). Asked
-/// by an agent, each quota carries what the other hosts reported of the instance in its
-/// current period.
+/// The traffic quotas in force for each of `instances` at `now` (what an agent fetches),
+/// their limits with the current periods' top-ups. Asked by an `agent`, each quota
+/// carries what the other hosts reported of the instance in its current period.
 pub(crate) async fn traffic_quotas_of<S: Statements>(
     s: &mut S,
     instances: &[InstanceId],
-    asker: Option<&Asker<'_>>,
+    (now, tz): (Timestamp, &TimeZone),
+    agent: Option<&Label>,
 ) -> Result<BTreeMap<String, Vec<ShownTrafficQuota>>, StoreError> {
     let mut out = BTreeMap::new();
     for i in instances {
-        let quotas = traffic_quotas(s, i).await?;
+        let mut quotas = traffic_quotas(s, i).await?;
+        let topped = with_topups(s, i, &mut quotas, now, tz).await?;
         let mut shown = ShownTrafficQuota::all(&quotas);
-        if let Some(a) = asker {
+        for (show, t) in shown.iter_mut().zip(topped) {
+            show.topups = (t > 0).then_some(t);
+        }
+        if let Some(agent) = agent {
             // One sum per period, whatever the quota's resource.
             let mut sums: BTreeMap<(Timestamp, Timestamp), (u64, u64)> = BTreeMap::new();
             for ((q, _), show) in quotas.iter().zip(&mut shown) {
-                let Some((start, end)) = q.bounds(a.now, a.tz) else {
+                let Some((start, end)) = q.bounds(now, tz) else {
                     continue;
                 };
                 let (up, down) = match sums.get(&(start, end)) {
                     Some(known) => *known,
                     None => {
-                        let sum = s.traffic_elsewhere(i, a.agent, start, end).await?;
+                        let sum = s.traffic_elsewhere(i, agent, start, end).await?;
                         sums.insert((start, end), sum);
                         sum
                     }
@@ -393,6 +390,69 @@ pub(crate) async fn traffic_quotas_of<S: Statements>(
     Ok(out)
 }
 
+/// Each quota's limit raised by the top-ups bought for its period holding `at`; the
+/// bytes each got.
+pub(crate) async fn with_topups<S: Statements>(
+    s: &mut S,
+    instance: &InstanceId,
+    quotas: &mut [(TrafficQuota, &'static str)],
+    at: Timestamp,
+    tz: &TimeZone,
+) -> Result<Vec<u64>, StoreError> {
+    let all = s.topups(instance, Timestamp::MIN).await?;
+    let mut added = Vec::with_capacity(quotas.len());
+    for (q, _) in quotas.iter_mut() {
+        let start = q.bounds(at, tz).map(|b| b.0);
+        let bytes = all
+            .iter()
+            .filter(|t| {
+                Some(t.start) == start
+                    && t.resource == q.resource.as_str()
+                    && t.period == q.period.as_str()
+            })
+            .fold(0u64, |sum, t| sum.saturating_add(t.bytes));
+        q.limit = crate::model::units::Bytes::new(q.limit.get().saturating_add(bytes));
+        added.push(bytes);
+    }
+    Ok(added)
+}
+
+/// Buy `bytes` more of `resource` for the current `period` of `instance`'s quota: the
+/// limit of that period rises by it. A quota must be in force to be topped up.
+pub(crate) async fn add_topup<S: Statements>(
+    s: &mut S,
+    instance: &InstanceId,
+    (resource, period, bytes): (TrafficResource, StorePeriod, crate::model::units::Bytes),
+    now: Timestamp,
+    tz: &TimeZone,
+) -> Result<Topup, StoreError> {
+    let quotas = traffic_quotas(s, instance).await?;
+    let Some((q, _)) = quotas
+        .iter()
+        .find(|(q, _)| q.resource == resource && q.period == period)
+    else {
+        return Err(StoreError::Invalid {
+            field: "resource".into(),
+            reason: format!("instance {instance} has no {resource} quota per {period} to top up"),
+        });
+    };
+    let (start, end) = q.bounds(now, tz).ok_or_else(|| StoreError::Invalid {
+        field: "period".into(),
+        reason: "outside the calendar".into(),
+    })?;
+    let topup = Topup {
+        id: super::model::ReservationId::random()?.as_str().to_owned(),
+        resource: resource.as_str().to_owned(),
+        period: period.as_str().to_owned(),
+        bytes: bytes.get(),
+        start,
+        end,
+        created: now,
+    };
+    s.add_topup(&topup, instance).await?;
+    Ok(topup)
+}
+
 /// `instance`'s traffic in [start, end) of `period`, with its quotas for that period,
 /// each over its own period holding `at` (a monthly quota's starts on its billing day).
 pub(crate) async fn traffic_usage_in<S: Statements>(
@@ -404,7 +464,9 @@ pub(crate) async fn traffic_usage_in<S: Statements>(
 ) -> Result<TrafficUsage, StoreError> {
     let traffic = s.traffic_between(instance, start, end).await?;
     let mut quotas = Vec::new();
-    for (q, _) in traffic_quotas(s, instance).await? {
+    let mut resolved = traffic_quotas(s, instance).await?;
+    let topped = with_topups(s, instance, &mut resolved, at, tz).await?;
+    for ((q, _), topups) in resolved.into_iter().zip(topped) {
         if q.period != period {
             continue;
         }
@@ -414,7 +476,7 @@ pub(crate) async fn traffic_usage_in<S: Statements>(
         } else {
             s.traffic_between(instance, bounds.0, bounds.1).await?
         };
-        quotas.push((q, bounds, used));
+        quotas.push((q, bounds, used, topups));
     }
     Ok(traffic_usage(
         instance.as_str(),

@@ -22,10 +22,11 @@ use super::spec::{KnownResources, Spec};
 use super::sqlite::readers::Readers;
 use super::sqlite::writer::Writer;
 use super::sqlite::{drive, open_connection};
-use super::traffic::{ShownTrafficQuota, StorePeriod};
+use super::traffic::{ShownTrafficQuota, StorePeriod, Topup, TrafficResource};
 use super::view::{Fleet, InstanceQuota, ScopeView, Stats, TrafficUsage};
 use crate::model::ids::{InstanceId, Label};
 use crate::model::token::{Role, Token, TokenId, TokenInfo};
+use crate::model::units::Bytes;
 use crate::model::units::Rate;
 
 /// `--max-report-rate`'s default: above any NIC a hypervisor has today.
@@ -347,8 +348,12 @@ impl Store {
         &self,
         instances: Vec<InstanceId>,
     ) -> Result<BTreeMap<String, Vec<ShownTrafficQuota>>, StoreError> {
+        let tz = self.settings.timezone.clone();
         run!(self, Read, |s| engine::traffic_quotas_of(
-            s, &instances, None
+            s,
+            &instances,
+            (Timestamp::now(), &tz),
+            None
         )
         .await)
     }
@@ -361,14 +366,35 @@ impl Store {
         instances: Vec<InstanceId>,
     ) -> Result<BTreeMap<String, Vec<ShownTrafficQuota>>, StoreError> {
         let tz = self.settings.timezone.clone();
-        run!(self, Read, |s| {
-            let asker = engine::Asker {
-                agent: &agent,
-                now: Timestamp::now(),
-                tz: &tz,
-            };
-            engine::traffic_quotas_of(s, &instances, Some(&asker)).await
-        })
+        run!(self, Read, |s| engine::traffic_quotas_of(
+            s,
+            &instances,
+            (Timestamp::now(), &tz),
+            Some(&agent)
+        )
+        .await)
+    }
+
+    /// Buy more of an instance's traffic quota for its current period.
+    pub async fn add_topup(
+        &self,
+        instance: InstanceId,
+        topup: (TrafficResource, StorePeriod, Bytes),
+    ) -> Result<Topup, StoreError> {
+        let tz = self.settings.timezone.clone();
+        run!(self, Transaction, |s| engine::add_topup(
+            s,
+            &instance,
+            topup,
+            Timestamp::now(),
+            &tz
+        )
+        .await)
+    }
+
+    /// The instance's top-ups of periods not yet over.
+    pub async fn topups(&self, instance: InstanceId) -> Result<Vec<Topup>, StoreError> {
+        run!(self, Read, |s| s.topups(&instance, Timestamp::now()).await)
     }
 
     /// The fleet at a glance for the `period` holding `at`: every agent's last report,

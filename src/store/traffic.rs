@@ -364,6 +364,58 @@ impl WireTrafficQuota {
     }
 }
 
+/// The most one top-up may add: far beyond any sale (a petabyte), so a typo of a few
+/// zeros is refused rather than granted.
+pub const MAX_TOPUP: u64 = 1_000_000_000_000_000;
+
+/// `POST /v1/instances/{id}/traffic/topups`:
+/// `{"resource":"traffic_total","bytes":"100GB"}` (`period` defaults to `month`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireTopup {
+    pub resource: String,
+    #[serde(deserialize_with = "bytes_or_string")]
+    pub bytes: u64,
+    #[serde(default)]
+    pub period: Option<String>,
+}
+
+impl WireTopup {
+    pub fn validate(
+        &self,
+    ) -> Result<(TrafficResource, StorePeriod, Bytes), (&'static str, String)> {
+        let resource = self.resource.parse().map_err(|e| ("resource", e))?;
+        let period = self
+            .period
+            .as_deref()
+            .unwrap_or("month")
+            .parse()
+            .map_err(|e| ("period", e))?;
+        match self.bytes {
+            0 => Err(("bytes", "must be more than 0 bytes".into())),
+            b if b > MAX_TOPUP => Err((
+                "bytes",
+                format!("{b} bytes is more than one top-up may add ({MAX_TOPUP}, a petabyte)"),
+            )),
+            b => Ok((resource, period, Bytes::new(b))),
+        }
+    }
+}
+
+/// Traffic bought on top of a quota for one of its periods: it adds to that period's
+/// limit and ends with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topup {
+    pub id: String,
+    pub resource: String,
+    pub period: String,
+    pub bytes: u64,
+    /// The quota's period it is for.
+    pub start: Timestamp,
+    pub end: Timestamp,
+    pub created: Timestamp,
+}
+
 /// A traffic quota as the API shows it, with the level it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShownTrafficQuota {
@@ -380,6 +432,9 @@ pub struct ShownTrafficQuota {
     /// A monthly quota's billing day (absent: the 1st, or not a monthly quota).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub reset_day: Option<u8>,
+    /// Of `limit`, what top-ups for the current period added (absent: none).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub topups: Option<u64>,
     /// In an agent's lookup: what the other hosts reported of the instance in the
     /// quota's current period (absent in any other answer).
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -408,6 +463,7 @@ impl ShownTrafficQuota {
             download_rate: down.map(|r| r.to_string()),
             from: from.into(),
             reset_day: (q.reset_day != 1).then_some(q.reset_day),
+            topups: None,
             elsewhere: None,
         }
     }

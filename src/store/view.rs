@@ -95,6 +95,9 @@ pub struct QuotaUse {
     pub end: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub reset_day: Option<u8>,
+    /// Of `limit`, what top-ups for this period added.
+    #[serde(default)]
+    pub topups: u64,
 }
 
 /// An agent as the store last heard from it.
@@ -151,11 +154,13 @@ pub fn resource_views(standings: Vec<super::model::Standing>) -> BTreeMap<String
         .collect()
 }
 
-/// A quota with its own period's [start, end) and the (upload, download) in it.
+/// A quota (its limit with the period's top-ups) with its own period's [start, end),
+/// the (upload, download) in it, and the top-ups' bytes.
 pub type QuotaSpan = (
     super::traffic::TrafficQuota,
     (jiff::Timestamp, jiff::Timestamp),
     (u64, u64),
+    u64,
 );
 
 /// An instance's traffic in one period with the use of each of that period's quotas.
@@ -176,8 +181,8 @@ pub fn traffic_usage(
         total: upload.saturating_add(download),
         quotas: quotas
             .into_iter()
-            .filter(|(q, _, _)| q.period == period)
-            .map(|(q, (qs, qe), (up, down))| {
+            .filter(|(q, _, _, _)| q.period == period)
+            .map(|(q, (qs, qe), (up, down), topups)| {
                 let used = q.resource.of(up, down);
                 QuotaUse {
                     resource: q.resource.to_string(),
@@ -189,6 +194,7 @@ pub fn traffic_usage(
                     start: qs.to_string(),
                     end: qe.to_string(),
                     reset_day: (q.reset_day != 1).then_some(q.reset_day),
+                    topups,
                 }
             })
             .collect(),

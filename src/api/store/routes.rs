@@ -26,7 +26,7 @@ use crate::model::units::parse_duration;
 use crate::store::model::{Deltas, ReservationId, Scope};
 use crate::store::report::{MAX_SEQ, Report};
 use crate::store::spec::WireSpec;
-use crate::store::traffic::{StorePeriod, TrafficResource};
+use crate::store::traffic::{StorePeriod, TrafficResource, WireTopup};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -55,6 +55,10 @@ pub fn routes() -> Router<ApiState> {
             get(get_quota).put(put_quota).delete(delete_quota),
         )
         .route("/v1/instances/{id}/usage", get(get_usage).put(put_usage))
+        .route(
+            "/v1/instances/{id}/traffic/topups",
+            get(list_topups).post(add_topup),
+        )
         .route("/v1/check", post(limit_check))
         .route("/v1/reservations", post(reserve))
         .route("/v1/reservations/{id}/commit", post(commit))
@@ -356,6 +360,32 @@ async fn get_usage(
         .traffic_usage(instance("instance", &id)?, period, at)
         .await?;
     Ok(Json(usage).into_response())
+}
+
+/// Buy more traffic for the current period of one of the instance's quotas: its limit
+/// rises at once, and every agent lifts an exceed it lifts within one quota refresh.
+async fn add_topup(
+    _: Operator,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    JsonBody(wire): JsonBody<WireTopup>,
+) -> ApiResult<Response> {
+    let i = instance("instance", &id)?;
+    let topup = wire
+        .validate()
+        .map_err(|(field, why)| ApiError::invalid(field, why))?;
+    let added = s.store.add_topup(i, topup).await?;
+    Ok((StatusCode::CREATED, Json(added)).into_response())
+}
+
+/// The instance's top-ups of periods not yet over.
+async fn list_topups(
+    _: Caller,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let i = instance("instance", &id)?;
+    Ok(Json(json!({"topups": s.store.topups(i).await?})).into_response())
 }
 
 /// Recount: `{"ipv4": 3, "proxies": 0}` — the panel's real counts replace the store's.

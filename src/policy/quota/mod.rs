@@ -97,6 +97,7 @@ impl Quotas {
     pub fn step(&mut self, cfg: &Config, spent: &[Spent], at: Timestamp) -> Vec<QuotaEvent> {
         let mut events = Vec::new();
         self.forget_uncovered(cfg, at, &mut events);
+        self.lift_raised(cfg, at, &mut events);
         for s in spent {
             let tags = cfg.tags(&s.instance);
             for rule in cfg.rules.covering(&s.instance, tags) {
@@ -105,6 +106,42 @@ impl Quotas {
         }
         self.roll(cfg, at, &mut events);
         events
+    }
+
+    /// Lift every exceed whose count is no longer over its rule's limit — a top-up
+    /// bought, a limit raised, the rest of the fleet's count corrected — as a period's
+    /// end would: a `restored` event (links raised, `on_reset` run). The period's
+    /// thresholds stay announced.
+    fn lift_raised(&mut self, cfg: &Config, at: Timestamp, events: &mut Vec<QuotaEvent>) {
+        for ((name, instance), u) in self.usage.iter_mut() {
+            if !u.exceeded || at >= u.period.end {
+                continue;
+            }
+            let Some(rule) = cfg.rules.get(name) else {
+                continue;
+            };
+            let elsewhere = rule.elsewhere_in(u.period.start);
+            let used = rule
+                .direction
+                .of(u.upload, u.download)
+                .saturating_add(elsewhere);
+            if used > rule.limit.get() {
+                continue;
+            }
+            events.push(QuotaEvent {
+                at,
+                rule: name.clone(),
+                instance: instance.clone(),
+                state: QuotaState::Restored,
+                action: rule.action,
+                used: Bytes::new(used),
+                elsewhere,
+                limit: rule.limit,
+                period: u.period,
+            });
+            u.exceeded = false;
+            self.changed.insert((name.clone(), instance.clone()));
+        }
     }
 
     /// The earliest period end after `now` among the periods being counted: the daemon

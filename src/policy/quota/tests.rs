@@ -687,3 +687,55 @@ instances = ["101"]
     assert_eq!(states(&e), vec![ev("fleet", "101", "exceeded")]);
     assert_eq!((e[0].used.get(), e[0].elsewhere), (1001, 2));
 }
+
+/// A top-up (the store's limit raised mid-period) lifts an exceed at once, as a
+/// period's end would; the next bytes over the new limit exceed it again.
+#[test]
+fn a_raised_limit_lifts_the_exceed_until_the_new_limit_is_passed() {
+    let mut cfg = config(DAILY);
+    let mut q = Quotas::default();
+    let e = q.step(
+        &cfg,
+        &[spent(
+            "101",
+            1200,
+            0,
+            "2026-03-02T10:00:00Z",
+            "2026-03-02T10:01:00Z",
+        )],
+        ts("2026-03-02T10:01:00Z"),
+    );
+    assert!(
+        states(&e).contains(&ev("daily", "101", "exceeded")),
+        "{e:?}"
+    );
+    let name = RuleName::new("daily").unwrap();
+    let raised = crate::config::RuleConfig {
+        limit: Bytes::new(1000 + 500),
+        ..cfg.rules.get(&name).unwrap().clone()
+    };
+    cfg.rules = crate::config::Rules::new(vec![raised]);
+    // (spent, at) → events
+    let steps = [
+        (
+            0,
+            "2026-03-02T10:02:00Z",
+            vec![ev("daily", "101", "restored")],
+        ),
+        (200, "2026-03-02T10:03:00Z", vec![]),
+        (
+            200,
+            "2026-03-02T10:04:00Z",
+            vec![ev("daily", "101", "exceeded")],
+        ),
+    ];
+    let mut from = "2026-03-02T10:01:00Z";
+    for (bytes, at, want) in steps {
+        let e = q.step(&cfg, &[spent("101", bytes, 0, from, at)], ts(at));
+        assert_eq!(states(&e), want, "at {at}");
+        from = at;
+    }
+    let u = q.get(&name, &id("101")).unwrap();
+    assert!(u.exceeded);
+    assert_eq!(u.upload, 1600);
+}

@@ -170,6 +170,7 @@ mod tests {
                     start: "2026-11-01T00:00:00Z".into(),
                     end: "2026-12-01T00:00:00Z".into(),
                     reset_day: None,
+                    topups: 0,
                 })
                 .into_iter()
                 .collect(),

@@ -9,7 +9,7 @@ use super::pg;
 use crate::store::model::{StoreError, cause};
 
 /// `MIGRATIONS[i]` takes the schema from version i to i + 1.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     "
 CREATE TABLE limits (
     scope_kind TEXT NOT NULL,
@@ -107,6 +107,20 @@ CREATE TABLE traffic_by_agent (
     // 4: a monthly traffic quota's billing day (its months start on it).
     "
 ALTER TABLE traffic_quotas ADD COLUMN reset_day BIGINT NOT NULL DEFAULT 1;
+",
+    // 5: traffic bought on top of a quota for one period (they end with it).
+    "
+CREATE TABLE traffic_topups (
+    id TEXT PRIMARY KEY,
+    instance TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    period TEXT NOT NULL,
+    start_ms BIGINT NOT NULL,
+    end_ms BIGINT NOT NULL,
+    bytes BIGINT NOT NULL,
+    created_ms BIGINT NOT NULL
+);
+CREATE INDEX traffic_topups_instance ON traffic_topups (instance, end_ms);
 ",
 ];
 

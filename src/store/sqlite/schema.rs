@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use super::db;
 use crate::store::model::{StoreError, cause};
 
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     // 1: counted resources.
     "
 CREATE TABLE limits (
@@ -110,6 +110,20 @@ CREATE TABLE traffic_by_agent (
     // 5: a monthly traffic quota's billing day (its months start on it).
     "
 ALTER TABLE traffic_quotas ADD COLUMN reset_day INTEGER NOT NULL DEFAULT 1;
+",
+    // 6: traffic bought on top of a quota for one period (they end with it).
+    "
+CREATE TABLE traffic_topups (
+    id TEXT PRIMARY KEY,
+    instance TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    period TEXT NOT NULL,
+    start_ms INTEGER NOT NULL,
+    end_ms INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX traffic_topups_instance ON traffic_topups (instance, end_ms);
 ",
 ];
 
