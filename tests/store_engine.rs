@@ -413,6 +413,95 @@ async fn billing_days_and_overage(store: &Store) {
     );
 }
 
+/// A project's pool: a limit on the sum of its instances. Each host is told the whole
+/// project's count but its own reports of the instance it asks for; the project's usage
+/// and each member's show the pool's use; only a project's quota may be a pool.
+async fn pools(store: &Store) {
+    use sluice::store::traffic::StorePeriod;
+    put(
+        store,
+        Scope::Project(label("shop")),
+        r#"{"traffic":[{"resource":"traffic_total","period":"day","limit":1000,"on_exceed":"warn","pool":true}]}"#,
+    )
+    .await;
+    for i in ["p1", "p2"] {
+        put(store, Scope::Instance(inst(i)), r#"{"project":"shop"}"#).await;
+    }
+    let w: WireSpec = serde_json::from_str(
+        r#"{"traffic":[{"resource":"traffic_total","period":"day","limit":1000,"on_exceed":"warn","pool":true}]}"#,
+    )
+    .unwrap();
+    let spec = w.validate(&KnownResources::new(&[])).unwrap();
+    match store.put_scope(Scope::Instance(inst("p3")), spec).await {
+        Err(StoreError::Invalid { field, .. }) => assert_eq!(field, "traffic[0].pool"),
+        other => panic!("an instance's pool: {other:?}"),
+    }
+    let now = Timestamp::now();
+    let report = |host: &str, i: &str, up: u64| Report {
+        agent: label(host),
+        batches: vec![Batch {
+            seq: 1,
+            samples: vec![Sample {
+                at: now,
+                instance: inst(i),
+                upload: up,
+                download: 0,
+            }],
+        }],
+    };
+    store.ingest(report("hv-a", "p1", 300)).await.unwrap();
+    store.ingest(report("hv-b", "p2", 500)).await.unwrap();
+    let told = |host: &'static str, i: &'static str| async move {
+        let q = store
+            .traffic_quotas_for(label(host), vec![inst(i)])
+            .await
+            .unwrap();
+        let pool = q[i].iter().find(|q| q.pool).unwrap().clone();
+        (pool.from.clone(), pool.elsewhere.unwrap().bytes)
+    };
+    // (asking host, instance) → the pool's count but this host's own reports of it
+    assert_eq!(told("hv-a", "p1").await, ("pool".into(), 500));
+    assert_eq!(told("hv-b", "p2").await, ("pool".into(), 300));
+    assert_eq!(told("hv-c", "p1").await, ("pool".into(), 800));
+    let project = store
+        .project_usage(label("shop"), StorePeriod::Day, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            project.upload,
+            project.quotas[0].used,
+            project.quotas[0].overage
+        ),
+        (800, 800, 0)
+    );
+    store
+        .ingest(Report {
+            batches: vec![Batch {
+                seq: 2,
+                samples: vec![Sample {
+                    at: now,
+                    instance: inst("p2"),
+                    upload: 400,
+                    download: 0,
+                }],
+            }],
+            ..report("hv-b", "p2", 0)
+        })
+        .await
+        .unwrap();
+    let member = store
+        .traffic_usage(inst("p1"), StorePeriod::Day, now)
+        .await
+        .unwrap();
+    let q = &member.quotas[0];
+    assert_eq!(
+        (q.used, q.overage, q.exceeded),
+        (1200, 200, true),
+        "p1 shares p2's overage"
+    );
+}
+
 /// The fleet view: agents as last heard, the period's biggest talkers first with their
 /// quotas' use; another period's traffic is not counted.
 async fn fleet(store: &Store) {
@@ -659,5 +748,6 @@ suite!(
     concurrent,
     reports_are_bounded,
     other_hosts_counts,
-    billing_days_and_overage
+    billing_days_and_overage,
+    pools
 );

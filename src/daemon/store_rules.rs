@@ -21,17 +21,25 @@ pub struct StoreQuotaSet {
     pub quotas: BTreeMap<String, Vec<ShownTrafficQuota>>,
 }
 
-fn rule_name(period: &str, resource: TrafficResource, instance: &InstanceId) -> Option<RuleName> {
+/// `store:<period>:<resource>:<instance>`; a project's pool counted for one of its
+/// instances is `store:<period>:<resource>-pool:<instance>`.
+fn rule_name(
+    period: &str,
+    resource: TrafficResource,
+    pool: bool,
+    instance: &InstanceId,
+) -> Option<RuleName> {
     let short = match resource {
         TrafficResource::Upload => "upload",
         TrafficResource::Download => "download",
         TrafficResource::Total => "total",
     };
-    let plain = format!("store:{period}:{short}:{instance}");
+    let kind = if pool { "-pool" } else { "" };
+    let plain = format!("store:{period}:{short}{kind}:{instance}");
     RuleName::new(&plain).ok().or_else(|| {
         // Long ids: a stable digest keeps the name within 64 bytes.
         let digest = hex::encode(&Sha256::digest(instance.as_str().as_bytes())[..8]);
-        RuleName::new(&format!("store:{period}:{short}:{digest}")).ok()
+        RuleName::new(&format!("store:{period}:{short}{kind}:{digest}")).ok()
     })
 }
 
@@ -64,7 +72,7 @@ impl StoreQuotaSet {
                         continue;
                     }
                 };
-                let Some(name) = rule_name(&shown.period, q.resource, &instance) else {
+                let Some(name) = rule_name(&shown.period, q.resource, q.pool, &instance) else {
                     continue;
                 };
                 let (action, upload_rate, download_rate) = match q.on_exceed {
@@ -169,6 +177,22 @@ mod tests {
         assert_eq!(feb.start.to_string(), "2027-01-30T23:00:00Z");
         assert_eq!(r.elsewhere_in(feb.start), 600);
         assert_eq!(r.elsewhere_in(feb.end), 0, "not in the next period");
+    }
+
+    /// A project's pool becomes a rule of its own beside the instance's quota of the
+    /// same resource and period, with the rest of the project's count elsewhere.
+    #[test]
+    fn a_pool_is_a_rule_of_its_own_beside_the_instances_quota() {
+        let s = set(r#"{"timezone":"UTC","quotas":{"p1":[
+                {"resource":"traffic_total","period":"day","limit":5000,"on_exceed":"warn","from":"instance"},
+                {"resource":"traffic_total","period":"day","limit":1000,"on_exceed":"disconnect","from":"pool",
+                 "pool":true,"elsewhere":{"bytes":500,"period_start":"2027-01-01T00:00:00Z"}}]}}"#);
+        let (rules, problems) = s.rules(true);
+        assert!(problems.is_empty(), "{problems:?}");
+        let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["store:day:total:p1", "store:day:total-pool:p1"]);
+        assert_eq!(rules[1].action, ActionKind::Disconnect);
+        assert_eq!(rules[1].elsewhere_in("2027-01-01T00:00:00Z".parse().unwrap()), 500);
     }
 
     #[test]

@@ -141,7 +141,7 @@ macro_rules! chain {
 macro_rules! quota_rows {
     () => {
         "SELECT scope_kind, resource, period, limit_bytes, on_exceed, upload_rate, download_rate,
-                reset_day
+                reset_day, pool
          FROM traffic_quotas WHERE "
     };
 }
@@ -608,12 +608,12 @@ pub(crate) trait Statements {
             "writing a traffic quota",
             "INSERT INTO traffic_quotas
                (scope_kind, scope, resource, period, limit_bytes, on_exceed, upload_rate, download_rate,
-                reset_day)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                reset_day, pool)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
              ON CONFLICT (scope_kind, scope, resource, period) DO UPDATE SET
                limit_bytes = excluded.limit_bytes, on_exceed = excluded.on_exceed,
                upload_rate = excluded.upload_rate, download_rate = excluded.download_rate,
-               reset_day = excluded.reset_day",
+               reset_day = excluded.reset_day, pool = excluded.pool",
             &[
                 Arg::Text(kind),
                 Arg::Text(name),
@@ -624,6 +624,7 @@ pub(crate) trait Statements {
                 Arg::OptInt(bps(up)),
                 Arg::OptInt(bps(down)),
                 Arg::Int(i64::from(q.reset_day)),
+                Arg::Int(i64::from(q.pool)),
             ],
         )
         .await
@@ -711,6 +712,74 @@ pub(crate) trait Statements {
                         CAST(COALESCE(SUM(download), 0) AS BIGINT)
                  FROM traffic_by_agent
                  WHERE instance = $1 AND hour_ms >= $2 AND hour_ms < $3 AND agent <> $4",
+                &[
+                    Arg::Text(instance.as_str()),
+                    Arg::Int(start.as_millisecond()),
+                    Arg::Int(end.as_millisecond()),
+                    Arg::Text(agent.as_str()),
+                ],
+            )
+            .await?;
+        match rows.first() {
+            Some(r) => Ok((r.count(0)?, r.count(1)?)),
+            None => Ok((0, 0)),
+        }
+    }
+
+    /// Bytes (upload, download) of all of `project`'s instances in hours starting in
+    /// [start, end): from every host's shares (`hours` false), or from the hourly
+    /// totals (`hours` true, which also hold what was reported before shares were kept).
+    async fn pool_traffic(
+        &mut self,
+        project: &str,
+        start: Timestamp,
+        end: Timestamp,
+        hours: bool,
+    ) -> Result<(u64, u64), StoreError> {
+        let sql = if hours {
+            "SELECT CAST(COALESCE(SUM(t.upload), 0) AS BIGINT),
+                    CAST(COALESCE(SUM(t.download), 0) AS BIGINT)
+             FROM traffic_hours t JOIN instances i ON i.id = t.instance
+             WHERE i.project = $1 AND t.hour_ms >= $2 AND t.hour_ms < $3"
+        } else {
+            "SELECT CAST(COALESCE(SUM(t.upload), 0) AS BIGINT),
+                    CAST(COALESCE(SUM(t.download), 0) AS BIGINT)
+             FROM traffic_by_agent t JOIN instances i ON i.id = t.instance
+             WHERE i.project = $1 AND t.hour_ms >= $2 AND t.hour_ms < $3"
+        };
+        let rows = self
+            .query(
+                "reading a pool's traffic",
+                sql,
+                &[
+                    Arg::Text(project),
+                    Arg::Int(start.as_millisecond()),
+                    Arg::Int(end.as_millisecond()),
+                ],
+            )
+            .await?;
+        match rows.first() {
+            Some(r) => Ok((r.count(0)?, r.count(1)?)),
+            None => Ok((0, 0)),
+        }
+    }
+
+    /// Bytes (upload, download) of `instance` in hours starting in [start, end) that
+    /// `agent` itself reported.
+    async fn traffic_of_agent(
+        &mut self,
+        instance: &InstanceId,
+        agent: &Label,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<(u64, u64), StoreError> {
+        let rows = self
+            .query(
+                "reading a host's traffic",
+                "SELECT CAST(COALESCE(SUM(upload), 0) AS BIGINT),
+                        CAST(COALESCE(SUM(download), 0) AS BIGINT)
+                 FROM traffic_by_agent
+                 WHERE instance = $1 AND hour_ms >= $2 AND hour_ms < $3 AND agent = $4",
                 &[
                     Arg::Text(instance.as_str()),
                     Arg::Int(start.as_millisecond()),
@@ -1005,6 +1074,7 @@ fn quota_of(r: &Row) -> Result<(String, TrafficQuota), StoreError> {
         r.get(5)?,
         r.get(6)?,
         r.get(7)?,
+        r.get(8)?,
     )
     .map_err(|reason| StoreError::Database {
         what: "reading traffic quotas",

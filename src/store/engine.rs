@@ -214,6 +214,14 @@ pub(crate) async fn put_scope<S: Statements>(
     scope: &Scope,
     spec: &Spec,
 ) -> Result<(), StoreError> {
+    if !matches!(scope, Scope::Project(_))
+        && let Some(n) = spec.traffic.iter().position(|q| q.pool)
+    {
+        return Err(StoreError::Invalid {
+            field: format!("traffic[{n}].pool"),
+            reason: "only a project's quota can be a pool (the sum of its instances)".into(),
+        });
+    }
     s.clear_scope(scope).await?;
     match scope {
         Scope::Instance(i) => {
@@ -366,12 +374,27 @@ pub(crate) async fn traffic_quotas_of<S: Statements>(
                 let Some((start, end)) = q.bounds(now, tz) else {
                     continue;
                 };
-                let (up, down) = match sums.get(&(start, end)) {
-                    Some(known) => *known,
-                    None => {
-                        let sum = s.traffic_elsewhere(i, agent, start, end).await?;
-                        sums.insert((start, end), sum);
-                        sum
+                let (up, down) = if q.pool {
+                    // The whole project's count on every host, but this host's own
+                    // reports of this instance (its ledger counts those).
+                    let (project, _) = s.chain_of(i).await?;
+                    let total = match &project {
+                        Some(p) => s.pool_traffic(p, start, end, false).await?,
+                        None => (0, 0),
+                    };
+                    let mine = s.traffic_of_agent(i, agent, start, end).await?;
+                    (
+                        total.0.saturating_sub(mine.0),
+                        total.1.saturating_sub(mine.1),
+                    )
+                } else {
+                    match sums.get(&(start, end)) {
+                        Some(known) => *known,
+                        None => {
+                            let sum = s.traffic_elsewhere(i, agent, start, end).await?;
+                            sums.insert((start, end), sum);
+                            sum
+                        }
                     }
                 };
                 let bytes = match q.resource {
@@ -402,6 +425,11 @@ pub(crate) async fn with_topups<S: Statements>(
     let all = s.topups(instance, Timestamp::MIN).await?;
     let mut added = Vec::with_capacity(quotas.len());
     for (q, _) in quotas.iter_mut() {
+        // An instance's top-up is its own: a pool's limit is the project's.
+        if q.pool {
+            added.push(0);
+            continue;
+        }
         let start = q.bounds(at, tz).map(|b| b.0);
         let bytes = all
             .iter()
@@ -429,7 +457,7 @@ pub(crate) async fn add_topup<S: Statements>(
     let quotas = traffic_quotas(s, instance).await?;
     let Some((q, _)) = quotas
         .iter()
-        .find(|(q, _)| q.resource == resource && q.period == period)
+        .find(|(q, _)| q.resource == resource && q.period == period && !q.pool)
     else {
         return Err(StoreError::Invalid {
             field: "resource".into(),
@@ -453,6 +481,42 @@ pub(crate) async fn add_topup<S: Statements>(
     Ok(topup)
 }
 
+/// A project's traffic (all its instances') in [start, end) of `period`, with its
+/// pooled quotas for that period, each over its own period holding `at`.
+pub(crate) async fn project_usage_in<S: Statements>(
+    s: &mut S,
+    project: &Label,
+    period: StorePeriod,
+    (start, end): (Timestamp, Timestamp),
+    (at, tz): (Timestamp, &TimeZone),
+) -> Result<TrafficUsage, StoreError> {
+    let traffic = s.pool_traffic(project.as_str(), start, end, true).await?;
+    let mut quotas = Vec::new();
+    for q in s
+        .scope_traffic_quotas(&Scope::Project(project.clone()))
+        .await?
+    {
+        if !q.pool || q.period != period {
+            continue;
+        }
+        let bounds = q.bounds(at, tz).unwrap_or((start, end));
+        let used = if bounds == (start, end) {
+            traffic
+        } else {
+            s.pool_traffic(project.as_str(), bounds.0, bounds.1, true)
+                .await?
+        };
+        quotas.push((q, bounds, used, 0));
+    }
+    Ok(traffic_usage(
+        project.as_str(),
+        period,
+        (start, end),
+        traffic,
+        quotas,
+    ))
+}
+
 /// `instance`'s traffic in [start, end) of `period`, with its quotas for that period,
 /// each over its own period holding `at` (a monthly quota's starts on its billing day).
 pub(crate) async fn traffic_usage_in<S: Statements>(
@@ -471,7 +535,12 @@ pub(crate) async fn traffic_usage_in<S: Statements>(
             continue;
         }
         let bounds = q.bounds(at, tz).unwrap_or((start, end));
-        let used = if bounds == (start, end) {
+        let used = if q.pool {
+            match s.chain_of(instance).await?.0 {
+                Some(p) => s.pool_traffic(&p, bounds.0, bounds.1, true).await?,
+                None => (0, 0),
+            }
+        } else if bounds == (start, end) {
             traffic
         } else {
             s.traffic_between(instance, bounds.0, bounds.1).await?

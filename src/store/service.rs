@@ -325,6 +325,26 @@ impl Store {
         .await)
     }
 
+    /// `project`'s traffic (all its instances') in the `period` holding `at`, with its
+    /// pooled quotas.
+    pub async fn project_usage(
+        &self,
+        project: Label,
+        period: StorePeriod,
+        at: Timestamp,
+    ) -> Result<TrafficUsage, StoreError> {
+        let span = self.period_at(period, at)?;
+        let tz = self.settings.timezone.clone();
+        run!(self, Read, |s| engine::project_usage_in(
+            s,
+            &project,
+            period,
+            span,
+            (at, &tz)
+        )
+        .await)
+    }
+
     /// Add an agent's batches, each exactly once.
     pub async fn ingest(&self, report: Report) -> Result<Ingested, StoreError> {
         let tz = self.settings.timezone.clone();

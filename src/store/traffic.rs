@@ -162,6 +162,9 @@ pub struct TrafficQuota {
     /// The billing day a monthly quota's period starts on (1..=31, clamped to the
     /// month's last day; 1 for any other period): a customer's anniversary.
     pub reset_day: u8,
+    /// A project's pooled quota: the limit is on the sum of all its instances'
+    /// traffic across the fleet, and its action falls on every one of them.
+    pub pool: bool,
 }
 
 impl TrafficQuota {
@@ -192,6 +195,7 @@ impl TrafficQuota {
         upload_rate: Option<i64>,
         download_rate: Option<i64>,
         reset_day: i64,
+        pool: i64,
     ) -> Result<TrafficQuota, String> {
         let rate = |v: Option<i64>| v.map(|v| Rate::from_bits_per_sec(v.max(0) as u64));
         let on_exceed = match on_exceed {
@@ -213,6 +217,7 @@ impl TrafficQuota {
                 .ok()
                 .filter(|d| (1..=31).contains(d))
                 .ok_or_else(|| format!("reset_day {reset_day} is not 1 to 31"))?,
+            pool: pool != 0,
         })
     }
 }
@@ -232,7 +237,14 @@ pub fn resolve(
         (TrafficResource, StorePeriod),
         (u8, TrafficQuota, &'static str),
     > = std::collections::BTreeMap::new();
+    let mut pools = Vec::new();
     for (kind, q) in rows {
+        // A pool limits the project's sum, not each instance: it stands beside the
+        // instance's own quota of the same resource and period.
+        if q.pool {
+            pools.push((q, "pool"));
+            continue;
+        }
         let (r, from) = rank(&kind);
         let e = best
             .entry((q.resource, q.period))
@@ -241,7 +253,10 @@ pub fn resolve(
             *e = (r, q, from);
         }
     }
-    best.into_values().map(|(_, q, f)| (q, f)).collect()
+    best.into_values()
+        .map(|(_, q, f)| (q, f))
+        .chain(pools)
+        .collect()
 }
 
 /// A traffic quota on the wire:
@@ -265,6 +280,9 @@ pub struct WireTrafficQuota {
     /// A monthly quota's billing day (1..=31; default 1).
     #[serde(default)]
     pub reset_day: Option<i64>,
+    /// A project's quota on the sum of its instances' traffic (default false).
+    #[serde(default)]
+    pub pool: Option<bool>,
 }
 
 fn bytes_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
@@ -360,6 +378,7 @@ impl WireTrafficQuota {
             limit: Bytes::new(self.limit),
             on_exceed,
             reset_day,
+            pool: self.pool.unwrap_or(false),
         })
     }
 }
@@ -435,6 +454,9 @@ pub struct ShownTrafficQuota {
     /// Of `limit`, what top-ups for the current period added (absent: none).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub topups: Option<u64>,
+    /// A project's pooled quota (its count is the project's, across the fleet).
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub pool: bool,
     /// In an agent's lookup: what the other hosts reported of the instance in the
     /// quota's current period (absent in any other answer).
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -464,6 +486,7 @@ impl ShownTrafficQuota {
             from: from.into(),
             reset_day: (q.reset_day != 1).then_some(q.reset_day),
             topups: None,
+            pool: q.pool,
             elsewhere: None,
         }
     }
@@ -487,6 +510,7 @@ impl ShownTrafficQuota {
             upload_rate: self.upload_rate.clone(),
             download_rate: self.download_rate.clone(),
             reset_day: self.reset_day.map(i64::from),
+            pool: Some(self.pool),
         }
         .validate()
     }
@@ -519,6 +543,7 @@ mod tests {
                     download: Some(ten)
                 },
                 reset_day: 1,
+                pool: false,
             }
         );
         let shown = ShownTrafficQuota::of(&q, "instance");

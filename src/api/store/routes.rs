@@ -42,6 +42,7 @@ pub fn routes() -> Router<ApiState> {
             get(get_class).put(put_class).delete(delete_class),
         )
         .route("/v1/projects", get(list_projects))
+        .route("/v1/projects/{id}/usage", get(get_project_usage))
         .route(
             "/v1/projects/{id}",
             get(get_project).put(put_project).delete(delete_project),
@@ -349,12 +350,7 @@ async fn get_usage(
     Query(q): Query<UsageQuery>,
 ) -> ApiResult<Response> {
     let period = period_param(q.period.as_deref())?;
-    let at = match q.at.as_deref() {
-        None => Timestamp::now(),
-        Some(t) => t.parse().map_err(|e: jiff::Error| {
-            ApiError::invalid("at", format!("not an RFC 3339 time: {e}"))
-        })?,
-    };
+    let at = at_param(q.at.as_deref())?;
     let usage = s
         .store
         .traffic_usage(instance("instance", &id)?, period, at)
@@ -386,6 +382,32 @@ async fn list_topups(
 ) -> ApiResult<Response> {
     let i = instance("instance", &id)?;
     Ok(Json(json!({"topups": s.store.topups(i).await?})).into_response())
+}
+
+/// `at=` as an RFC 3339 time (default: now).
+fn at_param(at: Option<&str>) -> ApiResult<Timestamp> {
+    match at {
+        None => Ok(Timestamp::now()),
+        Some(t) => t.parse().map_err(|e: jiff::Error| {
+            ApiError::invalid("at", format!("not an RFC 3339 time: {e}"))
+        }),
+    }
+}
+
+/// A project's traffic (all its instances') in a period, with its pooled quotas.
+async fn get_project_usage(
+    _: Caller,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<UsageQuery>,
+) -> ApiResult<Response> {
+    let period = period_param(q.period.as_deref())?;
+    let at = at_param(q.at.as_deref())?;
+    let usage = s
+        .store
+        .project_usage(label("project", &id)?, period, at)
+        .await?;
+    Ok(Json(usage).into_response())
 }
 
 /// Recount: `{"ipv4": 3, "proxies": 0}` — the panel's real counts replace the store's.

@@ -9,7 +9,7 @@ use super::pg;
 use crate::store::model::{StoreError, cause};
 
 /// `MIGRATIONS[i]` takes the schema from version i to i + 1.
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     "
 CREATE TABLE limits (
     scope_kind TEXT NOT NULL,
@@ -121,6 +121,12 @@ CREATE TABLE traffic_topups (
     created_ms BIGINT NOT NULL
 );
 CREATE INDEX traffic_topups_instance ON traffic_topups (instance, end_ms);
+",
+    // 6: a project's pooled traffic quota (on the sum of its instances), and the
+    // project's members found by project.
+    "
+ALTER TABLE traffic_quotas ADD COLUMN pool BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX instances_project ON instances (project);
 ",
 ];
 

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use super::db;
 use crate::store::model::{StoreError, cause};
 
-const MIGRATIONS: [&str; 6] = [
+const MIGRATIONS: [&str; 7] = [
     // 1: counted resources.
     "
 CREATE TABLE limits (
@@ -124,6 +124,12 @@ CREATE TABLE traffic_topups (
     created_ms INTEGER NOT NULL
 );
 CREATE INDEX traffic_topups_instance ON traffic_topups (instance, end_ms);
+",
+    // 7: a project's pooled traffic quota (on the sum of its instances), and the
+    // project's members found by project.
+    "
+ALTER TABLE traffic_quotas ADD COLUMN pool INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX instances_project ON instances (project);
 ",
 ];
 
