@@ -70,8 +70,8 @@ fn exceeds(config: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn uploaded(config: &Path) -> u64 {
-    support::ledger_totals(config, "--instance", "777").0
+fn uploaded(config: &Path, instance: &str) -> u64 {
+    support::ledger_totals(config, "--instance", instance).0
 }
 
 /// `n` datagrams of 1000 bytes from the instance's side of `link` (its upload).
@@ -88,11 +88,11 @@ fn upload(inst: &Netns, link: &Link, n: u64) {
 }
 
 /// The ledger's count once it stops moving (every datagram counted).
-fn settled(config: &Path) -> u64 {
+fn settled(config: &Path, instance: &str) -> u64 {
     let mut last = u64::MAX;
     eventually(Duration::from_secs(15), "the ledger to settle", || {
         std::thread::sleep(Duration::from_millis(1500));
-        let now = uploaded(config);
+        let now = uploaded(config, instance);
         let same = now == last;
         last = now;
         same.then_some(now)
@@ -152,28 +152,71 @@ impl Drop for Fabric {
 /// The two cases share the fabric's names and addresses: one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Two hosts on the fabric, a store on `db` reachable from both, and an admin's and
+/// each host's tokens.
+struct TwoHosts {
+    a: Netns,
+    b: Netns,
+    _fabric: Fabric,
+    store: StoreProc,
+    admin: String,
+    tokens: [String; 2],
+    url: String,
+    tmp: tempfile::TempDir,
+}
+
+impl TwoHosts {
+    fn new(db: &str) -> TwoHosts {
+        let (a, b) = (Netns::new("fa"), Netns::new("fb"));
+        let mut fabric = Fabric::new();
+        fabric.attach(&a, 2);
+        fabric.attach(&b, 3);
+        let db_path = Path::new(db);
+        let admin = create_token(db_path, &["--role", "admin"]);
+        let tokens =
+            ["hv-a", "hv-b"].map(|h| create_token(db_path, &["--role", "agent", "--host", h]));
+        let store = StoreProc::start_listen(
+            None,
+            db_path,
+            &format!("{STORE_IP}:0"),
+            &["--rate-limit", "0"],
+        );
+        let url = format!("http://{STORE_IP}:{}", store.port());
+        TwoHosts {
+            a,
+            b,
+            _fabric: fabric,
+            store,
+            admin,
+            tokens,
+            url,
+            tmp: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// An admin's call to the store.
+    fn call(&self, method: &str, path: &str, body: Option<&str>) -> support::store::Answer {
+        Client::new(&self.store.base).call(method, path, Some(&self.admin), body)
+    }
+
+    /// The agents of A and B: (config, process, dir) each.
+    fn agents(&self) -> [(std::path::PathBuf, AgentProc, std::path::PathBuf); 2] {
+        let start = |ns: &Netns, n: usize, name: &str| {
+            let dir = self.tmp.path().join(name);
+            let (config, proc) = agent(ns, &dir, &self.url, &self.tokens[n], &format!("hv-{name}"));
+            (config, proc, dir)
+        };
+        [start(&self.a, 0, "a"), start(&self.b, 1, "b")]
+    }
+}
+
 fn migrate_on(db: &str) {
     let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let (a, b) = (Netns::new("fa"), Netns::new("fb"));
-    let mut fabric = Fabric::new();
-    fabric.attach(&a, 2);
-    fabric.attach(&b, 3);
-    let tmp = tempfile::tempdir().unwrap();
-    let db_path = Path::new(db);
-    let admin = create_token(db_path, &["--role", "admin"]);
-    let token_a = create_token(db_path, &["--role", "agent", "--host", "hv-a"]);
-    let token_b = create_token(db_path, &["--role", "agent", "--host", "hv-b"]);
-    let store = StoreProc::start_listen(
-        None,
-        db_path,
-        &format!("{STORE_IP}:0"),
-        &["--rate-limit", "0"],
-    );
-    let port = store.port();
-    let put = Client::new(&store.base).call(
+    let hosts = TwoHosts::new(db);
+    let (a, b, store, admin) = (&hosts.a, &hosts.b, &hosts.store, &hosts.admin);
+    let put = hosts.call(
         "PUT",
         "/v1/instances/777/quota",
-        Some(&admin),
         Some(&format!(
             r#"{{"traffic":[{{"resource":"traffic_upload","period":"day","limit":"{LIMIT}","on_exceed":"warn"}}]}}"#
         )),
@@ -182,12 +225,8 @@ fn migrate_on(db: &str) {
 
     // Host A carries the instance first.
     let inst_a = Netns::new("fi");
-    let tap_a = veth(&a, "tap777i0", &inst_a, "eth0", 63);
-    let dir_a = tmp.path().join("a");
-    let dir_b = tmp.path().join("b");
-    let url = format!("http://{STORE_IP}:{port}");
-    let (config_a, agent_a) = agent(&a, &dir_a, &url, &token_a, "hv-a");
-    let (config_b, agent_b) = agent(&b, &dir_b, &url, &token_b, "hv-b");
+    let tap_a = veth(a, "tap777i0", &inst_a, "eth0", 63);
+    let [(config_a, agent_a, dir_a), (config_b, agent_b, dir_b)] = hosts.agents();
     eventually(
         Duration::from_secs(20),
         "A to fetch the store's quota",
@@ -199,7 +238,7 @@ fn migrate_on(db: &str) {
         },
     );
     upload(&inst_a, &tap_a, 300);
-    let here_a = settled(&config_a);
+    let here_a = settled(&config_a, "777");
     assert!(here_a > 300_000 && here_a < LIMIT, "A counted {here_a}");
     let on_a = quota(&dir_a).unwrap();
     assert_eq!(
@@ -225,7 +264,7 @@ fn migrate_on(db: &str) {
     });
     a.ip(&["link", "del", "tap777i0"]);
     let inst_b = Netns::new("fj");
-    let tap_b = veth(&b, "tap777i0", &inst_b, "eth0", 64);
+    let tap_b = veth(b, "tap777i0", &inst_b, "eth0", 64);
     // B asks as soon as the instance appears.
     eventually(
         Duration::from_secs(20),
@@ -239,7 +278,7 @@ fn migrate_on(db: &str) {
     );
     // Under the limit together: nothing fires, however many refreshes pass.
     upload(&inst_b, &tap_b, 150);
-    let here_b = settled(&config_b);
+    let here_b = settled(&config_b, "777");
     assert!(here_a + here_b < LIMIT, "{here_a} + {here_b}");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
@@ -258,7 +297,7 @@ fn migrate_on(db: &str) {
 
     // Over it together (B alone is far from it): B fires once, naming A's part.
     upload(&inst_b, &tap_b, 50);
-    let total_b = settled(&config_b);
+    let total_b = settled(&config_b, "777");
     assert!(
         here_a + total_b > LIMIT && total_b < LIMIT,
         "{here_a} + {total_b}"
@@ -299,7 +338,106 @@ fn migrate_on(db: &str) {
     eventually(Duration::from_secs(20), "B's reports in the store", || {
         (usage() == here_a + total_b).then_some(())
     });
-    assert_eq!(uploaded(&config_a), here_a);
+    assert_eq!(uploaded(&config_a, "777"), here_a);
+    assert_eq!(agent_a.stop(), Some(0));
+    assert_eq!(agent_b.stop(), Some(0));
+}
+
+/// Two instances of one project, one on each host, share a pooled daily quota: neither
+/// host fires while the project's sum is under it (though each sees the other's
+/// bytes), and both fire once the sum passes it — on the host whose instance did not
+/// move a byte since, too.
+#[test]
+fn a_projects_pool_trips_on_both_hosts_together() {
+    support::require_root();
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("quota.db");
+    let hosts = TwoHosts::new(db.to_str().unwrap());
+    let pool = r#"{"traffic":[{"resource":"traffic_upload","period":"day","limit":"400000","on_exceed":"warn","pool":true}]}"#;
+    assert_eq!(
+        hosts.call("PUT", "/v1/projects/shop", Some(pool)).status,
+        200
+    );
+    for i in ["801", "802"] {
+        let put = hosts.call(
+            "PUT",
+            &format!("/v1/instances/{i}/quota"),
+            Some(r#"{"project":"shop"}"#),
+        );
+        assert_eq!(put.status, 200, "{:?}", put.body);
+    }
+    let (inst_a, inst_b) = (Netns::new("pa"), Netns::new("pb"));
+    let tap_a = veth(&hosts.a, "tap801i0", &inst_a, "eth0", 66);
+    let tap_b = veth(&hosts.b, "tap802i0", &inst_b, "eth0", 67);
+    let [(config_a, agent_a, dir_a), (config_b, agent_b, dir_b)] = hosts.agents();
+    let pooled = |dir: &Path, i: &str| {
+        let rule = format!("store:day:upload-pool:{i}");
+        let snap = state::read(&dir.join("run/state.json")).ok().flatten()?;
+        snap.quotas.into_iter().find(|q| q.rule.as_str() == rule)
+    };
+    let fired = |config: &Path, i: &str| {
+        let rule = format!("store:day:upload-pool:{i}");
+        support::events(config)
+            .into_iter()
+            .filter(|e| {
+                e["event"] == "rule" && e["rule"] == rule.as_str() && e["state"] == "exceeded"
+            })
+            .count()
+    };
+    for agent in [&agent_a, &agent_b] {
+        eventually(Duration::from_secs(20), "the pool's rule", || {
+            agent
+                .log()
+                .contains("quota rules from the store rules=1")
+                .then_some(())
+        });
+    }
+    upload(&inst_a, &tap_a, 150);
+    upload(&inst_b, &tap_b, 150);
+    let (here_a, here_b) = (settled(&config_a, "801"), settled(&config_b, "802"));
+    let usage = || {
+        hosts
+            .call("GET", "/v1/projects/shop/usage?period=day", None)
+            .body["quotas"][0]["used"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    eventually(
+        Duration::from_secs(20),
+        "both hosts' reports in the store",
+        || (usage() == here_a + here_b).then_some(()),
+    );
+    // Each host counts the project's sum: its own ledger and the other's report.
+    let want = here_a + here_b;
+    eventually(
+        Duration::from_secs(10),
+        "each host to count the pool's sum",
+        || {
+            let a = pooled(&dir_a, "801")?;
+            let b = pooled(&dir_b, "802")?;
+            (a.used_bytes == want && b.used_bytes == want).then_some(())
+        },
+    );
+    assert!(want < 400_000, "{want}");
+    assert_eq!((fired(&config_a, "801"), fired(&config_b, "802")), (0, 0));
+    // More from A alone: the project passes its pool, and B fires as well.
+    upload(&inst_a, &tap_a, 100);
+    let more_a = settled(&config_a, "801");
+    assert!(more_a + here_b > 400_000, "{more_a} + {here_b}");
+    eventually(Duration::from_secs(15), "both hosts to fire", || {
+        (fired(&config_a, "801") == 1 && fired(&config_b, "802") == 1).then_some(())
+    });
+    eventually(Duration::from_secs(10), "the store's pool use", || {
+        let p = hosts
+            .call("GET", "/v1/projects/shop/usage?period=day", None)
+            .body;
+        (p["quotas"][0]["used"] == more_a + here_b).then_some(())
+    });
+    let p = hosts
+        .call("GET", "/v1/projects/shop/usage?period=day", None)
+        .body;
+    assert_eq!(p["quotas"][0]["overage"], more_a + here_b - 400_000);
     assert_eq!(agent_a.stop(), Some(0));
     assert_eq!(agent_b.stop(), Some(0));
 }

@@ -192,7 +192,10 @@ mod tests {
         let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["store:day:total:p1", "store:day:total-pool:p1"]);
         assert_eq!(rules[1].action, ActionKind::Disconnect);
-        assert_eq!(rules[1].elsewhere_in("2027-01-01T00:00:00Z".parse().unwrap()), 500);
+        assert_eq!(
+            rules[1].elsewhere_in("2027-01-01T00:00:00Z".parse().unwrap()),
+            500
+        );
     }
 
     #[test]

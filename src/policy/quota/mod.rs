@@ -97,7 +97,7 @@ impl Quotas {
     pub fn step(&mut self, cfg: &Config, spent: &[Spent], at: Timestamp) -> Vec<QuotaEvent> {
         let mut events = Vec::new();
         self.forget_uncovered(cfg, at, &mut events);
-        self.lift_raised(cfg, at, &mut events);
+        self.rejudge(cfg, at, &mut events);
         for s in spent {
             let tags = cfg.tags(&s.instance);
             for rule in cfg.rules.covering(&s.instance, tags) {
@@ -108,18 +108,28 @@ impl Quotas {
         events
     }
 
-    /// Lift every exceed whose count is no longer over its rule's limit — a top-up
-    /// bought, a limit raised, the rest of the fleet's count corrected — as a period's
-    /// end would: a `restored` event (links raised, `on_reset` run). The period's
-    /// thresholds stay announced.
-    fn lift_raised(&mut self, cfg: &Config, at: Timestamp, events: &mut Vec<QuotaEvent>) {
+    /// Judge every count again against its rule as it is now, not only those with new
+    /// bytes: a count other hosts moved (a pool's member elsewhere sent more) crosses
+    /// its thresholds and limit here; an exceed no longer over the limit — a top-up
+    /// bought, a limit raised, the fleet's count corrected — lifts as a period's end
+    /// would: a `restored` event (links raised, `on_reset` run). The period's thresholds
+    /// stay announced.
+    fn rejudge(&mut self, cfg: &Config, at: Timestamp, events: &mut Vec<QuotaEvent>) {
         for ((name, instance), u) in self.usage.iter_mut() {
-            if !u.exceeded || at >= u.period.end {
+            if at >= u.period.end {
                 continue;
             }
             let Some(rule) = cfg.rules.get(name) else {
                 continue;
             };
+            if !u.exceeded {
+                let before = (u.notified, u.exceeded);
+                crossings(rule, instance, u, at, events);
+                if (u.notified, u.exceeded) != before {
+                    self.changed.insert((name.clone(), instance.clone()));
+                }
+                continue;
+            }
             let elsewhere = rule.elsewhere_in(u.period.start);
             let used = rule
                 .direction

@@ -739,3 +739,47 @@ fn a_raised_limit_lifts_the_exceed_until_the_new_limit_is_passed() {
     assert!(u.exceeded);
     assert_eq!(u.upload, 1600);
 }
+
+/// A pool's member on this host sends nothing, but the rest of the project passes the
+/// limit: the count is judged again every tick, and exceeds without a byte of its own.
+#[test]
+fn a_count_moved_only_elsewhere_exceeds_without_local_bytes() {
+    let mut cfg = config(DAILY);
+    let name = RuleName::new("daily").unwrap();
+    let mut q = Quotas::default();
+    let e = q.step(
+        &cfg,
+        &[spent(
+            "101",
+            100,
+            0,
+            "2026-03-02T10:00:00Z",
+            "2026-03-02T10:01:00Z",
+        )],
+        ts("2026-03-02T10:01:00Z"),
+    );
+    assert_eq!(states(&e), vec![]);
+    let moved = crate::config::RuleConfig {
+        elsewhere: Some(crate::config::Elsewhere {
+            period_start: ts("2026-03-02T00:00:00Z"),
+            bytes: 950,
+        }),
+        ..cfg.rules.get(&name).unwrap().clone()
+    };
+    cfg.rules = crate::config::Rules::new(vec![moved]);
+    let e = q.step(&cfg, &[], ts("2026-03-02T10:02:00Z"));
+    assert_eq!(
+        states(&e),
+        vec![
+            ev("daily", "101", "threshold 0.5"),
+            ev("daily", "101", "threshold 0.9"),
+            ev("daily", "101", "exceeded")
+        ]
+    );
+    assert_eq!((e[2].used.get(), e[2].elsewhere), (1050, 950));
+    assert_eq!(
+        q.step(&cfg, &[], ts("2026-03-02T10:03:00Z")),
+        vec![],
+        "once"
+    );
+}
