@@ -252,7 +252,7 @@ fn migrate_on(db: &str) {
             .call(
                 "GET",
                 "/v1/instances/777/usage?period=day",
-                Some(&admin),
+                Some(admin),
                 None,
             )
             .body["upload"]
@@ -318,7 +318,7 @@ fn migrate_on(db: &str) {
     let topup = Client::new(&store.base).call(
         "POST",
         "/v1/instances/777/traffic/topups",
-        Some(&admin),
+        Some(admin),
         Some(r#"{"resource":"traffic_upload","bytes":"100KB","period":"day"}"#),
     );
     assert_eq!(topup.status, 201, "{:?}", topup.body);
