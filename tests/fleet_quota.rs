@@ -212,8 +212,8 @@ impl TwoHosts {
 
 fn migrate_on(db: &str) {
     let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let hosts = TwoHosts::new(db);
-    let (a, b, store, admin) = (&hosts.a, &hosts.b, &hosts.store, &hosts.admin);
+    let mut hosts = TwoHosts::new(db);
+    let (a, b) = (&hosts.a, &hosts.b);
     let put = hosts.call(
         "PUT",
         "/v1/instances/777/quota",
@@ -247,7 +247,7 @@ fn migrate_on(db: &str) {
     );
 
     // The store has A's bytes; then the instance moves to B.
-    let usage = || {
+    let usage = |store: &StoreProc, admin: &str| {
         Client::new(&store.base)
             .call(
                 "GET",
@@ -260,7 +260,7 @@ fn migrate_on(db: &str) {
             .unwrap_or(0)
     };
     eventually(Duration::from_secs(20), "A's report in the store", || {
-        (usage() == here_a).then_some(())
+        (usage(&hosts.store, &hosts.admin) == here_a).then_some(())
     });
     a.ip(&["link", "del", "tap777i0"]);
     let inst_b = Netns::new("fj");
@@ -313,12 +313,34 @@ fn migrate_on(db: &str) {
     assert!(used > LIMIT && used <= here_a + total_b, "{}", fired[0]);
     assert!(exceeds(&config_a).is_empty(), "A never passed it alone");
 
+    // The store goes away and B restarts meanwhile: the last fleet count (cached on
+    // disk) still holds, and the exceed with it.
+    let dir_b2 = dir_b.clone();
+    let mut agent_b = Some(agent_b);
+    hosts.store.away_for(|| {
+        assert_eq!(agent_b.take().unwrap().stop(), Some(0));
+        let (_, restarted) = agent(b, &dir_b2, &hosts.url, &hosts.tokens[1], "hv-b");
+        let q = eventually(
+            Duration::from_secs(20),
+            "B's count after its restart",
+            || quota(&dir_b2).filter(|_| restarted.log().contains("store quotas from the cache")),
+        );
+        assert_eq!(
+            (q.elsewhere_bytes, q.used_bytes, q.exceeded),
+            (here_a, here_a + total_b, true),
+            "{}",
+            restarted.log()
+        );
+        agent_b = Some(restarted);
+    });
+    let agent_b = agent_b.unwrap();
+
     // A top-up for today puts the instance back under its limit: B lifts the exceed
     // within a quota refresh, through the period end's path (a restored event).
-    let topup = Client::new(&store.base).call(
+    let topup = Client::new(&hosts.store.base).call(
         "POST",
         "/v1/instances/777/traffic/topups",
-        Some(admin),
+        Some(&hosts.admin),
         Some(r#"{"resource":"traffic_upload","bytes":"100KB","period":"day"}"#),
     );
     assert_eq!(topup.status, 201, "{:?}", topup.body);
@@ -336,7 +358,7 @@ fn migrate_on(db: &str) {
 
     // The store's count is both ledgers', to the byte.
     eventually(Duration::from_secs(20), "B's reports in the store", || {
-        (usage() == here_a + total_b).then_some(())
+        (usage(&hosts.store, &hosts.admin) == here_a + total_b).then_some(())
     });
     assert_eq!(uploaded(&config_a, "777"), here_a);
     assert_eq!(agent_a.stop(), Some(0));

@@ -12,7 +12,7 @@ use anyhow::Context;
 use jiff::Timestamp;
 
 use super::ConfigArg;
-use crate::api::agent::{SourceView, StatusView};
+use crate::api::agent::{SourceView, StatusView, StoreStatus};
 use crate::config::Config;
 use crate::model::human::human_bytes;
 use crate::model::human::human_secs;
@@ -137,7 +137,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     s.enforce_failed, s.links_down
                 ),
             );
-            line(&mut out, "store:", store_line(&s, now));
+            line(&mut out, "store:", store_line(s.store.as_ref(), now));
             for src in &s.inventory {
                 line(&mut out, "inventory:", source_line(src, now));
             }
@@ -191,11 +191,27 @@ fn since(t: Timestamp, now: Timestamp) -> u64 {
     u64::try_from(now.duration_since(t).as_secs()).unwrap_or(0)
 }
 
-fn store_line(s: &StatusView, now: Timestamp) -> String {
-    let Some(st) = &s.store else {
+fn store_line(st: Option<&StoreStatus>, now: Timestamp) -> String {
+    let Some(st) = st else {
         return "none configured (no [store]: usage is not reported)".to_owned();
     };
-    let spool = format!("spool {}", human_bytes(st.spool_bytes));
+    let spool = format!(
+        "spool {}{}",
+        human_bytes(st.spool_bytes),
+        match (st.quotas_failing_since, st.quotas_fetched) {
+            (Some(t), Some(f)) => format!(
+                "; quotas: the store has not answered for {}, keeping its answer of {} ago",
+                human_secs(since(t, now)),
+                human_secs(since(f, now))
+            ),
+            (Some(t), None) => format!(
+                "; quotas: the store has not answered for {}, using the cached ones",
+                human_secs(since(t, now))
+            ),
+            (None, Some(f)) => format!("; quotas fetched {} ago", human_secs(since(f, now))),
+            (None, None) => String::new(),
+        }
+    );
     match (&st.failing_since, &st.last_error, st.last_report) {
         (Some(t), Some(why), _) => format!(
             "{} UNREACHABLE for {} ({why}); {spool}",
@@ -250,6 +266,42 @@ fn from_state_file(config: &Config, now: Timestamp) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The store line says whether the store answers and whether the quotas (and the
+    /// fleet's counts) in force are fresh or the last answer kept while it is away.
+    #[test]
+    fn the_store_line_says_which_quota_answer_is_in_force() {
+        let now: Timestamp = "2027-01-01T12:00:00Z".parse().unwrap();
+        let ago = |s: i64| Some(now - jiff::SignedDuration::from_secs(s));
+        let st = |failing: Option<Timestamp>, fetched, quotas_failing| StoreStatus {
+            target: "http://store:9478".into(),
+            spool_bytes: 0,
+            last_report: ago(1),
+            failing_since: failing,
+            last_error: failing.map(|_| "connection refused".to_owned()),
+            quotas_fetched: fetched,
+            quotas_failing_since: quotas_failing,
+        };
+        let cases = [
+            (
+                st(None, ago(5), None),
+                "reachable (last report 1s ago); spool 0 B; quotas fetched 5s ago",
+            ),
+            (
+                st(ago(90), ago(100), ago(90)),
+                "UNREACHABLE for 1m 30s (connection refused); spool 0 B; quotas: the store has not answered for 1m 30s, keeping its answer of 1m 40s ago",
+            ),
+            (
+                st(ago(30), None, ago(30)),
+                "quotas: the store has not answered for 30s, using the cached ones",
+            ),
+        ];
+        for (status, want) in cases {
+            let got = store_line(Some(&status), now);
+            assert!(got.contains(want), "{got}\n  wanted {want}");
+        }
+        assert!(store_line(None, now).starts_with("none configured"));
+    }
 
     #[test]
     fn the_api_is_reached_on_loopback_when_bound_to_any() {

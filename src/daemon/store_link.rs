@@ -206,6 +206,8 @@ impl StoreLink {
             last_report: contact.last_report,
             failing_since: contact.failing.as_ref().map(|(t, _)| *t),
             last_error: contact.failing.map(|(_, why)| why),
+            quotas_fetched: self.quotas.fetched(),
+            quotas_failing_since: self.quotas.failing_since(),
         }
     }
 

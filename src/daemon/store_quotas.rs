@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use jiff::Timestamp;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -24,6 +25,8 @@ pub struct QuotaShared {
     current: Mutex<Arc<StoreQuotaSet>>,
     /// Bumped at every change of `current`.
     version: AtomicU64,
+    /// (last answer, failing since), for `sluice status`.
+    contact: Mutex<(Option<Timestamp>, Option<Timestamp>)>,
 }
 
 impl QuotaShared {
@@ -48,6 +51,28 @@ impl QuotaShared {
         QuotaShared {
             current: Mutex::new(Arc::new(cached.unwrap_or_default())),
             version: AtomicU64::new(version),
+            contact: Mutex::new((None, None)),
+        }
+    }
+
+    /// When the store last answered a lookup.
+    pub fn fetched(&self) -> Option<Timestamp> {
+        self.contact.lock().ok().and_then(|c| c.0)
+    }
+
+    /// Since when lookups fail (the last answer is in use meanwhile).
+    pub fn failing_since(&self) -> Option<Timestamp> {
+        self.contact.lock().ok().and_then(|c| c.1)
+    }
+
+    fn answered(&self, ok: bool) {
+        if let Ok(mut c) = self.contact.lock() {
+            let now = Timestamp::now();
+            if ok {
+                *c = (Some(now), None);
+            } else if c.1.is_none() {
+                c.1 = Some(now);
+            }
         }
     }
 
@@ -153,6 +178,7 @@ pub async fn run(
         if !ids.is_empty() {
             match fetch(&sink, &host, &ids).await {
                 Ok(set) => {
+                    shared.answered(true);
                     if failing {
                         info!("store quotas: the store answers again");
                         failing = false;
@@ -174,6 +200,7 @@ pub async fn run(
                     }
                 }
                 Err(e) => {
+                    shared.answered(false);
                     if !failing {
                         warn!("cannot fetch the store quotas ({e}); keeping the last ones");
                         failing = true;

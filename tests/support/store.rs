@@ -12,9 +12,33 @@ pub struct StoreProc {
     pub db: PathBuf,
     pub base: String,
     log: PathBuf,
+    extra: Vec<String>,
 }
 
 impl StoreProc {
+    /// Stop it (SIGTERM, bounded wait) and start it again on the same database and
+    /// address once `away` has passed: a store that is down for a while.
+    #[allow(dead_code)]
+    pub fn away_for(&mut self, away: impl FnOnce()) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "store did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        away();
+        let listen = self.base.trim_start_matches("http://").to_owned();
+        let (db, extra) = (self.db.clone(), self.extra.clone());
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let again = StoreProc::start_listen(None, &db, &listen, &extra);
+        let old = std::mem::replace(self, again);
+        drop(old);
+    }
+
     /// Start `sluice store` on `db`, listening on a free loopback port.
     pub fn start(db: &Path, extra: &[&str]) -> StoreProc {
         StoreProc::start_in(None, db, extra)
@@ -83,6 +107,7 @@ impl StoreProc {
             db: db.to_owned(),
             base: format!("http://{addr}"),
             log,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         }
     }
 

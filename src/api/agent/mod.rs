@@ -157,6 +157,12 @@ pub struct StoreStatus {
     pub failing_since: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// When the store last answered the quota lookup (its quotas and the rest of the
+    /// fleet's counts), and since when it does not: the last answer is kept meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quotas_fetched: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quotas_failing_since: Option<Timestamp>,
 }
 
 /// What `sluice status` shows.
