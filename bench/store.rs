@@ -317,7 +317,9 @@ fn main() {
         rows / base
     );
     println!();
-    println!("an agent's quota lookup of 1,000 instances with the fleet's counts (target on PostgreSQL: < 50 ms)");
+    println!(
+        "an agent's quota lookup of 1,000 instances with the fleet's counts (target on PostgreSQL: < 50 ms)"
+    );
     let runs = if quick { 3 } else { 11 };
     for (name, store) in [("SQLite    ", &s), ("PostgreSQL", &p)] {
         let (fleet, plain) = lookups(&rt, store, runs);

@@ -51,11 +51,116 @@ pub struct Args {
     /// Read the ledger from this directory instead of the config's agent.data_dir
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Each quota rule's count in its current period instead, as the running agent
+    /// holds it: limit, used (with what other hosts counted), overage, the period
+    #[arg(long, conflicts_with_all = ["csv", "from", "to", "interface"])]
+    pub quotas: bool,
+    /// With --quotas: read the agent's state from this directory instead of the
+    /// config's agent.state_dir
+    #[arg(long, value_name = "DIR", requires = "quotas")]
+    pub state_dir: Option<PathBuf>,
     #[command(flatten)]
     pub config: ConfigArg,
 }
 
+/// One rule's count as `sluice usage --quotas` shows it.
+#[derive(Debug, serde::Serialize, PartialEq, Eq)]
+pub struct QuotaLine {
+    pub rule: String,
+    pub instance: String,
+    pub start: Timestamp,
+    pub end: Timestamp,
+    pub limit: u64,
+    pub used: u64,
+    /// Of `used`, what other hosts counted.
+    pub elsewhere: u64,
+    pub overage: u64,
+    pub exceeded: bool,
+}
+
+/// The quota counts of the agent's state file, filtered as asked.
+pub fn quota_lines(
+    quotas: &[crate::state::QuotaRecord],
+    instance: Option<&InstanceId>,
+    rule: Option<&str>,
+) -> Vec<QuotaLine> {
+    quotas
+        .iter()
+        .filter(|q| instance.is_none_or(|i| &q.instance == i))
+        .filter(|q| rule.is_none_or(|r| q.rule.as_str() == r))
+        .map(|q| QuotaLine {
+            rule: q.rule.to_string(),
+            instance: q.instance.to_string(),
+            start: q.period_start,
+            end: q.period_end,
+            limit: q.limit_bytes,
+            used: q.used_bytes,
+            elsewhere: q.elsewhere_bytes,
+            overage: q.used_bytes.saturating_sub(q.limit_bytes),
+            exceeded: q.exceeded,
+        })
+        .collect()
+}
+
+fn render_quotas(lines: &[QuotaLine], tz: &TimeZone) -> String {
+    let when = |t: Timestamp| {
+        t.to_zoned_datetime(tz.clone())
+            .strftime("%Y-%m-%d %H:%M")
+            .to_string()
+    };
+    let mut out = format!(
+        "{:<32} {:<12} {:<35} {:>10} {:>10} {:>10} {:>10}  STATE\n",
+        "RULE", "INSTANCE", "PERIOD", "LIMIT", "USED", "ELSEWHERE", "OVERAGE"
+    );
+    for l in lines {
+        out.push_str(&format!(
+            "{:<32} {:<12} {:<35} {:>10} {:>10} {:>10} {:>10}  {}\n",
+            l.rule,
+            l.instance,
+            format!("{} → {}", when(l.start), when(l.end)),
+            human_bytes(l.limit),
+            human_bytes(l.used),
+            human_bytes(l.elsewhere),
+            human_bytes(l.overage),
+            if l.exceeded { "EXCEEDED" } else { "ok" }
+        ));
+    }
+    out
+}
+
+fn run_quotas(args: &Args) -> anyhow::Result<ExitCode> {
+    let dir = match &args.state_dir {
+        Some(d) => d.clone(),
+        None => Config::load(&args.config.config)
+            .map(|l| l.config.agent.state_dir)
+            .with_context(|| "the agent's state directory (or give --state-dir)")?,
+    };
+    let path = dir.join(crate::state::STATE_FILE);
+    let snap = crate::state::read(&path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .with_context(|| {
+            format!(
+                "no state at {} (is `sluice agent` running?)",
+                path.display()
+            )
+        })?;
+    let lines = quota_lines(&snap.quotas, args.instance.as_ref(), args.rule.as_deref());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&lines)?);
+    } else {
+        let tz = match &args.tz {
+            Some(name) => TimeZone::get(name).with_context(|| format!("--tz {name:?}"))?,
+            None => TimeZone::system(),
+        };
+        print!("{}", render_quotas(&lines, &tz));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.quotas {
+        return run_quotas(&args);
+    }
     let rule = match &args.rule {
         None => None,
         Some(name) => {
@@ -260,6 +365,57 @@ pub fn render(rows: &[UsageRow], by: Granularity, tz: &TimeZone) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each count's overage is what it used past its limit, with the fleet's part shown.
+    #[test]
+    fn quota_lines_give_limit_used_elsewhere_and_overage() {
+        let rec = |rule: &str, instance: &str, used, elsewhere, limit, exceeded| {
+            crate::state::QuotaRecord {
+                rule: crate::model::ids::RuleName::new(rule).unwrap(),
+                instance: InstanceId::new(instance).unwrap(),
+                period_start: "2027-01-01T00:00:00Z".parse().unwrap(),
+                period_end: "2027-02-01T00:00:00Z".parse().unwrap(),
+                used_bytes: used,
+                elsewhere_bytes: elsewhere,
+                limit_bytes: limit,
+                action: crate::config::ActionKind::Warn,
+                exceeded,
+            }
+        };
+        let all = [
+            rec("store:month:total:101", "101", 1_200, 900, 1_000, true),
+            rec("monthly", "101", 400, 0, 1_000, false),
+            rec("monthly", "102", 10, 0, 1_000, false),
+        ];
+        // (instance, rule) filters → (rule, instance, used, elsewhere, overage)
+        type Row = (String, String, u64, u64, u64);
+        let pick = |i: Option<&str>, r: Option<&str>| -> Vec<Row> {
+            let id = i.map(|i| InstanceId::new(i).unwrap());
+            quota_lines(&all, id.as_ref(), r)
+                .into_iter()
+                .map(|l| (l.rule, l.instance, l.used, l.elsewhere, l.overage))
+                .collect()
+        };
+        assert_eq!(
+            pick(Some("101"), None),
+            vec![
+                (
+                    "store:month:total:101".into(),
+                    "101".into(),
+                    1_200,
+                    900,
+                    200
+                ),
+                ("monthly".into(), "101".into(), 400, 0, 0),
+            ]
+        );
+        assert_eq!(pick(None, Some("monthly")).len(), 2);
+        let text = render_quotas(&quota_lines(&all, None, None), &TimeZone::UTC);
+        assert!(
+            text.contains("EXCEEDED") && text.contains("2027-01-01 00:00 → 2027-02-01 00:00"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn when_takes_dates_local_times_and_instants() {
