@@ -670,6 +670,20 @@ pub(crate) trait Statements {
         rows.iter().map(quota_of).collect()
     }
 
+    /// The (upload, download) sums one row of `sql` answers (none: nothing counted).
+    async fn byte_pair(
+        &mut self,
+        what: &'static str,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Result<(u64, u64), StoreError> {
+        let rows = self.query(what, sql, args).await?;
+        match rows.first() {
+            Some(r) => Ok((r.count(0)?, r.count(1)?)),
+            None => Ok((0, 0)),
+        }
+    }
+
     /// Bytes (upload, download) of `instance` in hours starting in [start, end).
     async fn traffic_between(
         &mut self,
@@ -677,23 +691,18 @@ pub(crate) trait Statements {
         start: Timestamp,
         end: Timestamp,
     ) -> Result<(u64, u64), StoreError> {
-        let rows = self
-            .query(
-                "reading traffic",
-                "SELECT CAST(COALESCE(SUM(upload), 0) AS BIGINT),
-                        CAST(COALESCE(SUM(download), 0) AS BIGINT)
-                 FROM traffic_hours WHERE instance = $1 AND hour_ms >= $2 AND hour_ms < $3",
-                &[
-                    Arg::Text(instance.as_str()),
-                    Arg::Int(start.as_millisecond()),
-                    Arg::Int(end.as_millisecond()),
-                ],
-            )
-            .await?;
-        match rows.first() {
-            Some(r) => Ok((r.count(0)?, r.count(1)?)),
-            None => Ok((0, 0)),
-        }
+        self.byte_pair(
+            "reading traffic",
+            "SELECT CAST(COALESCE(SUM(upload), 0) AS BIGINT),
+                    CAST(COALESCE(SUM(download), 0) AS BIGINT)
+             FROM traffic_hours WHERE instance = $1 AND hour_ms >= $2 AND hour_ms < $3",
+            &[
+                Arg::Text(instance.as_str()),
+                Arg::Int(start.as_millisecond()),
+                Arg::Int(end.as_millisecond()),
+            ],
+        )
+        .await
     }
 
     /// Bytes (upload, download) of `instance` in hours starting in [start, end) that
@@ -705,25 +714,20 @@ pub(crate) trait Statements {
         start: Timestamp,
         end: Timestamp,
     ) -> Result<(u64, u64), StoreError> {
-        let rows = self
-            .query(
-                "reading other hosts' traffic",
-                "SELECT CAST(COALESCE(SUM(upload), 0) AS BIGINT),
-                        CAST(COALESCE(SUM(download), 0) AS BIGINT)
-                 FROM traffic_by_agent
-                 WHERE instance = $1 AND hour_ms >= $2 AND hour_ms < $3 AND agent <> $4",
-                &[
-                    Arg::Text(instance.as_str()),
-                    Arg::Int(start.as_millisecond()),
-                    Arg::Int(end.as_millisecond()),
-                    Arg::Text(agent.as_str()),
-                ],
-            )
-            .await?;
-        match rows.first() {
-            Some(r) => Ok((r.count(0)?, r.count(1)?)),
-            None => Ok((0, 0)),
-        }
+        self.byte_pair(
+            "reading other hosts' traffic",
+            "SELECT CAST(COALESCE(SUM(upload), 0) AS BIGINT),
+                    CAST(COALESCE(SUM(download), 0) AS BIGINT)
+             FROM traffic_by_agent
+             WHERE instance = $1 AND hour_ms >= $2 AND hour_ms < $3 AND agent <> $4",
+            &[
+                Arg::Text(instance.as_str()),
+                Arg::Int(start.as_millisecond()),
+                Arg::Int(end.as_millisecond()),
+                Arg::Text(agent.as_str()),
+            ],
+        )
+        .await
     }
 
     /// Bytes (upload, download) of all of `project`'s instances in hours starting in
@@ -747,21 +751,16 @@ pub(crate) trait Statements {
              FROM traffic_by_agent t JOIN instances i ON i.id = t.instance
              WHERE i.project = $1 AND t.hour_ms >= $2 AND t.hour_ms < $3"
         };
-        let rows = self
-            .query(
-                "reading a pool's traffic",
-                sql,
-                &[
-                    Arg::Text(project),
-                    Arg::Int(start.as_millisecond()),
-                    Arg::Int(end.as_millisecond()),
-                ],
-            )
-            .await?;
-        match rows.first() {
-            Some(r) => Ok((r.count(0)?, r.count(1)?)),
-            None => Ok((0, 0)),
-        }
+        self.byte_pair(
+            "reading a pool's traffic",
+            sql,
+            &[
+                Arg::Text(project),
+                Arg::Int(start.as_millisecond()),
+                Arg::Int(end.as_millisecond()),
+            ],
+        )
+        .await
     }
 
     /// Bytes (upload, download) of `instance` in hours starting in [start, end) that
@@ -773,25 +772,20 @@ pub(crate) trait Statements {
         start: Timestamp,
         end: Timestamp,
     ) -> Result<(u64, u64), StoreError> {
-        let rows = self
-            .query(
-                "reading a host's traffic",
-                "SELECT CAST(COALESCE(SUM(upload), 0) AS BIGINT),
-                        CAST(COALESCE(SUM(download), 0) AS BIGINT)
-                 FROM traffic_by_agent
-                 WHERE instance = $1 AND hour_ms >= $2 AND hour_ms < $3 AND agent = $4",
-                &[
-                    Arg::Text(instance.as_str()),
-                    Arg::Int(start.as_millisecond()),
-                    Arg::Int(end.as_millisecond()),
-                    Arg::Text(agent.as_str()),
-                ],
-            )
-            .await?;
-        match rows.first() {
-            Some(r) => Ok((r.count(0)?, r.count(1)?)),
-            None => Ok((0, 0)),
-        }
+        self.byte_pair(
+            "reading a host's traffic",
+            "SELECT CAST(COALESCE(SUM(upload), 0) AS BIGINT),
+                    CAST(COALESCE(SUM(download), 0) AS BIGINT)
+             FROM traffic_by_agent
+             WHERE instance = $1 AND hour_ms >= $2 AND hour_ms < $3 AND agent = $4",
+            &[
+                Arg::Text(instance.as_str()),
+                Arg::Int(start.as_millisecond()),
+                Arg::Int(end.as_millisecond()),
+                Arg::Text(agent.as_str()),
+            ],
+        )
+        .await
     }
 
     /// Record a top-up.
