@@ -19,6 +19,10 @@ pub struct Rules {
     by_instance: HashMap<InstanceId, Vec<usize>>,
     /// Every other rule: checked for every instance.
     general: Vec<usize>,
+    /// Which set of rules this is: each `new` gets another, a clone keeps it. A policy
+    /// that judged its counts against these rules need not judge them again until
+    /// they are replaced (a reload, the store's next answer).
+    generation: u64,
 }
 
 impl Rules {
@@ -36,12 +40,19 @@ impl Rules {
                 general.push(i);
             }
         }
+        static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Rules {
             list,
             by_name,
             by_instance,
             general,
+            generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
+    }
+
+    /// See the field: equal for clones, different for every `new`.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The rule named `name` (the first, if a name repeats).

@@ -359,7 +359,8 @@ async fn get_usage(
 }
 
 /// Buy more traffic for the current period of one of the instance's quotas: its limit
-/// rises at once, and every agent lifts an exceed it lifts within one quota refresh.
+/// rises at once, and an exceed the top-up ends is lifted on every host within one
+/// quota refresh.
 async fn add_topup(
     _: Operator,
     State(s): State<ApiState>,

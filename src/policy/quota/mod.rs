@@ -70,6 +70,9 @@ pub struct Quotas {
     usage: BTreeMap<(RuleName, InstanceId), QuotaUsage>,
     /// Rows changed or removed since the last [`Quotas::take_changes`].
     changed: BTreeSet<(RuleName, InstanceId)>,
+    /// The rules' generation the counts were last judged against as a whole: only new
+    /// rules (a limit raised, a top-up, the fleet's count) can move a count without bytes.
+    judged: Option<u64>,
 }
 
 impl Quotas {
@@ -78,6 +81,7 @@ impl Quotas {
         Quotas {
             usage: rows.into_iter().collect(),
             changed: BTreeSet::new(),
+            judged: None,
         }
     }
 
@@ -97,7 +101,11 @@ impl Quotas {
     pub fn step(&mut self, cfg: &Config, spent: &[Spent], at: Timestamp) -> Vec<QuotaEvent> {
         let mut events = Vec::new();
         self.forget_uncovered(cfg, at, &mut events);
-        self.rejudge(cfg, at, &mut events);
+        let rules = Some(cfg.rules.generation());
+        if self.judged != rules {
+            self.rejudge(cfg, at, &mut events);
+            self.judged = rules;
+        }
         for s in spent {
             let tags = cfg.tags(&s.instance);
             for rule in cfg.rules.covering(&s.instance, tags) {
@@ -109,7 +117,7 @@ impl Quotas {
     }
 
     /// Judge every count again against its rule as it is now, not only those with new
-    /// bytes: a count other hosts moved (a pool's member elsewhere sent more) crosses
+    /// bytes (run when the rules were replaced): a count other hosts moved (a pool's member elsewhere sent more) crosses
     /// its thresholds and limit here; an exceed no longer over the limit — a top-up
     /// bought, a limit raised, the fleet's count corrected — lifts as a period's end
     /// would: a `restored` event (links raised, `on_reset` run). The period's thresholds
