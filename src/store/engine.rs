@@ -422,15 +422,23 @@ pub(crate) async fn with_topups<S: Statements>(
     at: Timestamp,
     tz: &TimeZone,
 ) -> Result<Vec<u64>, StoreError> {
-    let all = s.topups(instance, Timestamp::MIN).await?;
+    let starts: Vec<Option<Timestamp>> = quotas
+        .iter()
+        .map(|(q, _)| q.bounds(at, tz).map(|b| b.0))
+        .collect();
+    // Only the top-ups of periods that end after the earliest of these start (not every
+    // one the instance ever bought).
+    let Some(earliest) = starts.iter().flatten().min() else {
+        return Ok(vec![0; quotas.len()]);
+    };
+    let all = s.topups(instance, *earliest).await?;
     let mut added = Vec::with_capacity(quotas.len());
-    for (q, _) in quotas.iter_mut() {
+    for ((q, _), start) in quotas.iter_mut().zip(starts) {
         // An instance's top-up is its own: a pool's limit is the project's.
         if q.pool {
             added.push(0);
             continue;
         }
-        let start = q.bounds(at, tz).map(|b| b.0);
         let bytes = all
             .iter()
             .filter(|t| {
