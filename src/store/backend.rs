@@ -5,8 +5,9 @@
 //! its open transaction or connection, and the few statements whose SQL its dialect
 //! spells its own way (row locks, `MAX` against `GREATEST`, batched upserts). Every other
 //! statement is a provided method here, its SQL written once: SQLite takes PostgreSQL's
-//! `$1` placeholders (as `?1`, see [`numbered`]), and where PostgreSQL needs a type
-//! (sums are `NUMERIC` there) a portable `CAST` says so for both.
+//! `$1` placeholders (as `?1`, see [`for_sqlite`]), a list of ids is PostgreSQL's
+//! `= ANY($n::TEXT[])` (a JSON array `json_each` reads on SQLite), and where PostgreSQL
+//! needs a type (sums are `NUMERIC` there) a portable `CAST` says so for both.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,6 +29,8 @@ pub(crate) enum Arg<'a> {
     Text(&'a str),
     OptText(Option<&'a str>),
     Bytes(&'a [u8]),
+    /// A list, for `= ANY($n::TEXT[])`: one statement for many ids.
+    Texts(&'a [&'a str]),
 }
 
 /// One column of a result row.
@@ -111,14 +114,37 @@ impl Row {
     }
 }
 
-/// `sql` with PostgreSQL's `$n` placeholders as SQLite's `?n`. (SQLite reads `$1` as a
-/// *named* parameter numbered by first appearance, so `$2 … $1` would bind backwards.)
-pub(crate) fn numbered(sql: &str) -> Cow<'_, str> {
-    if sql.contains('$') {
-        Cow::Owned(sql.replace('$', "?"))
-    } else {
-        Cow::Borrowed(sql)
+/// The spelling of a list parameter in a statement, as PostgreSQL reads it.
+const ANY_LIST: &str = "= ANY($";
+/// Its end.
+const ANY_LIST_END: &str = "::TEXT[])";
+
+/// `sql` as SQLite reads it: PostgreSQL's `$n` placeholders as `?n` (SQLite reads `$1`
+/// as a *named* parameter numbered by first appearance, so `$2 … $1` would bind
+/// backwards), and `= ANY($n::TEXT[])` as `IN (SELECT value FROM json_each(?n))`, the
+/// list being bound as a JSON array.
+pub(crate) fn for_sqlite(sql: &str) -> Cow<'_, str> {
+    if !sql.contains('$') {
+        return Cow::Borrowed(sql);
     }
+    let mut out = String::with_capacity(sql.len() + 32);
+    let mut rest = sql;
+    while let Some(at) = rest.find(ANY_LIST) {
+        let after = &rest[at + ANY_LIST.len()..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || !after[digits..].starts_with(ANY_LIST_END) {
+            out.push_str(&rest[..at + ANY_LIST.len()]);
+            rest = after;
+            continue;
+        }
+        out.push_str(&rest[..at]);
+        out.push_str("IN (SELECT value FROM json_each($");
+        out.push_str(&after[..digits]);
+        out.push_str("))");
+        rest = &after[digits + ANY_LIST_END.len()..];
+    }
+    out.push_str(rest);
+    Cow::Owned(out.replace('$', "?"))
 }
 
 /// An unsigned amount as the databases' signed 64-bit integer, saturating.
@@ -137,13 +163,23 @@ macro_rules! chain {
     };
 }
 
-/// The columns [`quota_of`] reads, up to the `WHERE`.
+/// A traffic quota's columns after its scope kind (as [`quota_at`] reads them), up to
+/// the `WHERE`.
 macro_rules! quota_rows {
     () => {
         "SELECT scope_kind, resource, period, limit_bytes, on_exceed, upload_rate, download_rate,
                 reset_day, pool
          FROM traffic_quotas WHERE "
     };
+}
+
+/// Whose shares of an instance's traffic a sum takes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Hosts<'a> {
+    /// Every host's but this agent's (what it must add to its own ledger's count).
+    Other(&'a Label),
+    /// This agent's alone.
+    Only(&'a Label),
 }
 
 /// The four counts of the store's stats.
@@ -645,29 +681,56 @@ pub(crate) trait Statements {
                 &[Arg::Text(kind), Arg::Text(name)],
             )
             .await?;
-        rows.iter().map(|r| quota_of(r).map(|(_, q)| q)).collect()
+        rows.iter().map(|r| quota_at(r, 1)).collect()
     }
 
-    /// The traffic quotas along an instance's chain, with the scope kind of each.
-    async fn chain_traffic_quotas(
+    /// Each of `ids`' project and its class (the instance's own, else its project's);
+    /// an id the store does not know is absent.
+    async fn chains_of(
         &mut self,
-        instance: &InstanceId,
-        project: Option<&str>,
-        class: Option<&str>,
-    ) -> Result<Vec<(String, TrafficQuota)>, StoreError> {
-        const SQL: &str = concat!(quota_rows!(), chain!());
+        ids: &[&str],
+    ) -> Result<BTreeMap<String, (Option<String>, Option<String>)>, StoreError> {
+        let rows = self
+            .query(
+                "reading instances",
+                "SELECT i.id, i.project, COALESCE(i.class, p.class) FROM instances i
+                 LEFT JOIN projects p ON p.id = i.project WHERE i.id = ANY($1::TEXT[])",
+                &[Arg::Texts(ids)],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
+            .collect()
+    }
+
+    /// The traffic quotas set at any of these instances, projects or classes, and the
+    /// default's: rows of (scope kind, scope, quota).
+    async fn chains_traffic_quotas(
+        &mut self,
+        instances: &[&str],
+        projects: &[&str],
+        classes: &[&str],
+    ) -> Result<Vec<(String, String, TrafficQuota)>, StoreError> {
         let rows = self
             .query(
                 "reading traffic quotas",
-                SQL,
+                "SELECT scope_kind, scope, resource, period, limit_bytes, on_exceed, upload_rate,
+                        download_rate, reset_day, pool
+                 FROM traffic_quotas
+                 WHERE (scope_kind = 'instance' AND scope = ANY($1::TEXT[]))
+                    OR (scope_kind = 'project' AND scope = ANY($2::TEXT[]))
+                    OR (scope_kind = 'class' AND scope = ANY($3::TEXT[]))
+                    OR scope_kind = 'default'",
                 &[
-                    Arg::Text(instance.as_str()),
-                    Arg::OptText(project),
-                    Arg::OptText(class),
+                    Arg::Texts(instances),
+                    Arg::Texts(projects),
+                    Arg::Texts(classes),
                 ],
             )
             .await?;
-        rows.iter().map(quota_of).collect()
+        rows.iter()
+            .map(|r| Ok((r.get(0)?, r.get(1)?, quota_at(r, 2)?)))
+            .collect()
     }
 
     /// The (upload, download) sums one row of `sql` answers (none: nothing counted).
@@ -705,84 +768,91 @@ pub(crate) trait Statements {
         .await
     }
 
-    /// Bytes (upload, download) of `instance` in hours starting in [start, end) that
-    /// hosts other than `agent` reported.
-    async fn traffic_elsewhere(
+    /// Bytes (upload, download) per instance of `ids` in hours starting in [start, end),
+    /// from the shares of `hosts`; an instance without any is absent.
+    async fn traffic_by_hosts(
         &mut self,
-        instance: &InstanceId,
-        agent: &Label,
-        start: Timestamp,
-        end: Timestamp,
-    ) -> Result<(u64, u64), StoreError> {
-        self.byte_pair(
-            "reading other hosts' traffic",
-            "SELECT CAST(COALESCE(SUM(upload), 0) AS BIGINT),
-                    CAST(COALESCE(SUM(download), 0) AS BIGINT)
-             FROM traffic_by_agent
-             WHERE instance = $1 AND hour_ms >= $2 AND hour_ms < $3 AND agent <> $4",
+        ids: &[&str],
+        hosts: Hosts<'_>,
+        (start, end): (Timestamp, Timestamp),
+    ) -> Result<BTreeMap<String, (u64, u64)>, StoreError> {
+        let (what, sql, agent) = match hosts {
+            Hosts::Other(agent) => (
+                "reading other hosts' traffic",
+                "SELECT instance, CAST(SUM(upload) AS BIGINT), CAST(SUM(download) AS BIGINT)
+                 FROM traffic_by_agent
+                 WHERE instance = ANY($1::TEXT[]) AND hour_ms >= $2 AND hour_ms < $3
+                   AND agent <> $4
+                 GROUP BY instance",
+                agent,
+            ),
+            Hosts::Only(agent) => (
+                "reading a host's traffic",
+                "SELECT instance, CAST(SUM(upload) AS BIGINT), CAST(SUM(download) AS BIGINT)
+                 FROM traffic_by_agent
+                 WHERE instance = ANY($1::TEXT[]) AND hour_ms >= $2 AND hour_ms < $3
+                   AND agent = $4
+                 GROUP BY instance",
+                agent,
+            ),
+        };
+        let args = [
+            Arg::Texts(ids),
+            Arg::Int(start.as_millisecond()),
+            Arg::Int(end.as_millisecond()),
+            Arg::Text(agent.as_str()),
+        ];
+        self.query(what, sql, &args)
+            .await?
+            .iter()
+            .map(|r| Ok((r.get(0)?, (r.count(1)?, r.count(2)?))))
+            .collect()
+    }
+
+    /// Bytes (upload, download) of all of each project's instances in hours starting in
+    /// [start, end), from every host's shares; a project without any is absent.
+    async fn pools_traffic(
+        &mut self,
+        projects: &[&str],
+        (start, end): (Timestamp, Timestamp),
+    ) -> Result<BTreeMap<String, (u64, u64)>, StoreError> {
+        self.query(
+            "reading pools' traffic",
+            "SELECT i.project, CAST(SUM(t.upload) AS BIGINT), CAST(SUM(t.download) AS BIGINT)
+             FROM traffic_by_agent t JOIN instances i ON i.id = t.instance
+             WHERE i.project = ANY($1::TEXT[]) AND t.hour_ms >= $2 AND t.hour_ms < $3
+             GROUP BY i.project",
             &[
-                Arg::Text(instance.as_str()),
+                Arg::Texts(projects),
                 Arg::Int(start.as_millisecond()),
                 Arg::Int(end.as_millisecond()),
-                Arg::Text(agent.as_str()),
             ],
         )
-        .await
+        .await?
+        .iter()
+        .map(|r| Ok((r.get(0)?, (r.count(1)?, r.count(2)?))))
+        .collect()
     }
 
     /// Bytes (upload, download) of all of `project`'s instances in hours starting in
-    /// [start, end): from every host's shares (`hours` false), or from the hourly
-    /// totals (`hours` true, which also hold what was reported before shares were kept).
-    async fn pool_traffic(
+    /// [start, end), from the hourly totals (which also hold what was reported before
+    /// the store kept each host's share).
+    async fn project_traffic(
         &mut self,
         project: &str,
         start: Timestamp,
         end: Timestamp,
-        hours: bool,
     ) -> Result<(u64, u64), StoreError> {
-        let sql = if hours {
+        self.byte_pair(
+            "reading a project's traffic",
             "SELECT CAST(COALESCE(SUM(t.upload), 0) AS BIGINT),
                     CAST(COALESCE(SUM(t.download), 0) AS BIGINT)
              FROM traffic_hours t JOIN instances i ON i.id = t.instance
-             WHERE i.project = $1 AND t.hour_ms >= $2 AND t.hour_ms < $3"
-        } else {
-            "SELECT CAST(COALESCE(SUM(t.upload), 0) AS BIGINT),
-                    CAST(COALESCE(SUM(t.download), 0) AS BIGINT)
-             FROM traffic_by_agent t JOIN instances i ON i.id = t.instance
-             WHERE i.project = $1 AND t.hour_ms >= $2 AND t.hour_ms < $3"
-        };
-        self.byte_pair(
-            "reading a pool's traffic",
-            sql,
+             WHERE i.project = $1 AND t.hour_ms >= $2 AND t.hour_ms < $3",
             &[
                 Arg::Text(project),
                 Arg::Int(start.as_millisecond()),
                 Arg::Int(end.as_millisecond()),
-            ],
-        )
-        .await
-    }
-
-    /// Bytes (upload, download) of `instance` in hours starting in [start, end) that
-    /// `agent` itself reported.
-    async fn traffic_of_agent(
-        &mut self,
-        instance: &InstanceId,
-        agent: &Label,
-        start: Timestamp,
-        end: Timestamp,
-    ) -> Result<(u64, u64), StoreError> {
-        self.byte_pair(
-            "reading a host's traffic",
-            "SELECT CAST(COALESCE(SUM(upload), 0) AS BIGINT),
-                    CAST(COALESCE(SUM(download), 0) AS BIGINT)
-             FROM traffic_by_agent
-             WHERE instance = $1 AND hour_ms >= $2 AND hour_ms < $3 AND agent = $4",
-            &[
-                Arg::Text(instance.as_str()),
-                Arg::Int(start.as_millisecond()),
-                Arg::Int(end.as_millisecond()),
-                Arg::Text(agent.as_str()),
             ],
         )
         .await
@@ -810,12 +880,13 @@ pub(crate) trait Statements {
         .map(drop)
     }
 
-    /// `instance`'s top-ups of periods that end after `after`, oldest first.
-    async fn topups(
+    /// The top-ups of any of `ids` for periods ending after `after`, oldest first: rows
+    /// of (instance, top-up).
+    async fn topups_of(
         &mut self,
-        instance: &InstanceId,
+        ids: &[&str],
         after: Timestamp,
-    ) -> Result<Vec<Topup>, StoreError> {
+    ) -> Result<Vec<(String, Topup)>, StoreError> {
         let ts = |ms: i64| {
             Timestamp::from_millisecond(ms).map_err(|e| StoreError::Database {
                 what: "reading top-ups",
@@ -824,25 +895,24 @@ pub(crate) trait Statements {
         };
         self.query(
             "reading top-ups",
-            "SELECT id, resource, period, start_ms, end_ms, bytes, created_ms FROM traffic_topups
-             WHERE instance = $1 AND end_ms > $2 ORDER BY created_ms, id",
-            &[
-                Arg::Text(instance.as_str()),
-                Arg::Int(after.as_millisecond()),
-            ],
+            "SELECT instance, id, resource, period, start_ms, end_ms, bytes, created_ms
+             FROM traffic_topups
+             WHERE instance = ANY($1::TEXT[]) AND end_ms > $2 ORDER BY created_ms, id",
+            &[Arg::Texts(ids), Arg::Int(after.as_millisecond())],
         )
         .await?
         .iter()
         .map(|r| {
-            Ok(Topup {
-                id: r.get(0)?,
-                resource: r.get(1)?,
-                period: r.get(2)?,
-                start: ts(r.get(3)?)?,
-                end: ts(r.get(4)?)?,
-                bytes: r.count(5)?,
-                created: ts(r.get(6)?)?,
-            })
+            let topup = Topup {
+                id: r.get(1)?,
+                resource: r.get(2)?,
+                period: r.get(3)?,
+                start: ts(r.get(4)?)?,
+                end: ts(r.get(5)?)?,
+                bytes: r.count(6)?,
+                created: ts(r.get(7)?)?,
+            };
+            Ok((r.get(0)?, topup))
         })
         .collect()
     }
@@ -1058,23 +1128,22 @@ pub(crate) trait Statements {
     }
 }
 
-/// A traffic quota row (`quota_rows!`) with its scope kind.
-fn quota_of(r: &Row) -> Result<(String, TrafficQuota), StoreError> {
-    let q = TrafficQuota::from_stored(
-        &r.get::<String>(1)?,
-        &r.get::<String>(2)?,
-        r.get(3)?,
-        &r.get::<String>(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
+/// The quota in `r`'s columns from `k` on, in `quota_rows!`' order (from `resource`).
+fn quota_at(r: &Row, k: usize) -> Result<TrafficQuota, StoreError> {
+    TrafficQuota::from_stored(
+        &r.get::<String>(k)?,
+        &r.get::<String>(k + 1)?,
+        r.get(k + 2)?,
+        &r.get::<String>(k + 3)?,
+        r.get(k + 4)?,
+        r.get(k + 5)?,
+        r.get(k + 6)?,
+        r.get(k + 7)?,
     )
     .map_err(|reason| StoreError::Database {
         what: "reading traffic quotas",
         source: cause(reason),
-    })?;
-    Ok((r.get(0)?, q))
+    })
 }
 
 #[cfg(test)]
@@ -1082,11 +1151,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn placeholders_become_sqlites_numbered_ones() {
-        assert_eq!(
-            numbered("UPDATE t SET a = $2 WHERE id = $1"),
-            "UPDATE t SET a = ?2 WHERE id = ?1"
-        );
-        assert!(matches!(numbered("SELECT 1"), Cow::Borrowed(_)));
+    fn statements_in_sqlites_spelling() {
+        for (pg, sqlite) in [
+            (
+                "UPDATE t SET a = $2 WHERE id = $1",
+                "UPDATE t SET a = ?2 WHERE id = ?1",
+            ),
+            (
+                "SELECT a FROM t WHERE id = ANY($1::TEXT[]) AND b = $2",
+                "SELECT a FROM t WHERE id IN (SELECT value FROM json_each(?1)) AND b = ?2",
+            ),
+            (
+                "WHERE (k = 'i' AND s = ANY($1::TEXT[])) OR (k = 'p' AND s = ANY($12::TEXT[]))",
+                "WHERE (k = 'i' AND s IN (SELECT value FROM json_each(?1))) \
+                 OR (k = 'p' AND s IN (SELECT value FROM json_each(?12)))",
+            ),
+            // Not a list: left as it is, placeholders aside.
+            (
+                "WHERE a = ANY($x) AND b = $1",
+                "WHERE a = ANY(?x) AND b = ?1",
+            ),
+        ] {
+            assert_eq!(for_sqlite(pg), sqlite, "{pg}");
+        }
+        assert!(matches!(for_sqlite("SELECT 1"), Cow::Borrowed(_)));
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-use super::backend::{Statements, clamp};
+use super::backend::{Hosts, Statements, clamp};
 use super::model::{
     Deltas, Limit, Membership, ReservationId, Scope, Standing, StoreError, check, standings_from,
 };
@@ -327,13 +327,49 @@ pub(crate) async fn traffic_quotas<S: Statements>(
     s: &mut S,
     instance: &InstanceId,
 ) -> Result<Vec<(TrafficQuota, &'static str)>, StoreError> {
-    let (project, class) = s.chain_of(instance).await?;
-    let rows = s
-        .chain_traffic_quotas(instance, project.as_deref(), class.as_deref())
-        .await?;
-    Ok(resolve(rows))
+    let mut all = quotas_in_force(s, &[instance.as_str()]).await?;
+    Ok(all.pop().map(|f| f.quotas).unwrap_or_default())
 }
 
+/// One instance's quotas in force, and the project they came through.
+struct InForce {
+    project: Option<String>,
+    quotas: Vec<(TrafficQuota, &'static str)>,
+}
+
+/// The traffic quotas in force for each of `ids` (in their order), in two statements
+/// whatever their number: an agent asks about every instance on its host at once.
+async fn quotas_in_force<S: Statements>(
+    s: &mut S,
+    ids: &[&str],
+) -> Result<Vec<InForce>, StoreError> {
+    let chains = s.chains_of(ids).await?;
+    let projects: BTreeSet<&str> = chains.values().filter_map(|c| c.0.as_deref()).collect();
+    let classes: BTreeSet<&str> = chains.values().filter_map(|c| c.1.as_deref()).collect();
+    let rows = s
+        .chains_traffic_quotas(
+            ids,
+            &projects.into_iter().collect::<Vec<_>>(),
+            &classes.into_iter().collect::<Vec<_>>(),
+        )
+        .await?;
+    Ok(ids
+        .iter()
+        .map(|id| {
+            let (project, class) = chains.get(*id).cloned().unwrap_or_default();
+            let on_chain = rows.iter().filter(|(kind, scope, _)| match kind.as_str() {
+                "instance" => scope == id,
+                "project" => project.as_deref() == Some(scope),
+                "class" => class.as_deref() == Some(scope),
+                _ => true,
+            });
+            InForce {
+                quotas: resolve(on_chain.map(|(kind, _, q)| (kind.clone(), *q))),
+                project,
+            }
+        })
+        .collect())
+}
 /// An instance's membership, limits and traffic quotas, as the panel shows them.
 pub(crate) async fn instance_quota<S: Statements>(
     s: &mut S,
@@ -353,64 +389,157 @@ pub(crate) async fn instance_quota<S: Statements>(
 /// The traffic quotas in force for each of `instances` at `now` (what an agent fetches),
 /// their limits with the current periods' top-ups. Asked by an `agent`, each quota
 /// carries what the other hosts reported of the instance in its current period.
+///
+/// A handful of statements whatever the number of instances (one per kind of question,
+/// and per distinct period for the fleet's counts): an agent asks about every instance
+/// on its host at once, and a statement per instance made that a thousand round trips.
 pub(crate) async fn traffic_quotas_of<S: Statements>(
     s: &mut S,
     instances: &[InstanceId],
     (now, tz): (Timestamp, &TimeZone),
     agent: Option<&Label>,
 ) -> Result<BTreeMap<String, Vec<ShownTrafficQuota>>, StoreError> {
-    let mut out = BTreeMap::new();
-    for i in instances {
-        let mut quotas = traffic_quotas(s, i).await?;
-        let topped = with_topups(s, i, &mut quotas, now, tz).await?;
-        let mut shown = ShownTrafficQuota::all(&quotas);
-        for (show, t) in shown.iter_mut().zip(topped) {
-            show.topups = (t > 0).then_some(t);
+    let ids: Vec<&str> = instances.iter().map(InstanceId::as_str).collect();
+    let mut in_force = quotas_in_force(s, &ids).await?;
+    let bounds: Vec<Vec<Option<(Timestamp, Timestamp)>>> = in_force
+        .iter()
+        .map(|f| f.quotas.iter().map(|(q, _)| q.bounds(now, tz)).collect())
+        .collect();
+    // Only the top-ups of periods that end after the earliest of these start (not every
+    // one the instances ever bought).
+    let earliest = bounds.iter().flatten().flatten().map(|b| b.0).min();
+    let mut topups: BTreeMap<String, Vec<Topup>> = BTreeMap::new();
+    if let Some(earliest) = earliest {
+        for (i, t) in s.topups_of(&ids, earliest).await? {
+            topups.entry(i).or_default().push(t);
         }
-        if let Some(agent) = agent {
-            // One sum per period, whatever the quota's resource.
-            let mut sums: BTreeMap<(Timestamp, Timestamp), (u64, u64)> = BTreeMap::new();
-            for ((q, _), show) in quotas.iter().zip(&mut shown) {
-                let Some((start, end)) = q.bounds(now, tz) else {
-                    continue;
-                };
-                let (up, down) = if q.pool {
-                    // The whole project's count on every host, but this host's own
-                    // reports of this instance (its ledger counts those).
-                    let (project, _) = s.chain_of(i).await?;
-                    let total = match &project {
-                        Some(p) => s.pool_traffic(p, start, end, false).await?,
-                        None => (0, 0),
-                    };
-                    let mine = s.traffic_of_agent(i, agent, start, end).await?;
-                    (
-                        total.0.saturating_sub(mine.0),
-                        total.1.saturating_sub(mine.1),
-                    )
-                } else {
-                    match sums.get(&(start, end)) {
-                        Some(known) => *known,
-                        None => {
-                            let sum = s.traffic_elsewhere(i, agent, start, end).await?;
-                            sums.insert((start, end), sum);
-                            sum
-                        }
-                    }
-                };
+    }
+    let mut shown: Vec<Vec<ShownTrafficQuota>> = Vec::with_capacity(ids.len());
+    for ((id, f), b) in ids.iter().zip(&mut in_force).zip(&bounds) {
+        let mine = topups.get(*id).map_or(&[][..], Vec::as_slice);
+        let topped = add_topups(&mut f.quotas, b, mine);
+        let mut show = ShownTrafficQuota::all(&f.quotas);
+        for (sh, t) in show.iter_mut().zip(topped) {
+            sh.topups = (t > 0).then_some(t);
+        }
+        shown.push(show);
+    }
+    if let Some(agent) = agent {
+        let counts = FleetCounts::read(s, agent, &ids, &in_force, &bounds).await?;
+        for (((id, f), b), show) in ids.iter().zip(&in_force).zip(&bounds).zip(&mut shown) {
+            for (((q, _), b), sh) in f.quotas.iter().zip(b).zip(show) {
+                let Some(window) = *b else { continue };
+                let (up, down) = counts.elsewhere(id, f.project.as_deref(), q.pool, window);
                 let bytes = match q.resource {
                     TrafficResource::Upload => up,
                     TrafficResource::Download => down,
                     TrafficResource::Total => up.saturating_add(down),
                 };
-                show.elsewhere = Some(Elsewhere {
+                sh.elsewhere = Some(Elsewhere {
                     bytes,
-                    period_start: start,
+                    period_start: window.0,
                 });
             }
         }
-        out.insert(i.as_str().to_owned(), shown);
     }
-    Ok(out)
+    Ok(ids.iter().map(|id| (*id).to_owned()).zip(shown).collect())
+}
+
+/// A period's start and end.
+type Window = (Timestamp, Timestamp);
+
+/// What other hosts reported, per period, of the instances (and pools) an agent asked
+/// about: the sums its own ledger does not hold.
+struct FleetCounts {
+    /// Per period: each instance's bytes that other hosts reported.
+    other: BTreeMap<Window, BTreeMap<String, (u64, u64)>>,
+    /// Per period: each pool's bytes from every host.
+    pools: BTreeMap<Window, BTreeMap<String, (u64, u64)>>,
+    /// Per period: each pooled instance's bytes that this host reported (its ledger
+    /// counts them, so they come off the pool's count).
+    own: BTreeMap<Window, BTreeMap<String, (u64, u64)>>,
+}
+
+/// The members of a set as a list to bind.
+fn list<'a>(set: &BTreeSet<&'a str>) -> Vec<&'a str> {
+    set.iter().copied().collect()
+}
+
+impl FleetCounts {
+    /// One statement per period and kind of sum.
+    async fn read<S: Statements>(
+        s: &mut S,
+        agent: &Label,
+        ids: &[&str],
+        in_force: &[InForce],
+        bounds: &[Vec<Option<Window>>],
+    ) -> Result<FleetCounts, StoreError> {
+        let mut others: BTreeMap<Window, BTreeSet<&str>> = BTreeMap::new();
+        let mut pools: BTreeMap<Window, BTreeSet<&str>> = BTreeMap::new();
+        let mut own: BTreeMap<Window, BTreeSet<&str>> = BTreeMap::new();
+        for ((id, f), b) in ids.iter().zip(in_force).zip(bounds) {
+            for ((q, _), b) in f.quotas.iter().zip(b) {
+                let Some(window) = *b else { continue };
+                match (q.pool, f.project.as_deref()) {
+                    (false, _) => {
+                        others.entry(window).or_default().insert(id);
+                    }
+                    (true, Some(p)) => {
+                        pools.entry(window).or_default().insert(p);
+                        own.entry(window).or_default().insert(id);
+                    }
+                    (true, None) => {}
+                }
+            }
+        }
+        let mut counts = FleetCounts {
+            other: BTreeMap::new(),
+            pools: BTreeMap::new(),
+            own: BTreeMap::new(),
+        };
+        for (window, set) in &others {
+            let sums = s
+                .traffic_by_hosts(&list(set), Hosts::Other(agent), *window)
+                .await?;
+            counts.other.insert(*window, sums);
+        }
+        for (window, set) in &pools {
+            counts
+                .pools
+                .insert(*window, s.pools_traffic(&list(set), *window).await?);
+        }
+        for (window, set) in &own {
+            let sums = s
+                .traffic_by_hosts(&list(set), Hosts::Only(agent), *window)
+                .await?;
+            counts.own.insert(*window, sums);
+        }
+        Ok(counts)
+    }
+
+    /// What `id`'s quota over `window` must add to this host's count: the other hosts'
+    /// bytes of the instance, or for a pool the whole project's count on every host but
+    /// this host's own reports of this instance.
+    fn elsewhere(&self, id: &str, project: Option<&str>, pool: bool, window: Window) -> (u64, u64) {
+        let get = |m: &BTreeMap<Window, BTreeMap<String, (u64, u64)>>, key: &str| {
+            m.get(&window)
+                .and_then(|sums| sums.get(key))
+                .copied()
+                .unwrap_or((0, 0))
+        };
+        if !pool {
+            return get(&self.other, id);
+        }
+        let Some(project) = project else {
+            return (0, 0);
+        };
+        let total = get(&self.pools, project);
+        let mine = get(&self.own, id);
+        (
+            total.0.saturating_sub(mine.0),
+            total.1.saturating_sub(mine.1),
+        )
+    }
 }
 
 /// Each quota's limit raised by the top-ups bought for its period holding `at`; the
@@ -422,24 +551,35 @@ pub(crate) async fn with_topups<S: Statements>(
     at: Timestamp,
     tz: &TimeZone,
 ) -> Result<Vec<u64>, StoreError> {
-    let starts: Vec<Option<Timestamp>> = quotas
-        .iter()
-        .map(|(q, _)| q.bounds(at, tz).map(|b| b.0))
-        .collect();
-    // Only the top-ups of periods that end after the earliest of these start (not every
-    // one the instance ever bought).
-    let Some(earliest) = starts.iter().flatten().min() else {
+    let bounds: Vec<Option<Window>> = quotas.iter().map(|(q, _)| q.bounds(at, tz)).collect();
+    let Some(earliest) = bounds.iter().flatten().map(|b| b.0).min() else {
         return Ok(vec![0; quotas.len()]);
     };
-    let all = s.topups(instance, *earliest).await?;
+    let all: Vec<Topup> = s
+        .topups_of(&[instance.as_str()], earliest)
+        .await?
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    Ok(add_topups(quotas, &bounds, &all))
+}
+
+/// Raise each quota's limit (its period's `bounds`) by the `topups` bought for that
+/// period; the bytes each got.
+fn add_topups(
+    quotas: &mut [(TrafficQuota, &'static str)],
+    bounds: &[Option<Window>],
+    topups: &[Topup],
+) -> Vec<u64> {
     let mut added = Vec::with_capacity(quotas.len());
-    for ((q, _), start) in quotas.iter_mut().zip(starts) {
+    for ((q, _), b) in quotas.iter_mut().zip(bounds) {
         // An instance's top-up is its own: a pool's limit is the project's.
         if q.pool {
             added.push(0);
             continue;
         }
-        let bytes = all
+        let start = b.map(|b| b.0);
+        let bytes = topups
             .iter()
             .filter(|t| {
                 Some(t.start) == start
@@ -450,7 +590,7 @@ pub(crate) async fn with_topups<S: Statements>(
         q.limit = crate::model::units::Bytes::new(q.limit.get().saturating_add(bytes));
         added.push(bytes);
     }
-    Ok(added)
+    added
 }
 
 /// Buy `bytes` more of `resource` for the current `period` of `instance`'s quota: the
@@ -498,7 +638,7 @@ pub(crate) async fn project_usage_in<S: Statements>(
     (start, end): (Timestamp, Timestamp),
     (at, tz): (Timestamp, &TimeZone),
 ) -> Result<TrafficUsage, StoreError> {
-    let traffic = s.pool_traffic(project.as_str(), start, end, true).await?;
+    let traffic = s.project_traffic(project.as_str(), start, end).await?;
     let mut quotas = Vec::new();
     for q in s
         .scope_traffic_quotas(&Scope::Project(project.clone()))
@@ -511,7 +651,7 @@ pub(crate) async fn project_usage_in<S: Statements>(
         let used = if bounds == (start, end) {
             traffic
         } else {
-            s.pool_traffic(project.as_str(), bounds.0, bounds.1, true)
+            s.project_traffic(project.as_str(), bounds.0, bounds.1)
                 .await?
         };
         quotas.push((q, bounds, used, 0));
@@ -545,7 +685,7 @@ pub(crate) async fn traffic_usage_in<S: Statements>(
         let bounds = q.bounds(at, tz).unwrap_or((start, end));
         let used = if q.pool {
             match s.chain_of(instance).await?.0 {
-                Some(p) => s.pool_traffic(&p, bounds.0, bounds.1, true).await?,
+                Some(p) => s.project_traffic(&p, bounds.0, bounds.1).await?,
                 None => (0, 0),
             }
         } else if bounds == (start, end) {

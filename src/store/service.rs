@@ -414,7 +414,10 @@ impl Store {
 
     /// The instance's top-ups of periods not yet over.
     pub async fn topups(&self, instance: InstanceId) -> Result<Vec<Topup>, StoreError> {
-        run!(self, Read, |s| s.topups(&instance, Timestamp::now()).await)
+        run!(self, Read, |s| {
+            let rows = s.topups_of(&[instance.as_str()], Timestamp::now()).await?;
+            Ok(rows.into_iter().map(|(_, t)| t).collect())
+        })
     }
 
     /// The fleet at a glance for the `period` holding `at`: every agent's last report,

@@ -43,6 +43,7 @@ fn bound<'a>(a: &'a Arg<'_>) -> &'a (dyn ToSql + Sync) {
         Arg::Text(s) => s,
         Arg::OptText(s) => s,
         Arg::Bytes(b) => b,
+        Arg::Texts(list) => list,
     }
 }
 

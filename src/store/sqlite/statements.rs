@@ -13,7 +13,7 @@ use rusqlite::{Connection, ToSql, params};
 
 use super::db;
 use crate::model::ids::{InstanceId, Label};
-use crate::store::backend::{Arg, Row, Statements, Value, clamp, numbered};
+use crate::store::backend::{Arg, Row, Statements, Value, clamp, for_sqlite};
 use crate::store::model::StoreError;
 use crate::store::report::Hours;
 
@@ -24,6 +24,12 @@ impl ToSql for Arg<'_> {
             Arg::Text(s) | Arg::OptText(Some(s)) => ValueRef::Text(s.as_bytes()),
             Arg::Bytes(b) => ValueRef::Blob(b),
             Arg::OptInt(None) | Arg::OptText(None) => ValueRef::Null,
+            // `json_each` reads it (see `for_sqlite`).
+            Arg::Texts(list) => {
+                let json = serde_json::to_string(list)
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                return Ok(ToSqlOutput::from(json));
+            }
         };
         Ok(ToSqlOutput::Borrowed(v))
     }
@@ -54,7 +60,7 @@ impl<'c> Sqlite<'c> {
         what: &'static str,
         sql: &str,
     ) -> Result<rusqlite::CachedStatement<'c>, StoreError> {
-        self.conn.prepare_cached(&numbered(sql)).map_err(db(what))
+        self.conn.prepare_cached(&for_sqlite(sql)).map_err(db(what))
     }
 }
 
