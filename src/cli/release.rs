@@ -161,11 +161,12 @@ fn sysfs_ifindex(name: &IfName) -> anyhow::Result<u32> {
 }
 
 fn release_ovs(config: &Config, names: &[IfName]) -> anyhow::Result<ExitCode> {
-    let ovs = OvsBackend::new(
+    let mut ovs = OvsBackend::new(
         OvsConfig {
             ovs_vsctl: config.agent.ovs_vsctl.clone(),
             db: config.agent.ovsdb.clone(),
             timeout: config.agent.command_timeout,
+            client: config.agent.ovs_client,
         },
         None,
     );

@@ -118,8 +118,11 @@ pub struct AgentConfig {
     /// Durable data: the ledger (and, later, the spool and the embedded store).
     pub data_dir: PathBuf,
     pub ovs_vsctl: PathBuf,
-    /// `--db` target for ovs-vsctl (e.g. `unix:/run/openvswitch/db.sock`).
+    /// Where OVSDB listens (`unix:PATH` or `tcp:HOST:PORT`); `None`: its usual socket
+    /// (the native session's [`DEFAULT_OVSDB`], ovs-vsctl's own default).
     pub ovsdb: Option<String>,
+    /// How the ovs backend talks to OVSDB.
+    pub ovs_client: OvsClientKind,
     /// Timeout for each external command (ovs-vsctl).
     pub command_timeout: Duration,
     /// Stage 0 holds the base rate as a limit (true) or means "no limit" (false).
@@ -151,6 +154,19 @@ impl fmt::Display for BackendKind {
         })
     }
 }
+
+/// How the ovs backend talks to OVSDB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OvsClientKind {
+    /// Its own session on the database socket: a replica read from memory each tick,
+    /// writes in one `transact` (no process started in steady state).
+    Native,
+    /// `ovs-vsctl` per read and per write (the fallback).
+    Vsctl,
+}
+
+/// The OVSDB socket of Debian's and Red Hat's packages.
+pub const DEFAULT_OVSDB: &str = "unix:/run/openvswitch/db.sock";
 
 /// How long the ledger keeps its buckets and its event log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

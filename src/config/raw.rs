@@ -141,6 +141,7 @@ pub(super) struct RawAgent {
     pub data_dir: Option<String>,
     pub ovs_vsctl: Option<String>,
     pub ovsdb: Option<String>,
+    pub ovs_client: Option<String>,
     pub command_timeout: Option<String>,
     pub enforce_base: Option<bool>,
     pub instances_dir: Option<String>,

@@ -11,8 +11,8 @@ use super::{
     AgentConfig, BackendKind, BurstSpec, Config, DEFAULT_COMMAND_TIMEOUT, DEFAULT_DATA_DIR,
     DEFAULT_INSTANCES_DIR, DEFAULT_INTERVAL, DEFAULT_LOG_DIR, DEFAULT_QUOTA_REFRESH,
     DEFAULT_SPOOL_MAX, DEFAULT_STATE_DIR, DEFAULT_STORE_LISTEN, InterfacePattern, LedgerConfig,
-    Loaded, LogConfig, LogFormat, PenaltyConfig, Problem, STORE_FILE, StageConfig, StoreConfig,
-    StoreTarget, TokenSource,
+    Loaded, LogConfig, LogFormat, OvsClientKind, PenaltyConfig, Problem, STORE_FILE, StageConfig,
+    StoreConfig, StoreTarget, TokenSource,
 };
 use crate::model::ids::Label;
 use crate::model::units::{Bytes, Fraction, Rate, parse_duration};
@@ -236,6 +236,24 @@ fn check_agent(c: &mut Checker, a: RawAgent) -> Option<AgentConfig> {
     if a.ovs_vsctl.as_deref().is_some_and(|s| s.trim().is_empty()) {
         c.error("agent.ovs_vsctl", "must not be empty");
     }
+    let ovs_client = match a.ovs_client.as_deref() {
+        None | Some("native") => OvsClientKind::Native,
+        Some("vsctl") => OvsClientKind::Vsctl,
+        Some(other) => {
+            c.error(
+                "agent.ovs_client",
+                format!("must be \"native\" or \"vsctl\", got {other:?}"),
+            );
+            OvsClientKind::Native
+        }
+    };
+    if backend == BackendKind::Ovs
+        && ovs_client == OvsClientKind::Native
+        && let Some(db) = a.ovsdb.as_deref().filter(|s| !s.trim().is_empty())
+        && let Err(e) = db.parse::<crate::sys::ovsdb::Endpoint>()
+    {
+        c.error("agent.ovsdb", e);
+    }
     if a.state_dir.as_deref().is_some_and(|s| !s.starts_with('/')) {
         c.error("agent.state_dir", "must be an absolute path");
     }
@@ -279,6 +297,7 @@ fn check_agent(c: &mut Checker, a: RawAgent) -> Option<AgentConfig> {
         data_dir: PathBuf::from(a.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into())),
         ovs_vsctl: PathBuf::from(a.ovs_vsctl.unwrap_or_else(|| "ovs-vsctl".into())),
         ovsdb: a.ovsdb,
+        ovs_client,
         command_timeout,
         enforce_base: a.enforce_base.unwrap_or(true),
         instances_dir: PathBuf::from(
@@ -898,6 +917,14 @@ base_rate = "1000mbit"
             (
                 "[agent]\ninterfaces=['x']\novs_vsctl=\"\"\n[penalty]\nbase_rate=\"1mbit\"",
                 "agent.ovs_vsctl: must not be empty",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\novs_client=\"idl\"\n[penalty]\nbase_rate=\"1mbit\"",
+                "agent.ovs_client: must be \"native\" or \"vsctl\", got \"idl\"",
+            ),
+            (
+                "[agent]\ninterfaces=['x']\nbackend=\"ovs\"\novsdb=\"ssl:10.0.0.1:6640\"\n[penalty]\nbase_rate=\"1mbit\"",
+                "agent.ovsdb: \"ssl:10.0.0.1:6640\": only unix:PATH and tcp:HOST:PORT are supported (no ssl:)",
             ),
             (
                 "[agent]\ninterfaces=['x']\ncommand_timeout=\"1ms\"\n[penalty]\nbase_rate=\"1mbit\"",

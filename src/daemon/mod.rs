@@ -865,6 +865,7 @@ fn build_backend(config: &Config) -> Result<Backend, AgentError> {
                 ovs_vsctl: config.agent.ovs_vsctl.clone(),
                 db: config.agent.ovsdb.clone(),
                 timeout: config.agent.command_timeout,
+                client: config.agent.ovs_client,
             },
             Some(PolicerProbe::open().map_err(AgentError::Policer)?),
         )),

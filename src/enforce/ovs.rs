@@ -1,32 +1,94 @@
 //! Open vSwitch backend: upload limits as `Interface.ingress_policing_rate` (kbit/s) and
 //! `ingress_policing_burst` (kbit).
 //!
-//! Per tick: one `ovs-vsctl list Interface` read, and — only when something differs — one
-//! `ovs-vsctl --no-wait` write carrying every change as `-- set interface …` clauses (1,000
-//! separate calls take ~25 s; one batched call ~0.2 s), then a read-back. Whatever OVSDB
-//! holds that differs from the verdict (say, set by hand) is set back: reconciling, not
-//! fire-and-forget. Finally the kernel is asked whether a policer really sits on the
-//! interface's ingress ([`PolicerProbe`]), since OVS accepts values the kernel cannot
-//! enforce.
+//! Per tick: a read of every Interface row's policing, and — only when something differs
+//! — one write carrying every change, then a read-back. Whatever OVSDB holds that differs
+//! from the verdict (say, set by hand) is set back: reconciling, not fire-and-forget.
+//! Two clients do the reads and writes:
+//! - `native` (the default): a session of its own on the database socket
+//!   ([`crate::sys::ovsdb`]). The read is the session's replica, in memory; the write is
+//!   one `transact`, and the replica already shows its result when the reply comes. No
+//!   process is started in steady state;
+//! - `vsctl`: `ovs-vsctl list Interface`, and one `ovs-vsctl --no-wait` carrying every
+//!   change as `-- set interface …` clauses (separate calls cost a process each).
+//!
+//! Finally the kernel is asked whether a policer really sits on the interface's ingress
+//! ([`PolicerProbe`]), since OVS accepts values the kernel cannot enforce: only for an
+//! interface whose policing (or netdev) changed since the kernel last showed it, since
+//! nothing but vswitchd puts that policer there and it follows the database.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde_json::{Value, json};
 use tracing::{debug, warn};
 
 use super::policer::PolicerProbe;
 use super::{Enforcement, Wanted};
+use crate::config::{DEFAULT_OVSDB, OvsClientKind};
 use crate::model::ids::IfName;
 use crate::sys::command::run;
+use crate::sys::ovsdb::{Endpoint, Session, Watch, map_pairs};
 
 #[derive(Debug, Clone)]
 pub struct OvsConfig {
     pub ovs_vsctl: PathBuf,
     pub db: Option<String>,
     pub timeout: Duration,
+    pub client: OvsClientKind,
 }
+
+/// The native client: its session (started at the first read, on the runtime that
+/// reads) and the rows last made from its replica, by the replica's generation.
+#[derive(Default)]
+struct Native {
+    session: Option<Session>,
+    rows: Option<(u64, Arc<InterfaceRows>)>,
+}
+
+impl Native {
+    /// The session, started (and its first replica awaited, up to the command timeout)
+    /// at the first use; an error while it is down.
+    async fn session(&mut self, config: &OvsConfig) -> Result<&Session, String> {
+        let session = match &mut self.session {
+            Some(s) => s,
+            slot @ None => {
+                let db = config.db.as_deref().unwrap_or(DEFAULT_OVSDB);
+                let endpoint: Endpoint = db.parse()?;
+                let watch = Watch {
+                    database: "Open_vSwitch".into(),
+                    tables: vec![(
+                        "Interface".into(),
+                        COLUMNS.iter().map(|c| (*c).to_owned()).collect(),
+                    )],
+                    probe: Duration::from_secs(5),
+                };
+                let session = slot.insert(Session::start(endpoint, watch));
+                session.wait_live(config.timeout).await;
+                session
+            }
+        };
+        let r = session.replica();
+        if !r.live {
+            let why = r.down_reason.clone().unwrap_or_default();
+            return Err(format!("no OVSDB session: {why}"));
+        }
+        drop(r);
+        Ok(session)
+    }
+}
+
+/// The Interface columns the backend reads; never `statistics`, which vswitchd rewrites
+/// every few seconds.
+const COLUMNS: [&str; 4] = [
+    "name",
+    "ingress_policing_rate",
+    "ingress_policing_burst",
+    "external_ids",
+];
 
 /// (ingress_policing_rate kbit/s, ingress_policing_burst kbit); (0, 0) = no policing.
 pub type Policing = (u64, u64);
@@ -34,9 +96,13 @@ pub type Policing = (u64, u64);
 pub struct OvsBackend {
     config: OvsConfig,
     probe: Option<PolicerProbe>,
+    native: Native,
     /// Interfaces written in the previous tick: a missing kernel policer is "pending" for
     /// one tick after a write (ovs-vswitchd applies it asynchronously) and a failure after.
     written_last_tick: HashSet<IfName>,
+    /// The policing the kernel last showed on each interface (by name and netdev): not
+    /// asked again while the database holds the same.
+    verified: HashMap<(IfName, u32), Policing>,
 }
 
 impl OvsBackend {
@@ -45,7 +111,9 @@ impl OvsBackend {
         OvsBackend {
             config,
             probe,
+            native: Native::default(),
             written_last_tick: HashSet::new(),
+            verified: HashMap::new(),
         }
     }
 
@@ -62,7 +130,46 @@ impl OvsBackend {
     }
 
     /// Every Interface row's policing, by name, and which rows sluice marked.
-    pub async fn read(&self) -> Result<InterfaceRows, String> {
+    pub async fn read(&mut self) -> Result<Arc<InterfaceRows>, String> {
+        match self.config.client {
+            OvsClientKind::Native => self.read_native().await,
+            OvsClientKind::Vsctl => self.read_vsctl().await.map(Arc::new),
+        }
+    }
+
+    async fn write(&mut self, changes: &[(IfName, Policing)]) -> Result<(), String> {
+        match self.config.client {
+            OvsClientKind::Native => {
+                let timeout = self.config.timeout;
+                let session = self.native.session(&self.config).await?;
+                session
+                    .transact(transact_ops(changes), timeout)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+            OvsClientKind::Vsctl => self.write_vsctl(changes).await,
+        }
+    }
+
+    async fn read_native(&mut self) -> Result<Arc<InterfaceRows>, String> {
+        self.native.session(&self.config).await?;
+        let Native { session, rows } = &mut self.native;
+        let Some(session) = session else {
+            return Err("no OVSDB session".into());
+        };
+        let r = session.replica();
+        if let Some((generation, rows)) = rows
+            && *generation == r.generation
+        {
+            return Ok(rows.clone());
+        }
+        let fresh = Arc::new(rows_of_replica(r.tables.get("Interface"))?);
+        *rows = Some((r.generation, fresh.clone()));
+        Ok(fresh)
+    }
+
+    async fn read_vsctl(&self) -> Result<InterfaceRows, String> {
         let mut args = self.base_args();
         args.extend(
             [
@@ -79,7 +186,7 @@ impl OvsBackend {
         parse_list(&out)
     }
 
-    async fn write(&self, changes: &[(IfName, Policing)]) -> Result<(), String> {
+    async fn write_vsctl(&self, changes: &[(IfName, Policing)]) -> Result<(), String> {
         let mut args = self.base_args();
         args.extend(set_clauses(changes));
         run(&self.config.ovs_vsctl, &args, self.config.timeout)
@@ -90,9 +197,13 @@ impl OvsBackend {
 
     /// Clear the policing of every interface `select` picks among those that hold one
     /// (`sluice release`); returns the interfaces cleared.
-    pub async fn release(&self, select: impl Fn(&IfName) -> bool) -> Result<Vec<IfName>, String> {
-        let current = self.read().await?.policing;
+    pub async fn release(
+        &mut self,
+        select: impl Fn(&IfName) -> bool,
+    ) -> Result<Vec<IfName>, String> {
+        let current = self.read().await?;
         let mut names: Vec<IfName> = current
+            .policing
             .iter()
             .filter(|(_, p)| **p != (0, 0))
             .filter_map(|(n, _)| IfName::new(n).ok())
@@ -104,10 +215,10 @@ impl OvsBackend {
         }
         let changes: Vec<(IfName, Policing)> = names.iter().map(|n| (n.clone(), (0, 0))).collect();
         self.write(&changes).await?;
-        let after = self.read().await?.policing;
+        let after = self.read().await?;
         if let Some(n) = names
             .iter()
-            .find(|n| after.get(n.as_str()).is_some_and(|p| *p != (0, 0)))
+            .find(|n| after.policing.get(n.as_str()).is_some_and(|p| *p != (0, 0)))
         {
             return Err(format!("{n} still holds policing after the write"));
         }
@@ -137,7 +248,7 @@ impl OvsBackend {
             );
         }
         let mut written: HashSet<IfName> = HashSet::new();
-        let mut after = current;
+        let mut after = current.clone();
         if !changes.is_empty() {
             debug!(changes = changes.len(), "writing OVSDB in one batch");
             match self.write(&changes).await {
@@ -189,15 +300,26 @@ impl OvsBackend {
             result.insert(w.interface.clone(), status);
         }
         self.written_last_tick = written;
+        let names: HashSet<&IfName> = wanted.iter().map(|w| w.interface).collect();
+        self.verified.retain(|(n, _), _| names.contains(n));
         result
     }
 
-    async fn kernel_status(&self, w: &Wanted<'_>, written_now: bool) -> Enforcement {
+    async fn kernel_status(&mut self, w: &Wanted<'_>, written_now: bool) -> Enforcement {
         let Some(probe) = &self.probe else {
             return Enforcement::Applied;
         };
+        let key = (w.interface.clone(), w.verdict.ifindex);
+        let want = policing_of(w);
+        if !written_now && self.verified.get(&key) == Some(&want) {
+            return Enforcement::Applied;
+        }
+        self.verified.remove(&key);
         match probe.has_ingress_policer(w.verdict.ifindex).await {
-            Ok(true) => Enforcement::Applied,
+            Ok(true) => {
+                self.verified.insert(key, want);
+                Enforcement::Applied
+            }
             Ok(false) if written_now || self.written_last_tick.contains(w.interface) => {
                 Enforcement::Pending
             }
@@ -289,6 +411,66 @@ fn set_clauses(changes: &[(IfName, Policing)]) -> Vec<String> {
         }
     }
     args
+}
+
+/// The `transact` ops of `changes`: each row's policing, and sluice's mark added to its
+/// `external_ids` (or removed with the limit) by a mutation that leaves the other keys
+/// alone. Rows are found by name, which OVSDB keeps unique.
+fn transact_ops(changes: &[(IfName, Policing)]) -> Vec<Value> {
+    let mut ops = Vec::with_capacity(changes.len() * 2);
+    for (name, (rate, burst)) in changes {
+        let at = json!([["name", "==", name.as_str()]]);
+        ops.push(json!({
+            "op": "update",
+            "table": "Interface",
+            "where": at,
+            "row": {"ingress_policing_rate": rate, "ingress_policing_burst": burst},
+        }));
+        let mutation = if (*rate, *burst) == (0, 0) {
+            json!(["external_ids", "delete", ["set", [MARK]]])
+        } else {
+            json!(["external_ids", "insert", ["map", [[MARK, "limited"]]]])
+        };
+        ops.push(json!({
+            "op": "mutate",
+            "table": "Interface",
+            "where": at,
+            "mutations": [mutation],
+        }));
+    }
+    ops
+}
+
+/// The Interface rows of a native session's replica (a column at its default is absent
+/// from it: 0, or an empty map).
+fn rows_of_replica(
+    table: Option<&HashMap<String, crate::sys::ovsdb::Row>>,
+) -> Result<InterfaceRows, String> {
+    let mut rows = InterfaceRows::default();
+    for (uuid, row) in table.into_iter().flatten() {
+        let Some(name) = row.get("name").and_then(Value::as_str) else {
+            return Err(format!("OVSDB Interface row {uuid} has no name"));
+        };
+        let int = |column: &str| match row.get(column) {
+            None => Ok(0),
+            Some(v) => v
+                .as_u64()
+                .ok_or_else(|| format!("OVSDB Interface {name}: {column} is not a count: {v}")),
+        };
+        rows.policing.insert(
+            name.to_owned(),
+            (
+                int("ingress_policing_rate")?,
+                int("ingress_policing_burst")?,
+            ),
+        );
+        let ids = map_pairs(row.get("external_ids"))
+            .map_err(|e| format!("OVSDB Interface {name}: external_ids: {e}"))?;
+        if ids.iter().any(|(k, _)| k.as_str() == Some(MARK)) {
+            rows.marked.insert(name.to_owned());
+        }
+    }
+    Ok(rows)
 }
 
 #[derive(Deserialize)]
@@ -385,6 +567,55 @@ mod tests {
                 .unwrap_err()
                 .contains("ingress_policing_rate")
         );
+    }
+
+    #[test]
+    fn transact_ops_set_policing_and_the_mark_without_touching_other_keys() {
+        let n = |s: &str| IfName::new(s).unwrap();
+        let ops = transact_ops(&[(n("tap1"), (1_000, 200)), (n("tap2"), (0, 0))]);
+        assert_eq!(
+            serde_json::to_string(&ops).unwrap(),
+            concat!(
+                r#"[{"op":"update","table":"Interface","where":[["name","==","tap1"]],"#,
+                r#""row":{"ingress_policing_rate":1000,"ingress_policing_burst":200}},"#,
+                r#"{"op":"mutate","table":"Interface","where":[["name","==","tap1"]],"#,
+                r#""mutations":[["external_ids","insert",["map",[["sluice","limited"]]]]]},"#,
+                r#"{"op":"update","table":"Interface","where":[["name","==","tap2"]],"#,
+                r#""row":{"ingress_policing_rate":0,"ingress_policing_burst":0}},"#,
+                r#"{"op":"mutate","table":"Interface","where":[["name","==","tap2"]],"#,
+                r#""mutations":[["external_ids","delete",["set",["sluice"]]]]}]"#
+            )
+        );
+    }
+
+    #[test]
+    fn rows_from_a_replica_with_defaults_left_out() {
+        let table: HashMap<String, crate::sys::ovsdb::Row> =
+            serde_json::from_value(serde_json::json!({
+                "u1": {"name": "tap1", "ingress_policing_rate": 900, "ingress_policing_burst": 90,
+                       "external_ids": ["map", [["vm-id", "7"], ["sluice", "limited"]]]},
+                "u2": {"name": "br0"}
+            }))
+            .unwrap();
+        let rows = rows_of_replica(Some(&table)).unwrap();
+        assert_eq!(rows.policing["tap1"], (900, 90));
+        assert_eq!(rows.policing["br0"], (0, 0));
+        assert_eq!(rows.marked, HashSet::from(["tap1".to_owned()]));
+        for (bad, says) in [
+            (serde_json::json!({"u3": {}}), "row u3 has no name"),
+            (
+                serde_json::json!({"u3": {"name": "x", "ingress_policing_rate": "fast"}}),
+                "x: ingress_policing_rate is not a count",
+            ),
+            (
+                serde_json::json!({"u3": {"name": "x", "external_ids": 1}}),
+                "x: external_ids",
+            ),
+        ] {
+            let table = serde_json::from_value(bad).unwrap();
+            let e = rows_of_replica(Some(&table)).unwrap_err();
+            assert!(e.contains(says), "{e}");
+        }
     }
 
     #[test]
