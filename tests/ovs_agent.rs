@@ -245,3 +245,125 @@ duration = "12s"
     );
     assert_eq!(agent.stop(), Some(0));
 }
+
+/// The native OVSDB session (the default client): no process started in steady state,
+/// a hand edit put back within a tick, and an ovsdb-server restarted under the running
+/// agent reconnected to and converged on.
+#[test]
+fn native_session_forks_nothing_and_survives_a_database_restart() {
+    let host = Netns::new("onh");
+    let inst = Netns::new("oni");
+    let _link = veth(&host, "kvm102.0", &inst, "eth0", 12);
+    let mut ovs = Ovs::start(&host);
+    ovs.add_port("kvm102.0");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    // Any ovs-vsctl the agent ran would leave a line here.
+    let calls = tmp.path().join("vsctl-calls");
+    let wrapper = tmp.path().join("counting-vsctl");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {}\nexec ovs-vsctl \"$@\"\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let config = tmp.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[agent]
+interval = "1s"
+interfaces = ['^kvm(?P<instance>[0-9]+)\..*$']
+backend = "ovs"
+ovsdb = "{db}"
+ovs_vsctl = "{wrapper}"
+state_dir = "{run}"
+data_dir = "{run}/lib"
+[log]
+dir = ""
+[penalty]
+base_rate = "10mbit"
+"#,
+            db = ovs.db,
+            wrapper = wrapper.display(),
+            run = run.display()
+        ),
+    )
+    .unwrap();
+    let agent = AgentProc::start(&host, &config, tmp.path().join("agent.log"));
+    eventually(Duration::from_secs(15), "base rate in OVSDB", || {
+        (ovs.policing("kvm102.0") == (10_000, 2_000)).then_some(())
+    });
+
+    // Ten ticks under strace, a hand edit among them: not one execve by the agent or
+    // any thread or child of it.
+    let trace = tmp.path().join("strace.out");
+    let mut strace = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=execve,execveat", "-o"])
+        .arg(&trace)
+        .args(["-p", &agent.pid().to_string()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1)); // strace attaches
+    ovs.vsctl(&[
+        "--no-wait",
+        "set",
+        "interface",
+        "kvm102.0",
+        "ingress_policing_rate=1234",
+    ]);
+    let edited = std::time::Instant::now();
+    eventually(Duration::from_secs(3), "hand edit put back", || {
+        (ovs.policing("kvm102.0") == (10_000, 2_000)).then_some(())
+    });
+    eprintln!("hand edit put back after {:?}", edited.elapsed());
+    std::thread::sleep(Duration::from_secs(9));
+    // SAFETY: kill(2) on our own child's pid; strace detaches on SIGINT.
+    unsafe { libc::kill(strace.id() as i32, libc::SIGINT) };
+    strace.wait().unwrap();
+    let traced = std::fs::read_to_string(&trace).unwrap();
+    assert!(
+        !traced.contains("execve"),
+        "the agent started processes in steady state:\n{traced}"
+    );
+    assert!(!calls.exists(), "ovs-vsctl was run");
+
+    // ovsdb-server restarted under the agent: it reconnects, and a hand edit made on the
+    // new server is put back.
+    ovs.restart_db();
+    ovs.vsctl(&[
+        "--no-wait",
+        "set",
+        "interface",
+        "kvm102.0",
+        "ingress_policing_rate=4321",
+    ]);
+    eventually(
+        Duration::from_secs(10),
+        "converged after the restart",
+        || (ovs.policing("kvm102.0") == (10_000, 2_000)).then_some(()),
+    );
+    assert!(
+        agent.log().contains("OVSDB session lost"),
+        "the loss is logged:\n{}",
+        agent.log()
+    );
+    let rec = eventually(Duration::from_secs(5), "a settled status", || {
+        let snap = read_state(&run)?;
+        let r = record(&snap, "kvm102.0")?.clone();
+        let reason = format!("{:?}", r.enforcement);
+        (!reason.contains("OVSDB")).then_some(r)
+    });
+    eprintln!("after the restart: {:?}", rec.enforcement);
+    assert!(!calls.exists(), "ovs-vsctl was run");
+}

@@ -337,6 +337,22 @@ impl Ovs {
         ovs
     }
 
+    /// Kill ovsdb-server (by its pid) and start it again on the same database file and
+    /// socket: what a package upgrade or a crash does under running clients.
+    pub fn restart_db(&mut self) {
+        let mut old = self.children.remove(0);
+        let _ = old.kill();
+        let _ = old.wait();
+        let sock = self.dir.path().join("db.sock");
+        let _ = std::fs::remove_file(&sock);
+        let db_file = self.dir.path().join("conf.db");
+        let remote = format!("--remote=punix:{}", sock.display());
+        self.spawn_daemon("ovsdb-server", &[db_file.display().to_string(), remote]);
+        let new = self.children.pop().unwrap();
+        self.children.insert(0, new);
+        wait_for(&sock, Duration::from_secs(10));
+    }
+
     /// Start an OVS daemon in the namespace with its control socket, log and pid file in
     /// the temp dir (and OVS_* directories pointed there, away from any system OVS).
     fn spawn_daemon(&mut self, program: &str, args: &[String]) {
