@@ -85,17 +85,7 @@ impl Backend {
     /// order of `wanted`.
     pub async fn reconcile(&mut self, wanted: &[Wanted<'_>]) -> Vec<Enforcement> {
         match self {
-            Backend::Ovs(ovs) => {
-                let mut by_name = ovs.reconcile(wanted).await;
-                wanted
-                    .iter()
-                    .map(|w| {
-                        by_name
-                            .remove(w.interface)
-                            .unwrap_or_else(|| Enforcement::failed("not reconciled"))
-                    })
-                    .collect()
-            }
+            Backend::Ovs(ovs) => ovs.reconcile(wanted).await,
             Backend::Tc(tc) => tc.reconcile(wanted),
             Backend::None => vec![Enforcement::ObserveOnly; wanted.len()],
         }

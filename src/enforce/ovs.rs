@@ -17,7 +17,7 @@
 //! interface whose policing (or netdev) changed since the kernel last showed it, since
 //! nothing but vswitchd puts that policer there and it follows the database.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -137,13 +137,18 @@ impl OvsBackend {
         }
     }
 
-    async fn write(&mut self, changes: &[(IfName, Policing)]) -> Result<(), String> {
+    /// Write `changes` (rows found by the uuids `rows` holds, or by name).
+    async fn write(
+        &mut self,
+        changes: &[(IfName, Policing)],
+        rows: &InterfaceRows,
+    ) -> Result<(), String> {
         match self.config.client {
             OvsClientKind::Native => {
                 let timeout = self.config.timeout;
                 let session = self.native.session(&self.config).await?;
                 session
-                    .transact(transact_ops(changes), timeout)
+                    .transact(transact_ops(changes, &rows.uuids), timeout)
                     .await
                     .map(drop)
                     .map_err(|e| e.to_string())
@@ -214,7 +219,7 @@ impl OvsBackend {
             return Ok(names);
         }
         let changes: Vec<(IfName, Policing)> = names.iter().map(|n| (n.clone(), (0, 0))).collect();
-        self.write(&changes).await?;
+        self.write(&changes, &current).await?;
         let after = self.read().await?;
         if let Some(n) = names
             .iter()
@@ -225,25 +230,22 @@ impl OvsBackend {
         Ok(names)
     }
 
-    pub async fn reconcile(&mut self, wanted: &[Wanted<'_>]) -> BTreeMap<IfName, Enforcement> {
-        let mut result = BTreeMap::new();
+    /// One status per interface, in the order of `wanted`.
+    pub async fn reconcile(&mut self, wanted: &[Wanted<'_>]) -> Vec<Enforcement> {
         let current = match self.read().await {
             Ok(c) => c,
             Err(e) => {
                 warn!(error = %e, "cannot read OVSDB; no interface can be verified this tick");
-                for w in wanted {
-                    result.insert(
-                        w.interface.clone(),
-                        Enforcement::failed(format!("cannot read OVSDB: {e}")),
-                    );
-                }
-                return result;
+                let failed = Enforcement::failed(format!("cannot read OVSDB: {e}"));
+                return vec![failed; wanted.len()];
             }
         };
         let (changes, missing) = plan(&current, wanted);
+        // The few interfaces already decided (not in OVSDB, or the write failed).
+        let mut decided: HashMap<&str, Enforcement> = HashMap::new();
         for name in missing {
-            result.insert(
-                name.clone(),
+            decided.insert(
+                name.as_str(),
                 Enforcement::failed("not an Open vSwitch interface (no row in OVSDB)"),
             );
         }
@@ -251,15 +253,19 @@ impl OvsBackend {
         let mut after = current.clone();
         if !changes.is_empty() {
             debug!(changes = changes.len(), "writing OVSDB in one batch");
-            match self.write(&changes).await {
+            let how = match self.config.client {
+                OvsClientKind::Native => "transact",
+                OvsClientKind::Vsctl => "ovs-vsctl set",
+            };
+            match self.write(&changes, &current).await {
                 Ok(()) => {
                     written = changes.iter().map(|(n, _)| n.clone()).collect();
                     match self.read().await {
                         Ok(c) => after = c,
                         Err(e) => {
                             for (name, _) in &changes {
-                                result.insert(
-                                    name.clone(),
+                                decided.insert(
+                                    name.as_str(),
                                     Enforcement::failed(format!("cannot read back OVSDB: {e}")),
                                 );
                             }
@@ -267,18 +273,21 @@ impl OvsBackend {
                     }
                 }
                 Err(e) => {
-                    warn!(error = %e, "ovs-vsctl write failed");
+                    warn!(error = %e, "{how} failed");
                     for (name, _) in &changes {
-                        result.insert(
-                            name.clone(),
-                            Enforcement::failed(format!("ovs-vsctl set failed: {e}")),
+                        decided.insert(
+                            name.as_str(),
+                            Enforcement::failed(format!("{how} failed: {e}")),
                         );
                     }
                 }
             }
         }
+        let mut result = Vec::with_capacity(wanted.len());
+        let mut verified = HashMap::with_capacity(self.verified.len());
         for w in wanted {
-            if result.contains_key(w.interface) {
+            if let Some(done) = decided.get(w.interface.as_str()) {
+                result.push(done.clone());
                 continue;
             }
             let want = policing_of(w);
@@ -295,31 +304,30 @@ impl OvsBackend {
                 // No limit wanted, and OVSDB says none: nothing for the kernel to hold.
                 Enforcement::Applied
             } else {
-                self.kernel_status(w, written.contains(w.interface)).await
+                let status = self.kernel_status(w, written.contains(w.interface)).await;
+                if status == Enforcement::Applied {
+                    verified.insert((w.interface.clone(), w.verdict.ifindex), want);
+                }
+                status
             };
-            result.insert(w.interface.clone(), status);
+            result.push(status);
         }
         self.written_last_tick = written;
-        let names: HashSet<&IfName> = wanted.iter().map(|w| w.interface).collect();
-        self.verified.retain(|(n, _), _| names.contains(n));
+        // Only the interfaces still wanted: one that left is forgotten.
+        self.verified = verified;
         result
     }
 
-    async fn kernel_status(&mut self, w: &Wanted<'_>, written_now: bool) -> Enforcement {
+    async fn kernel_status(&self, w: &Wanted<'_>, written_now: bool) -> Enforcement {
         let Some(probe) = &self.probe else {
             return Enforcement::Applied;
         };
         let key = (w.interface.clone(), w.verdict.ifindex);
-        let want = policing_of(w);
-        if !written_now && self.verified.get(&key) == Some(&want) {
+        if !written_now && self.verified.get(&key) == Some(&policing_of(w)) {
             return Enforcement::Applied;
         }
-        self.verified.remove(&key);
         match probe.has_ingress_policer(w.verdict.ifindex).await {
-            Ok(true) => {
-                self.verified.insert(key, want);
-                Enforcement::Applied
-            }
+            Ok(true) => Enforcement::Applied,
             Ok(false) if written_now || self.written_last_tick.contains(w.interface) => {
                 Enforcement::Pending
             }
@@ -345,6 +353,8 @@ pub struct InterfaceRows {
     /// Rows carrying `external_ids:sluice`: policing sluice set, which it therefore also
     /// clears when the interface is no longer watched (an operator's own is never touched).
     pub marked: HashSet<String>,
+    /// Each row's uuid, by name (native client only).
+    pub uuids: HashMap<String, String>,
 }
 
 /// The mark sluice leaves in `external_ids` of the rows it limits.
@@ -415,11 +425,16 @@ fn set_clauses(changes: &[(IfName, Policing)]) -> Vec<String> {
 
 /// The `transact` ops of `changes`: each row's policing, and sluice's mark added to its
 /// `external_ids` (or removed with the limit) by a mutation that leaves the other keys
-/// alone. Rows are found by name, which OVSDB keeps unique.
-fn transact_ops(changes: &[(IfName, Policing)]) -> Vec<Value> {
+/// alone. Rows are found by their uuid where it is known: ovsdb-server looks a `_uuid`
+/// up directly but scans the table for any other column, which made 1,000 changes at
+/// 1,000 ports a million comparisons.
+fn transact_ops(changes: &[(IfName, Policing)], uuids: &HashMap<String, String>) -> Vec<Value> {
     let mut ops = Vec::with_capacity(changes.len() * 2);
     for (name, (rate, burst)) in changes {
-        let at = json!([["name", "==", name.as_str()]]);
+        let at = match uuids.get(name.as_str()) {
+            Some(uuid) => json!([["_uuid", "==", ["uuid", uuid]]]),
+            None => json!([["name", "==", name.as_str()]]),
+        };
         ops.push(json!({
             "op": "update",
             "table": "Interface",
@@ -464,6 +479,7 @@ fn rows_of_replica(
                 int("ingress_policing_burst")?,
             ),
         );
+        rows.uuids.insert(name.to_owned(), uuid.clone());
         let ids = map_pairs(row.get("external_ids"))
             .map_err(|e| format!("OVSDB Interface {name}: external_ids: {e}"))?;
         if ids.iter().any(|(k, _)| k.as_str() == Some(MARK)) {
@@ -572,13 +588,15 @@ mod tests {
     #[test]
     fn transact_ops_set_policing_and_the_mark_without_touching_other_keys() {
         let n = |s: &str| IfName::new(s).unwrap();
-        let ops = transact_ops(&[(n("tap1"), (1_000, 200)), (n("tap2"), (0, 0))]);
+        // tap1's uuid is known (the native replica): found by it; tap2 by name.
+        let uuids = HashMap::from([("tap1".to_owned(), "5e6f".to_owned())]);
+        let ops = transact_ops(&[(n("tap1"), (1_000, 200)), (n("tap2"), (0, 0))], &uuids);
         assert_eq!(
             serde_json::to_string(&ops).unwrap(),
             concat!(
-                r#"[{"op":"update","table":"Interface","where":[["name","==","tap1"]],"#,
+                r#"[{"op":"update","table":"Interface","where":[["_uuid","==",["uuid","5e6f"]]],"#,
                 r#""row":{"ingress_policing_rate":1000,"ingress_policing_burst":200}},"#,
-                r#"{"op":"mutate","table":"Interface","where":[["name","==","tap1"]],"#,
+                r#"{"op":"mutate","table":"Interface","where":[["_uuid","==",["uuid","5e6f"]]],"#,
                 r#""mutations":[["external_ids","insert",["map",[["sluice","limited"]]]]]},"#,
                 r#"{"op":"update","table":"Interface","where":[["name","==","tap2"]],"#,
                 r#""row":{"ingress_policing_rate":0,"ingress_policing_burst":0}},"#,
@@ -601,6 +619,7 @@ mod tests {
         assert_eq!(rows.policing["tap1"], (900, 90));
         assert_eq!(rows.policing["br0"], (0, 0));
         assert_eq!(rows.marked, HashSet::from(["tap1".to_owned()]));
+        assert_eq!(rows.uuids["tap1"], "u1", "writes find the row by its uuid");
         for (bad, says) in [
             (serde_json::json!({"u3": {}}), "row u3 has no name"),
             (
@@ -648,6 +667,7 @@ mod tests {
                 ("f".to_owned(), (7_000, 7_000)),    // an operator's own, not watched
             ]),
             marked: ["a", "b", "c", "e"].map(String::from).into(),
+            uuids: HashMap::new(),
         }; // d is not in OVSDB
         let (changes, missing) = plan(&current, &wanted);
         let n = |s: &str| IfName::new(s).unwrap();
@@ -667,6 +687,7 @@ mod tests {
         let unmarked = InterfaceRows {
             policing: HashMap::from([("a".to_owned(), (900_000, 90_000))]),
             marked: HashSet::new(),
+            uuids: HashMap::new(),
         };
         let (changes, _) = plan(&unmarked, &wanted[..1]);
         assert_eq!(changes, vec![(n("a"), (900_000, 90_000))]);

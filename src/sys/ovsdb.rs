@@ -297,9 +297,17 @@ fn map_diff(old: Option<&Value>, diff: &Value) -> Result<Value, OvsdbError> {
 
 /// The JSON texts in a byte stream with no framing between them (OVSDB's): each whole
 /// value is taken off the front; a partial one waits for more bytes.
+///
+/// A scan of brackets and strings finds where a message ends, carried across reads, so a
+/// large message arriving in many pieces is parsed once, not once per piece.
 #[derive(Debug, Default)]
 struct Framer {
     buf: Vec<u8>,
+    /// How far the scan of the message at the front has got.
+    scanned: usize,
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
 }
 
 /// The most a single message may take: a monitor's initial rows of a large switch are
@@ -313,39 +321,66 @@ impl Framer {
 
     /// The next whole message, if there is one.
     fn next(&mut self) -> Result<Option<Value>, OvsdbError> {
-        let start = self
-            .buf
-            .iter()
-            .position(|b| !b.is_ascii_whitespace())
-            .unwrap_or(self.buf.len());
-        if start == self.buf.len() {
-            self.buf.clear();
-            return Ok(None);
-        }
-        let mut it = serde_json::Deserializer::from_slice(&self.buf[start..]).into_iter::<Value>();
-        match it.next() {
-            Some(Ok(v)) => {
-                let used = start + it.byte_offset();
-                self.buf.drain(..used);
-                Ok(Some(v))
+        let not_json = |why: String| OvsdbError::Protocol(format!("text that is not JSON: {why}"));
+        if self.scanned == 0 {
+            // Between messages: whitespace is dropped, and a message is an object or an
+            // array (JSON-RPC's are objects).
+            let ws = self
+                .buf
+                .iter()
+                .take_while(|b| b.is_ascii_whitespace())
+                .count();
+            self.buf.drain(..ws);
+            match self.buf.first() {
+                None => return Ok(None),
+                Some(b'{' | b'[') => {}
+                Some(b) => return Err(not_json(format!("starts with {:?}", char::from(*b)))),
             }
-            Some(Err(e)) if e.is_eof() => {
-                if self.buf.len() > MAX_MESSAGE {
-                    return Err(OvsdbError::Protocol(format!(
-                        "a message over {MAX_MESSAGE} bytes"
-                    )));
+        }
+        let mut i = self.scanned;
+        while let Some(&b) = self.buf.get(i) {
+            i += 1;
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_string = false;
                 }
-                Ok(None)
+                continue;
             }
-            Some(Err(e)) => Err(OvsdbError::Protocol(format!("text that is not JSON: {e}"))),
-            None => Ok(None),
+            match b {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    if self.depth == 0 {
+                        let v = serde_json::from_slice(&self.buf[..i])
+                            .map_err(|e| not_json(e.to_string()))?;
+                        self.buf.drain(..i);
+                        self.scanned = 0;
+                        return Ok(Some(v));
+                    }
+                }
+                _ => {}
+            }
         }
+        self.scanned = i;
+        if self.buf.len() > MAX_MESSAGE {
+            return Err(OvsdbError::Protocol(format!(
+                "a message over {MAX_MESSAGE} bytes"
+            )));
+        }
+        Ok(None)
     }
 }
 
 /// A request the caller makes through the session.
 struct Transact {
     ops: Vec<Value>,
+    /// When the caller stops waiting: a server still silent then is given up on.
+    deadline: Instant,
     reply: oneshot::Sender<Result<Vec<Value>, OvsdbError>>,
 }
 
@@ -422,9 +457,15 @@ impl Session {
             what: "a transact",
             secs,
         };
-        let sent =
-            tokio::time::timeout(timeout, self.requests.send(Transact { ops: params, reply }))
-                .await;
+        let sent = tokio::time::timeout(
+            timeout,
+            self.requests.send(Transact {
+                ops: params,
+                deadline: Instant::now() + timeout,
+                reply,
+            }),
+        )
+        .await;
         match sent {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(OvsdbError::Down("the session has ended".into())),
@@ -432,7 +473,13 @@ impl Session {
         }
         let results = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(r)) => r?,
-            Ok(Err(_)) => return Err(OvsdbError::Down("the connection was lost".into())),
+            Ok(Err(_)) => {
+                // The task has already said why in the replica.
+                let why = self.replica().down_reason.clone();
+                return Err(OvsdbError::Down(
+                    why.unwrap_or_else(|| "the connection was lost".into()),
+                ));
+            }
             Err(_) => return Err(timed_out),
         };
         // RFC 7047 §4.1.3: one result per op, an op's error in its own object, and one
@@ -539,7 +586,7 @@ enum Pending {
     Schema,
     Monitor,
     Echo,
-    Caller(oneshot::Sender<Result<Vec<Value>, OvsdbError>>),
+    Caller(oneshot::Sender<Result<Vec<Value>, OvsdbError>>, Instant),
 }
 
 /// The id of sluice's one monitor on a session.
@@ -654,12 +701,23 @@ async fn session_loop<R: AsyncRead + Unpin>(
             }
             req = requests.recv() => {
                 let Some(t) = req else { return Ok(()) };
-                if !send(&mut pending, "transact", Value::Array(t.ops), Pending::Caller(t.reply)) {
+                if !send(&mut pending, "transact", Value::Array(t.ops), Pending::Caller(t.reply, t.deadline)) {
                     return fail("the writer ended".into(), live);
                 }
             }
             _ = probe.tick() => {
-                if last_heard.elapsed() < watch.probe {
+                // A transaction the server is still working on keeps it silent (it
+                // is single-threaded: a large one takes seconds on a large switch),
+                // so silence counts against it only once a caller's deadline passed.
+                let now = Instant::now();
+                let waiting = pending.values().any(|p| matches!(p, Pending::Caller(_, d) if *d > now));
+                let late = pending
+                    .values()
+                    .any(|p| matches!(p, Pending::Caller(_, d) if *d <= now && last_heard < *d));
+                if late {
+                    return fail("a transact went unanswered past its deadline".into(), live);
+                }
+                if waiting || last_heard.elapsed() < watch.probe {
                     continue;
                 }
                 if echo_out {
@@ -745,7 +803,7 @@ fn handle(
     };
     match p {
         Pending::Echo => Ok(Handled::Nothing),
-        Pending::Caller(reply) => {
+        Pending::Caller(reply, _) => {
             let answer = match (error, result) {
                 (Some(e), _) => Err(refused("a transact", e)),
                 (None, Value::Array(results)) => Ok(results),

@@ -102,7 +102,29 @@ fn framer_takes_whole_messages_off_an_unframed_stream() {
     assert_eq!(f.next().unwrap(), None);
     f.push(b"\n  \n");
     assert_eq!(f.next().unwrap(), None, "whitespace alone is nothing");
+    // Brackets and escaped quotes inside strings do not end a message.
+    f.push(br#"{"a":"}]\"{","b":[1,{"c":2}]}"#);
+    f.push(b"[1]");
+    assert_eq!(
+        f.next().unwrap(),
+        Some(json!({"a": "}]\"{", "b": [1, {"c": 2}]}))
+    );
+    assert_eq!(f.next().unwrap(), Some(json!([1])));
+    // A message split at every byte is found once whole.
+    let whole = br#"{"id":7,"result":{"x":"a\\"}}"#;
+    for b in whole.iter() {
+        assert_eq!(f.next().unwrap(), None);
+        f.push(&[*b]);
+    }
+    assert_eq!(
+        f.next().unwrap(),
+        Some(json!({"id": 7, "result": {"x": "a\\"}}))
+    );
     f.push(b"}garbage");
+    let e = f.next().unwrap_err();
+    assert!(e.to_string().contains("not JSON"), "{e}");
+    let mut f = Framer::default();
+    f.push(b"{\"a\":tru}");
     let e = f.next().unwrap_err();
     assert!(e.to_string().contains("not JSON"), "{e}");
 }
