@@ -42,3 +42,14 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// A `kB` field of `/proc/PID/status` (`VmHWM:`, `RssAnon:`, ...).
+pub fn status_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}

@@ -27,7 +27,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{KillOnDrop, median, release_binary};
+use common::{KillOnDrop, median, release_binary, status_kb};
 use sluice::config::OvsClientKind;
 use sluice::enforce::{Enforcement, OvsBackend, OvsConfig, Wanted};
 use sluice::model::ids::{IfName, InstanceId};
@@ -196,13 +196,7 @@ fn peak_rss_kb(ns: &Netns, db: &str, backend: &str, n: usize) -> u64 {
         .unwrap()
         .expect("agent wrote its state");
     assert_eq!(snap.interfaces.len(), n);
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.0.id())).unwrap();
-    let hwm = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
+    let hwm = status_kb(child.0.id(), "VmHWM:");
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
     let _ = child.0.wait();

@@ -21,7 +21,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{KillOnDrop, median, release_binary};
+use common::{KillOnDrop, median, release_binary, status_kb};
 use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::stats::{StatsFilterMask, StatsMessage};
@@ -236,15 +236,7 @@ fn peak_rss_kb(n: usize) -> (u64, u64, u64) {
         .unwrap()
         .expect("agent wrote its state");
     assert_eq!(snap.interfaces.len(), n);
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.0.id())).unwrap();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap()
-    };
+    let field = |name: &str| status_kb(child.0.id(), name);
     let hwm = (field("VmHWM:"), field("RssAnon:"), field("RssFile:"));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };

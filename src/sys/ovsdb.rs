@@ -422,9 +422,7 @@ impl Session {
 
     /// The replica (held briefly: the session's task waits on it to apply updates).
     pub fn replica(&self) -> MutexGuard<'_, Replica> {
-        self.replica
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.replica)
     }
 
     /// Wait until the replica is live, up to `timeout`; whether it is.
@@ -497,6 +495,14 @@ impl Session {
     }
 }
 
+/// The replica, even if a thread panicked holding it (its rows are replaced whole on
+/// the next resync, never left half-applied by a panic in between).
+fn lock(replica: &Mutex<Replica>) -> MutexGuard<'_, Replica> {
+    replica
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The first wait before reconnecting, doubled per failure up to [`MAX_BACKOFF`].
@@ -528,9 +534,7 @@ async fn run(
             Err(e) => e,
         };
         {
-            let mut r = replica
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut r = lock(&replica);
             if r.live {
                 tracing::warn!(endpoint = %endpoint, error = %reason, "OVSDB session lost; reconnecting");
             }
@@ -549,7 +553,7 @@ async fn run(
                 () = tokio::time::sleep_until(until) => break,
                 req = requests.recv() => match req {
                     Some(t) => {
-                        let why = replica.lock().map(|r| r.down_reason.clone()).ok().flatten();
+                        let why = lock(&replica).down_reason.clone();
                         let _ = t.reply.send(Err(OvsdbError::Down(why.unwrap_or_default())));
                     }
                     None => return,
@@ -630,11 +634,6 @@ async fn session_loop<R: AsyncRead + Unpin>(
     changed: &watch::Sender<u64>,
     requests: &mut mpsc::Receiver<Transact>,
 ) -> Result<(), (String, bool)> {
-    let lock = || {
-        replica
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    };
     let mut live = false;
     let fail = |why: String, live: bool| Err((why, live));
     let mut pending: HashMap<u64, Pending> = HashMap::new();
@@ -692,7 +691,7 @@ async fn session_loop<R: AsyncRead + Unpin>(
                         }
                         Ok(Handled::Changed { now_live }) => {
                             live |= now_live;
-                            let r = lock();
+                            let r = lock(replica);
                             changed.send_replace(r.generation);
                         }
                         Err(e) => return fail(e.to_string(), live),
@@ -753,11 +752,6 @@ fn handle(
     replica: &Mutex<Replica>,
     watch: &Watch,
 ) -> Result<Handled, OvsdbError> {
-    let lock = || {
-        replica
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    };
     if let Some(method) = msg.get("method").and_then(Value::as_str) {
         let id = msg.get("id").cloned().unwrap_or(Value::Null);
         return match method {
@@ -774,7 +768,7 @@ fn handle(
                 if monitor.as_str() != Some(MONITOR_ID) {
                     return Ok(Handled::Nothing);
                 }
-                lock().apply(updates)?;
+                lock(replica).apply(updates)?;
                 Ok(Handled::Changed { now_live: false })
             }
             _ if id.is_null() => Ok(Handled::Nothing),
@@ -835,7 +829,7 @@ fn handle(
                 );
                 requests.insert(table.clone(), json!([{"columns": present}]));
             }
-            let mut r = lock();
+            let mut r = lock(replica);
             r.schema = schema;
             r.columns = have;
             Ok(Handled::Schema(Value::Object(requests)))
@@ -844,7 +838,7 @@ fn handle(
             if let Some(e) = error {
                 return Err(refused("monitor_cond", e));
             }
-            let mut r = lock();
+            let mut r = lock(replica);
             // A resync: the old session's rows are all replaced.
             r.tables.clear();
             for (table, _) in &watch.tables {
