@@ -367,3 +367,225 @@ base_rate = "10mbit"
     eprintln!("after the restart: {:?}", rec.enforcement);
     assert!(!calls.exists(), "ovs-vsctl was run");
 }
+
+/// The enforcement status of `name` in the agent's state, once it is no longer pending.
+fn settled_status(run: &Path, name: &str) -> sluice::enforce::Enforcement {
+    eventually(Duration::from_secs(15), "a settled status", || {
+        let snap = read_state(run)?;
+        let e = record(&snap, name)?.enforcement.clone()?;
+        (e != sluice::enforce::Enforcement::Pending).then_some(e)
+    })
+}
+
+/// The interface's status, settled: applied where the kernel can police, and where it
+/// cannot (this build machine), failed for the upload policer alone — the download
+/// shaping is not among what it lacks.
+fn upload_only_lacking(run: &Path, name: &str) {
+    use sluice::enforce::Enforcement;
+    let status = settled_status(run, name);
+    if support::kernel_can_police() {
+        assert_eq!(status, Enforcement::Applied);
+        return;
+    }
+    match status {
+        Enforcement::EnforceFailed { reason } => {
+            assert!(reason.contains("no policing filter"), "{reason}");
+            assert!(!reason.contains("HTB"), "{reason}");
+            assert!(!reason.contains("QoS"), "{reason}");
+        }
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+/// Download limits on OVS: sluice's own linux-htb QoS and queue on the port, the HTB class
+/// ovs-vswitchd makes of it holding the rate against real traffic, an operator's QoS left
+/// alone and reported, and everything sluice made gone when the limit is.
+#[test]
+fn download_limit_is_a_qos_of_its_own_and_the_kernel_shapes_it() {
+    let host = Netns::new("odh");
+    let inst = Netns::new("odi");
+    let link = veth(&host, "kvm101.0", &inst, "eth0", 13);
+    let _other = veth(&host, "kvm102.0", &inst, "eth1", 14);
+    let ovs = Ovs::start(&host);
+    ovs.add_port("kvm101.0");
+    ovs.add_port("kvm102.0");
+    // An operator's own QoS on the second port.
+    ovs.vsctl(&[
+        "--no-wait",
+        "--",
+        "set",
+        "port",
+        "kvm102.0",
+        "qos=@q",
+        "--",
+        "--id=@q",
+        "create",
+        "qos",
+        "type=linux-htb",
+        "other_config:max-rate=3000000",
+        "external_ids:owner=ops",
+    ]);
+    let operator_qos = ovs.vsctl(&["get", "port", "kvm102.0", "qos"]);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let config = tmp.path().join("sluice.toml");
+    let write_config = |download: bool| {
+        let instances = if download {
+            "[instances.\"101\"]\ndownload_rate = \"8mbit\"\n[instances.\"102\"]\ndownload_rate = \"8mbit\"\n"
+        } else {
+            ""
+        };
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[agent]
+interval = "1s"
+interfaces = ['^kvm(?P<instance>[0-9]+)\..*$']
+backend = "ovs"
+ovsdb = "{db}"
+state_dir = "{run}"
+data_dir = "{run}/lib"
+[log]
+dir = ""
+[penalty]
+base_rate = "10mbit"
+{instances}"#,
+                db = ovs.db,
+                run = run.display()
+            ),
+        )
+        .unwrap();
+    };
+    write_config(true);
+    let agent = AgentProc::start(&host, &config, tmp.path().join("agent.log"));
+
+    let ours = |table: &str| -> Vec<String> {
+        ovs.vsctl(&[
+            "--format=csv",
+            "--columns=external_ids,other_config",
+            "list",
+            table,
+        ])
+        .lines()
+        .filter(|l| l.contains("sluice"))
+        .map(str::to_owned)
+        .collect()
+    };
+    eventually(Duration::from_secs(15), "sluice's QoS on kvm101.0", || {
+        let qos = ours("qos");
+        (qos.len() == 1 && ours("queue").len() == 1).then_some(qos)
+    });
+    let qos = ovs.vsctl(&["get", "port", "kvm101.0", "qos"]);
+    let qos = qos.trim();
+    assert_eq!(ovs.vsctl(&["get", "qos", qos, "type"]).trim(), "linux-htb");
+    assert_eq!(
+        ovs.vsctl(&["get", "qos", qos, "other_config:max-rate"])
+            .trim(),
+        "\"8000000\""
+    );
+    assert_eq!(
+        ovs.vsctl(&["get", "qos", qos, "external_ids:sluice"])
+            .trim()
+            .trim_matches('"'),
+        "kvm101.0"
+    );
+    let queue = ovs.vsctl(&["get", "qos", qos, "queues:0"]);
+    assert_eq!(
+        ovs.vsctl(&["get", "queue", queue.trim(), "other_config:max-rate"])
+            .trim(),
+        "\"8000000\""
+    );
+    // Upload holds the base rate as ingress policing, beside it.
+    assert_eq!(ovs.policing("kvm101.0"), (10_000, 2_000));
+
+    // The kernel, asked with tc: vswitchd made an HTB class of queue 0 at 8 Mbit, and
+    // sluice, having asked the kernel too, finds the download held.
+    upload_only_lacking(&run, "kvm101.0");
+    let classes = host.exec("tc", &["class", "show", "dev", "kvm101.0"]);
+    assert!(
+        classes
+            .lines()
+            .any(|l| l.contains("htb 1:1 ") && l.contains("ceil 8Mbit")),
+        "{classes}"
+    );
+
+    // The operator's QoS: untouched, and the instance reported as not enforced.
+    match settled_status(&run, "kvm102.0") {
+        sluice::enforce::Enforcement::EnforceFailed { reason } => {
+            assert!(reason.contains("a QoS sluice did not create"), "{reason}")
+        }
+        other => panic!("kvm102.0: {other:?}"),
+    }
+    assert_eq!(ovs.vsctl(&["get", "port", "kvm102.0", "qos"]), operator_qos);
+    assert_eq!(
+        ovs.vsctl(&["get", "qos", operator_qos.trim(), "other_config:max-rate"])
+            .trim(),
+        "\"3000000\""
+    );
+
+    // Real traffic towards the instance at 20 Mbit/s: what arrives is shaped to 8 Mbit/s
+    // (HTB counts frames, as the veth's byte counter does).
+    let sender = {
+        let (host_ns, dst) = (host.name.clone(), link.b_ip);
+        std::thread::spawn(move || {
+            send_udp(
+                &host_ns,
+                dst,
+                1200,
+                20_000,
+                20_000_000,
+                Duration::from_secs(8),
+            )
+        })
+    };
+    let received = support::settled_rate(&inst, "eth0", "rx_bytes", Duration::from_secs(2));
+    eprintln!("download shaped to {:.2} Mbit/s", received / 1e6);
+    assert!(
+        (0.85 * 8e6..=1.05 * 8e6).contains(&received),
+        "{received} bit/s received through an 8 Mbit/s download limit"
+    );
+    sender.join().unwrap();
+
+    // The limit lifted: sluice's QoS and queue leave OVSDB, vswitchd takes the HTB off the
+    // device, and the operator's QoS stays.
+    write_config(false);
+    agent.signal(libc::SIGHUP);
+    eventually(Duration::from_secs(10), "sluice's QoS gone", || {
+        (ours("qos").is_empty() && ours("queue").is_empty()).then_some(())
+    });
+    assert_eq!(ovs.vsctl(&["get", "port", "kvm101.0", "qos"]).trim(), "[]");
+    eventually(Duration::from_secs(10), "the HTB qdisc gone", || {
+        let q = host.exec("tc", &["qdisc", "show", "dev", "kvm101.0"]);
+        (!q.contains("htb")).then_some(())
+    });
+    assert_eq!(ovs.vsctl(&["get", "port", "kvm102.0", "qos"]), operator_qos);
+    upload_only_lacking(&run, "kvm101.0");
+
+    // Back on, then `sluice release` with the agent stopped: policing and sluice's QoS
+    // go, the operator's stays.
+    write_config(true);
+    agent.signal(libc::SIGHUP);
+    eventually(Duration::from_secs(10), "sluice's QoS back", || {
+        (ours("qos").len() == 1).then_some(())
+    });
+    assert_eq!(agent.stop(), Some(0));
+    let out = std::process::Command::new(support::sluice_bin())
+        .args(["release", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.trim(), "released: kvm101.0, kvm102.0");
+    assert!(ours("qos").is_empty() && ours("queue").is_empty());
+    assert_eq!(ovs.vsctl(&["get", "port", "kvm101.0", "qos"]).trim(), "[]");
+    assert_eq!(ovs.policing("kvm101.0"), (0, 0));
+    assert_eq!(ovs.policing("kvm102.0"), (0, 0));
+    assert_eq!(ovs.vsctl(&["get", "port", "kvm102.0", "qos"]), operator_qos);
+}

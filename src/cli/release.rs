@@ -3,7 +3,8 @@
 //!
 //! With the tc backend it deletes exactly what sluice created — its HTB roots, its
 //! ingress redirect, its ifbs — found by their marks, so it works after a crash or a
-//! config change too. With the ovs backend it sets `ingress_policing_rate/burst` back to 0.
+//! config change too. With the ovs backend it sets `ingress_policing_rate/burst` back to 0
+//! and deletes the QoS and queue sluice put on a port (never an operator's own).
 //! With any backend it raises the links a `disconnect` rule held down, as the agent's
 //! last state file records them: with the package removed, nothing else would.
 
@@ -174,7 +175,7 @@ fn release_ovs(config: &Config, names: &[IfName]) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let wanted: HashSet<&IfName> = names.iter().collect();
-    // Without names: every interface the config watches (others' policing is theirs).
+    // Without names: every interface the config watches (others' limits are theirs).
     let released = runtime
         .block_on(ovs.release(|n| {
             if wanted.is_empty() {
@@ -185,7 +186,7 @@ fn release_ovs(config: &Config, names: &[IfName]) -> anyhow::Result<ExitCode> {
         }))
         .map_err(|e| anyhow::anyhow!(e))?;
     if released.is_empty() {
-        println!("released: nothing (no watched interface holds policing)");
+        println!("released: nothing (no watched interface holds policing or a QoS of sluice's)");
     } else {
         let list: Vec<String> = released.iter().map(|n| n.to_string()).collect();
         println!("released: {}", list.join(", "));

@@ -138,13 +138,13 @@ pub(super) fn validate(raw: RawConfig) -> Result<Loaded, Vec<Problem>> {
     let (Some(agent), Some(penalty)) = (agent, penalty) else {
         return Err(vec![Problem::new("", "invalid configuration".into())]);
     };
-    if agent.backend == BackendKind::Ovs {
+    if agent.backend == BackendKind::Ovs && agent.ovs_client == OvsClientKind::Vsctl {
         let limited = penalty.download_rate.is_some()
             || instances.values().any(|i| i.download_rate.is_some());
         if limited {
             c.warn(
                 "penalty.download_rate",
-                "the ovs backend limits upload only (ingress policing); download limits are decided and shown but not enforced — use backend = \"tc\"",
+                "with agent.ovs_client = \"vsctl\" the ovs backend limits upload only (ingress policing); download limits are decided and shown but reported enforce_failed — use the native client (the default), which shapes download with a linux-htb QoS on the port",
             );
         }
     }
@@ -1049,6 +1049,24 @@ base_rate = "1000mbit"
             loaded.warnings[0]
         );
         assert!(loaded.warnings[0].message.contains("can never be reached"));
+    }
+
+    #[test]
+    fn ovs_download_limits_warn_only_with_the_vsctl_client() {
+        for (client, warned) in [("native", false), ("vsctl", true)] {
+            let text = format!(
+                "[agent]\ninterfaces=['^tap(?P<instance>[0-9]+)$']\nbackend=\"ovs\"\novs_client=\"{client}\"\n\
+                 [penalty]\nbase_rate=\"10mbit\"\ndownload_rate=\"20mbit\"\n"
+            );
+            let loaded = Config::parse(Path::new("t.toml"), &text).unwrap();
+            let says: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
+            assert_eq!(
+                says.iter()
+                    .any(|w| w.starts_with("penalty.download_rate:") && w.contains("native client")),
+                warned,
+                "{client}: {says:?}"
+            );
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::config::{BackendKind, Config, DropInStamp, Known, ShutdownHook, drop_
 use crate::enforce::hooks::{self, Hook, HookCall};
 use crate::enforce::tc::Scope;
 use crate::enforce::{
-    Backend, Enforcement, LinkState, LinkSwitch, OvsBackend, OvsConfig, PolicerProbe, Switched,
+    Backend, Enforcement, KernelProbe, LinkState, LinkSwitch, OvsBackend, OvsConfig, Switched,
     TcBackend, Wanted,
 };
 use crate::engine::{self, Charged, TickInput};
@@ -59,8 +59,8 @@ pub enum AgentError {
     State(#[from] state::StateError),
     #[error(transparent)]
     Sample(#[from] crate::sample::SampleError),
-    #[error("cannot open a netlink socket for the kernel policer check: {0}")]
-    Policer(std::io::Error),
+    #[error("cannot open a netlink socket for the OVS backend's kernel check: {0}")]
+    KernelProbe(std::io::Error),
     #[error("cannot open a netlink socket for the tc backend: {0}")]
     Tc(std::io::Error),
     #[error("cannot install signal handlers: {0}")]
@@ -867,7 +867,7 @@ fn build_backend(config: &Config) -> Result<Backend, AgentError> {
                 timeout: config.agent.command_timeout,
                 client: config.agent.ovs_client,
             },
-            Some(PolicerProbe::open().map_err(AgentError::Policer)?),
+            Some(KernelProbe::open().map_err(AgentError::KernelProbe)?),
         )),
     })
 }

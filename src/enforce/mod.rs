@@ -8,7 +8,6 @@
 pub mod hooks;
 pub mod link;
 mod ovs;
-mod policer;
 pub mod tc;
 
 use std::collections::HashMap;
@@ -16,8 +15,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 pub use link::{LinkState, LinkSwitch, Switched};
-pub use ovs::{OvsBackend, OvsConfig};
-pub use policer::PolicerProbe;
+pub use ovs::{KernelProbe, OvsBackend, OvsConfig};
 pub use tc::TcBackend;
 
 use crate::config::BackendKind;

@@ -138,7 +138,9 @@ impl Schema {
 }
 
 /// A column type (RFC 7047 §3.2 `<type>`): a map has a `value`; a set is any other type
-/// whose `min` or `max` is not 1.
+/// that can hold more than one element. A column of at most one element (an optional
+/// value, `"max": 1`) changes like an atomic one: ovsdb-server's `update2` carries its
+/// new value, not a difference — `["set", []]` when it is cleared.
 fn column_kind(ty: Option<&Value>) -> ColumnKind {
     let Some(Value::Object(t)) = ty else {
         return ColumnKind::Atomic;
@@ -146,8 +148,7 @@ fn column_kind(ty: Option<&Value>) -> ColumnKind {
     if t.contains_key("value") {
         return ColumnKind::Map;
     }
-    let one = |k: &str| t.get(k).is_none_or(|v| v.as_u64() == Some(1));
-    if one("min") && one("max") {
+    if t.get("max").is_none_or(|v| v.as_u64() == Some(1)) {
         ColumnKind::Atomic
     } else {
         ColumnKind::Set
@@ -230,7 +231,7 @@ impl Replica {
 }
 
 /// A set datum's elements: `["set", [...]]`, or one atom alone.
-fn set_elements(v: Option<&Value>) -> Result<Vec<Value>, OvsdbError> {
+pub fn set_elements(v: Option<&Value>) -> Result<Vec<Value>, OvsdbError> {
     match v {
         None => Ok(Vec::new()),
         Some(Value::Array(a)) if a.first().and_then(Value::as_str) == Some("set") => a

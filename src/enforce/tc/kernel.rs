@@ -528,7 +528,7 @@ fn raw_options(attrs: &[TcAttribute]) -> Option<Vec<u8>> {
 
 /// An HTB class from a class message: its `TCA_OPTIONS` comes through as one raw NLA
 /// (netlink-packet-route does not know htb), whose value holds the nested attributes.
-fn htb_class_of(attrs: &[TcAttribute]) -> Option<HtbClass> {
+pub fn htb_class_of(attrs: &[TcAttribute]) -> Option<HtbClass> {
     let raw = raw_options(attrs)?;
     let nested: Vec<(u16, Vec<u8>)> = NlasIterator::new(raw.as_slice())
         .filter_map(Result::ok)

@@ -21,7 +21,7 @@ use std::io;
 use tracing::{debug, info, warn};
 
 pub use encode::HtbClass;
-pub use kernel::QdiscCounters;
+pub use kernel::{QdiscCounters, htb_class_of};
 pub use plan::{Scope, ifb_name, ifb_tap};
 
 use super::{Enforcement, Wanted};

@@ -10,7 +10,8 @@ fn schema(with_kpkts: bool) -> Value {
         "ingress_policing_rate": {"type": {"key": {"type": "integer", "minInteger": 0}}},
         "ingress_policing_burst": {"type": {"key": {"type": "integer", "minInteger": 0}}},
         "external_ids": {"type": {"key": "string", "value": "string", "min": 0, "max": "unlimited"}},
-        "ifindex": {"type": {"key": {"type": "integer", "minInteger": 0, "maxInteger": 4294967295u64}, "min": 0, "max": 1}, "ephemeral": true}
+        "ifindex": {"type": {"key": {"type": "integer", "minInteger": 0, "maxInteger": 4294967295u64}, "min": 0, "max": 1}, "ephemeral": true},
+        "bond_members": {"type": {"key": "string", "min": 0, "max": "unlimited"}}
     });
     if with_kpkts {
         cols["ingress_policing_kpkts_rate"] =
@@ -74,8 +75,15 @@ fn column_kinds_from_the_schema() {
             json!({"key": {"type": "integer", "minInteger": 0}}),
             ColumnKind::Atomic,
         ),
+        // An optional value (at most one element): update2 sends the new value, not a
+        // difference (recorded from ovsdb-server 3.1 clearing Port.qos:
+        // `{"modify":{"qos":["set",[]]}}` for a row that held a reference).
         (
             json!({"key": "integer", "min": 0, "max": 1}),
+            ColumnKind::Atomic,
+        ),
+        (
+            json!({"key": "integer", "min": 0, "max": 4}),
             ColumnKind::Set,
         ),
         (
@@ -164,10 +172,27 @@ fn update2_initial_modify_and_delete() {
             (json!("sluice"), json!("limited"))
         ]
     );
-    assert_eq!(row["ifindex"], json!(["set", [7]]));
-    r.apply(&json!({"Interface": {"u1": {"modify": {"ifindex": 7}}}}))
+    assert_eq!(row["ifindex"], json!(7));
+    // An optional value is replaced, as ovsdb-server clears one: with the empty set.
+    r.apply(&json!({"Interface": {"u1": {"modify": {"ifindex": ["set", []]}}}}))
         .unwrap();
     assert_eq!(r.tables["Interface"]["u1"]["ifindex"], json!(["set", []]));
+    // A set of many: the diff's elements held are removed, the others added.
+    r.apply(&json!({"Interface": {"u1": {"modify": {"bond_members": ["set", ["a", "b"]]}}}}))
+        .unwrap();
+    r.apply(&json!({"Interface": {"u1": {"modify": {"bond_members": ["set", ["a", "c"]]}}}}))
+        .unwrap();
+    assert_eq!(
+        r.tables["Interface"]["u1"]["bond_members"],
+        json!(["set", ["b", "c"]])
+    );
+    r.apply(&json!({"Interface": {"u1": {"modify": {"bond_members": "b"}}}}))
+        .unwrap();
+    assert_eq!(
+        r.tables["Interface"]["u1"]["bond_members"],
+        json!(["set", ["c"]]),
+        "a one-element diff comes as the atom alone"
+    );
     r.apply(&json!({"Interface": {"u2": {"delete": null}}}))
         .unwrap();
     assert!(!r.tables["Interface"].contains_key("u2"));
