@@ -44,6 +44,7 @@ fn snapshot(n: usize, now: Timestamp) -> Snapshot {
             upload_limit_kbps: Some(if stage > 0 { 900_000 } else { 1_000_000 }),
             burst_kb: Some(100_000),
             download_limit_kbps: Some(1_000_000),
+            packet_limit_pps: None,
             upload_bps: Some(123_456_789),
             download_bps: Some(98_765_432),
             enforcement: Some(Enforcement::Applied),

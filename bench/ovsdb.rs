@@ -111,6 +111,7 @@ fn verdict(ifindex: u32, kbps: u64) -> Verdict {
         }),
         download: None,
         reason: Reason::Base,
+        packets: None,
         download_reason: Reason::Unlimited,
         rule: None,
         disconnect: false,

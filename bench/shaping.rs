@@ -44,6 +44,7 @@ fn verdict(ifindex: u32, rate: Rate) -> Verdict {
         upload: Some(limit),
         download: Some(limit),
         reason: Reason::Base,
+        packets: None,
         download_reason: Reason::Base,
         rule: None,
         disconnect: false,

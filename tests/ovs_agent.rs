@@ -377,6 +377,85 @@ fn settled_status(run: &Path, name: &str) -> sluice::enforce::Enforcement {
     })
 }
 
+/// (ingress_policing_kpkts_rate, ingress_policing_kpkts_burst) of an interface.
+fn kpkts(ovs: &Ovs, name: &str) -> (u64, u64) {
+    let get = |col: &str| -> u64 {
+        ovs.vsctl(&["get", "interface", name, col])
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    (
+        get("ingress_policing_kpkts_rate"),
+        get("ingress_policing_kpkts_burst"),
+    )
+}
+
+/// An Open vSwitch older than 2.16 has no packet-rate columns: the packet limit is
+/// refused naming why, the byte limit is still written, and the session runs on the
+/// schema it has.
+#[test]
+fn packet_limits_on_a_schema_without_kpkts_are_refused_and_the_rest_works() {
+    let host = Netns::new("okh");
+    let inst = Netns::new("oki");
+    let _link = veth(&host, "kvm103.0", &inst, "eth0", 15);
+    let ovs = Ovs::start_db_with_schema(&host.name, |schema| {
+        let cols = schema["tables"]["Interface"]["columns"]
+            .as_object_mut()
+            .unwrap();
+        assert!(cols.remove("ingress_policing_kpkts_rate").is_some());
+        assert!(cols.remove("ingress_policing_kpkts_burst").is_some());
+    });
+    ovs.vsctl(&["--no-wait", "add-br", "br0"]);
+    ovs.add_port("kvm103.0");
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let config = tmp.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[agent]
+interval = "1s"
+interfaces = ['^kvm(?P<instance>[0-9]+)\..*$']
+backend = "ovs"
+ovsdb = "{db}"
+state_dir = "{run}"
+data_dir = "{run}/lib"
+[log]
+dir = ""
+[penalty]
+base_rate = "10mbit"
+packet_rate = "25kpps"
+"#,
+            db = ovs.db,
+            run = run.display()
+        ),
+    )
+    .unwrap();
+    let agent = AgentProc::start(&host, &config, tmp.path().join("agent.log"));
+    eventually(Duration::from_secs(15), "byte policing in OVSDB", || {
+        (ovs.policing("kvm103.0") == (10_000, 2_000)).then_some(())
+    });
+    match settled_status(&run, "kvm103.0") {
+        sluice::enforce::Enforcement::EnforceFailed { reason } => assert!(
+            reason.starts_with(
+                "cannot limit its packet rate: this Open vSwitch has no \
+                 Interface.ingress_policing_kpkts_rate (packet-rate policing came with OVS 2.16)"
+            ),
+            "{reason}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let snap = read_state(&run).unwrap();
+    assert_eq!(
+        record(&snap, "kvm103.0").unwrap().packet_limit_pps,
+        Some(25_000),
+        "decided and shown"
+    );
+    drop(agent);
+}
+
 /// The interface's status, settled: applied where the kernel can police, and where it
 /// cannot (this build machine), failed for the upload policer alone — the download
 /// shaping is not among what it lacks.
@@ -432,7 +511,8 @@ fn download_limit_is_a_qos_of_its_own_and_the_kernel_shapes_it() {
     let config = tmp.path().join("sluice.toml");
     let write_config = |download: bool| {
         let instances = if download {
-            "[instances.\"101\"]\ndownload_rate = \"8mbit\"\n[instances.\"102\"]\ndownload_rate = \"8mbit\"\n"
+            "[instances.\"101\"]\ndownload_rate = \"8mbit\"\npacket_rate = \"25kpps\"\n\
+             [instances.\"102\"]\ndownload_rate = \"8mbit\"\n"
         } else {
             ""
         };
@@ -497,8 +577,11 @@ base_rate = "10mbit"
             .trim(),
         "\"8000000\""
     );
-    // Upload holds the base rate as ingress policing, beside it.
+    // Upload holds the base rate as ingress policing beside it, and the packet rate as
+    // kpkts policing: 25 kpps with a tenth of a second's bucket, rounded up.
     assert_eq!(ovs.policing("kvm101.0"), (10_000, 2_000));
+    assert_eq!(kpkts(&ovs, "kvm101.0"), (25, 3));
+    assert_eq!(kpkts(&ovs, "kvm102.0"), (0, 0));
 
     // The kernel, asked with tc: vswitchd made an HTB class of queue 0 at 8 Mbit, and
     // sluice, having asked the kernel too, finds the download held.
@@ -556,6 +639,11 @@ base_rate = "10mbit"
         (ours("qos").is_empty() && ours("queue").is_empty()).then_some(())
     });
     assert_eq!(ovs.vsctl(&["get", "port", "kvm101.0", "qos"]).trim(), "[]");
+    assert_eq!(
+        kpkts(&ovs, "kvm101.0"),
+        (0, 0),
+        "packet policing cleared too"
+    );
     eventually(Duration::from_secs(10), "the HTB qdisc gone", || {
         let q = host.exec("tc", &["qdisc", "show", "dev", "kvm101.0"]);
         (!q.contains("htb")).then_some(())

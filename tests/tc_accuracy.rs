@@ -48,6 +48,7 @@ fn tcp_reaches_the_limit_and_no_more_in_both_directions() {
             upload: Some(limit(rate)),
             download: Some(limit(rate)),
             reason: Reason::Base,
+            packets: None,
             download_reason: Reason::Base,
             rule: None,
             disconnect: false,

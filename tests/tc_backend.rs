@@ -30,6 +30,7 @@ fn verdict(ifindex: u32, up: Option<&str>, down: Option<&str>) -> Verdict {
         upload: up.map(limit),
         download: down.map(limit),
         reason: Reason::Base,
+        packets: None,
         download_reason: Reason::Base,
         rule: None,
         disconnect: false,

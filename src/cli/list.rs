@@ -283,9 +283,15 @@ fn row(r: &InterfaceRecord, now: Timestamp) -> [String; COLUMNS] {
     } else {
         format!("{}", r.stage)
     };
-    let limit = r
+    let mut limit = r
         .upload_limit_kbps
         .map_or_else(|| "none".to_owned(), |k| human_rate(k.saturating_mul(1000)));
+    if let Some(pps) = r.packet_limit_pps {
+        limit.push_str(&format!(
+            " {}",
+            crate::model::units::PacketRate::from_per_sec(pps)
+        ));
+    }
     let remaining = match r.until {
         Some(until) if r.stage > 0 => human_secs(until.duration_since(now).as_secs().max(0) as u64),
         _ => "-".to_owned(),
@@ -365,6 +371,7 @@ mod tests {
             download_bps: None,
             enforcement,
             download_limit_kbps: None,
+            packet_limit_pps: None,
             shaper: (stage > 0).then_some(crate::state::ShaperDrops {
                 upload_dropped: 1204,
                 upload_overlimits: 9000,

@@ -21,7 +21,7 @@ use std::time::Duration;
 use regex::Regex;
 
 use crate::model::ids::{IfName, InstanceId, Label, Tag};
-use crate::model::units::{Bytes, Fraction, Rate};
+use crate::model::units::{Bytes, Fraction, PacketRate, Rate};
 
 pub use inventory::{
     Claim, Claims, IncusSource, InventoryConfig, Known, LibvirtSource, OvsSource, ProxmoxSource,
@@ -207,6 +207,8 @@ pub struct PenaltyConfig {
     /// The download (host → instance) limit sold; `None`: download is not limited.
     /// Penalties are earned and paid on upload only, so this does not change with stages.
     pub download_rate: Option<Rate>,
+    /// The upload packet-rate limit sold; `None`: packets are not limited. Not staged.
+    pub packet_rate: Option<PacketRate>,
     pub burst: Option<BurstSpec>,
     /// Penalty stages 1..=N, in order; `stages[0]` is stage 1.
     pub stages: Vec<StageConfig>,
@@ -258,6 +260,7 @@ impl StageConfig {
 pub struct InstanceConfig {
     pub base_rate: Option<Rate>,
     pub download_rate: Option<Rate>,
+    pub packet_rate: Option<PacketRate>,
     pub tags: BTreeSet<Tag>,
 }
 
@@ -344,6 +347,14 @@ impl Config {
     }
 
     /// The download limit sold to `instance`: its override, else the default, else none.
+    /// The instance's upload packet-rate limit: its own, else `penalty.packet_rate`.
+    pub fn packet_rate(&self, instance: &InstanceId) -> Option<PacketRate> {
+        self.instances
+            .get(instance)
+            .and_then(|i| i.packet_rate)
+            .or(self.penalty.packet_rate)
+    }
+
     pub fn download_rate(&self, instance: &InstanceId) -> Option<Rate> {
         self.instances
             .get(instance)
@@ -516,6 +527,7 @@ impl Config {
                         let slot = merged.instances.entry(id).or_default();
                         slot.base_rate = inst.base_rate.or(slot.base_rate);
                         slot.download_rate = inst.download_rate.or(slot.download_rate);
+                        slot.packet_rate = inst.packet_rate.or(slot.packet_rate);
                         slot.tags.extend(inst.tags);
                     }
                 }

@@ -168,6 +168,7 @@ pub(super) struct RawLog {
 pub(super) struct RawPenalty {
     pub base_rate: Option<String>,
     pub download_rate: Option<String>,
+    pub packet_rate: Option<String>,
     pub burst: Option<String>,
     pub stage: Option<Vec<RawStage>>,
 }
@@ -184,6 +185,7 @@ pub(super) struct RawStage {
 pub(super) struct RawInstance {
     pub base_rate: Option<String>,
     pub download_rate: Option<String>,
+    pub packet_rate: Option<String>,
     pub tags: Option<Vec<String>>,
 }
 

@@ -288,6 +288,10 @@ pub(super) fn check_instances(
             .download_rate
             .as_deref()
             .and_then(|r| c.rate(&format!("{path}.download_rate"), r));
+        let packet_rate = inst
+            .packet_rate
+            .as_deref()
+            .and_then(|r| c.packet_rate(&format!("{path}.packet_rate"), r));
         let tags = labels(c, &format!("{path}.tags"), inst.tags);
         if let Some(id) = id {
             out.insert(
@@ -295,6 +299,7 @@ pub(super) fn check_instances(
                 InstanceConfig {
                     base_rate,
                     download_rate,
+                    packet_rate,
                     tags,
                 },
             );

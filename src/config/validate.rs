@@ -15,7 +15,7 @@ use super::{
     StoreConfig, StoreTarget, TokenSource,
 };
 use crate::model::ids::Label;
-use crate::model::units::{Bytes, Fraction, Rate, parse_duration};
+use crate::model::units::{Bytes, Fraction, PacketRate, Rate, parse_duration};
 
 /// Collects problems; each `check_*` returns the value when it is valid.
 #[derive(Default)]
@@ -68,6 +68,15 @@ impl Checker {
             .parse::<Rate>()
             .map_err(|e| e.to_string())
             .and_then(Rate::as_limit)
+            .map_err(|e| self.error(path, e))
+            .ok()
+    }
+
+    pub(super) fn packet_rate(&mut self, path: &str, value: &str) -> Option<PacketRate> {
+        value
+            .parse::<PacketRate>()
+            .map_err(|e| e.to_string())
+            .and_then(PacketRate::as_limit)
             .map_err(|e| self.error(path, e))
             .ok()
     }
@@ -147,6 +156,16 @@ pub(super) fn validate(raw: RawConfig) -> Result<Loaded, Vec<Problem>> {
                 "with agent.ovs_client = \"vsctl\" the ovs backend limits upload only (ingress policing); download limits are decided and shown but reported enforce_failed — use the native client (the default), which shapes download with a linux-htb QoS on the port",
             );
         }
+    }
+    let packets =
+        penalty.packet_rate.is_some() || instances.values().any(|i| i.packet_rate.is_some());
+    let polices_packets =
+        agent.backend == BackendKind::Ovs && agent.ovs_client == OvsClientKind::Native;
+    if packets && agent.backend != BackendKind::None && !polices_packets {
+        c.warn(
+            "penalty.packet_rate",
+            "packet-rate limits are enforced by the ovs backend with its native client only; with this backend they are decided and shown but reported enforce_failed",
+        );
     }
     Ok(Loaded {
         config: Config {
@@ -533,6 +552,10 @@ fn check_penalty(c: &mut Checker, p: Option<RawPenalty>) -> Option<PenaltyConfig
         .download_rate
         .as_deref()
         .and_then(|s| c.rate("penalty.download_rate", s));
+    let packet_rate = p
+        .packet_rate
+        .as_deref()
+        .and_then(|s| c.packet_rate("penalty.packet_rate", s));
     let burst = p.burst.as_deref().and_then(|s| check_burst(c, s));
     let stages = match p.stage {
         None => StageConfig::seed_defaults(),
@@ -548,6 +571,7 @@ fn check_penalty(c: &mut Checker, p: Option<RawPenalty>) -> Option<PenaltyConfig
     Some(PenaltyConfig {
         base_rate: base_rate?,
         download_rate,
+        packet_rate,
         burst,
         stages,
     })
@@ -1049,6 +1073,68 @@ base_rate = "1000mbit"
             loaded.warnings[0]
         );
         assert!(loaded.warnings[0].message.contains("can never be reached"));
+    }
+
+    #[test]
+    fn packet_rates_are_checked_and_warned_where_not_enforced() {
+        let base = "[agent]\ninterfaces=['^tap(?P<instance>[0-9]+)$']\n";
+        for (agent, penalty, instance, want) in [
+            ("backend=\"ovs\"", "25kpps", "1mpps", Ok(false)),
+            ("backend=\"tc\"", "25kpps", "1mpps", Ok(true)),
+            (
+                "backend=\"ovs\"\novs_client=\"vsctl\"",
+                "25kpps",
+                "2kpps",
+                Ok(true),
+            ),
+            ("backend=\"none\"", "25kpps", "2kpps", Ok(false)),
+            (
+                "backend=\"ovs\"",
+                "500pps",
+                "2kpps",
+                Err(
+                    "penalty.packet_rate: 500pps is under the least enforceable packet rate of 1kpps",
+                ),
+            ),
+            (
+                "backend=\"ovs\"",
+                "25kpps",
+                "10kbit",
+                Err("instances.\"7\".packet_rate: \"10kbit\" is not a packet rate"),
+            ),
+        ] {
+            let text = format!(
+                "{base}{agent}\n[penalty]\nbase_rate=\"10mbit\"\npacket_rate=\"{penalty}\"\n\
+                 [instances.\"7\"]\npacket_rate=\"{instance}\"\n"
+            );
+            match (Config::parse(Path::new("t.toml"), &text), want) {
+                (Ok(loaded), Ok(warned)) => {
+                    let says: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
+                    assert_eq!(
+                        says.iter().any(|w| w.starts_with("penalty.packet_rate:")),
+                        warned,
+                        "{agent}: {says:?}"
+                    );
+                    let id = crate::model::ids::InstanceId::new("7").unwrap();
+                    let other = crate::model::ids::InstanceId::new("8").unwrap();
+                    assert_eq!(
+                        loaded.config.packet_rate(&id),
+                        Some(instance.parse().unwrap()),
+                        "the instance's own"
+                    );
+                    assert_eq!(
+                        loaded.config.packet_rate(&other),
+                        Some(penalty.parse().unwrap()),
+                        "else the penalty's"
+                    );
+                }
+                (Err(e), Err(says)) => {
+                    let problems: Vec<String> = e.problems.iter().map(|p| p.to_string()).collect();
+                    assert!(problems.iter().any(|p| p.starts_with(says)), "{problems:?}");
+                }
+                (got, want) => panic!("{agent}: got {:?}, want {want:?}", got.map(|l| l.warnings)),
+            }
+        }
     }
 
     #[test]

@@ -110,6 +110,74 @@ impl fmt::Display for Rate {
     }
 }
 
+/// A packet rate in packets per second: what a flood is measured in, where a byte rate
+/// says little (a SYN flood of 64-byte frames is 1.5 Mpps in 1 Gbit/s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct PacketRate(u64);
+
+const PACKET_RATE_UNITS: [(&str, u64); 3] = [("mpps", 1_000_000), ("kpps", 1_000), ("pps", 1)];
+
+impl PacketRate {
+    /// The least packet-rate limit sluice sets: OVS polices packets in whole thousands
+    /// per second (`ingress_policing_kpkts_rate`) and reads 0 as no policing.
+    pub const MIN_LIMIT: PacketRate = PacketRate(1000);
+
+    pub const fn from_per_sec(pps: u64) -> Self {
+        PacketRate(pps)
+    }
+    pub const fn per_sec(self) -> u64 {
+        self.0
+    }
+    /// Thousands of packets per second, rounded down: OVS's unit.
+    pub const fn kpps(self) -> u64 {
+        self.0 / 1000
+    }
+
+    /// This rate as a limit: `Err` naming the floor when it is under
+    /// [`PacketRate::MIN_LIMIT`].
+    pub fn as_limit(self) -> Result<PacketRate, String> {
+        if self < PacketRate::MIN_LIMIT {
+            Err(format!(
+                "{self} is under the least enforceable packet rate of 1kpps (OVS polices in whole kpps and reads 0 as no limit)"
+            ))
+        } else {
+            Ok(self)
+        }
+    }
+}
+
+impl FromStr for PacketRate {
+    type Err = UnitError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let lower = t.to_ascii_lowercase();
+        for (suffix, mult) in PACKET_RATE_UNITS {
+            if let Some(num) = lower.strip_suffix(suffix) {
+                let value = parse_number(num.trim(), t)?;
+                let pps = value * mult as f64;
+                if pps < 1.0 || pps > u64::MAX as f64 {
+                    return Err(UnitError(format!("packet rate {t:?} is out of range")));
+                }
+                return Ok(PacketRate(pps.round() as u64));
+            }
+        }
+        Err(UnitError(format!(
+            "{t:?} is not a packet rate: write a number and one of pps, kpps, mpps (1kpps = 1000 packets/s)"
+        )))
+    }
+}
+
+impl fmt::Display for PacketRate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (suffix, mult) in PACKET_RATE_UNITS {
+            if self.0 >= mult && self.0.is_multiple_of(mult) {
+                return write!(f, "{}{suffix}", self.0 / mult);
+            }
+        }
+        write!(f, "{}pps", self.0)
+    }
+}
+
 /// An amount of data in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Bytes(u64);
@@ -243,11 +311,34 @@ macro_rules! string_serde {
     };
 }
 string_serde!(Rate);
+string_serde!(PacketRate);
 string_serde!(Bytes);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packet_rates_parse_and_print() {
+        for (text, pps, shown) in [
+            ("10kpps", Some(10_000), "10kpps"),
+            ("1.5mpps", Some(1_500_000), "1500kpps"),
+            ("500 pps", Some(500), "500pps"),
+            ("2Mpps", Some(2_000_000), "2mpps"),
+            ("10kbit", None, ""),
+            ("kpps", None, ""),
+            ("0pps", None, ""),
+        ] {
+            let got = text.parse::<PacketRate>().ok();
+            assert_eq!(got.map(PacketRate::per_sec), pps, "{text}");
+            if let Some(r) = got {
+                assert_eq!(r.to_string(), shown);
+            }
+        }
+        assert_eq!(PacketRate::from_per_sec(12_345).kpps(), 12);
+        let e = PacketRate::from_per_sec(999).as_limit().unwrap_err();
+        assert!(e.contains("1kpps"), "{e}");
+    }
 
     #[test]
     fn rates_parse_decimal_units() {

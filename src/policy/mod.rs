@@ -13,7 +13,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 pub use penalty::{ChangeCause, Measured, PenaltyMachine, PenaltyState, StageChange};
-pub use verdict::{Burst, Limit, Reason, Verdict};
+pub use verdict::{Burst, Limit, PacketLimit, Reason, Verdict};
 
 use crate::account::{Boot, Counters, counter_delta};
 use crate::config::{ActionKind, Claims, Config, InterfacePattern};
@@ -413,6 +413,10 @@ fn verdict_for(
         stage,
         upload: upload.map(limit),
         download: download.map(limit),
+        packets: cfg
+            .packet_rate(&st.instance)
+            .filter(|_| holds_base)
+            .map(PacketLimit::for_rate),
         reason,
         download_reason,
         disconnect: in_force

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::ActionKind;
 use crate::config::BurstSpec;
 use crate::model::ids::{InstanceId, RuleName};
-use crate::model::units::Rate;
+use crate::model::units::{PacketRate, Rate};
 
 /// A burst size in bits. OVS takes it in kilobits (`ingress_policing_burst`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -74,6 +74,26 @@ pub struct Limit {
     pub burst: Burst,
 }
 
+/// An upload packet-rate limit as a backend applies it: OVS polices packets in kpkts/s
+/// with a bucket in kpkts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PacketLimit {
+    pub rate: PacketRate,
+    /// The bucket, in thousands of packets: a tenth of a second of the rate, at least one
+    /// (OVS's smallest). A short bucket, since what this limit is for — a flood — has no
+    /// bursts worth letting through.
+    pub burst_kpkts: u64,
+}
+
+impl PacketLimit {
+    pub fn for_rate(rate: PacketRate) -> Self {
+        PacketLimit {
+            rate,
+            burst_kpkts: rate.kpps().div_ceil(10).max(1),
+        }
+    }
+}
+
 /// What the policy wants for one interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
@@ -86,6 +106,8 @@ pub struct Verdict {
     /// Download (host → instance, host tx) limit; `None` means none. Not staged: the
     /// penalty is earned and paid on upload.
     pub download: Option<Limit>,
+    /// Upload packet-rate limit; `None` means none. Not staged.
+    pub packets: Option<PacketLimit>,
     pub reason: Reason,
     /// Why the download limit is what it is (`Base` for the rate sold).
     pub download_reason: Reason,

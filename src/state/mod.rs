@@ -89,6 +89,9 @@ pub struct InterfaceRecord {
     pub burst_kb: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub download_limit_kbps: Option<u64>,
+    /// The upload packet-rate limit, packets per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packet_limit_pps: Option<u64>,
     /// Average rates over the latest interval; `None` when unknown (first sample, gap).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_bps: Option<u64>,
@@ -313,6 +316,7 @@ mod tests {
                 download_bps: None,
                 enforcement: Some(Enforcement::failed("no policer")),
                 download_limit_kbps: Some(500_000),
+                packet_limit_pps: None,
                 shaper: Some(ShaperDrops {
                     upload_dropped: 3,
                     upload_overlimits: 40,

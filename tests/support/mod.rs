@@ -312,14 +312,27 @@ impl Ovs {
     /// ovsdb-server alone: enough for `--no-wait` writes and `list` reads (`ns` empty:
     /// the host's namespace).
     pub fn start_db(ns: &str) -> Ovs {
+        Ovs::start_db_with_schema(ns, |_| {})
+    }
+
+    /// ovsdb-server alone on the installed vswitch schema as `edit` leaves it (say, an
+    /// older OVS's, without some columns).
+    pub fn start_db_with_schema(ns: &str, edit: impl FnOnce(&mut serde_json::Value)) -> Ovs {
         let dir = tempfile::tempdir().unwrap();
         let db_file = dir.path().join("conf.db");
+        let mut schema: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string("/usr/share/openvswitch/vswitch.ovsschema").unwrap(),
+        )
+        .unwrap();
+        edit(&mut schema);
+        let schema_file = dir.path().join("vswitch.ovsschema");
+        std::fs::write(&schema_file, schema.to_string()).unwrap();
         sh(
             "ovsdb-tool",
             &[
                 "create",
                 db_file.to_str().unwrap(),
-                "/usr/share/openvswitch/vswitch.ovsschema",
+                schema_file.to_str().unwrap(),
             ],
         );
         let sock = dir.path().join("db.sock");

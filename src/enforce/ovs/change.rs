@@ -1,7 +1,8 @@
 //! From verdicts and what OVSDB holds to the changes that make them agree, and those
 //! changes as one `transact` (or one `ovs-vsctl` call).
 //!
-//! Upload is the Interface's ingress policing. Download is a `linux-htb` QoS on the
+//! Upload is the Interface's ingress policing: bytes, and packets where the schema has
+//! the kpkts columns (OVS 2.16+). Download is a `linux-htb` QoS on the
 //! interface's port with one queue (queue 0, where HTB sends whatever no flow assigns),
 //! both carrying the rate as `other_config:max-rate`: one QoS and one Queue per limited
 //! port, created, changed and deleted only by sluice and marked as its own.
@@ -19,6 +20,8 @@ use crate::model::ids::IfName;
 pub struct PortLimits {
     /// Upload: ingress policing; (0, 0) for none.
     pub policing: Policing,
+    /// Upload packets: kpkts policing; (0, 0) for none.
+    pub packets: Policing,
     /// Download: the port's shaping rate in bit/s; `None` for none.
     pub download: Option<u64>,
 }
@@ -26,6 +29,7 @@ pub struct PortLimits {
 impl PortLimits {
     pub const NONE: PortLimits = PortLimits {
         policing: (0, 0),
+        packets: (0, 0),
         download: None,
     };
 
@@ -35,6 +39,10 @@ impl PortLimits {
                 .verdict
                 .upload
                 .map_or((0, 0), |l| (l.rate.kbps(), l.burst.kb())),
+            packets: w
+                .verdict
+                .packets
+                .map_or((0, 0), |p| (p.rate.kpps(), p.burst_kpkts)),
             download: w.verdict.download.map(|l| l.rate.bits_per_sec()),
         }
     }
@@ -59,11 +67,34 @@ pub enum QosChange {
     },
 }
 
+/// An Interface row's policing as written: bytes always, packets where the schema has
+/// the columns (`None`: not written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Police {
+    pub bytes: Policing,
+    pub packets: Option<Policing>,
+}
+
+impl Police {
+    /// No policing, in the columns the schema has.
+    pub fn none(packets_supported: bool) -> Police {
+        Police {
+            bytes: (0, 0),
+            packets: packets_supported.then_some((0, 0)),
+        }
+    }
+
+    /// Whether it limits anything (and so carries sluice's mark).
+    pub fn limited(&self) -> bool {
+        self.bytes != (0, 0) || self.packets.is_some_and(|p| p != (0, 0))
+    }
+}
+
 /// One interface's change: its policing, its port's QoS, or both.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     pub name: IfName,
-    pub policing: Option<Policing>,
+    pub police: Option<Police>,
     pub qos: Option<QosChange>,
 }
 
@@ -73,8 +104,8 @@ pub struct Plan<'a> {
     pub changes: Vec<Change>,
     /// Wanted interfaces OVSDB has no row for.
     pub missing: Vec<&'a IfName>,
-    /// Wanted interfaces whose download cannot be shaped, and why (their upload is still
-    /// written).
+    /// Wanted interfaces whose download or packet rate cannot be limited, and why (what
+    /// can be is still written).
     pub refused: Vec<(&'a IfName, String)>,
     /// sluice's QoS and Queue rows nothing refers to: deleted with the changes.
     pub orphan_qos: Vec<String>,
@@ -136,6 +167,7 @@ pub fn plan<'a>(current: &InterfaceRows, wanted: &'a [Wanted<'a>]) -> Plan<'a> {
         orphan_queues: current.orphan_queues.clone(),
         ..Plan::default()
     };
+    let packets_supported = current.packets_unsupported.is_none();
     for w in wanted {
         let want = PortLimits::of(w);
         let name = w.interface.as_str();
@@ -143,20 +175,31 @@ pub fn plan<'a>(current: &InterfaceRows, wanted: &'a [Wanted<'a>]) -> Plan<'a> {
             plan.missing.push(w.interface);
             continue;
         };
-        let limited = want.policing != (0, 0);
-        let policing =
-            (row.policing != want.policing || limited != row.marked).then_some(want.policing);
-        let qos = match qos_change(want.download, &row.qos) {
-            Ok(q) => q,
-            Err(why) => {
-                plan.refused.push((w.interface, why));
-                None
-            }
+        let mut refused = Vec::new();
+        if let Some(why) = &current.packets_unsupported
+            && want.packets != (0, 0)
+        {
+            refused.push(format!("cannot limit its packet rate: {why}"));
+        }
+        let police = Police {
+            bytes: want.policing,
+            packets: packets_supported.then_some(want.packets),
         };
-        if policing.is_some() || qos.is_some() {
+        let differs = row.policing != want.policing
+            || (packets_supported && row.packets != want.packets)
+            || police.limited() != row.marked;
+        let police = differs.then_some(police);
+        let qos = qos_change(want.download, &row.qos).unwrap_or_else(|why| {
+            refused.push(why);
+            None
+        });
+        if !refused.is_empty() {
+            plan.refused.push((w.interface, refused.join("; ")));
+        }
+        if police.is_some() || qos.is_some() {
             plan.changes.push(Change {
                 name: w.interface.clone(),
-                policing,
+                police,
                 qos,
             });
         }
@@ -167,14 +210,14 @@ pub fn plan<'a>(current: &InterfaceRows, wanted: &'a [Wanted<'a>]) -> Plan<'a> {
         .iter()
         .filter(|(n, _)| !wanted_names.contains(n.as_str()))
         .filter_map(|(n, row)| {
-            let policing = row.marked.then_some((0, 0));
+            let police = row.marked.then_some(Police::none(packets_supported));
             let qos = qos_change(None, &row.qos).ok().flatten();
-            if policing.is_none() && qos.is_none() {
+            if police.is_none() && qos.is_none() {
                 return None;
             }
             Some(Change {
                 name: IfName::new(n).ok()?,
-                policing,
+                police,
                 qos,
             })
         })
@@ -186,12 +229,12 @@ pub fn plan<'a>(current: &InterfaceRows, wanted: &'a [Wanted<'a>]) -> Plan<'a> {
 
 /// `--no-wait -- set interface X ingress_policing_rate=R ingress_policing_burst=B
 /// external_ids:sluice=limited -- …`; clearing a limit removes the mark. The `vsctl`
-/// client writes policing only (it never plans a QoS change).
+/// client writes byte policing only (it never plans a QoS or packet change).
 pub fn set_clauses(changes: &[Change]) -> Vec<String> {
     let mut args = vec!["--no-wait".to_owned()];
     for (name, (rate, burst)) in changes
         .iter()
-        .filter_map(|c| c.policing.map(|p| (&c.name, p)))
+        .filter_map(|c| c.police.map(|p| (&c.name, p.bytes)))
     {
         args.extend([
             "--".to_owned(),
@@ -246,14 +289,20 @@ pub fn transact_ops(plan: &Plan<'_>, rows: &InterfaceRows) -> Vec<Value> {
             Some(uuid) => at_uuid(uuid),
             None => json!([["name", "==", name]]),
         };
-        if let Some((rate, burst)) = c.policing {
+        if let Some(police) = c.police {
+            let (rate, burst) = police.bytes;
+            let mut row = json!({"ingress_policing_rate": rate, "ingress_policing_burst": burst});
+            if let Some((rate, burst)) = police.packets {
+                row["ingress_policing_kpkts_rate"] = json!(rate);
+                row["ingress_policing_kpkts_burst"] = json!(burst);
+            }
             ops.push(json!({
                 "op": "update",
                 "table": "Interface",
                 "where": at,
-                "row": {"ingress_policing_rate": rate, "ingress_policing_burst": burst},
+                "row": row,
             }));
-            let mutation = if (rate, burst) == (0, 0) {
+            let mutation = if !police.limited() {
                 json!(["external_ids", "delete", ["set", [MARK]]])
             } else {
                 json!(["external_ids", "insert", ["map", [[MARK, "limited"]]]])

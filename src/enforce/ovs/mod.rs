@@ -1,5 +1,7 @@
 //! Open vSwitch backend: upload limits as `Interface.ingress_policing_rate` (kbit/s) and
-//! `ingress_policing_burst` (kbit); download limits as a `linux-htb` QoS with one queue on
+//! `ingress_policing_burst` (kbit), packet-rate limits as `ingress_policing_kpkts_rate`
+//! and `_burst` (OVS 2.16+; refused, naming why, where the schema lacks them); download
+//! limits as a `linux-htb` QoS with one queue on
 //! the interface's port ([`change`] says how).
 //!
 //! Per tick: a read of what OVSDB holds, and — only when something differs — one write
@@ -39,7 +41,7 @@ use crate::config::{DEFAULT_OVSDB, OvsClientKind};
 use crate::model::ids::IfName;
 use crate::sys::command::run;
 use crate::sys::ovsdb::{Endpoint, Session, Watch};
-use change::{Change, Plan, QosChange, plan, set_clauses, transact_ops};
+use change::{Change, Plan, Police, QosChange, plan, set_clauses, transact_ops};
 
 #[derive(Debug, Clone)]
 pub struct OvsConfig {
@@ -66,6 +68,8 @@ const MONITORED: [(&str, &[&str]); 4] = [
             "name",
             "ingress_policing_rate",
             "ingress_policing_burst",
+            "ingress_policing_kpkts_rate",
+            "ingress_policing_kpkts_burst",
             "external_ids",
         ],
     ),
@@ -184,7 +188,7 @@ impl OvsBackend {
         {
             return Ok(rows.clone());
         }
-        let fresh = Arc::new(rows::of_replica(&r.tables)?);
+        let fresh = Arc::new(rows::of_replica(&r.tables, &r.columns)?);
         *rows = Some((r.generation, fresh.clone()));
         Ok(fresh)
     }
@@ -222,12 +226,14 @@ impl OvsBackend {
         select: impl Fn(&IfName) -> bool,
     ) -> Result<Vec<IfName>, String> {
         let current = self.read().await?;
+        let packets_supported = current.packets_unsupported.is_none();
         let mut changes: Vec<Change> = current
             .rows
             .iter()
             .filter_map(|(n, row)| {
                 let name = IfName::new(n).ok().filter(|n| select(n))?;
-                let policing = (row.policing != (0, 0) || row.marked).then_some((0, 0));
+                let police = (row.policing != (0, 0) || row.packets != (0, 0) || row.marked)
+                    .then_some(Police::none(packets_supported));
                 let qos = match &row.qos {
                     PortQos::Ours {
                         port, qos, queue, ..
@@ -238,11 +244,7 @@ impl OvsBackend {
                     }),
                     _ => None,
                 };
-                (policing.is_some() || qos.is_some()).then_some(Change {
-                    name,
-                    policing,
-                    qos,
-                })
+                (police.is_some() || qos.is_some()).then_some(Change { name, police, qos })
             })
             .collect();
         changes.sort_by(|a, b| a.name.cmp(&b.name));
@@ -258,7 +260,7 @@ impl OvsBackend {
         let after = self.read().await?;
         for n in &names {
             match after.rows.get(n.as_str()) {
-                Some(r) if r.policing != (0, 0) => {
+                Some(r) if r.policing != (0, 0) || r.packets != (0, 0) => {
                     return Err(format!("{n} still holds policing after the write"));
                 }
                 Some(r) if matches!(r.qos, PortQos::Ours { .. }) => {
@@ -334,7 +336,9 @@ impl OvsBackend {
             }
             let want = PortLimits::of(w);
             let row = after.rows.get(w.interface.as_str());
-            let status = if let Some(why) = database_mismatch(row, want) {
+            let status = if let Some(why) =
+                database_mismatch(row, want, after.packets_unsupported.is_none())
+            {
                 Enforcement::failed(why)
             } else if want == PortLimits::NONE {
                 // No limit wanted, and OVSDB says none: nothing for the kernel to hold.
@@ -370,7 +374,7 @@ impl OvsBackend {
             return Enforcement::Applied;
         }
         let mut lacking = Vec::new();
-        if want.policing != (0, 0) {
+        if want.policing != (0, 0) || want.packets != (0, 0) {
             match probe.has_ingress_policer(ifindex).await {
                 Ok(true) => {}
                 Ok(false) => lacking.push(
@@ -416,13 +420,25 @@ impl OvsBackend {
     }
 }
 
-/// Why OVSDB, read back, does not hold `want` for a row (`None`: it does).
-fn database_mismatch(row: Option<&InterfaceRow>, want: PortLimits) -> Option<String> {
+/// Why OVSDB, read back, does not hold `want` for a row (`None`: it does). Packet
+/// policing is compared only where the schema has it (a wanted one was refused already).
+fn database_mismatch(
+    row: Option<&InterfaceRow>,
+    want: PortLimits,
+    packets_supported: bool,
+) -> Option<String> {
     let held = row.map_or((0, 0), |r| r.policing);
     if held != want.policing {
         return Some(format!(
             "OVSDB holds rate={} burst={} after the write, wanted rate={} burst={}",
             held.0, held.1, want.policing.0, want.policing.1
+        ));
+    }
+    let held = row.map_or((0, 0), |r| r.packets);
+    if packets_supported && held != want.packets {
+        return Some(format!(
+            "OVSDB holds kpkts_rate={} kpkts_burst={} after the write, wanted kpkts_rate={} kpkts_burst={}",
+            held.0, held.1, want.packets.0, want.packets.1
         ));
     }
     let qos = row.map(|r| r.qos.held_rate()).unwrap_or_default();

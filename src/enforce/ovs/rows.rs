@@ -1,6 +1,6 @@
 //! What OVSDB holds for the backend, read from a native session's replica or from
-//! `ovs-vsctl list Interface`: each Interface row's policing and mark, and (native only)
-//! the QoS on its port.
+//! `ovs-vsctl list Interface`: each Interface row's policing (bytes and, where the schema
+//! has the columns, packets) and mark, and (native only) the QoS on its port.
 //!
 //! A QoS is sluice's only when its `external_ids` carries the mark: an operator's own QoS
 //! is never changed or removed, only reported. sluice's QoS rows (and their queues) that
@@ -58,6 +58,9 @@ pub struct InterfaceRow {
     /// The row's uuid (native client only): writes find the row by it.
     pub uuid: Option<String>,
     pub policing: Policing,
+    /// `ingress_policing_kpkts_rate` (kpkts/s) and `_burst` (kpkts); (0, 0) where the
+    /// schema lacks them.
+    pub packets: Policing,
     /// The row carries `external_ids:sluice`: its policing is sluice's, which it therefore
     /// also clears when the interface is no longer watched.
     pub marked: bool,
@@ -68,6 +71,8 @@ pub struct InterfaceRow {
 #[derive(Debug, Default, Clone)]
 pub struct InterfaceRows {
     pub rows: HashMap<String, InterfaceRow>,
+    /// Why packet-rate policing cannot be written (`None`: it can).
+    pub packets_unsupported: Option<String>,
     /// sluice's QoS rows no port refers to (uuids).
     pub orphan_qos: Vec<String>,
     /// sluice's Queue rows no QoS refers to (uuids).
@@ -84,7 +89,10 @@ type Table = HashMap<String, Row>;
 
 /// The rows of a native session's replica (a column at its default is absent from it: 0,
 /// an empty set or map).
-pub fn of_replica(tables: &HashMap<String, Table>) -> Result<InterfaceRows, String> {
+pub fn of_replica(
+    tables: &HashMap<String, Table>,
+    columns: &HashMap<String, HashSet<String>>,
+) -> Result<InterfaceRows, String> {
     let empty = Table::new();
     let table = |name: &str| tables.get(name).unwrap_or(&empty);
     let (interfaces, ports, qoses, queues) = (
@@ -197,6 +205,10 @@ pub fn of_replica(tables: &HashMap<String, Table>) -> Result<InterfaceRows, Stri
             int("ingress_policing_rate")?,
             int("ingress_policing_burst")?,
         );
+        let packets = (
+            int("ingress_policing_kpkts_rate")?,
+            int("ingress_policing_kpkts_burst")?,
+        );
         let qos = match port_of.get(uuid.as_str()) {
             None => PortQos::NoPort {
                 why: "it is in no port",
@@ -229,9 +241,22 @@ pub fn of_replica(tables: &HashMap<String, Table>) -> Result<InterfaceRows, Stri
             InterfaceRow {
                 uuid: Some(uuid.clone()),
                 policing,
+                packets,
                 marked: marked(row, &at)?,
                 qos,
             },
+        );
+    }
+    let has = |c: &str| {
+        columns
+            .get("Interface")
+            .is_some_and(|cols| cols.contains(c))
+    };
+    if !(has("ingress_policing_kpkts_rate") && has("ingress_policing_kpkts_burst")) {
+        rows.packets_unsupported = Some(
+            "this Open vSwitch has no Interface.ingress_policing_kpkts_rate \
+             (packet-rate policing came with OVS 2.16)"
+                .into(),
         );
     }
     let mut queues_in_use: HashSet<&str> = HashSet::new();
@@ -302,7 +327,12 @@ pub fn of_vsctl_list(text: &str) -> Result<InterfaceRows, String> {
         col("ingress_policing_burst")?,
     );
     let ids = out.headings.iter().position(|h| h == "external_ids");
-    let mut rows = InterfaceRows::default();
+    let mut rows = InterfaceRows {
+        packets_unsupported: Some(
+            "packet-rate limits on OVS need agent.ovs_client = \"native\"".into(),
+        ),
+        ..InterfaceRows::default()
+    };
     for row in &out.data {
         let name = row.get(n).and_then(|v| v.as_str());
         let rate = row.get(r).and_then(|v| v.as_u64());
@@ -321,6 +351,7 @@ pub fn of_vsctl_list(text: &str) -> Result<InterfaceRows, String> {
                     InterfaceRow {
                         uuid: None,
                         policing: (rate, burst),
+                        packets: (0, 0),
                         marked,
                         qos: PortQos::Unread,
                     },

@@ -2,7 +2,7 @@ use std::collections::HashMap;
 
 use serde_json::json;
 
-use super::change::{Change, PortLimits, QosChange, plan, set_clauses, transact_ops};
+use super::change::{Change, Police, PortLimits, QosChange, plan, set_clauses, transact_ops};
 use super::rows::{self, InterfaceRow, InterfaceRows, PortQos};
 use super::{Wanted, database_mismatch};
 use crate::model::ids::{IfName, InstanceId};
@@ -28,6 +28,7 @@ fn verdict(up_kbps: Option<u64>, down_kbps: Option<u64>) -> Verdict {
         upload: up_kbps.map(limit),
         download: down_kbps.map(limit),
         reason: Reason::Base,
+        packets: None,
         download_reason: Reason::Unlimited,
         rule: None,
         disconnect: false,
@@ -39,6 +40,7 @@ fn row(policing: (u64, u64), marked: bool, qos: PortQos) -> InterfaceRow {
     InterfaceRow {
         uuid: None,
         policing,
+        packets: (0, 0),
         marked,
         qos,
     }
@@ -121,9 +123,23 @@ fn replica() -> HashMap<String, HashMap<String, crate::sys::ovsdb::Row>> {
     .unwrap()
 }
 
+/// The monitored Interface columns of a schema with packet-rate policing (OVS 2.16+).
+fn kpkts_columns() -> HashMap<String, std::collections::HashSet<String>> {
+    HashMap::from([(
+        "Interface".to_owned(),
+        [
+            "name",
+            "ingress_policing_kpkts_rate",
+            "ingress_policing_kpkts_burst",
+        ]
+        .map(String::from)
+        .into(),
+    )])
+}
+
 #[test]
 fn rows_from_a_replica_with_defaults_left_out() {
-    let rows = rows::of_replica(&replica()).unwrap();
+    let rows = rows::of_replica(&replica(), &kpkts_columns()).unwrap();
     let tap1 = &rows.rows["tap1"];
     assert_eq!(tap1.policing, (900, 90));
     assert!(tap1.marked);
@@ -183,7 +199,7 @@ fn a_qos_whose_queue_disagrees_holds_no_rate() {
                                       "external_ids": ["map", [["sluice", "tap1"]]]}))
         .unwrap(),
     );
-    let rows = rows::of_replica(&tables).unwrap();
+    let rows = rows::of_replica(&tables, &kpkts_columns()).unwrap();
     assert_eq!(rows.rows["tap1"].qos.held_rate(), None);
 }
 
@@ -222,7 +238,7 @@ fn bad_replica_rows_are_named() {
         for (k, v) in bad.as_object().unwrap() {
             t.insert(k.clone(), serde_json::from_value(v.clone()).unwrap());
         }
-        let e = rows::of_replica(&tables).unwrap_err();
+        let e = rows::of_replica(&tables, &kpkts_columns()).unwrap_err();
         assert!(e.contains(says), "{e}");
     }
 }
@@ -277,7 +293,7 @@ fn plans_only_what_differs_in_one_batch() {
             ("j".into(), row((0, 0), false, ours("pj", Some(1_000)))),
         ]),
         orphan_qos: vec!["s9".into()],
-        orphan_queues: vec![],
+        ..InterfaceRows::default()
     };
     let p = plan(&current, &wanted);
     let remove = |port: &str| QosChange::Remove {
@@ -288,17 +304,23 @@ fn plans_only_what_differs_in_one_batch() {
     let expected = vec![
         Change {
             name: n("b"),
-            policing: Some((1_000, 1_000)),
+            police: Some(Police {
+                bytes: (1_000, 1_000),
+                packets: Some((0, 0)),
+            }),
             qos: None,
         },
         Change {
             name: n("c"),
-            policing: Some((0, 0)),
+            police: Some(Police {
+                bytes: (0, 0),
+                packets: Some((0, 0)),
+            }),
             qos: None,
         },
         Change {
             name: n("g"),
-            policing: None,
+            police: None,
             qos: Some(QosChange::Create {
                 port: "pg".into(),
                 rate: 4_000_000,
@@ -306,7 +328,7 @@ fn plans_only_what_differs_in_one_batch() {
         },
         Change {
             name: n("h"),
-            policing: None,
+            police: None,
             qos: Some(QosChange::Update {
                 qos: "qos-ph".into(),
                 queue: Some("queue-ph".into()),
@@ -315,12 +337,15 @@ fn plans_only_what_differs_in_one_batch() {
         },
         Change {
             name: n("j"),
-            policing: None,
+            police: None,
             qos: Some(remove("pj")),
         },
         Change {
             name: n("e"),
-            policing: Some((0, 0)),
+            police: Some(Police {
+                bytes: (0, 0),
+                packets: Some((0, 0)),
+            }),
             qos: Some(remove("pe")),
         },
     ];
@@ -351,7 +376,7 @@ fn plans_only_what_differs_in_one_batch() {
         ..InterfaceRows::default()
     };
     let p = plan(&unmarked, &wanted[..1]);
-    assert_eq!(p.changes[0].policing, Some(a_policing));
+    assert_eq!(p.changes[0].police.map(|p| p.bytes), Some(a_policing));
     assert_eq!(p.changes[0].qos, None);
 }
 
@@ -411,7 +436,10 @@ fn transact_ops_spell_every_change() {
         changes: vec![
             Change {
                 name: n("tap1"),
-                policing: Some((1_000, 200)),
+                police: Some(Police {
+                    bytes: (1_000, 200),
+                    packets: Some((20, 2)),
+                }),
                 qos: Some(QosChange::Create {
                     port: "p1".into(),
                     rate: 8_000_000,
@@ -419,7 +447,10 @@ fn transact_ops_spell_every_change() {
             },
             Change {
                 name: n("tap2"),
-                policing: Some((0, 0)),
+                police: Some(Police {
+                    bytes: (0, 0),
+                    packets: None,
+                }),
                 qos: Some(QosChange::Remove {
                     port: "p2".into(),
                     qos: "s2".into(),
@@ -428,7 +459,7 @@ fn transact_ops_spell_every_change() {
             },
             Change {
                 name: n("tap3"),
-                policing: None,
+                police: None,
                 qos: Some(QosChange::Update {
                     qos: "s3".into(),
                     queue: None,
@@ -443,7 +474,8 @@ fn transact_ops_spell_every_change() {
     let expected = json!([
         // tap1's uuid is known: found by it.
         {"op": "update", "table": "Interface", "where": [["_uuid", "==", ["uuid", "5e6f"]]],
-         "row": {"ingress_policing_rate": 1000, "ingress_policing_burst": 200}},
+         "row": {"ingress_policing_rate": 1000, "ingress_policing_burst": 200,
+                 "ingress_policing_kpkts_rate": 20, "ingress_policing_kpkts_burst": 2}},
         {"op": "mutate", "table": "Interface", "where": [["_uuid", "==", ["uuid", "5e6f"]]],
          "mutations": [["external_ids", "insert", ["map", [["sluice", "limited"]]]]]},
         {"op": "insert", "table": "Queue", "uuid-name": "queue0",
@@ -509,10 +541,78 @@ fn the_read_back_must_hold_both_directions() {
         ),
         (None, PortLimits::NONE, None),
     ] {
-        let got = database_mismatch(row.as_ref(), want);
+        let got = database_mismatch(row.as_ref(), want, true);
         match says {
             None => assert_eq!(got, None),
             Some(s) => assert!(got.as_deref().is_some_and(|g| g.contains(s)), "{got:?}"),
         }
     }
+}
+
+#[test]
+fn packet_rates_need_the_kpkts_columns() {
+    let name = n("x");
+    let mut v = verdict(Some(1_000), None);
+    v.packets = Some(crate::policy::PacketLimit::for_rate(
+        crate::model::units::PacketRate::from_per_sec(25_000),
+    ));
+    let wanted = [Wanted {
+        interface: &name,
+        verdict: &v,
+        hypervisor: false,
+    }];
+    let want = PortLimits::of(&wanted[0]);
+    assert_eq!(
+        want.packets,
+        (25, 3),
+        "25 kpps, a tenth of a second's bucket"
+    );
+
+    // A schema with the columns: bytes and packets in one write, and marked.
+    let mut tables = replica();
+    tables.get_mut("Interface").unwrap().insert(
+        "ix".into(),
+        serde_json::from_value(json!({"name": "x"})).unwrap(),
+    );
+    let with = rows::of_replica(&tables, &kpkts_columns()).unwrap();
+    assert_eq!(with.packets_unsupported, None);
+    let p = plan(&with, &wanted);
+    assert!(p.refused.is_empty());
+    let police = p.changes[0].police.unwrap();
+    assert_eq!(police.packets, Some((25, 3)));
+    assert!(police.limited());
+
+    // An older OVS: no kpkts columns. Packets refused, naming why; bytes still written,
+    // and the packet columns never are.
+    let without = rows::of_replica(&tables, &HashMap::new()).unwrap();
+    let why = without.packets_unsupported.clone().unwrap();
+    assert!(why.contains("OVS 2.16"), "{why}");
+    let p = plan(&without, &wanted);
+    assert_eq!(p.refused.len(), 1);
+    assert!(
+        p.refused[0]
+            .1
+            .starts_with("cannot limit its packet rate: this Open vSwitch has no"),
+        "{}",
+        p.refused[0].1
+    );
+    assert_eq!(
+        p.changes[0].police,
+        Some(Police {
+            bytes: want.policing,
+            packets: None
+        })
+    );
+    let ops = transact_ops(&p, &without);
+    assert!(!serde_json::to_string(&ops).unwrap().contains("kpkts"));
+
+    // The read-back compares packets where the schema has them.
+    let mut held = row(want.policing, true, free("p"));
+    assert!(
+        database_mismatch(Some(&held), want, true)
+            .is_some_and(|w| w.contains("kpkts_rate=0 kpkts_burst=0 after the write"))
+    );
+    assert_eq!(database_mismatch(Some(&held), want, false), None);
+    held.packets = (25, 3);
+    assert_eq!(database_mismatch(Some(&held), want, true), None);
 }

@@ -89,8 +89,15 @@ impl TcBackend {
                 self.replaced_total += outcome.replaced.len() as u64;
                 shapes
                     .iter()
-                    .map(|s| match outcome.failed.get(&s.ifindex) {
+                    .zip(wanted)
+                    .map(|(s, w)| match outcome.failed.get(&s.ifindex) {
                         Some(why) => Enforcement::failed(why.clone()),
+                        // Shaped as asked, but a packet-rate limit is not among what this
+                        // backend installs: say so rather than report it held.
+                        None if w.verdict.packets.is_some() => Enforcement::failed(
+                            "packet-rate limits are enforced by the ovs backend only \
+                             (the tc backend shapes bytes; its packet policer is not built)",
+                        ),
                         None => Enforcement::Applied,
                     })
                     .collect()

@@ -452,6 +452,7 @@ mod tests {
             upload_limit_kbps: Some(10_000),
             burst_kb: None,
             download_limit_kbps: None,
+            packet_limit_pps: None,
             upload_bps: Some(2_000_000),
             download_bps: Some(1_000_000),
             enforcement: Some(Enforcement::failed("no policer <here>")),
