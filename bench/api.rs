@@ -99,9 +99,12 @@ fn in_process(n: usize) {
                 instance: instance(i),
                 receive_bytes: 1_234_567_890_123 + i as u64,
                 transmit_bytes: 987_654_321_098 + i as u64,
+                receive_packets: 1_234_567_890 + i as u64,
+                transmit_packets: 987_654_321 + i as u64,
                 stage: 2,
                 upload_limit_bps: Some(800_000_000),
                 download_limit_bps: Some(1_000_000_000),
+                packet_limit_pps: Some(100_000),
             })
             .collect(),
         rules: (0..n)

@@ -47,6 +47,8 @@ fn snapshot(n: usize, now: Timestamp) -> Snapshot {
             packet_limit_pps: None,
             upload_bps: Some(123_456_789),
             download_bps: Some(98_765_432),
+            upload_pps: None,
+            download_pps: None,
             enforcement: Some(Enforcement::Applied),
             shaper: None,
             rule: None,

@@ -629,6 +629,15 @@ base_rate = "10mbit"
         (0.85 * 8e6..=1.05 * 8e6).contains(&received),
         "{received} bit/s received through an 8 Mbit/s download limit"
     );
+    // The agent measures the packet rate too: 1,242-byte frames at the shaped 8 Mbit/s
+    // are ~805 packets/s leaving the host's side towards the instance.
+    let pps = eventually(Duration::from_secs(3), "a download packet rate", || {
+        let snap = read_state(&run)?;
+        record(&snap, "kvm101.0")?
+            .download_pps
+            .filter(|p| (600..=1_000).contains(p))
+    });
+    eprintln!("download packet rate {pps}/s");
     sender.join().unwrap();
 
     // The limit lifted: sluice's QoS and queue leave OVSDB, vswitchd takes the HTB off the

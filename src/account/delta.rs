@@ -18,13 +18,21 @@ pub struct Counters {
     pub ifindex: u32,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    /// Packets, for packet rates (the ledger counts bytes only and leaves these 0).
+    #[serde(default)]
+    pub rx_packets: u64,
+    #[serde(default)]
+    pub tx_packets: u64,
 }
 
-/// Bytes moved between two samples, and whether the counters were reset in between.
+/// Bytes and packets moved between two samples, and whether the counters were reset in
+/// between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delta {
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
     pub reset: bool,
 }
 
@@ -44,17 +52,23 @@ pub fn counter_delta(prev: Counters, prev_boot: Boot, cur: Counters) -> Delta {
     let reset = prev_boot == Boot::Earlier
         || prev.ifindex != cur.ifindex
         || cur.rx_bytes < prev.rx_bytes
-        || cur.tx_bytes < prev.tx_bytes;
+        || cur.tx_bytes < prev.tx_bytes
+        || cur.rx_packets < prev.rx_packets
+        || cur.tx_packets < prev.tx_packets;
     if reset {
         Delta {
             rx_bytes: cur.rx_bytes,
             tx_bytes: cur.tx_bytes,
+            rx_packets: cur.rx_packets,
+            tx_packets: cur.tx_packets,
             reset,
         }
     } else {
         Delta {
             rx_bytes: cur.rx_bytes - prev.rx_bytes,
             tx_bytes: cur.tx_bytes - prev.tx_bytes,
+            rx_packets: cur.rx_packets - prev.rx_packets,
+            tx_packets: cur.tx_packets - prev.tx_packets,
             reset,
         }
     }
@@ -69,6 +83,27 @@ mod tests {
             ifindex,
             rx_bytes: rx,
             tx_bytes: tx,
+            rx_packets: 0,
+            tx_packets: 0,
+        }
+    }
+
+    #[test]
+    fn packets_follow_the_same_reset_rule() {
+        let p = |ifindex, rx_packets, tx_packets| Counters {
+            rx_packets,
+            tx_packets,
+            ..c(ifindex, 1_000, 1_000)
+        };
+        // (previous, current, expected rx packets, expected tx packets, reset?)
+        for (prev, cur, rx, tx, reset) in [
+            (p(5, 10, 20), p(5, 15, 26), 5, 6, false),
+            // packets went backwards while bytes did not: a reset all the same
+            (p(5, 10, 20), p(5, 3, 26), 3, 26, true),
+            (p(5, 10, 20), p(6, 12, 26), 12, 26, true),
+        ] {
+            let d = counter_delta(prev, Boot::This, cur);
+            assert_eq!((d.rx_packets, d.tx_packets, d.reset), (rx, tx, reset));
         }
     }
 

@@ -296,7 +296,14 @@ fn row(r: &InterfaceRecord, now: Timestamp) -> [String; COLUMNS] {
         Some(until) if r.stage > 0 => human_secs(until.duration_since(now).as_secs().max(0) as u64),
         _ => "-".to_owned(),
     };
-    let rate = |b: Option<u64>| b.map_or_else(|| "-".to_owned(), human_rate);
+    // The byte rate, and the packet rate beside it when it is known.
+    let rate = |b: Option<u64>, p: Option<u64>| {
+        let mut s = b.map_or_else(|| "-".to_owned(), human_rate);
+        if let (Some(_), Some(p)) = (b, p) {
+            s.push_str(&format!(" {}", human_pps(p)));
+        }
+        s
+    };
     let download_limit = r
         .download_limit_kbps
         .map_or_else(|| "none".to_owned(), |k| human_rate(k.saturating_mul(1000)));
@@ -335,12 +342,33 @@ fn row(r: &InterfaceRecord, now: Timestamp) -> [String; COLUMNS] {
         limit,
         download_limit,
         remaining,
-        rate(r.upload_bps),
-        rate(r.download_bps),
+        rate(r.upload_bps, r.upload_pps),
+        rate(r.download_bps, r.download_pps),
         drops,
         throttled,
         status,
     ]
+}
+
+/// A packet rate the way `list` shows it: `830pps`, `12.5kpps`, `1.49mpps`.
+fn human_pps(pps: u64) -> String {
+    match pps {
+        0..1_000 => format!("{pps}pps"),
+        1_000..1_000_000 => {
+            format!("{:.3}", pps as f64 / 1e3)
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+                .to_owned()
+                + "kpps"
+        }
+        _ => {
+            format!("{:.3}", pps as f64 / 1e6)
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+                .to_owned()
+                + "mpps"
+        }
+    }
 }
 
 #[cfg(test)]
@@ -348,6 +376,20 @@ mod tests {
     use super::*;
     use crate::model::ids::{IfName, InstanceId};
     use crate::policy::Reason;
+
+    #[test]
+    fn packet_rates_read_like_the_config_spells_them() {
+        for (pps, shown) in [
+            (0, "0pps"),
+            (830, "830pps"),
+            (1_000, "1kpps"),
+            (12_500, "12.5kpps"),
+            (999_999, "999.999kpps"),
+            (1_490_000, "1.49mpps"),
+        ] {
+            assert_eq!(human_pps(pps), shown);
+        }
+    }
 
     #[test]
     fn table_shows_stage_limit_remaining_and_failures() {
@@ -369,6 +411,8 @@ mod tests {
             burst_kb: Some(90_000),
             upload_bps: Some(950_000_000),
             download_bps: None,
+            upload_pps: None,
+            download_pps: None,
             enforcement,
             download_limit_kbps: None,
             packet_limit_pps: None,
@@ -389,7 +433,12 @@ mod tests {
             interval_secs: 60,
             interfaces: vec![
                 rec("kvm101.0", 1, true, Some(Enforcement::failed("no policer"))),
-                rec("kvm101.1", 0, true, Some(Enforcement::Applied)),
+                InterfaceRecord {
+                    upload_pps: Some(12_500),
+                    download_pps: Some(830),
+                    packet_limit_pps: Some(25_000),
+                    ..rec("kvm101.1", 0, true, Some(Enforcement::Applied))
+                },
                 rec("kvm102.0", 2, false, None),
             ],
             quotas: Vec::new(),
@@ -412,7 +461,8 @@ mod tests {
             "{}",
             lines[2]
         );
-        assert!(lines[3].contains("1.00 Gbit/s") && lines[3].ends_with("applied"));
+        assert!(lines[3].contains("1.00 Gbit/s 25kpps") && lines[3].ends_with("applied"));
+        assert!(lines[3].contains("950.0 Mbit/s 12.5kpps"), "{}", lines[3]);
         assert!(lines[4].ends_with("absent (penalty kept)"));
         let down = render(&snap, &Holder::NotRunning, now, false);
         assert!(

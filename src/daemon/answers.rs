@@ -138,9 +138,12 @@ impl Agent {
                     instance: v.instance.clone(),
                     receive_bytes: c.map_or(0, |s| s.rx_bytes),
                     transmit_bytes: c.map_or(0, |s| s.tx_bytes),
+                    receive_packets: c.map_or(0, |s| s.rx_packets),
+                    transmit_packets: c.map_or(0, |s| s.tx_packets),
                     stage: v.stage,
                     upload_limit_bps: v.upload.map(|l| l.rate.bits_per_sec()),
                     download_limit_bps: v.download.map(|l| l.rate.bits_per_sec()),
+                    packet_limit_pps: v.packets.map(|p| p.rate.per_sec()),
                 }
             })
             .collect();

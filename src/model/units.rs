@@ -128,6 +128,15 @@ impl PacketRate {
     pub const fn per_sec(self) -> u64 {
         self.0
     }
+    /// The average rate of `packets` over `elapsed`, rounded; `None` for a zero interval.
+    pub fn from_packets_over(packets: u64, elapsed: Duration) -> Option<PacketRate> {
+        let secs = elapsed.as_secs_f64();
+        if secs <= 0.0 {
+            return None;
+        }
+        Some(PacketRate((packets as f64 / secs).round() as u64))
+    }
+
     /// Thousands of packets per second, rounded down: OVS's unit.
     pub const fn kpps(self) -> u64 {
         self.0 / 1000

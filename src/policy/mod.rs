@@ -18,7 +18,7 @@ pub use verdict::{Burst, Limit, PacketLimit, Reason, Verdict};
 use crate::account::{Boot, Counters, counter_delta};
 use crate::config::{ActionKind, Claims, Config, InterfacePattern};
 use crate::model::ids::{FastMap, IfName, InstanceId};
-use crate::model::units::Rate;
+use crate::model::units::{PacketRate, Rate};
 use crate::sample::Sample;
 use quota::Quotas;
 
@@ -54,6 +54,9 @@ pub struct InterfaceState {
     /// Average upload/download over the latest interval; `None` when unknown (gap).
     pub upload: Option<Rate>,
     pub download: Option<Rate>,
+    /// Packets per second over the same interval.
+    pub upload_pps: Option<PacketRate>,
+    pub download_pps: Option<PacketRate>,
     pub penalty: PenaltyState,
     last: Option<(Counters, Duration)>,
 }
@@ -67,6 +70,8 @@ impl InterfaceState {
             ifindex: None,
             upload: None,
             download: None,
+            upload_pps: None,
+            download_pps: None,
             penalty: PenaltyState::default(),
             last: None,
         }
@@ -243,9 +248,12 @@ impl Policy {
                 ifindex: sample.ifindex,
                 rx_bytes: sample.rx_bytes,
                 tx_bytes: sample.tx_bytes,
+                rx_packets: sample.rx_packets,
+                tx_packets: sample.tx_packets,
             };
             let mut measured = None;
             let before = (st.upload.take(), st.download.take());
+            let packets_before = (st.upload_pps.take(), st.download_pps.take());
             if let Some((prev, at)) = st.last {
                 // In memory only, so always this boot's.
                 let delta = counter_delta(prev, Boot::This, cur);
@@ -260,6 +268,8 @@ impl Policy {
                 if let Some(elapsed) = elapsed {
                     st.upload = Rate::from_bytes_over(delta.rx_bytes, elapsed);
                     st.download = Rate::from_bytes_over(delta.tx_bytes, elapsed);
+                    st.upload_pps = PacketRate::from_packets_over(delta.rx_packets, elapsed);
+                    st.download_pps = PacketRate::from_packets_over(delta.tx_packets, elapsed);
                     measured = st.upload.map(|upload| Measured {
                         upload,
                         interval_start: at,
@@ -277,7 +287,9 @@ impl Policy {
             st.last = Some((cur, now.mono));
             st.ifindex = Some(sample.ifindex);
             st.present = true;
-            changed |= !st.was_present || before != (st.upload, st.download);
+            changed |= !st.was_present
+                || before != (st.upload, st.download)
+                || packets_before != (st.upload_pps, st.download_pps);
             let base = cfg.base_rate(&st.instance);
             if let Some(change) = machine.step(&mut st.penalty, measured, now, base) {
                 changed = true;

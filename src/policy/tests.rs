@@ -228,6 +228,47 @@ fn vanished_interfaces_keep_running_penalties_only() {
 }
 
 #[test]
+fn packet_rates_are_measured_and_limits_decided() {
+    let text = "[agent]\ninterval = \"60s\"\ninterfaces = ['^kvm(?P<instance>[0-9]+)\\..*$']\n\
+                [penalty]\nbase_rate = \"1000mbit\"\npacket_rate = \"100kpps\"\n\
+                [instances.\"7\"]\npacket_rate = \"25kpps\"\n";
+    let cfg = Config::parse(Path::new("t.toml"), text).unwrap().config;
+    let with_packets = |name: &str, rx: u64, tx: u64| Sample {
+        rx_packets: rx,
+        tx_packets: tx,
+        ..sample(name, 3, 0)
+    };
+    let mut p = Policy::new();
+    p.tick(
+        &cfg,
+        &[with_packets("kvm7.0", 1_000, 0)],
+        Tick::simulated(0.0),
+    );
+    let st = p.get(&name("kvm7.0")).unwrap();
+    assert_eq!((st.upload_pps, st.download_pps), (None, None));
+    // 60 s later: 1,500,000 more packets received (25,000/s), 60,000 sent (1,000/s).
+    p.tick(
+        &cfg,
+        &[with_packets("kvm7.0", 1_501_000, 60_000)],
+        Tick::simulated(60.0),
+    );
+    let st = p.get(&name("kvm7.0")).unwrap();
+    assert_eq!(st.upload_pps.map(PacketRate::per_sec), Some(25_000));
+    assert_eq!(st.download_pps.map(PacketRate::per_sec), Some(1_000));
+    // The instance's own limit, else the penalty's; a tenth of a second's bucket.
+    let v = p.verdict(&cfg, &name("kvm7.0")).unwrap();
+    let limit = v.packets.unwrap();
+    assert_eq!((limit.rate.per_sec(), limit.burst_kpkts), (25_000, 3));
+    p.tick(
+        &cfg,
+        &[with_packets("kvm8.0", 0, 0)],
+        Tick::simulated(120.0),
+    );
+    let v = p.verdict(&cfg, &name("kvm8.0")).unwrap();
+    assert_eq!(v.packets.map(|l| l.rate.per_sec()), Some(100_000));
+}
+
+#[test]
 fn verdicts_follow_stage_base_override_and_enforce_base() {
     let cfg = config("");
     let mut p = Policy::new();

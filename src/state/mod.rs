@@ -97,6 +97,11 @@ pub struct InterfaceRecord {
     pub upload_bps: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub download_bps: Option<u64>,
+    /// Packets per second over the same interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_pps: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download_pps: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enforcement: Option<Enforcement>,
     /// Packets the shapers dropped and times they held traffic back (tc backend),
@@ -314,6 +319,8 @@ mod tests {
                 burst_kb: Some(90_000),
                 upload_bps: Some(950_000_000),
                 download_bps: None,
+                upload_pps: None,
+                download_pps: None,
                 enforcement: Some(Enforcement::failed("no policer")),
                 download_limit_kbps: Some(500_000),
                 packet_limit_pps: None,

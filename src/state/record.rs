@@ -6,7 +6,7 @@ use super::{InterfaceRecord, QuotaRecord, ShaperDrops};
 use crate::config::Config;
 use crate::enforce::Enforcement;
 use crate::model::ids::{FastMap, IfName};
-use crate::model::units::Rate;
+use crate::model::units::{PacketRate, Rate};
 use crate::policy::{Burst, PenaltyMachine, Policy, Reason, Verdict};
 
 /// What the agent knows this tick, from which records are made.
@@ -83,6 +83,8 @@ impl AgentView<'_> {
                 packet_limit_pps: verdict.and_then(|v| v.packets).map(|p| p.rate.per_sec()),
                 upload_bps: st.upload.map(Rate::bits_per_sec),
                 download_bps: st.download.map(Rate::bits_per_sec),
+                upload_pps: st.upload_pps.map(PacketRate::per_sec),
+                download_pps: st.download_pps.map(PacketRate::per_sec),
                 enforcement: status.cloned(),
                 shaper: self.shapers.get(name).copied(),
                 rule: verdict

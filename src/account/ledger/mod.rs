@@ -592,6 +592,8 @@ impl Tick {
                 ifindex: e.ifindex,
                 rx_bytes: e.rx,
                 tx_bytes: e.tx,
+                rx_packets: 0,
+                tx_packets: 0,
             },
             if e.this_boot {
                 Boot::This
@@ -602,6 +604,8 @@ impl Tick {
                 ifindex: o.ifindex,
                 rx_bytes: o.rx_bytes,
                 tx_bytes: o.tx_bytes,
+                rx_packets: 0,
+                tx_packets: 0,
             },
         );
         e.ifindex = o.ifindex;

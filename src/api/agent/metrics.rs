@@ -46,10 +46,15 @@ pub struct InterfaceSeries {
     /// the instance's upload).
     pub receive_bytes: u64,
     pub transmit_bytes: u64,
+    /// The same interface's packet counters: `rate()` of them is the packet rate.
+    pub receive_packets: u64,
+    pub transmit_packets: u64,
     pub stage: usize,
     /// The instance's upload (what the interface receives) and download limits.
     pub upload_limit_bps: Option<u64>,
     pub download_limit_bps: Option<u64>,
+    /// The upload packet-rate limit.
+    pub packet_limit_pps: Option<u64>,
 }
 
 /// One (rule, instance) count of the current period.
@@ -96,7 +101,7 @@ impl Collector for Scrape {
             ]
         };
         // Each family is one descriptor followed by all of its samples.
-        let counters: [Field<InterfaceSeries>; 2] = [
+        let counters: [Field<InterfaceSeries>; 4] = [
             (
                 "interface_receive_bytes",
                 "Bytes the host-side interface received (for a tap or veth: the instance's upload)",
@@ -106,6 +111,16 @@ impl Collector for Scrape {
                 "interface_transmit_bytes",
                 "Bytes the host-side interface sent (for a tap or veth: the instance's download)",
                 |s| s.transmit_bytes,
+            ),
+            (
+                "interface_receive_packets",
+                "Packets the host-side interface received (the instance's upload)",
+                |s| s.receive_packets,
+            ),
+            (
+                "interface_transmit_packets",
+                "Packets the host-side interface sent (the instance's download)",
+                |s| s.transmit_packets,
             ),
         ];
         for (name, help, value) in counters {
@@ -146,6 +161,21 @@ impl Collector for Scrape {
                     ConstGauge::new(i64::try_from(bps).unwrap_or(i64::MAX))
                         .encode(m.encode_family(&l)?)?;
                 }
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "packet_limit_packets_per_second",
+                "The upload packet-rate limit in force (absent: unlimited)",
+                None,
+                GAUGE,
+            )?;
+            for s in &self.interfaces {
+                let Some(pps) = s.packet_limit_pps else {
+                    continue;
+                };
+                ConstGauge::new(i64::try_from(pps).unwrap_or(i64::MAX))
+                    .encode(m.encode_family(&labels(s))?)?;
             }
         }
         let rule_gauges: [Field<RuleSeries>; 3] = [
@@ -270,9 +300,12 @@ mod tests {
                 instance: InstanceId::new("101").unwrap(),
                 receive_bytes: 1_000,
                 transmit_bytes: 2_000,
+                receive_packets: 30,
+                transmit_packets: 40,
                 stage: 2,
                 upload_limit_bps: Some(10_000_000),
                 download_limit_bps: None,
+                packet_limit_pps: Some(25_000),
             }],
             rules: vec![RuleSeries {
                 rule: RuleName::new("monthly").unwrap(),
@@ -295,6 +328,9 @@ mod tests {
         for line in [
             format!("sluice_interface_receive_bytes_total{{{iface}}} 1000"),
             format!("sluice_interface_transmit_bytes_total{{{iface}}} 2000"),
+            format!("sluice_interface_receive_packets_total{{{iface}}} 30"),
+            format!("sluice_interface_transmit_packets_total{{{iface}}} 40"),
+            format!("sluice_packet_limit_packets_per_second{{{iface}}} 25000"),
             format!("sluice_penalty_stage{{{iface}}} 2"),
             format!("sluice_limit_bits_per_second{{{iface},direction=\"upload\"}} 10000000"),
             r#"sluice_rule_usage_bytes{rule="monthly",instance="101"} 5000"#.to_owned(),

@@ -15,6 +15,7 @@ use crate::account::ledger::EventRow;
 use crate::enforce::Enforcement;
 use crate::model::human::human_bytes;
 use crate::model::human::{human_rate, human_secs};
+use crate::model::units::PacketRate;
 use crate::render::export::html::escape;
 use crate::state::{InterfaceRecord, QuotaRecord, Snapshot};
 
@@ -192,13 +193,24 @@ fn limits(r: &[&InterfaceRecord]) -> String {
             |k| human_rate(k.saturating_mul(1000)),
         )
     };
-    format!("{} / {}", show(up), show(down))
+    let mut cell = format!("{} / {}", show(up), show(down));
+    if let Some(pps) = r.iter().filter_map(|r| r.packet_limit_pps).min() {
+        cell.push_str(&format!(" · {}", PacketRate::from_per_sec(pps)));
+    }
+    cell
 }
 
+/// Upload / download rates, and the upload packet rate where it is known (what a flood
+/// shows as, long before its bytes do).
 fn rates(r: &[&InterfaceRecord]) -> (String, u64) {
     let up: u64 = r.iter().filter_map(|r| r.upload_bps).sum();
     let down: u64 = r.iter().filter_map(|r| r.download_bps).sum();
-    (format!("{} / {}", human_rate(up), human_rate(down)), up)
+    let mut cell = format!("{} / {}", human_rate(up), human_rate(down));
+    let pps: Vec<u64> = r.iter().filter_map(|r| r.upload_pps).collect();
+    if !pps.is_empty() {
+        cell.push_str(&format!(" · {} pkt/s up", pps.iter().sum::<u64>()));
+    }
+    (cell, up)
 }
 
 /// The instances table's body.
@@ -455,6 +467,8 @@ mod tests {
             packet_limit_pps: None,
             upload_bps: Some(2_000_000),
             download_bps: Some(1_000_000),
+            upload_pps: None,
+            download_pps: None,
             enforcement: Some(Enforcement::failed("no policer <here>")),
             shaper: None,
             rule: None,
