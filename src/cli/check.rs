@@ -48,8 +48,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         c.instances.len()
     );
     for (i, s) in c.penalty.stages.iter().enumerate() {
+        let pps = s.pps.map_or_else(String::new, |p| format!(" or ≥ {p}"));
+        let packets = s
+            .packet_rate
+            .map_or_else(String::new, |p| format!(" and {p}"));
         println!(
-            "  stage {}: upload ≥ {}% of base for {} → limit {}% of base for {}",
+            "  stage {}: upload ≥ {}% of base{pps} for {} → limit {}% of base{packets} for {}",
             i + 1,
             s.usage.get() * 100.0,
             format_duration(s.trigger),

@@ -233,6 +233,12 @@ pub struct StageConfig {
     pub rate: Fraction,
     /// ... for `duration`.
     pub duration: Duration,
+    /// Also entered when upload packets reach `pps` per second for `trigger` (a flood
+    /// of small packets that its bytes would never show); `None`: bytes only.
+    pub pps: Option<PacketRate>,
+    /// The packet-rate limit while in the stage (the lower of it and the instance's own
+    /// wins); `None`: the instance's own.
+    pub packet_rate: Option<PacketRate>,
 }
 
 impl StageConfig {
@@ -245,12 +251,16 @@ impl StageConfig {
                 trigger: Duration::from_secs(15 * 60),
                 rate: f(0.9),
                 duration: Duration::from_secs(30 * 60),
+                pps: None,
+                packet_rate: None,
             },
             StageConfig {
                 usage: f(0.8),
                 trigger: Duration::from_secs(30 * 60),
                 rate: f(0.8),
                 duration: Duration::from_secs(60 * 60),
+                pps: None,
+                packet_rate: None,
             },
         ]
     }

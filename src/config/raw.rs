@@ -179,6 +179,8 @@ pub(super) struct RawStage {
     pub trigger: Option<String>,
     pub rate: Option<f64>,
     pub duration: Option<String>,
+    pub pps: Option<String>,
+    pub packet_rate: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -634,13 +634,29 @@ fn check_stages(c: &mut Checker, list: Vec<RawStage>) -> Vec<StageConfig> {
         };
         let trigger = positive("trigger", &s.trigger);
         let duration = positive("duration", &s.duration);
+        let pps = s
+            .pps
+            .as_deref()
+            .map(|v| c.packet_rate(&format!("{path}.pps"), v));
+        let packet_rate = s
+            .packet_rate
+            .as_deref()
+            .map(|v| c.packet_rate(&format!("{path}.packet_rate"), v));
+        // A packet rate given but invalid (already reported) makes the stage invalid.
+        let valid = |v: &Option<Option<PacketRate>>| v.is_none_or(|p| p.is_some());
         out.push(match (usage, trigger, rate, duration) {
-            (Some(usage), Some(trigger), Some(rate), Some(duration)) => Some(StageConfig {
-                usage,
-                trigger,
-                rate,
-                duration,
-            }),
+            (Some(usage), Some(trigger), Some(rate), Some(duration))
+                if valid(&pps) && valid(&packet_rate) =>
+            {
+                Some(StageConfig {
+                    usage,
+                    trigger,
+                    rate,
+                    duration,
+                    pps: pps.flatten(),
+                    packet_rate: packet_rate.flatten(),
+                })
+            }
             _ => None,
         });
     }
@@ -1134,6 +1150,44 @@ base_rate = "1000mbit"
                 }
                 (got, want) => panic!("{agent}: got {:?}, want {want:?}", got.map(|l| l.warnings)),
             }
+        }
+    }
+
+    #[test]
+    fn stages_take_a_packet_trigger_and_limit() {
+        let stage = |extra: &str| {
+            format!(
+                "{MINIMAL}[[penalty.stage]]\nusage=0.9\ntrigger=\"1m\"\nrate=0.5\nduration=\"10m\"\n{extra}"
+            )
+        };
+        let c = Config::parse(
+            Path::new("t.toml"),
+            &stage("pps=\"50kpps\"\npacket_rate=\"10kpps\"\n"),
+        )
+        .unwrap()
+        .config;
+        let s = c.penalty.stages[0];
+        assert_eq!(s.pps.map(|p| p.per_sec()), Some(50_000));
+        assert_eq!(s.packet_rate.map(|p| p.per_sec()), Some(10_000));
+        let c = Config::parse(Path::new("t.toml"), &stage(""))
+            .unwrap()
+            .config;
+        assert_eq!(
+            (c.penalty.stages[0].pps, c.penalty.stages[0].packet_rate),
+            (None, None)
+        );
+        for (extra, says) in [
+            (
+                "pps=\"50mbit\"\n",
+                "penalty.stage[1].pps: \"50mbit\" is not a packet rate",
+            ),
+            (
+                "packet_rate=\"10pps\"\n",
+                "penalty.stage[1].packet_rate: 10pps is under",
+            ),
+        ] {
+            let errs = errors(&stage(extra));
+            assert!(errs.iter().any(|e| e.starts_with(says)), "{errs:?}");
         }
     }
 

@@ -272,6 +272,7 @@ impl Policy {
                     st.download_pps = PacketRate::from_packets_over(delta.tx_packets, elapsed);
                     measured = st.upload.map(|upload| Measured {
                         upload,
+                        upload_pps: st.upload_pps,
                         interval_start: at,
                     });
                 }
@@ -425,10 +426,15 @@ fn verdict_for(
         stage,
         upload: upload.map(limit),
         download: download.map(limit),
-        packets: cfg
-            .packet_rate(&st.instance)
-            .filter(|_| holds_base)
-            .map(PacketLimit::for_rate),
+        // The lower of the stage's packet limit and the instance's own.
+        packets: [
+            machine.stage_packet_rate(stage),
+            cfg.packet_rate(&st.instance).filter(|_| holds_base),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(PacketLimit::for_rate),
         reason,
         download_reason,
         disconnect: in_force

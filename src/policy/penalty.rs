@@ -2,7 +2,8 @@
 //! measured upload rate, and never reads a clock or touches the system.
 //!
 //! The rules (see DESIGN.md and the tests below, which follow them line by line):
-//! 1. In stage k < N, stage k+1's condition is `upload ≥ stage[k+1].usage × base`.
+//! 1. In stage k < N, stage k+1's condition is `upload ≥ stage[k+1].usage × base`, or
+//!    `upload packets/s ≥ stage[k+1].pps` where the stage sets one.
 //!    Its timer starts at the beginning of the first interval in which it held (the
 //!    previous sample's time) and is cleared by any interval in which it did not.
 //!    When `now − since ≥ stage[k+1].trigger`, the interface moves to stage k+1 with
@@ -22,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Tick;
 use crate::config::StageConfig;
-use crate::model::units::Rate;
+use crate::model::units::{PacketRate, Rate};
 
 /// What the machine remembers about one interface.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +45,8 @@ pub struct PenaltyState {
 pub struct Measured {
     /// Average upload over the interval.
     pub upload: Rate,
+    /// Upload packets per second over the interval, where known.
+    pub upload_pps: Option<PacketRate>,
     /// Monotonic time of the interval's start (the previous sample).
     pub interval_start: Duration,
 }
@@ -86,6 +89,11 @@ impl<'a> PenaltyMachine<'a> {
         Some(base.scaled(s.rate).max(Rate::MIN_LIMIT))
     }
 
+    /// The packet-rate limit stage `stage` sets; `None` in stage 0 or when it sets none.
+    pub fn stage_packet_rate(&self, stage: usize) -> Option<PacketRate> {
+        self.stages.get(stage.checked_sub(1)?)?.packet_rate
+    }
+
     /// Advance one tick. `measured` is `None` when this tick's rate is unknown (gap).
     pub fn step(
         &self,
@@ -98,7 +106,10 @@ impl<'a> PenaltyMachine<'a> {
         // Rule 1, 2, 4: the condition timer for the next stage.
         match (measured, self.stages.get(st.stage)) {
             (Some(m), Some(next)) => {
-                if m.upload >= base.scaled(next.usage) {
+                let flooding = next
+                    .pps
+                    .is_some_and(|p| m.upload_pps.is_some_and(|x| x >= p));
+                if m.upload >= base.scaled(next.usage) || flooding {
                     let since = *st.timer.get_or_insert(m.interval_start);
                     if now.mono.saturating_sub(since) >= next.trigger {
                         let from = st.stage;
@@ -182,6 +193,7 @@ mod tests {
             let measured = prev.and_then(|p| {
                 load(t).map(|upload| Measured {
                     upload,
+                    upload_pps: None,
                     interval_start: Duration::from_secs(p),
                 })
             });
@@ -282,6 +294,8 @@ mod tests {
             trigger: Duration::from_secs(trig),
             rate: f(rate),
             duration: Duration::from_secs(dur),
+            pps: None,
+            packet_rate: None,
         };
         let stages = vec![
             s(0.9, 60, 0.9, 600),
@@ -302,6 +316,54 @@ mod tests {
     }
 
     #[test]
+    fn a_packet_flood_escalates_where_its_bytes_would_not() {
+        // Stage 1 at 90 % of base for 60 s, or at 50 kpps for 60 s; 10 s samples.
+        let f = |x| Fraction::new(x).unwrap();
+        let stages = [StageConfig {
+            usage: f(0.9),
+            trigger: Duration::from_secs(60),
+            rate: f(0.5),
+            duration: Duration::from_secs(600),
+            pps: Some(PacketRate::from_per_sec(50_000)),
+            packet_rate: Some(PacketRate::from_per_sec(10_000)),
+        }];
+        let m = PenaltyMachine::new(&stages);
+        // (upload % of base, upload pps, tick at which stage 1 is entered)
+        for (load, pps, entered) in [
+            // 64-byte frames at 60 kpps: 31 Mbit/s, 3 % of base. The pps condition holds.
+            (3, Some(60_000), Some(60)),
+            // exactly at the threshold counts
+            (3, Some(50_000), Some(60)),
+            // under it, and bytes low too: never
+            (3, Some(49_999), None),
+            // packets unknown: bytes alone decide
+            (3, None, None),
+            (95, None, Some(60)),
+        ] {
+            let mut st = PenaltyState::default();
+            let mut got = None;
+            for t in (10..=120).step_by(10) {
+                let measured = Measured {
+                    upload: pct(load),
+                    upload_pps: pps.map(PacketRate::from_per_sec),
+                    interval_start: Duration::from_secs(t - 10),
+                };
+                if let Some(c) = m.step(&mut st, Some(measured), tick(t), BASE)
+                    && got.is_none()
+                {
+                    got = Some((t, c.to));
+                }
+            }
+            assert_eq!(got, entered.map(|t| (t, 1)), "{load}% at {pps:?} pps");
+        }
+        assert_eq!(
+            m.stage_packet_rate(1),
+            Some(PacketRate::from_per_sec(10_000))
+        );
+        assert_eq!(m.stage_packet_rate(0), None);
+    }
+
+    #[test]
     fn expiry_with_no_measurement() {
         let stages = StageConfig::seed_defaults();
         let m = PenaltyMachine::new(&stages);
@@ -309,6 +371,7 @@ mod tests {
         let busy = |start| {
             Some(Measured {
                 upload: pct(95),
+                upload_pps: None,
                 interval_start: Duration::from_secs(start),
             })
         };

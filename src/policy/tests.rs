@@ -269,6 +269,36 @@ fn packet_rates_are_measured_and_limits_decided() {
 }
 
 #[test]
+fn a_packet_flood_earns_a_stage_and_its_packet_limit() {
+    let text = "[agent]\ninterval = \"60s\"\ninterfaces = ['^kvm(?P<instance>[0-9]+)\\..*$']\n\
+                [penalty]\nbase_rate = \"1000mbit\"\npacket_rate = \"25kpps\"\n\
+                [[penalty.stage]]\nusage = 0.9\ntrigger = \"2m\"\nrate = 0.5\nduration = \"1h\"\n\
+                pps = \"50kpps\"\npacket_rate = \"10kpps\"\n";
+    let cfg = Config::parse(Path::new("t.toml"), text).unwrap().config;
+    let mut p = Policy::new();
+    // 60,000 packets/s of 64 bytes: 3.8 % of the base in bytes, a flood in packets.
+    let mut stages = Vec::new();
+    for minute in 0..=3u64 {
+        let packets = minute * 60 * 60_000;
+        let s = Sample {
+            rx_packets: packets,
+            ..sample("kvm9.0", 4, packets * 64)
+        };
+        let events = p.tick(&cfg, &[s], Tick::simulated(minute as f64 * 60.0));
+        stages.extend(stage_changes(&events));
+    }
+    assert_eq!(stages, vec![(0, 1)], "entered once, after the 2 min trigger");
+    let v = p.verdict(&cfg, &name("kvm9.0")).unwrap();
+    assert_eq!(v.stage, 1);
+    assert_eq!(v.upload.unwrap().rate.to_string(), "500mbit");
+    assert_eq!(
+        v.packets.map(|l| l.rate.per_sec()),
+        Some(10_000),
+        "the stage's packet limit, lower than the instance's 25 kpps"
+    );
+}
+
+#[test]
 fn verdicts_follow_stage_base_override_and_enforce_base() {
     let cfg = config("");
     let mut p = Policy::new();
