@@ -393,12 +393,14 @@ fn kpkts(ovs: &Ovs, name: &str) -> (u64, u64) {
 
 /// An Open vSwitch older than 2.16 has no packet-rate columns: the packet limit is
 /// refused naming why, the byte limit is still written, and the session runs on the
-/// schema it has.
+/// schema it has. And with no ovs-vswitchd to apply what the database holds, a written
+/// limit is pending, then failed naming vswitchd once the command timeout has passed.
 #[test]
 fn packet_limits_on_a_schema_without_kpkts_are_refused_and_the_rest_works() {
     let host = Netns::new("okh");
     let inst = Netns::new("oki");
     let _link = veth(&host, "kvm103.0", &inst, "eth0", 15);
+    let _other = veth(&host, "kvm104.0", &inst, "eth1", 16);
     let ovs = Ovs::start_db_with_schema(&host.name, |schema| {
         let cols = schema["tables"]["Interface"]["columns"]
             .as_object_mut()
@@ -408,6 +410,7 @@ fn packet_limits_on_a_schema_without_kpkts_are_refused_and_the_rest_works() {
     });
     ovs.vsctl(&["--no-wait", "add-br", "br0"]);
     ovs.add_port("kvm103.0");
+    ovs.add_port("kvm104.0");
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
     let config = tmp.path().join("sluice.toml");
@@ -422,10 +425,12 @@ backend = "ovs"
 ovsdb = "{db}"
 state_dir = "{run}"
 data_dir = "{run}/lib"
+command_timeout = "2s"
 [log]
 dir = ""
 [penalty]
 base_rate = "10mbit"
+[instances."103"]
 packet_rate = "25kpps"
 "#,
             db = ovs.db,
@@ -453,6 +458,14 @@ packet_rate = "25kpps"
         Some(25_000),
         "decided and shown"
     );
+    assert_eq!(ovs.policing("kvm104.0"), (10_000, 2_000));
+    match settled_status(&run, "kvm104.0") {
+        sluice::enforce::Enforcement::EnforceFailed { reason } => assert!(
+            reason.starts_with("ovs-vswitchd has not applied the change within 2s"),
+            "{reason}"
+        ),
+        other => panic!("{other:?}"),
+    }
     drop(agent);
 }
 

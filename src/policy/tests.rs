@@ -287,7 +287,11 @@ fn a_packet_flood_earns_a_stage_and_its_packet_limit() {
         let events = p.tick(&cfg, &[s], Tick::simulated(minute as f64 * 60.0));
         stages.extend(stage_changes(&events));
     }
-    assert_eq!(stages, vec![(0, 1)], "entered once, after the 2 min trigger");
+    assert_eq!(
+        stages,
+        vec![(0, 1)],
+        "entered once, after the 2 min trigger"
+    );
     let v = p.verdict(&cfg, &name("kvm9.0")).unwrap();
     assert_eq!(v.stage, 1);
     assert_eq!(v.upload.unwrap().rate.to_string(), "500mbit");

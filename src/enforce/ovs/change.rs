@@ -263,6 +263,21 @@ pub fn set_clauses(changes: &[Change]) -> Vec<String> {
     args
 }
 
+/// Ops that end a write: bump `Open_vSwitch.next_cfg` (vswitchd sets `cur_cfg` to it
+/// once it has reconfigured) and read the new value back.
+pub fn cfg_ops() -> [Value; 2] {
+    [
+        json!({"op": "mutate", "table": "Open_vSwitch", "where": [],
+               "mutations": [["next_cfg", "+=", 1]]}),
+        json!({"op": "select", "table": "Open_vSwitch", "where": [], "columns": ["next_cfg"]}),
+    ]
+}
+
+/// The `next_cfg` a `select` of [`cfg_ops`] answered.
+pub fn next_cfg_of(result: &Value) -> Option<i64> {
+    result.get("rows")?.get(0)?.get("next_cfg")?.as_i64()
+}
+
 fn at_uuid(uuid: &str) -> Value {
     json!([["_uuid", "==", ["uuid", uuid]]])
 }

@@ -19,12 +19,17 @@
 //! Finally the kernel is asked whether it holds what OVSDB says ([`KernelProbe`]), since
 //! OVS accepts values the kernel cannot enforce: only for an interface whose limits (or
 //! netdev) changed since the kernel last showed them, since nothing but vswitchd puts
-//! them there and it follows the database.
+//! them there and it follows the database. And only once vswitchd has applied the write:
+//! the native client's transaction bumps `Open_vSwitch.next_cfg`, and vswitchd sets
+//! `cur_cfg` to it when it has reconfigured; until then the interface is `pending`
+//! without asking the kernel, and a vswitchd that never catches up (stopped, hung) is
+//! named after the command timeout. (The `vsctl` client, which writes `--no-wait`, keeps
+//! an interface pending for one tick after a write instead.)
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
@@ -61,7 +66,7 @@ struct Native {
 
 /// The tables and columns the native session monitors; never `Interface.statistics`,
 /// which vswitchd rewrites every few seconds.
-const MONITORED: [(&str, &[&str]); 4] = [
+const MONITORED: [(&str, &[&str]); 5] = [
     (
         "Interface",
         &[
@@ -76,6 +81,7 @@ const MONITORED: [(&str, &[&str]); 4] = [
     ("Port", &["name", "interfaces", "qos"]),
     ("QoS", &["type", "other_config", "queues", "external_ids"]),
     ("Queue", &["other_config", "external_ids"]),
+    ("Open_vSwitch", &["next_cfg", "cur_cfg"]),
 ];
 
 impl Native {
@@ -119,10 +125,9 @@ pub struct OvsBackend {
     config: OvsConfig,
     probe: Option<KernelProbe>,
     native: Native,
-    /// Interfaces written in the previous tick: a limit the kernel does not show yet is
-    /// "pending" for one tick after a write (ovs-vswitchd applies it asynchronously) and
-    /// a failure after.
-    written_last_tick: HashSet<IfName>,
+    /// Interfaces written and not yet settled: pending until vswitchd has applied the
+    /// write (or, with the vsctl client, for one tick after it).
+    awaiting: HashMap<IfName, Awaiting>,
     /// The limits the kernel last showed on each interface (by name and netdev): not
     /// asked again while the database holds the same.
     verified: HashMap<(IfName, u32), PortLimits>,
@@ -135,7 +140,7 @@ impl OvsBackend {
             config,
             probe,
             native: Native::default(),
-            written_last_tick: HashSet::new(),
+            awaiting: HashMap::new(),
             verified: HashMap::new(),
         }
     }
@@ -160,19 +165,27 @@ impl OvsBackend {
         }
     }
 
-    /// Write `plan` (rows found by the uuids `rows` holds, or by name).
-    async fn write(&mut self, plan: &Plan<'_>, rows: &InterfaceRows) -> Result<(), String> {
+    /// Write `plan` (rows found by the uuids `rows` holds, or by name). Native: also ask
+    /// vswitchd to say when it has applied it, and return the configuration number it
+    /// will then show in `cur_cfg`.
+    async fn write(
+        &mut self,
+        plan: &Plan<'_>,
+        rows: &InterfaceRows,
+    ) -> Result<Option<i64>, String> {
         match self.config.client {
             OvsClientKind::Native => {
                 let timeout = self.config.timeout;
                 let session = self.native.session(&self.config).await?;
-                session
-                    .transact(transact_ops(plan, rows), timeout)
+                let mut ops = transact_ops(plan, rows);
+                ops.extend(change::cfg_ops());
+                let results = session
+                    .transact(ops, timeout)
                     .await
-                    .map(drop)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?;
+                Ok(results.last().and_then(change::next_cfg_of))
             }
-            OvsClientKind::Vsctl => self.write_vsctl(&plan.changes).await,
+            OvsClientKind::Vsctl => self.write_vsctl(&plan.changes).await.map(|()| None),
         }
     }
 
@@ -294,8 +307,8 @@ impl OvsBackend {
         for (name, why) in &plan.refused {
             decided.insert(name.as_str(), Enforcement::failed(why.clone()));
         }
-        let mut written: HashSet<IfName> = HashSet::new();
         let mut after = current.clone();
+        let now = Instant::now();
         if !plan.is_empty() {
             debug!(changes = plan.changes.len(), "writing OVSDB in one batch");
             let how = match self.config.client {
@@ -303,8 +316,17 @@ impl OvsBackend {
                 OvsClientKind::Vsctl => "ovs-vsctl set",
             };
             match self.write(&plan, &current).await {
-                Ok(()) => {
-                    written = plan.changes.iter().map(|c| c.name.clone()).collect();
+                Ok(cfg) => {
+                    for c in &plan.changes {
+                        self.awaiting.insert(
+                            c.name.clone(),
+                            Awaiting {
+                                cfg,
+                                since: now,
+                                ticks: 0,
+                            },
+                        );
+                    }
                     match self.read().await {
                         Ok(c) => after = c,
                         Err(e) => {
@@ -329,6 +351,7 @@ impl OvsBackend {
         }
         let mut result = Vec::with_capacity(wanted.len());
         let mut verified = HashMap::with_capacity(self.verified.len());
+        let mut awaiting = HashMap::new();
         for w in wanted {
             if let Some(done) = decided.get(w.interface.as_str()) {
                 result.push(done.clone());
@@ -344,35 +367,49 @@ impl OvsBackend {
                 // No limit wanted, and OVSDB says none: nothing for the kernel to hold.
                 Enforcement::Applied
             } else {
-                let status = self
-                    .kernel_status(w, want, written.contains(w.interface))
-                    .await;
-                if status == Enforcement::Applied {
-                    verified.insert((w.interface.clone(), w.verdict.ifindex), want);
+                let waiting = self.awaiting.get(w.interface).copied();
+                let gate = gate(waiting, after.cur_cfg, now, self.config.timeout);
+                let status = self.kernel_status(w, want, gate).await;
+                match &status {
+                    Enforcement::Applied => {
+                        verified.insert((w.interface.clone(), w.verdict.ifindex), want);
+                    }
+                    Enforcement::Pending => {
+                        if let Some(mut a) = waiting {
+                            a.ticks = a.ticks.saturating_add(1);
+                            awaiting.insert(w.interface.clone(), a);
+                        }
+                    }
+                    _ => {}
                 }
                 status
             };
             result.push(status);
         }
-        self.written_last_tick = written;
-        // Only the interfaces still wanted: one that left is forgotten.
+        // Only the interfaces still wanted and still waiting: one that left, or settled, is
+        // forgotten.
+        self.awaiting = awaiting;
         self.verified = verified;
         result
     }
 
-    async fn kernel_status(
-        &self,
-        w: &Wanted<'_>,
-        want: PortLimits,
-        written_now: bool,
-    ) -> Enforcement {
+    async fn kernel_status(&self, w: &Wanted<'_>, want: PortLimits, gate: Gate) -> Enforcement {
         let Some(probe) = &self.probe else {
             return Enforcement::Applied;
         };
         let ifindex = w.verdict.ifindex;
-        if !written_now && self.verified.get(&(w.interface.clone(), ifindex)) == Some(&want) {
-            return Enforcement::Applied;
-        }
+        let pending_if_lacking = match gate {
+            Gate::Settled => {
+                if self.verified.get(&(w.interface.clone(), ifindex)) == Some(&want) {
+                    return Enforcement::Applied;
+                }
+                false
+            }
+            Gate::Applied => false,
+            Gate::Waiting => return Enforcement::Pending,
+            Gate::Stalled(why) => return Enforcement::failed(why),
+            Gate::Grace => true,
+        };
         let mut lacking = Vec::new();
         if want.policing != (0, 0) || want.packets != (0, 0) {
             match probe.has_ingress_policer(ifindex).await {
@@ -409,7 +446,7 @@ impl OvsBackend {
         }
         if lacking.is_empty() {
             Enforcement::Applied
-        } else if written_now || self.written_last_tick.contains(w.interface) {
+        } else if pending_if_lacking {
             Enforcement::Pending
         } else {
             Enforcement::failed(format!(
@@ -417,6 +454,50 @@ impl OvsBackend {
                 lacking.join("; and ")
             ))
         }
+    }
+}
+
+/// A write not yet known to be settled in the kernel.
+#[derive(Debug, Clone, Copy)]
+struct Awaiting {
+    /// The `next_cfg` the write set (native client); vswitchd has applied it once
+    /// `cur_cfg` reaches it.
+    cfg: Option<i64>,
+    since: Instant,
+    /// Ticks it has been pending.
+    ticks: u32,
+}
+
+/// Whether the kernel can be asked about an interface yet, and what its answer means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Gate {
+    /// Nothing written since the kernel was last asked: a cached answer stands.
+    Settled,
+    /// vswitchd has applied the write: the kernel's answer is final.
+    Applied,
+    /// vswitchd has not applied it yet: pending, the kernel is not asked.
+    Waiting,
+    /// vswitchd has not applied it within the timeout.
+    Stalled(String),
+    /// The vsctl client's write, one tick old or less: a lacking kernel means pending.
+    Grace,
+}
+
+fn gate(awaiting: Option<Awaiting>, cur_cfg: Option<i64>, now: Instant, timeout: Duration) -> Gate {
+    let Some(a) = awaiting else {
+        return Gate::Settled;
+    };
+    match a.cfg {
+        Some(cfg) if cur_cfg.is_some_and(|cur| cur >= cfg) => Gate::Applied,
+        Some(_) if now.duration_since(a.since) < timeout => Gate::Waiting,
+        Some(cfg) => Gate::Stalled(format!(
+            "ovs-vswitchd has not applied the change within {}s (Open_vSwitch cur_cfg {} < \
+             next_cfg {cfg}): is it running?",
+            timeout.as_secs_f64(),
+            cur_cfg.map_or_else(|| "unset".to_owned(), |c| c.to_string())
+        )),
+        None if a.ticks <= 1 => Gate::Grace,
+        None => Gate::Applied,
     }
 }
 

@@ -71,6 +71,8 @@ pub struct InterfaceRow {
 #[derive(Debug, Default, Clone)]
 pub struct InterfaceRows {
     pub rows: HashMap<String, InterfaceRow>,
+    /// `Open_vSwitch.cur_cfg`: the configuration vswitchd last applied (native only).
+    pub cur_cfg: Option<i64>,
     /// Why packet-rate policing cannot be written (`None`: it can).
     pub packets_unsupported: Option<String>,
     /// sluice's QoS rows no port refers to (uuids).
@@ -247,6 +249,10 @@ pub fn of_replica(
             },
         );
     }
+    rows.cur_cfg = tables
+        .get("Open_vSwitch")
+        .and_then(|t| t.values().next())
+        .map(|row| row.get("cur_cfg").and_then(Value::as_i64).unwrap_or(0));
     let has = |c: &str| {
         columns
             .get("Interface")

@@ -616,3 +616,74 @@ fn packet_rates_need_the_kpkts_columns() {
     held.packets = (25, 3);
     assert_eq!(database_mismatch(Some(&held), want, true), None);
 }
+
+#[test]
+fn the_kernel_is_asked_once_vswitchd_has_applied_the_write() {
+    use super::{Awaiting, Gate, gate};
+    use std::time::{Duration, Instant};
+    let t0 = Instant::now();
+    let timeout = Duration::from_secs(10);
+    let native = |cfg, ticks| {
+        Some(Awaiting {
+            cfg: Some(cfg),
+            since: t0,
+            ticks,
+        })
+    };
+    let vsctl = |ticks| {
+        Some(Awaiting {
+            cfg: None,
+            since: t0,
+            ticks,
+        })
+    };
+    let at = |secs| t0 + Duration::from_secs(secs);
+    // (awaiting, cur_cfg, now, gate)
+    for (awaiting, cur, now, want) in [
+        (None, Some(3), at(0), Gate::Settled),
+        (native(7, 0), Some(6), at(1), Gate::Waiting),
+        (native(7, 0), None, at(1), Gate::Waiting),
+        (native(7, 0), Some(7), at(1), Gate::Applied),
+        (native(7, 3), Some(9), at(4), Gate::Applied),
+        (vsctl(0), None, at(0), Gate::Grace),
+        (vsctl(1), None, at(1), Gate::Grace),
+        (vsctl(2), None, at(2), Gate::Applied),
+    ] {
+        assert_eq!(
+            gate(awaiting, cur, now, timeout),
+            want,
+            "{awaiting:?} {cur:?}"
+        );
+    }
+    match gate(native(7, 9), Some(6), at(10), timeout) {
+        Gate::Stalled(why) => assert!(
+            why.contains(
+                "has not applied the change within 10s (Open_vSwitch cur_cfg 6 < next_cfg 7)"
+            ),
+            "{why}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let [bump, select] = super::change::cfg_ops();
+    assert_eq!(bump["mutations"], json!([["next_cfg", "+=", 1]]));
+    assert_eq!(select["columns"], json!(["next_cfg"]));
+    assert_eq!(
+        super::change::next_cfg_of(&json!({"rows": [{"next_cfg": 12}]})),
+        Some(12)
+    );
+    assert_eq!(super::change::next_cfg_of(&json!({"rows": []})), None);
+    // The replica's cur_cfg; a row at its default (0) leaves the column out.
+    let mut tables = replica();
+    assert_eq!(
+        rows::of_replica(&tables, &kpkts_columns()).unwrap().cur_cfg,
+        None
+    );
+    for (row, cur) in [(json!({"cur_cfg": 5, "next_cfg": 6}), 5), (json!({}), 0)] {
+        tables.insert(
+            "Open_vSwitch".into(),
+            HashMap::from([("o1".to_owned(), serde_json::from_value(row).unwrap())]),
+        );
+        let rows = rows::of_replica(&tables, &kpkts_columns()).unwrap();
+        assert_eq!(rows.cur_cfg, Some(cur));
+    }
+}
