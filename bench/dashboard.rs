@@ -45,6 +45,7 @@ fn snapshot(n: usize, now: Timestamp) -> Snapshot {
             burst_kb: Some(100_000),
             download_limit_kbps: Some(1_000_000),
             packet_limit_pps: None,
+            userspace: false,
             upload_bps: Some(123_456_789),
             download_bps: Some(98_765_432),
             upload_pps: None,

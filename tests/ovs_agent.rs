@@ -699,3 +699,88 @@ base_rate = "10mbit"
     assert_eq!(ovs.policing("kvm102.0"), (0, 0));
     assert_eq!(ovs.vsctl(&["get", "port", "kvm102.0", "qos"]), operator_qos);
 }
+
+/// DPDK and vhost-user ports have no kernel netdev: the agent counts them from the
+/// `statistics` vswitchd writes into OVSDB (here written by hand, with no vswitchd and no
+/// DPDK on this machine), into the same ledger, and says so in `list`.
+#[test]
+fn vhost_user_ports_are_counted_from_ovsdb_statistics() {
+    let host = Netns::new("ovh");
+    let ovs = Ovs::start_db(&host.name);
+    ovs.vsctl(&["--no-wait", "add-br", "br0"]);
+    ovs.vsctl(&[
+        "--no-wait",
+        "add-port",
+        "br0",
+        "vhu101.0",
+        "--",
+        "set",
+        "interface",
+        "vhu101.0",
+        "type=dpdkvhostuserclient",
+    ]);
+    let stats = |rx: u64, tx: u64, rx_packets: u64, tx_packets: u64| {
+        ovs.vsctl(&[
+            "--no-wait",
+            "set",
+            "interface",
+            "vhu101.0",
+            &format!("statistics:rx_bytes={rx}"),
+            &format!("statistics:tx_bytes={tx}"),
+            &format!("statistics:rx_packets={rx_packets}"),
+            &format!("statistics:tx_packets={tx_packets}"),
+        ]);
+    };
+    stats(1_000, 2_000, 10, 20);
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let config = tmp.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[agent]
+interval = "1s"
+interfaces = ['^vhu(?P<instance>[0-9]+)\..*$']
+backend = "ovs"
+ovsdb = "{db}"
+state_dir = "{run}"
+data_dir = "{run}/lib"
+[log]
+dir = ""
+[penalty]
+base_rate = "10mbit"
+"#,
+            db = ovs.db,
+            run = run.display()
+        ),
+    )
+    .unwrap();
+    let _agent = AgentProc::start(&host, &config, tmp.path().join("agent.log"));
+    eventually(Duration::from_secs(15), "vhu101.0 watched", || {
+        let snap = read_state(&run)?;
+        record(&snap, "vhu101.0")
+            .filter(|r| r.present && r.userspace)
+            .map(drop)
+    });
+    // The first reading is the baseline; what vswitchd counts after it is traffic.
+    stats(501_000, 1_002_000, 510, 1_020);
+    let config_path = config.clone();
+    eventually(Duration::from_secs(10), "the ledger counts it", || {
+        let totals = support::ledger_totals(&config_path, "--interface", "vhu101.0");
+        (totals == (500_000, 1_000_000)).then_some(())
+    });
+    // Its limit is written like any port's (vswitchd, absent here, would apply it).
+    assert_eq!(ovs.policing("vhu101.0"), (10_000, 2_000));
+    let list = std::process::Command::new(support::sluice_bin())
+        .args(["list", "--state-dir"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("vhu101.0 (ovsdb counters)")),
+        "{text}"
+    );
+}

@@ -333,7 +333,12 @@ fn row(r: &InterfaceRecord, now: Timestamp) -> [String; COLUMNS] {
         status.push_str(" [link held down]");
     }
     [
-        r.interface.to_string(),
+        if r.userspace {
+            // No kernel netdev: counted from OVSDB's statistics, refreshed by vswitchd.
+            format!("{} (ovsdb counters)", r.interface)
+        } else {
+            r.interface.to_string()
+        },
         match &r.instance_name {
             Some(name) => format!("{} ({name})", r.instance),
             None => r.instance.to_string(),
@@ -416,6 +421,7 @@ mod tests {
             enforcement,
             download_limit_kbps: None,
             packet_limit_pps: None,
+            userspace: false,
             shaper: (stage > 0).then_some(crate::state::ShaperDrops {
                 upload_dropped: 1204,
                 upload_overlimits: 9000,

@@ -441,13 +441,25 @@ impl Agent {
     /// One tick: sample, decide, enforce, record.
     pub async fn tick(&mut self) {
         crash::point(CrashPoint::HangTick);
-        let samples = match self.sampler.sample() {
+        let mut samples = match self.sampler.sample() {
             Ok(s) => s,
             Err(e) => {
                 error!("sampling failed, skipping this tick: {e}");
                 return;
             }
         };
+        match self.backend.userspace_samples().await {
+            Ok(extra) if !extra.is_empty() => {
+                // A name the kernel also has is the kernel's (an OVS row can share it).
+                let kernel: std::collections::HashSet<IfName> =
+                    samples.iter().map(|s| s.name.clone()).collect();
+                samples.extend(extra.into_iter().filter(|s| !kernel.contains(&s.name)));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                warn!(error = %e, "cannot read OVSDB statistics of DPDK/vhost-user ports; they are not counted this tick")
+            }
+        }
         let now = Tick {
             mono: self.origin.elapsed(),
             wall: Timestamp::now(),

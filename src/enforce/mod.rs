@@ -89,6 +89,15 @@ impl Backend {
         }
     }
 
+    /// Counters the backend reads for interfaces the kernel has no netdev for (OVS's DPDK
+    /// and vhost-user ports); none for other backends.
+    pub async fn userspace_samples(&mut self) -> Result<Vec<crate::sample::Sample>, String> {
+        match self {
+            Backend::Ovs(ovs) => ovs.userspace_samples().await,
+            _ => Ok(Vec::new()),
+        }
+    }
+
     /// The shaping qdiscs' counters per interface, as of the last reconcile (tc only).
     pub fn shaper_counters(&self) -> Option<&HashMap<IfName, tc::ShaperCounters>> {
         match self {

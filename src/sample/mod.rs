@@ -1,7 +1,9 @@
-//! Where counters come from: the kernel over netlink ([`LinkSampler`]) or a recorded
-//! trace ([`trace`]) for `sluice simulate`. Both produce the same [`Sample`]s.
+//! Where counters come from: the kernel over netlink ([`LinkSampler`]), Open vSwitch's
+//! `Interface.statistics` for ports with no kernel netdev ([`ovsdb`]), or a recorded
+//! trace ([`trace`]) for `sluice simulate`. All produce the same [`Sample`]s.
 
 mod netlink;
+pub mod ovsdb;
 pub mod trace;
 
 pub use netlink::{LinkSampler, SampleError};

@@ -89,6 +89,10 @@ pub struct InterfaceRecord {
     pub burst_kb: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub download_limit_kbps: Option<u64>,
+    /// A port with no kernel netdev (OVS DPDK or vhost-user): counted from OVSDB's
+    /// `Interface.statistics`, which vswitchd refreshes every few seconds.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub userspace: bool,
     /// The upload packet-rate limit, packets per second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packet_limit_pps: Option<u64>,
@@ -324,6 +328,7 @@ mod tests {
                 enforcement: Some(Enforcement::failed("no policer")),
                 download_limit_kbps: Some(500_000),
                 packet_limit_pps: None,
+                userspace: false,
                 shaper: Some(ShaperDrops {
                     upload_dropped: 3,
                     upload_overlimits: 40,

@@ -80,6 +80,7 @@ impl AgentView<'_> {
                 upload_limit_kbps: limit.map(|l| l.0.kbps()),
                 burst_kb: limit.map(|l| l.1.kb()),
                 download_limit_kbps: verdict.and_then(|v| v.download).map(|l| l.rate.kbps()),
+                userspace: st.ifindex.is_some_and(crate::sample::ovsdb::is_userspace),
                 packet_limit_pps: verdict.and_then(|v| v.packets).map(|p| p.rate.per_sec()),
                 upload_bps: st.upload.map(Rate::bits_per_sec),
                 download_bps: st.download.map(Rate::bits_per_sec),

@@ -44,6 +44,8 @@ pub use rows::{InterfaceRow, InterfaceRows, PortQos};
 use super::{Enforcement, Wanted};
 use crate::config::{DEFAULT_OVSDB, OvsClientKind};
 use crate::model::ids::IfName;
+use crate::sample::Sample;
+use crate::sample::ovsdb::{is_userspace, samples_of};
 use crate::sys::command::run;
 use crate::sys::ovsdb::{Endpoint, Session, Watch};
 use change::{Change, Plan, Police, QosChange, plan, set_clauses, transact_ops};
@@ -76,6 +78,7 @@ const MONITORED: [(&str, &[&str]); 5] = [
             "ingress_policing_kpkts_rate",
             "ingress_policing_kpkts_burst",
             "external_ids",
+            "type",
         ],
     ),
     ("Port", &["name", "interfaces", "qos"]),
@@ -230,6 +233,46 @@ impl OvsBackend {
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    /// Samples of the interfaces with no kernel netdev (DPDK, vhost-user), from the
+    /// `statistics` vswitchd writes for them: one `select` by uuid of just those rows,
+    /// and none at all on a host without them (the monitor never carries `statistics`,
+    /// which vswitchd rewrites for every port every few seconds). The vsctl client
+    /// reports none.
+    pub async fn userspace_samples(&mut self) -> Result<Vec<Sample>, String> {
+        if self.config.client != OvsClientKind::Native {
+            return Ok(Vec::new());
+        }
+        let rows = self.read().await?;
+        if rows.userspace.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ops: Vec<serde_json::Value> = rows
+            .userspace
+            .iter()
+            .map(|uuid| {
+                serde_json::json!({
+                    "op": "select",
+                    "table": "Interface",
+                    "where": [["_uuid", "==", ["uuid", uuid]]],
+                    "columns": ["_uuid", "name", "statistics"],
+                })
+            })
+            .collect();
+        let timeout = self.config.timeout;
+        let session = self.native.session(&self.config).await?;
+        let results = session
+            .transact(ops, timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        let selected: Vec<serde_json::Value> = results
+            .iter()
+            .filter_map(|r| r.get("rows")?.as_array())
+            .flatten()
+            .cloned()
+            .collect();
+        samples_of(&selected)
     }
 
     /// Clear the policing and remove the QoS sluice set on every interface `select`
@@ -410,6 +453,11 @@ impl OvsBackend {
             Gate::Stalled(why) => return Enforcement::failed(why),
             Gate::Grace => true,
         };
+        if is_userspace(ifindex) {
+            // A DPDK or vhost-user port: vswitchd polices and shapes it itself, with no
+            // kernel state to read. cur_cfg reaching the write is the proof there is.
+            return Enforcement::Applied;
+        }
         let mut lacking = Vec::new();
         if want.policing != (0, 0) || want.packets != (0, 0) {
             match probe.has_ingress_policer(ifindex).await {

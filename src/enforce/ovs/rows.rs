@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::sample::ovsdb::USERSPACE_TYPES;
 use crate::sys::ovsdb::{Row, map_pairs, set_elements};
 
 /// The mark sluice leaves in `external_ids` of the rows it limits or creates.
@@ -71,6 +72,8 @@ pub struct InterfaceRow {
 #[derive(Debug, Default, Clone)]
 pub struct InterfaceRows {
     pub rows: HashMap<String, InterfaceRow>,
+    /// The uuids of Interface rows with no kernel netdev (DPDK, vhost-user), sorted.
+    pub userspace: Vec<String>,
     /// `Open_vSwitch.cur_cfg`: the configuration vswitchd last applied (native only).
     pub cur_cfg: Option<i64>,
     /// Why packet-rate policing cannot be written (`None`: it can).
@@ -238,6 +241,13 @@ pub fn of_replica(
                 },
             },
         };
+        if row
+            .get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| USERSPACE_TYPES.contains(&t))
+        {
+            rows.userspace.push(uuid.clone());
+        }
         rows.rows.insert(
             name.to_owned(),
             InterfaceRow {
@@ -278,6 +288,7 @@ pub fn of_replica(
         .filter(|q| !queues_in_use.contains(q))
         .map(str::to_owned)
         .collect();
+    rows.userspace.sort();
     rows.orphan_qos.sort();
     rows.orphan_queues.sort();
     Ok(rows)

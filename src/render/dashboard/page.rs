@@ -465,6 +465,7 @@ mod tests {
             burst_kb: None,
             download_limit_kbps: None,
             packet_limit_pps: None,
+            userspace: false,
             upload_bps: Some(2_000_000),
             download_bps: Some(1_000_000),
             upload_pps: None,
