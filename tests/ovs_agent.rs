@@ -26,6 +26,29 @@ fn ingress_filters(ns: &Netns, dev: &str) -> String {
     ns.exec("tc", &["filter", "show", "dev", dev, "ingress"])
 }
 
+/// The agent's config on the ovs backend and `db`: one-second ticks, watching
+/// `<prefix><instance>.<n>`, a 10 Mbit base rate; `agent` adds lines to `[agent]` and
+/// `rest` follows `[penalty]`'s base rate.
+fn ovs_config(prefix: &str, db: &str, run: &Path, agent: &str, rest: &str) -> String {
+    format!(
+        r#"
+[agent]
+interval = "1s"
+interfaces = ['^{prefix}(?P<instance>[0-9]+)\..*$']
+backend = "ovs"
+ovsdb = "{db}"
+state_dir = "{run}"
+data_dir = "{run}/lib"
+{agent}
+[log]
+dir = ""
+[penalty]
+base_rate = "10mbit"
+{rest}"#,
+        run = run.display()
+    )
+}
+
 #[test]
 fn penalty_cycle_on_real_ovs() {
     let host = Netns::new("oh");
@@ -40,27 +63,12 @@ fn penalty_cycle_on_real_ovs() {
     let config = tmp.path().join("sluice.toml");
     std::fs::write(
         &config,
-        format!(
-            r#"
-[agent]
-interval = "1s"
-interfaces = ['^kvm(?P<instance>[0-9]+)\..*$']
-backend = "ovs"
-ovsdb = "{db}"
-state_dir = "{run}"
-data_dir = "{run}/lib"
-[log]
-dir = ""
-[penalty]
-base_rate = "10mbit"
-[[penalty.stage]]
-usage = 0.5
-trigger = "3s"
-rate = 0.5
-duration = "12s"
-"#,
-            db = ovs.db,
-            run = run.display()
+        ovs_config(
+            "kvm",
+            &ovs.db,
+            &run,
+            "",
+            "[[penalty.stage]]\nusage = 0.5\ntrigger = \"3s\"\nrate = 0.5\nduration = \"12s\"",
         ),
     )
     .unwrap();
@@ -278,24 +286,12 @@ fn native_session_forks_nothing_and_survives_a_database_restart() {
     let config = tmp.path().join("sluice.toml");
     std::fs::write(
         &config,
-        format!(
-            r#"
-[agent]
-interval = "1s"
-interfaces = ['^kvm(?P<instance>[0-9]+)\..*$']
-backend = "ovs"
-ovsdb = "{db}"
-ovs_vsctl = "{wrapper}"
-state_dir = "{run}"
-data_dir = "{run}/lib"
-[log]
-dir = ""
-[penalty]
-base_rate = "10mbit"
-"#,
-            db = ovs.db,
-            wrapper = wrapper.display(),
-            run = run.display()
+        ovs_config(
+            "kvm",
+            &ovs.db,
+            &run,
+            &format!("ovs_vsctl = \"{wrapper}\"", wrapper = wrapper.display()),
+            "",
         ),
     )
     .unwrap();
@@ -416,25 +412,12 @@ fn packet_limits_on_a_schema_without_kpkts_are_refused_and_the_rest_works() {
     let config = tmp.path().join("sluice.toml");
     std::fs::write(
         &config,
-        format!(
-            r#"
-[agent]
-interval = "1s"
-interfaces = ['^kvm(?P<instance>[0-9]+)\..*$']
-backend = "ovs"
-ovsdb = "{db}"
-state_dir = "{run}"
-data_dir = "{run}/lib"
-command_timeout = "2s"
-[log]
-dir = ""
-[penalty]
-base_rate = "10mbit"
-[instances."103"]
-packet_rate = "25kpps"
-"#,
-            db = ovs.db,
-            run = run.display()
+        ovs_config(
+            "kvm",
+            &ovs.db,
+            &run,
+            "command_timeout = \"2s\"",
+            "[instances.\"103\"]\npacket_rate = \"25kpps\"",
         ),
     )
     .unwrap();
@@ -529,27 +512,7 @@ fn download_limit_is_a_qos_of_its_own_and_the_kernel_shapes_it() {
         } else {
             ""
         };
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[agent]
-interval = "1s"
-interfaces = ['^kvm(?P<instance>[0-9]+)\..*$']
-backend = "ovs"
-ovsdb = "{db}"
-state_dir = "{run}"
-data_dir = "{run}/lib"
-[log]
-dir = ""
-[penalty]
-base_rate = "10mbit"
-{instances}"#,
-                db = ovs.db,
-                run = run.display()
-            ),
-        )
-        .unwrap();
+        std::fs::write(&config, ovs_config("kvm", &ovs.db, &run, "", instances)).unwrap();
     };
     write_config(true);
     let agent = AgentProc::start(&host, &config, tmp.path().join("agent.log"));
@@ -735,27 +698,7 @@ fn vhost_user_ports_are_counted_from_ovsdb_statistics() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
     let config = tmp.path().join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[agent]
-interval = "1s"
-interfaces = ['^vhu(?P<instance>[0-9]+)\..*$']
-backend = "ovs"
-ovsdb = "{db}"
-state_dir = "{run}"
-data_dir = "{run}/lib"
-[log]
-dir = ""
-[penalty]
-base_rate = "10mbit"
-"#,
-            db = ovs.db,
-            run = run.display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, ovs_config("vhu", &ovs.db, &run, "", "")).unwrap();
     let _agent = AgentProc::start(&host, &config, tmp.path().join("agent.log"));
     eventually(Duration::from_secs(15), "vhu101.0 watched", || {
         let snap = read_state(&run)?;

@@ -114,7 +114,8 @@ pub(super) enum RawShutdown {
     Word(String),
 }
 
-/// `rate = "10mbit"` (both directions) or `rate = { upload = …, download = … }`.
+/// `rate = "10mbit"` (both directions) or `rate = { upload = …, download = …,
+/// packets = … }`.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub(super) enum RawRuleRate {
@@ -122,6 +123,7 @@ pub(super) enum RawRuleRate {
     PerDirection {
         upload: Option<String>,
         download: Option<String>,
+        packets: Option<String>,
     },
 }
 

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::calendar::PeriodKind;
 use crate::model::event::LogKind;
 use crate::model::ids::{InstanceId, Label, RuleName, Tag};
-use crate::model::units::{Bytes, Fraction, Rate};
+use crate::model::units::{Bytes, Fraction, PacketRate, Rate};
 
 /// Which counter a rule counts. Upload is what the host receives on the tap (rx).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +87,8 @@ pub struct RuleConfig {
     /// For `rate_limit`: the limits while exceeded (`None`: that direction is left alone).
     pub upload_rate: Option<Rate>,
     pub download_rate: Option<Rate>,
+    /// For `rate_limit`: the upload packet-rate limit while exceeded.
+    pub packet_rate: Option<PacketRate>,
     /// Shares of the limit that send a `threshold` event, ascending.
     pub notify_at: Vec<Fraction>,
     pub instances: BTreeSet<InstanceId>,
@@ -473,24 +475,28 @@ fn check_rule(c: &mut Checker, path: &str, r: RawRule) -> Option<RuleConfig> {
             None
         }
     };
-    let (upload_rate, download_rate) = match r.rate {
-        None => (None, None),
+    let (upload_rate, download_rate, packet_rate) = match r.rate {
+        None => (None, None, None),
         Some(RawRuleRate::Both(s)) => {
             let rate = c.rate(&at("rate"), &s);
-            (rate, rate)
+            (rate, rate, None)
         }
-        Some(RawRuleRate::PerDirection { upload, download }) => (
+        Some(RawRuleRate::PerDirection {
+            upload,
+            download,
+            packets,
+        }) => (
             upload.and_then(|s| c.rate(&at("rate.upload"), &s)),
             download.and_then(|s| c.rate(&at("rate.download"), &s)),
+            packets.and_then(|s| c.packet_rate(&at("rate.packets"), &s)),
         ),
     };
+    let any_rate = upload_rate.is_some() || download_rate.is_some() || packet_rate.is_some();
     match action {
-        Some(ActionKind::RateLimit) if upload_rate.is_none() && download_rate.is_none() => {
-            c.error(&at("rate"), "is required with action \"rate_limit\": \"10mbit\" or { upload = \"10mbit\", download = \"20mbit\" }");
+        Some(ActionKind::RateLimit) if !any_rate => {
+            c.error(&at("rate"), "is required with action \"rate_limit\": \"10mbit\" or { upload = \"10mbit\", download = \"20mbit\", packets = \"10kpps\" }");
         }
-        Some(a)
-            if a != ActionKind::RateLimit && (upload_rate.is_some() || download_rate.is_some()) =>
-        {
+        Some(a) if a != ActionKind::RateLimit && any_rate => {
             c.warn(
                 &at("rate"),
                 format!("is only used by action \"rate_limit\"; ignored with {a:?}"),
@@ -523,6 +529,7 @@ fn check_rule(c: &mut Checker, path: &str, r: RawRule) -> Option<RuleConfig> {
         action: action?,
         upload_rate,
         download_rate,
+        packet_rate,
         notify_at,
         instances,
         tags,
@@ -550,6 +557,37 @@ mod tests {
 
     use crate::config::{Config, drop_in_stamp};
     use crate::model::ids::{InstanceId, Label};
+
+    #[test]
+    fn a_rate_limit_rule_may_limit_packets_alone() {
+        let rule = |rate: &str| {
+            format!(
+                "[agent]\ninterfaces = ['x']\n[penalty]\nbase_rate = \"1gbit\"\n\
+                 [[rule]]\nname = \"flood\"\nperiod = \"day\"\nlimit = \"1GB\"\n\
+                 action = \"rate_limit\"\nrate = {rate}\n"
+            )
+        };
+        let c = Config::parse(Path::new("t.toml"), &rule("{ packets = \"10kpps\" }"))
+            .unwrap()
+            .config;
+        let r = c.rules.iter().next().unwrap();
+        assert_eq!(r.packet_rate.map(|p| p.per_sec()), Some(10_000));
+        assert_eq!((r.upload_rate, r.download_rate), (None, None));
+        for (rate, says) in [
+            (
+                "{ packets = \"5pps\" }",
+                "rate.packets: 5pps is under the least",
+            ),
+            (
+                "{ packets = \"10mbit\" }",
+                "rate.packets: \"10mbit\" is not a packet rate",
+            ),
+        ] {
+            let e = Config::parse(Path::new("t.toml"), &rule(rate)).unwrap_err();
+            let problems: Vec<String> = e.problems.iter().map(|p| p.to_string()).collect();
+            assert!(problems.iter().any(|p| p.contains(says)), "{problems:?}");
+        }
+    }
 
     #[test]
     fn drop_ins_merge_in_name_order_and_a_bad_file_is_skipped_whole() {

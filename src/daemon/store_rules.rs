@@ -104,6 +104,8 @@ impl StoreQuotaSet {
                     action,
                     upload_rate,
                     download_rate,
+                    // The store's quotas carry byte rates only.
+                    packet_rate: None,
                     notify_at: Vec::new(),
                     instances: BTreeSet::from([instance.clone()]),
                     tags: BTreeSet::new(),

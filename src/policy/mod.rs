@@ -426,10 +426,15 @@ fn verdict_for(
         stage,
         upload: upload.map(limit),
         download: download.map(limit),
-        // The lower of the stage's packet limit and the instance's own.
+        // The lowest of the stage's packet limit, the instance's own and an exceeded
+        // rule's.
         packets: [
             machine.stage_packet_rate(stage),
             cfg.packet_rate(&st.instance).filter(|_| holds_base),
+            in_force
+                .as_ref()
+                .and_then(|f| f.packets.as_ref())
+                .map(|p| p.0),
         ]
         .into_iter()
         .flatten()

@@ -15,7 +15,7 @@ use crate::account::quota_counts::{QuotaChanges, QuotaUsage, Spent};
 use crate::config::{ActionKind, Config, RuleConfig};
 use crate::model::calendar::{Period, period_containing};
 use crate::model::ids::{InstanceId, RuleName};
-use crate::model::units::{Bytes, Rate};
+use crate::model::units::{Bytes, PacketRate, Rate};
 
 /// What a quota did.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +62,8 @@ pub struct InForce {
     /// The lowest `rate_limit` rate of each direction among the exceeded rules.
     pub upload: Option<(Rate, RuleName)>,
     pub download: Option<(Rate, RuleName)>,
+    /// The lowest `rate_limit` packet rate among them.
+    pub packets: Option<(PacketRate, RuleName)>,
 }
 
 /// Every (rule, instance) count of the host.
@@ -188,6 +190,7 @@ impl Quotas {
                 rule: rule.name.clone(),
                 upload: None,
                 download: None,
+                packets: None,
             });
             if rule.action > f.action {
                 f.action = rule.action;
@@ -196,6 +199,7 @@ impl Quotas {
             if rule.action == ActionKind::RateLimit {
                 lowest(&mut f.upload, rule.upload_rate, &rule.name);
                 lowest(&mut f.download, rule.download_rate, &rule.name);
+                lowest(&mut f.packets, rule.packet_rate, &rule.name);
             }
         }
         out
@@ -343,7 +347,7 @@ impl Quotas {
     }
 }
 
-fn lowest(slot: &mut Option<(Rate, RuleName)>, rate: Option<Rate>, rule: &RuleName) {
+fn lowest<R: Ord + Copy>(slot: &mut Option<(R, RuleName)>, rate: Option<R>, rule: &RuleName) {
     if let Some(r) = rate
         && slot.as_ref().is_none_or(|(cur, _)| r < *cur)
     {

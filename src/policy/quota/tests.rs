@@ -299,7 +299,13 @@ name = "slower-up"
 period = "day"
 limit = "10B"
 action = "rate_limit"
-rate = { upload = "5mbit" }
+rate = { upload = "5mbit", packets = "20kpps" }
+[[rule]]
+name = "flood"
+period = "day"
+limit = "10B"
+action = "rate_limit"
+rate = { packets = "8kpps" }
 [[rule]]
 name = "cut"
 period = "day"
@@ -354,6 +360,14 @@ fn the_strictest_exceeded_rule_wins() {
             (f.action, f.rule.as_str(), f.upload, f.download),
             (action, rule, rate(up), rate(down)),
             "{bytes}"
+        );
+        // The lowest packet rate among the exceeded rate_limit rules.
+        assert_eq!(
+            f.packets,
+            Some((
+                crate::model::units::PacketRate::from_per_sec(8_000),
+                RuleName::new("flood").unwrap()
+            ))
         );
     }
     assert!(q.in_force(&cfg, &id("102")).is_none());
