@@ -4,6 +4,7 @@
 //!   cargo bench --bench ovsdb            # 1,000 and 10,000 ports
 //!   cargo bench --bench ovsdb -- quick   # 1,000 ports, fewer rounds
 //!   cargo bench --bench ovsdb -- ports=N # N ports only
+//!   cargo bench --bench ovsdb -- ports=N rss # the agent's peak RSS only
 //!
 //! 1. One agent tick with nothing to change (read, plan, state) on backend `ovs` with the
 //!    native session, against the same tick on backend `none` and against one
@@ -219,11 +220,17 @@ fn main() {
         None => vec![1_000, 10_000],
     };
     let runs = if quick { 5 } else { 21 };
+    // `rss`: the agent's peak RSS only (the timings at 10,000 ports take minutes).
+    let rss_only = std::env::args().any(|a| a == "rss");
     for &n in &sizes {
         let ns = Netns::new(&format!("od{n}"));
         let ovs = Ovs::start_db(&ns.name);
         ports(&ns, &ovs, n);
         println!("## {n} OVS ports");
+        if rss_only {
+            print_rss(&ns, &ovs.db, n);
+            continue;
+        }
         let list = median(if quick { 3 } else { 7 }, || {
             let out = ovs.vsctl(&[
                 "--format=json",
@@ -265,14 +272,18 @@ fn main() {
             );
         }
         if n == *sizes.last().unwrap() {
-            let ovs_kb = peak_rss_kb(&ns, &ovs.db, "ovs", n);
-            let none_kb = peak_rss_kb(&ns, &ovs.db, "none", n);
-            println!(
-                "peak RSS of sluice agent at {n} ports, every one limited: {:.1} MB on native OVSDB  vs {:.1} MB on backend none = {:.2}x",
-                ovs_kb as f64 / 1024.0,
-                none_kb as f64 / 1024.0,
-                ovs_kb as f64 / none_kb as f64
-            );
+            print_rss(&ns, &ovs.db, n);
         }
     }
+}
+
+fn print_rss(ns: &Netns, db: &str, n: usize) {
+    let ovs_kb = peak_rss_kb(ns, db, "ovs", n);
+    let none_kb = peak_rss_kb(ns, db, "none", n);
+    println!(
+        "peak RSS of sluice agent at {n} ports, every one limited: {:.1} MB on native OVSDB  vs {:.1} MB on backend none = {:.2}x",
+        ovs_kb as f64 / 1024.0,
+        none_kb as f64 / 1024.0,
+        ovs_kb as f64 / none_kb as f64
+    );
 }

@@ -147,7 +147,7 @@ fn replica_with_schema() -> Replica {
 #[test]
 fn update2_initial_modify_and_delete() {
     let mut r = replica_with_schema();
-    r.apply(&json!({"Interface": {
+    r.apply(json!({"Interface": {
         "u1": {"initial": {"name": "tap1", "ingress_policing_rate": 1000,
                            "external_ids": ["map", [["vm-id", "101"], ["owner", "ops"]]]}},
         "u2": {"initial": {"name": "tap2"}}
@@ -157,7 +157,7 @@ fn update2_initial_modify_and_delete() {
     let g = r.generation;
     // A map's diff: a new key is added, a key with its held value removed, a key with
     // another value replaced. A set's diff: symmetric difference. An atom: replaced.
-    r.apply(&json!({"Interface": {"u1": {"modify": {
+    r.apply(json!({"Interface": {"u1": {"modify": {
         "ingress_policing_rate": 2000,
         "external_ids": ["map", [["sluice", "limited"], ["owner", "ops"], ["vm-id", "102"]]],
         "ifindex": 7
@@ -174,26 +174,26 @@ fn update2_initial_modify_and_delete() {
     );
     assert_eq!(row["ifindex"], json!(7));
     // An optional value is replaced, as ovsdb-server clears one: with the empty set.
-    r.apply(&json!({"Interface": {"u1": {"modify": {"ifindex": ["set", []]}}}}))
+    r.apply(json!({"Interface": {"u1": {"modify": {"ifindex": ["set", []]}}}}))
         .unwrap();
     assert_eq!(r.tables["Interface"]["u1"]["ifindex"], json!(["set", []]));
     // A set of many: the diff's elements held are removed, the others added.
-    r.apply(&json!({"Interface": {"u1": {"modify": {"bond_members": ["set", ["a", "b"]]}}}}))
+    r.apply(json!({"Interface": {"u1": {"modify": {"bond_members": ["set", ["a", "b"]]}}}}))
         .unwrap();
-    r.apply(&json!({"Interface": {"u1": {"modify": {"bond_members": ["set", ["a", "c"]]}}}}))
+    r.apply(json!({"Interface": {"u1": {"modify": {"bond_members": ["set", ["a", "c"]]}}}}))
         .unwrap();
     assert_eq!(
         r.tables["Interface"]["u1"]["bond_members"],
         json!(["set", ["b", "c"]])
     );
-    r.apply(&json!({"Interface": {"u1": {"modify": {"bond_members": "b"}}}}))
+    r.apply(json!({"Interface": {"u1": {"modify": {"bond_members": "b"}}}}))
         .unwrap();
     assert_eq!(
         r.tables["Interface"]["u1"]["bond_members"],
         json!(["set", ["c"]]),
         "a one-element diff comes as the atom alone"
     );
-    r.apply(&json!({"Interface": {"u2": {"delete": null}}}))
+    r.apply(json!({"Interface": {"u2": {"delete": null}}}))
         .unwrap();
     assert!(!r.tables["Interface"].contains_key("u2"));
     assert!(r.generation > g);
@@ -209,7 +209,7 @@ fn update2_initial_modify_and_delete() {
             "malformed map",
         ),
     ] {
-        let e = r.apply(&bad).unwrap_err().to_string();
+        let e = r.apply(bad.clone()).unwrap_err().to_string();
         assert!(e.contains(says), "{bad}: {e}");
     }
 }
