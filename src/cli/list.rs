@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use super::ConfigArg;
 use crate::config::{Config, DEFAULT_STATE_DIR};
 use crate::enforce::Enforcement;
-use crate::model::human::{human_bytes, human_rate, human_secs};
+use crate::model::human::{human_bytes, human_pps, human_rate, human_secs};
 use crate::state::{InterfaceRecord, LOCK_FILE, STATE_FILE, Snapshot};
 use crate::sys::{self, Holder};
 
@@ -355,46 +355,11 @@ fn row(r: &InterfaceRecord, now: Timestamp) -> [String; COLUMNS] {
     ]
 }
 
-/// A packet rate the way `list` shows it: `830pps`, `12.5kpps`, `1.49mpps`.
-fn human_pps(pps: u64) -> String {
-    match pps {
-        0..1_000 => format!("{pps}pps"),
-        1_000..1_000_000 => {
-            format!("{:.3}", pps as f64 / 1e3)
-                .trim_end_matches('0')
-                .trim_end_matches('.')
-                .to_owned()
-                + "kpps"
-        }
-        _ => {
-            format!("{:.3}", pps as f64 / 1e6)
-                .trim_end_matches('0')
-                .trim_end_matches('.')
-                .to_owned()
-                + "mpps"
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::ids::{IfName, InstanceId};
     use crate::policy::Reason;
-
-    #[test]
-    fn packet_rates_read_like_the_config_spells_them() {
-        for (pps, shown) in [
-            (0, "0pps"),
-            (830, "830pps"),
-            (1_000, "1kpps"),
-            (12_500, "12.5kpps"),
-            (999_999, "999.999kpps"),
-            (1_490_000, "1.49mpps"),
-        ] {
-            assert_eq!(human_pps(pps), shown);
-        }
-    }
 
     #[test]
     fn table_shows_stage_limit_remaining_and_failures() {

@@ -44,9 +44,44 @@ pub fn human_secs(s: u64) -> String {
     }
 }
 
+/// "830pps", "12.5kpps", "1.49mpps" (spelt as the config spells packet rates).
+pub fn human_pps(pps: u64) -> String {
+    match pps {
+        0..1_000 => format!("{pps}pps"),
+        1_000..1_000_000 => {
+            format!("{:.3}", pps as f64 / 1e3)
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+                .to_owned()
+                + "kpps"
+        }
+        _ => {
+            format!("{:.3}", pps as f64 / 1e6)
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+                .to_owned()
+                + "mpps"
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packet_rates_read_like_the_config_spells_them() {
+        for (pps, shown) in [
+            (0, "0pps"),
+            (830, "830pps"),
+            (1_000, "1kpps"),
+            (12_500, "12.5kpps"),
+            (999_999, "999.999kpps"),
+            (1_490_000, "1.49mpps"),
+        ] {
+            assert_eq!(human_pps(pps), shown);
+        }
+    }
 
     #[test]
     fn human_units() {

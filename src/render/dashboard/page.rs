@@ -14,7 +14,7 @@ use super::Part;
 use crate::account::ledger::EventRow;
 use crate::enforce::Enforcement;
 use crate::model::human::human_bytes;
-use crate::model::human::{human_rate, human_secs};
+use crate::model::human::{human_pps, human_rate, human_secs};
 use crate::model::units::PacketRate;
 use crate::render::export::html::escape;
 use crate::state::{InterfaceRecord, QuotaRecord, Snapshot};
@@ -208,7 +208,7 @@ fn rates(r: &[&InterfaceRecord]) -> (String, u64) {
     let mut cell = format!("{} / {}", human_rate(up), human_rate(down));
     let pps: Vec<u64> = r.iter().filter_map(|r| r.upload_pps).collect();
     if !pps.is_empty() {
-        cell.push_str(&format!(" · {} pkt/s up", pps.iter().sum::<u64>()));
+        cell.push_str(&format!(" · {} up", human_pps(pps.iter().sum())));
     }
     (cell, up)
 }
