@@ -11,9 +11,10 @@ use rusqlite::Connection;
 use serde::Serialize;
 
 use super::ledger::packed::Table;
-use super::ledger::{BucketFilter, BucketRow, LedgerError, bucket_rows};
-use crate::model::calendar::Granularity;
+use super::ledger::{BucketFilter, BucketRow, LedgerError, bucket_rows, instance_intervals};
+use crate::model::calendar::{Granularity, Period};
 use crate::model::ids::{IfName, InstanceId};
+use crate::model::percentile::{INTERVAL_SECS, Interval, Percentile, Percentiles, intervals_in};
 
 #[derive(Debug, Clone)]
 pub struct UsageQuery {
@@ -94,4 +95,80 @@ pub fn query(conn: &Connection, q: &UsageQuery) -> Result<Vec<UsageRow>, LedgerE
             },
         )
         .collect())
+}
+
+/// One instance's percentiles in one period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PercentileRow {
+    pub period: Timestamp,
+    pub period_end: Timestamp,
+    pub instance: String,
+    #[serde(flatten)]
+    pub figures: Percentiles,
+}
+
+/// Each instance's `p`th percentile of 5-minute rates in every `by` period (in `tz`) that
+/// overlaps [from, to), as of `now`.
+///
+/// Only intervals over by `now` count (the open one would read low). A period's window
+/// starts at its start or at the instance's first record read, whichever is later (an
+/// instance created mid-month is not idle before it), and ends at its end or `now`;
+/// its intervals without a record are idle ones (see [`crate::model::percentile`]).
+pub fn percentiles(
+    conn: &Connection,
+    instance: Option<&InstanceId>,
+    by: Granularity,
+    (from, to): (Timestamp, Timestamp),
+    now: Timestamp,
+    tz: &TimeZone,
+    p: Percentile,
+) -> Result<Vec<PercentileRow>, LedgerError> {
+    let periods = by.periods(from, to, tz);
+    let (Some(first), Some(last)) = (periods.first(), periods.last()) else {
+        return Ok(Vec::new());
+    };
+    let done = now.as_second().div_euclid(INTERVAL_SECS) * INTERVAL_SECS;
+    let read_to = last.end.as_second().min(done);
+    let all = instance_intervals(
+        conn,
+        first.start.as_second(),
+        read_to,
+        instance.map(|i| i.as_str()),
+    )?;
+    let mut out = Vec::new();
+    for (name, intervals) in all {
+        let Some(&(born, _)) = intervals.first() else {
+            continue;
+        };
+        out.extend(periods.iter().filter_map(|period| {
+            percentile_row(&name, &intervals, *period, born, read_to, p)
+        }));
+    }
+    Ok(out)
+}
+
+/// The row of one instance and period; `None` when the period ended before the instance
+/// was first seen or starts after the data read.
+fn percentile_row(
+    instance: &str,
+    intervals: &[(i64, Interval)],
+    period: Period,
+    born: i64,
+    read_to: i64,
+    p: Percentile,
+) -> Option<PercentileRow> {
+    let (start, end) = (period.start.as_second(), period.end.as_second());
+    let window = (start.max(born), end.min(read_to));
+    if window.0 >= window.1 {
+        return None;
+    }
+    let lo = intervals.partition_point(|(b, _)| *b < start);
+    let hi = intervals.partition_point(|(b, _)| *b < end);
+    let inside: Vec<Interval> = intervals[lo..hi].iter().map(|(_, i)| *i).collect();
+    Some(PercentileRow {
+        period: period.start,
+        period_end: period.end,
+        instance: instance.to_string(),
+        figures: Percentiles::of(p, &inside, intervals_in(window.0, window.1)),
+    })
 }

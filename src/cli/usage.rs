@@ -11,10 +11,11 @@ use jiff::{Timestamp, ToSpan};
 
 use super::ConfigArg;
 use crate::account::ledger::open_read_only;
-use crate::account::usage::{UsageQuery, UsageRow, query};
+use crate::account::usage::{PercentileRow, UsageQuery, UsageRow, percentiles, query};
 use crate::config::{Config, DEFAULT_DATA_DIR, LEDGER_FILE};
 use crate::model::calendar::Granularity;
-use crate::model::human::human_bytes;
+use crate::model::human::{human_bytes, human_rate};
+use crate::model::percentile::Percentile;
 use crate::model::ids::{IfName, InstanceId};
 
 #[derive(Debug, clap::Args)]
@@ -25,9 +26,15 @@ pub struct Args {
     /// Only this interface (totals per interface)
     #[arg(long, value_name = "IF", value_parser = |s: &str| IfName::new(s))]
     pub interface: Option<IfName>,
-    /// Period length: 5m, hour, day or month
-    #[arg(long, default_value = "day", value_parser = |s: &str| s.parse::<Granularity>())]
-    pub by: Granularity,
+    /// Period length: 5m, hour, day or month; default: day, or month with --percentile
+    #[arg(long, value_parser = |s: &str| s.parse::<Granularity>())]
+    pub by: Option<Granularity>,
+    /// The Nth percentile of each period's 5-minute rates instead (95 is how transit is
+    /// billed): upload, download, the larger of the two and their sum, in bit/s, with
+    /// how many intervals were ranked and how many left out (the agent was down)
+    #[arg(long, value_name = "N", value_parser = |s: &str| s.parse::<Percentile>(),
+          conflicts_with_all = ["interface", "csv"])]
+    pub percentile: Option<Percentile>,
     /// Start: a date (2026-11-01), a local time (2026-11-01T08:00) or an RFC 3339 instant;
     /// default: 2 hours, 1 day, 30 days or 11 months back, by --by
     #[arg(long, value_name = "WHEN")]
@@ -186,21 +193,45 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (None, None) => TimeZone::system(),
     };
     let now = Timestamp::now();
+    let by = args.by.unwrap_or(if args.percentile.is_some() {
+        Granularity::Month
+    } else {
+        Granularity::Day
+    });
+    anyhow::ensure!(
+        args.percentile.is_none() || by != Granularity::FiveMinutes,
+        "--by 5m: a percentile is read over an hour, a day or a month of 5-minute intervals"
+    );
     let to = match &args.to {
         Some(s) => parse_when(s, &tz).with_context(|| format!("--to {s:?}"))?,
         None => now,
     };
     let from = match &args.from {
         Some(s) => parse_when(s, &tz).with_context(|| format!("--from {s:?}"))?,
-        None => default_from(args.by, now, &tz)?,
+        None if args.percentile.is_some() => by.start_of(now, &tz),
+        None => default_from(by, now, &tz)?,
     };
     anyhow::ensure!(from < to, "--from must be before --to");
     let path = ledger_path(args.data_dir, &args.config)?;
     let conn = open_read_only(&path)?;
+    if let Some(p) = args.percentile {
+        let mut rows = percentiles(&conn, args.instance.as_ref(), by, (from, to), now, &tz, p)?;
+        if let Some((rule, cfg)) = &rule {
+            rows.retain(|r| {
+                InstanceId::new(&r.instance).is_ok_and(|id| rule.covers(&id, cfg.tags(&id)))
+            });
+        }
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        } else {
+            print!("{}", render_percentiles(&rows, by, &tz));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let q = UsageQuery {
         instance: args.instance,
         interface: args.interface,
-        by: args.by,
+        by,
         from,
         to,
         tz: tz.clone(),
@@ -235,7 +266,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         w.flush()?;
     } else {
-        print!("{}", render(&rows, args.by, &tz));
+        print!("{}", render(&rows, by, &tz));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -294,33 +325,22 @@ fn default_from(by: Granularity, now: Timestamp, tz: &TimeZone) -> anyhow::Resul
 
 /// The human table: one line per instance (or interface) and period.
 pub fn render(rows: &[UsageRow], by: Granularity, tz: &TimeZone) -> String {
-    let label = |t: Timestamp| {
-        let z = t.to_zoned_datetime(tz.clone());
-        match by {
-            Granularity::FiveMinutes | Granularity::Hour => {
-                z.strftime("%Y-%m-%d %H:%M").to_string()
-            }
-            Granularity::Day => z.strftime("%Y-%m-%d").to_string(),
-            Granularity::Month => z.strftime("%Y-%m").to_string(),
-        }
-    };
     let per_interface = rows.iter().any(|r| r.interface.is_some());
-    let mut table: Vec<Vec<String>> = vec![
-        [
-            "PERIOD",
-            "INSTANCE",
-            "INTERFACE",
-            "UPLOAD",
-            "DOWNLOAD",
-            "TOTAL",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-    ];
+    let mut table: Vec<Vec<String>> = vec![cells(&[
+        "PERIOD",
+        "INSTANCE",
+        "INTERFACE",
+        "UPLOAD",
+        "DOWNLOAD",
+        "TOTAL",
+    ])];
     for r in rows {
         table.push(vec![
-            format!("{}{}", label(r.period), if r.estimated { " *" } else { "" }),
+            format!(
+                "{}{}",
+                period_label(r.period, by, tz),
+                if r.estimated { " *" } else { "" }
+            ),
             r.instance.clone(),
             r.interface.clone().unwrap_or_default(),
             human_bytes(r.upload_bytes),
@@ -333,7 +353,73 @@ pub fn render(rows: &[UsageRow], by: Granularity, tz: &TimeZone) -> String {
             row.remove(2);
         }
     }
-    let cols = table[0].len();
+    let mut out = columns(&table);
+    if rows.is_empty() {
+        out.push_str("(no traffic recorded in this range)\n");
+    }
+    if rows.iter().any(|r| r.estimated) {
+        out.push_str("* includes traffic the agent could not time (it was down): spread evenly over the gap\n");
+    }
+    out
+}
+
+/// The percentile table: one line per instance and period.
+pub fn render_percentiles(rows: &[PercentileRow], by: Granularity, tz: &TimeZone) -> String {
+    let p = rows.first().map_or(95, |r| r.figures.percentile.get());
+    let mut table = vec![cells(&[
+        "PERIOD",
+        "INSTANCE",
+        &format!("UPLOAD p{p}"),
+        &format!("DOWNLOAD p{p}"),
+        &format!("MAX p{p}"),
+        &format!("AGGREGATE p{p}"),
+        "SAMPLES",
+        "LEFT OUT",
+    ])];
+    let rate = |r: Option<crate::model::units::Rate>| {
+        r.map_or_else(|| "-".to_string(), |r| human_rate(r.bits_per_sec()))
+    };
+    for r in rows {
+        let f = &r.figures;
+        table.push(vec![
+            period_label(r.period, by, tz),
+            r.instance.clone(),
+            rate(f.upload),
+            rate(f.download),
+            rate(f.max),
+            rate(f.aggregate),
+            f.samples.to_string(),
+            f.estimated.to_string(),
+        ]);
+    }
+    let mut out = columns(&table);
+    if rows.is_empty() {
+        out.push_str("(no 5-minute intervals recorded in this range)\n");
+    }
+    if rows.iter().any(|r| r.figures.estimated > 0) {
+        out.push_str(
+            "LEFT OUT: intervals the agent was down for (their bytes were spread over the gap), not ranked\n",
+        );
+    }
+    out
+}
+
+fn cells(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+fn period_label(t: Timestamp, by: Granularity, tz: &TimeZone) -> String {
+    let z = t.to_zoned_datetime(tz.clone());
+    match by {
+        Granularity::FiveMinutes | Granularity::Hour => z.strftime("%Y-%m-%d %H:%M").to_string(),
+        Granularity::Day => z.strftime("%Y-%m-%d").to_string(),
+        Granularity::Month => z.strftime("%Y-%m").to_string(),
+    }
+}
+
+/// Left-aligned columns two spaces apart.
+fn columns(table: &[Vec<String>]) -> String {
+    let cols = table.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..cols)
         .map(|i| {
             table
@@ -344,7 +430,7 @@ pub fn render(rows: &[UsageRow], by: Granularity, tz: &TimeZone) -> String {
         })
         .collect();
     let mut out = String::new();
-    for row in &table {
+    for row in table {
         let line: Vec<String> = row
             .iter()
             .zip(&widths)
@@ -352,12 +438,6 @@ pub fn render(rows: &[UsageRow], by: Granularity, tz: &TimeZone) -> String {
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
-    }
-    if rows.is_empty() {
-        out.push_str("(no traffic recorded in this range)\n");
-    }
-    if rows.iter().any(|r| r.estimated) {
-        out.push_str("* includes traffic the agent could not time (it was down): spread evenly over the gap\n");
     }
     out
 }

@@ -179,7 +179,7 @@ pub struct LedgerConfig {
 impl Default for LedgerConfig {
     fn default() -> Self {
         LedgerConfig {
-            keep_5m: Duration::from_secs(2 * 86_400),
+            keep_5m: Duration::from_secs(35 * 86_400),
             keep_hourly: Duration::from_secs(400 * 86_400),
             keep_events: Duration::from_secs(400 * 86_400),
         }

@@ -217,6 +217,23 @@ impl Granularity {
         out
     }
 
+    /// Every step from the one holding `from` until `to`, whole (the first may start
+    /// before `from`, the last end after `to`).
+    pub fn periods(self, from: Timestamp, to: Timestamp, tz: &TimeZone) -> Vec<Period> {
+        let mut out = Vec::new();
+        let mut at = self.start_of(from, tz);
+        while at < to {
+            match self.step(at, tz) {
+                Ok(p) if p.end > at => {
+                    out.push(p);
+                    at = p.end;
+                }
+                _ => break,
+            }
+        }
+        out
+    }
+
     /// The step holding `at`: 5 minutes and hours as the ledger's UTC-aligned buckets
     /// are cut (so in zones offset by :30 or :45 an hour that straddles local midnight
     /// counts in the day it starts in), days and months as [`period_containing`] cuts

@@ -5,6 +5,7 @@
 pub mod calendar;
 pub mod event;
 pub mod human;
+pub mod percentile;
 pub mod ids;
 pub mod redact;
 pub mod token;

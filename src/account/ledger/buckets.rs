@@ -2,7 +2,7 @@
 //! (open, or closed and waiting for their share of a tick — see [`super::packed`]).
 //! Both are the ledger; every reader goes through here so neither is ever missed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use jiff::Timestamp;
 use rusqlite::{Connection, TransactionBehavior, params};
@@ -10,6 +10,7 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use super::packed::{self, Row, State, Table};
 use super::{LedgerError, sql};
 use crate::model::ids::InstanceId;
+use crate::model::percentile::Interval;
 
 /// One bucket of one interface (several rows may name the same bucket: sum them).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,4 +201,119 @@ pub fn prune(
     }
     tx.commit().map_err(sql("commit"))?;
     Ok(out)
+}
+
+/// One instance's 5-minute intervals, oldest first: (interval start in seconds, bytes).
+pub type InstanceIntervals = Vec<(i64, Interval)>;
+
+/// Every instance's 5-minute intervals starting in [from, to) (seconds), its interfaces
+/// summed per interval: what a percentile is read from. Unlike [`bucket_rows`] it names
+/// no interface, so a month of a thousand instances is read without a string per row.
+pub fn instance_intervals(
+    conn: &Connection,
+    from: i64,
+    to: i64,
+    instance: Option<&str>,
+) -> Result<BTreeMap<String, InstanceIntervals>, LedgerError> {
+    // interfaces.id → index of its instance in `instances`
+    let mut instances: Vec<String> = Vec::new();
+    let mut slot: HashMap<i64, usize> = HashMap::new();
+    {
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for (id, (_, inst)) in names(conn)? {
+            if instance.is_some_and(|w| w != inst) {
+                continue;
+            }
+            let next = instances.len();
+            let i = *index.entry(inst.clone()).or_insert(next);
+            if i == next {
+                instances.push(inst);
+            }
+            slot.insert(id, i);
+        }
+    }
+    let mut out: Vec<InstanceIntervals> = vec![Vec::new(); instances.len()];
+    let add = |out: &mut Vec<InstanceIntervals>, id: i64, iv: (i64, Interval)| {
+        if let Some(&i) = slot.get(&id) {
+            push_interval(&mut out[i], iv);
+        }
+    };
+    // The table's key is (bucket, id): rows come bucket by bucket, so each instance's
+    // list grows in order and an interval's interfaces arrive together.
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT bucket, id, rx, tx, estimated FROM usage_5m
+             WHERE bucket >= ?1 AND bucket < ?2 ORDER BY bucket, id",
+        )
+        .map_err(sql("reading 5-minute usage"))?;
+    let mut rows = stmt
+        .query(params![from, to])
+        .map_err(sql("reading 5-minute usage"))?;
+    while let Some(r) = rows.next().map_err(sql("reading 5-minute usage"))? {
+        let get = |i| r.get::<_, i64>(i).map_err(sql("reading 5-minute usage"));
+        let iv = Interval {
+            upload: get(2)? as u64,
+            download: get(3)? as u64,
+            estimated: get(4)? != 0,
+        };
+        add(&mut out, get(1)?, (get(0)?, iv));
+    }
+    // Buckets still packed are the newest: they go after the table's, merged where an
+    // interval already has a row (a closed bucket not yet written beside written ones).
+    if let Some(state) = packed::read(conn)? {
+        let mut late: Vec<Row> = state
+            .unwritten()
+            .filter(|r| r.table == Table::FiveMinutes && (from..to).contains(&r.bucket))
+            .collect();
+        late.sort_by_key(|r| (r.bucket, r.id));
+        let mut touched = vec![false; out.len()];
+        for r in late {
+            if let Some(&i) = slot.get(&r.id) {
+                touched[i] = true;
+            }
+            let iv = Interval {
+                upload: r.rx,
+                download: r.tx,
+                estimated: r.estimated,
+            };
+            add(&mut out, r.id, (r.bucket, iv));
+        }
+        for (v, t) in out.iter_mut().zip(touched) {
+            if t {
+                merge_sorted(v);
+            }
+        }
+    }
+    Ok(instances
+        .into_iter()
+        .zip(out)
+        .filter(|(_, v)| !v.is_empty())
+        .collect())
+}
+
+/// Append an interval, or add it to the last one when it is the same interval.
+fn push_interval(v: &mut InstanceIntervals, (bucket, iv): (i64, Interval)) {
+    match v.last_mut() {
+        Some((b, last)) if *b == bucket => {
+            last.upload = last.upload.saturating_add(iv.upload);
+            last.download = last.download.saturating_add(iv.download);
+            last.estimated |= iv.estimated;
+        }
+        _ => v.push((bucket, iv)),
+    }
+}
+
+/// Sort by interval and sum the intervals that appear twice.
+fn merge_sorted(v: &mut InstanceIntervals) {
+    v.sort_by_key(|(b, _)| *b);
+    v.dedup_by(|(b, later), (kept_b, kept)| {
+        if b == kept_b {
+            kept.upload = kept.upload.saturating_add(later.upload);
+            kept.download = kept.download.saturating_add(later.download);
+            kept.estimated |= later.estimated;
+            true
+        } else {
+            false
+        }
+    });
 }

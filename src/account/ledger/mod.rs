@@ -45,7 +45,9 @@ use crate::config::LedgerConfig;
 use crate::model::event::LogKind;
 use crate::model::ids::{FastMap, IfName, InstanceId};
 use crate::sys::crash::{self, CrashPoint};
-pub use buckets::{BucketFilter, BucketRow, Pruned, bucket_rows, prune};
+pub use buckets::{
+    BucketFilter, BucketRow, InstanceIntervals, Pruned, bucket_rows, instance_intervals, prune,
+};
 pub use journal::read_events;
 use packed::{Entry, Open, Row, State, Table};
 

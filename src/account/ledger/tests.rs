@@ -658,3 +658,90 @@ fn events_are_filtered_before_the_limit_and_expire() {
     l.expire(at(299 * day + 2 * MIN), keep).unwrap();
     assert_eq!(of(&l, Some("101"), 10), [300 * day, 300 * day + MIN]);
 }
+
+/// A civil month of 5-minute ticks through the ledger, with the clock simulated, read
+/// back as percentiles and compared with the rank rule computed here, to the bit/s.
+/// March 2027 in Berlin: the month is civil (31 days less the hour DST skips), the
+/// intervals UTC-aligned. Two hours of it the agent was down.
+#[test]
+fn a_month_of_ticks_reads_back_as_the_reference_percentile() {
+    use crate::account::usage::percentiles;
+    use crate::model::calendar::Granularity;
+    use crate::model::percentile::Percentile;
+    let w = World::new();
+    let mut l = w.open("boot-a");
+    let berlin = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+    let start: Timestamp = "2027-02-28T23:00:00Z".parse().unwrap();
+    let end: Timestamp = "2027-03-31T22:00:00Z".parse().unwrap();
+    let n = ((end.as_second() - start.as_second()) / 300) as usize;
+    assert_eq!(n, 31 * 288 - 12, "the month's intervals");
+    // Interval k moves a known permutation of 1..=n thousand bytes up, another down.
+    let up = |k: usize| ((k * 7919) % n + 1) as u64 * 1000;
+    let down = |k: usize| ((k * 104_729 + 13) % n + 1) as u64 * 700;
+    let outage = 4000..4024; // ticks not taken: the agent was down
+    let (mut rx, mut tx) = (1_000_000u64, 0u64);
+    let tick = |l: &mut Ledger, k: usize, rx: u64, tx: u64| {
+        let o = Observation {
+            interface: &w.ifname,
+            instance: &w.instance,
+            ifindex: 7,
+            rx_bytes: rx,
+            tx_bytes: tx,
+        };
+        let at = Timestamp::from_second(start.as_second() + 300 * k as i64).unwrap();
+        l.record(&[o], at, Duration::from_secs(300)).unwrap();
+    };
+    tick(&mut l, 0, rx, tx); // first sight, at the month's start: a baseline
+    for k in 0..n {
+        rx += up(k);
+        tx += down(k);
+        if !outage.contains(&k) {
+            tick(&mut l, k + 1, rx, tx);
+        }
+    }
+    // The reference: every interval but the outage's 24 and the one that ended it (its
+    // bytes were spread over all 25), sorted, read at ⌈0.95·n⌉.
+    let spread: Vec<usize> = (4000..=4024).collect();
+    let ranked: Vec<usize> = (0..n).filter(|k| !spread.contains(k)).collect();
+    let reference = |f: &dyn Fn(usize) -> u64| {
+        let mut v: Vec<u64> = ranked.iter().map(|&k| f(k)).collect();
+        v.sort_unstable();
+        let rank = (95 * v.len()).div_ceil(100);
+        v[rank - 1] * 8 / 300
+    };
+    let rows = percentiles(
+        l.connection(),
+        None,
+        Granularity::Month,
+        ("2027-03-10T00:00:00Z".parse().unwrap(), end),
+        end,
+        &berlin,
+        Percentile::P95,
+    )
+    .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let f = &rows[0].figures;
+    assert_eq!((rows[0].period, rows[0].period_end), (start, end));
+    assert_eq!((f.samples, f.estimated), ((n - 25) as u64, 25));
+    let bps = |r: Option<crate::model::units::Rate>| r.unwrap().bits_per_sec();
+    assert_eq!(bps(f.upload), reference(&up));
+    assert_eq!(bps(f.download), reference(&down));
+    assert_eq!(bps(f.max), reference(&|k| up(k).max(down(k))));
+    assert_eq!(bps(f.aggregate), reference(&|k| up(k) + down(k)));
+    // Halfway through, "so far" ranks only the intervals over by then.
+    let mid = Timestamp::from_second(start.as_second() + 300 * 1000 + 150).unwrap();
+    let rows = percentiles(
+        l.connection(),
+        Some(&w.instance),
+        Granularity::Month,
+        (start, end),
+        mid,
+        &berlin,
+        Percentile::P95,
+    )
+    .unwrap();
+    let mut first: Vec<u64> = (0..1000).map(up).collect();
+    first.sort_unstable();
+    assert_eq!(rows[0].figures.samples, 1000);
+    assert_eq!(bps(rows[0].figures.upload), first[949] * 8 / 300);
+}
