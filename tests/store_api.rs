@@ -427,6 +427,35 @@ fn a_panel_sets_plans_projects_and_overrides_and_reads_usage_by_period() {
                 "on_exceed": "limit", "exceeded": true, "topups": 0,
                 "start": "2026-10-31T18:30:00Z", "end": "2026-11-01T18:30:00Z"}])
     );
+    // Percentiles of that day's 5-minute rates: from the first reported interval (19:45
+    // UTC) to the Kolkata day's end, 273 intervals, two of them with bytes.
+    let p = c.call(
+        "GET",
+        "/v1/instances/101/usage?period=day&at=2026-11-01T12:00:00Z&percentile=100",
+        Some(&admin),
+        None,
+    );
+    assert_eq!(
+        p.body["percentiles"],
+        json!({"percentile": 100, "samples": 273, "estimated": 0, "upload_bps": 18,
+               "download_bps": 0, "max_bps": 18, "aggregate_bps": 18}),
+        "{:?}",
+        p.body
+    );
+    for bad in ["0", "95.5", "x"] {
+        let r = c.call(
+            "GET",
+            &format!("/v1/instances/101/usage?period=day&percentile={bad}"),
+            Some(&admin),
+            None,
+        );
+        assert_eq!(
+            (r.status, r.body["error"]["field"].clone()),
+            (400, json!("percentile")),
+            "{bad}: {:?}",
+            r.body
+        );
+    }
     // Top-ups: bad ones are refused naming the field; a good one adds to the current
     // period's limit (today's here, not that November day's) and is listed.
     let topup = |body: &str| {

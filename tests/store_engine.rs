@@ -698,6 +698,170 @@ async fn reports_are_bounded(store: &Store) {
     assert_eq!(standing(store, "33", "ipv4").await.2, i64::MAX);
 }
 
+/// Last month's 5-minute curve, fed through reports with backdated `at`, read back as
+/// percentiles and compared with the rank rule computed here, to the bit/s. An instance
+/// migrated for a hundred intervals: two hosts' samples in the same 5 minutes are summed.
+/// Twenty intervals nobody reported are idle, zeros. A project's percentile is read on
+/// its members' summed curve.
+async fn percentiles(store: &Store) {
+    use sluice::model::percentile::Percentile;
+    use sluice::store::traffic::StorePeriod;
+    let now = Timestamp::now();
+    let tz = &store.settings().timezone;
+    let this_month = StorePeriod::Month.containing(now, tz).unwrap().0;
+    let (start, end) = StorePeriod::Month
+        .containing(this_month - jiff::SignedDuration::from_secs(1), tz)
+        .unwrap();
+    let n = ((end.as_second() - start.as_second()) / 300) as usize;
+    let up = |k: usize| ((k * 7919) % n + 1) as u64 * 1000;
+    let down = |k: usize| ((k * 104_729 + 13) % n + 1) as u64 * 700;
+    let migrated = 3000..3100;
+    let silent = 5000..5020;
+    let at = |k: usize| start + jiff::SignedDuration::from_secs(300 * k as i64 + 150);
+    let sample = |k: usize, up: u64, down: u64| Sample {
+        at: at(k),
+        instance: inst("95"),
+        upload: up,
+        download: down,
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for k in (0..n).filter(|k| !silent.contains(k)) {
+        if migrated.contains(&k) {
+            a.push(sample(k, up(k) / 3, down(k) - down(k) / 4));
+            b.push(sample(k, up(k) - up(k) / 3, down(k) / 4));
+        } else {
+            a.push(sample(k, up(k), down(k)));
+        }
+    }
+    for (host, samples) in [("hv-a", a), ("hv-b", b)] {
+        for (i, chunk) in samples.chunks(2000).enumerate() {
+            let report = Report {
+                agent: label(host),
+                batches: vec![Batch {
+                    seq: i as u64 + 1,
+                    samples: chunk.to_vec(),
+                }],
+            };
+            store.ingest(report).await.unwrap();
+        }
+    }
+    let reference = |f: &dyn Fn(usize) -> u64| {
+        let mut v: Vec<u64> = (0..n)
+            .map(|k| if silent.contains(&k) { 0 } else { f(k) })
+            .collect();
+        v.sort_unstable();
+        v[(95 * n).div_ceil(100) - 1] * 8 / 300
+    };
+    let got = store
+        .percentiles(
+            vec![inst("95")],
+            StorePeriod::Month,
+            start,
+            now,
+            Percentile::P95,
+        )
+        .await
+        .unwrap();
+    let f = &got["95"];
+    assert_eq!((f.samples, f.estimated), (n as u64, 0));
+    let bps = |r: Option<sluice::model::units::Rate>| r.unwrap().bits_per_sec();
+    assert_eq!(bps(f.upload), reference(&up));
+    assert_eq!(bps(f.download), reference(&down));
+    assert_eq!(bps(f.max), reference(&|k| up(k).max(down(k))));
+    assert_eq!(bps(f.aggregate), reference(&|k| up(k) + down(k)));
+    // "So far": at the 1000th interval's end only the first thousand rank.
+    let so_far = start + jiff::SignedDuration::from_secs(300 * 1000 + 10);
+    let got = store
+        .percentiles(
+            vec![inst("95")],
+            StorePeriod::Month,
+            start,
+            so_far,
+            Percentile::P95,
+        )
+        .await
+        .unwrap();
+    let mut first: Vec<u64> = (0..1000).map(up).collect();
+    first.sort_unstable();
+    assert_eq!(got["95"].samples, 1000);
+    assert_eq!(bps(got["95"].upload), first[949] * 8 / 300);
+    // This month has none of it.
+    let got = store
+        .percentiles(
+            vec![inst("95")],
+            StorePeriod::Month,
+            now,
+            now,
+            Percentile::P95,
+        )
+        .await
+        .unwrap();
+    assert!(got.is_empty(), "{got:?}");
+
+    // A project's curve: its members' bytes summed per interval.
+    for i in ["pa", "pb"] {
+        put(store, Scope::Instance(inst(i)), r#"{"project":"tenant"}"#).await;
+    }
+    let member = |i: &str, k: usize, up: u64| Sample {
+        at: at(k),
+        instance: inst(i),
+        upload: up,
+        download: 0,
+    };
+    let report = Report {
+        agent: label("hv-c"),
+        batches: vec![Batch {
+            seq: 1,
+            samples: vec![
+                member("pa", 0, 3_750_000), // 100 kbit/s
+                member("pb", 0, 3_750_000), // + 100 kbit/s in the same interval
+                member("pa", 1, 7_500_000), // 200 kbit/s alone
+            ],
+        }],
+    };
+    store.ingest(report).await.unwrap();
+    let project = store
+        .project_percentiles(
+            label("tenant"),
+            StorePeriod::Month,
+            start,
+            now,
+            Percentile::new(50).unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    // From the first interval to the month's end, all idle but two at 200 kbit/s: the
+    // median is zero, the peak 200 kbit/s.
+    assert_eq!(project.samples, n as u64);
+    assert_eq!(bps(project.upload), 0);
+    let peak = store
+        .project_percentiles(
+            label("tenant"),
+            StorePeriod::Month,
+            start,
+            now,
+            Percentile::new(100).unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(bps(peak.upload), 200_000);
+    let each = store
+        .percentiles(
+            vec![inst("pa"), inst("pb")],
+            StorePeriod::Month,
+            start,
+            now,
+            Percentile::new(100).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(bps(each["pb"].upload), 100_000);
+    // pb's window starts at its first interval: it is not idle before it either.
+    assert_eq!(each["pb"].samples, n as u64);
+}
+
 fn suite_settings() -> Settings {
     // Forty days: the fleet case reports into last month, up to 31 days back.
     Settings {
@@ -749,5 +913,6 @@ suite!(
     reports_are_bounded,
     other_hosts_counts,
     billing_days_and_overage,
-    pools
+    pools,
+    percentiles
 );

@@ -12,9 +12,9 @@ use serde::Serialize;
 
 use super::ledger::packed::Table;
 use super::ledger::{BucketFilter, BucketRow, LedgerError, bucket_rows, instance_intervals};
-use crate::model::calendar::{Granularity, Period};
+use crate::model::calendar::Granularity;
 use crate::model::ids::{IfName, InstanceId};
-use crate::model::percentile::{INTERVAL_SECS, Interval, Percentile, Percentiles, intervals_in};
+use crate::model::percentile::{INTERVAL_SECS, Percentile, Percentiles, of_curve};
 
 #[derive(Debug, Clone)]
 pub struct UsageQuery {
@@ -136,39 +136,21 @@ pub fn percentiles(
         instance.map(|i| i.as_str()),
     )?;
     let mut out = Vec::new();
-    for (name, intervals) in all {
-        let Some(&(born, _)) = intervals.first() else {
-            continue;
-        };
-        out.extend(periods.iter().filter_map(|period| {
-            percentile_row(&name, &intervals, *period, born, read_to, p)
-        }));
+    for (name, curve) in all {
+        for period in &periods {
+            let window = (
+                period.start.as_second(),
+                period.end.as_second().min(read_to),
+            );
+            if let Some(figures) = of_curve(p, &curve, window) {
+                out.push(PercentileRow {
+                    period: period.start,
+                    period_end: period.end,
+                    instance: name.clone(),
+                    figures,
+                });
+            }
+        }
     }
     Ok(out)
-}
-
-/// The row of one instance and period; `None` when the period ended before the instance
-/// was first seen or starts after the data read.
-fn percentile_row(
-    instance: &str,
-    intervals: &[(i64, Interval)],
-    period: Period,
-    born: i64,
-    read_to: i64,
-    p: Percentile,
-) -> Option<PercentileRow> {
-    let (start, end) = (period.start.as_second(), period.end.as_second());
-    let window = (start.max(born), end.min(read_to));
-    if window.0 >= window.1 {
-        return None;
-    }
-    let lo = intervals.partition_point(|(b, _)| *b < start);
-    let hi = intervals.partition_point(|(b, _)| *b < end);
-    let inside: Vec<Interval> = intervals[lo..hi].iter().map(|(_, i)| *i).collect();
-    Some(PercentileRow {
-        period: period.start,
-        period_end: period.end,
-        instance: instance.to_string(),
-        figures: Percentiles::of(p, &inside, intervals_in(window.0, window.1)),
-    })
 }

@@ -15,8 +15,8 @@ use crate::account::usage::{PercentileRow, UsageQuery, UsageRow, percentiles, qu
 use crate::config::{Config, DEFAULT_DATA_DIR, LEDGER_FILE};
 use crate::model::calendar::Granularity;
 use crate::model::human::{human_bytes, human_rate};
-use crate::model::percentile::Percentile;
 use crate::model::ids::{IfName, InstanceId};
+use crate::model::percentile::Percentile;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -5,8 +5,8 @@
 pub mod calendar;
 pub mod event;
 pub mod human;
-pub mod percentile;
 pub mod ids;
+pub mod percentile;
 pub mod redact;
 pub mod token;
 pub mod units;

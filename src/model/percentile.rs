@@ -214,6 +214,30 @@ impl Percentiles {
     }
 }
 
+/// The percentiles of one curve (interval starts in seconds, oldest first, one entry per
+/// interval) over [start, end): from `start` or the curve's first interval, whichever is
+/// later (an instance is not idle before sluice first recorded it), to `end`. `None`
+/// when that window is empty.
+pub fn of_curve(
+    p: Percentile,
+    curve: &[(i64, Interval)],
+    (start, end): (i64, i64),
+) -> Option<Percentiles> {
+    let born = curve.first()?.0;
+    let window = (start.max(born), end);
+    if window.0 >= window.1 {
+        return None;
+    }
+    let lo = curve.partition_point(|(b, _)| *b < window.0);
+    let hi = curve.partition_point(|(b, _)| *b < window.1);
+    let inside: Vec<Interval> = curve[lo..hi].iter().map(|(_, i)| *i).collect();
+    Some(Percentiles::of(
+        p,
+        &inside,
+        intervals_in(window.0, window.1),
+    ))
+}
+
 /// The intervals [first, end) that a window [from, to) holds: an interval counts when it
 /// starts inside the window (seconds since the epoch; `from` rounded up to an interval).
 pub fn interval_starts(from: i64, to: i64) -> std::ops::Range<i64> {
@@ -279,8 +303,8 @@ mod tests {
     fn rates_are_bits_per_second_rounded_down() {
         for (bytes, bps) in [
             (0, 0),
-            (37, 0),        // 296 bits over 300 s
-            (38, 1),        // 304 bits
+            (37, 0), // 296 bits over 300 s
+            (38, 1), // 304 bits
             (3_750_000, 100_000),
             (u64::MAX, 491_913_175_298_921_376), // floor((2^64 - 1) · 8 / 300)
         ] {
@@ -342,7 +366,12 @@ mod tests {
     #[test]
     fn names_are_checked() {
         assert_eq!("max".parse::<Direction>(), Ok(Direction::Max));
-        assert!("both".parse::<Direction>().unwrap_err().contains("aggregate"));
+        assert!(
+            "both"
+                .parse::<Direction>()
+                .unwrap_err()
+                .contains("aggregate")
+        );
         assert_eq!("95".parse::<Percentile>(), Ok(Percentile::P95));
         assert!("0".parse::<Percentile>().unwrap_err().contains("1 to 100"));
         assert!("95.5".parse::<Percentile>().unwrap_err().contains("whole"));

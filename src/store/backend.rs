@@ -18,6 +18,7 @@ use super::model::{Limit, Membership, Scope, StoreError, cause};
 use super::report::Hours;
 use super::traffic::{Topup, TrafficQuota};
 use crate::model::ids::{InstanceId, Label};
+use crate::model::percentile::Interval;
 use crate::model::token::{Role, TokenId};
 use crate::model::units::Rate;
 
@@ -246,9 +247,12 @@ pub(crate) trait Statements {
         now: Timestamp,
     ) -> Result<BTreeSet<i64>, StoreError>;
 
-    /// Add bytes to the hourly traffic.
     /// Add `hours` to each instance's hourly traffic, and to `agent`'s share of it.
     async fn add_traffic(&mut self, agent: &Label, hours: &Hours<'_>) -> Result<(), StoreError>;
+
+    /// Add `intervals` (keyed by 5-minute interval start, Unix ms) to each instance's
+    /// 5-minute traffic.
+    async fn add_intervals(&mut self, intervals: &Hours<'_>) -> Result<(), StoreError>;
 
     /// Every agent's latest sample time (Unix ms) of each of `instances`: rows of
     /// (agent, instance, time). One statement for a whole report on PostgreSQL.
@@ -768,6 +772,58 @@ pub(crate) trait Statements {
         .await
     }
 
+    /// The 5-minute intervals of each of `ids` starting in [from, to) (Unix ms), oldest
+    /// first; an instance without any is absent.
+    async fn intervals_of(
+        &mut self,
+        ids: &[&str],
+        (from, to): (i64, i64),
+    ) -> Result<BTreeMap<String, Vec<(i64, Interval)>>, StoreError> {
+        let rows = self
+            .query(
+                "reading 5-minute traffic",
+                "SELECT instance, bucket_ms, upload, download FROM traffic_5m
+                 WHERE instance = ANY($1::TEXT[]) AND bucket_ms >= $2 AND bucket_ms < $3
+                 ORDER BY instance, bucket_ms",
+                &[Arg::Texts(ids), Arg::Int(from), Arg::Int(to)],
+            )
+            .await?;
+        let mut out: BTreeMap<String, Vec<(i64, Interval)>> = BTreeMap::new();
+        for r in &rows {
+            let interval = Interval {
+                upload: r.count(2)?,
+                download: r.count(3)?,
+                estimated: false,
+            };
+            let instance: String = r.get(0)?;
+            out.entry(instance).or_default().push((r.get(1)?, interval));
+        }
+        Ok(out)
+    }
+
+    /// The ids of `project`'s instances.
+    async fn members_of(&mut self, project: &Label) -> Result<Vec<String>, StoreError> {
+        self.query(
+            "reading a project's instances",
+            "SELECT id FROM instances WHERE project = $1 ORDER BY id",
+            &[Arg::Text(project.as_str())],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    }
+
+    /// Forget 5-minute intervals that start before `before`; how many.
+    async fn prune_intervals(&mut self, before: Timestamp) -> Result<u64, StoreError> {
+        self.execute(
+            "pruning 5-minute traffic",
+            "DELETE FROM traffic_5m WHERE bucket_ms < $1",
+            &[Arg::Int(before.as_millisecond())],
+        )
+        .await
+    }
+
     /// Bytes (upload, download) per instance of `ids` in hours starting in [start, end),
     /// from the shares of `hosts`; an instance without any is absent.
     async fn traffic_by_hosts(
@@ -958,6 +1014,12 @@ pub(crate) trait Statements {
         self.execute(
             "resetting traffic",
             "DELETE FROM traffic_by_agent WHERE instance = $1 AND hour_ms >= $2 AND hour_ms < $3",
+            &args,
+        )
+        .await?;
+        self.execute(
+            "resetting traffic",
+            "DELETE FROM traffic_5m WHERE instance = $1 AND bucket_ms >= $2 AND bucket_ms < $3",
             &args,
         )
         .await?;

@@ -17,7 +17,7 @@ use super::backend::{Hosts, Statements, clamp};
 use super::model::{
     Deltas, Limit, Membership, ReservationId, Scope, Standing, StoreError, check, standings_from,
 };
-use super::report::{Batch, Ingested, hourly};
+use super::report::{Batch, Ingested, five_minutes, hourly};
 use super::spec::Spec;
 use super::traffic::{
     Elsewhere, ShownTrafficQuota, StorePeriod, Topup, TrafficQuota, TrafficResource, resolve,
@@ -26,6 +26,7 @@ use super::view::{
     AgentView, InstanceQuota, ScopeView, Stats, TrafficUsage, resource_views, traffic_usage,
 };
 use crate::model::ids::{InstanceId, Label};
+use crate::model::percentile::{INTERVAL_SECS, Interval, Percentile, Percentiles, of_curve};
 use crate::model::token::{Role, Token, TokenId, TokenInfo};
 
 /// What becomes of a reservation that is settled.
@@ -136,16 +137,81 @@ pub(crate) async fn expire_reservations<S: Statements>(
     Ok(ids.len())
 }
 
-/// Drop lapsed reservations and report keys older than `keys_before`; (reservations,
-/// keys) removed.
+/// Drop lapsed reservations, report keys older than `keys_before` and 5-minute
+/// intervals older than `intervals_before`; (reservations, keys) removed.
 pub(crate) async fn expire<S: Statements>(
     s: &mut S,
     now: Timestamp,
-    keys_before: Timestamp,
+    (keys_before, intervals_before): (Timestamp, Timestamp),
 ) -> Result<(usize, usize), StoreError> {
     let reservations = expire_reservations(s, now).await?;
     let keys = s.prune_reports(keys_before).await? as usize;
+    s.prune_intervals(intervals_before).await?;
     Ok((reservations, keys))
+}
+
+/// Where a percentile's data ends: the period's end, or the last interval over by `now`
+/// (the open one would read low), Unix seconds.
+fn read_to(end: Timestamp, now: Timestamp) -> i64 {
+    let done = now.as_second().div_euclid(INTERVAL_SECS) * INTERVAL_SECS;
+    end.as_second().min(done)
+}
+
+/// One curve per instance of `ids`, interval starts in seconds.
+async fn curves<S: Statements>(
+    s: &mut S,
+    ids: &[&str],
+    (start, end): (i64, i64),
+) -> Result<BTreeMap<String, Vec<(i64, Interval)>>, StoreError> {
+    let mut all = s
+        .intervals_of(ids, (start.saturating_mul(1000), end.saturating_mul(1000)))
+        .await?;
+    for curve in all.values_mut() {
+        for (b, _) in curve.iter_mut() {
+            *b = b.div_euclid(1000);
+        }
+    }
+    Ok(all)
+}
+
+/// Each of `ids`' `p`th percentile of 5-minute rates over [start, end) as of `now`, every
+/// host's bytes summed per interval; an instance with no interval in it is absent.
+pub(crate) async fn percentiles_of<S: Statements>(
+    s: &mut S,
+    ids: &[&str],
+    (start, end): (Timestamp, Timestamp),
+    now: Timestamp,
+    p: Percentile,
+) -> Result<BTreeMap<String, Percentiles>, StoreError> {
+    let window = (start.as_second(), read_to(end, now));
+    Ok(curves(s, ids, window)
+        .await?
+        .into_iter()
+        .filter_map(|(id, curve)| of_curve(p, &curve, window).map(|f| (id, f)))
+        .collect())
+}
+
+/// The percentile of `project`'s curve: its instances' bytes summed per interval (what a
+/// pooled commitment is billed on). `None` when none of them has an interval in it.
+pub(crate) async fn project_percentiles<S: Statements>(
+    s: &mut S,
+    project: &Label,
+    (start, end): (Timestamp, Timestamp),
+    now: Timestamp,
+    p: Percentile,
+) -> Result<Option<Percentiles>, StoreError> {
+    let members = s.members_of(project).await?;
+    let ids: Vec<&str> = members.iter().map(String::as_str).collect();
+    let window = (start.as_second(), read_to(end, now));
+    let mut summed: BTreeMap<i64, Interval> = BTreeMap::new();
+    for (b, i) in curves(s, &ids, window).await?.into_values().flatten() {
+        let e = summed.entry(b).or_default();
+        e.upload = e.upload.saturating_add(i.upload);
+        e.download = e.download.saturating_add(i.download);
+        e.estimated |= i.estimated;
+    }
+    let curve: Vec<(i64, Interval)> = summed.into_iter().collect();
+    Ok(of_curve(p, &curve, window))
 }
 
 /// The panel's real counts replace the store's (the cure for drift).
@@ -751,6 +817,8 @@ pub(crate) async fn ingest<S: Statements>(
     out.samples = samples;
     if !hours.is_empty() {
         s.add_traffic(agent, &hours).await?;
+        s.add_intervals(&five_minutes(applied.iter().map(|(_, b)| *b)))
+            .await?;
     }
     if let Some(last) = batches.iter().map(|b| b.seq).max() {
         s.touch_agent(agent, now, last).await?;

@@ -76,3 +76,17 @@ pub fn hourly<'a>(
     }
     (hours, samples)
 }
+
+/// The bytes of `batches` per instance and UTC-aligned 5-minute interval (start in Unix
+/// ms), placed by each sample's `at` as [`hourly`] places them.
+pub fn five_minutes<'a>(batches: impl IntoIterator<Item = &'a Batch>) -> Hours<'a> {
+    let len = crate::model::percentile::INTERVAL_SECS * 1000;
+    let mut out = Hours::new();
+    for s in batches.into_iter().flat_map(|b| &b.samples) {
+        let bucket = s.at.as_millisecond().div_euclid(len) * len;
+        let e = out.entry((s.instance.as_str(), bucket)).or_default();
+        e.0 = e.0.saturating_add(s.upload);
+        e.1 = e.1.saturating_add(s.download);
+    }
+    out
+}

@@ -25,6 +25,7 @@ use super::sqlite::{drive, open_connection};
 use super::traffic::{ShownTrafficQuota, StorePeriod, Topup, TrafficResource};
 use super::view::{Fleet, InstanceQuota, ScopeView, Stats, TrafficUsage};
 use crate::model::ids::{InstanceId, Label};
+use crate::model::percentile::{Percentile, Percentiles};
 use crate::model::token::{Role, Token, TokenId, TokenInfo};
 use crate::model::units::Bytes;
 use crate::model::units::Rate;
@@ -56,6 +57,10 @@ impl Default for Settings {
         }
     }
 }
+
+/// How long the store keeps 5-minute intervals (at least): a billing month's, whatever
+/// its billing day, plus a few days for a late statement.
+pub const KEEP_INTERVALS: Duration = Duration::from_secs(35 * 86_400);
 
 #[derive(Clone)]
 enum Backend {
@@ -251,7 +256,16 @@ impl Store {
         let keep = jiff::SignedDuration::try_from(self.settings.keep_report_keys)
             .unwrap_or(jiff::SignedDuration::MAX);
         let before = now.checked_sub(keep).unwrap_or(Timestamp::MIN);
-        run!(self, Transaction, |s| engine::expire(s, now, before).await)
+        let keep_intervals =
+            jiff::SignedDuration::try_from(self.settings.keep_report_keys.max(KEEP_INTERVALS))
+                .unwrap_or(jiff::SignedDuration::MAX);
+        let intervals_before = now.checked_sub(keep_intervals).unwrap_or(Timestamp::MIN);
+        run!(self, Transaction, |s| engine::expire(
+            s,
+            now,
+            (before, intervals_before)
+        )
+        .await)
     }
 
     /// The panel's real counts replace the store's (the cure for usage drift).
@@ -321,6 +335,40 @@ impl Store {
             period,
             span,
             (at, &tz)
+        )
+        .await)
+    }
+
+    /// Each of `ids`' `p`th percentile of 5-minute rates in the `period` holding `at`, so
+    /// far at `now`; an instance with no interval in it is absent.
+    pub async fn percentiles(
+        &self,
+        ids: Vec<InstanceId>,
+        period: StorePeriod,
+        at: Timestamp,
+        now: Timestamp,
+        p: Percentile,
+    ) -> Result<BTreeMap<String, Percentiles>, StoreError> {
+        let span = self.period_at(period, at)?;
+        run!(self, Read, |s| {
+            let names: Vec<&str> = ids.iter().map(InstanceId::as_str).collect();
+            engine::percentiles_of(s, &names, span, now, p).await
+        })
+    }
+
+    /// The `p`th percentile of `project`'s summed 5-minute rates in the `period` holding
+    /// `at`, so far at `now`.
+    pub async fn project_percentiles(
+        &self,
+        project: Label,
+        period: StorePeriod,
+        at: Timestamp,
+        now: Timestamp,
+        p: Percentile,
+    ) -> Result<Option<Percentiles>, StoreError> {
+        let span = self.period_at(period, at)?;
+        run!(self, Read, |s| engine::project_percentiles(
+            s, &project, span, now, p
         )
         .await)
     }

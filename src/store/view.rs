@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::model::{Limit, Membership};
 use super::traffic::ShownTrafficQuota;
+use crate::model::percentile::Percentiles;
 
 /// One counted resource of one instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +80,56 @@ pub struct TrafficUsage {
     pub total: u64,
     /// This period's traffic quotas with how much of each is used.
     pub quotas: Vec<QuotaUse>,
+    /// With `percentile=N`: the period's Nth percentile of 5-minute rates so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentiles: Option<PercentileUse>,
+}
+
+/// A period's percentiles as the API answers them: bit/s as plain numbers (`null` when
+/// no interval was ranked), and how many intervals they stand on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PercentileUse {
+    pub percentile: u8,
+    /// Intervals ranked, idle ones (zero) included.
+    pub samples: u64,
+    /// Intervals left out: the agent was down and their bytes were spread over the gap.
+    pub estimated: u64,
+    pub upload_bps: Option<u64>,
+    pub download_bps: Option<u64>,
+    /// The larger of upload and download per interval.
+    pub max_bps: Option<u64>,
+    /// Upload plus download per interval.
+    pub aggregate_bps: Option<u64>,
+}
+
+impl PercentileUse {
+    /// Nothing to rank: no interval of the period was recorded.
+    pub fn none(p: crate::model::percentile::Percentile) -> PercentileUse {
+        PercentileUse {
+            percentile: p.get(),
+            samples: 0,
+            estimated: 0,
+            upload_bps: None,
+            download_bps: None,
+            max_bps: None,
+            aggregate_bps: None,
+        }
+    }
+}
+
+impl From<&Percentiles> for PercentileUse {
+    fn from(p: &Percentiles) -> Self {
+        let bps = |r: Option<crate::model::units::Rate>| r.map(|r| r.bits_per_sec());
+        PercentileUse {
+            percentile: p.percentile.get(),
+            samples: p.samples,
+            estimated: p.estimated,
+            upload_bps: bps(p.upload),
+            download_bps: bps(p.download),
+            max_bps: bps(p.max),
+            aggregate_bps: bps(p.aggregate),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,5 +249,6 @@ pub fn traffic_usage(
                 }
             })
             .collect(),
+        percentiles: None,
     }
 }

@@ -21,12 +21,14 @@ use super::metrics::OutcomeLabels;
 use crate::api::ApiError;
 use crate::api::access::{LoginForm, refused_page, signed_in, signed_out};
 use crate::model::ids::{InstanceId, Label};
+use crate::model::percentile::Percentile;
 use crate::model::token::{Role, Token};
 use crate::model::units::parse_duration;
 use crate::store::model::{Deltas, ReservationId, Scope};
 use crate::store::report::{MAX_SEQ, Report};
 use crate::store::spec::WireSpec;
 use crate::store::traffic::{StorePeriod, TrafficResource, WireTopup};
+use crate::store::view::PercentileUse;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -341,6 +343,16 @@ async fn delete_quota(
 struct UsageQuery {
     period: Option<String>,
     at: Option<String>,
+    percentile: Option<String>,
+}
+
+/// `percentile=` as a whole number 1 to 100 (none: no percentiles asked).
+fn percentile_param(p: Option<&str>) -> ApiResult<Option<Percentile>> {
+    p.map(|p| {
+        p.parse()
+            .map_err(|why| ApiError::invalid("percentile", why))
+    })
+    .transpose()
 }
 
 async fn get_usage(
@@ -351,10 +363,20 @@ async fn get_usage(
 ) -> ApiResult<Response> {
     let period = period_param(q.period.as_deref())?;
     let at = at_param(q.at.as_deref())?;
-    let usage = s
-        .store
-        .traffic_usage(instance("instance", &id)?, period, at)
-        .await?;
+    let p = percentile_param(q.percentile.as_deref())?;
+    let i = instance("instance", &id)?;
+    let mut usage = s.store.traffic_usage(i.clone(), period, at).await?;
+    if let Some(p) = p {
+        let all = s
+            .store
+            .percentiles(vec![i.clone()], period, at, Timestamp::now(), p)
+            .await?;
+        usage.percentiles = Some(
+            all.get(i.as_str())
+                .map(PercentileUse::from)
+                .unwrap_or_else(|| PercentileUse::none(p)),
+        );
+    }
     Ok(Json(usage).into_response())
 }
 
@@ -404,10 +426,21 @@ async fn get_project_usage(
 ) -> ApiResult<Response> {
     let period = period_param(q.period.as_deref())?;
     let at = at_param(q.at.as_deref())?;
-    let usage = s
-        .store
-        .project_usage(label("project", &id)?, period, at)
-        .await?;
+    let p = percentile_param(q.percentile.as_deref())?;
+    let project = label("project", &id)?;
+    let mut usage = s.store.project_usage(project.clone(), period, at).await?;
+    if let Some(p) = p {
+        let figures = s
+            .store
+            .project_percentiles(project, period, at, Timestamp::now(), p)
+            .await?;
+        usage.percentiles = Some(
+            figures
+                .as_ref()
+                .map(PercentileUse::from)
+                .unwrap_or_else(|| PercentileUse::none(p)),
+        );
+    }
     Ok(Json(usage).into_response())
 }
 

@@ -174,6 +174,7 @@ mod tests {
                 })
                 .into_iter()
                 .collect(),
+            percentiles: None,
         }
     }
 

@@ -9,7 +9,7 @@ use super::pg;
 use crate::store::model::{StoreError, cause};
 
 /// `MIGRATIONS[i]` takes the schema from version i to i + 1.
-const MIGRATIONS: [&str; 6] = [
+const MIGRATIONS: [&str; 7] = [
     "
 CREATE TABLE limits (
     scope_kind TEXT NOT NULL,
@@ -127,6 +127,17 @@ CREATE INDEX traffic_topups_instance ON traffic_topups (instance, end_ms);
     "
 ALTER TABLE traffic_quotas ADD COLUMN pool BIGINT NOT NULL DEFAULT 0;
 CREATE INDEX instances_project ON instances (project);
+",
+    // 7: each instance's traffic in UTC-aligned 5-minute intervals, every host's summed
+    // (a migrated instance has one curve): what its percentiles are read from.
+    "
+CREATE TABLE traffic_5m (
+    instance TEXT NOT NULL,
+    bucket_ms BIGINT NOT NULL,
+    upload BIGINT NOT NULL,
+    download BIGINT NOT NULL,
+    PRIMARY KEY (instance, bucket_ms)
+);
 ",
 ];
 

@@ -230,6 +230,39 @@ impl<C: GenericClient + Sync> Statements for Postgres<'_, C> {
             .map_err(pg(what))
     }
 
+    async fn add_intervals(&mut self, intervals: &Hours<'_>) -> Result<(), StoreError> {
+        let what = "adding 5-minute traffic";
+        let mut ids = Vec::with_capacity(intervals.len());
+        let mut bs = Vec::with_capacity(intervals.len());
+        let mut ups = Vec::with_capacity(intervals.len());
+        let mut downs = Vec::with_capacity(intervals.len());
+        for ((i, b), (u, d)) in intervals {
+            ids.push(*i);
+            bs.push(*b);
+            ups.push(clamp(*u));
+            downs.push(clamp(*d));
+        }
+        let s = self
+            .prepare(
+                what,
+                "INSERT INTO traffic_5m (instance, bucket_ms, upload, download)
+                 SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[])
+                 ON CONFLICT (instance, bucket_ms) DO UPDATE SET
+                   upload = CASE
+                     WHEN traffic_5m.upload > 9223372036854775807 - excluded.upload
+                     THEN 9223372036854775807 ELSE traffic_5m.upload + excluded.upload END,
+                   download = CASE
+                     WHEN traffic_5m.download > 9223372036854775807 - excluded.download
+                     THEN 9223372036854775807 ELSE traffic_5m.download + excluded.download END",
+            )
+            .await?;
+        self.client
+            .execute(&s, &[&ids, &bs, &ups, &downs])
+            .await
+            .map(drop)
+            .map_err(pg(what))
+    }
+
     async fn add_traffic(&mut self, agent: &Label, hours: &Hours<'_>) -> Result<(), StoreError> {
         let what = "adding traffic";
         let mut ids = Vec::with_capacity(hours.len());

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use super::db;
 use crate::store::model::{StoreError, cause};
 
-const MIGRATIONS: [&str; 7] = [
+const MIGRATIONS: [&str; 8] = [
     // 1: counted resources.
     "
 CREATE TABLE limits (
@@ -130,6 +130,17 @@ CREATE INDEX traffic_topups_instance ON traffic_topups (instance, end_ms);
     "
 ALTER TABLE traffic_quotas ADD COLUMN pool INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX instances_project ON instances (project);
+",
+    // 8: each instance's traffic in UTC-aligned 5-minute intervals, every host's summed
+    // (a migrated instance has one curve): what its percentiles are read from.
+    "
+CREATE TABLE traffic_5m (
+    instance TEXT NOT NULL,
+    bucket_ms INTEGER NOT NULL,
+    upload INTEGER NOT NULL,
+    download INTEGER NOT NULL,
+    PRIMARY KEY (instance, bucket_ms)
+) WITHOUT ROWID;
 ",
 ];
 

@@ -192,6 +192,24 @@ impl Statements for Sqlite<'_> {
         Ok(())
     }
 
+    async fn add_intervals(&mut self, intervals: &Hours<'_>) -> Result<(), StoreError> {
+        let what = "adding 5-minute traffic";
+        let mut add = self.prepare(
+            what,
+            "INSERT INTO traffic_5m (instance, bucket_ms, upload, download) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (instance, bucket_ms) DO UPDATE SET
+               upload = CASE WHEN upload > 9223372036854775807 - excluded.upload
+                 THEN 9223372036854775807 ELSE upload + excluded.upload END,
+               download = CASE WHEN download > 9223372036854775807 - excluded.download
+                 THEN 9223372036854775807 ELSE download + excluded.download END",
+        )?;
+        for ((instance, bucket), (up, down)) in intervals {
+            add.execute(params![instance, bucket, clamp(*up), clamp(*down)])
+                .map_err(db(what))?;
+        }
+        Ok(())
+    }
+
     async fn add_traffic(&mut self, agent: &Label, hours: &Hours<'_>) -> Result<(), StoreError> {
         let mut add = self.prepare(
             "adding traffic",
