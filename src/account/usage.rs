@@ -131,9 +131,9 @@ pub fn percentiles(
     let read_to = last.end.as_second().min(done);
     let all = instance_intervals(
         conn,
-        first.start.as_second(),
-        read_to,
+        (first.start.as_second(), read_to),
         instance.map(|i| i.as_str()),
+        now.as_second(),
     )?;
     let mut out = Vec::new();
     for (name, curve) in all {

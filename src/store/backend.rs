@@ -174,6 +174,9 @@ macro_rules! quota_rows {
     };
 }
 
+/// Each instance's 5-minute intervals, oldest first (start in Unix ms).
+pub(crate) type Curves = BTreeMap<String, Vec<(i64, Interval)>>;
+
 /// Whose shares of an instance's traffic a sum takes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Hosts<'a> {
@@ -253,6 +256,15 @@ pub(crate) trait Statements {
     /// Add `intervals` (keyed by 5-minute interval start, Unix ms) to each instance's
     /// 5-minute traffic.
     async fn add_intervals(&mut self, intervals: &Hours<'_>) -> Result<(), StoreError>;
+
+    /// The 5-minute intervals of each of `ids` starting in [from, to) (Unix ms), oldest
+    /// first; an instance without any is absent. A month of a thousand instances is
+    /// millions of rows: each dialect reads them its fastest way, not as [`Row`]s.
+    async fn intervals_of(
+        &mut self,
+        ids: &[&str],
+        range: (i64, i64),
+    ) -> Result<Curves, StoreError>;
 
     /// Every agent's latest sample time (Unix ms) of each of `instances`: rows of
     /// (agent, instance, time). One statement for a whole report on PostgreSQL.
@@ -770,35 +782,6 @@ pub(crate) trait Statements {
             ],
         )
         .await
-    }
-
-    /// The 5-minute intervals of each of `ids` starting in [from, to) (Unix ms), oldest
-    /// first; an instance without any is absent.
-    async fn intervals_of(
-        &mut self,
-        ids: &[&str],
-        (from, to): (i64, i64),
-    ) -> Result<BTreeMap<String, Vec<(i64, Interval)>>, StoreError> {
-        let rows = self
-            .query(
-                "reading 5-minute traffic",
-                "SELECT instance, bucket_ms, upload, download FROM traffic_5m
-                 WHERE instance = ANY($1::TEXT[]) AND bucket_ms >= $2 AND bucket_ms < $3
-                 ORDER BY instance, bucket_ms",
-                &[Arg::Texts(ids), Arg::Int(from), Arg::Int(to)],
-            )
-            .await?;
-        let mut out: BTreeMap<String, Vec<(i64, Interval)>> = BTreeMap::new();
-        for r in &rows {
-            let interval = Interval {
-                upload: r.count(2)?,
-                download: r.count(3)?,
-                estimated: false,
-            };
-            let instance: String = r.get(0)?;
-            out.entry(instance).or_default().push((r.get(1)?, interval));
-        }
-        Ok(out)
     }
 
     /// The ids of `project`'s instances.

@@ -3,6 +3,7 @@
 //! Both are the ledger; every reader goes through here so neither is ever missed.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 
 use jiff::Timestamp;
 use rusqlite::{Connection, TransactionBehavior, params};
@@ -209,54 +210,66 @@ pub type InstanceIntervals = Vec<(i64, Interval)>;
 /// Every instance's 5-minute intervals starting in [from, to) (seconds), its interfaces
 /// summed per interval: what a percentile is read from. Unlike [`bucket_rows`] it names
 /// no interface, so a month of a thousand instances is read without a string per row.
+///
+/// A long range is read by two threads: the settled older part (closed more than an hour
+/// before `settled_before`, so no tick moves a row of it) on a second read-only
+/// connection, the rest and the packed state on `conn`. When `conn` is in memory it
+/// reads alone.
 pub fn instance_intervals(
     conn: &Connection,
-    from: i64,
-    to: i64,
+    (from, to): (i64, i64),
     instance: Option<&str>,
+    settled_before: i64,
 ) -> Result<BTreeMap<String, InstanceIntervals>, LedgerError> {
-    // interfaces.id → index of its instance in `instances`
+    // interfaces.id → index of its instance in `instances` (ids are small rowids).
     let mut instances: Vec<String> = Vec::new();
-    let mut slot: HashMap<i64, usize> = HashMap::new();
+    let mut slot: Vec<u32> = Vec::new();
     {
-        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut index: HashMap<String, u32> = HashMap::new();
         for (id, (_, inst)) in names(conn)? {
             if instance.is_some_and(|w| w != inst) {
                 continue;
             }
-            let next = instances.len();
+            let Ok(id) = usize::try_from(id) else {
+                continue;
+            };
+            let next = instances.len() as u32;
             let i = *index.entry(inst.clone()).or_insert(next);
             if i == next {
                 instances.push(inst);
             }
-            slot.insert(id, i);
+            if slot.len() <= id {
+                slot.resize(id + 1, u32::MAX);
+            }
+            slot[id] = i;
         }
     }
-    let mut out: Vec<InstanceIntervals> = vec![Vec::new(); instances.len()];
-    let add = |out: &mut Vec<InstanceIntervals>, id: i64, iv: (i64, Interval)| {
-        if let Some(&i) = slot.get(&id) {
-            push_interval(&mut out[i], iv);
-        }
+    let slots = Slots(&slot);
+    let width = instances.len();
+    let settled = (settled_before - HOUR).div_euclid(FIVE) * FIVE;
+    let mid = (from / 2 + to / 2).div_euclid(FIVE) * FIVE;
+    let split = mid.min(settled);
+    let path = conn.path().filter(|p| !p.is_empty()).map(PathBuf::from);
+    let (older, mut out) = match path {
+        Some(path) if split > from && split < to => std::thread::scope(|scope| {
+            let older = scope.spawn(move || -> Result<_, LedgerError> {
+                let c = super::open_read_only(&path)?;
+                read_intervals(&c, (from, split), slots, width)
+            });
+            let newer = read_intervals(conn, (split, to), slots, width);
+            let older = older.join().map_err(|_| LedgerError::Sql {
+                what: "reading 5-minute usage",
+                source: "the reading thread panicked".into(),
+            })?;
+            Ok::<_, LedgerError>((Some(older?), newer?))
+        })?,
+        _ => (None, read_intervals(conn, (from, to), slots, width)?),
     };
-    // The table's key is (bucket, id): rows come bucket by bucket, so each instance's
-    // list grows in order and an interval's interfaces arrive together.
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT bucket, id, rx, tx, estimated FROM usage_5m
-             WHERE bucket >= ?1 AND bucket < ?2 ORDER BY bucket, id",
-        )
-        .map_err(sql("reading 5-minute usage"))?;
-    let mut rows = stmt
-        .query(params![from, to])
-        .map_err(sql("reading 5-minute usage"))?;
-    while let Some(r) = rows.next().map_err(sql("reading 5-minute usage"))? {
-        let get = |i| r.get::<_, i64>(i).map_err(sql("reading 5-minute usage"));
-        let iv = Interval {
-            upload: get(2)? as u64,
-            download: get(3)? as u64,
-            estimated: get(4)? != 0,
-        };
-        add(&mut out, get(1)?, (get(0)?, iv));
+    if let Some(older) = older {
+        for (v, mut old) in out.iter_mut().zip(older) {
+            old.append(v);
+            *v = old;
+        }
     }
     // Buckets still packed are the newest: they go after the table's, merged where an
     // interval already has a row (a closed bucket not yet written beside written ones).
@@ -268,15 +281,15 @@ pub fn instance_intervals(
         late.sort_by_key(|r| (r.bucket, r.id));
         let mut touched = vec![false; out.len()];
         for r in late {
-            if let Some(&i) = slot.get(&r.id) {
+            if let Some(i) = slots.of(r.id) {
                 touched[i] = true;
+                let iv = Interval {
+                    upload: r.rx,
+                    download: r.tx,
+                    estimated: r.estimated,
+                };
+                push_interval(&mut out[i], (r.bucket, iv));
             }
-            let iv = Interval {
-                upload: r.rx,
-                download: r.tx,
-                estimated: r.estimated,
-            };
-            add(&mut out, r.id, (r.bucket, iv));
         }
         for (v, t) in out.iter_mut().zip(touched) {
             if t {
@@ -289,6 +302,57 @@ pub fn instance_intervals(
         .zip(out)
         .filter(|(_, v)| !v.is_empty())
         .collect())
+}
+
+const FIVE: i64 = super::FIVE_MINUTES;
+const HOUR: i64 = super::HOUR;
+
+/// Which instance (index) an `interfaces.id` belongs to; `None`: not asked for.
+#[derive(Clone, Copy)]
+struct Slots<'a>(&'a [u32]);
+
+impl Slots<'_> {
+    fn of(self, id: i64) -> Option<usize> {
+        let i = *self.0.get(usize::try_from(id).ok()?)?;
+        (i != u32::MAX).then_some(i as usize)
+    }
+}
+
+/// The table's rows of [from, to), into one list per instance. The table's key is
+/// (bucket, id): rows come bucket by bucket, so each list grows in order and an
+/// interval's interfaces arrive together.
+fn read_intervals(
+    conn: &Connection,
+    (from, to): (i64, i64),
+    slots: Slots<'_>,
+    width: usize,
+) -> Result<Vec<InstanceIntervals>, LedgerError> {
+    let what = "reading 5-minute usage";
+    let mut out: Vec<InstanceIntervals> = vec![Vec::new(); width];
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT bucket, id, rx, tx, estimated FROM usage_5m
+             WHERE bucket >= ?1 AND bucket < ?2 ORDER BY bucket, id",
+        )
+        .map_err(sql(what))?;
+    let mut rows = stmt.query(params![from, to]).map_err(sql(what))?;
+    while let Some(r) = rows.next().map_err(sql(what))? {
+        let int = |i| {
+            r.get_ref(i)
+                .and_then(|v| v.as_i64().map_err(rusqlite::Error::from))
+                .map_err(sql(what))
+        };
+        let Some(i) = slots.of(int(1)?) else {
+            continue;
+        };
+        let iv = Interval {
+            upload: int(2)? as u64,
+            download: int(3)? as u64,
+            estimated: int(4)? != 0,
+        };
+        push_interval(&mut out[i], (int(0)?, iv));
+    }
+    Ok(out)
 }
 
 /// Append an interval, or add it to the last one when it is the same interval.

@@ -15,6 +15,8 @@ use super::db;
 use crate::model::ids::{InstanceId, Label};
 use crate::store::backend::{Arg, Row, Statements, Value, clamp, for_sqlite};
 use crate::store::model::StoreError;
+use crate::model::percentile::Interval;
+use crate::store::backend::Curves;
 use crate::store::report::Hours;
 
 impl ToSql for Arg<'_> {
@@ -208,6 +210,55 @@ impl Statements for Sqlite<'_> {
                 .map_err(db(what))?;
         }
         Ok(())
+    }
+
+    async fn intervals_of(
+        &mut self,
+        ids: &[&str],
+        (from, to): (i64, i64),
+    ) -> Result<Curves, StoreError> {
+        let what = "reading 5-minute traffic";
+        let mut read = self.prepare(
+            what,
+            "SELECT instance, bucket_ms, upload, download FROM traffic_5m
+             WHERE instance = ANY($1::TEXT[]) AND bucket_ms >= $2 AND bucket_ms < $3
+             ORDER BY instance, bucket_ms",
+        )?;
+        let mut rows = read
+            .query(params![Arg::Texts(ids), from, to])
+            .map_err(db(what))?;
+        let mut out = Curves::new();
+        // Rows come instance by instance: one string per instance, not per row.
+        let mut current: Option<(String, Vec<(i64, Interval)>)> = None;
+        while let Some(r) = rows.next().map_err(db(what))? {
+            let int = |i| {
+                r.get_ref(i)
+                    .and_then(|v| v.as_i64().map_err(rusqlite::Error::from))
+                    .map_err(db(what))
+            };
+            let name = r
+                .get_ref(0)
+                .and_then(|v| v.as_str().map_err(rusqlite::Error::from))
+                .map_err(db(what))?;
+            let interval = Interval {
+                upload: int(2)?.max(0) as u64,
+                download: int(3)?.max(0) as u64,
+                estimated: false,
+            };
+            match &mut current {
+                Some((n, curve)) if n == name => curve.push((int(1)?, interval)),
+                _ => {
+                    if let Some((n, curve)) = current.take() {
+                        out.insert(n, curve);
+                    }
+                    current = Some((name.to_owned(), vec![(int(1)?, interval)]));
+                }
+            }
+        }
+        if let Some((n, curve)) = current {
+            out.insert(n, curve);
+        }
+        Ok(out)
     }
 
     async fn add_traffic(&mut self, agent: &Label, hours: &Hours<'_>) -> Result<(), StoreError> {
