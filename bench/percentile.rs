@@ -108,7 +108,9 @@ fn ledger_case(n: i64) -> (Duration, Duration) {
                 "SELECT id, rx FROM usage_5m WHERE bucket >= ?1 AND bucket < ?2 ORDER BY id, rx",
             )
             .unwrap();
-        let mut rows = stmt.query(params![from.as_second(), to.as_second()]).unwrap();
+        let mut rows = stmt
+            .query(params![from.as_second(), to.as_second()])
+            .unwrap();
         let mut seen = 0i64;
         while let Some(r) = rows.next().unwrap() {
             seen += r.get::<_, i64>(1).unwrap().signum();

@@ -1168,3 +1168,94 @@ fn off_loopback_the_fleet_page_and_metrics_need_a_read_token() {
     assert_eq!(exchange(&ns, port, "GET", "/v1/stats", &[], "").status, 401);
     assert_eq!(store.stop(), Some(0));
 }
+
+/// A closed month's statement is read over HTTP as stored, `sluice store statements
+/// verify` checks its chain and prints the head, and an upload count changed by hand in
+/// the database makes it fail naming the statement.
+#[test]
+fn statements_verify_until_one_is_edited_in_the_database() {
+    use jiff::Timestamp;
+    use sluice::model::calendar::{PeriodKind, period_containing};
+    use sluice::model::ids::Label;
+    use sluice::store::report::{Batch, Report, Sample};
+    use sluice::store::service::{Settings, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("quota.db");
+    let admin = create_token(&db, &["--role", "admin"]);
+    let now = Timestamp::now();
+    let this_month = period_containing(PeriodKind::Month(1), now, &jiff::tz::TimeZone::UTC)
+        .unwrap()
+        .start;
+    {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let settings = Settings {
+            keep_report_keys: std::time::Duration::from_secs(40 * 86_400),
+            ..Settings::default()
+        };
+        let store = Store::open_sqlite(&db, settings).unwrap();
+        let report = Report {
+            agent: Label::new("hv1").unwrap(),
+            batches: vec![Batch {
+                seq: 1,
+                samples: vec![Sample {
+                    at: this_month - jiff::SignedDuration::from_hours(5),
+                    instance: InstanceId::new("101").unwrap(),
+                    upload: 7_000,
+                    download: 3_000,
+                }],
+            }],
+        };
+        rt.block_on(store.ingest(report)).unwrap();
+        assert_eq!(rt.block_on(store.close_periods(now)).unwrap(), 1);
+    }
+    let store = StoreProc::start(&db, &[]);
+    let c = Client::new(&store.base);
+    let got = c.call("GET", "/v1/instances/101/statements", Some(&admin), None);
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    let st = &got.body["statements"][0];
+    assert_eq!(
+        (
+            st["upload_bytes"].clone(),
+            st["total_bytes"].clone(),
+            st["prev_hash"].as_str().map(str::len)
+        ),
+        (json!(7000), json!(10000), Some(64)),
+        "{st}"
+    );
+    let hash = st["hash"].as_str().unwrap().to_owned();
+    store.stop();
+    let verify = || {
+        std::process::Command::new(support::sluice_bin())
+            .args(["store", "statements", "verify", "--database"])
+            .arg(&db)
+            .output()
+            .unwrap()
+    };
+    let out = verify();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&hash) && stdout.contains("1 chains, 1 statements: all verify"),
+        "{stdout}"
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let n = conn
+        .execute(
+            "UPDATE statements SET body = replace(body, '\"upload_bytes\":7000', '\"upload_bytes\":700')",
+            [],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(conn);
+    let out = verify();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("statement 101") && stderr.contains("edited after it was written"),
+        "{stderr}"
+    );
+}

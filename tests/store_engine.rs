@@ -862,6 +862,114 @@ async fn percentiles(store: &Store) {
     assert_eq!(each["pb"].samples, n as u64);
 }
 
+/// Closed billing months get one statement each, written once, chained by hash: last
+/// month's for an instance on calendar months, the month from the 15th for one whose
+/// quota bills from the 15th, and nothing for an instance that moved nothing.
+async fn statements(store: &Store) {
+    use sluice::model::calendar::{PeriodKind, period_containing};
+    use sluice::store::statement::{GENESIS, Statement, verify_chain};
+    put(
+        store,
+        Scope::Instance(inst("st1")),
+        r#"{"traffic":[{"resource":"traffic_total","period":"month","limit":"10MB","on_exceed":"warn"}]}"#,
+    )
+    .await;
+    put(
+        store,
+        Scope::Instance(inst("st15")),
+        r#"{"traffic":[{"resource":"traffic_upload","period":"month","limit":1000,"on_exceed":"warn","reset_day":15}]}"#,
+    )
+    .await;
+    let now = Timestamp::now();
+    let tz = store.settings().timezone.clone();
+    let month = |kind, at| period_containing(kind, at, &tz).unwrap();
+    let last = month(
+        PeriodKind::Month(1),
+        month(PeriodKind::Month(1), now).start - jiff::SignedDuration::from_secs(1),
+    );
+    let last15 = month(
+        PeriodKind::Month(15),
+        month(PeriodKind::Month(15), now).start - jiff::SignedDuration::from_secs(1),
+    );
+    let sample = |i: &str, at: Timestamp, up| Sample {
+        at,
+        instance: inst(i),
+        upload: up,
+        download: 1_000,
+    };
+    // Within the suite's 40-day report retention, in each instance's last month.
+    let late = |p: sluice::model::calendar::Period| p.end - jiff::SignedDuration::from_hours(30);
+    let report = Report {
+        agent: label("hv1"),
+        batches: vec![Batch {
+            seq: 1,
+            samples: vec![
+                sample("st1", late(last), 12_000_000),
+                sample("st15", late(last15), 2_500),
+                sample("st1", now, 5),
+                sample("idle", now, 5),
+            ],
+        }],
+    };
+    store.ingest(report).await.unwrap();
+    assert_eq!(store.close_periods(now).await.unwrap(), 2);
+    assert_eq!(store.close_periods(now).await.unwrap(), 0, "written once");
+    let read = |stored: &sluice::store::statement::StoredStatement| -> Statement {
+        serde_json::from_str(&stored.body).unwrap()
+    };
+    let st1 = store.statements(Some(inst("st1"))).await.unwrap();
+    assert_eq!(st1.len(), 1);
+    let s = read(&st1[0]);
+    assert_eq!(
+        (s.start.clone(), s.end.clone(), s.reset_day),
+        (last.start.to_string(), last.end.to_string(), 1)
+    );
+    assert_eq!(
+        (s.upload_bytes, s.download_bytes, s.total_bytes),
+        (12_000_000, 1_000, 12_001_000)
+    );
+    // From its first interval, 30 hours before the month's end: 360 intervals, one of
+    // them busy (320 kbit/s), in the top 5 % discarded.
+    assert_eq!(
+        (s.percentiles.samples, s.percentiles.upload_bps),
+        (360, Some(0)),
+        "{:?}",
+        s.percentiles
+    );
+    assert_eq!(
+        (s.quotas[0].limit, s.quotas[0].used, s.quotas[0].overage),
+        (10_000_000, 12_001_000, 2_001_000)
+    );
+    assert_eq!(s.prev_hash, GENESIS);
+    let st15 = read(&store.statements(Some(inst("st15"))).await.unwrap()[0]);
+    assert_eq!(
+        (
+            st15.start,
+            st15.reset_day,
+            st15.upload_bytes,
+            st15.quotas[0].overage
+        ),
+        (last15.start.to_string(), 15, 2_500, 1_500)
+    );
+    assert!(
+        store
+            .statements(Some(inst("idle")))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A month later this month closes too, chained to the last.
+    let next = month(PeriodKind::Month(1), now).end + jiff::SignedDuration::from_hours(2);
+    assert!(store.close_periods(next).await.unwrap() >= 1);
+    let chain = store.statements(Some(inst("st1"))).await.unwrap();
+    assert_eq!(chain.len(), 2);
+    assert_eq!(read(&chain[1]).prev_hash, read(&chain[0]).hash);
+    assert_eq!(read(&chain[1]).total_bytes, 1_005);
+    let head = verify_chain(&chain).unwrap().unwrap();
+    assert_eq!(head.head, read(&chain[1]).hash);
+}
+
 fn suite_settings() -> Settings {
     // Forty days: the fleet case reports into last month, up to 31 days back.
     Settings {
@@ -914,5 +1022,6 @@ suite!(
     other_hosts_counts,
     billing_days_and_overage,
     pools,
-    percentiles
+    percentiles,
+    statements
 );

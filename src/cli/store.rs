@@ -19,6 +19,7 @@ use crate::store::SqliteStore;
 use crate::store::service::{Settings, Store};
 use crate::store::spec::KnownResources;
 use crate::store::sqlite::backup::{lock_path, restore};
+use crate::store::statement::verify_chain;
 use crate::sys::AgentLock;
 
 pub const DEFAULT_DATABASE: &str = "/var/lib/sluice/quota.db";
@@ -64,9 +65,13 @@ impl DatabaseArg {
     /// The store on this database, for one admin command (`settings` do not matter to
     /// tokens).
     async fn open(&self) -> anyhow::Result<Store> {
+        self.open_with(Settings::default()).await
+    }
+
+    async fn open_with(&self, settings: Settings) -> anyhow::Result<Store> {
         Ok(match self.parse()? {
-            Database::Sqlite(p) => Store::open_sqlite(&p, Settings::default())?,
-            Database::Postgres(url) => Store::connect_postgres(&url, Settings::default()).await?,
+            Database::Sqlite(p) => Store::open_sqlite(&p, settings)?,
+            Database::Postgres(url) => Store::connect_postgres(&url, settings).await?,
         })
     }
 
@@ -162,6 +167,33 @@ pub enum StoreCommand {
         #[command(flatten)]
         database: DatabaseArg,
     },
+    /// Closed billing months' statements: check their hash chains, or write the due ones
+    Statements {
+        #[command(subcommand)]
+        command: StatementsCommand,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum StatementsCommand {
+    /// Check every instance's chain of statements: each hashes to what it says and names
+    /// the one before it. Prints each chain's head hash (keep it elsewhere); exits 1
+    /// naming the first statement that does not verify.
+    Verify {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        database: DatabaseArg,
+    },
+    /// Write the statements of billing months already closed that have none yet (a
+    /// serving store does this by itself)
+    Close {
+        /// The store's time zone (as `sluice store --timezone`): where months start
+        #[arg(long, default_value = "UTC", value_name = "ZONE")]
+        timezone: String,
+        #[command(flatten)]
+        database: DatabaseArg,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -198,6 +230,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         None => serve(args.serve),
         Some(StoreCommand::Token { command }) => token(command),
+        Some(StoreCommand::Statements { command }) => statements(command),
         Some(StoreCommand::Backup { file, database }) => {
             let store = SqliteStore::open(&database.sqlite_path("backup")?)?;
             store.backup_to(&file)?;
@@ -208,6 +241,56 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let path = database.sqlite_path("restore")?;
             restore(&file, &path)?;
             println!("restored {} from {}", path.display(), file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn statements(command: StatementsCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        StatementsCommand::Close { timezone, database } => {
+            let timezone =
+                TimeZone::get(&timezone).with_context(|| format!("--timezone {timezone:?}"))?;
+            let settings = Settings {
+                timezone,
+                ..Settings::default()
+            };
+            let n = runtime()?.block_on(async {
+                let store = database.open_with(settings).await?;
+                anyhow::Ok(store.close_periods(jiff::Timestamp::now()).await?)
+            })?;
+            println!("wrote {n} statements");
+            Ok(ExitCode::SUCCESS)
+        }
+        StatementsCommand::Verify { json, database } => {
+            let all = runtime()?
+                .block_on(async { anyhow::Ok(database.open().await?.statements(None).await?) })?;
+            let mut heads = Vec::new();
+            for chain in all.chunk_by(|a, b| a.instance == b.instance) {
+                match verify_chain(chain) {
+                    Ok(Some(head)) => heads.push(head),
+                    Ok(None) => {}
+                    Err(e) => {
+                        eprintln!("sluice: {e}");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&heads)?);
+            } else {
+                for h in &heads {
+                    println!(
+                        "{:<24} {:>4} statements  head {}",
+                        h.instance, h.statements, h.head
+                    );
+                }
+                println!(
+                    "{} chains, {} statements: all verify",
+                    heads.len(),
+                    heads.iter().map(|h| h.statements).sum::<usize>()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -16,6 +16,7 @@ use jiff::Timestamp;
 
 use super::model::{Limit, Membership, Scope, StoreError, cause};
 use super::report::Hours;
+use super::statement::{Statement, StoredStatement};
 use super::traffic::{Topup, TrafficQuota};
 use crate::model::ids::{InstanceId, Label};
 use crate::model::percentile::Interval;
@@ -260,11 +261,8 @@ pub(crate) trait Statements {
     /// The 5-minute intervals of each of `ids` starting in [from, to) (Unix ms), oldest
     /// first; an instance without any is absent. A month of a thousand instances is
     /// millions of rows: each dialect reads them its fastest way, not as [`Row`]s.
-    async fn intervals_of(
-        &mut self,
-        ids: &[&str],
-        range: (i64, i64),
-    ) -> Result<Curves, StoreError>;
+    async fn intervals_of(&mut self, ids: &[&str], range: (i64, i64))
+    -> Result<Curves, StoreError>;
 
     /// Every agent's latest sample time (Unix ms) of each of `instances`: rows of
     /// (agent, instance, time). One statement for a whole report on PostgreSQL.
@@ -782,6 +780,87 @@ pub(crate) trait Statements {
             ],
         )
         .await
+    }
+
+    /// Instances some agent reported a sample of at or after `since_ms`.
+    async fn reported_since(&mut self, since_ms: i64) -> Result<Vec<String>, StoreError> {
+        self.query(
+            "reading reported instances",
+            "SELECT DISTINCT instance FROM report_marks WHERE last_at_ms >= $1 ORDER BY 1",
+            &[Arg::Int(since_ms)],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    }
+
+    /// Each of `ids`' latest statement: (its month's start in Unix ms, its hash).
+    async fn latest_statements(
+        &mut self,
+        ids: &[&str],
+    ) -> Result<BTreeMap<String, (i64, String)>, StoreError> {
+        self.query(
+            "reading the latest statements",
+            "SELECT s.instance, s.start_ms, s.hash FROM statements s
+             WHERE s.instance = ANY($1::TEXT[])
+               AND s.start_ms = (SELECT MAX(t.start_ms) FROM statements t
+                                 WHERE t.instance = s.instance)",
+            &[Arg::Texts(ids)],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
+        .collect()
+    }
+
+    /// File a sealed statement; false when one for that month was filed first (by
+    /// another store process).
+    async fn insert_statement(
+        &mut self,
+        st: &Statement,
+        start_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let body = st.to_canonical();
+        let n = self
+            .execute(
+                "writing a statement",
+                "INSERT INTO statements (instance, start_ms, start, body, hash)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (instance, start_ms) DO NOTHING",
+                &[
+                    Arg::Text(&st.instance),
+                    Arg::Int(start_ms),
+                    Arg::Text(&st.start),
+                    Arg::Text(&body),
+                    Arg::Text(&st.hash),
+                ],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Statements as stored, of one instance or all, by instance then month.
+    async fn stored_statements(
+        &mut self,
+        instance: Option<&str>,
+    ) -> Result<Vec<StoredStatement>, StoreError> {
+        self.query(
+            "reading statements",
+            "SELECT instance, start, body FROM statements
+             WHERE CAST($1 AS TEXT) IS NULL OR instance = $1
+             ORDER BY instance, start_ms",
+            &[Arg::OptText(instance)],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(StoredStatement {
+                instance: r.get(0)?,
+                start: r.get(1)?,
+                body: r.get(2)?,
+            })
+        })
+        .collect()
     }
 
     /// The ids of `project`'s instances.

@@ -19,12 +19,15 @@ use super::model::{
 };
 use super::report::{Batch, Ingested, five_minutes, hourly};
 use super::spec::Spec;
+use super::statement::{BILLED_PERCENTILE, GENESIS, Statement};
 use super::traffic::{
     Elsewhere, ShownTrafficQuota, StorePeriod, Topup, TrafficQuota, TrafficResource, resolve,
 };
 use super::view::{
-    AgentView, InstanceQuota, ScopeView, Stats, TrafficUsage, resource_views, traffic_usage,
+    AgentView, InstanceQuota, PercentileUse, ScopeView, Stats, TrafficUsage, resource_views,
+    traffic_usage,
 };
+use crate::model::calendar::{PeriodKind, period_containing};
 use crate::model::ids::{InstanceId, Label};
 use crate::model::percentile::{INTERVAL_SECS, Interval, Percentile, Percentiles, of_curve};
 use crate::model::token::{Role, Token, TokenId, TokenInfo};
@@ -148,6 +151,93 @@ pub(crate) async fn expire<S: Statements>(
     let keys = s.prune_reports(keys_before).await? as usize;
     s.prune_intervals(intervals_before).await?;
     Ok((reservations, keys))
+}
+
+/// How long after a billing month ends its statement waits for late reports.
+pub const STATEMENT_GRACE: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
+
+/// How far back an instance's last report may be for its month to be closed.
+const CLOSE_LOOKBACK: jiff::SignedDuration = jiff::SignedDuration::from_hours(24 * 70);
+
+/// Write the statement of each instance's last closed billing month that has none yet
+/// (its month runs from its monthly quota's billing day, else the 1st, in `tz`), once
+/// [`STATEMENT_GRACE`] has passed; how many were written. An instance that has never
+/// had a statement and moved nothing that month gets none.
+pub(crate) async fn close_periods<S: Statements>(
+    s: &mut S,
+    now: Timestamp,
+    tz: &TimeZone,
+) -> Result<usize, StoreError> {
+    let since = now.checked_sub(CLOSE_LOOKBACK).unwrap_or(Timestamp::MIN);
+    let ids = s.reported_since(since.as_millisecond()).await?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let in_force = quotas_in_force(s, &refs).await?;
+    let latest = s.latest_statements(&refs).await?;
+    let mut written = 0;
+    for (id, force) in refs.iter().zip(in_force) {
+        let Ok(instance) = InstanceId::new(id) else {
+            continue;
+        };
+        let reset_day = force
+            .quotas
+            .iter()
+            .find(|(q, _)| q.period == StorePeriod::Month && !q.pool)
+            .map_or(1, |(q, _)| q.reset_day);
+        let kind = PeriodKind::Month(reset_day);
+        let Ok(current) = period_containing(kind, now, tz) else {
+            continue;
+        };
+        if now
+            < current
+                .start
+                .checked_add(STATEMENT_GRACE)
+                .unwrap_or(Timestamp::MAX)
+        {
+            continue;
+        }
+        let before = current.start - jiff::SignedDuration::from_secs(1);
+        let Ok(month) = period_containing(kind, before, tz) else {
+            continue;
+        };
+        let prev = latest.get(*id);
+        if prev.is_some_and(|(start, _)| *start >= month.start.as_millisecond()) {
+            continue;
+        }
+        let span = (month.start, month.end);
+        let usage =
+            traffic_usage_in(s, &instance, StorePeriod::Month, span, (month.start, tz)).await?;
+        if prev.is_none() && usage.total == 0 {
+            continue;
+        }
+        let p = Percentile::new(BILLED_PERCENTILE).unwrap_or(Percentile::P95);
+        let figures = percentiles_of(s, &[id], span, now, p).await?;
+        let statement = Statement {
+            instance: instance.to_string(),
+            start: month.start.to_string(),
+            end: month.end.to_string(),
+            reset_day,
+            upload_bytes: usage.upload,
+            download_bytes: usage.download,
+            total_bytes: usage.total,
+            percentiles: figures
+                .get(*id)
+                .map_or_else(|| PercentileUse::none(p), PercentileUse::from),
+            quotas: usage.quotas,
+            written_at: now.to_string(),
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+        .sealed(prev.map_or(GENESIS, |(_, h)| h.as_str()));
+        if s.insert_statement(&statement, month.start.as_millisecond())
+            .await?
+        {
+            written += 1;
+        }
+    }
+    Ok(written)
 }
 
 /// Where a percentile's data ends: the period's end, or the last interval over by `now`

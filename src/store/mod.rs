@@ -15,6 +15,7 @@ pub mod report;
 pub mod service;
 pub mod spec;
 pub mod sqlite;
+pub mod statement;
 pub mod traffic;
 pub mod view;
 

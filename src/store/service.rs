@@ -22,6 +22,7 @@ use super::spec::{KnownResources, Spec};
 use super::sqlite::readers::Readers;
 use super::sqlite::writer::Writer;
 use super::sqlite::{drive, open_connection};
+use super::statement::StoredStatement;
 use super::traffic::{ShownTrafficQuota, StorePeriod, Topup, TrafficResource};
 use super::view::{Fleet, InstanceQuota, ScopeView, Stats, TrafficUsage};
 use crate::model::ids::{InstanceId, Label};
@@ -337,6 +338,24 @@ impl Store {
             (at, &tz)
         )
         .await)
+    }
+
+    /// Write the statements of billing months closed by `now` that have none yet; how
+    /// many were written.
+    pub async fn close_periods(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let tz = self.settings.timezone.clone();
+        run!(self, Transaction, |s| engine::close_periods(s, now, &tz)
+            .await)
+    }
+
+    /// The statements of one instance (or every one), oldest first, as stored.
+    pub async fn statements(
+        &self,
+        instance: Option<InstanceId>,
+    ) -> Result<Vec<StoredStatement>, StoreError> {
+        run!(self, Read, |s| s
+            .stored_statements(instance.as_ref().map(InstanceId::as_str))
+            .await)
     }
 
     /// Each of `ids`' `p`th percentile of 5-minute rates in the `period` holding `at`, so

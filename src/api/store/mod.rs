@@ -156,6 +156,11 @@ pub async fn serve(
                 }
                 Err(e) => warn!("store: expiring reservations failed: {e}"),
             }
+            match store.close_periods(jiff::Timestamp::now()).await {
+                Ok(0) => {}
+                Ok(n) => info!(statements = n, "store: closed billing months"),
+                Err(e) => warn!("store: writing statements failed: {e}"),
+            }
         }
     });
     if let Ok(addr) = listener.local_addr() {

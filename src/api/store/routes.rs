@@ -58,6 +58,7 @@ pub fn routes() -> Router<ApiState> {
             get(get_quota).put(put_quota).delete(delete_quota),
         )
         .route("/v1/instances/{id}/usage", get(get_usage).put(put_usage))
+        .route("/v1/instances/{id}/statements", get(list_statements))
         .route(
             "/v1/instances/{id}/traffic/topups",
             get(list_topups).post(add_topup),
@@ -405,6 +406,33 @@ async fn list_topups(
 ) -> ApiResult<Response> {
     let i = instance("instance", &id)?;
     Ok(Json(json!({"topups": s.store.topups(i).await?})).into_response())
+}
+
+/// The instance's statements of closed billing months, oldest first, each exactly as
+/// stored (so a client can check its hash and chain itself).
+async fn list_statements(
+    _: Caller,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let i = instance("instance", &id)?;
+    let mut out = Vec::new();
+    for st in s.store.statements(Some(i)).await? {
+        // A body that is not JSON was edited in the database: say so, and that
+        // `sluice store statements verify` names it.
+        let body: serde_json::Value = serde_json::from_str(&st.body).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "corrupt_statement",
+                format!(
+                    "statement {} {} is not JSON ({e}); run sluice store statements verify",
+                    st.instance, st.start
+                ),
+            )
+        })?;
+        out.push(body);
+    }
+    Ok(Json(json!({ "statements": out })).into_response())
 }
 
 /// `at=` as an RFC 3339 time (default: now).

@@ -9,7 +9,7 @@ use super::pg;
 use crate::store::model::{StoreError, cause};
 
 /// `MIGRATIONS[i]` takes the schema from version i to i + 1.
-const MIGRATIONS: [&str; 7] = [
+const MIGRATIONS: [&str; 8] = [
     "
 CREATE TABLE limits (
     scope_kind TEXT NOT NULL,
@@ -137,6 +137,17 @@ CREATE TABLE traffic_5m (
     upload BIGINT NOT NULL,
     download BIGINT NOT NULL,
     PRIMARY KEY (instance, bucket_ms)
+);
+",
+    // 8: each instance's closed billing months, written once, chained by hash.
+    "
+CREATE TABLE statements (
+    instance TEXT NOT NULL,
+    start_ms BIGINT NOT NULL,
+    start TEXT NOT NULL,
+    body TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    PRIMARY KEY (instance, start_ms)
 );
 ",
 ];

@@ -11,10 +11,10 @@ use tokio_postgres::types::{ToSql, Type};
 
 use super::pg;
 use crate::model::ids::{InstanceId, Label};
-use crate::store::backend::{Arg, Row, Statements, Value, clamp};
-use crate::store::model::StoreError;
 use crate::model::percentile::Interval;
 use crate::store::backend::Curves;
+use crate::store::backend::{Arg, Row, Statements, Value, clamp};
+use crate::store::model::StoreError;
 use crate::store::report::Hours;
 
 /// The store's statements on `C`: a pooled connection (reads, single statements) or a

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use super::db;
 use crate::store::model::{StoreError, cause};
 
-const MIGRATIONS: [&str; 8] = [
+const MIGRATIONS: [&str; 9] = [
     // 1: counted resources.
     "
 CREATE TABLE limits (
@@ -141,6 +141,17 @@ CREATE TABLE traffic_5m (
     download INTEGER NOT NULL,
     PRIMARY KEY (instance, bucket_ms)
 ) WITHOUT ROWID;
+",
+    // 9: each instance's closed billing months, written once, chained by hash.
+    "
+CREATE TABLE statements (
+    instance TEXT NOT NULL,
+    start_ms INTEGER NOT NULL,
+    start TEXT NOT NULL,
+    body TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    PRIMARY KEY (instance, start_ms)
+);
 ",
 ];
 

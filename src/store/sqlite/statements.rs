@@ -13,10 +13,10 @@ use rusqlite::{Connection, ToSql, params};
 
 use super::db;
 use crate::model::ids::{InstanceId, Label};
-use crate::store::backend::{Arg, Row, Statements, Value, clamp, for_sqlite};
-use crate::store::model::StoreError;
 use crate::model::percentile::Interval;
 use crate::store::backend::Curves;
+use crate::store::backend::{Arg, Row, Statements, Value, clamp, for_sqlite};
+use crate::store::model::StoreError;
 use crate::store::report::Hours;
 
 impl ToSql for Arg<'_> {
