@@ -313,6 +313,43 @@ fn every_format_carries_the_ledgers_numbers() {
     assert!(html.find("data-instance=\"101\"") < html.find("data-instance=\"103\""));
 }
 
+/// On 5-minute points the export carries the day's 95th percentile and the chart draws
+/// it: 101 sends 3 MB per interval for 48 of 288, 20 kB otherwise, so rank
+/// ⌈0.95·288⌉ = 274 falls among the busy ones: 3 MB / 300 s = 80 kbit/s.
+#[test]
+fn five_minute_exports_carry_and_draw_the_95th_percentile() {
+    let f = fixture();
+    let v: Value = serde_json::from_slice(&ok(export(
+        &f,
+        &["--instance", "101", "--by", "5m", "--format", "json"],
+    )))
+    .unwrap();
+    let p = &v["series"][0]["percentiles"];
+    assert_eq!(
+        (
+            p["samples"].clone(),
+            p["upload_bps"].clone(),
+            p["download_bps"].clone()
+        ),
+        (json!(288), json!(80_000), json!(1_333)),
+        "{p}"
+    );
+    let hourly: Value =
+        serde_json::from_slice(&ok(export(&f, &["--instance", "101", "--format", "json"])))
+            .unwrap();
+    assert!(hourly["series"][0].get("percentiles").is_none());
+    let svg = String::from_utf8(ok(export(
+        &f,
+        &["--instance", "101", "--by", "5m", "--format", "svg"],
+    )))
+    .unwrap();
+    keep("101-5m.svg", svg.as_bytes());
+    assert!(
+        svg.contains("upload 95th: 80.0 kbit/s") && svg.contains("download 95th: 1.3 kbit/s"),
+        "the 95th lines' legend is missing"
+    );
+}
+
 #[test]
 fn all_instances_as_images_need_a_directory_and_get_a_file_each() {
     let f = fixture();

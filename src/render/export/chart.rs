@@ -12,7 +12,8 @@ use plotters::prelude::*;
 
 use super::series::{Report, Series};
 use crate::model::calendar::Granularity;
-use crate::model::human::human_bytes;
+use crate::model::human::{human_bytes, human_rate};
+use crate::model::percentile::INTERVAL_SECS;
 
 pub const WIDTH: u32 = 1000;
 const TRAFFIC_HEIGHT: u32 = 420;
@@ -311,6 +312,32 @@ fn draw<DB: DrawingBackend>(
             .map_err(draw_err)?
             .label("download")
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3)));
+    }
+    // The 95th percentile of 5-minute rates, as transit is billed: a dashed line per
+    // direction at the bytes per interval that rate moves.
+    if let Some(p) = &series.percentiles {
+        let lines = [
+            (up, p.upload, theme.upload, "upload"),
+            (down, p.download, theme.download, "download"),
+        ];
+        for (shown, rate, c, what) in lines {
+            let Some(rate) = rate.filter(|_| shown) else {
+                continue;
+            };
+            let y = rate.bits_per_sec() as f64 * INTERVAL_SECS as f64 / 8.0;
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(x0, y), (x1, y)],
+                    6,
+                    4,
+                    c.stroke_width(1),
+                ))
+                .map_err(draw_err)?
+                .label(format!("{what} 95th: {}", human_rate(rate.bits_per_sec())))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(1))
+                });
+        }
     }
     chart
         .configure_series_labels()

@@ -16,6 +16,7 @@ use crate::model::calendar::Granularity;
 use crate::model::calendar::{Period, period_containing};
 use crate::model::event::LogKind;
 use crate::model::ids::{IfName, InstanceId};
+use crate::model::percentile::{INTERVAL_SECS, Interval, Percentile, Percentiles, of_curve};
 
 /// Which directions a chart shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -95,6 +96,9 @@ pub struct Series {
     pub quota: Option<QuotaLine>,
     pub penalties: Vec<Shade>,
     pub events: Vec<serde_json::Value>,
+    /// With 5-minute points: the 95th percentiles of the range's intervals over by now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub percentiles: Option<Percentiles>,
 }
 
 impl Series {
@@ -212,6 +216,33 @@ fn quota_line(rule: &RuleConfig, by: Granularity, points: &[Point]) -> Option<Qu
     })
 }
 
+/// The 95th percentile of 5-minute points over [from, to), counting only intervals over
+/// by `now` (the open one would read low); the points are the whole range, idle ones
+/// zero, so the window is the range's.
+pub fn points_percentile(
+    points: &[Point],
+    (from, to): (Timestamp, Timestamp),
+    now: Timestamp,
+) -> Option<Percentiles> {
+    let curve: Vec<(i64, Interval)> = points
+        .iter()
+        .map(|p| {
+            let interval = Interval {
+                upload: p.upload_bytes,
+                download: p.download_bytes,
+                estimated: p.estimated,
+            };
+            (p.start.as_second(), interval)
+        })
+        .collect();
+    let done = now.as_second().div_euclid(INTERVAL_SECS) * INTERVAL_SECS;
+    of_curve(
+        Percentile::P95,
+        &curve,
+        (from.as_second(), to.as_second().min(done)),
+    )
+}
+
 /// Read the ledger and build the report. `config` (when readable) gives each instance's
 /// quota rule; `rule` names one to use instead of the first that covers the instance.
 pub fn build(
@@ -293,7 +324,11 @@ pub fn build(
             .iter()
             .rev()
             .find_map(|e| e.body["instance_name"].as_str().map(str::to_owned));
+        let percentiles = (spec.by == Granularity::FiveMinutes)
+            .then(|| points_percentile(&points, (spec.from, spec.to), now))
+            .flatten();
         series.push(Series {
+            percentiles,
             name,
             upload_bytes: points.iter().map(|p| p.upload_bytes).sum(),
             download_bytes: points.iter().map(|p| p.download_bytes).sum(),
@@ -325,6 +360,29 @@ mod tests {
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn five_minute_points_give_the_ranges_percentile_so_far() {
+        let point = |k: i64, up: u64| Point {
+            start: Timestamp::from_second(1_800_000_000 + 300 * k).unwrap(),
+            upload_bytes: up,
+            download_bytes: 0,
+            estimated: false,
+        };
+        // 40 points of 100..4000 kB: rank ⌈0.95·40⌉ = 38 → 3.8 MB / 300 s.
+        let points: Vec<Point> = (0..40)
+            .map(|k| point(k, (k as u64 + 1) * 100_000))
+            .collect();
+        let from = points[0].start;
+        let to = Timestamp::from_second(1_800_000_000 + 300 * 40).unwrap();
+        let p = points_percentile(&points, (from, to), to).unwrap();
+        assert_eq!((p.samples, p.upload.unwrap().bits_per_sec()), (40, 101_333));
+        // Half-way through the 21st interval only 20 are over: rank 19 → 1.9 MB.
+        let now = Timestamp::from_second(1_800_000_000 + 300 * 20 + 150).unwrap();
+        let p = points_percentile(&points, (from, to), now).unwrap();
+        assert_eq!((p.samples, p.upload.unwrap().bits_per_sec()), (20, 50_666));
+        assert_eq!(points_percentile(&points, (from, to), from), None);
     }
 
     #[test]
