@@ -14,10 +14,12 @@ use serde::Deserialize;
 use super::routes::{Reader, ask, ledger_events, off_runtime};
 use super::{ApiState, Ask};
 use crate::account::ledger::open_read_only;
+use crate::account::usage::percentiles;
 use crate::api::ApiError;
 use crate::api::access::refused_page;
 use crate::model::calendar::Granularity;
 use crate::model::ids::InstanceId;
+use crate::model::percentile::Percentile;
 use crate::render::dashboard::{self, Part, page};
 
 pub fn routes() -> Router<ApiState> {
@@ -39,6 +41,33 @@ async fn with_view<T>(
     instance: Option<&InstanceId>,
     draw: impl FnOnce(&page::View<'_>) -> T,
 ) -> Result<T, ApiError> {
+    // An instance page shows its month's 95th percentile so far (from the ledger; a
+    // ledger that cannot be read yet shows none).
+    let percentiles = match instance {
+        Some(id) => {
+            let (path, id) = (s.ledger.clone(), id.clone());
+            off_runtime("ledger_unavailable", "read the percentile", move || {
+                let conn = open_read_only(&path).map_err(|e| e.to_string())?;
+                let tz = TimeZone::system();
+                let now = Timestamp::now();
+                let start = Granularity::Month.start_of(now, &tz);
+                let rows = percentiles(
+                    &conn,
+                    Some(&id),
+                    Granularity::Month,
+                    (start, now),
+                    now,
+                    &tz,
+                    Percentile::P95,
+                )
+                .map_err(|e| e.to_string())?;
+                Ok(rows.into_iter().next().map(|r| r.figures))
+            })
+            .await
+            .unwrap_or_default()
+        }
+        None => None,
+    };
     let snapshot = ask(s, Ask::Interfaces).await?;
     let now = Timestamp::now();
     let events = ledger_events(
@@ -57,6 +86,7 @@ async fn with_view<T>(
         refresh_secs: snapshot.interval_secs.max(5),
         now,
         tz: &tz,
+        percentiles,
     }))
 }
 

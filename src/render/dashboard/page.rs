@@ -15,6 +15,7 @@ use crate::account::ledger::EventRow;
 use crate::enforce::Enforcement;
 use crate::model::human::human_bytes;
 use crate::model::human::{human_pps, human_rate, human_secs};
+use crate::model::percentile::Percentiles;
 use crate::model::units::PacketRate;
 use crate::render::export::html::escape;
 use crate::state::{InterfaceRecord, QuotaRecord, Snapshot};
@@ -32,6 +33,8 @@ pub struct View<'a> {
     pub refresh_secs: u64,
     pub now: Timestamp,
     pub tz: &'a TimeZone,
+    /// On an instance page: its month's 95th percentiles so far.
+    pub percentiles: Option<Percentiles>,
 }
 
 pub(crate) fn label(key: &str, english: &str) -> String {
@@ -394,6 +397,21 @@ pub fn instance(view: &View<'_>, id: &str, part: Part) -> Option<String> {
             escape(q.rule.as_str())
         );
     }
+    if let Some(p) = &view.percentiles {
+        let rate = |r: Option<crate::model::units::Rate>| {
+            r.map_or_else(|| "-".to_owned(), |r| human_rate(r.bits_per_sec()))
+        };
+        let _ = write!(
+            usage,
+            "<p class=\"p95\"><span data-i18n=\"p95\">95th percentile this month</span>: up {} · down {} · max {} · aggregate {} <span class=\"dim\">({} intervals, {} left out)</span></p>",
+            rate(p.upload),
+            rate(p.download),
+            rate(p.max),
+            rate(p.aggregate),
+            p.samples,
+            p.estimated
+        );
+    }
     let events = event_rows(view, Some(id));
     if part == Part::Fragments {
         return Some(format!(
@@ -513,6 +531,7 @@ mod tests {
             refresh_secs: 60,
             now,
             tz: &TimeZone::UTC,
+            percentiles: None,
         };
         let page = overview(&view, Part::Page);
         assert!(page.contains("<title>hv&lt;1&gt; · sluice</title>"));
@@ -569,5 +588,28 @@ mod tests {
         let one = instance(&view, "8", Part::Page).unwrap();
         assert!(one.contains("data-interface=\"tap8i0\"") && !one.contains("tap7i0"));
         assert!(one.contains("../v1/instances/8/chart.svg?by=hour"));
+        assert!(!one.contains("class=\"p95\""), "no percentile, no line");
+
+        // The month's 95th percentile so far, when the ledger gave one.
+        let rate = |bps| Some(crate::model::units::Rate::from_bits_per_sec(bps));
+        let with = View {
+            percentiles: Some(Percentiles {
+                percentile: crate::model::percentile::Percentile::P95,
+                samples: 288,
+                estimated: 3,
+                upload: rate(80_000),
+                download: rate(1_333),
+                max: rate(80_000),
+                aggregate: None,
+            }),
+            ..view
+        };
+        let one = instance(&with, "8", Part::Page).unwrap();
+        assert!(
+            one.contains("95th percentile this month</span>: up 80.0 kbit/s · down 1.3 kbit/s · max 80.0 kbit/s · aggregate - <span class=\"dim\">(288 intervals, 3 left out)</span>"),
+            "{one}"
+        );
+        let part = instance(&with, "8", Part::Fragments).unwrap();
+        assert!(part.contains("class=\"p95\""), "refreshed with the usage");
     }
 }
