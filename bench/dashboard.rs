@@ -102,6 +102,7 @@ fn main() {
         refresh_secs: 60,
         now,
         tz: &tz,
+        percentiles: None,
     };
     let mut page = String::new();
     let render = median(runs, || page = overview(&view, Part::Page));
