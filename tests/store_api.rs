@@ -706,6 +706,38 @@ fn the_fleet_page_shows_agents_top_talkers_and_quotas_near_their_limit() {
     let (status, _) = c.text("/?period=week");
     assert_eq!(status, 400);
 
+    // Ranked by the 95th percentile on request: 304 moves more (12 intervals of 2 MB)
+    // but 305's one burst of 12 MB is the higher rate; by volume it is the other way.
+    let t0 = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(70);
+    let at = |k: i64| (t0 + jiff::SignedDuration::from_secs(300 * k)).to_string();
+    let mut samples: Vec<serde_json::Value> = (0..12)
+        .map(|k| json!({"at": at(k), "instance": "304", "upload": 2_000_000, "download": 0}))
+        .collect();
+    samples.push(json!({"at": at(11), "instance": "305", "upload": 12_000_000, "download": 0}));
+    let a = c.call(
+        "POST",
+        "/v1/reports",
+        Some(&hv2),
+        Some(&json!({"agent": "hv2", "batches": [{"seq": 2, "samples": samples}]}).to_string()),
+    );
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let row = |page: &str, i: &str| page.rfind(&format!("<tr data-instance=\"{i}\">")).unwrap();
+    let (_, by_volume) = c.text("/");
+    assert!(row(&by_volume, "304") < row(&by_volume, "305"), "by volume");
+    let (status, by_p95) = c.text("/?rank=p95");
+    assert_eq!(status, 200);
+    assert!(row(&by_p95, "305") < row(&by_p95, "304"), "by the 95th");
+    // 305: its interval and the ones after it up to now, the burst among the top 5 %
+    // only when there are 20 or more; 12 MB / 300 s = 320 kbit/s is its peak.
+    let cell = &by_p95[row(&by_p95, "305")..];
+    assert!(
+        cell.contains("320.0 kbit/s"),
+        "{}",
+        &cell[..400.min(cell.len())]
+    );
+    let (status, _) = c.text("/?rank=loudest");
+    assert_eq!(status, 400);
+
     // The panel's reset (what the page's Reset button sends) clears the month.
     let body = r#"{"instance":"301","resource":"traffic_total","period":"month"}"#;
     assert_eq!(

@@ -24,7 +24,7 @@ use super::sqlite::writer::Writer;
 use super::sqlite::{drive, open_connection};
 use super::statement::StoredStatement;
 use super::traffic::{ShownTrafficQuota, StorePeriod, Topup, TrafficResource};
-use super::view::{Fleet, InstanceQuota, ScopeView, Stats, TrafficUsage};
+use super::view::{Fleet, InstanceQuota, PercentileUse, ScopeView, Stats, TrafficUsage};
 use crate::model::ids::{InstanceId, Label};
 use crate::model::percentile::{Percentile, Percentiles};
 use crate::model::token::{Role, Token, TokenId, TokenInfo};
@@ -511,6 +511,39 @@ impl Store {
             agents: self.stats().await?.agents,
             instances,
         })
+    }
+
+    /// The fleet view ranked by the 95th percentile (the larger direction per interval)
+    /// of the period's 5-minute rates so far, over every instance reported in it: the
+    /// `top` highest, each with its percentiles and quotas' use.
+    pub async fn fleet_by_percentile(
+        &self,
+        period: StorePeriod,
+        at: Timestamp,
+        top: usize,
+    ) -> Result<Fleet, StoreError> {
+        let (start, _) = self.period_at(period, at)?;
+        let ids = {
+            run!(self, Read, |s| s
+                .reported_since(start.as_millisecond())
+                .await)?
+        };
+        let ids: Vec<InstanceId> = ids.iter().filter_map(|i| InstanceId::new(i).ok()).collect();
+        let all = self
+            .percentiles(ids, period, at, Timestamp::now(), Percentile::P95)
+            .await?;
+        let mut ranked: Vec<(&String, &Percentiles)> = all.iter().collect();
+        ranked.sort_by(|a, b| {
+            let max = |p: &Percentiles| p.max.map_or(0, |r| r.bits_per_sec());
+            max(b.1).cmp(&max(a.1)).then(a.0.cmp(b.0))
+        });
+        let mut fleet = self.fleet(period, at, 0).await?;
+        for (id, p) in ranked.into_iter().take(top) {
+            let mut usage = self.traffic_usage(InstanceId::new(id)?, period, at).await?;
+            usage.percentiles = Some(PercentileUse::from(p));
+            fleet.instances.push(usage);
+        }
+        Ok(fleet)
     }
 
     pub async fn stats(&self) -> Result<Stats, StoreError> {

@@ -126,6 +126,8 @@ async fn logout() -> Response {
 struct FleetQuery {
     period: Option<String>,
     fragment: Option<String>,
+    /// `volume` (default) or `p95`: what the top instances are ranked by.
+    rank: Option<String>,
 }
 
 /// A `period` parameter (query or body); the month when absent.
@@ -152,7 +154,16 @@ async fn fleet_page(
     }
     let period = period_param(q.period.as_deref())?;
     let now = jiff::Timestamp::now();
-    let fleet = s.store.fleet(period, now, FLEET_TOP).await?;
+    let fleet = match q.rank.as_deref() {
+        None | Some("volume") => s.store.fleet(period, now, FLEET_TOP).await?,
+        Some("p95") => s.store.fleet_by_percentile(period, now, FLEET_TOP).await?,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "rank",
+                format!("must be volume or p95, got {other:?}"),
+            ));
+        }
+    };
     let html = crate::render::dashboard::fleet::render(
         &fleet,
         now,

@@ -11,7 +11,7 @@ use jiff::tz::TimeZone;
 use super::Part;
 use super::page::{NEAR, bar, head, label, tail, tools};
 use crate::model::human::human_bytes;
-use crate::model::human::human_secs;
+use crate::model::human::{human_rate, human_secs};
 use crate::render::export::html::escape;
 use crate::store::view::{Fleet, TrafficUsage};
 
@@ -39,14 +39,18 @@ fn bars(u: &TrafficUsage) -> (String, f64) {
 
 fn instance_row(u: &TrafficUsage, period: &str) -> String {
     let (quotas, share) = bars(u);
+    // The 95th percentile (larger direction) when the page was asked to rank by it.
+    let p95 = u.percentiles.as_ref().and_then(|p| p.max_bps);
     format!(
-        "<tr data-instance=\"{i}\"><td>{i}</td><td class=\"n\" data-sort=\"{}\">{}</td><td class=\"n\" data-sort=\"{}\">{}</td><td class=\"n\" data-sort=\"{}\">{}</td><td data-sort=\"{share:.4}\">{quotas}</td><td><button type=\"button\" data-reset=\"{i}\" data-period=\"{p}\" data-i18n=\"reset\">Reset</button></td></tr>\n",
+        "<tr data-instance=\"{i}\"><td>{i}</td><td class=\"n\" data-sort=\"{}\">{}</td><td class=\"n\" data-sort=\"{}\">{}</td><td class=\"n\" data-sort=\"{}\">{}</td><td class=\"n\" data-sort=\"{}\">{}</td><td data-sort=\"{share:.4}\">{quotas}</td><td><button type=\"button\" data-reset=\"{i}\" data-period=\"{p}\" data-i18n=\"reset\">Reset</button></td></tr>\n",
         u.upload,
         human_bytes(u.upload),
         u.download,
         human_bytes(u.download),
         u.total,
         human_bytes(u.total),
+        p95.unwrap_or(0),
+        p95.map_or_else(|| "·".to_owned(), human_rate),
         i = escape(&u.instance),
         p = escape(period),
     )
@@ -105,7 +109,7 @@ fn tables(fleet: &Fleet, now: Timestamp) -> (String, String, String) {
     (agents, top, near)
 }
 
-const INSTANCE_HEAD: &str = "<thead><tr><th data-i18n=\"instance\">Instance</th><th data-i18n=\"upload\">Upload</th><th data-i18n=\"download\">Download</th><th data-i18n=\"total\">Total</th><th data-i18n=\"quotas\">Quotas</th><th></th></tr></thead>";
+const INSTANCE_HEAD: &str = "<thead><tr><th data-i18n=\"instance\">Instance</th><th data-i18n=\"upload\">Upload</th><th data-i18n=\"download\">Download</th><th data-i18n=\"total\">Total</th><th><a href=\"?rank=p95\" data-i18n=\"p95_max\">95th (max)</a></th><th data-i18n=\"quotas\">Quotas</th><th></th></tr></thead>";
 
 /// The fleet page (or, as `Fragments`, the parts the script refreshes).
 pub fn render(fleet: &Fleet, now: Timestamp, tz: &TimeZone, part: Part) -> String {
