@@ -356,6 +356,8 @@ mod tests {
             (600, 600, 0),
             (900, 600, 0),
             (0, 31 * 86_400, 8928),
+            // February 2027, 28 days: 8,064 intervals (rank 7,661 is billed).
+            (1_801_440_000, 1_803_859_200, 8064),
             // India: a civil month starting at 18:30 UTC still holds whole intervals.
             (1_764_527_400, 1_767_205_800, 8928),
         ] {
