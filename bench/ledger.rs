@@ -135,6 +135,7 @@ fn commit_cost(n: usize, rounds: usize) {
                 quotas: Default::default(),
                 events: vec![],
                 spool: Some(SpoolWrite {
+                    estimated: Vec::new(),
                     samples: spent
                         .iter()
                         .map(|sp| SpoolSample {

@@ -202,6 +202,7 @@ fn ingest(rt: &tokio::runtime::Runtime, store: &Store, ticks: usize, instances: 
                             instance: InstanceId::new(&format!("{agent}-{i}")).unwrap(),
                             upload: 1000 + i as u64,
                             download: 2000,
+                            estimated: false,
                         })
                         .collect();
                     let report = Report {

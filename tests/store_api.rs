@@ -1234,6 +1234,7 @@ fn statements_verify_until_one_is_edited_in_the_database() {
                     instance: InstanceId::new("101").unwrap(),
                     upload: 7_000,
                     download: 3_000,
+                    estimated: false,
                 }],
             }],
         };

@@ -16,6 +16,9 @@ pub struct Spent {
     pub download: u64,
     pub from: Timestamp,
     pub to: Timestamp,
+    /// The span was a sampling gap (the agent was down): the ledger spread the bytes
+    /// over it and flagged them estimated.
+    pub estimated: bool,
 }
 
 /// One rule's count for one instance in its current period.

@@ -20,7 +20,7 @@ use tracing::{error, info, warn};
 
 use super::backoff::{Backoff, Jitter};
 use crate::account::ledger::open_read_only;
-use crate::account::ledger::spool::{self, SpoolSample};
+use crate::account::ledger::spool::{self, SpoolRow};
 use crate::model::ids::{InstanceId, Label};
 use crate::store::report::{Batch, Ingested, Report, Sample};
 use crate::store::service::Store;
@@ -164,18 +164,21 @@ pub struct Reporter {
     pub shared: Arc<SpoolShared>,
 }
 
-fn samples(rows: &[(u64, Vec<SpoolSample>)]) -> Vec<Batch> {
+fn samples(rows: &[SpoolRow]) -> Vec<Batch> {
     rows.iter()
-        .map(|(seq, samples)| Batch {
-            seq: *seq,
-            samples: samples
+        .map(|row| Batch {
+            seq: row.seq,
+            samples: row
+                .samples
                 .iter()
-                .filter_map(|s| {
+                .enumerate()
+                .filter_map(|(i, s)| {
                     Some(Sample {
                         at: Timestamp::from_millisecond(s.at_ms).ok()?,
                         instance: InstanceId::new(&s.instance).ok()?,
                         upload: s.upload,
                         download: s.download,
+                        estimated: u32::try_from(i).is_ok_and(|i| row.estimated.contains(&i)),
                     })
                 })
                 .collect(),
@@ -191,10 +194,7 @@ impl Reporter {
         conn: Option<Connection>,
         after: u64,
         limit: usize,
-    ) -> (
-        Option<Connection>,
-        Result<Vec<(u64, Vec<SpoolSample>)>, String>,
-    ) {
+    ) -> (Option<Connection>, Result<Vec<SpoolRow>, String>) {
         let path = self.ledger.clone();
         let joined = tokio::task::spawn_blocking(move || {
             let conn = match conn {
@@ -229,7 +229,7 @@ impl Reporter {
                     continue;
                 }
             };
-            let Some(last) = rows.last().map(|(seq, _)| *seq) else {
+            let Some(last) = rows.last().map(|r| r.seq) else {
                 let _ = tokio::time::timeout(IDLE_POLL, self.shared.wake.notified()).await;
                 continue;
             };
@@ -311,6 +311,50 @@ pub fn client() -> Result<reqwest::Client, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spooled_rows_become_batches_with_their_estimated_samples_marked() {
+        use crate::account::ledger::spool::SpoolSample;
+        let sample = |at_ms, instance: &str| SpoolSample {
+            at_ms,
+            instance: instance.into(),
+            upload: 10,
+            download: 1,
+        };
+        let rows = [
+            SpoolRow {
+                seq: 7,
+                samples: vec![
+                    sample(60_000, "101"),
+                    sample(299_999, "102"),
+                    sample(360_000, "102"),
+                ],
+                estimated: vec![1],
+            },
+            // A name that is not an instance id is dropped, not sent.
+            SpoolRow {
+                seq: 8,
+                samples: vec![sample(420_000, "bad id!")],
+                estimated: vec![],
+            },
+        ];
+        let batches = samples(&rows);
+        assert_eq!(batches.len(), 2);
+        let marks: Vec<(u64, String, bool)> = batches[0]
+            .samples
+            .iter()
+            .map(|s| (s.upload, s.instance.to_string(), s.estimated))
+            .collect();
+        assert_eq!(
+            marks,
+            vec![
+                (10, "101".into(), false),
+                (10, "102".into(), true),
+                (10, "102".into(), false)
+            ]
+        );
+        assert_eq!((batches[1].seq, batches[1].samples.len()), (8, 0));
+    }
 
     #[test]
     fn retry_after_is_obeyed_up_to_the_longest_backoff() {

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::Timestamp;
 
 use super::model::{Limit, Membership, Scope, StoreError, cause};
-use super::report::Hours;
+use super::report::{Hours, Intervals};
 use super::statement::{Statement, StoredStatement};
 use super::traffic::{Topup, TrafficQuota};
 use crate::model::ids::{InstanceId, Label};
@@ -256,7 +256,7 @@ pub(crate) trait Statements {
 
     /// Add `intervals` (keyed by 5-minute interval start, Unix ms) to each instance's
     /// 5-minute traffic.
-    async fn add_intervals(&mut self, intervals: &Hours<'_>) -> Result<(), StoreError>;
+    async fn add_intervals(&mut self, intervals: &Intervals<'_>) -> Result<(), StoreError>;
 
     /// The 5-minute intervals of each of `ids` starting in [from, to) (Unix ms), oldest
     /// first; an instance without any is absent. A month of a thousand instances is

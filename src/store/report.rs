@@ -9,6 +9,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::model::ids::{InstanceId, Label};
+use crate::model::percentile::Interval;
 
 /// `POST /v1/reports`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +36,10 @@ pub struct Sample {
     pub instance: InstanceId,
     pub upload: u64,
     pub download: u64,
+    /// Its bytes were spread over an outage of the agent (one sample per 5-minute
+    /// interval of the gap): counted in volume, left out of percentiles.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub estimated: bool,
 }
 
 /// Which batches were added now and which had been before (both are acknowledged).
@@ -77,16 +82,21 @@ pub fn hourly<'a>(
     (hours, samples)
 }
 
+/// Each instance's 5-minute intervals of a report, keyed by (instance, start in Unix ms).
+pub type Intervals<'a> = std::collections::BTreeMap<(&'a str, i64), Interval>;
+
 /// The bytes of `batches` per instance and UTC-aligned 5-minute interval (start in Unix
-/// ms), placed by each sample's `at` as [`hourly`] places them.
-pub fn five_minutes<'a>(batches: impl IntoIterator<Item = &'a Batch>) -> Hours<'a> {
+/// ms), placed by each sample's `at` as [`hourly`] places them; an interval is estimated
+/// when any of its samples is.
+pub fn five_minutes<'a>(batches: impl IntoIterator<Item = &'a Batch>) -> Intervals<'a> {
     let len = crate::model::percentile::INTERVAL_SECS * 1000;
-    let mut out = Hours::new();
+    let mut out = Intervals::new();
     for s in batches.into_iter().flat_map(|b| &b.samples) {
         let bucket = s.at.as_millisecond().div_euclid(len) * len;
         let e = out.entry((s.instance.as_str(), bucket)).or_default();
-        e.0 = e.0.saturating_add(s.upload);
-        e.1 = e.1.saturating_add(s.download);
+        e.upload = e.upload.saturating_add(s.upload);
+        e.download = e.download.saturating_add(s.download);
+        e.estimated |= s.estimated;
     }
     out
 }

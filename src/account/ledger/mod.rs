@@ -629,6 +629,7 @@ impl Tick {
             download: d.tx_bytes,
             from: Timestamp::from_millisecond(from).unwrap_or(self.at),
             to: self.at,
+            estimated,
         });
         let id = e.id;
         for table in Table::ALL {

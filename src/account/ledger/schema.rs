@@ -15,7 +15,8 @@ use crate::model::ids::{InstanceId, RuleName};
 /// 3: buckets keyed by (bucket, interface id); counters, open buckets and quota counts
 ///    packed into `state` (see [`super::packed`], [`super::packed_quotas`]).
 /// 4: + `spool`, the deltas waiting for the quota store (see [`super::spool`]).
-pub const VERSION: i64 = 4;
+/// 5: + `spool.estimated`, which spooled samples were spread over an agent outage.
+pub const VERSION: i64 = 5;
 
 const TABLES: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -68,6 +69,7 @@ pub fn upgrade(conn: &mut Connection, version: i64, boot_id: &str) -> Result<(),
     tx.execute_batch(TABLES).map_err(sql("creating tables"))?;
     tx.execute_batch(spool::TABLE)
         .map_err(sql("creating tables"))?;
+    spool::add_estimated(&tx)?;
     spool::seed(&tx, Timestamp::now().as_millisecond())?;
     for t in ["usage_5m", "usage_hour"] {
         tx.execute_batch(&bucket_table(t))

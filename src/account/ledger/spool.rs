@@ -17,8 +17,27 @@ use super::{LedgerError, sql};
 pub(super) const TABLE: &str = "
 CREATE TABLE IF NOT EXISTS spool (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    payload BLOB NOT NULL
+    payload BLOB NOT NULL,
+    estimated BLOB
 );";
+
+/// Schema 5: which of a row's samples are estimated (the payload's encoding has no room
+/// for a new field: postcard is positional, and rows of the older agent are still read).
+pub(super) fn add_estimated(conn: &Connection) -> Result<(), LedgerError> {
+    let has: bool = conn
+        .query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('spool') WHERE name = 'estimated'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)
+        .map_err(sql("reading the spool's columns"))?;
+    if !has {
+        conn.execute_batch("ALTER TABLE spool ADD COLUMN estimated BLOB")
+            .map_err(sql("migrating the spool"))?;
+    }
+    Ok(())
+}
 
 /// Start the numbering at `now_ms` × 1000 if the spool has never numbered anything.
 pub(super) fn seed(conn: &Connection, now_ms: i64) -> Result<(), LedgerError> {
@@ -45,6 +64,10 @@ pub struct SpoolSample {
 #[derive(Debug, Clone, Default)]
 pub struct SpoolWrite {
     pub samples: Vec<SpoolSample>,
+    /// Indices into `samples` of those whose bytes were spread over an agent outage
+    /// (one sample per 5-minute interval of the gap): the store leaves them out of
+    /// percentiles as the ledger does.
+    pub estimated: Vec<u32>,
     /// Rows up to this sequence number were acknowledged by the store: delete them.
     pub acked_through: u64,
     /// Refuse to grow the spool beyond this many bytes of payload.
@@ -102,8 +125,18 @@ pub(super) fn write(conn: &Connection, w: &SpoolWrite, bytes: u64) -> Result<Spo
             bytes,
         });
     }
-    conn.prepare_cached("INSERT INTO spool (payload) VALUES (?1)")
-        .and_then(|mut s| s.execute(params![payload]))
+    let estimated = if w.estimated.is_empty() {
+        None
+    } else {
+        Some(
+            postcard::to_stdvec(&w.estimated).map_err(|e| LedgerError::Sql {
+                what: "encoding the spool",
+                source: e.into(),
+            })?,
+        )
+    };
+    conn.prepare_cached("INSERT INTO spool (payload, estimated) VALUES (?1, ?2)")
+        .and_then(|mut s| s.execute(params![payload, estimated]))
         .map_err(sql("spooling"))?;
     Ok(Spooled {
         dropped: false,
@@ -111,32 +144,49 @@ pub(super) fn write(conn: &Connection, w: &SpoolWrite, bytes: u64) -> Result<Spo
     })
 }
 
+/// One spool row as the reporter reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolRow {
+    pub seq: u64,
+    pub samples: Vec<SpoolSample>,
+    /// Indices into `samples` of the estimated ones.
+    pub estimated: Vec<u32>,
+}
+
 /// Up to `limit` rows after `after`, oldest first (the reporter's read).
-pub fn pending(
-    conn: &Connection,
-    after: u64,
-    limit: usize,
-) -> Result<Vec<(u64, Vec<SpoolSample>)>, LedgerError> {
+pub fn pending(conn: &Connection, after: u64, limit: usize) -> Result<Vec<SpoolRow>, LedgerError> {
     let mut stmt = conn
-        .prepare_cached("SELECT seq, payload FROM spool WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+        .prepare_cached(
+            "SELECT seq, payload, estimated FROM spool WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )
         .map_err(sql("reading the spool"))?;
-    let rows: Vec<(i64, Vec<u8>)> = stmt
+    type Raw = (i64, Vec<u8>, Option<Vec<u8>>);
+    let rows: Vec<Raw> = stmt
         .query_map(
             params![
                 i64::try_from(after).unwrap_or(i64::MAX),
                 i64::try_from(limit).unwrap_or(i64::MAX)
             ],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .and_then(|rows| rows.collect())
         .map_err(sql("reading the spool"))?;
     rows.into_iter()
-        .map(|(seq, payload)| {
-            let samples = postcard::from_bytes(&payload).map_err(|e| LedgerError::Sql {
+        .map(|(seq, payload, estimated)| {
+            let bad = |e: postcard::Error| LedgerError::Sql {
                 what: "decoding the spool",
                 source: format!("row {seq}: {e}").into(),
-            })?;
-            Ok((seq.max(0) as u64, samples))
+            };
+            let samples = postcard::from_bytes(&payload).map_err(bad)?;
+            let estimated = match estimated {
+                Some(b) => postcard::from_bytes(&b).map_err(bad)?,
+                None => Vec::new(),
+            };
+            Ok(SpoolRow {
+                seq: seq.max(0) as u64,
+                samples,
+                estimated,
+            })
         })
         .collect()
 }

@@ -745,3 +745,56 @@ fn a_month_of_ticks_reads_back_as_the_reference_percentile() {
     assert_eq!(rows[0].figures.samples, 1000);
     assert_eq!(bps(rows[0].figures.upload), first[949] * 8 / 300);
 }
+
+/// The spool keeps which samples are estimated beside the payload, and a spool written
+/// by the previous schema (no such column) is read after the upgrade: its rows are
+/// whole, none estimated.
+#[test]
+fn spooled_estimates_survive_and_an_old_spool_upgrades() {
+    use crate::account::ledger::spool::{SpoolSample, SpoolWrite, pending};
+    let w = World::new();
+    let sample = |at_ms, upload| SpoolSample {
+        at_ms,
+        instance: "101".into(),
+        upload,
+        download: 0,
+    };
+    {
+        let l = w.open("boot-a");
+        // As schema 4 left it: no `estimated` column, one row waiting.
+        l.connection()
+            .execute_batch("ALTER TABLE spool DROP COLUMN estimated; PRAGMA user_version = 4;")
+            .unwrap();
+        let payload = postcard::to_stdvec(&vec![sample(60_000, 5)]).unwrap();
+        l.connection()
+            .execute("INSERT INTO spool (payload) VALUES (?1)", params![payload])
+            .unwrap();
+    }
+    let mut l = w.open("boot-a");
+    let o = Observation {
+        interface: &w.ifname,
+        instance: &w.instance,
+        ifindex: 7,
+        rx_bytes: 1,
+        tx_bytes: 0,
+    };
+    let write = SpoolWrite {
+        samples: vec![sample(300_000, 7), sample(599_999, 8), sample(660_000, 9)],
+        estimated: vec![0, 1],
+        acked_through: 0,
+        max_bytes: 1 << 20,
+    };
+    l.record_with(&[o], at(11 * MIN), Duration::from_secs(60), |_| Journal {
+        spool: Some(write),
+        ..Journal::default()
+    })
+    .unwrap();
+    let rows = pending(l.connection(), 0, 10).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (rows[0].samples.clone(), rows[0].estimated.clone()),
+        (vec![sample(60_000, 5)], vec![])
+    );
+    assert_eq!(rows[1].samples.len(), 3);
+    assert_eq!(rows[1].estimated, vec![0, 1]);
+}

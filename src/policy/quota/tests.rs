@@ -34,6 +34,7 @@ fn spent(instance: &str, up: u64, down: u64, from: &str, to: &str) -> Spent {
         download: down,
         from: ts(from),
         to: ts(to),
+        estimated: false,
     }
 }
 

@@ -9,7 +9,7 @@ use super::pg;
 use crate::store::model::{StoreError, cause};
 
 /// `MIGRATIONS[i]` takes the schema from version i to i + 1.
-const MIGRATIONS: [&str; 8] = [
+const MIGRATIONS: [&str; 9] = [
     "
 CREATE TABLE limits (
     scope_kind TEXT NOT NULL,
@@ -149,6 +149,10 @@ CREATE TABLE statements (
     hash TEXT NOT NULL,
     PRIMARY KEY (instance, start_ms)
 );
+",
+    // 9: a 5-minute interval whose bytes an agent spread over its outage.
+    "
+ALTER TABLE traffic_5m ADD COLUMN estimated BIGINT NOT NULL DEFAULT 0;
 ",
 ];
 

@@ -15,7 +15,7 @@ use crate::model::percentile::Interval;
 use crate::store::backend::Curves;
 use crate::store::backend::{Arg, Row, Statements, Value, clamp};
 use crate::store::model::StoreError;
-use crate::store::report::Hours;
+use crate::store::report::{Hours, Intervals};
 
 /// The store's statements on `C`: a pooled connection (reads, single statements) or a
 /// transaction on one.
@@ -232,34 +232,38 @@ impl<C: GenericClient + Sync> Statements for Postgres<'_, C> {
             .map_err(pg(what))
     }
 
-    async fn add_intervals(&mut self, intervals: &Hours<'_>) -> Result<(), StoreError> {
+    async fn add_intervals(&mut self, intervals: &Intervals<'_>) -> Result<(), StoreError> {
         let what = "adding 5-minute traffic";
         let mut ids = Vec::with_capacity(intervals.len());
         let mut bs = Vec::with_capacity(intervals.len());
         let mut ups = Vec::with_capacity(intervals.len());
         let mut downs = Vec::with_capacity(intervals.len());
-        for ((i, b), (u, d)) in intervals {
+        let mut est = Vec::with_capacity(intervals.len());
+        for ((i, b), interval) in intervals {
             ids.push(*i);
             bs.push(*b);
-            ups.push(clamp(*u));
-            downs.push(clamp(*d));
+            ups.push(clamp(interval.upload));
+            downs.push(clamp(interval.download));
+            est.push(i64::from(interval.estimated));
         }
         let s = self
             .prepare(
                 what,
-                "INSERT INTO traffic_5m (instance, bucket_ms, upload, download)
-                 SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[])
+                "INSERT INTO traffic_5m (instance, bucket_ms, upload, download, estimated)
+                 SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[],
+                                      $5::BIGINT[])
                  ON CONFLICT (instance, bucket_ms) DO UPDATE SET
                    upload = CASE
                      WHEN traffic_5m.upload > 9223372036854775807 - excluded.upload
                      THEN 9223372036854775807 ELSE traffic_5m.upload + excluded.upload END,
                    download = CASE
                      WHEN traffic_5m.download > 9223372036854775807 - excluded.download
-                     THEN 9223372036854775807 ELSE traffic_5m.download + excluded.download END",
+                     THEN 9223372036854775807 ELSE traffic_5m.download + excluded.download END,
+                   estimated = GREATEST(traffic_5m.estimated, excluded.estimated)",
             )
             .await?;
         self.client
-            .execute(&s, &[&ids, &bs, &ups, &downs])
+            .execute(&s, &[&ids, &bs, &ups, &downs, &est])
             .await
             .map(drop)
             .map_err(pg(what))
@@ -277,7 +281,8 @@ impl<C: GenericClient + Sync> Statements for Postgres<'_, C> {
         let s = self
             .prepare(
                 what,
-                "SELECT instance, array_agg(bucket_ms), array_agg(upload), array_agg(download)
+                "SELECT instance, array_agg(bucket_ms), array_agg(upload), array_agg(download),
+                        array_agg(estimated)
                  FROM traffic_5m
                  WHERE instance = ANY($1::TEXT[]) AND bucket_ms >= $2 AND bucket_ms < $3
                  GROUP BY instance",
@@ -294,14 +299,15 @@ impl<C: GenericClient + Sync> Statements for Postgres<'_, C> {
             let buckets: Vec<i64> = r.try_get(1).map_err(pg(what))?;
             let ups: Vec<i64> = r.try_get(2).map_err(pg(what))?;
             let downs: Vec<i64> = r.try_get(3).map_err(pg(what))?;
+            let est: Vec<i64> = r.try_get(4).map_err(pg(what))?;
             let mut curve: Vec<(i64, Interval)> = buckets
                 .into_iter()
-                .zip(ups.into_iter().zip(downs))
-                .map(|(b, (u, d))| {
+                .zip(ups.into_iter().zip(downs.into_iter().zip(est)))
+                .map(|(b, (u, (d, e)))| {
                     let interval = Interval {
                         upload: u.max(0) as u64,
                         download: d.max(0) as u64,
-                        estimated: false,
+                        estimated: e != 0,
                     };
                     (b, interval)
                 })

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use super::db;
 use crate::store::model::{StoreError, cause};
 
-const MIGRATIONS: [&str; 9] = [
+const MIGRATIONS: [&str; 10] = [
     // 1: counted resources.
     "
 CREATE TABLE limits (
@@ -152,6 +152,10 @@ CREATE TABLE statements (
     hash TEXT NOT NULL,
     PRIMARY KEY (instance, start_ms)
 );
+",
+    // 10: a 5-minute interval whose bytes an agent spread over its outage.
+    "
+ALTER TABLE traffic_5m ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0;
 ",
 ];
 

@@ -17,7 +17,7 @@ use crate::model::percentile::Interval;
 use crate::store::backend::Curves;
 use crate::store::backend::{Arg, Row, Statements, Value, clamp, for_sqlite};
 use crate::store::model::StoreError;
-use crate::store::report::Hours;
+use crate::store::report::{Hours, Intervals};
 
 impl ToSql for Arg<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -194,20 +194,28 @@ impl Statements for Sqlite<'_> {
         Ok(())
     }
 
-    async fn add_intervals(&mut self, intervals: &Hours<'_>) -> Result<(), StoreError> {
+    async fn add_intervals(&mut self, intervals: &Intervals<'_>) -> Result<(), StoreError> {
         let what = "adding 5-minute traffic";
         let mut add = self.prepare(
             what,
-            "INSERT INTO traffic_5m (instance, bucket_ms, upload, download) VALUES ($1, $2, $3, $4)
+            "INSERT INTO traffic_5m (instance, bucket_ms, upload, download, estimated)
+             VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (instance, bucket_ms) DO UPDATE SET
                upload = CASE WHEN upload > 9223372036854775807 - excluded.upload
                  THEN 9223372036854775807 ELSE upload + excluded.upload END,
                download = CASE WHEN download > 9223372036854775807 - excluded.download
-                 THEN 9223372036854775807 ELSE download + excluded.download END",
+                 THEN 9223372036854775807 ELSE download + excluded.download END,
+               estimated = MAX(estimated, excluded.estimated)",
         )?;
-        for ((instance, bucket), (up, down)) in intervals {
-            add.execute(params![instance, bucket, clamp(*up), clamp(*down)])
-                .map_err(db(what))?;
+        for ((instance, bucket), i) in intervals {
+            add.execute(params![
+                instance,
+                bucket,
+                clamp(i.upload),
+                clamp(i.download),
+                i64::from(i.estimated)
+            ])
+            .map_err(db(what))?;
         }
         Ok(())
     }
@@ -220,7 +228,7 @@ impl Statements for Sqlite<'_> {
         let what = "reading 5-minute traffic";
         let mut read = self.prepare(
             what,
-            "SELECT instance, bucket_ms, upload, download FROM traffic_5m
+            "SELECT instance, bucket_ms, upload, download, estimated FROM traffic_5m
              WHERE instance = ANY($1::TEXT[]) AND bucket_ms >= $2 AND bucket_ms < $3
              ORDER BY instance, bucket_ms",
         )?;
@@ -243,7 +251,7 @@ impl Statements for Sqlite<'_> {
             let interval = Interval {
                 upload: int(2)?.max(0) as u64,
                 download: int(3)?.max(0) as u64,
-                estimated: false,
+                estimated: int(4)? != 0,
             };
             match &mut current {
                 Some((n, curve)) if n == name => curve.push((int(1)?, interval)),
