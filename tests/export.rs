@@ -407,3 +407,71 @@ fn all_instances_as_images_need_a_directory_and_get_a_file_each() {
     );
     assert!(String::from_utf8_lossy(&missing.stderr).contains("--rule \"nope\""));
 }
+
+/// `sluice usage --percentile 95` on the same ledger: per day, 101's four figures (the
+/// larger direction and the sum taken per interval), the intervals ranked; bad
+/// arguments are named.
+#[test]
+fn usage_percentile_reads_the_day_as_the_rank_rule_says() {
+    let f = fixture();
+    let usage = |extra: &[&str]| {
+        let by = if extra.contains(&"--by") {
+            &[][..]
+        } else {
+            &["--by", "day"][..]
+        };
+        Command::new(sluice_bin())
+            .args(["usage", "--instance", "101", "--tz", "UTC"])
+            .args(by)
+            .args(["--from", DAY, "--to", "2026-11-21", "--data-dir"])
+            .arg(&f.data)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let v: Value = serde_json::from_slice(&ok(usage(&["--percentile", "95", "--json"]))).unwrap();
+    let row = &v[0];
+    // Busy intervals: 3 MB up, 50 kB down; the other 240: 20 kB up, 50 kB down.
+    // Rank 274 of 288 is a busy one: max 3 MB, sum 3.05 MB → 80,000 and 81,333 bit/s.
+    assert_eq!(
+        (
+            row["upload_bps"].clone(),
+            row["download_bps"].clone(),
+            row["max_bps"].clone(),
+            row["aggregate_bps"].clone(),
+            row["samples"].clone(),
+            row["estimated"].clone()
+        ),
+        (
+            json!(80_000),
+            json!(1_333),
+            json!(80_000),
+            json!(81_333),
+            json!(288),
+            json!(0)
+        ),
+        "{v}"
+    );
+    assert_eq!(row["period"], "2026-11-20T00:00:00Z");
+    let text = String::from_utf8(ok(usage(&["--percentile", "95"]))).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].contains("UPLOAD p95") && lines[0].contains("LEFT OUT"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("2026-11-20")
+            && lines[1].contains("80.0 kbit/s")
+            && lines[1].contains("81.3 kbit/s"),
+        "{text}"
+    );
+    for (args, named) in [
+        (&["--percentile", "0"][..], "--percentile"),
+        (&["--percentile", "95", "--by", "5m"][..], "--by 5m"),
+    ] {
+        let out = usage(args);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(named), "{args:?}: {err}");
+    }
+}
