@@ -188,8 +188,9 @@ pub enum StatementsCommand {
     /// Write the statements of billing months already closed that have none yet (a
     /// serving store does this by itself)
     Close {
-        /// The store's time zone (as `sluice store --timezone`): where months start
-        #[arg(long, default_value = "UTC", value_name = "ZONE")]
+        /// The serving store's time zone (its `--timezone`): where months start. Asked
+        /// for, not defaulted: another zone would close months that overlap its own
+        #[arg(long, value_name = "ZONE")]
         timezone: String,
         #[command(flatten)]
         database: DatabaseArg,

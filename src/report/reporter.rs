@@ -166,22 +166,30 @@ pub struct Reporter {
 
 fn samples(rows: &[SpoolRow]) -> Vec<Batch> {
     rows.iter()
-        .map(|row| Batch {
-            seq: row.seq,
-            samples: row
-                .samples
-                .iter()
-                .enumerate()
-                .filter_map(|(i, s)| {
-                    Some(Sample {
-                        at: Timestamp::from_millisecond(s.at_ms).ok()?,
-                        instance: InstanceId::new(&s.instance).ok()?,
-                        upload: s.upload,
-                        download: s.download,
-                        estimated: u32::try_from(i).is_ok_and(|i| row.estimated.contains(&i)),
+        .map(|row| {
+            let mut estimated = vec![false; row.samples.len()];
+            for &i in &row.estimated {
+                if let Some(e) = usize::try_from(i).ok().and_then(|i| estimated.get_mut(i)) {
+                    *e = true;
+                }
+            }
+            Batch {
+                seq: row.seq,
+                samples: row
+                    .samples
+                    .iter()
+                    .zip(estimated)
+                    .filter_map(|(s, estimated)| {
+                        Some(Sample {
+                            at: Timestamp::from_millisecond(s.at_ms).ok()?,
+                            instance: InstanceId::new(&s.instance).ok()?,
+                            upload: s.upload,
+                            download: s.download,
+                            estimated,
+                        })
                     })
-                })
-                .collect(),
+                    .collect(),
+            }
         })
         .collect()
 }

@@ -140,16 +140,15 @@ pub(crate) async fn expire_reservations<S: Statements>(
     Ok(ids.len())
 }
 
-/// Drop lapsed reservations, report keys older than `keys_before` and 5-minute
-/// intervals older than `intervals_before`; (reservations, keys) removed.
+/// Drop lapsed reservations and report keys older than `keys_before`; (reservations,
+/// keys) removed.
 pub(crate) async fn expire<S: Statements>(
     s: &mut S,
     now: Timestamp,
-    (keys_before, intervals_before): (Timestamp, Timestamp),
+    keys_before: Timestamp,
 ) -> Result<(usize, usize), StoreError> {
     let reservations = expire_reservations(s, now).await?;
     let keys = s.prune_reports(keys_before).await? as usize;
-    s.prune_intervals(intervals_before).await?;
     Ok((reservations, keys))
 }
 

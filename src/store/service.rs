@@ -257,16 +257,18 @@ impl Store {
         let keep = jiff::SignedDuration::try_from(self.settings.keep_report_keys)
             .unwrap_or(jiff::SignedDuration::MAX);
         let before = now.checked_sub(keep).unwrap_or(Timestamp::MIN);
-        let keep_intervals =
+        run!(self, Transaction, |s| engine::expire(s, now, before).await)
+    }
+
+    /// Forget 5-minute intervals older than [`KEEP_INTERVALS`] (or the report keys'
+    /// retention, if longer); how many. Run after [`Store::close_periods`], so a month is
+    /// read whole before its intervals go.
+    pub async fn prune_intervals(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let keep =
             jiff::SignedDuration::try_from(self.settings.keep_report_keys.max(KEEP_INTERVALS))
                 .unwrap_or(jiff::SignedDuration::MAX);
-        let intervals_before = now.checked_sub(keep_intervals).unwrap_or(Timestamp::MIN);
-        run!(self, Transaction, |s| engine::expire(
-            s,
-            now,
-            (before, intervals_before)
-        )
-        .await)
+        let before = now.checked_sub(keep).unwrap_or(Timestamp::MIN);
+        run!(self, Transaction, |s| s.prune_intervals(before).await)
     }
 
     /// The panel's real counts replace the store's (the cure for usage drift).

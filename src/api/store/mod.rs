@@ -131,6 +131,9 @@ async fn track(State(state): State<ApiState>, req: Request, next: Next) -> Respo
     resp
 }
 
+/// How often a serving store writes due statements and prunes old 5-minute traffic.
+const BOOKKEEPING_EVERY: Duration = Duration::from_secs(300);
+
 /// Serve until `shutdown` resolves; drops lapsed reservations in the background.
 pub async fn serve(
     listener: TcpListener,
@@ -143,8 +146,24 @@ pub async fn serve(
     let expirer = tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut bookkept: Option<std::time::Instant> = None;
         loop {
             tick.tick().await;
+            // Statements first, then pruning: a month closed late (the store was down)
+            // is still read whole. Both scan more than a tick's worth, so not every tick.
+            if bookkept.is_none_or(|t| t.elapsed() >= BOOKKEEPING_EVERY) {
+                bookkept = Some(std::time::Instant::now());
+                match store.close_periods(jiff::Timestamp::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => info!(statements = n, "store: closed billing months"),
+                    Err(e) => warn!("store: writing statements failed: {e}"),
+                }
+                match store.prune_intervals(jiff::Timestamp::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => info!(intervals = n, "store: pruned old 5-minute traffic"),
+                    Err(e) => warn!("store: pruning 5-minute traffic failed: {e}"),
+                }
+            }
             match store.expire(jiff::Timestamp::now()).await {
                 Ok((0, 0)) => {}
                 Ok((reservations, keys)) => {
@@ -155,11 +174,6 @@ pub async fn serve(
                     )
                 }
                 Err(e) => warn!("store: expiring reservations failed: {e}"),
-            }
-            match store.close_periods(jiff::Timestamp::now()).await {
-                Ok(0) => {}
-                Ok(n) => info!(statements = n, "store: closed billing months"),
-                Err(e) => warn!("store: writing statements failed: {e}"),
             }
         }
     });
