@@ -221,12 +221,18 @@ pub fn instance_intervals(
     instance: Option<&str>,
     settled_before: i64,
 ) -> Result<BTreeMap<String, InstanceIntervals>, LedgerError> {
+    // One snapshot for everything read on `conn`: a tick committing between the table's
+    // rows and the packed state would otherwise move a bucket from one to the other
+    // unseen (or seen twice).
+    let snapshot = conn
+        .unchecked_transaction()
+        .map_err(sql("reading 5-minute usage"))?;
     // interfaces.id → index of its instance in `instances` (ids are small rowids).
     let mut instances: Vec<String> = Vec::new();
     let mut slot: Vec<u32> = Vec::new();
     {
         let mut index: HashMap<String, u32> = HashMap::new();
-        for (id, (_, inst)) in names(conn)? {
+        for (id, (_, inst)) in names(&snapshot)? {
             if instance.is_some_and(|w| w != inst) {
                 continue;
             }
@@ -246,9 +252,18 @@ pub fn instance_intervals(
     }
     let slots = Slots(&slot);
     let width = instances.len();
+    let state = packed::read(&snapshot)?;
+    // The older part goes to a second connection only below every bucket still packed
+    // (after a restart a closed bucket can wait longer than an hour to be written).
+    let oldest_packed = state.as_ref().and_then(|st| {
+        st.unwritten()
+            .filter(|r| r.table == Table::FiveMinutes)
+            .map(|r| r.bucket)
+            .min()
+    });
     let settled = (settled_before - HOUR).div_euclid(FIVE) * FIVE;
     let mid = (from / 2 + to / 2).div_euclid(FIVE) * FIVE;
-    let split = mid.min(settled);
+    let split = mid.min(settled).min(oldest_packed.unwrap_or(i64::MAX));
     let path = conn.path().filter(|p| !p.is_empty()).map(PathBuf::from);
     let (older, mut out) = match path {
         Some(path) if split > from && split < to => std::thread::scope(|scope| {
@@ -256,14 +271,14 @@ pub fn instance_intervals(
                 let c = super::open_read_only(&path)?;
                 read_intervals(&c, (from, split), slots, width)
             });
-            let newer = read_intervals(conn, (split, to), slots, width);
+            let newer = read_intervals(&snapshot, (split, to), slots, width);
             let older = older.join().map_err(|_| LedgerError::Sql {
                 what: "reading 5-minute usage",
                 source: "the reading thread panicked".into(),
             })?;
             Ok::<_, LedgerError>((Some(older?), newer?))
         })?,
-        _ => (None, read_intervals(conn, (from, to), slots, width)?),
+        _ => (None, read_intervals(&snapshot, (from, to), slots, width)?),
     };
     if let Some(older) = older {
         for (v, mut old) in out.iter_mut().zip(older) {
@@ -273,7 +288,7 @@ pub fn instance_intervals(
     }
     // Buckets still packed are the newest: they go after the table's, merged where an
     // interval already has a row (a closed bucket not yet written beside written ones).
-    if let Some(state) = packed::read(conn)? {
+    if let Some(state) = state {
         let mut late: Vec<Row> = state
             .unwritten()
             .filter(|r| r.table == Table::FiveMinutes && (from..to).contains(&r.bucket))
