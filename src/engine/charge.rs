@@ -70,35 +70,46 @@ pub fn charge(
     })
 }
 
-/// What a tick spools for the quota store: one sample per instance that moved bytes,
-/// at the tick's end. A span the agent was down for is spooled as the ledger placed it:
-/// one sample per 5-minute interval of the gap, each at its interval's end, flagged
-/// estimated (their indices) — not one sample whose bytes would land in the interval
-/// the agent came back in.
+/// The most 5-minute pieces one instance's bytes are spooled as: a day. A longer outage
+/// goes as one estimated sample (its intervals then read idle in the store), so a day
+/// away on a big host cannot grow one tick's spool without bound.
+pub const MAX_PIECES: i64 = 288;
+
+/// What a tick spools for the quota store, for each instance that moved bytes: its bytes
+/// placed as the ledger places them, by overlap with the UTC 5-minute intervals, one
+/// sample per interval, each at the last instant the tick had in it (so the store, which
+/// files a sample under the interval holding its time, files it where the ledger did).
+/// A span the agent was down for is marked estimated (the returned indices): the store
+/// leaves those intervals out of percentiles, as the ledger does.
 pub fn spool_samples(spent: &[Spent]) -> (Vec<SpoolSample>, Vec<u32>) {
     let len = INTERVAL_SECS * 1000;
     let mut samples = Vec::new();
     let mut estimated = Vec::new();
     for s in spent.iter().filter(|s| s.upload > 0 || s.download > 0) {
         let (from, to) = (s.from.as_millisecond(), s.to.as_millisecond());
-        let sample = |at_ms, upload, download| SpoolSample {
-            at_ms,
-            instance: s.instance.as_str().to_owned(),
-            upload,
-            download,
+        let mut push = |at_ms, upload, download| {
+            if s.estimated {
+                estimated.push(u32::try_from(samples.len()).unwrap_or(u32::MAX));
+            }
+            samples.push(SpoolSample {
+                at_ms,
+                instance: s.instance.as_str().to_owned(),
+                upload,
+                download,
+            });
         };
-        if !s.estimated {
-            samples.push(sample(to, s.upload, s.download));
+        let pieces = (to - 1).div_euclid(len) - from.div_euclid(len) + 1;
+        if to <= from || pieces > MAX_PIECES {
+            push(to, s.upload, s.download);
             continue;
         }
-        let pieces = spread(s.upload, from, to, len).zip(spread(s.download, from, to, len));
-        for ((bucket, up), (_, down)) in pieces {
+        let split = spread(s.upload, from, to, len).zip(spread(s.download, from, to, len));
+        for ((bucket, up), (_, down)) in split {
             if up == 0 && down == 0 {
                 continue;
             }
             let at = bucket.saturating_mul(1000).saturating_add(len - 1).min(to);
-            estimated.push(u32::try_from(samples.len()).unwrap_or(u32::MAX));
-            samples.push(sample(at, up, down));
+            push(at, up, down);
         }
     }
     (samples, estimated)
@@ -139,21 +150,33 @@ mod tests {
     }
 
     #[test]
-    fn an_outage_is_spooled_one_estimated_sample_per_interval() {
-        // A tick: one sample at its end. Idle: nothing.
+    fn bytes_are_spooled_where_the_ledger_places_them() {
+        let at = |s: &SpoolSample| (s.at_ms, s.upload, s.download);
+        // A tick inside one interval: one sample at its end. Idle: nothing.
         let (s, e) = spool_samples(&[spent(600, 660, 1000, false), spent(600, 660, 0, false)]);
-        assert_eq!(s.len(), 1);
         assert_eq!(
-            (s[0].at_ms, s[0].upload, s[0].download),
-            (660_000, 1000, 100)
+            s.iter().map(at).collect::<Vec<_>>(),
+            vec![(660_000, 1000, 100)]
         );
         assert!(e.is_empty());
-        // 12.5 minutes down from 00:10:00: (600, 1350] spreads over 600-900, 900-1200 and
-        // 1200-1500 (2 : 2 : 0.5 of it), each sample inside its interval.
-        let (s, e) = spool_samples(&[spent(600, 1350, 1000, true)]);
-        let got: Vec<(i64, u64, u64)> = s.iter().map(|s| (s.at_ms, s.upload, s.download)).collect();
+        // A tick ending on a boundary stays in the interval it ends (as in the ledger):
+        // its time is the instant before.
+        let (s, _) = spool_samples(&[spent(840, 900, 1000, false)]);
         assert_eq!(
-            got,
+            s.iter().map(at).collect::<Vec<_>>(),
+            vec![(899_999, 1000, 100)]
+        );
+        // Straddling a boundary: split by overlap.
+        let (s, _) = spool_samples(&[spent(870, 930, 1000, false)]);
+        assert_eq!(
+            s.iter().map(at).collect::<Vec<_>>(),
+            vec![(899_999, 500, 50), (930_000, 500, 50)]
+        );
+        // 12.5 minutes down from 00:10:00: (600, 1350] spreads over 600-900, 900-1200 and
+        // 1200-1500 (2 : 2 : 0.5 of it), all marked estimated.
+        let (s, e) = spool_samples(&[spent(600, 1350, 1000, true)]);
+        assert_eq!(
+            s.iter().map(at).collect::<Vec<_>>(),
             vec![
                 (899_999, 400, 40),
                 (1_199_999, 400, 40),
@@ -161,9 +184,15 @@ mod tests {
             ]
         );
         assert_eq!(e, vec![0, 1, 2]);
-        // Mixed: the indices point at the estimated ones only.
+        // Mixed: the indices point at the estimated ones only; no byte is lost.
         let (s, e) = spool_samples(&[spent(0, 60, 5, false), spent(0, 900, 900, true)]);
         assert_eq!((s.len(), e), (4, vec![1, 2, 3]));
-        assert_eq!(s.iter().map(|s| s.upload).sum::<u64>(), 905, "bytes kept");
+        assert_eq!(s.iter().map(|s| s.upload).sum::<u64>(), 905);
+        // Longer than a day away: one estimated sample at the end.
+        let (s, e) = spool_samples(&[spent(0, 2 * 86_400, 7, true)]);
+        assert_eq!(
+            (s.iter().map(at).collect::<Vec<_>>(), e),
+            (vec![(172_800_000, 7, 0)], vec![0])
+        );
     }
 }

@@ -115,34 +115,54 @@ pub(super) fn write(conn: &Connection, w: &SpoolWrite, bytes: u64) -> Result<Spo
             bytes,
         });
     }
-    let payload = postcard::to_stdvec(&w.samples).map_err(|e| LedgerError::Sql {
-        what: "encoding the spool",
-        source: e.into(),
-    })?;
-    if bytes.saturating_add(payload.len() as u64) > w.max_bytes {
+    // Rows of at most ROW_SAMPLES samples: the store takes a report of whole rows, and a
+    // tick after an outage can hold many samples per instance.
+    let mut rows = Vec::new();
+    for (k, chunk) in w.samples.chunks(ROW_SAMPLES).enumerate() {
+        let base = (k * ROW_SAMPLES) as u32;
+        let marks: Vec<u32> = w
+            .estimated
+            .iter()
+            .filter(|&&i| i >= base && i - base < chunk.len() as u32)
+            .map(|i| i - base)
+            .collect();
+        let marks = if marks.is_empty() {
+            None
+        } else {
+            Some(encode(&marks)?)
+        };
+        rows.push((encode(chunk)?, marks));
+    }
+    let size: u64 = rows.iter().map(|(p, _)| p.len() as u64).sum();
+    if bytes.saturating_add(size) > w.max_bytes {
         return Ok(Spooled {
             dropped: true,
             bytes,
         });
     }
-    let estimated = if w.estimated.is_empty() {
-        None
-    } else {
-        Some(
-            postcard::to_stdvec(&w.estimated).map_err(|e| LedgerError::Sql {
-                what: "encoding the spool",
-                source: e.into(),
-            })?,
-        )
-    };
-    conn.prepare_cached("INSERT INTO spool (payload, estimated) VALUES (?1, ?2)")
-        .and_then(|mut s| s.execute(params![payload, estimated]))
+    let mut insert = conn
+        .prepare_cached("INSERT INTO spool (payload, estimated) VALUES (?1, ?2)")
         .map_err(sql("spooling"))?;
+    for (payload, marks) in &rows {
+        insert
+            .execute(params![payload, marks])
+            .map_err(sql("spooling"))?;
+    }
     Ok(Spooled {
         dropped: false,
-        bytes: bytes + payload.len() as u64,
+        bytes: bytes + size,
     })
 }
+
+fn encode<T: Serialize + ?Sized>(what: &T) -> Result<Vec<u8>, LedgerError> {
+    postcard::to_stdvec(what).map_err(|e| LedgerError::Sql {
+        what: "encoding the spool",
+        source: e.into(),
+    })
+}
+
+/// The most samples one spool row holds (about 0.5 MB as the report's JSON).
+pub const ROW_SAMPLES: usize = 4096;
 
 /// One spool row as the reporter reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -798,3 +798,55 @@ fn spooled_estimates_survive_and_an_old_spool_upgrades() {
     assert_eq!(rows[1].samples.len(), 3);
     assert_eq!(rows[1].estimated, vec![0, 1]);
 }
+
+/// A tick with more samples than a row holds is spooled as several rows, each mark in
+/// the row of its sample; the spool's size limit still takes the tick whole or not.
+#[test]
+fn a_big_tick_is_spooled_in_rows_of_bounded_size() {
+    use crate::account::ledger::spool::{ROW_SAMPLES, SpoolSample, SpoolWrite, pending};
+    let w = World::new();
+    let mut l = w.open("boot-a");
+    let n = ROW_SAMPLES + 904;
+    let write = |max_bytes| SpoolWrite {
+        samples: (0..n)
+            .map(|k| SpoolSample {
+                at_ms: 60_000 + k as i64,
+                instance: "101".into(),
+                upload: k as u64,
+                download: 0,
+            })
+            .collect(),
+        estimated: vec![4095, 4096, 4999],
+        acked_through: 0,
+        max_bytes,
+    };
+    let tick = |l: &mut Ledger, ms, max| {
+        let o = Observation {
+            interface: &w.ifname,
+            instance: &w.instance,
+            ifindex: 7,
+            rx_bytes: ms as u64,
+            tx_bytes: 0,
+        };
+        l.record_with(&[o], at(ms), Duration::from_secs(60), |_| Journal {
+            spool: Some(write(max)),
+            ..Journal::default()
+        })
+        .unwrap()
+    };
+    tick(&mut l, MIN, 100); // far over the limit: nothing spooled
+    assert!(pending(l.connection(), 0, 10).unwrap().is_empty());
+    tick(&mut l, 2 * MIN, 1 << 30);
+    let rows = pending(l.connection(), 0, 10).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (rows[0].samples.len(), rows[0].estimated.clone()),
+        (ROW_SAMPLES, vec![4095])
+    );
+    assert_eq!(
+        (rows[1].samples.len(), rows[1].estimated.clone()),
+        (904, vec![0, 903])
+    );
+    assert_eq!(rows[1].samples[0].upload, ROW_SAMPLES as u64);
+    assert!(rows[0].seq < rows[1].seq);
+}
