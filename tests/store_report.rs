@@ -337,9 +337,10 @@ fn the_store_counts_every_byte_once_through_outages_retries_and_duplicates() {
         [
             kernel.0.to_string(),
             kernel.1.to_string(),
-            (kernel.0 + kernel.1).to_string()
+            (kernel.0 + kernel.1).to_string(),
+            "0".to_string()
         ],
-        "upload, download, total of 501 on the fleet page"
+        "upload, download, total of 501 on the fleet page (and no 95th: not asked to rank by it)"
     );
     assert!(note.contains("Reset: 501"), "{note}");
     assert_eq!(totals(), (0, 0), "the month starts over for 501");
