@@ -427,8 +427,8 @@ fn a_panel_sets_plans_projects_and_overrides_and_reads_usage_by_period() {
                 "on_exceed": "limit", "exceeded": true, "topups": 0,
                 "start": "2026-10-31T18:30:00Z", "end": "2026-11-01T18:30:00Z"}])
     );
-    // Percentiles of that day's 5-minute rates: from the first reported interval (19:45
-    // UTC) to the Kolkata day's end, 273 intervals, two of them with bytes.
+    // Percentiles of that day's 5-minute rates: the Kolkata day's 288 intervals, two of
+    // them with bytes, the rest idle.
     let p = c.call(
         "GET",
         "/v1/instances/101/usage?period=day&at=2026-11-01T12:00:00Z&percentile=100",
@@ -437,7 +437,7 @@ fn a_panel_sets_plans_projects_and_overrides_and_reads_usage_by_period() {
     );
     assert_eq!(
         p.body["percentiles"],
-        json!({"percentile": 100, "samples": 273, "estimated": 0, "upload_bps": 18,
+        json!({"percentile": 100, "samples": 288, "estimated": 0, "upload_bps": 18,
                "download_bps": 0, "max_bps": 18, "aggregate_bps": 18}),
         "{:?}",
         p.body
@@ -706,14 +706,24 @@ fn the_fleet_page_shows_agents_top_talkers_and_quotas_near_their_limit() {
     let (status, _) = c.text("/?period=week");
     assert_eq!(status, 400);
 
-    // Ranked by the 95th percentile on request: 304 moves more (12 intervals of 2 MB)
-    // but 305's one burst of 12 MB is the higher rate; by volume it is the other way.
-    let t0 = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(70);
-    let at = |k: i64| (t0 + jiff::SignedDuration::from_secs(300 * k)).to_string();
-    let mut samples: Vec<serde_json::Value> = (0..12)
-        .map(|k| json!({"at": at(k), "instance": "304", "upload": 2_000_000, "download": 0}))
+    // Ranked by the 95th percentile on request, on yesterday (a whole day: 288
+    // intervals, rank 274, the top 14 discarded): 304 moves more (20 intervals of 2 MB,
+    // 53.3 kbit/s) but 305's 16 intervals of 2.4 MB are the higher rate (64.0 kbit/s);
+    // by volume it is the other way.
+    let today = jiff::Timestamp::now()
+        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .start_of_day()
+        .unwrap()
+        .timestamp();
+    let yesterday = today - jiff::SignedDuration::from_hours(24);
+    let at = |k: i64| (yesterday + jiff::SignedDuration::from_secs(300 * k + 150)).to_string();
+    let mut samples: Vec<serde_json::Value> = (0..20)
+        .map(|k| json!({"at": at(10 * k), "instance": "304", "upload": 2_000_000, "download": 0}))
         .collect();
-    samples.push(json!({"at": at(11), "instance": "305", "upload": 12_000_000, "download": 0}));
+    samples.extend((0..16).map(
+        |k| json!({"at": at(10 * k + 5), "instance": "305", "upload": 2_400_000, "download": 0}),
+    ));
+    samples.sort_by_key(|s| s["at"].as_str().unwrap().to_owned());
     let a = c.call(
         "POST",
         "/v1/reports",
@@ -722,19 +732,19 @@ fn the_fleet_page_shows_agents_top_talkers_and_quotas_near_their_limit() {
     );
     assert_eq!(a.status, 200, "{:?}", a.body);
     let row = |page: &str, i: &str| page.rfind(&format!("<tr data-instance=\"{i}\">")).unwrap();
-    let (_, by_volume) = c.text("/");
+    let day = format!(
+        "/?period=day&at={}",
+        yesterday + jiff::SignedDuration::from_hours(12)
+    );
+    let (_, by_volume) = c.text(&day);
     assert!(row(&by_volume, "304") < row(&by_volume, "305"), "by volume");
-    let (status, by_p95) = c.text("/?rank=p95");
+    let (status, by_p95) = c.text(&format!("{day}&rank=p95"));
     assert_eq!(status, 200);
     assert!(row(&by_p95, "305") < row(&by_p95, "304"), "by the 95th");
-    // 305: its interval and the ones after it up to now, the burst among the top 5 %
-    // only when there are 20 or more; 12 MB / 300 s = 320 kbit/s is its peak.
-    let cell = &by_p95[row(&by_p95, "305")..];
-    assert!(
-        cell.contains("320.0 kbit/s"),
-        "{}",
-        &cell[..400.min(cell.len())]
-    );
+    for (i, rate) in [("305", "64.0 kbit/s"), ("304", "53.3 kbit/s")] {
+        let cell = &by_p95[row(&by_p95, i)..];
+        assert!(cell.contains(rate), "{i}: {}", &cell[..400.min(cell.len())]);
+    }
     let (status, _) = c.text("/?rank=loudest");
     assert_eq!(status, 400);
 

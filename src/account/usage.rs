@@ -110,10 +110,9 @@ pub struct PercentileRow {
 /// Each instance's `p`th percentile of 5-minute rates in every `by` period (in `tz`) that
 /// overlaps [from, to), as of `now`.
 ///
-/// Only intervals over by `now` count (the open one would read low). A period's window
-/// starts at its start or at the instance's first record read, whichever is later (an
-/// instance created mid-month is not idle before it), and ends at its end or `now`;
-/// its intervals without a record are idle ones (see [`crate::model::percentile`]).
+/// Only intervals over by `now` count (the open one would read low). The window is the
+/// period up to its end or `now`; its intervals without a record are idle ones (see
+/// [`crate::model::percentile`]).
 pub fn percentiles(
     conn: &Connection,
     instance: Option<&InstanceId>,

@@ -9,8 +9,9 @@
 //! An interval the agent was down for is not a zero: the bytes it counted on its return
 //! were spread over the gap and flagged estimated, so their timing is a guess. Those
 //! intervals are left out and counted, so an outage can neither lower nor raise a bill.
-//! An interval with no record at all, inside the window, moved nothing: sluice writes no
-//! row for an idle interval, and whatever a gap hid would have been spread over it.
+//! An interval with no record at all moved nothing: sluice writes no row for an idle
+//! interval, and whatever a gap hid would have been spread over it. The window is the
+//! whole period (see [`of_curve`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -215,27 +216,29 @@ impl Percentiles {
 }
 
 /// The percentiles of one curve (interval starts in seconds, oldest first, one entry per
-/// interval) over [start, end): from `start` or the curve's first interval, whichever is
-/// later (an instance is not idle before sluice first recorded it), to `end`. `None`
-/// when that window is empty.
+/// interval) over the window [start, end); `None` when the window is empty or the curve
+/// has no interval in it.
+///
+/// The window is the whole period, also for an instance first seen part-way through it:
+/// its earlier intervals count as idle. That can only lower a percentile, never raise
+/// it (an instance idle for the first weeks is not billed on its busy days alone), and
+/// it is the same whether or not older data was read; prorating a new instance is the
+/// panel's business.
 pub fn of_curve(
     p: Percentile,
     curve: &[(i64, Interval)],
     (start, end): (i64, i64),
 ) -> Option<Percentiles> {
-    let born = curve.first()?.0;
-    let window = (start.max(born), end);
-    if window.0 >= window.1 {
+    if start >= end {
         return None;
     }
-    let lo = curve.partition_point(|(b, _)| *b < window.0);
-    let hi = curve.partition_point(|(b, _)| *b < window.1);
+    let lo = curve.partition_point(|(b, _)| *b < start);
+    let hi = curve.partition_point(|(b, _)| *b < end);
+    if lo == hi {
+        return None;
+    }
     let inside: Vec<Interval> = curve[lo..hi].iter().map(|(_, i)| *i).collect();
-    Some(Percentiles::of(
-        p,
-        &inside,
-        intervals_in(window.0, window.1),
-    ))
+    Some(Percentiles::of(p, &inside, intervals_in(start, end)))
 }
 
 /// The intervals [first, end) that a window [from, to) holds: an interval counts when it

@@ -197,12 +197,11 @@ fn expiry_drops_old_buckets_only() {
     let day = 86_400_000;
     w.tick(&mut l, 3 * day, 7, 100, 0);
     w.tick(&mut l, 3 * day + MIN, 7, 200, 0);
-    let gone = l
-        .expire(
-            at(3 * day + 2 * MIN),
-            crate::config::LedgerConfig::default(),
-        )
-        .unwrap();
+    let keep = crate::config::LedgerConfig {
+        keep_5m: Duration::from_secs(2 * 86_400),
+        ..crate::config::LedgerConfig::default()
+    };
+    let gone = l.expire(at(3 * day + 2 * MIN), keep).unwrap();
     assert_eq!(gone, 1, "the 5-minute bucket of day 0");
     assert_eq!(totals(&l, "usage_5m").0, 100);
     assert_eq!(totals(&l, "usage_hour").0, 200);
@@ -490,7 +489,7 @@ fn a_version_2_ledger_is_upgraded_in_place() {
         .connection()
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, schema::VERSION);
 }
 
 #[test]

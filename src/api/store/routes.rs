@@ -128,6 +128,8 @@ struct FleetQuery {
     fragment: Option<String>,
     /// `volume` (default) or `p95`: what the top instances are ranked by.
     rank: Option<String>,
+    /// A time in the period to show (RFC 3339; default now).
+    at: Option<String>,
 }
 
 /// A `period` parameter (query or body); the month when absent.
@@ -154,9 +156,10 @@ async fn fleet_page(
     }
     let period = period_param(q.period.as_deref())?;
     let now = jiff::Timestamp::now();
+    let at = at_param(q.at.as_deref())?;
     let fleet = match q.rank.as_deref() {
-        None | Some("volume") => s.store.fleet(period, now, FLEET_TOP).await?,
-        Some("p95") => s.store.fleet_by_percentile(period, now, FLEET_TOP).await?,
+        None | Some("volume") => s.store.fleet(period, at, FLEET_TOP).await?,
+        Some("p95") => s.store.fleet_by_percentile(period, at, FLEET_TOP).await?,
         Some(other) => {
             return Err(ApiError::invalid(
                 "rank",

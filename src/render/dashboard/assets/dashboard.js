@@ -66,7 +66,7 @@
   function refresh(done) {
     var parts = document.querySelectorAll("[data-fragment]");
     if (!parts.length) { if (done) { note(done); } return; }
-    var url = window.location.pathname + "?fragment=1" + (params.get("period") ? "&period=" + encodeURIComponent(params.get("period")) : "") + (params.get("rank") ? "&rank=" + encodeURIComponent(params.get("rank")) : "");
+    var url = window.location.pathname + "?fragment=1" + (params.get("period") ? "&period=" + encodeURIComponent(params.get("period")) : "") + (params.get("rank") ? "&rank=" + encodeURIComponent(params.get("rank")) : "") + (params.get("at") ? "&at=" + encodeURIComponent(params.get("at")) : "");
     fetch(url, { headers: { "Accept": "text/html" } }).then(function (r) {
       if (!r.ok) { throw new Error("HTTP " + r.status); }
       return r.text();
