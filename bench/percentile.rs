@@ -102,6 +102,25 @@ fn ledger_case(n: i64) -> (Duration, Duration) {
         answers = rows.len();
     });
     assert_eq!(answers as i64, n, "one row per instance");
+    // One instance among them, as its dashboard page asks on every refresh.
+    let id = InstanceId::new(&format!("{}", n / 2)).unwrap();
+    let one = time(5, || {
+        let rows = percentiles(
+            conn,
+            Some(&id),
+            Granularity::Month,
+            (from, to),
+            to,
+            &TimeZone::UTC,
+            Percentile::P95,
+        )
+        .unwrap();
+        assert_eq!(rows.len(), 1);
+    });
+    println!(
+        "  ledger, one instance of {n} (its page)  {:>9.1} ms",
+        one.as_secs_f64() * 1e3
+    );
     let sql = time(3, || {
         let mut stmt = conn
             .prepare_cached(

@@ -727,6 +727,18 @@ fn a_month_of_ticks_reads_back_as_the_reference_percentile() {
     assert_eq!(bps(f.download), reference(&down));
     assert_eq!(bps(f.max), reference(&|k| up(k).max(down(k))));
     assert_eq!(bps(f.aggregate), reference(&|k| up(k) + down(k)));
+    // Asked for the one instance (seeks by key instead of the scan): the same figures.
+    let one = percentiles(
+        l.connection(),
+        Some(&w.instance),
+        Granularity::Month,
+        ("2027-03-10T00:00:00Z".parse().unwrap(), end),
+        end,
+        &berlin,
+        Percentile::P95,
+    )
+    .unwrap();
+    assert_eq!(one, rows);
     // Halfway through, "so far" ranks only the intervals over by then.
     let mid = Timestamp::from_second(start.as_second() + 300 * 1000 + 150).unwrap();
     let rows = percentiles(
