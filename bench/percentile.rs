@@ -87,36 +87,25 @@ fn ledger_case(n: i64) -> (Duration, Duration) {
     let conn = ledger.connection();
     let from = Timestamp::from_second(MONTH_START).unwrap();
     let to = Timestamp::from_second(MONTH_START + INTERVALS * 300).unwrap();
-    let mut answers = 0;
-    let ours = time(3, || {
-        let rows = percentiles(
+    let read = |instance: Option<&InstanceId>| {
+        let utc = TimeZone::UTC;
+        percentiles(
             conn,
-            None,
+            instance,
             Granularity::Month,
             (from, to),
             to,
-            &TimeZone::UTC,
+            &utc,
             Percentile::P95,
         )
-        .unwrap();
-        answers = rows.len();
-    });
+        .unwrap()
+    };
+    let mut answers = 0;
+    let ours = time(3, || answers = read(None).len());
     assert_eq!(answers as i64, n, "one row per instance");
     // One instance among them, as its dashboard page asks on every refresh.
     let id = InstanceId::new(&format!("{}", n / 2)).unwrap();
-    let one = time(5, || {
-        let rows = percentiles(
-            conn,
-            Some(&id),
-            Granularity::Month,
-            (from, to),
-            to,
-            &TimeZone::UTC,
-            Percentile::P95,
-        )
-        .unwrap();
-        assert_eq!(rows.len(), 1);
-    });
+    let one = time(5, || assert_eq!(read(Some(&id)).len(), 1));
     println!(
         "  ledger, one instance of {n} (its page)  {:>9.1} ms",
         one.as_secs_f64() * 1e3

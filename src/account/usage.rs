@@ -14,7 +14,7 @@ use super::ledger::packed::Table;
 use super::ledger::{BucketFilter, BucketRow, LedgerError, bucket_rows, instance_intervals};
 use crate::model::calendar::Granularity;
 use crate::model::ids::{IfName, InstanceId};
-use crate::model::percentile::{INTERVAL_SECS, Percentile, Percentiles, of_curve};
+use crate::model::percentile::{Percentile, Percentiles, of_curve, over_by};
 
 #[derive(Debug, Clone)]
 pub struct UsageQuery {
@@ -126,8 +126,7 @@ pub fn percentiles(
     let (Some(first), Some(last)) = (periods.first(), periods.last()) else {
         return Ok(Vec::new());
     };
-    let done = now.as_second().div_euclid(INTERVAL_SECS) * INTERVAL_SECS;
-    let read_to = last.end.as_second().min(done);
+    let read_to = last.end.as_second().min(over_by(now.as_second()));
     let all = instance_intervals(
         conn,
         (first.start.as_second(), read_to),

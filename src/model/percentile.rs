@@ -33,6 +33,21 @@ pub struct Interval {
     pub estimated: bool,
 }
 
+impl Interval {
+    /// Add `other`'s bytes (another interface's, another host's) to this interval's.
+    pub fn add(&mut self, other: &Interval) {
+        self.upload = self.upload.saturating_add(other.upload);
+        self.download = self.download.saturating_add(other.download);
+        self.estimated |= other.estimated;
+    }
+}
+
+/// Where the intervals over by `now` end (seconds): the start of the open one, which
+/// would read low if it were ranked.
+pub fn over_by(now_s: i64) -> i64 {
+    now_s.div_euclid(INTERVAL_SECS) * INTERVAL_SECS
+}
+
 /// Which percentile: 1 to 100 (100 is the peak).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]

@@ -29,7 +29,7 @@ use super::view::{
 };
 use crate::model::calendar::{PeriodKind, period_containing};
 use crate::model::ids::{InstanceId, Label};
-use crate::model::percentile::{INTERVAL_SECS, Interval, Percentile, Percentiles, of_curve};
+use crate::model::percentile::{Interval, Percentile, Percentiles, of_curve, over_by};
 use crate::model::token::{Role, Token, TokenId, TokenInfo};
 
 /// What becomes of a reservation that is settled.
@@ -242,8 +242,7 @@ pub(crate) async fn close_periods<S: Statements>(
 /// Where a percentile's data ends: the period's end, or the last interval over by `now`
 /// (the open one would read low), Unix seconds.
 fn read_to(end: Timestamp, now: Timestamp) -> i64 {
-    let done = now.as_second().div_euclid(INTERVAL_SECS) * INTERVAL_SECS;
-    end.as_second().min(done)
+    end.as_second().min(over_by(now.as_second()))
 }
 
 /// One curve per instance of `ids`, interval starts in seconds.
@@ -294,10 +293,7 @@ pub(crate) async fn project_percentiles<S: Statements>(
     let window = (start.as_second(), read_to(end, now));
     let mut summed: BTreeMap<i64, Interval> = BTreeMap::new();
     for (b, i) in curves(s, &ids, window).await?.into_values().flatten() {
-        let e = summed.entry(b).or_default();
-        e.upload = e.upload.saturating_add(i.upload);
-        e.download = e.download.saturating_add(i.download);
-        e.estimated |= i.estimated;
+        summed.entry(b).or_default().add(&i);
     }
     let curve: Vec<(i64, Interval)> = summed.into_iter().collect();
     Ok(of_curve(p, &curve, window))

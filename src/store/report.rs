@@ -93,10 +93,13 @@ pub fn five_minutes<'a>(batches: impl IntoIterator<Item = &'a Batch>) -> Interva
     let mut out = Intervals::new();
     for s in batches.into_iter().flat_map(|b| &b.samples) {
         let bucket = s.at.as_millisecond().div_euclid(len) * len;
-        let e = out.entry((s.instance.as_str(), bucket)).or_default();
-        e.upload = e.upload.saturating_add(s.upload);
-        e.download = e.download.saturating_add(s.download);
-        e.estimated |= s.estimated;
+        out.entry((s.instance.as_str(), bucket))
+            .or_default()
+            .add(&Interval {
+                upload: s.upload,
+                download: s.download,
+                estimated: s.estimated,
+            });
     }
     out
 }

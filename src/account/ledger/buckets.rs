@@ -11,7 +11,7 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use super::packed::{self, Row, State, Table};
 use super::{LedgerError, sql};
 use crate::model::ids::InstanceId;
-use crate::model::percentile::Interval;
+use crate::model::percentile::{Interval, interval_starts};
 
 /// One bucket of one interface (several rows may name the same bucket: sum them).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -347,7 +347,7 @@ fn seek_intervals(
 ) -> Result<Vec<InstanceIntervals>, LedgerError> {
     let what = "reading 5-minute usage";
     let mut out: Vec<InstanceIntervals> = vec![Vec::new(); width];
-    let first = from.div_euclid(FIVE) * FIVE + if from.rem_euclid(FIVE) == 0 { 0 } else { FIVE };
+    let first = interval_starts(from, to).start;
     if first >= to {
         return Ok(out);
     }
@@ -429,11 +429,7 @@ fn read_intervals(
 /// Append an interval, or add it to the last one when it is the same interval.
 fn push_interval(v: &mut InstanceIntervals, (bucket, iv): (i64, Interval)) {
     match v.last_mut() {
-        Some((b, last)) if *b == bucket => {
-            last.upload = last.upload.saturating_add(iv.upload);
-            last.download = last.download.saturating_add(iv.download);
-            last.estimated |= iv.estimated;
-        }
+        Some((b, last)) if *b == bucket => last.add(&iv),
         _ => v.push((bucket, iv)),
     }
 }
@@ -443,9 +439,7 @@ fn merge_sorted(v: &mut InstanceIntervals) {
     v.sort_by_key(|(b, _)| *b);
     v.dedup_by(|(b, later), (kept_b, kept)| {
         if b == kept_b {
-            kept.upload = kept.upload.saturating_add(later.upload);
-            kept.download = kept.download.saturating_add(later.download);
-            kept.estimated |= later.estimated;
+            kept.add(later);
             true
         } else {
             false

@@ -708,16 +708,20 @@ fn a_month_of_ticks_reads_back_as_the_reference_percentile() {
         let rank = (95 * v.len()).div_ceil(100);
         v[rank - 1] * 8 / 300
     };
-    let rows = percentiles(
-        l.connection(),
-        None,
-        Granularity::Month,
-        ("2027-03-10T00:00:00Z".parse().unwrap(), end),
-        end,
-        &berlin,
-        Percentile::P95,
-    )
-    .unwrap();
+    let read = |instance: Option<&InstanceId>, from: Timestamp, now: Timestamp| {
+        let range = (from, end);
+        percentiles(
+            l.connection(),
+            instance,
+            Granularity::Month,
+            range,
+            now,
+            &berlin,
+            Percentile::P95,
+        )
+        .unwrap()
+    };
+    let rows = read(None, "2027-03-10T00:00:00Z".parse().unwrap(), end);
     assert_eq!(rows.len(), 1, "{rows:?}");
     let f = &rows[0].figures;
     assert_eq!((rows[0].period, rows[0].period_end), (start, end));
@@ -728,29 +732,15 @@ fn a_month_of_ticks_reads_back_as_the_reference_percentile() {
     assert_eq!(bps(f.max), reference(&|k| up(k).max(down(k))));
     assert_eq!(bps(f.aggregate), reference(&|k| up(k) + down(k)));
     // Asked for the one instance (seeks by key instead of the scan): the same figures.
-    let one = percentiles(
-        l.connection(),
+    let one = read(
         Some(&w.instance),
-        Granularity::Month,
-        ("2027-03-10T00:00:00Z".parse().unwrap(), end),
+        "2027-03-10T00:00:00Z".parse().unwrap(),
         end,
-        &berlin,
-        Percentile::P95,
-    )
-    .unwrap();
+    );
     assert_eq!(one, rows);
     // Halfway through, "so far" ranks only the intervals over by then.
     let mid = Timestamp::from_second(start.as_second() + 300 * 1000 + 150).unwrap();
-    let rows = percentiles(
-        l.connection(),
-        Some(&w.instance),
-        Granularity::Month,
-        (start, end),
-        mid,
-        &berlin,
-        Percentile::P95,
-    )
-    .unwrap();
+    let rows = read(Some(&w.instance), start, mid);
     let mut first: Vec<u64> = (0..1000).map(up).collect();
     first.sort_unstable();
     assert_eq!(rows[0].figures.samples, 1000);

@@ -16,7 +16,7 @@ use crate::model::calendar::Granularity;
 use crate::model::calendar::{Period, period_containing};
 use crate::model::event::LogKind;
 use crate::model::ids::{IfName, InstanceId};
-use crate::model::percentile::{INTERVAL_SECS, Interval, Percentile, Percentiles, of_curve};
+use crate::model::percentile::{Interval, Percentile, Percentiles, of_curve, over_by};
 
 /// Which directions a chart shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -235,12 +235,11 @@ pub fn points_percentile(
             (p.start.as_second(), interval)
         })
         .collect();
-    let done = now.as_second().div_euclid(INTERVAL_SECS) * INTERVAL_SECS;
-    of_curve(
-        Percentile::P95,
-        &curve,
-        (from.as_second(), to.as_second().min(done)),
-    )
+    let window = (
+        from.as_second(),
+        to.as_second().min(over_by(now.as_second())),
+    );
+    of_curve(Percentile::P95, &curve, window)
 }
 
 /// Read the ledger and build the report. `config` (when readable) gives each instance's
