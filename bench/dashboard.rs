@@ -65,6 +65,7 @@ fn snapshot(n: usize, now: Timestamp) -> Snapshot {
             limit_bytes: 1_000_000_000_000,
             action: sluice::config::ActionKind::RateLimit,
             exceeded: false,
+            judged: false,
         });
     }
     Snapshot {

@@ -464,6 +464,101 @@ fn a_projects_pool_trips_on_both_hosts_together() {
     assert_eq!(agent_b.stop(), Some(0));
 }
 
+/// A committed rate is judged by the store on every host's curve and obeyed by the
+/// agent that runs the instance: today's intervals so far, reported by another host at
+/// 40 kbit/s, put instance 901 over its 10 kbit/s commit; the agent on A, which has not
+/// counted a byte of it, fires the rule; raising the commit lifts it.
+#[test]
+fn a_committed_rate_the_store_judges_is_obeyed_by_the_agent() {
+    support::require_root();
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("quota.db");
+    let hosts = TwoHosts::new(db.to_str().unwrap());
+    let old = create_token(&db, &["--role", "agent", "--host", "hv-old"]);
+    let quota = |commit: &str| {
+        format!(
+            r#"{{"traffic":[{{"resource":"rate_95th","period":"day","commit":"{commit}","direction":"upload","on_exceed":"warn"}}]}}"#
+        )
+    };
+    let put = hosts.call("PUT", "/v1/instances/901/quota", Some(&quota("10kbit")));
+    assert_eq!(put.status, 200, "{:?}", put.body);
+    // Every interval of today that is over, at 40 kbit/s (1.5 MB each): in the first
+    // five minutes of a day there is none yet, so wait for the first to end.
+    let day_start = |now: jiff::Timestamp| now.as_second() - now.as_second().rem_euclid(86_400);
+    let mut now = jiff::Timestamp::now();
+    if now.as_second() - day_start(now) < 310 {
+        std::thread::sleep(Duration::from_secs(
+            (310 - (now.as_second() - day_start(now))) as u64,
+        ));
+        now = jiff::Timestamp::now();
+    }
+    let start = day_start(now);
+    let over = (now.as_second() - start) / 300;
+    let samples: Vec<String> = (0..over)
+        .map(|k| {
+            let at = jiff::Timestamp::from_second(start + k * 300 + 150).unwrap();
+            format!(r#"{{"at":"{at}","instance":"901","upload":1500000,"download":0}}"#)
+        })
+        .collect();
+    let report = format!(
+        r#"{{"agent":"hv-old","batches":[{{"seq":1,"samples":[{}]}}]}}"#,
+        samples.join(",")
+    );
+    let sent =
+        Client::new(&hosts.store.base).call("POST", "/v1/reports", Some(&old), Some(&report));
+    assert_eq!(sent.status, 200, "{:?}", sent.body);
+    let usage = hosts.call("GET", "/v1/instances/901/usage?period=day", None);
+    let q = &usage.body["quotas"][0];
+    assert_eq!(
+        (&q["resource"], &q["limit"], &q["direction"]),
+        (
+            &serde_json::json!("rate_95th"),
+            &serde_json::json!(10_000),
+            &serde_json::json!("upload")
+        )
+    );
+
+    // The instance now runs on A: its tap is there, idle.
+    let inst = Netns::new("pr");
+    let _tap = veth(&hosts.a, "tap901i0", &inst, "eth0", 68);
+    let [(config_a, agent_a, dir_a), (_, agent_b, _)] = hosts.agents();
+    let rule = "store:day:rate95:901";
+    let fired = |state: &str| {
+        // The ledger (and its events) appears with the agent's first write.
+        if !dir_a.join("lib/ledger.db").exists() {
+            return 0;
+        }
+        support::events(&config_a)
+            .into_iter()
+            .filter(|e| e["event"] == "rule" && e["rule"] == rule && e["state"] == state)
+            .count()
+    };
+    eventually(
+        Duration::from_secs(20),
+        "A to fire the store's verdict",
+        || (fired("exceeded") == 1).then_some(()),
+    );
+    let record = state::read(&dir_a.join("run/state.json"))
+        .unwrap()
+        .unwrap()
+        .quotas
+        .into_iter()
+        .find(|q| q.rule.as_str() == rule)
+        .unwrap();
+    assert!(record.judged && record.exceeded, "{record:?}");
+    assert_eq!(record.limit_bytes, 0);
+    // A commit of a gigabit: the store's next answer lifts it.
+    let put = hosts.call("PUT", "/v1/instances/901/quota", Some(&quota("1gbit")));
+    assert_eq!(put.status, 200, "{:?}", put.body);
+    eventually(Duration::from_secs(20), "A to lift it", || {
+        (fired("restored") == 1).then_some(())
+    });
+    assert_eq!(fired("exceeded"), 1, "fired once");
+    assert_eq!(agent_a.stop(), Some(0));
+    assert_eq!(agent_b.stop(), Some(0));
+}
+
 #[test]
 fn a_migrated_instance_is_held_to_its_fleet_count_on_sqlite() {
     support::require_root();

@@ -1003,6 +1003,134 @@ async fn statements(store: &Store) {
     assert_eq!(head.head, read(&chain[1]).hash);
 }
 
+/// Committed rates (`rate_95th`): the store judges each on the fleet's curve. Judged
+/// mid-day on the intervals so far, an instance at 1..100 kbit/s is over a 90 kbit/s
+/// commit (95 kbit/s); over the whole day, its idle intervals bring the figure under
+/// (86 kbit/s). A project's pooled commit is judged on its members' summed curve.
+async fn committed_rates(store: &Store) {
+    use sluice::store::traffic::StorePeriod;
+    let tz = store.settings().timezone.clone();
+    let (day, _) = StorePeriod::Day
+        .containing(Timestamp::now() - jiff::SignedDuration::from_hours(24), &tz)
+        .unwrap();
+    put(
+        store,
+        Scope::Instance(inst("cr1")),
+        r#"{"traffic":[
+            {"resource":"rate_95th","period":"day","commit":"90kbit","direction":"max","on_exceed":"limit","rate":"10mbit"},
+            {"resource":"traffic_total","period":"day","limit":"1TB","on_exceed":"warn"}]}"#,
+    )
+    .await;
+    put(
+        store,
+        Scope::Project(label("crp")),
+        r#"{"traffic":[{"resource":"rate_95th","period":"day","commit":100000,"direction":"upload","on_exceed":"warn","pool":true}]}"#,
+    )
+    .await;
+    for i in ["cr2", "cr3"] {
+        put(store, Scope::Instance(inst(i)), r#"{"project":"crp"}"#).await;
+    }
+    // kbit/s of cr1 in interval k: each of 1..=100 once over the first 100 intervals.
+    let kbit = |k: usize| ((k * 37) % 100 + 1) as u64;
+    let at = |k: usize| day + jiff::SignedDuration::from_secs(300 * k as i64 + 150);
+    let mut samples = Vec::new();
+    for k in 0..100 {
+        let bytes = kbit(k) * 1000 * 300 / 8;
+        samples.push(Sample {
+            at: at(k),
+            instance: inst("cr1"),
+            upload: bytes,
+            download: bytes / 2,
+            estimated: false,
+        });
+        for i in ["cr2", "cr3"] {
+            // 60 kbit/s each, 120 kbit/s together.
+            samples.push(Sample {
+                at: at(k),
+                instance: inst(i),
+                upload: 60_000 * 300 / 8,
+                download: 0,
+                estimated: false,
+            });
+        }
+    }
+    store
+        .ingest(Report {
+            agent: label("hv-r"),
+            batches: vec![Batch { seq: 1, samples }],
+        })
+        .await
+        .unwrap();
+
+    // Mid-day, after the 100th interval: the 95th of 1..=100 kbit/s.
+    let mid = day + jiff::SignedDuration::from_secs(300 * 100 + 10);
+    let got = store
+        .traffic_quotas_for_at(label("hv-r"), vec![inst("cr1"), inst("cr2")], mid)
+        .await
+        .unwrap();
+    let rate = got["cr1"]
+        .iter()
+        .find(|q| q.resource == "rate_95th")
+        .unwrap();
+    let j = rate.judged.as_ref().unwrap();
+    assert_eq!(
+        (j.period_start, j.rate_bps, j.exceeded),
+        (day, 95_000, true)
+    );
+    assert_eq!((rate.commit_bps, rate.limit), (Some(90_000), None));
+    assert!(rate.elsewhere.is_none());
+    let volume = got["cr1"]
+        .iter()
+        .find(|q| q.resource == "traffic_total")
+        .unwrap();
+    assert!(volume.judged.is_none() && volume.elsewhere.is_some());
+    let pool = got["cr2"].iter().find(|q| q.pool).unwrap();
+    let j = pool.judged.as_ref().unwrap();
+    assert_eq!((j.rate_bps, j.exceeded), (120_000, true));
+    // Early on, nothing is over yet: after the first interval, at 1 kbit/s.
+    let early = day + jiff::SignedDuration::from_secs(300 + 10);
+    let got = store
+        .traffic_quotas_for_at(label("hv-r"), vec![inst("cr1")], early)
+        .await
+        .unwrap();
+    let rate = got["cr1"].iter().find(|q| q.resource == "rate_95th");
+    let j = rate.unwrap().judged.clone().unwrap();
+    assert_eq!((j.rate_bps, j.exceeded), (1_000, false));
+
+    // The whole day: 188 idle intervals and the 100 busy ones; rank 274 of 288 is the
+    // 86th busy value.
+    let usage = store
+        .traffic_usage(inst("cr1"), StorePeriod::Day, day)
+        .await
+        .unwrap();
+    let q = usage
+        .quotas
+        .iter()
+        .find(|q| q.resource == "rate_95th")
+        .unwrap();
+    assert_eq!(
+        (
+            q.limit,
+            q.used,
+            q.overage,
+            q.exceeded,
+            q.direction.as_deref()
+        ),
+        (90_000, 86_000, 0, false, Some("max"))
+    );
+    let project = store
+        .project_usage(label("crp"), StorePeriod::Day, day)
+        .await
+        .unwrap();
+    // The pool's day: 100 intervals at 120 kbit/s of 288; only the top 14 are
+    // discarded, so its 95th is 120 kbit/s, 20 kbit/s over.
+    let pool = &project.quotas[0];
+    assert_eq!(
+        (pool.used, pool.overage, pool.exceeded),
+        (120_000, 20_000, true)
+    );
+}
+
 fn suite_settings() -> Settings {
     // Forty days: the fleet case reports into last month, up to 31 days back.
     Settings {
@@ -1056,5 +1184,6 @@ suite!(
     billing_days_and_overage,
     pools,
     percentiles,
-    statements
+    statements,
+    committed_rates
 );

@@ -227,11 +227,19 @@ pub fn render(snap: &Snapshot, agent: &Holder, now: Timestamp, colour: bool) -> 
                     } else {
                         human_bytes(q.used_bytes)
                     },
-                    human_bytes(q.limit_bytes),
-                    format!(
-                        "{:.1}%",
-                        q.used_bytes as f64 * 100.0 / q.limit_bytes.max(1) as f64
-                    ),
+                    if q.judged {
+                        "95th (store)".to_owned()
+                    } else {
+                        human_bytes(q.limit_bytes)
+                    },
+                    if q.judged {
+                        "-".to_owned()
+                    } else {
+                        format!(
+                            "{:.1}%",
+                            q.used_bytes as f64 * 100.0 / q.limit_bytes.max(1) as f64
+                        )
+                    },
                     q.action.to_string(),
                     if q.exceeded { "EXCEEDED" } else { "ok" }.to_owned(),
                     human_secs(q.period_end.duration_since(now).as_secs().max(0) as u64),
@@ -481,6 +489,7 @@ mod tests {
                 limit_bytes: 1_000_000_000_000,
                 action: crate::config::ActionKind::Disconnect,
                 exceeded: true,
+                judged: false,
             }],
             ..snap
         };

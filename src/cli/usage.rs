@@ -460,6 +460,7 @@ mod tests {
                 limit_bytes: limit,
                 action: crate::config::ActionKind::Warn,
                 exceeded,
+                judged: false,
             }
         };
         let all = [

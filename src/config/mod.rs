@@ -29,7 +29,8 @@ pub use inventory::{
 };
 pub use rule_index::Rules;
 pub use rules::{
-    ActionKind, Direction, Elsewhere, HooksConfig, RuleConfig, ShutdownHook, WebhookConfig,
+    ActionKind, Direction, Elsewhere, HooksConfig, RuleConfig, ShutdownHook, StoreVerdict,
+    WebhookConfig,
 };
 pub use validate::dns_name;
 use validate::validate;

@@ -97,6 +97,19 @@ pub struct RuleConfig {
     /// A quota store's rule: what the other hosts of the fleet counted of it (never set
     /// by the config file).
     pub elsewhere: Option<Elsewhere>,
+    /// A quota store's committed-rate rule: the store's verdict replaces this host's
+    /// count (never set by the config file).
+    pub judged: Option<StoreVerdict>,
+}
+
+/// The store's verdict on a rule it judges itself (a 95th percentile over every host's
+/// share of each interval, which no agent holds): whether the period starting at
+/// `period_start` is over its commit so far. In any other period the rule is not
+/// exceeded until the store says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreVerdict {
+    pub period_start: jiff::Timestamp,
+    pub exceeded: bool,
 }
 
 /// Bytes (in the rule's direction) that other hosts counted of a rule's instance in the
@@ -115,6 +128,15 @@ impl RuleConfig {
         self.elsewhere
             .filter(|e| e.period_start == start)
             .map_or(0, |e| e.bytes)
+    }
+
+    /// Whether `used` bytes in the period starting at `start` are over the rule: past
+    /// the limit, or for a rule the store judges, what the store said of that period.
+    pub fn is_over(&self, used: u64, start: jiff::Timestamp) -> bool {
+        match self.judged {
+            Some(v) => v.exceeded && v.period_start == start,
+            None => used > self.limit.get(),
+        }
     }
 
     /// Whether this rule counts `instance` (carrying `tags`): exclusion wins, then an
@@ -535,6 +557,7 @@ fn check_rule(c: &mut Checker, path: &str, r: RawRule) -> Option<RuleConfig> {
         tags,
         exclude,
         elsewhere: None,
+        judged: None,
     })
 }
 

@@ -8,9 +8,10 @@ use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::{ActionKind, Direction, Elsewhere, RuleConfig};
+use crate::config::{ActionKind, Direction, Elsewhere, RuleConfig, StoreVerdict};
 use crate::model::ids::{InstanceId, RuleName};
-use crate::store::traffic::{OnExceed, ShownTrafficQuota, TrafficResource};
+use crate::model::units::Bytes;
+use crate::store::traffic::{Measure, OnExceed, ShownTrafficQuota, TrafficResource};
 
 /// What an agent fetched from its store (and caches on disk for when the store is away).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,17 +23,21 @@ pub struct StoreQuotaSet {
 }
 
 /// `store:<period>:<resource>:<instance>`; a project's pool counted for one of its
-/// instances is `store:<period>:<resource>-pool:<instance>`.
+/// instances is `store:<period>:<resource>-pool:<instance>`; a committed rate's
+/// resource is `rate95`.
 fn rule_name(
     period: &str,
-    resource: TrafficResource,
+    measure: Measure,
     pool: bool,
     instance: &InstanceId,
 ) -> Option<RuleName> {
-    let short = match resource {
-        TrafficResource::Upload => "upload",
-        TrafficResource::Download => "download",
-        TrafficResource::Total => "total",
+    let short = match measure {
+        Measure::Volume { resource, .. } => match resource {
+            TrafficResource::Upload => "upload",
+            TrafficResource::Download => "download",
+            TrafficResource::Total => "total",
+        },
+        Measure::Rate95th { .. } => "rate95",
     };
     let kind = if pool { "-pool" } else { "" };
     let plain = format!("store:{period}:{short}{kind}:{instance}");
@@ -72,8 +77,39 @@ impl StoreQuotaSet {
                         continue;
                     }
                 };
-                let Some(name) = rule_name(&shown.period, q.resource, q.pool, &instance) else {
+                let Some(name) = rule_name(&shown.period, q.measure, q.pool, &instance) else {
                     continue;
+                };
+                // A volume is counted here, on top of the fleet's count; a committed
+                // rate is the store's verdict (its bytes are counted to show, in both
+                // directions, against no limit).
+                let (direction, limit, judged) = match q.measure {
+                    Measure::Volume { resource, limit } => (
+                        match resource {
+                            TrafficResource::Upload => Direction::Upload,
+                            TrafficResource::Download => Direction::Download,
+                            TrafficResource::Total => Direction::Both,
+                        },
+                        limit,
+                        None,
+                    ),
+                    Measure::Rate95th { .. } => {
+                        let Some(j) = &shown.judged else {
+                            problems.push(format!(
+                                "instance {id}: the store sent its {} quota without a verdict; skipped",
+                                q.name()
+                            ));
+                            continue;
+                        };
+                        (
+                            Direction::Both,
+                            Bytes::new(0),
+                            Some(StoreVerdict {
+                                period_start: j.period_start,
+                                exceeded: j.exceeded,
+                            }),
+                        )
+                    }
                 };
                 let (action, upload_rate, download_rate) = match q.on_exceed {
                     OnExceed::Warn => (ActionKind::Warn, None, None),
@@ -95,12 +131,8 @@ impl StoreQuotaSet {
                     enabled: true,
                     period: q.kind(),
                     timezone: timezone.clone(),
-                    direction: match q.resource {
-                        TrafficResource::Upload => Direction::Upload,
-                        TrafficResource::Download => Direction::Download,
-                        TrafficResource::Total => Direction::Both,
-                    },
-                    limit: q.limit,
+                    direction,
+                    limit,
                     action,
                     upload_rate,
                     download_rate,
@@ -114,6 +146,7 @@ impl StoreQuotaSet {
                         period_start: e.period_start,
                         bytes: e.bytes,
                     }),
+                    judged,
                 });
             }
         }
@@ -217,5 +250,33 @@ mod tests {
             r#"{"timezone":"UTC","quotas":{"101":[{"resource":"traffic_total","period":"month","limit":9,"on_exceed":"warn","from":"default"}]}}"#,
         );
         assert_eq!(s.rules(true).0[0].name.as_str(), "store:month:total:101");
+    }
+
+    /// A committed rate becomes a rule the store judges: its verdict rides along, its
+    /// name says `rate95`, and one sent without a verdict is skipped and said.
+    #[test]
+    fn a_committed_rate_becomes_the_stores_verdict() {
+        let s = set(r#"{"timezone":"UTC","quotas":{"9":[
+                {"resource":"rate_95th","period":"month","commit_bps":100000000,"direction":"max",
+                 "on_exceed":"limit","upload_rate":"10mbit","download_rate":"10mbit","from":"instance",
+                 "judged":{"period_start":"2027-01-01T00:00:00Z","rate_bps":120000000,"exceeded":true}}],
+              "10":[{"resource":"rate_95th","period":"month","commit_bps":1,"direction":"max",
+                 "on_exceed":"warn","from":"instance"}]}}"#);
+        let (rules, problems) = s.rules(true);
+        assert_eq!(rules.len(), 1);
+        let r = &rules[0];
+        assert_eq!(r.name.as_str(), "store:month:rate95:9");
+        assert_eq!(
+            r.judged,
+            Some(StoreVerdict {
+                period_start: "2027-01-01T00:00:00Z".parse().unwrap(),
+                exceeded: true
+            })
+        );
+        assert_eq!(r.action, ActionKind::RateLimit);
+        assert!(r.is_over(0, "2027-01-01T00:00:00Z".parse().unwrap()));
+        assert!(!r.is_over(u64::MAX, "2027-02-01T00:00:00Z".parse().unwrap()));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("without a verdict"), "{problems:?}");
     }
 }

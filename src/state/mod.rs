@@ -59,9 +59,14 @@ pub struct QuotaRecord {
     /// moved here): the rest was counted here.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub elsewhere_bytes: u64,
+    /// 0 for a rule the store judges itself (`judged`).
     pub limit_bytes: u64,
     pub action: ActionKind,
     pub exceeded: bool,
+    /// A committed rate (95th percentile) the quota store judges on the fleet's curve:
+    /// `exceeded` is its verdict, and the bytes are shown, not limited.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub judged: bool,
 }
 
 /// One interface. Absent optional fields mean "none" (left out to keep a
@@ -348,6 +353,7 @@ mod tests {
                 limit_bytes: 1_000_000_000_000,
                 action: ActionKind::RateLimit,
                 exceeded: true,
+                judged: false,
             }],
         }
     }

@@ -42,6 +42,7 @@ impl AgentView<'_> {
                     limit_bytes: cfg.limit.get(),
                     action: cfg.action,
                     exceeded: u.exceeded,
+                    judged: cfg.judged.is_some(),
                 })
             })
             .collect()

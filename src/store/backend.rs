@@ -17,7 +17,7 @@ use jiff::Timestamp;
 use super::model::{Limit, Membership, Scope, StoreError, cause};
 use super::report::{Hours, Intervals};
 use super::statement::{Statement, StoredStatement};
-use super::traffic::{Topup, TrafficQuota};
+use super::traffic::{Measure, Topup, TrafficQuota};
 use crate::model::ids::{InstanceId, Label};
 use crate::model::percentile::Interval;
 use crate::model::token::{Role, TokenId};
@@ -170,7 +170,7 @@ macro_rules! chain {
 macro_rules! quota_rows {
     () => {
         "SELECT scope_kind, resource, period, limit_bytes, on_exceed, upload_rate, download_rate,
-                reset_day, pool
+                reset_day, pool, direction, commit_bps
          FROM traffic_quotas WHERE "
     };
 }
@@ -654,27 +654,35 @@ pub(crate) trait Statements {
         let (kind, name) = scope.key();
         let (up, down) = q.on_exceed.rates();
         let bps = |r: Option<Rate>| r.map(|r| clamp(r.bits_per_sec()));
+        // A committed rate keeps its bound in its own columns: limit_bytes is 0 there.
+        let (limit, direction, commit) = match q.measure {
+            Measure::Volume { limit, .. } => (limit.get(), None, None),
+            Measure::Rate95th { direction, commit } => (0, Some(direction.as_str()), Some(commit)),
+        };
         self.execute(
             "writing a traffic quota",
             "INSERT INTO traffic_quotas
                (scope_kind, scope, resource, period, limit_bytes, on_exceed, upload_rate, download_rate,
-                reset_day, pool)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                reset_day, pool, direction, commit_bps)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
              ON CONFLICT (scope_kind, scope, resource, period) DO UPDATE SET
                limit_bytes = excluded.limit_bytes, on_exceed = excluded.on_exceed,
                upload_rate = excluded.upload_rate, download_rate = excluded.download_rate,
-               reset_day = excluded.reset_day, pool = excluded.pool",
+               reset_day = excluded.reset_day, pool = excluded.pool,
+               direction = excluded.direction, commit_bps = excluded.commit_bps",
             &[
                 Arg::Text(kind),
                 Arg::Text(name),
-                Arg::Text(q.resource.as_str()),
+                Arg::Text(q.name()),
                 Arg::Text(q.period.as_str()),
-                Arg::Int(clamp(q.limit.get())),
+                Arg::Int(clamp(limit)),
                 Arg::Text(q.on_exceed.name()),
                 Arg::OptInt(bps(up)),
                 Arg::OptInt(bps(down)),
                 Arg::Int(i64::from(q.reset_day)),
                 Arg::Int(i64::from(q.pool)),
+                Arg::OptText(direction),
+                Arg::OptInt(bps(commit)),
             ],
         )
         .await
@@ -729,7 +737,7 @@ pub(crate) trait Statements {
             .query(
                 "reading traffic quotas",
                 "SELECT scope_kind, scope, resource, period, limit_bytes, on_exceed, upload_rate,
-                        download_rate, reset_day, pool
+                        download_rate, reset_day, pool, direction, commit_bps
                  FROM traffic_quotas
                  WHERE (scope_kind = 'instance' AND scope = ANY($1::TEXT[]))
                     OR (scope_kind = 'project' AND scope = ANY($2::TEXT[]))
@@ -1259,10 +1267,10 @@ fn quota_at(r: &Row, k: usize) -> Result<TrafficQuota, StoreError> {
         &r.get::<String>(k + 1)?,
         r.get(k + 2)?,
         &r.get::<String>(k + 3)?,
-        r.get(k + 4)?,
-        r.get(k + 5)?,
+        (r.get(k + 4)?, r.get(k + 5)?),
         r.get(k + 6)?,
         r.get(k + 7)?,
+        (r.get(k + 8)?, r.get(k + 9)?),
     )
     .map_err(|reason| StoreError::Database {
         what: "reading traffic quotas",

@@ -21,7 +21,8 @@ use super::report::{Batch, Ingested, five_minutes, hourly};
 use super::spec::Spec;
 use super::statement::{BILLED_PERCENTILE, GENESIS, Statement};
 use super::traffic::{
-    Elsewhere, ShownTrafficQuota, StorePeriod, Topup, TrafficQuota, TrafficResource, resolve,
+    Elsewhere, Judged, Measure, RATE_QUOTA_PERCENTILE, ShownTrafficQuota, StorePeriod, Topup,
+    TrafficQuota, TrafficResource, resolve,
 };
 use super::view::{
     AgentView, InstanceQuota, PercentileUse, ScopeView, Stats, TrafficUsage, resource_views,
@@ -206,8 +207,14 @@ pub(crate) async fn close_periods<S: Statements>(
             continue;
         }
         let span = (month.start, month.end);
-        let usage =
-            traffic_usage_in(s, &instance, StorePeriod::Month, span, (month.start, tz)).await?;
+        let usage = traffic_usage_in(
+            s,
+            &instance,
+            StorePeriod::Month,
+            span,
+            (month.start, now, tz),
+        )
+        .await?;
         if prev.is_none() && usage.total == 0 {
             continue;
         }
@@ -297,6 +304,32 @@ pub(crate) async fn project_percentiles<S: Statements>(
     }
     let curve: Vec<(i64, Interval)> = summed.into_iter().collect();
     Ok(of_curve(p, &curve, window))
+}
+
+/// The percentile a committed-rate quota bills.
+fn rate_percentile() -> Percentile {
+    Percentile::new(RATE_QUOTA_PERCENTILE).unwrap_or(Percentile::P95)
+}
+
+/// A committed-rate quota's figures over `window` so far at `now`: the instance's own
+/// curve, or for a pool its project's summed one (`None`: no interval, or a pool of an
+/// instance in no project).
+async fn rate_so_far<S: Statements>(
+    s: &mut S,
+    instance: &str,
+    project: Option<&str>,
+    pool: bool,
+    window: Window,
+    now: Timestamp,
+) -> Result<Option<Percentiles>, StoreError> {
+    if !pool {
+        let mut all = percentiles_of(s, &[instance], window, now, rate_percentile()).await?;
+        return Ok(all.remove(instance));
+    }
+    let Some(project) = project.and_then(|p| Label::new(p).ok()) else {
+        return Ok(None);
+    };
+    project_percentiles(s, &project, window, now, rate_percentile()).await
 }
 
 /// The panel's real counts replace the store's (the cure for drift).
@@ -577,19 +610,30 @@ pub(crate) async fn traffic_quotas_of<S: Statements>(
     }
     if let Some(agent) = agent {
         let counts = FleetCounts::read(s, agent, &ids, &in_force, &bounds).await?;
+        let rates = FleetRates::read(s, &ids, &in_force, &bounds, now).await?;
         for (((id, f), b), show) in ids.iter().zip(&in_force).zip(&bounds).zip(&mut shown) {
             for (((q, _), b), sh) in f.quotas.iter().zip(b).zip(show) {
                 let Some(window) = *b else { continue };
-                let (up, down) = counts.elsewhere(id, f.project.as_deref(), q.pool, window);
-                let bytes = match q.resource {
-                    TrafficResource::Upload => up,
-                    TrafficResource::Download => down,
-                    TrafficResource::Total => up.saturating_add(down),
-                };
-                sh.elsewhere = Some(Elsewhere {
-                    bytes,
-                    period_start: window.0,
-                });
+                match q.measure {
+                    Measure::Volume { resource, .. } => {
+                        let (up, down) = counts.elsewhere(id, f.project.as_deref(), q.pool, window);
+                        sh.elsewhere = Some(Elsewhere {
+                            bytes: resource.of(up, down),
+                            period_start: window.0,
+                        });
+                    }
+                    Measure::Rate95th { direction, commit } => {
+                        let rate = rates
+                            .get(id, f.project.as_deref(), q.pool, window)
+                            .and_then(|p| p.rate(direction))
+                            .map_or(0, |r| r.bits_per_sec());
+                        sh.judged = Some(Judged {
+                            period_start: window.0,
+                            rate_bps: rate,
+                            exceeded: rate > commit.bits_per_sec(),
+                        });
+                    }
+                }
             }
         }
     }
@@ -631,6 +675,10 @@ impl FleetCounts {
         for ((id, f), b) in ids.iter().zip(in_force).zip(bounds) {
             for ((q, _), b) in f.quotas.iter().zip(b) {
                 let Some(window) = *b else { continue };
+                // A committed rate is judged here on the fleet's curve: no sums to hand.
+                if q.volume().is_none() {
+                    continue;
+                }
                 match (q.pool, f.project.as_deref()) {
                     (false, _) => {
                         others.entry(window).or_default().insert(id);
@@ -693,6 +741,68 @@ impl FleetCounts {
     }
 }
 
+/// The committed-rate quotas' figures so far, per period: one read per period for the
+/// instances, and one per pooled project, whatever the number of instances.
+struct FleetRates {
+    own: BTreeMap<Window, BTreeMap<String, Percentiles>>,
+    pools: BTreeMap<(Window, String), Option<Percentiles>>,
+}
+
+impl FleetRates {
+    async fn read<S: Statements>(
+        s: &mut S,
+        ids: &[&str],
+        in_force: &[InForce],
+        bounds: &[Vec<Option<Window>>],
+        now: Timestamp,
+    ) -> Result<FleetRates, StoreError> {
+        let mut own: BTreeMap<Window, BTreeSet<&str>> = BTreeMap::new();
+        let mut pools: BTreeSet<(Window, &str)> = BTreeSet::new();
+        for ((id, f), b) in ids.iter().zip(in_force).zip(bounds) {
+            for ((q, _), b) in f.quotas.iter().zip(b) {
+                let (Some(window), Measure::Rate95th { .. }) = (*b, q.measure) else {
+                    continue;
+                };
+                match (q.pool, f.project.as_deref()) {
+                    (false, _) => {
+                        own.entry(window).or_default().insert(id);
+                    }
+                    (true, Some(p)) => {
+                        pools.insert((window, p));
+                    }
+                    (true, None) => {}
+                }
+            }
+        }
+        let mut rates = FleetRates {
+            own: BTreeMap::new(),
+            pools: BTreeMap::new(),
+        };
+        for (window, set) in &own {
+            let figures = percentiles_of(s, &list(set), *window, now, rate_percentile()).await?;
+            rates.own.insert(*window, figures);
+        }
+        for (window, project) in pools {
+            let figure = rate_so_far(s, "", Some(project), true, window, now).await?;
+            rates.pools.insert((window, project.to_owned()), figure);
+        }
+        Ok(rates)
+    }
+
+    fn get(
+        &self,
+        id: &str,
+        project: Option<&str>,
+        pool: bool,
+        window: Window,
+    ) -> Option<&Percentiles> {
+        if pool {
+            return self.pools.get(&(window, project?.to_owned()))?.as_ref();
+        }
+        self.own.get(&window)?.get(id)
+    }
+}
+
 /// Each quota's limit raised by the top-ups bought for its period holding `at`; the
 /// bytes each got.
 pub(crate) async fn with_topups<S: Statements>(
@@ -724,7 +834,12 @@ fn add_topups(
 ) -> Vec<u64> {
     let mut added = Vec::with_capacity(quotas.len());
     for ((q, _), b) in quotas.iter_mut().zip(bounds) {
-        // An instance's top-up is its own: a pool's limit is the project's.
+        // An instance's top-up is its own: a pool's limit is the project's. Bytes
+        // bought raise a volume, never a committed rate.
+        let Measure::Volume { resource, limit } = &mut q.measure else {
+            added.push(0);
+            continue;
+        };
         if q.pool {
             added.push(0);
             continue;
@@ -734,11 +849,11 @@ fn add_topups(
             .iter()
             .filter(|t| {
                 Some(t.start) == start
-                    && t.resource == q.resource.as_str()
+                    && t.resource == resource.as_str()
                     && t.period == q.period.as_str()
             })
             .fold(0u64, |sum, t| sum.saturating_add(t.bytes));
-        q.limit = crate::model::units::Bytes::new(q.limit.get().saturating_add(bytes));
+        *limit = crate::model::units::Bytes::new(limit.get().saturating_add(bytes));
         added.push(bytes);
     }
     added
@@ -754,10 +869,9 @@ pub(crate) async fn add_topup<S: Statements>(
     tz: &TimeZone,
 ) -> Result<Topup, StoreError> {
     let quotas = traffic_quotas(s, instance).await?;
-    let Some((q, _)) = quotas
-        .iter()
-        .find(|(q, _)| q.resource == resource && q.period == period && !q.pool)
-    else {
+    let Some((q, _)) = quotas.iter().find(|(q, _)| {
+        q.volume().is_some_and(|(r, _)| r == resource) && q.period == period && !q.pool
+    }) else {
         return Err(StoreError::Invalid {
             field: "resource".into(),
             reason: format!("instance {instance} has no {resource} quota per {period} to top up"),
@@ -787,7 +901,7 @@ pub(crate) async fn project_usage_in<S: Statements>(
     project: &Label,
     period: StorePeriod,
     (start, end): (Timestamp, Timestamp),
-    (at, tz): (Timestamp, &TimeZone),
+    (at, now, tz): (Timestamp, Timestamp, &TimeZone),
 ) -> Result<TrafficUsage, StoreError> {
     let traffic = s.project_traffic(project.as_str(), start, end).await?;
     let mut quotas = Vec::new();
@@ -799,11 +913,22 @@ pub(crate) async fn project_usage_in<S: Statements>(
             continue;
         }
         let bounds = q.bounds(at, tz).unwrap_or((start, end));
-        let used = if bounds == (start, end) {
-            traffic
-        } else {
-            s.project_traffic(project.as_str(), bounds.0, bounds.1)
-                .await?
+        let used = match q.measure {
+            Measure::Volume { resource, .. } => {
+                let (up, down) = if bounds == (start, end) {
+                    traffic
+                } else {
+                    s.project_traffic(project.as_str(), bounds.0, bounds.1)
+                        .await?
+                };
+                resource.of(up, down)
+            }
+            Measure::Rate95th { direction, .. } => {
+                project_percentiles(s, project, bounds, now, rate_percentile())
+                    .await?
+                    .and_then(|p| p.rate(direction))
+                    .map_or(0, |r| r.bits_per_sec())
+            }
         };
         quotas.push((q, bounds, used, 0));
     }
@@ -823,7 +948,7 @@ pub(crate) async fn traffic_usage_in<S: Statements>(
     instance: &InstanceId,
     period: StorePeriod,
     (start, end): (Timestamp, Timestamp),
-    (at, tz): (Timestamp, &TimeZone),
+    (at, now, tz): (Timestamp, Timestamp, &TimeZone),
 ) -> Result<TrafficUsage, StoreError> {
     let traffic = s.traffic_between(instance, start, end).await?;
     let mut quotas = Vec::new();
@@ -834,15 +959,38 @@ pub(crate) async fn traffic_usage_in<S: Statements>(
             continue;
         }
         let bounds = q.bounds(at, tz).unwrap_or((start, end));
-        let used = if q.pool {
-            match s.chain_of(instance).await?.0 {
-                Some(p) => s.project_traffic(&p, bounds.0, bounds.1).await?,
-                None => (0, 0),
+        let used = match q.measure {
+            Measure::Volume { resource, .. } => {
+                let (up, down) = if q.pool {
+                    match s.chain_of(instance).await?.0 {
+                        Some(p) => s.project_traffic(&p, bounds.0, bounds.1).await?,
+                        None => (0, 0),
+                    }
+                } else if bounds == (start, end) {
+                    traffic
+                } else {
+                    s.traffic_between(instance, bounds.0, bounds.1).await?
+                };
+                resource.of(up, down)
             }
-        } else if bounds == (start, end) {
-            traffic
-        } else {
-            s.traffic_between(instance, bounds.0, bounds.1).await?
+            Measure::Rate95th { direction, .. } => {
+                let project = if q.pool {
+                    s.chain_of(instance).await?.0
+                } else {
+                    None
+                };
+                rate_so_far(
+                    s,
+                    instance.as_str(),
+                    project.as_deref(),
+                    q.pool,
+                    bounds,
+                    now,
+                )
+                .await?
+                .and_then(|p| p.rate(direction))
+                .map_or(0, |r| r.bits_per_sec())
+            }
         };
         quotas.push((q, bounds, used, topups));
     }

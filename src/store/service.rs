@@ -337,7 +337,7 @@ impl Store {
             &instance,
             period,
             span,
-            (at, &tz)
+            (at, Timestamp::now(), &tz)
         )
         .await)
     }
@@ -409,7 +409,7 @@ impl Store {
             &project,
             period,
             span,
-            (at, &tz)
+            (at, Timestamp::now(), &tz)
         )
         .await)
     }
@@ -454,11 +454,23 @@ impl Store {
         agent: Label,
         instances: Vec<InstanceId>,
     ) -> Result<BTreeMap<String, Vec<ShownTrafficQuota>>, StoreError> {
+        self.traffic_quotas_for_at(agent, instances, Timestamp::now())
+            .await
+    }
+
+    /// [`Store::traffic_quotas_for`] at `now`: the current periods, and a committed
+    /// rate's verdict on its period so far, are `now`'s.
+    pub async fn traffic_quotas_for_at(
+        &self,
+        agent: Label,
+        instances: Vec<InstanceId>,
+        now: Timestamp,
+    ) -> Result<BTreeMap<String, Vec<ShownTrafficQuota>>, StoreError> {
         let tz = self.settings.timezone.clone();
         run!(self, Read, |s| engine::traffic_quotas_of(
             s,
             &instances,
-            (Timestamp::now(), &tz),
+            (now, &tz),
             Some(&agent)
         )
         .await)

@@ -99,11 +99,11 @@ impl WireSpec {
                 })?;
             if traffic
                 .iter()
-                .any(|t| (t.resource, t.period) == (q.resource, q.period))
+                .any(|t| (t.name(), t.period) == (q.name(), q.period))
             {
                 return Err(StoreError::Invalid {
                     field: format!("traffic[{i}]"),
-                    reason: format!("a second {} quota per {}", q.resource, q.period),
+                    reason: format!("a second {} quota per {}", q.name(), q.period),
                 });
             }
             traffic.push(q);

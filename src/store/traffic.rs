@@ -14,6 +14,7 @@ use jiff::tz::TimeZone;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::model::calendar::{PeriodKind, period_containing};
+use crate::model::percentile::Direction;
 use crate::model::units::{Bytes, Rate};
 
 /// Which counter a traffic quota counts. Upload is what the instance sends.
@@ -152,12 +153,43 @@ impl OnExceed {
     }
 }
 
-/// One traffic quota: at most `limit` of `resource` per `period`, then `on_exceed`.
+/// What a traffic quota bounds: a volume of bytes, or the period's 95th percentile of
+/// 5-minute rates (a committed rate, billed as transit is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// At most `limit` bytes of `resource` in the period.
+    Volume {
+        resource: TrafficResource,
+        limit: Bytes,
+    },
+    /// The 95th percentile of the period's 5-minute rates in `direction` at most
+    /// `commit`; what it passes the commit by is the overage, in bit/s. Only the store
+    /// sees every host's share of an interval, so only the store can judge it.
+    Rate95th { direction: Direction, commit: Rate },
+}
+
+/// The percentile a `rate_95th` quota bills.
+pub const RATE_QUOTA_PERCENTILE: u8 = 95;
+
+/// The resource name of a committed-rate quota.
+pub const RATE_95TH: &str = "rate_95th";
+
+impl Measure {
+    /// The resource as the panel names it (`traffic_total`, `rate_95th`): with the
+    /// period, what makes a quota one of its kind at its level.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Measure::Volume { resource, .. } => resource.as_str(),
+            Measure::Rate95th { .. } => RATE_95TH,
+        }
+    }
+}
+
+/// One traffic quota: its [`Measure`] per `period`, then `on_exceed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TrafficQuota {
-    pub resource: TrafficResource,
+    pub measure: Measure,
     pub period: StorePeriod,
-    pub limit: Bytes,
     pub on_exceed: OnExceed,
     /// The billing day a monthly quota's period starts on (1..=31, clamped to the
     /// month's last day; 1 for any other period): a customer's anniversary.
@@ -182,20 +214,34 @@ impl TrafficQuota {
             .ok()
             .map(|p| (p.start, p.end))
     }
+
+    /// The resource's name (see [`Measure::name`]).
+    pub fn name(&self) -> &'static str {
+        self.measure.name()
+    }
+
+    /// A volume quota's resource and limit (`None`: a committed rate).
+    pub fn volume(&self) -> Option<(TrafficResource, Bytes)> {
+        match self.measure {
+            Measure::Volume { resource, limit } => Some((resource, limit)),
+            Measure::Rate95th { .. } => None,
+        }
+    }
 }
 
 impl TrafficQuota {
-    /// From a stored row: names as written, bytes and bits per second as signed integers.
+    /// From a stored row: names as written, bytes and bits per second as signed
+    /// integers; `direction` and `commit` are a committed rate's (NULL for a volume).
     #[allow(clippy::too_many_arguments)]
     pub fn from_stored(
         resource: &str,
         period: &str,
         limit: i64,
         on_exceed: &str,
-        upload_rate: Option<i64>,
-        download_rate: Option<i64>,
+        (upload_rate, download_rate): (Option<i64>, Option<i64>),
         reset_day: i64,
         pool: i64,
+        (direction, commit): (Option<String>, Option<i64>),
     ) -> Result<TrafficQuota, String> {
         let rate = |v: Option<i64>| v.map(|v| Rate::from_bits_per_sec(v.max(0) as u64));
         let on_exceed = match on_exceed {
@@ -208,10 +254,25 @@ impl TrafficQuota {
             },
             other => return Err(format!("unknown on_exceed {other:?}")),
         };
+        let measure = if resource == RATE_95TH {
+            Measure::Rate95th {
+                direction: direction
+                    .as_deref()
+                    .ok_or("a rate_95th quota without a direction")?
+                    .parse()?,
+                commit: Rate::from_bits_per_sec(
+                    commit.ok_or("a rate_95th quota without a commit")?.max(0) as u64,
+                ),
+            }
+        } else {
+            Measure::Volume {
+                resource: resource.parse()?,
+                limit: Bytes::new(limit.max(0) as u64),
+            }
+        };
         Ok(TrafficQuota {
-            resource: resource.parse()?,
+            measure,
             period: period.parse()?,
-            limit: Bytes::new(limit.max(0) as u64),
             on_exceed,
             reset_day: u8::try_from(reset_day)
                 .ok()
@@ -233,8 +294,17 @@ pub fn resolve(
         "class" => (2, "class"),
         _ => (3, "default"),
     };
+    // Keyed in the resources' own order (upload, download, total, then a committed
+    // rate), the order panels have always been shown.
+    let order = |q: &TrafficQuota| match q.measure {
+        Measure::Volume { resource, .. } => TrafficResource::ALL
+            .iter()
+            .position(|r| *r == resource)
+            .unwrap_or(0),
+        Measure::Rate95th { .. } => TrafficResource::ALL.len(),
+    };
     let mut best: std::collections::BTreeMap<
-        (TrafficResource, StorePeriod),
+        (usize, StorePeriod),
         (u8, TrafficQuota, &'static str),
     > = std::collections::BTreeMap::new();
     let mut pools = Vec::new();
@@ -247,7 +317,7 @@ pub fn resolve(
         }
         let (r, from) = rank(&kind);
         let e = best
-            .entry((q.resource, q.period))
+            .entry((order(&q), q.period))
             .or_insert((u8::MAX, q, from));
         if r < e.0 {
             *e = (r, q, from);
@@ -260,16 +330,25 @@ pub fn resolve(
 }
 
 /// A traffic quota on the wire:
-/// `{"resource":"traffic_total","period":"month","limit":"1TB","on_exceed":"limit","rate":"10Mbit"}`.
-/// `limit` is bytes (a number, or a string with a unit); `rate` (both directions) or
-/// `upload_rate`/`download_rate` go with `on_exceed: limit` only.
+/// `{"resource":"traffic_total","period":"month","limit":"1TB","on_exceed":"limit","rate":"10Mbit"}`,
+/// or a committed rate:
+/// `{"resource":"rate_95th","period":"month","commit":"100mbit","direction":"max","on_exceed":"warn"}`.
+/// `limit` is bytes (a number, or a string with a unit), `commit` bit/s (a number, or a
+/// rate with a unit); `rate` (both directions) or `upload_rate`/`download_rate` go with
+/// `on_exceed: limit` only.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WireTrafficQuota {
     pub resource: String,
     pub period: String,
-    #[serde(deserialize_with = "bytes_or_string")]
-    pub limit: u64,
+    #[serde(default, deserialize_with = "some_bytes_or_string")]
+    pub limit: Option<u64>,
+    /// A `rate_95th` quota's committed rate.
+    #[serde(default, deserialize_with = "some_bits_or_rate")]
+    pub commit: Option<u64>,
+    /// A `rate_95th` quota's direction: upload, download, max or aggregate.
+    #[serde(default)]
+    pub direction: Option<String>,
     pub on_exceed: String,
     #[serde(default)]
     pub rate: Option<String>,
@@ -283,6 +362,27 @@ pub struct WireTrafficQuota {
     /// A project's quota on the sum of its instances' traffic (default false).
     #[serde(default)]
     pub pool: Option<bool>,
+}
+
+fn some_bytes_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    bytes_or_string(d).map(Some)
+}
+
+/// Bits per second: a number, or a rate with its unit (`"100mbit"`).
+fn some_bits_or_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        N(u64),
+        S(String),
+    }
+    match Either::deserialize(d)? {
+        Either::N(n) => Ok(Some(n)),
+        Either::S(s) => s
+            .parse::<Rate>()
+            .map(|r| Some(r.bits_per_sec()))
+            .map_err(serde::de::Error::custom),
+    }
 }
 
 fn bytes_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
@@ -304,8 +404,8 @@ fn bytes_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 impl WireTrafficQuota {
     /// Check every field; the error names the field (relative to this quota).
     pub fn validate(&self) -> Result<TrafficQuota, (&'static str, String)> {
-        let resource = self.resource.parse().map_err(|e| ("resource", e))?;
         let period = self.period.parse().map_err(|e| ("period", e))?;
+        let measure = self.measure(period)?;
         let rate = |field: &'static str, v: &Option<String>| {
             v.as_deref()
                 .map(|s| {
@@ -348,9 +448,6 @@ impl WireTrafficQuota {
                 ),
             ));
         }
-        if self.limit == 0 {
-            return Err(("limit", "must be more than 0 bytes".into()));
-        }
         let reset_day = match (self.reset_day, period) {
             (None, _) => 1,
             (Some(d), StorePeriod::Month) => u8::try_from(d)
@@ -373,13 +470,75 @@ impl WireTrafficQuota {
             }
         };
         Ok(TrafficQuota {
-            resource,
+            measure,
             period,
-            limit: Bytes::new(self.limit),
             on_exceed,
             reset_day,
             pool: self.pool.unwrap_or(false),
         })
+    }
+
+    /// A volume's `limit`, or a committed rate's `commit` and `direction`: each kind
+    /// refuses the other's fields, so a quota never carries a bound it does not use.
+    fn measure(&self, period: StorePeriod) -> Result<Measure, (&'static str, String)> {
+        if self.resource != RATE_95TH {
+            let resource = self.resource.parse().map_err(|e: String| {
+                (
+                    "resource",
+                    format!("{}, or {RATE_95TH}", e.trim_end_matches(')')) + ")",
+                )
+            })?;
+            for (field, set) in [
+                ("commit", self.commit.is_some()),
+                ("direction", self.direction.is_some()),
+            ] {
+                if set {
+                    return Err((
+                        field,
+                        format!(
+                            "goes with resource {RATE_95TH:?} only, not {:?}",
+                            self.resource
+                        ),
+                    ));
+                }
+            }
+            return match self.limit {
+                None => Err(("limit", "is required (bytes per period)".into())),
+                Some(0) => Err(("limit", "must be more than 0 bytes".into())),
+                Some(n) => Ok(Measure::Volume {
+                    resource,
+                    limit: Bytes::new(n),
+                }),
+            };
+        }
+        if self.limit.is_some() {
+            return Err((
+                "limit",
+                format!("a {RATE_95TH} quota has a commit (bit/s), not a limit in bytes"),
+            ));
+        }
+        if period == StorePeriod::Hour {
+            return Err((
+                "period",
+                "a 95th percentile is taken over a day or a month, not an hour (12 intervals)"
+                    .into(),
+            ));
+        }
+        let commit = match self.commit {
+            None => return Err(("commit", "is required (the committed rate)".into())),
+            Some(0) => return Err(("commit", "must be more than 0 bit/s".into())),
+            Some(n) => Rate::from_bits_per_sec(n),
+        };
+        let direction = self
+            .direction
+            .as_deref()
+            .ok_or((
+                "direction",
+                "is required (upload, download, max, aggregate)".to_owned(),
+            ))?
+            .parse()
+            .map_err(|e| ("direction", e))?;
+        Ok(Measure::Rate95th { direction, commit })
     }
 }
 
@@ -440,7 +599,15 @@ pub struct Topup {
 pub struct ShownTrafficQuota {
     pub resource: String,
     pub period: String,
-    pub limit: u64,
+    /// A volume quota's bytes (absent for a committed rate).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub limit: Option<u64>,
+    /// A `rate_95th` quota's committed rate, in bit/s.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub commit_bps: Option<u64>,
+    /// A `rate_95th` quota's direction.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub direction: Option<String>,
     pub on_exceed: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub upload_rate: Option<String>,
@@ -461,6 +628,21 @@ pub struct ShownTrafficQuota {
     /// quota's current period (absent in any other answer).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub elsewhere: Option<Elsewhere>,
+    /// In an agent's lookup, for a committed rate: the store's verdict on the period so
+    /// far (the agent cannot rank the fleet's curve itself).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub judged: Option<Judged>,
+}
+
+/// The store's verdict on a committed-rate quota's current period so far, for the
+/// agent that asked: the percentile over every host's share of each interval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Judged {
+    pub period_start: jiff::Timestamp,
+    /// The percentile so far in the quota's direction, in bit/s.
+    pub rate_bps: u64,
+    /// Whether it is above the commit.
+    pub exceeded: bool,
 }
 
 /// The rest of the fleet's count of one quota, for the agent that asked: bytes in the
@@ -476,10 +658,20 @@ pub struct Elsewhere {
 impl ShownTrafficQuota {
     pub fn of(q: &TrafficQuota, from: &str) -> ShownTrafficQuota {
         let (up, down) = q.on_exceed.rates();
+        let (limit, commit, direction) = match q.measure {
+            Measure::Volume { limit, .. } => (Some(limit.get()), None, None),
+            Measure::Rate95th { direction, commit } => (
+                None,
+                Some(commit.bits_per_sec()),
+                Some(direction.as_str().to_owned()),
+            ),
+        };
         ShownTrafficQuota {
-            resource: q.resource.to_string(),
+            resource: q.name().to_owned(),
             period: q.period.to_string(),
-            limit: q.limit.get(),
+            limit,
+            commit_bps: commit,
+            direction,
             on_exceed: q.on_exceed.name().into(),
             upload_rate: up.map(|r| r.to_string()),
             download_rate: down.map(|r| r.to_string()),
@@ -488,6 +680,7 @@ impl ShownTrafficQuota {
             topups: None,
             pool: q.pool,
             elsewhere: None,
+            judged: None,
         }
     }
 
@@ -505,6 +698,8 @@ impl ShownTrafficQuota {
             resource: self.resource.clone(),
             period: self.period.clone(),
             limit: self.limit,
+            commit: self.commit_bps,
+            direction: self.direction.clone(),
             on_exceed: self.on_exceed.clone(),
             rate: None,
             upload_rate: self.upload_rate.clone(),
@@ -535,9 +730,11 @@ mod tests {
         assert_eq!(
             q,
             TrafficQuota {
-                resource: TrafficResource::Total,
+                measure: Measure::Volume {
+                    resource: TrafficResource::Total,
+                    limit: Bytes::new(1_000_000_000_000),
+                },
                 period: StorePeriod::Month,
-                limit: Bytes::new(1_000_000_000_000),
                 on_exceed: OnExceed::Limit {
                     upload: Some(ten),
                     download: Some(ten)
@@ -601,6 +798,119 @@ mod tests {
         for (json, field) in table {
             let (got, why) = wire(json).validate().unwrap_err();
             assert_eq!(got, field, "{json}: {why}");
+        }
+    }
+
+    /// A committed rate reads as the panel writes it, and shows and reads back the same.
+    #[test]
+    fn a_committed_rate_is_a_commit_and_a_direction() {
+        let q = wire(
+            r#"{"resource":"rate_95th","period":"month","commit":"100mbit","direction":"aggregate","on_exceed":"limit","rate":"10mbit","reset_day":15}"#,
+        )
+        .validate()
+        .unwrap();
+        assert_eq!(
+            q.measure,
+            Measure::Rate95th {
+                direction: Direction::Aggregate,
+                commit: Rate::from_bits_per_sec(100_000_000)
+            }
+        );
+        assert_eq!((q.name(), q.volume(), q.reset_day), ("rate_95th", None, 15));
+        let shown = ShownTrafficQuota::of(&q, "instance");
+        assert_eq!(
+            (shown.limit, shown.commit_bps, shown.direction.as_deref()),
+            (None, Some(100_000_000), Some("aggregate"))
+        );
+        assert_eq!(shown.typed().unwrap(), q);
+        // A number is bit/s.
+        let n = wire(
+            r#"{"resource":"rate_95th","period":"day","commit":64000,"direction":"max","on_exceed":"warn"}"#,
+        )
+        .validate()
+        .unwrap();
+        assert_eq!(
+            n.measure,
+            Measure::Rate95th {
+                direction: Direction::Max,
+                commit: Rate::from_bits_per_sec(64_000)
+            }
+        );
+        // A top-up buys bytes, never a rate.
+        let topup: WireTopup =
+            serde_json::from_str(r#"{"resource":"rate_95th","bytes":1}"#).unwrap();
+        assert_eq!(topup.validate().unwrap_err().0, "resource");
+    }
+
+    #[test]
+    fn bad_committed_rates_name_their_field() {
+        let table = [
+            // (quota, the field named, a word of the reason)
+            (
+                r#"{"resource":"rate_95th","period":"month","direction":"max","on_exceed":"warn"}"#,
+                "commit",
+                "required",
+            ),
+            (
+                r#"{"resource":"rate_95th","period":"month","commit":0,"direction":"max","on_exceed":"warn"}"#,
+                "commit",
+                "more than 0",
+            ),
+            (
+                r#"{"resource":"rate_95th","period":"month","commit":"fast","direction":"max","on_exceed":"warn"}"#,
+                "",
+                "not a rate",
+            ),
+            (
+                r#"{"resource":"rate_95th","period":"month","commit":"1mbit","on_exceed":"warn"}"#,
+                "direction",
+                "required",
+            ),
+            (
+                r#"{"resource":"rate_95th","period":"month","commit":"1mbit","direction":"in","on_exceed":"warn"}"#,
+                "direction",
+                "aggregate",
+            ),
+            (
+                r#"{"resource":"rate_95th","period":"month","commit":"1mbit","direction":"max","limit":"1TB","on_exceed":"warn"}"#,
+                "limit",
+                "commit",
+            ),
+            (
+                r#"{"resource":"rate_95th","period":"hour","commit":"1mbit","direction":"max","on_exceed":"warn"}"#,
+                "period",
+                "hour",
+            ),
+            (
+                r#"{"resource":"traffic_total","period":"month","limit":5,"commit":"1mbit","on_exceed":"warn"}"#,
+                "commit",
+                "rate_95th",
+            ),
+            (
+                r#"{"resource":"traffic_total","period":"month","limit":5,"direction":"max","on_exceed":"warn"}"#,
+                "direction",
+                "rate_95th",
+            ),
+            (
+                r#"{"resource":"traffic_total","period":"month","on_exceed":"warn"}"#,
+                "limit",
+                "required",
+            ),
+            (
+                r#"{"resource":"rate_96th","period":"month","commit":"1mbit","on_exceed":"warn"}"#,
+                "resource",
+                "rate_95th",
+            ),
+        ];
+        for (json, field, word) in table {
+            // A commit that is no rate fails as the body is read (serde names it).
+            let parsed: Result<WireTrafficQuota, _> = serde_json::from_str(json);
+            let (got, why) = match parsed {
+                Ok(w) => w.validate().unwrap_err(),
+                Err(e) => ("", e.to_string()),
+            };
+            assert_eq!(got, field, "{json}: {why}");
+            assert!(why.contains(word), "{json}: {why}");
         }
     }
 

@@ -135,10 +135,16 @@ impl From<&Percentiles> for PercentileUse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuotaUse {
     pub resource: String,
+    /// Bytes; for a committed rate (`rate_95th`), its commit in bit/s.
     pub limit: u64,
+    /// Bytes; for a committed rate, the period's 95th percentile so far in bit/s.
     pub used: u64,
-    /// Bytes over the limit (0 while under it): what a panel bills as overage.
+    /// Over the limit (0 while under it), in the limit's unit: what a panel bills as
+    /// overage.
     pub overage: u64,
+    /// A committed rate's direction (absent for a volume).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub direction: Option<String>,
     pub on_exceed: String,
     pub exceeded: bool,
     /// The quota's own period: a monthly quota's starts on its billing day.
@@ -206,11 +212,12 @@ pub fn resource_views(standings: Vec<super::model::Standing>) -> BTreeMap<String
 }
 
 /// A quota (its limit with the period's top-ups) with its own period's [start, end),
-/// the (upload, download) in it, and the top-ups' bytes.
+/// what it used in its own unit (bytes of its resource; a committed rate's percentile
+/// so far in bit/s), and the top-ups' bytes.
 pub type QuotaSpan = (
     super::traffic::TrafficQuota,
     (jiff::Timestamp, jiff::Timestamp),
-    (u64, u64),
+    u64,
     u64,
 );
 
@@ -222,6 +229,7 @@ pub fn traffic_usage(
     (upload, download): (u64, u64),
     quotas: Vec<QuotaSpan>,
 ) -> TrafficUsage {
+    use super::traffic::Measure;
     TrafficUsage {
         instance: instance.to_owned(),
         period: period.to_string(),
@@ -233,15 +241,21 @@ pub fn traffic_usage(
         quotas: quotas
             .into_iter()
             .filter(|(q, _, _, _)| q.period == period)
-            .map(|(q, (qs, qe), (up, down), topups)| {
-                let used = q.resource.of(up, down);
+            .map(|(q, (qs, qe), used, topups)| {
+                let (limit, direction) = match q.measure {
+                    Measure::Volume { limit, .. } => (limit.get(), None),
+                    Measure::Rate95th { direction, commit } => {
+                        (commit.bits_per_sec(), Some(direction.as_str().to_owned()))
+                    }
+                };
                 QuotaUse {
-                    resource: q.resource.to_string(),
-                    limit: q.limit.get(),
+                    resource: q.name().to_owned(),
+                    limit,
                     used,
-                    overage: used.saturating_sub(q.limit.get()),
+                    overage: used.saturating_sub(limit),
+                    direction,
                     on_exceed: q.on_exceed.name().into(),
-                    exceeded: used > q.limit.get(),
+                    exceeded: used > limit,
                     start: qs.to_string(),
                     end: qe.to_string(),
                     reset_day: (q.reset_day != 1).then_some(q.reset_day),

@@ -125,6 +125,24 @@ impl Quotas {
     /// would: a `restored` event (links raised, `on_reset` run). The period's thresholds
     /// stay announced.
     fn rejudge(&mut self, cfg: &Config, at: Timestamp, events: &mut Vec<QuotaEvent>) {
+        // A rule the store judged exceeded holds for its instances even before this
+        // host counted a byte of theirs in the period (one migrated here idle).
+        for rule in cfg.rules.iter() {
+            let Some(verdict) = rule.judged.filter(|v| v.exceeded) else {
+                continue;
+            };
+            let Ok(period) = period_containing(rule.period, at, &rule.timezone) else {
+                continue;
+            };
+            if period.start != verdict.period_start {
+                continue;
+            }
+            for instance in &rule.instances {
+                self.usage
+                    .entry((rule.name.clone(), instance.clone()))
+                    .or_insert_with(|| QuotaUsage::fresh(period));
+            }
+        }
         for ((name, instance), u) in self.usage.iter_mut() {
             if at >= u.period.end {
                 continue;
@@ -145,7 +163,7 @@ impl Quotas {
                 .direction
                 .of(u.upload, u.download)
                 .saturating_add(elsewhere);
-            if used > rule.limit.get() {
+            if rule.is_over(used, u.period.start) {
                 continue;
             }
             events.push(QuotaEvent {
@@ -381,14 +399,19 @@ fn crossings(
         limit: rule.limit,
         period: u.period,
     };
-    while let Some(f) = rule.notify_at.get(u.notified) {
+    // Shares of a limit mean nothing for a rule the store judges.
+    while let Some(f) = rule
+        .notify_at
+        .get(u.notified)
+        .filter(|_| rule.judged.is_none())
+    {
         if (used as f64) < f.get() * limit as f64 {
             break;
         }
         events.push(event(QuotaState::Threshold(f.get())));
         u.notified += 1;
     }
-    if !u.exceeded && used > limit {
+    if !u.exceeded && rule.is_over(used, u.period.start) {
         events.push(event(QuotaState::Exceeded));
         u.exceeded = true;
     }

@@ -798,3 +798,83 @@ fn a_count_moved_only_elsewhere_exceeds_without_local_bytes() {
         "once"
     );
 }
+
+/// A committed rate is the store's verdict, not this host's count: an instance that
+/// moved here idle is exceeded the moment the store says so, bytes never exceed it
+/// (nor cross its shares), the store's "no longer over" lifts it, and a verdict on
+/// another period does not hold in this one.
+#[test]
+fn a_rule_the_store_judges_follows_its_verdict_not_the_bytes() {
+    let mut cfg = config(DAILY);
+    let name = RuleName::new("daily").unwrap();
+    let base = cfg.rules.get(&name).unwrap().clone();
+    let judged = |period_start: &str, exceeded: bool| crate::config::RuleConfig {
+        instances: std::collections::BTreeSet::from([id("101")]),
+        judged: Some(crate::config::StoreVerdict {
+            period_start: ts(period_start),
+            exceeded,
+        }),
+        ..base.clone()
+    };
+    let mut q = Quotas::default();
+    // (verdict: period start, exceeded; bytes this tick; at) → events
+    type Step = (
+        (&'static str, bool),
+        u64,
+        &'static str,
+        Vec<(String, String, String)>,
+    );
+    let steps: Vec<Step> = vec![
+        // Far over the 1000 B limit, but the store says not over: nothing.
+        (
+            ("2026-03-02T00:00:00Z", false),
+            50_000,
+            "2026-03-02T10:01:00Z",
+            vec![],
+        ),
+        // A verdict about yesterday does not hold today.
+        (
+            ("2026-03-01T00:00:00Z", true),
+            0,
+            "2026-03-02T10:02:00Z",
+            vec![],
+        ),
+        // Today's verdict: exceeded without a byte this tick.
+        (
+            ("2026-03-02T00:00:00Z", true),
+            0,
+            "2026-03-02T10:03:00Z",
+            vec![ev("daily", "101", "exceeded")],
+        ),
+        // The store's next answer: back under the commit, lifted.
+        (
+            ("2026-03-02T00:00:00Z", false),
+            0,
+            "2026-03-02T10:04:00Z",
+            vec![ev("daily", "101", "restored")],
+        ),
+    ];
+    for (i, ((start, over), bytes, at, want)) in steps.into_iter().enumerate() {
+        cfg.rules = crate::config::Rules::new(vec![judged(start, over)]);
+        let t = ts(at);
+        let from = t - jiff::SignedDuration::from_secs(60);
+        let spent = (bytes > 0).then(|| Spent {
+            instance: id("101"),
+            upload: bytes,
+            download: 0,
+            from,
+            to: t,
+            estimated: false,
+        });
+        let e = q.step(&cfg, spent.as_slice(), t);
+        assert_eq!(states(&e), want, "step {i}");
+    }
+    // A judged exceed keeps its action while the verdict stands.
+    cfg.rules = crate::config::Rules::new(vec![judged("2026-03-02T00:00:00Z", true)]);
+    let e = q.step(&cfg, &[], ts("2026-03-02T10:05:00Z"));
+    assert_eq!(states(&e), vec![ev("daily", "101", "exceeded")]);
+    assert_eq!(
+        q.in_force(&cfg, &id("101")).map(|f| f.action),
+        Some(ActionKind::RateLimit)
+    );
+}

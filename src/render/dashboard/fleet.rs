@@ -10,8 +10,7 @@ use jiff::tz::TimeZone;
 
 use super::Part;
 use super::page::{NEAR, bar, head, label, tail, tools};
-use crate::model::human::human_bytes;
-use crate::model::human::{human_rate, human_secs};
+use crate::model::human::{human_bytes, human_rate, human_secs};
 use crate::render::export::html::escape;
 use crate::store::view::{Fleet, TrafficUsage};
 
@@ -23,12 +22,17 @@ fn bars(u: &TrafficUsage) -> (String, f64) {
     let mut top = 0f64;
     for q in &u.quotas {
         let note = format!(" · {}", escape(&q.on_exceed));
+        // A committed rate's limit and use are bit/s (its 95th so far), not bytes.
+        let (key, unit): (String, fn(u64) -> String) = match &q.direction {
+            Some(d) => (format!("{} ({d})", q.resource), human_rate),
+            None => (q.resource.clone(), human_bytes),
+        };
         let share = bar(
             &mut html,
             "resource",
-            &q.resource,
-            q.used,
-            q.limit,
+            &key,
+            (q.used, q.limit),
+            unit,
             q.exceeded,
             &note,
         );
@@ -169,6 +173,7 @@ mod tests {
                     limit: l,
                     used: total,
                     overage: total.saturating_sub(l),
+                    direction: None,
                     on_exceed: "limit".into(),
                     exceeded: total > l,
                     start: "2026-11-01T00:00:00Z".into(),

@@ -123,8 +123,8 @@ pub(crate) fn bar(
     out: &mut String,
     kind: &str,
     key: &str,
-    used: u64,
-    limit: u64,
+    (used, limit): (u64, u64),
+    unit: fn(u64) -> String,
     exceeded: bool,
     note: &str,
 ) -> f64 {
@@ -140,8 +140,8 @@ pub(crate) fn bar(
         out,
         "<span class=\"q\" data-{kind}=\"{k}\" data-used=\"{used}\" data-limit=\"{limit}\"><span class=\"bar\"><i class=\"{cls}\" style=\"width:{:.0}%\"></i></span>{k} {}/{}{note}</span>",
         (share * 100.0).min(100.0),
-        human_bytes(used),
-        human_bytes(limit),
+        unit(used),
+        unit(limit),
         k = escape(key),
     );
     share
@@ -155,10 +155,12 @@ fn usage_cell(quotas: &[&QuotaRecord]) -> (String, f64) {
             &mut html,
             "rule",
             q.rule.as_str(),
-            q.used_bytes,
-            q.limit_bytes,
+            (q.used_bytes, q.limit_bytes),
+            human_bytes,
             q.exceeded,
-            "",
+            // A committed rate's bytes are shown against no limit: its verdict is
+            // the store's.
+            if q.judged { " · 95th (store)" } else { "" },
         );
         top = top.max(share);
     }
@@ -522,6 +524,7 @@ mod tests {
                 limit_bytes: 1000,
                 action: crate::config::ActionKind::Warn,
                 exceeded: false,
+                judged: false,
             }],
         };
         let view = View {

@@ -9,7 +9,7 @@ use super::pg;
 use crate::store::model::{StoreError, cause};
 
 /// `MIGRATIONS[i]` takes the schema from version i to i + 1.
-const MIGRATIONS: [&str; 9] = [
+const MIGRATIONS: [&str; 10] = [
     "
 CREATE TABLE limits (
     scope_kind TEXT NOT NULL,
@@ -153,6 +153,11 @@ CREATE TABLE statements (
     // 9: a 5-minute interval whose bytes an agent spread over its outage.
     "
 ALTER TABLE traffic_5m ADD COLUMN estimated BIGINT NOT NULL DEFAULT 0;
+",
+    // 10: a committed-rate (95th percentile) quota's direction and commit in bit/s.
+    "
+ALTER TABLE traffic_quotas ADD COLUMN direction TEXT;
+ALTER TABLE traffic_quotas ADD COLUMN commit_bps BIGINT;
 ",
 ];
 

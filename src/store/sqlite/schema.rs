@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use super::db;
 use crate::store::model::{StoreError, cause};
 
-const MIGRATIONS: [&str; 10] = [
+const MIGRATIONS: [&str; 11] = [
     // 1: counted resources.
     "
 CREATE TABLE limits (
@@ -156,6 +156,11 @@ CREATE TABLE statements (
     // 10: a 5-minute interval whose bytes an agent spread over its outage.
     "
 ALTER TABLE traffic_5m ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0;
+",
+    // 11: a committed-rate (95th percentile) quota's direction and commit in bit/s.
+    "
+ALTER TABLE traffic_quotas ADD COLUMN direction TEXT;
+ALTER TABLE traffic_quotas ADD COLUMN commit_bps INTEGER;
 ",
 ];
 
