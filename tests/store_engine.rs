@@ -880,6 +880,24 @@ async fn percentiles(store: &Store) {
     assert_eq!(bps(each["pb"].upload), 100_000);
     // pb's window is the whole month too.
     assert_eq!(each["pb"].samples, n as u64);
+    // Packed into days, the month reads the same.
+    let all = || async {
+        store
+            .percentiles(
+                vec![inst("95"), inst("pa"), inst("pb")],
+                StorePeriod::Month,
+                start,
+                now,
+                Percentile::P95,
+            )
+            .await
+            .unwrap()
+    };
+    let loose = all().await;
+    // Every day of the month for "95", one day each for pa and pb (the zone is UTC).
+    assert_eq!(store.pack_days(now).await.unwrap(), n / 288 + 2);
+    assert_eq!(all().await, loose);
+    assert_eq!(bps(loose["95"].upload), reference(&up));
 }
 
 /// Closed billing months get one statement each, written once, chained by hash: last
@@ -1131,6 +1149,62 @@ async fn committed_rates(store: &Store) {
     );
 }
 
+/// Closed days are packed into one value per instance and day; reads are the same
+/// before and after, a late report into a packed interval adds to it (before and after
+/// the next packing), and a reset cuts the packed day too. The store's clock is the
+/// test's: "tomorrow" packs today.
+async fn packed_days(store: &Store) {
+    use sluice::model::percentile::Percentile;
+    use sluice::store::traffic::StorePeriod;
+    let now = Timestamp::now();
+    let tomorrow = now + jiff::SignedDuration::from_hours(24);
+    let peak = Percentile::new(100).unwrap();
+    let sample = |seq: u64, upload: u64| Report {
+        agent: label("hv-p"),
+        batches: vec![Batch {
+            seq,
+            samples: vec![Sample {
+                at: now,
+                instance: inst("pk"),
+                upload,
+                download: 0,
+                estimated: false,
+            }],
+        }],
+    };
+    store.ingest(sample(1, 1_500_000)).await.unwrap();
+    let read = || async {
+        store
+            .percentiles(vec![inst("pk")], StorePeriod::Day, now, tomorrow, peak)
+            .await
+            .unwrap()
+            .get("pk")
+            .map(|p| (p.samples, p.upload.unwrap().bits_per_sec()))
+    };
+    let day_intervals = {
+        let (s, e) = StorePeriod::Day
+            .containing(now, &store.settings().timezone)
+            .unwrap();
+        ((e.as_second() - s.as_second()) / 300) as u64
+    };
+    assert_eq!(read().await, Some((day_intervals, 40_000)));
+    assert_eq!(store.pack_days(now).await.unwrap(), 0, "today is open");
+    assert_eq!(store.pack_days(tomorrow).await.unwrap(), 1);
+    assert_eq!(store.pack_days(tomorrow).await.unwrap(), 0, "packed once");
+    assert_eq!(read().await, Some((day_intervals, 40_000)));
+    // A late report into the packed interval: read loose, then packed with it.
+    store.ingest(sample(2, 750_000)).await.unwrap();
+    assert_eq!(read().await, Some((day_intervals, 60_000)));
+    assert_eq!(store.pack_days(tomorrow).await.unwrap(), 1);
+    assert_eq!(read().await, Some((day_intervals, 60_000)));
+    // A reset of today forgets the packed intervals too.
+    store
+        .traffic_reset(inst("pk"), StorePeriod::Day)
+        .await
+        .unwrap();
+    assert_eq!(read().await, None);
+}
+
 fn suite_settings() -> Settings {
     // Forty days: the fleet case reports into last month, up to 31 days back.
     Settings {
@@ -1185,5 +1259,6 @@ suite!(
     pools,
     percentiles,
     statements,
-    committed_rates
+    committed_rates,
+    packed_days
 );

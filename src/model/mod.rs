@@ -3,6 +3,7 @@
 //! Nothing here does I/O.
 
 pub mod calendar;
+pub mod day_curve;
 pub mod event;
 pub mod human;
 pub mod ids;

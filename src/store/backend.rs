@@ -18,10 +18,14 @@ use super::model::{Limit, Membership, Scope, StoreError, cause};
 use super::report::{Hours, Intervals};
 use super::statement::{Statement, StoredStatement};
 use super::traffic::{Measure, Topup, TrafficQuota};
+use crate::model::day_curve::{self, day_of};
 use crate::model::ids::{InstanceId, Label};
 use crate::model::percentile::Interval;
 use crate::model::token::{Role, TokenId};
 use crate::model::units::Rate;
+
+/// A UTC day in milliseconds: packed days are keyed by their start in Unix ms.
+pub(crate) const DAY_MS: i64 = day_curve::DAY_SECS * 1000;
 
 /// One bound parameter, in the few types both databases bind the same way.
 #[derive(Debug, Clone, Copy)]
@@ -177,6 +181,16 @@ macro_rules! quota_rows {
 
 /// Each instance's 5-minute intervals, oldest first (start in Unix ms).
 pub(crate) type Curves = BTreeMap<String, Vec<(i64, Interval)>>;
+
+/// The packed days' curves and the loose rows' merged, per instance (an interval in
+/// both, a late report's, summed).
+pub(crate) fn merge_curves(mut packed: Curves, loose: Curves) -> Curves {
+    for (instance, curve) in loose {
+        let into = packed.remove(&instance).unwrap_or_default();
+        packed.insert(instance, day_curve::merge(into, curve));
+    }
+    packed
+}
 
 /// Whose shares of an instance's traffic a sum takes.
 #[derive(Debug, Clone, Copy)]
@@ -884,14 +898,111 @@ pub(crate) trait Statements {
         .collect()
     }
 
-    /// Forget 5-minute intervals that start before `before`; how many.
+    /// Forget 5-minute intervals that start before `before`, and packed days that end
+    /// by then; how many rows.
     async fn prune_intervals(&mut self, before: Timestamp) -> Result<u64, StoreError> {
+        let loose = self
+            .execute(
+                "pruning 5-minute traffic",
+                "DELETE FROM traffic_5m WHERE bucket_ms < $1",
+                &[Arg::Int(before.as_millisecond())],
+            )
+            .await?;
+        let days = self
+            .execute(
+                "pruning 5-minute traffic",
+                "DELETE FROM traffic_days WHERE day_ms <= $1",
+                &[Arg::Int(before.as_millisecond() - DAY_MS)],
+            )
+            .await?;
+        Ok(loose + days)
+    }
+
+    /// The oldest UTC day (its start, Unix ms) before `before_ms` that still has loose
+    /// 5-minute rows (`None`: every such day is packed).
+    async fn oldest_loose_day(&mut self, before_ms: i64) -> Result<Option<i64>, StoreError> {
+        let rows = self
+            .query(
+                "reading 5-minute traffic",
+                "SELECT MIN(bucket_ms) FROM traffic_5m WHERE bucket_ms < $1",
+                &[Arg::Int(before_ms)],
+            )
+            .await?;
+        let first: Option<i64> = match rows.first() {
+            Some(r) => r.get(0)?,
+            None => None,
+        };
+        Ok(first.map(|ms| day_of(ms.div_euclid(1000)) * 1000))
+    }
+
+    /// Pack the UTC day starting at `day_ms`: its loose 5-minute rows join each
+    /// instance's packed day (summed where a late report adds to an interval already
+    /// packed) and are deleted; how many instances. Run in one transaction, so a reader
+    /// sees the day either loose or packed, never both or neither.
+    async fn pack_day(&mut self, day_ms: i64) -> Result<usize, StoreError> {
+        const WHAT: &str = "packing a day of 5-minute traffic";
+        let range = [Arg::Int(day_ms), Arg::Int(day_ms + DAY_MS)];
+        let rows = self
+            .query(
+                WHAT,
+                "SELECT instance, bucket_ms, upload, download, estimated FROM traffic_5m
+                 WHERE bucket_ms >= $1 AND bucket_ms < $2 ORDER BY instance, bucket_ms",
+                &range,
+            )
+            .await?;
+        let mut loose: BTreeMap<String, Vec<(i64, Interval)>> = BTreeMap::new();
+        for r in &rows {
+            loose.entry(r.get(0)?).or_default().push((
+                r.get::<i64>(1)?.div_euclid(1000),
+                Interval {
+                    upload: r.count(2)?,
+                    download: r.count(3)?,
+                    estimated: r.get::<i64>(4)? != 0,
+                },
+            ));
+        }
+        let mut packed: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        for r in self
+            .query(
+                WHAT,
+                "SELECT instance, curve FROM traffic_days WHERE day_ms = $1",
+                &[Arg::Int(day_ms)],
+            )
+            .await?
+        {
+            packed.insert(r.get(0)?, r.get(1)?);
+        }
+        let day = day_ms.div_euclid(1000);
+        for (instance, curve) in &loose {
+            let before = match packed.get(instance) {
+                Some(bytes) => day_curve::decode(day, bytes).map_err(|e| StoreError::Database {
+                    what: WHAT,
+                    source: cause(e),
+                })?,
+                None => Vec::new(),
+            };
+            let bytes =
+                day_curve::encode(day, &day_curve::merge(before, curve.clone())).map_err(|e| {
+                    StoreError::Database {
+                        what: WHAT,
+                        source: cause(e),
+                    }
+                })?;
+            self.execute(
+                WHAT,
+                "INSERT INTO traffic_days (instance, day_ms, curve) VALUES ($1, $2, $3)
+                 ON CONFLICT (instance, day_ms) DO UPDATE SET curve = excluded.curve",
+                &[Arg::Text(instance), Arg::Int(day_ms), Arg::Bytes(&bytes)],
+            )
+            .await?;
+        }
         self.execute(
-            "pruning 5-minute traffic",
-            "DELETE FROM traffic_5m WHERE bucket_ms < $1",
-            &[Arg::Int(before.as_millisecond())],
+            WHAT,
+            "DELETE FROM traffic_5m WHERE bucket_ms >= $1 AND bucket_ms < $2",
+            &range,
         )
-        .await
+        .await?;
+        Ok(loose.len())
     }
 
     /// Bytes (upload, download) per instance of `ids` in hours starting in [start, end),
@@ -1068,6 +1179,56 @@ pub(crate) trait Statements {
         .collect()
     }
 
+    /// Remove `instance`'s intervals starting in [from, to) (Unix ms) from its packed
+    /// days: a day left empty goes, one cut in part is packed again.
+    async fn cut_packed_days(
+        &mut self,
+        instance: &InstanceId,
+        (from, to): (i64, i64),
+    ) -> Result<(), StoreError> {
+        const WHAT: &str = "resetting traffic";
+        let days = self
+            .query(
+                WHAT,
+                "SELECT day_ms, curve FROM traffic_days
+                 WHERE instance = $1 AND day_ms > $2 AND day_ms < $3",
+                &[
+                    Arg::Text(instance.as_str()),
+                    Arg::Int(from - DAY_MS),
+                    Arg::Int(to),
+                ],
+            )
+            .await?;
+        let bad = |e: day_curve::DayCurveError| StoreError::Database {
+            what: WHAT,
+            source: cause(e),
+        };
+        for r in days {
+            let day_ms: i64 = r.get(0)?;
+            let day = day_ms.div_euclid(1000);
+            let mut curve = day_curve::decode(day, &r.get::<Vec<u8>>(1)?).map_err(bad)?;
+            curve.retain(|(t, _)| !(from..to).contains(&(t * 1000)));
+            let key = [Arg::Text(instance.as_str()), Arg::Int(day_ms)];
+            if curve.is_empty() {
+                self.execute(
+                    WHAT,
+                    "DELETE FROM traffic_days WHERE instance = $1 AND day_ms = $2",
+                    &key,
+                )
+                .await?;
+            } else {
+                let bytes = day_curve::encode(day, &curve).map_err(bad)?;
+                self.execute(
+                    WHAT,
+                    "UPDATE traffic_days SET curve = $3 WHERE instance = $1 AND day_ms = $2",
+                    &[key[0], key[1], Arg::Bytes(&bytes)],
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Forget `instance`'s traffic in [start, end); hours removed.
     async fn delete_traffic(
         &mut self,
@@ -1093,6 +1254,8 @@ pub(crate) trait Statements {
             &args,
         )
         .await?;
+        self.cut_packed_days(instance, (start.as_millisecond(), end.as_millisecond()))
+            .await?;
         self.execute(
             "resetting traffic",
             "DELETE FROM traffic_hours WHERE instance = $1 AND hour_ms >= $2 AND hour_ms < $3",

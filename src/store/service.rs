@@ -25,6 +25,7 @@ use super::sqlite::{drive, open_connection};
 use super::statement::StoredStatement;
 use super::traffic::{ShownTrafficQuota, StorePeriod, Topup, TrafficResource};
 use super::view::{Fleet, InstanceQuota, PercentileUse, ScopeView, Stats, TrafficUsage};
+use crate::model::day_curve;
 use crate::model::ids::{InstanceId, Label};
 use crate::model::percentile::{Percentile, Percentiles};
 use crate::model::token::{Role, Token, TokenId, TokenInfo};
@@ -269,6 +270,22 @@ impl Store {
                 .unwrap_or(jiff::SignedDuration::MAX);
         let before = now.checked_sub(keep).unwrap_or(Timestamp::MIN);
         run!(self, Transaction, |s| s.prune_intervals(before).await)
+    }
+
+    /// Pack every UTC day before `now`'s that still has loose 5-minute rows into one
+    /// value per instance and day, a day per transaction (a first run after an upgrade
+    /// packs a month without holding the writer for all of it); how many (instance,
+    /// day) values were written.
+    pub async fn pack_days(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let today_ms = day_curve::day_of(now.as_second()).saturating_mul(1000);
+        let mut packed = 0;
+        loop {
+            let day = { run!(self, Read, |s| s.oldest_loose_day(today_ms).await)? };
+            let Some(day) = day else {
+                return Ok(packed);
+            };
+            packed += run!(self, Transaction, |s| s.pack_day(day).await)?;
+        }
     }
 
     /// The panel's real counts replace the store's (the cure for usage drift).

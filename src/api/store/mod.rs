@@ -131,7 +131,8 @@ async fn track(State(state): State<ApiState>, req: Request, next: Next) -> Respo
     resp
 }
 
-/// How often a serving store writes due statements and prunes old 5-minute traffic.
+/// How often a serving store writes due statements, prunes old 5-minute traffic and
+/// packs closed days of it.
 const BOOKKEEPING_EVERY: Duration = Duration::from_secs(300);
 
 /// Serve until `shutdown` resolves; drops lapsed reservations in the background.
@@ -162,6 +163,14 @@ pub async fn serve(
                     Ok(0) => {}
                     Ok(n) => info!(intervals = n, "store: pruned old 5-minute traffic"),
                     Err(e) => warn!("store: pruning 5-minute traffic failed: {e}"),
+                }
+                match store.pack_days(jiff::Timestamp::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => info!(
+                        instance_days = n,
+                        "store: packed closed days of 5-minute traffic"
+                    ),
+                    Err(e) => warn!("store: packing 5-minute traffic failed: {e}"),
                 }
             }
             match store.expire(jiff::Timestamp::now()).await {

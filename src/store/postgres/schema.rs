@@ -9,7 +9,7 @@ use super::pg;
 use crate::store::model::{StoreError, cause};
 
 /// `MIGRATIONS[i]` takes the schema from version i to i + 1.
-const MIGRATIONS: [&str; 10] = [
+const MIGRATIONS: [&str; 11] = [
     "
 CREATE TABLE limits (
     scope_kind TEXT NOT NULL,
@@ -158,6 +158,16 @@ ALTER TABLE traffic_5m ADD COLUMN estimated BIGINT NOT NULL DEFAULT 0;
     "
 ALTER TABLE traffic_quotas ADD COLUMN direction TEXT;
 ALTER TABLE traffic_quotas ADD COLUMN commit_bps BIGINT;
+",
+    // 11: closed UTC days of 5-minute traffic, one packed value per instance and day
+    // (model::day_curve): a month's percentiles read 31 rows per instance, not 8,928.
+    "
+CREATE TABLE traffic_days (
+    instance TEXT NOT NULL,
+    day_ms BIGINT NOT NULL,
+    curve BYTEA NOT NULL,
+    PRIMARY KEY (instance, day_ms)
+);
 ",
 ];
 

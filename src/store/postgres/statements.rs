@@ -10,11 +10,11 @@ use jiff::Timestamp;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::pg;
+use crate::model::day_curve;
 use crate::model::ids::{InstanceId, Label};
 use crate::model::percentile::Interval;
-use crate::store::backend::Curves;
-use crate::store::backend::{Arg, Row, Statements, Value, clamp};
-use crate::store::model::StoreError;
+use crate::store::backend::{Arg, Curves, DAY_MS, Row, Statements, Value, clamp, merge_curves};
+use crate::store::model::{StoreError, cause};
 use crate::store::report::{Hours, Intervals};
 
 /// The store's statements on `C`: a pooled connection (reads, single statements) or a
@@ -315,7 +315,43 @@ impl<C: GenericClient + Sync> Statements for Postgres<'_, C> {
             curve.sort_unstable_by_key(|(b, _)| *b);
             out.insert(name, curve);
         }
-        Ok(out)
+        let what = "reading packed days of 5-minute traffic";
+        let s = self
+            .prepare(
+                what,
+                "SELECT instance, day_ms, curve FROM traffic_days
+                 WHERE instance = ANY($1::TEXT[]) AND day_ms > $2 AND day_ms < $3
+                 ORDER BY instance, day_ms",
+            )
+            .await?;
+        let rows = self
+            .client
+            .query(&s, &[&ids, &(from - DAY_MS), &to])
+            .await
+            .map_err(pg(what))?;
+        let mut packed = Curves::new();
+        for r in rows {
+            let name: &str = r.try_get(0).map_err(pg(what))?;
+            let day_ms: i64 = r.try_get(1).map_err(pg(what))?;
+            let bytes: &[u8] = r.try_get(2).map_err(pg(what))?;
+            let curve = day_curve::decode(day_ms.div_euclid(1000), bytes).map_err(|e| {
+                StoreError::Database {
+                    what,
+                    source: cause(e),
+                }
+            })?;
+            let into = match packed.get_mut(name) {
+                Some(c) => c,
+                None => packed.entry(name.to_owned()).or_default(),
+            };
+            into.extend(
+                curve
+                    .into_iter()
+                    .map(|(t, i)| (t * 1000, i))
+                    .filter(|(t, _)| (from..to).contains(t)),
+            );
+        }
+        Ok(merge_curves(packed, out))
     }
 
     async fn add_traffic(&mut self, agent: &Label, hours: &Hours<'_>) -> Result<(), StoreError> {

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use super::db;
 use crate::store::model::{StoreError, cause};
 
-const MIGRATIONS: [&str; 11] = [
+const MIGRATIONS: [&str; 12] = [
     // 1: counted resources.
     "
 CREATE TABLE limits (
@@ -161,6 +161,16 @@ ALTER TABLE traffic_5m ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0;
     "
 ALTER TABLE traffic_quotas ADD COLUMN direction TEXT;
 ALTER TABLE traffic_quotas ADD COLUMN commit_bps INTEGER;
+",
+    // 12: closed UTC days of 5-minute traffic, one packed value per instance and day
+    // (model::day_curve): a month's percentiles read 31 rows per instance, not 8,928.
+    "
+CREATE TABLE traffic_days (
+    instance TEXT NOT NULL,
+    day_ms INTEGER NOT NULL,
+    curve BLOB NOT NULL,
+    PRIMARY KEY (instance, day_ms)
+) WITHOUT ROWID;
 ",
 ];
 

@@ -12,11 +12,13 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ToSql, params};
 
 use super::db;
+use crate::model::day_curve;
 use crate::model::ids::{InstanceId, Label};
 use crate::model::percentile::Interval;
-use crate::store::backend::Curves;
-use crate::store::backend::{Arg, Row, Statements, Value, clamp, for_sqlite};
-use crate::store::model::StoreError;
+use crate::store::backend::{
+    Arg, Curves, DAY_MS, Row, Statements, Value, clamp, for_sqlite, merge_curves,
+};
+use crate::store::model::{StoreError, cause};
 use crate::store::report::{Hours, Intervals};
 
 impl ToSql for Arg<'_> {
@@ -266,7 +268,45 @@ impl Statements for Sqlite<'_> {
         if let Some((n, curve)) = current {
             out.insert(n, curve);
         }
-        Ok(out)
+        drop(rows);
+        let what = "reading packed days of 5-minute traffic";
+        let mut read = self.prepare(
+            what,
+            "SELECT instance, day_ms, curve FROM traffic_days
+             WHERE instance = ANY($1::TEXT[]) AND day_ms > $2 AND day_ms < $3
+             ORDER BY instance, day_ms",
+        )?;
+        let mut rows = read
+            .query(params![Arg::Texts(ids), from - DAY_MS, to])
+            .map_err(db(what))?;
+        let mut packed = Curves::new();
+        while let Some(r) = rows.next().map_err(db(what))? {
+            let name = r
+                .get_ref(0)
+                .and_then(|v| v.as_str().map_err(rusqlite::Error::from))
+                .map_err(db(what))?;
+            let day_ms: i64 = r.get(1).map_err(db(what))?;
+            let bytes = r
+                .get_ref(2)
+                .and_then(|v| v.as_blob().map_err(rusqlite::Error::from))
+                .map_err(db(what))?;
+            let day = day_ms.div_euclid(1000);
+            let curve = day_curve::decode(day, bytes).map_err(|e| StoreError::Database {
+                what,
+                source: cause(e),
+            })?;
+            let into = match packed.get_mut(name) {
+                Some(c) => c,
+                None => packed.entry(name.to_owned()).or_default(),
+            };
+            into.extend(
+                curve
+                    .into_iter()
+                    .map(|(t, i)| (t * 1000, i))
+                    .filter(|(t, _)| (from..to).contains(t)),
+            );
+        }
+        Ok(merge_curves(packed, out))
     }
 
     async fn add_traffic(&mut self, agent: &Label, hours: &Hours<'_>) -> Result<(), StoreError> {
