@@ -184,9 +184,9 @@ action = "warn"
     assert_eq!(
         metric(
             &text,
-            r#"sluice_limit_bits_per_second{interface="tap401i0",instance="401",direction="upload"}"#
+            r#"sluice_limit_bytes_per_second{interface="tap401i0",instance="401",direction="upload"}"#
         ),
-        Some(10_000_000.0)
+        Some(1_250_000.0)
     );
     assert_eq!(
         metric(

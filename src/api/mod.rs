@@ -4,6 +4,7 @@
 pub mod access;
 pub mod agent;
 mod error;
+pub mod exposition;
 pub mod store;
 
 pub use error::ApiError;

@@ -145,8 +145,8 @@ impl Collector for Scrape {
         }
         {
             let mut m = encoder.encode_descriptor(
-                "limit_bits_per_second",
-                "The limit in force, by direction (absent: unlimited)",
+                "limit_bytes_per_second",
+                "The limit in force, by direction, in bytes per second: Prometheus' base unit (absent: unlimited)",
                 None,
                 GAUGE,
             )?;
@@ -158,8 +158,7 @@ impl Collector for Scrape {
                     let Some(bps) = limit else { continue };
                     let [a, b] = labels(s);
                     let l = [a, b, ("direction", direction.to_owned())];
-                    ConstGauge::new(i64::try_from(bps).unwrap_or(i64::MAX))
-                        .encode(m.encode_family(&l)?)?;
+                    ConstGauge::new(bps as f64 / 8.0).encode(m.encode_family(&l)?)?;
                 }
             }
         }
@@ -332,7 +331,7 @@ mod tests {
             format!("sluice_interface_transmit_packets_total{{{iface}}} 40"),
             format!("sluice_packet_limit_packets_per_second{{{iface}}} 25000"),
             format!("sluice_penalty_stage{{{iface}}} 2"),
-            format!("sluice_limit_bits_per_second{{{iface},direction=\"upload\"}} 10000000"),
+            format!("sluice_limit_bytes_per_second{{{iface},direction=\"upload\"}} 1250000.0"),
             r#"sluice_rule_usage_bytes{rule="monthly",instance="101"} 5000"#.to_owned(),
             r#"sluice_rule_limit_bytes{rule="monthly",instance="101"} 4000"#.to_owned(),
             r#"sluice_rule_exceeded{rule="monthly",instance="101"} 1"#.to_owned(),

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::{Form, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use jiff::{SignedDuration, Timestamp};
@@ -16,9 +16,9 @@ use tokio::sync::oneshot;
 use super::tokens::AgentRole;
 use super::{ANSWER_TIMEOUT, ApiState, Ask, ReleaseRefused, metrics};
 use crate::account::ledger::{open_read_only, read_events};
-use crate::api::ApiError;
 use crate::api::access::bearer;
 use crate::api::access::{LoginForm, read_needs_token, read_token, signed_in, signed_out};
+use crate::api::{ApiError, exposition};
 use crate::model::ids::{IfName, InstanceId};
 use crate::model::token::Token;
 use crate::render::dashboard::page;
@@ -177,7 +177,11 @@ async fn healthz(State(s): State<ApiState>) -> Response {
     (code, Json(body)).into_response()
 }
 
-async fn prometheus(_: Scraper, State(s): State<ApiState>) -> Result<Response, ApiError> {
+async fn prometheus(
+    _: Scraper,
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let scrape = ask(&s, Ask::Metrics).await?;
     let text = metrics::render(&s.metrics, scrape).map_err(|_| {
         ApiError::new(
@@ -186,14 +190,7 @@ async fn prometheus(_: Scraper, State(s): State<ApiState>) -> Result<Response, A
             "metrics could not be encoded",
         )
     })?;
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response())
+    Ok(exposition::respond(&headers, text))
 }
 
 async fn status(_: Reader, State(s): State<ApiState>) -> Result<Response, ApiError> {

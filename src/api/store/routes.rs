@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Form, Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use jiff::Timestamp;
@@ -18,8 +18,8 @@ use super::ApiState;
 use super::auth::{Caller, Operator, Reader};
 use super::body::JsonBody;
 use super::metrics::OutcomeLabels;
-use crate::api::ApiError;
 use crate::api::access::{LoginForm, refused_page, signed_in, signed_out};
+use crate::api::{ApiError, exposition};
 use crate::model::ids::{InstanceId, Label};
 use crate::model::percentile::Percentile;
 use crate::model::token::{Role, Token};
@@ -189,7 +189,11 @@ async fn healthz(State(s): State<ApiState>) -> Response {
 }
 
 /// `/metrics`: open on loopback or with `--metrics-public`; else a read token.
-async fn metrics(reader: Result<Reader, ApiError>, State(s): State<ApiState>) -> Response {
+async fn metrics(
+    reader: Result<Reader, ApiError>,
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+) -> Response {
     if s.access.reads_need_token
         && !s.access.metrics_public
         && let Err(e) = reader
@@ -197,14 +201,7 @@ async fn metrics(reader: Result<Reader, ApiError>, State(s): State<ApiState>) ->
         return e.into_response();
     }
     match s.metrics.render() {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
+        Ok(text) => exposition::respond(&headers, text),
         Err(_) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
