@@ -11,8 +11,8 @@
 //!
 //! Every instance is busy in every interval (8,928 rows each): the worst case. The rows
 //! are written straight into the tables; the plain `ORDER BY` reads them as rows, then
-//! the store packs its closed days (timed and printed, once) and what is timed is the
-//! read. PostgreSQL is a throwaway server started for the run (needs root and Debian's
+//! the ledger and the store pack their closed days (timed and printed, once) and what
+//! is timed is the read. PostgreSQL is a throwaway server started for the run (needs root and Debian's
 //! postgresql package).
 
 #[path = "../tests/support/postgres.rs"]
@@ -85,10 +85,55 @@ fn ledger_case(n: i64) -> (Duration, Duration) {
         }
     }
     tx.commit().unwrap();
-    let ledger = Ledger::open(&path, "bench").unwrap();
-    let conn = ledger.connection();
     let from = Timestamp::from_second(MONTH_START).unwrap();
     let to = Timestamp::from_second(MONTH_START + INTERVALS * 300).unwrap();
+    // The baseline reads the rows as they were written, before they are packed.
+    let sql = time(3, || {
+        let mut stmt = c
+            .prepare_cached(
+                "SELECT id, rx FROM usage_5m WHERE bucket >= ?1 AND bucket < ?2 ORDER BY id, rx",
+            )
+            .unwrap();
+        let mut rows = stmt
+            .query(params![from.as_second(), to.as_second()])
+            .unwrap();
+        let mut seen = 0i64;
+        while let Some(r) = rows.next().unwrap() {
+            seen += r.get::<_, i64>(1).unwrap().signum();
+        }
+        assert_eq!(seen, n * INTERVALS);
+    });
+    let used = |c: &Connection| -> i64 {
+        let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+        let free: i64 = c
+            .query_row("PRAGMA freelist_count", [], |r| r.get(0))
+            .unwrap();
+        let size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+        (pages - free) * size
+    };
+    let loose = used(&c);
+    let mut ledger = Ledger::open(&path, "bench").unwrap();
+    // What the agent does as days close (here the month's 31 at once, as after an
+    // upgrade): each closed day packed into one row per interface, a chunk per call.
+    let started = std::time::Instant::now();
+    let mut calls = 0;
+    while ledger
+        .pack_day(to + jiff::SignedDuration::from_hours(2))
+        .unwrap()
+        .is_some()
+    {
+        calls += 1;
+    }
+    let took = started.elapsed().as_secs_f64() * 1e3;
+    let packed = used(&c);
+    println!(
+        "    (packing the 31 days once: {took:.1} ms, {:.1} ms a call of at most 256 interfaces;\n     \
+         5-minute data {:.0} kB an interface as rows, {:.0} kB packed)",
+        took / calls as f64,
+        loose as f64 / n as f64 / 1e3,
+        packed as f64 / n as f64 / 1e3,
+    );
+    let conn = ledger.connection();
     let read = |instance: Option<&InstanceId>| {
         let utc = TimeZone::UTC;
         percentiles(
@@ -112,21 +157,6 @@ fn ledger_case(n: i64) -> (Duration, Duration) {
         "  ledger, one instance of {n} (its page)  {:>9.1} ms",
         one.as_secs_f64() * 1e3
     );
-    let sql = time(3, || {
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT id, rx FROM usage_5m WHERE bucket >= ?1 AND bucket < ?2 ORDER BY id, rx",
-            )
-            .unwrap();
-        let mut rows = stmt
-            .query(params![from.as_second(), to.as_second()])
-            .unwrap();
-        let mut seen = 0i64;
-        while let Some(r) = rows.next().unwrap() {
-            seen += r.get::<_, i64>(1).unwrap().signum();
-        }
-        assert_eq!(seen, n * INTERVALS);
-    });
     (ours, sql)
 }
 

@@ -131,7 +131,6 @@ pub fn percentiles(
         conn,
         (first.start.as_second(), read_to),
         instance.map(|i| i.as_str()),
-        now.as_second(),
     )?;
     let mut out = Vec::new();
     for (name, curve) in all {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use std::sync::Arc;
 
@@ -116,6 +116,9 @@ pub struct Agent {
     /// so nothing is lost, only delayed).
     ledger: Option<Ledger>,
     ledger_expired_at: Option<Timestamp>,
+    /// When to look for a closed day of 5-minute buckets to pack next: the next tick
+    /// while there is a backlog, else a few minutes on.
+    ledger_pack_at: Option<Timestamp>,
     links: LinkSwitch,
     /// Interfaces whose link sluice holds down (a `disconnect` rule), to raise at reset.
     downed: BTreeSet<IfName>,
@@ -216,6 +219,7 @@ impl Agent {
             state_dirty: true,
             ledger: None,
             ledger_expired_at: None,
+            ledger_pack_at: None,
             links: LinkSwitch::open().map_err(AgentError::Links)?,
             downed: BTreeSet::new(),
             pending: Vec::new(),
@@ -629,6 +633,27 @@ impl Agent {
                 Err(e) => warn!("{e}"),
             }
             self.ledger_expired_at = Some(wall);
+        }
+        if let Some(ledger) = self.ledger.as_mut()
+            && self.ledger_pack_at.is_none_or(|t| wall >= t)
+        {
+            let later = wall.checked_add(jiff::SignedDuration::from_mins(5)).ok();
+            self.ledger_pack_at = match ledger.pack_day(wall) {
+                Ok(Some(p)) => {
+                    debug!(
+                        day = %jiff::Timestamp::from_second(p.day).unwrap_or_default(),
+                        interfaces = p.interfaces,
+                        rows = p.rows,
+                        "ledger: packed a closed day of 5-minute buckets"
+                    );
+                    None
+                }
+                Ok(None) => later,
+                Err(e) => {
+                    warn!("{e}");
+                    later
+                }
+            };
         }
         fired
     }

@@ -3,13 +3,13 @@
 //! Both are the ledger; every reader goes through here so neither is ever missed.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 
 use jiff::Timestamp;
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::packed::{self, Row, State, Table};
-use super::{LedgerError, sql};
+use super::{LedgerError, days, sql};
+use crate::model::day_curve;
 use crate::model::ids::InstanceId;
 use crate::model::percentile::{Interval, interval_starts};
 
@@ -102,8 +102,34 @@ pub fn bucket_rows(
     let mut out: Vec<BucketRow> = rows
         .collect::<Result<_, _>>()
         .map_err(sql("reading usage"))?;
+    let names = names(conn)?;
+    if filter.table == Table::FiveMinutes {
+        let named = |id: i64| {
+            names.get(&id).filter(|(interface, instance)| {
+                filter.instance.is_none_or(|i| i == instance)
+                    && filter.interface.is_none_or(|i| i == interface)
+            })
+        };
+        days::read(
+            conn,
+            (filter.from, filter.to),
+            None,
+            |id| named(id).is_some(),
+            |id, bucket, iv| {
+                if let Some((interface, instance)) = named(id) {
+                    out.push(BucketRow {
+                        instance: instance.clone(),
+                        interface: interface.clone(),
+                        bucket,
+                        rx: iv.upload,
+                        tx: iv.download,
+                        estimated: iv.estimated,
+                    });
+                }
+            },
+        )?;
+    }
     if let Some(state) = packed::read(conn)? {
-        let names = names(conn)?;
         for row in state.unwritten().filter(|r| filter.wants(r, &names)) {
             let (interface, instance) = &names[&row.id];
             out.push(BucketRow {
@@ -176,8 +202,16 @@ pub fn prune(
         )
         .map_err(sql("pruning buckets"))?;
     }
+    let names = names(&tx)?;
+    let ids: Option<Vec<i64>> = who.map(|w| {
+        names
+            .iter()
+            .filter(|(_, (_, inst))| inst == w)
+            .map(|(id, _)| *id)
+            .collect()
+    });
+    days::cut_before(&tx, cut, ids.as_deref())?;
     if let Some(mut state) = packed::read(&tx)? {
-        let names = names(&tx)?;
         let doomed = |id: i64, bucket: i64| {
             bucket < cut
                 && names
@@ -211,25 +245,22 @@ pub type InstanceIntervals = Vec<(i64, Interval)>;
 /// summed per interval: what a percentile is read from. Unlike [`bucket_rows`] it names
 /// no interface, so a month of a thousand instances is read without a string per row.
 ///
-/// A long range is read by two threads: the settled older part (closed more than an hour
-/// before `settled_before`, so no tick moves a row of it) on a second read-only
-/// connection, the rest and the packed state on `conn`. When `conn` is in memory it
-/// reads alone.
+/// Closed days come packed, one row per interface and day (see [`super::days`]); the
+/// rest as rows. Everything is read in one snapshot: packing moves a day's rows into
+/// its pack, and a tick moves buckets from the packed state into rows, so two reads at
+/// different moments could see a bucket twice or not at all.
 pub fn instance_intervals(
     conn: &Connection,
     (from, to): (i64, i64),
     instance: Option<&str>,
-    settled_before: i64,
 ) -> Result<BTreeMap<String, InstanceIntervals>, LedgerError> {
-    // One snapshot for everything read on `conn`: a tick committing between the table's
-    // rows and the packed state would otherwise move a bucket from one to the other
-    // unseen (or seen twice).
     let snapshot = conn
         .unchecked_transaction()
         .map_err(sql("reading 5-minute usage"))?;
     // interfaces.id → index of its instance in `instances` (ids are small rowids).
     let mut instances: Vec<String> = Vec::new();
     let mut slot: Vec<u32> = Vec::new();
+    let mut only_id = None;
     {
         let mut index: HashMap<String, u32> = HashMap::new();
         for (id, (_, inst)) in names(&snapshot)? {
@@ -248,46 +279,47 @@ pub fn instance_intervals(
                 slot.resize(id + 1, u32::MAX);
             }
             slot[id] = i;
+            only_id = Some(id as i64);
         }
     }
     let slots = Slots(&slot);
     let width = instances.len();
     let state = packed::read(&snapshot)?;
-    // The older part goes to a second connection only below every bucket still packed
-    // (after a restart a closed bucket can wait longer than an hour to be written).
-    let oldest_packed = state.as_ref().and_then(|st| {
-        st.unwritten()
-            .filter(|r| r.table == Table::FiveMinutes)
-            .map(|r| r.bucket)
-            .min()
-    });
-    let settled = (settled_before - HOUR).div_euclid(FIVE) * FIVE;
-    let mid = (from / 2 + to / 2).div_euclid(FIVE) * FIVE;
-    let split = mid.min(settled).min(oldest_packed.unwrap_or(i64::MAX));
-    let path = conn.path().filter(|p| !p.is_empty()).map(PathBuf::from);
-    let (older, mut out) = match path {
+    // The packs, each instance's interfaces one after another in time order.
+    let mut packs: Vec<InstanceIntervals> = vec![Vec::new(); width];
+    let mut interfaces_packed = vec![0u32; width];
+    let mut last_id = vec![None; width];
+    // One interface asked for: its packs by key, not the whole table.
+    let one = match instance {
+        Some(_) if slot.iter().filter(|&&i| i != u32::MAX).count() == 1 => only_id,
+        _ => None,
+    };
+    days::read(
+        &snapshot,
+        (from, to),
+        one,
+        |id| slots.of(id).is_some(),
+        |id, bucket, iv| {
+            if let Some(i) = slots.of(id) {
+                if last_id[i] != Some(id) {
+                    last_id[i] = Some(id);
+                    interfaces_packed[i] += 1;
+                }
+                packs[i].push((bucket, iv));
+            }
+        },
+    )?;
+    let mut out = match instance {
         // One instance (a dashboard page, `--instance`): seek its interfaces' rows one
         // interval at a time rather than scan every instance's month.
-        _ if instance.is_some() => (None, seek_intervals(&snapshot, (from, to), &slot, width)?),
-        Some(path) if split > from && split < to => std::thread::scope(|scope| {
-            let older = scope.spawn(move || -> Result<_, LedgerError> {
-                let c = super::open_read_only(&path)?;
-                read_intervals(&c, (from, split), slots, width)
-            });
-            let newer = read_intervals(&snapshot, (split, to), slots, width);
-            let older = older.join().map_err(|_| LedgerError::Sql {
-                what: "reading 5-minute usage",
-                source: "the reading thread panicked".into(),
-            })?;
-            Ok::<_, LedgerError>((Some(older?), newer?))
-        })?,
-        _ => (None, read_intervals(&snapshot, (from, to), slots, width)?),
+        Some(_) => seek_intervals(&snapshot, (from, to), &slot, width)?,
+        None => read_intervals(&snapshot, (from, to), slots, width)?,
     };
-    if let Some(older) = older {
-        for (v, mut old) in out.iter_mut().zip(older) {
-            old.append(v);
-            *v = old;
+    for ((v, mut packed), n) in out.iter_mut().zip(packs).zip(interfaces_packed) {
+        if n > 1 {
+            merge_sorted(&mut packed);
         }
+        *v = day_curve::merge(packed, std::mem::take(v));
     }
     // Buckets still packed are the newest: they go after the table's, merged where an
     // interval already has a row (a closed bucket not yet written beside written ones).
@@ -321,9 +353,6 @@ pub fn instance_intervals(
         .filter(|(_, v)| !v.is_empty())
         .collect())
 }
-
-const FIVE: i64 = super::FIVE_MINUTES;
-const HOUR: i64 = super::HOUR;
 
 /// Which instance (index) an `interfaces.id` belongs to; `None`: not asked for.
 #[derive(Clone, Copy)]

@@ -25,6 +25,7 @@
 
 mod buckets;
 mod checkpoint;
+mod days;
 mod journal;
 pub mod packed;
 pub mod packed_quotas;
@@ -48,6 +49,7 @@ use crate::sys::crash::{self, CrashPoint};
 pub use buckets::{
     BucketFilter, BucketRow, InstanceIntervals, Pruned, bucket_rows, instance_intervals, prune,
 };
+pub use days::PackedDay;
 pub use journal::read_events;
 use packed::{Entry, Open, Row, State, Table};
 
@@ -413,6 +415,7 @@ impl Ledger {
                 )
                 .map_err(sql("expiring buckets"))?;
         }
+        gone += days::cut_before(&self.conn, cut(keep.keep_5m), None)?;
         // The event log too: its rows are few, but a host runs for years.
         gone += self
             .conn
@@ -423,6 +426,15 @@ impl Ledger {
             .map_err(sql("expiring events"))?;
         // Our own writes never change our `data_version`: only other connections' do.
         Ok(gone)
+    }
+
+    /// Pack the next chunk of the oldest closed day of 5-minute rows (see [`days`]), once
+    /// the day is an hour past its end (most of its buckets written by then). A bucket
+    /// still waiting in the packed state is read beside the pack and folded in later, so
+    /// it holds nothing back: an interface gone for weeks keeps its open bucket there.
+    /// `None` when nothing is due; call again while it packs something.
+    pub fn pack_day(&mut self, now: Timestamp) -> Result<Option<PackedDay>, LedgerError> {
+        days::pack_next(&mut self.conn, now.as_second() - HOUR)
     }
 
     /// [`prune`] through this ledger.

@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use jiff::Timestamp;
 
 use super::packed::{self, Entry, Open, State};
-use super::{LedgerError, packed_quotas, spool, sql};
+use super::{LedgerError, days, packed_quotas, spool, sql};
 use crate::account::quota_counts::{QuotaRows, QuotaUsage};
 use crate::model::calendar::Period;
 use crate::model::ids::{InstanceId, RuleName};
@@ -16,7 +16,8 @@ use crate::model::ids::{InstanceId, RuleName};
 ///    packed into `state` (see [`super::packed`], [`super::packed_quotas`]).
 /// 4: + `spool`, the deltas waiting for the quota store (see [`super::spool`]).
 /// 5: + `spool.estimated`, which spooled samples were spread over an agent outage.
-pub const VERSION: i64 = 5;
+/// 6: + `usage_5m_days`, closed days of `usage_5m` packed (see [`super::days`]).
+pub const VERSION: i64 = 6;
 
 const TABLES: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -75,6 +76,8 @@ pub fn upgrade(conn: &mut Connection, version: i64, boot_id: &str) -> Result<(),
         tx.execute_batch(&bucket_table(t))
             .map_err(sql("creating tables"))?;
     }
+    tx.execute_batch(days::TABLE)
+        .map_err(sql("creating tables"))?;
     if by_name {
         from_names(&tx, boot_id)?;
     }

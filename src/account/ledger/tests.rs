@@ -708,7 +708,7 @@ fn a_month_of_ticks_reads_back_as_the_reference_percentile() {
         let rank = (95 * v.len()).div_ceil(100);
         v[rank - 1] * 8 / 300
     };
-    let read = |instance: Option<&InstanceId>, from: Timestamp, now: Timestamp| {
+    let read = |l: &Ledger, instance: Option<&InstanceId>, from: Timestamp, now: Timestamp| {
         let range = (from, end);
         percentiles(
             l.connection(),
@@ -721,7 +721,7 @@ fn a_month_of_ticks_reads_back_as_the_reference_percentile() {
         )
         .unwrap()
     };
-    let rows = read(None, "2027-03-10T00:00:00Z".parse().unwrap(), end);
+    let rows = read(&l, None, "2027-03-10T00:00:00Z".parse().unwrap(), end);
     assert_eq!(rows.len(), 1, "{rows:?}");
     let f = &rows[0].figures;
     assert_eq!((rows[0].period, rows[0].period_end), (start, end));
@@ -733,6 +733,7 @@ fn a_month_of_ticks_reads_back_as_the_reference_percentile() {
     assert_eq!(bps(f.aggregate), reference(&|k| up(k) + down(k)));
     // Asked for the one instance (seeks by key instead of the scan): the same figures.
     let one = read(
+        &l,
         Some(&w.instance),
         "2027-03-10T00:00:00Z".parse().unwrap(),
         end,
@@ -740,11 +741,254 @@ fn a_month_of_ticks_reads_back_as_the_reference_percentile() {
     assert_eq!(one, rows);
     // Halfway through, "so far" ranks only the intervals over by then.
     let mid = Timestamp::from_second(start.as_second() + 300 * 1000 + 150).unwrap();
-    let rows = read(Some(&w.instance), start, mid);
+    let rows = read(&l, Some(&w.instance), start, mid);
     let mut first: Vec<u64> = (0..1000).map(up).collect();
     first.sort_unstable();
     assert_eq!(rows[0].figures.samples, 1000);
     assert_eq!(bps(rows[0].figures.upload), first[949] * 8 / 300);
+
+    // Packed, closed day by closed day, the month reads back the same, by scan and by
+    // key, and the 5-minute buckets (`sluice usage --by 5m`) are the same too.
+    let before = buckets(&l, "usage_5m");
+    let whole = read(&l, None, "2027-03-10T00:00:00Z".parse().unwrap(), end);
+    // 2027-02-28 (its last hour) to 2027-03-31 (up to 22:00): 32 UTC days, the last
+    // one settled an hour after it closed at midnight.
+    let later = Timestamp::from_second(end.as_second() + 3 * 3600).unwrap();
+    let mut days = Vec::new();
+    while let Some(p) = l.pack_day(later).unwrap() {
+        assert_eq!(p.interfaces, 1);
+        days.push(p.day);
+    }
+    assert_eq!(days.len(), 32, "{days:?}");
+    assert_eq!(written(&l, "usage_5m"), 0, "every row went into a day");
+    assert_eq!(buckets(&l, "usage_5m"), before);
+    assert_eq!(
+        read(&l, None, "2027-03-10T00:00:00Z".parse().unwrap(), end),
+        whole
+    );
+    assert_eq!(
+        read(
+            &l,
+            Some(&w.instance),
+            "2027-03-10T00:00:00Z".parse().unwrap(),
+            end
+        ),
+        whole
+    );
+    let rows = read(&l, Some(&w.instance), start, mid);
+    assert_eq!(bps(rows[0].figures.upload), first[949] * 8 / 300);
+}
+
+/// `n` interfaces of instance `i{k % instances}` given `rows` straight in `usage_5m`:
+/// (bucket, rx, tx) each, the same for every interface.
+fn seed_rows(l: &Ledger, n: i64, instances: i64, rows: &[(i64, i64, i64)]) {
+    let c = l.connection();
+    for id in 1..=n {
+        c.execute(
+            "INSERT INTO interfaces (id, interface, instance) VALUES (?1, ?2, ?3)",
+            rusqlite::params![id, format!("tap{id}i0"), format!("i{}", id % instances)],
+        )
+        .unwrap();
+        for (bucket, rx, tx) in rows {
+            c.execute(
+                "INSERT INTO usage_5m (bucket, id, rx, tx) VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![bucket, id, rx, tx],
+            )
+            .unwrap();
+        }
+    }
+}
+
+fn packed_days(l: &Ledger) -> i64 {
+    l.connection()
+        .query_row("SELECT COUNT(*) FROM usage_5m_days", [], |r| r.get(0))
+        .unwrap()
+}
+
+const DAY: i64 = 86_400;
+/// 2027-01-01T00:00:00Z.
+const JAN1: i64 = 1_798_761_600;
+
+#[test]
+fn a_day_is_packed_only_once_closed_and_settled() {
+    let w = World::new();
+    let l = &mut w.open("boot-a");
+    seed_rows(
+        l,
+        1,
+        1,
+        &[
+            (JAN1, 10, 1),
+            (JAN1 + DAY - 300, 20, 2),
+            (JAN1 + DAY, 30, 3),
+        ],
+    );
+    let s = |t: i64| Timestamp::from_second(t).unwrap();
+    // (now, what pack_day does): the day closes at JAN1 + DAY and settles an hour later.
+    for (now, want) in [
+        (JAN1 + DAY - 1, None),
+        (JAN1 + DAY + 3599, None),
+        (JAN1 + DAY + 3600, Some(JAN1)),
+        (JAN1 + 2 * DAY + 3600, Some(JAN1 + DAY)),
+        (JAN1 + 9 * DAY, None),
+    ] {
+        let got = l.pack_day(s(now)).unwrap().map(|p| p.day);
+        assert_eq!(got, want, "at {now}");
+    }
+    assert_eq!(written(l, "usage_5m"), 0);
+    assert_eq!(
+        buckets(l, "usage_5m"),
+        [
+            (JAN1, 10, 1),
+            (JAN1 + DAY - 300, 20, 2),
+            (JAN1 + DAY, 30, 3)
+        ]
+    );
+}
+
+#[test]
+fn a_day_packed_while_one_of_its_buckets_waits_in_the_packed_state_counts_it_once() {
+    let w = World::new();
+    let l = &mut w.open("boot-a");
+    let mut f = Fleet::new(40);
+    let midnight = (JAN1 + DAY) * 1000;
+    for m in -10..=1 {
+        f.tick(l, midnight + m * MIN);
+    }
+    // The tick at 00:01 closed the 23:55 bucket: 40 rows written a share per tick, most
+    // still waiting in the packed state.
+    let waiting = |l: &Ledger| {
+        packed::read(l.connection())
+            .unwrap()
+            .unwrap()
+            .unwritten()
+            .filter(|r| r.table == Table::FiveMinutes && r.bucket < JAN1 + DAY)
+            .count()
+    };
+    assert_eq!(waiting(l), 30);
+    let total = totals(l, "usage_5m");
+    let by_bucket = buckets(l, "usage_5m");
+    let later = Timestamp::from_second(JAN1 + 3 * DAY).unwrap();
+    let p = l.pack_day(later).unwrap().unwrap();
+    assert_eq!((p.day, p.interfaces), (JAN1, 40));
+    assert_eq!(totals(l, "usage_5m"), total);
+    assert_eq!(buckets(l, "usage_5m"), by_bucket);
+    // The rest of the 23:55 bucket is written after its day was packed: loose rows
+    // beside the pack, folded in by the next pass.
+    for m in 2..=4 {
+        f.tick(l, midnight + m * MIN);
+    }
+    assert_eq!(waiting(l), 0);
+    assert_eq!(totals(l, "usage_5m").0, total.0 + 3 * 40 * 1000);
+    let p = l.pack_day(later).unwrap().unwrap();
+    assert_eq!((p.day, p.interfaces, p.rows), (JAN1, 30, 30));
+    let day_rows: i64 = l
+        .connection()
+        .query_row(
+            "SELECT COUNT(*) FROM usage_5m WHERE bucket < ?1",
+            [JAN1 + DAY],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(day_rows, 0);
+    assert_eq!(totals(l, "usage_5m").0, total.0 + 3 * 40 * 1000);
+    let last = buckets(l, "usage_5m")
+        .into_iter()
+        .find(|b| b.0 == JAN1 + DAY - 300)
+        .unwrap();
+    assert_eq!(last, (JAN1 + DAY - 300, 40 * 5000, 40 * 50));
+}
+
+#[test]
+fn packing_goes_a_chunk_of_interfaces_at_a_time_and_late_rows_are_summed() {
+    let w = World::new();
+    let l = &mut w.open("boot-a");
+    let n = days::CHUNK + 44;
+    // Three interfaces per instance.
+    seed_rows(l, n, n / 3 + 1, &[(JAN1, 100, 10), (JAN1 + 600, 200, 20)]);
+    let all = |l: &Ledger| {
+        crate::account::ledger::instance_intervals(l.connection(), (JAN1, JAN1 + DAY), None)
+            .unwrap()
+    };
+    let one = |l: &Ledger| {
+        crate::account::ledger::instance_intervals(l.connection(), (JAN1, JAN1 + DAY), Some("i7"))
+            .unwrap()
+    };
+    let (whole, seven) = (all(l), one(l));
+    assert_eq!(seven["i7"].len(), 2);
+    assert_eq!(seven["i7"][0].1.upload, 300, "three interfaces summed");
+    let later = Timestamp::from_second(JAN1 + 2 * DAY).unwrap();
+    let first = l.pack_day(later).unwrap().unwrap();
+    assert_eq!(
+        (first.interfaces, first.rows),
+        (days::CHUNK as usize, 2 * days::CHUNK as usize)
+    );
+    // Half packed, half loose: the same answers.
+    assert_eq!(all(l), whole);
+    assert_eq!(one(l), seven);
+    let second = l.pack_day(later).unwrap().unwrap();
+    assert_eq!(second.interfaces, 44);
+    assert_eq!(l.pack_day(later).unwrap(), None);
+    assert_eq!(written(l, "usage_5m"), 0);
+    assert_eq!(packed_days(l), n);
+    assert_eq!(all(l), whole);
+    // A row arriving for a packed day adds to it, and the next pass folds it in.
+    l.connection()
+        .execute(
+            "INSERT INTO usage_5m (bucket, id, rx, tx, estimated) VALUES (?1, 7, 5, 0, 1)",
+            [JAN1 + 600],
+        )
+        .unwrap();
+    let with_late = all(l);
+    assert_eq!(with_late["i7"][1].1.upload, 3 * 200 + 5);
+    assert!(with_late["i7"][1].1.estimated);
+    let again = l.pack_day(later).unwrap().unwrap();
+    assert_eq!((again.interfaces, again.rows), (1, 1));
+    assert_eq!(all(l), with_late);
+    assert_eq!(packed_days(l), n);
+}
+
+#[test]
+fn pruning_and_expiry_cut_packed_days_too() {
+    let w = World::new();
+    let l = &mut w.open("boot-a");
+    let rows: Vec<(i64, i64, i64)> = (0..3 * 288).map(|k| (JAN1 + 300 * k, 1000, 10)).collect();
+    seed_rows(l, 2, 2, &rows);
+    let s = |t: i64| Timestamp::from_second(t).unwrap();
+    while l.pack_day(s(JAN1 + 4 * DAY)).unwrap().is_some() {}
+    assert_eq!(packed_days(l), 6);
+    // Prune instance i1 (interface 1) before noon of day 2: a day and a half of it.
+    let cut = JAN1 + DAY + DAY / 2;
+    let who = inst("i1");
+    let counted = l.prune(s(cut), Some(&who), true).unwrap();
+    assert_eq!(counted.rows_5m, 288 + 144);
+    let done = l.prune(s(cut), Some(&who), false).unwrap();
+    assert_eq!(done, counted);
+    let left = |l: &Ledger, instance: &str| {
+        bucket_rows(
+            l.connection(),
+            &BucketFilter {
+                instance: Some(instance),
+                ..BucketFilter::all(Table::FiveMinutes)
+            },
+        )
+        .unwrap()
+    };
+    let i1 = left(l, "i1");
+    assert_eq!(i1.len(), 144 + 288);
+    assert!(i1.iter().all(|r| r.bucket >= cut));
+    assert_eq!(left(l, "i0").len(), 3 * 288, "the other instance untouched");
+    assert_eq!(packed_days(l), 5);
+    // Expiry keeps 5-minute buckets for `keep_5m`: at the end of day 3 with a day kept,
+    // days 1 and 2 go for both.
+    let keep = crate::config::LedgerConfig {
+        keep_5m: Duration::from_secs(DAY as u64),
+        ..crate::config::LedgerConfig::default()
+    };
+    l.expire(s(JAN1 + 3 * DAY), keep).unwrap();
+    assert_eq!(left(l, "i1").len(), 288);
+    assert_eq!(left(l, "i0").len(), 288);
+    assert_eq!(packed_days(l), 2);
 }
 
 /// The spool keeps which samples are estimated beside the payload, and a spool written
