@@ -1,0 +1,284 @@
+//! Kill -9 at random moments: an agent counting real traffic both ways, spooling it for
+//! a quota store, with a quota rule whose action is a hook, is killed again and again
+//! (at uniformly random moments after its start, and at the crash points inside a
+//! tick's commit), then run to the end. The figures, printed and asserted:
+//!
+//! - bytes lost or counted twice, ledger against the kernel's counters, each direction: 0;
+//! - bytes the store is missing or has twice, against the ledger: 0;
+//! - hook runs per exceed: at most 1 (the README's promise: at most once, never twice).
+//!
+//! The test command runs 20 kills; `scripts/faults` runs 200
+//! (`SLUICE_FAULT_KILLS=200`). Each run prints its seed; `SLUICE_FAULT_SEED` repeats one.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use support::http::request;
+use support::store::{StoreProc, create_token};
+use support::{AgentProc, Netns, eventually, run_in, veth};
+
+/// A small deterministic generator (xorshift64*): the kill moments, from a printed seed.
+struct Moments(u64);
+
+impl Moments {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// Uniform in [lo, hi) milliseconds.
+    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.next() % (hi - lo))
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+/// UDP from `ns` to `dst` at about `bps` until `stop`: returns datagrams sent.
+fn stream(ns: String, dst: std::net::Ipv4Addr, bps: u64, stop: Arc<AtomicBool>) -> u64 {
+    run_in(&ns, move || {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        let buf = [0x5au8; 900];
+        let gap = Duration::from_secs_f64((900.0 + 42.0) * 8.0 / bps as f64);
+        let (start, mut sent) = (Instant::now(), 0u32);
+        // Bounded whatever happens: ten minutes at most.
+        while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(600) {
+            if let Some(wait) = (start + gap * sent).checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            if sock.send_to(&buf, (dst, 9)).is_ok() {
+                sent += 1;
+            }
+        }
+        u64::from(sent)
+    })
+}
+
+fn write_config(dir: &Path, store: &str, token: &str, hook: &Path) -> std::path::PathBuf {
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[agent]
+interval = "1s"
+interfaces = ['^tap(?P<instance>[0-9]+)i[0-9]+$']
+backend = "tc"
+enforce_base = false
+state_dir = "{run}"
+data_dir = "{run}/lib"
+listen = ""
+[log]
+dir = ""
+[penalty]
+base_rate = "1000mbit"
+[[rule]]
+name = "cap"
+period = "month"
+timezone = "UTC"
+limit = "1MB"
+action = "shutdown"
+[hooks]
+shutdown = ["{hook}", "{{instance}}"]
+timeout = "10s"
+[store]
+url = "{store}"
+token = "{token}"
+host = "hv-k"
+"#,
+            run = dir.join("run").display(),
+            hook = hook.display(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
+    support::require_root();
+    let kills = env_u64("SLUICE_FAULT_KILLS").unwrap_or(20);
+    let seed = env_u64("SLUICE_FAULT_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1
+    });
+    println!("kill -9: {kills} kills, SLUICE_FAULT_SEED={seed}");
+    let mut moments = Moments(seed);
+
+    let host = Netns::new("fh");
+    let inst = Netns::new("fi");
+    let link = veth(&host, "tap701i0", &inst, "eth0", 97);
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("quota.db");
+    let token = create_token(&db, &["--role", "agent", "--host", "hv-k"]);
+    let admin = create_token(&db, &["--role", "admin"]);
+    let store = StoreProc::start_in(Some(&host.name), &db, &[]);
+    let hook = tmp.path().join("hook.sh");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\necho \"$1\" >> \"$(dirname \"$0\")/hook.log\"\n",
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let config = write_config(tmp.path(), &store.base, &token, &hook);
+
+    // Life 0 takes the baseline while nothing has crossed the link (what crossed before
+    // the first sight belongs to no period), then dies like the others.
+    assert_eq!(host.sysfs_counter("tap701i0", "rx_bytes"), 0);
+    let first = AgentProc::start(&host, &config, tmp.path().join("agent-first.log"));
+    let state = tmp.path().join("run/state.json");
+    eventually(
+        Duration::from_secs(15),
+        "the first sight of the tap",
+        || {
+            let snap = sluice::state::read(&state).ok().flatten()?;
+            snap.interfaces
+                .iter()
+                .any(|r| r.interface.as_str() == "tap701i0")
+                .then_some(())
+        },
+    );
+    assert_eq!(host.sysfs_counter("tap701i0", "rx_bytes"), 0);
+    first.signal(libc::SIGKILL);
+    drop(first);
+
+    // Both directions at once, ~2 Mbit/s each, until the kills are over.
+    let stop = Arc::new(AtomicBool::new(false));
+    let up = {
+        let (ns, dst, stop) = (inst.name.clone(), link.a_ip, stop.clone());
+        std::thread::spawn(move || stream(ns, dst, 2_000_000, stop))
+    };
+    let down = {
+        let (ns, dst, stop) = (host.name.clone(), link.b_ip, stop.clone());
+        std::thread::spawn(move || stream(ns, dst, 2_000_000, stop))
+    };
+
+    // The crash points inside a tick, in turn with random moments: (point, hit).
+    let points = ["ledger-before-commit", "before-rename", "before-hook"];
+    let mut at_points = 0;
+    for k in 0..kills {
+        let log = tmp.path().join(format!("agent{k}.log"));
+        if k % 4 == 3 {
+            // Dies by itself at its `hit`th pass through the point (a tick's commit, the
+            // state file's rename, or the exceed's hook if it comes in that life).
+            let point = points[(k / 4) as usize % points.len()];
+            let hit = 1 + moments.next() % 3;
+            let spec = format!("{point}@{hit}");
+            let mut agent =
+                AgentProc::start_with_env(&host, &config, log, &[("SLUICE_CRASH_AT", &spec)]);
+            let deadline = Instant::now() + Duration::from_secs(8);
+            while Instant::now() < deadline && agent.child.try_wait().unwrap().is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if agent.child.try_wait().unwrap().is_some() {
+                at_points += 1;
+            } else {
+                agent.signal(libc::SIGKILL);
+            }
+            drop(agent);
+        } else {
+            let agent = AgentProc::start(&host, &config, log);
+            std::thread::sleep(moments.millis(0, 2500));
+            agent.signal(libc::SIGKILL);
+            drop(agent);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (sent_up, sent_down) = (up.join().unwrap(), down.join().unwrap());
+    assert!(
+        sent_up > 1000 && sent_down > 1000,
+        "{sent_up} / {sent_down} sent"
+    );
+
+    // The last life runs to the end: the ledger must reach the kernel's counters exactly
+    // and stay there, and the store the ledger's.
+    let agent = AgentProc::start(&host, &config, tmp.path().join("agent-last.log"));
+    let kernel = (
+        host.sysfs_counter("tap701i0", "rx_bytes"),
+        host.sysfs_counter("tap701i0", "tx_bytes"),
+    );
+    let ledger = || support::ledger_totals(&config, "--interface", "tap701i0");
+    let caught_up = eventually(
+        Duration::from_secs(20),
+        "the ledger to reach the kernel",
+        || {
+            let l = ledger();
+            (l.0 >= kernel.0 && l.1 >= kernel.1).then_some(l)
+        },
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let settled = ledger();
+    let store_usage = || {
+        let (code, body) = request(
+            &host,
+            store.port(),
+            "GET",
+            "/v1/instances/701/usage?period=month",
+            Some(&admin),
+        );
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        (
+            v["upload"].as_u64().unwrap_or(0),
+            v["download"].as_u64().unwrap_or(0),
+        )
+    };
+    let in_store = eventually(Duration::from_secs(30), "the store to catch up", || {
+        let s = store_usage();
+        (s == settled).then_some(s)
+    });
+    let hook_runs = std::fs::read_to_string(tmp.path().join("hook.log"))
+        .unwrap_or_default()
+        .lines()
+        .count();
+    let events = support::events(&config);
+    let exceeds = events
+        .iter()
+        .filter(|e| e["event"] == "rule" && e["rule"] == "cap" && e["state"] == "exceeded")
+        .count();
+    // Each run of the hook is logged as a `hook` event after it ends (one killed while
+    // its hook ran has none): never more than the hook's own count.
+    let hook_events = events.iter().filter(|e| e["event"] == "hook").count();
+    let diff = |a: u64, b: u64| a as i128 - b as i128;
+    println!(
+        "kills survived: {kills} ({at_points} at crash points inside a tick)\n\
+         ledger - kernel: upload {:+} B, download {:+} B (of {} / {} B)\n\
+         store - ledger:  upload {:+} B, download {:+} B\n\
+         exceeds: {exceeds}, hook runs: {hook_runs} ({hook_events} logged)",
+        diff(settled.0, kernel.0),
+        diff(settled.1, kernel.1),
+        kernel.0,
+        kernel.1,
+        diff(in_store.0, settled.0),
+        diff(in_store.1, settled.1),
+    );
+    assert_eq!(caught_up, settled, "nothing counted after it caught up");
+    assert_eq!(
+        settled, kernel,
+        "the ledger holds the kernel's bytes exactly"
+    );
+    assert_eq!(
+        in_store, settled,
+        "the store holds the ledger's bytes exactly"
+    );
+    assert_eq!(exceeds, 1, "one exceed in the month");
+    assert!(hook_runs <= 1, "at most once: {hook_runs} runs");
+    assert!(
+        hook_events <= hook_runs,
+        "{hook_events} hook events, {hook_runs} runs"
+    );
+    assert_eq!(agent.stop(), Some(0));
+}
