@@ -119,6 +119,8 @@ fn in_process(n: usize) {
         spool_bytes: Some(12_345),
         sources: Vec::new(),
         hypervisor_replacements: Some(0),
+        ledger_failures: 0,
+        ledger_failing: false,
     };
     let metrics = AgentMetrics::default();
     let enc = median(21, || {

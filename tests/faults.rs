@@ -282,3 +282,173 @@ fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
     );
     assert_eq!(agent.stop(), Some(0));
 }
+
+/// A tmpfs mounted over `dir`, unmounted (lazily, by path) on drop.
+struct Tmpfs {
+    dir: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        support::sh(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                dir.to_str().unwrap(),
+            ],
+        );
+        Tmpfs {
+            dir: dir.to_owned(),
+        }
+    }
+    /// Fill what is left with one file: the next block anyone asks for is ENOSPC.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) => panic!("filling {}: {e}", path.display()),
+            }
+        }
+        // Whatever a partial write left: byte by byte to the last one.
+        while f.write(&[0]).is_ok_and(|n| n == 1) {}
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_data_directory_loses_nothing_and_the_ledger_catches_up() {
+    support::require_root();
+    let host = Netns::new("fr");
+    let inst = Netns::new("fs");
+    let link = veth(&host, "tap702i0", &inst, "eth0", 98);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = Tmpfs::mount(&tmp.path().join("lib"), "16m");
+    let config = tmp.path().join("sluice.toml");
+    const PORT: u16 = 9486;
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[agent]
+interval = "1s"
+interfaces = ['^tap(?P<instance>[0-9]+)i[0-9]+$']
+backend = "tc"
+state_dir = "{run}"
+data_dir = "{lib}"
+listen = "127.0.0.1:{PORT}"
+[log]
+dir = ""
+[penalty]
+base_rate = "100mbit"
+"#,
+            run = tmp.path().join("run").display(),
+            lib = data.dir.display(),
+        ),
+    )
+    .unwrap();
+    let agent = AgentProc::start(&host, &config, tmp.path().join("agent.log"));
+    support::http::wait_healthy(&host, PORT, Duration::from_secs(15));
+    let kernel = || {
+        (
+            host.sysfs_counter("tap702i0", "rx_bytes"),
+            host.sysfs_counter("tap702i0", "tx_bytes"),
+        )
+    };
+    let ledger = || support::ledger_totals(&config, "--interface", "tap702i0");
+    let both_ways = |n: u64| {
+        let (a, b) = (inst.name.clone(), host.name.clone());
+        let (to_host, to_inst) = (link.a_ip, link.b_ip);
+        let up = std::thread::spawn(move || {
+            support::send_udp(&a, to_host, 1000, n, 8_000_000, Duration::from_secs(5))
+        });
+        let down = support::send_udp(&b, to_inst, 1000, n, 8_000_000, Duration::from_secs(5));
+        assert_eq!((up.join().unwrap(), down), (n, n));
+    };
+    both_ways(500);
+    eventually(Duration::from_secs(10), "the ledger to count it", || {
+        (ledger() == kernel()).then_some(())
+    });
+    let committed = ledger();
+
+    // The data directory fills up under the running agent: its commits fail once the
+    // WAL needs a block (a checkpoint that cannot grow the database keeps it growing).
+    let filler = data.fill();
+    both_ways(1500);
+    let status = || support::http::get_json(&host, PORT, "/v1/status");
+    let failing = eventually(
+        Duration::from_secs(10),
+        "the ledger reported failing",
+        || {
+            let s = status();
+            s["ledger"]["failing_since"].is_string().then_some(s)
+        },
+    );
+    assert!(failing["ledger"]["last_error"].is_string(), "{failing}");
+    // Ticks go on (enforcement with them) while nothing can be written.
+    let tick = |s: &serde_json::Value| s["last_tick"].as_str().unwrap().to_owned();
+    let before = tick(&failing);
+    let later = eventually(Duration::from_secs(5), "another tick", || {
+        let s = status();
+        (tick(&s) != before).then_some(s)
+    });
+    assert!(later["ledger"]["failing_since"].is_string(), "{later}");
+    let (code, metrics) = support::http::request(&host, PORT, "GET", "/metrics", None);
+    assert_eq!(code, 200);
+    assert!(
+        metrics.lines().any(|l| l == "sluice_ledger_failing 1"),
+        "{metrics}"
+    );
+    assert!(
+        agent
+            .log()
+            .contains("this tick's traffic is counted at the next commit"),
+        "{}",
+        agent.log()
+    );
+    let while_ro = kernel();
+    assert!(
+        while_ro.0 > committed.0 + 1_400_000,
+        "{while_ro:?} vs {committed:?}"
+    );
+
+    // Space again: the next commit counts everything since the last one, exactly.
+    std::fs::remove_file(&filler).unwrap();
+    let started = Instant::now();
+    eventually(Duration::from_secs(15), "the ledger to catch up", || {
+        (ledger() == kernel()).then_some(())
+    });
+    let caught_up = started.elapsed();
+    let s = eventually(Duration::from_secs(5), "failing cleared", || {
+        let s = status();
+        s["ledger"]["failing_since"].is_null().then_some(s)
+    });
+    let failures = s["ledger"]["failures"].as_u64().unwrap();
+    assert!(failures >= 2, "{s}");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(ledger(), kernel(), "nothing counted twice after");
+    println!(
+        "full data directory: {failures} failed commits, ledger - kernel 0 B / 0 B, caught up {:.1} s after space returned",
+        caught_up.as_secs_f64()
+    );
+    assert_eq!(agent.stop(), Some(0));
+}

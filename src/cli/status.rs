@@ -137,6 +137,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     s.enforce_failed, s.links_down
                 ),
             );
+            line(
+                &mut out,
+                "ledger:",
+                match (&s.ledger.failing_since, &s.ledger.last_error) {
+                    (Some(t), e) => format!(
+                        "FAILING for {} ({}): still enforcing; traffic is counted when it writes again",
+                        human_secs(since(*t, now)),
+                        e.as_deref().unwrap_or("unknown error")
+                    ),
+                    (None, _) if s.ledger.failures > 0 => {
+                        format!("writing ({} failed commits since start)", s.ledger.failures)
+                    }
+                    (None, _) => "writing".to_owned(),
+                },
+            );
             line(&mut out, "store:", store_line(s.store.as_ref(), now));
             for src in &s.inventory {
                 line(&mut out, "inventory:", source_line(src, now));

@@ -165,6 +165,8 @@ impl Agent {
             rules,
             spool_bytes: self.store.as_ref().map(|s| s.spool_bytes()),
             hypervisor_replacements: self.backend.hypervisor_replacements(),
+            ledger_failures: self.ledger_health.failures,
+            ledger_failing: self.ledger_health.failing_since.is_some(),
             sources: self
                 .inventory_statuses()
                 .into_iter()
@@ -213,6 +215,7 @@ impl Agent {
             last_tick: last.map(|(at, _)| at),
             last_tick_ms: last.map(|(_, took)| took.as_secs_f64() * 1e3),
             store: self.store.as_ref().map(|s| s.status()),
+            ledger: self.ledger_health.clone(),
             inventory: self
                 .inventory_statuses()
                 .into_iter()

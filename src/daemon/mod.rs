@@ -119,6 +119,8 @@ pub struct Agent {
     /// When to look for a closed day of 5-minute buckets to pack next: the next tick
     /// while there is a backlog, else a few minutes on.
     ledger_pack_at: Option<Timestamp>,
+    /// Whether the ledger takes our commits (shown in status and metrics).
+    ledger_health: crate::api::agent::LedgerStatus,
     links: LinkSwitch,
     /// Interfaces whose link sluice holds down (a `disconnect` rule), to raise at reset.
     downed: BTreeSet<IfName>,
@@ -220,6 +222,7 @@ impl Agent {
             ledger: None,
             ledger_expired_at: None,
             ledger_pack_at: None,
+            ledger_health: Default::default(),
             links: LinkSwitch::open().map_err(AgentError::Links)?,
             downed: BTreeSet::new(),
             pending: Vec::new(),
@@ -588,8 +591,19 @@ impl Agent {
                 self.policy.set_quotas(Quotas::from_rows(quotas));
                 self.ledger = Some(l);
             }
-            Err(e) => error!("{e}; traffic is counted once it opens (retried every tick)"),
+            Err(e) => {
+                error!("{e}; traffic is counted once it opens (retried every tick)");
+                self.ledger_failed(&e);
+            }
         }
+    }
+
+    /// A ledger open or commit failed: counted, and remembered until one succeeds.
+    fn ledger_failed(&mut self, e: &LedgerError) {
+        let h = &mut self.ledger_health;
+        h.failures += 1;
+        h.failing_since.get_or_insert_with(Timestamp::now);
+        h.last_error = Some(e.to_string());
     }
 
     /// After the tick's ledger commit: tell the store link and the webhooks what was
@@ -601,6 +615,14 @@ impl Agent {
     ) -> Vec<QuotaEvent> {
         let fired = match charged {
             Ok(c) => {
+                if let Some(since) = self.ledger_health.failing_since.take() {
+                    self.ledger_health.last_error = None;
+                    info!(
+                        %since,
+                        failures = self.ledger_health.failures,
+                        "ledger: commits succeed again; the traffic since the last one is counted in this one"
+                    );
+                }
                 let r = c.recorded;
                 if let Some(link) = self.store.as_mut() {
                     link.committed(r.spooled);
@@ -617,6 +639,7 @@ impl Agent {
             }
             Err(e) => {
                 error!("{e}; this tick's traffic is counted at the next commit");
+                self.ledger_failed(&e);
                 Vec::new()
             }
         };

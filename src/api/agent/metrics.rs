@@ -81,6 +81,9 @@ pub struct Scrape {
     pub sources: Vec<SourceSeries>,
     /// Times the tc backend replaced a hypervisor's own shaping (`None`: another backend).
     pub hypervisor_replacements: Option<u64>,
+    /// Failed ledger opens and commits since start, and whether the last one failed.
+    pub ledger_failures: u64,
+    pub ledger_failing: bool,
 }
 
 /// One inventory source's series.
@@ -214,6 +217,20 @@ impl Collector for Scrape {
             )?;
             ConstGauge::new(i64::try_from(bytes).unwrap_or(i64::MAX)).encode(m)?;
         }
+        let m = encoder.encode_descriptor(
+            "ledger_write_failures",
+            "Ledger opens and tick commits that failed (a full or read-only disk): the traffic is counted at the next commit that succeeds",
+            None,
+            COUNTER,
+        )?;
+        ConstCounter::new(self.ledger_failures).encode(m)?;
+        let m = encoder.encode_descriptor(
+            "ledger_failing",
+            "1 while the ledger's last open or commit failed",
+            None,
+            GAUGE,
+        )?;
+        ConstGauge::new(i64::from(self.ledger_failing)).encode(m)?;
         if let Some(n) = self.hypervisor_replacements {
             let m = encoder.encode_descriptor(
                 "hypervisor_shaping_replaced",
@@ -321,6 +338,8 @@ mod tests {
                 failures: 2,
             }],
             hypervisor_replacements: Some(4),
+            ledger_failures: 3,
+            ledger_failing: true,
         };
         let text = render(&metrics, scrape).unwrap();
         let iface = r#"interface="tap101i0",instance="101""#;
@@ -338,6 +357,8 @@ mod tests {
             "sluice_store_spool_bytes 300".to_owned(),
             r#"sluice_inventory_source_up{source="libvirt"} 0"#.to_owned(),
             "sluice_hypervisor_shaping_replaced_total 4".to_owned(),
+            "sluice_ledger_write_failures_total 3".to_owned(),
+            "sluice_ledger_failing 1".to_owned(),
             r#"sluice_inventory_instances{source="libvirt"} 3"#.to_owned(),
             r#"sluice_inventory_read_failures_total{source="libvirt"} 2"#.to_owned(),
             "sluice_enforce_failures_total 1".to_owned(),

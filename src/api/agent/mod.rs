@@ -189,6 +189,23 @@ pub struct StatusView {
     /// The hypervisor sources of `inventory.sources` (none with only `names`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inventory: Vec<SourceView>,
+    #[serde(default)]
+    pub ledger: LedgerStatus,
+}
+
+/// Whether the ledger takes the ticks' commits. While it does not (a full or read-only
+/// disk), the agent goes on enforcing and the kernel keeps counting: the first commit
+/// that succeeds again counts everything since the last one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LedgerStatus {
+    /// Since when every open or commit has failed (`None`: the last one succeeded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Failed opens and commits since the agent started.
+    #[serde(default)]
+    pub failures: u64,
 }
 
 /// How one inventory source is doing.
