@@ -12,7 +12,7 @@ use anyhow::Context;
 use jiff::Timestamp;
 
 use super::ConfigArg;
-use crate::api::agent::{SourceView, StatusView, StoreStatus};
+use crate::api::agent::{LedgerStatus, SourceView, StatusView, StoreStatus};
 use crate::config::Config;
 use crate::model::human::human_bytes;
 use crate::model::human::human_secs;
@@ -137,21 +137,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     s.enforce_failed, s.links_down
                 ),
             );
-            line(
-                &mut out,
-                "ledger:",
-                match (&s.ledger.failing_since, &s.ledger.last_error) {
-                    (Some(t), e) => format!(
-                        "FAILING for {} ({}): still enforcing; traffic is counted when it writes again",
-                        human_secs(since(*t, now)),
-                        e.as_deref().unwrap_or("unknown error")
-                    ),
-                    (None, _) if s.ledger.failures > 0 => {
-                        format!("writing ({} failed commits since start)", s.ledger.failures)
-                    }
-                    (None, _) => "writing".to_owned(),
-                },
-            );
+            line(&mut out, "ledger:", ledger_line(&s.ledger, now));
             line(&mut out, "store:", store_line(s.store.as_ref(), now));
             for src in &s.inventory {
                 line(&mut out, "inventory:", source_line(src, now));
@@ -204,6 +190,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 fn since(t: Timestamp, now: Timestamp) -> u64 {
     u64::try_from(now.duration_since(t).as_secs()).unwrap_or(0)
+}
+
+fn ledger_line(l: &LedgerStatus, now: Timestamp) -> String {
+    match (&l.failing_since, &l.last_error) {
+        (Some(t), e) => format!(
+            "FAILING for {} ({}): still enforcing; traffic is counted when it writes again",
+            human_secs(since(*t, now)),
+            e.as_deref().unwrap_or("unknown error")
+        ),
+        (None, _) if l.failures > 0 => {
+            format!("writing ({} failed commits since start)", l.failures)
+        }
+        (None, _) => "writing".to_owned(),
+    }
 }
 
 fn store_line(st: Option<&StoreStatus>, now: Timestamp) -> String {
@@ -281,6 +281,29 @@ fn from_state_file(config: &Config, now: Timestamp) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ledger_line_says_whether_commits_fail_and_since_when() {
+        let now: Timestamp = "2027-01-01T12:00:00Z".parse().unwrap();
+        let status = |since: Option<i64>, error: Option<&str>, failures| LedgerStatus {
+            failing_since: since.map(|s| now - jiff::SignedDuration::from_secs(s)),
+            last_error: error.map(str::to_owned),
+            failures,
+        };
+        for (l, want) in [
+            (status(None, None, 0), "writing"),
+            (
+                status(None, None, 3),
+                "writing (3 failed commits since start)",
+            ),
+            (
+                status(Some(75), Some("database or disk is full"), 9),
+                "FAILING for 1m 15s (database or disk is full): still enforcing; traffic is counted when it writes again",
+            ),
+        ] {
+            assert_eq!(ledger_line(&l, now), want);
+        }
+    }
 
     /// The store line says whether the store answers and whether the quotas (and the
     /// fleet's counts) in force are fresh or the last answer kept while it is away.
