@@ -17,6 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use jiff::Timestamp;
+
 use support::http::request;
 use support::store::{StoreProc, create_token};
 use support::{AgentProc, Netns, eventually, run_in, veth};
@@ -450,5 +452,137 @@ base_rate = "100mbit"
         "full data directory: {failures} failed commits, ledger - kernel 0 B / 0 B, caught up {:.1} s after space returned",
         caught_up.as_secs_f64()
     );
+    assert_eq!(agent.stop(), Some(0));
+}
+
+#[test]
+fn a_blackholed_store_and_webhook_and_a_hook_that_never_exits_hold_no_tick_back() {
+    support::require_root();
+    let host = Netns::new("fb");
+    let inst = Netns::new("fc");
+    let link = veth(&host, "tap703i0", &inst, "eth0", 99);
+    let tmp = tempfile::tempdir().unwrap();
+    // A listener nobody accepts from: connections complete and then hear nothing, ever.
+    let blackhole = host.run(|| std::net::TcpListener::bind("127.0.0.1:9491").unwrap());
+    let token = create_token(
+        &tmp.path().join("unused.db"),
+        &["--role", "agent", "--host", "hv-b"],
+    );
+    // The hook records its pid (to be killed by it at the end), then never exits.
+    let hook = tmp.path().join("hook.sh");
+    let hook_pid = tmp.path().join("hook.pid");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\necho $$ > {}\nexec sleep 600\n",
+            hook_pid.display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    const PORT: u16 = 9487;
+    let config = tmp.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[agent]
+interval = "1s"
+interfaces = ['^tap(?P<instance>[0-9]+)i[0-9]+$']
+backend = "tc"
+enforce_base = false
+state_dir = "{run}"
+data_dir = "{run}/lib"
+listen = "127.0.0.1:{PORT}"
+[log]
+dir = ""
+[penalty]
+base_rate = "1000mbit"
+[[rule]]
+name = "cap"
+period = "month"
+timezone = "UTC"
+limit = "1MB"
+action = "shutdown"
+[hooks]
+shutdown = ["{hook}"]
+timeout = "120s"
+[[webhook]]
+url = "http://127.0.0.1:9491/events"
+timeout = "60s"
+[store]
+url = "http://127.0.0.1:9491"
+token = "{token}"
+host = "hv-b"
+quota_refresh = "1s"
+"#,
+            run = tmp.path().join("run").display(),
+            hook = hook.display(),
+        ),
+    )
+    .unwrap();
+    let agent = AgentProc::start(&host, &config, tmp.path().join("agent.log"));
+    support::http::wait_healthy(&host, PORT, Duration::from_secs(15));
+    let sent = support::send_udp(
+        &inst.name,
+        link.a_ip,
+        1000,
+        2000,
+        8_000_000,
+        Duration::from_secs(5),
+    );
+    assert_eq!(sent, 2000);
+    eventually(Duration::from_secs(10), "the hook started", || {
+        std::fs::read_to_string(&hook_pid)
+            .ok()?
+            .trim()
+            .parse::<i32>()
+            .ok()
+    });
+
+    // Twelve seconds of ticks with all three hanging: the gap between ticks, seen from
+    // outside every 100 ms.
+    let status = || support::http::get_json(&host, PORT, "/v1/status");
+    let (mut ticks, mut worst_took) = (Vec::<Timestamp>::new(), 0.0f64);
+    let until = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < until {
+        let s = status();
+        let at: Timestamp = s["last_tick"].as_str().unwrap().parse().unwrap();
+        if ticks.last() != Some(&at) {
+            ticks.push(at);
+            worst_took = worst_took.max(s["last_tick_ms"].as_f64().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let worst_gap = ticks
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]).as_secs_f64() * 1e3)
+        .fold(0.0f64, f64::max);
+    let s = status();
+    println!(
+        "blackholed store and webhook, hook never exiting: {} ticks in 12 s, worst gap between ticks {worst_gap:.0} ms (interval 1000 ms), longest tick {worst_took:.1} ms; store: {}",
+        ticks.len(),
+        s["store"]
+    );
+    // Still hanging, all of them: the hook has not ended, nothing reached the store.
+    let pid: i32 = std::fs::read_to_string(&hook_pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the hook still runs"
+    );
+    assert!(s["store"]["last_report"].is_null(), "{s}");
+    assert!(ticks.len() >= 10, "{} ticks", ticks.len());
+    assert!(worst_gap <= 1500.0, "worst gap {worst_gap} ms");
+    assert!(worst_took < 500.0, "longest tick {worst_took} ms");
+    // SAFETY: kill(2) on the hook's own pid, which it wrote.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    drop(blackhole);
     assert_eq!(agent.stop(), Some(0));
 }
