@@ -15,6 +15,9 @@ pub mod store;
 pub mod token;
 pub mod usage;
 
+#[cfg(test)]
+mod fuzz;
+
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};

@@ -7,7 +7,7 @@
 
 pub mod hooks;
 pub mod link;
-mod ovs;
+pub(crate) mod ovs;
 pub mod tc;
 
 use std::collections::HashMap;

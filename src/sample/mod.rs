@@ -2,7 +2,7 @@
 //! `Interface.statistics` for ports with no kernel netdev ([`ovsdb`]), or a recorded
 //! trace ([`trace`]) for `sluice simulate`. All produce the same [`Sample`]s.
 
-mod netlink;
+pub(crate) mod netlink;
 pub mod ovsdb;
 pub mod trace;
 

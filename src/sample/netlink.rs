@@ -214,7 +214,7 @@ impl LinkSampler {
 }
 
 /// IFLA_IFNAME of an RTM_NEWLINK payload, if it is a valid [`IfName`].
-fn link_name(payload: &[u8]) -> Option<IfName> {
+pub(crate) fn link_name(payload: &[u8]) -> Option<IfName> {
     let nla = NlasIterator::new(payload.get(LINK_HEADER_LEN..)?)
         .filter_map(Result::ok)
         .find(|nla| nla.kind() == IFLA_IFNAME)?;

@@ -197,7 +197,7 @@ pub fn read(path: &Path) -> Result<Option<Snapshot>, StateError> {
         })
 }
 
-fn parse(bytes: &[u8]) -> Result<Snapshot, String> {
+pub(crate) fn parse(bytes: &[u8]) -> Result<Snapshot, String> {
     let snap: Snapshot = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     if snap.version != STATE_VERSION {
         return Err(format!(

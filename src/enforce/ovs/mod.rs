@@ -35,7 +35,7 @@ use tracing::{debug, warn};
 
 mod change;
 mod kernel;
-mod rows;
+pub(crate) mod rows;
 
 pub use change::PortLimits;
 pub use kernel::KernelProbe;

@@ -11,7 +11,7 @@
 //! already holds the verdicts costs one observation and no change. An interface is
 //! `applied` only when an observation found nothing left to change.
 
-mod encode;
+pub(crate) mod encode;
 mod kernel;
 mod plan;
 
