@@ -69,7 +69,7 @@ pub fn respond(headers: &HeaderMap, openmetrics: String) -> Response {
 /// OpenMetrics text, as `prometheus_client` writes it, in Prometheus' text format 0.0.4:
 /// a counter's `# HELP`/`# TYPE` take its samples' `_total` name and its `_created`
 /// samples go; `info` and `stateset` families become gauges; `# UNIT`, `# EOF` and
-/// exemplars go; `\"` in help text (an OpenMetrics escape only) becomes `"`.
+/// exemplars go; a backslash in help text is escaped, as the text format wants.
 pub fn to_text_format(openmetrics: &str) -> String {
     let mut out = String::with_capacity(openmetrics.len());
     // The counter family whose samples follow, to drop its `_created` ones.
@@ -81,7 +81,8 @@ pub fn to_text_format(openmetrics: &str) -> String {
         }
         if let Some(rest) = line.strip_prefix("# HELP ") {
             let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
-            let help = help.replace("\\\"", "\"");
+            // `prometheus_client` writes help as it is; the text format escapes `\`.
+            let help = help.replace('\\', "\\\\");
             // `prometheus_client` writes a family's TYPE right after its HELP.
             let kind = lines.peek().and_then(|l| {
                 l.strip_prefix("# TYPE ")?
@@ -223,7 +224,7 @@ sluice_enforce_failures_total 3
 sluice_tick_duration_seconds_sum 0.5
 sluice_tick_duration_seconds_count 2
 sluice_tick_duration_seconds_bucket{le=\"+Inf\"} 2
-# HELP sluice_requests_total Requests by \"route\".
+# HELP sluice_requests_total Requests by \\\\\"route\\\\\".
 # TYPE sluice_requests_total counter
 sluice_requests_total{route=\"/v1/a # b\"} 7
 # HELP sluice_build_info A \"build\".

@@ -76,6 +76,14 @@ pub fn bucket_rows(
     conn: &Connection,
     filter: &BucketFilter<'_>,
 ) -> Result<Vec<BucketRow>, LedgerError> {
+    // One snapshot for the rows, the packs and the packed state: packing, or a tick,
+    // committing between two of the reads would move a bucket from one to another, seen
+    // twice or not at all. (`prune` calls this inside its own transaction.)
+    let _snapshot = if conn.is_autocommit() {
+        Some(conn.unchecked_transaction().map_err(sql("reading usage"))?)
+    } else {
+        None
+    };
     let text = format!(
         "SELECT i.instance, i.interface, u.bucket, u.rx, u.tx, u.estimated
          FROM {} u JOIN interfaces i ON i.id = u.id

@@ -69,10 +69,12 @@ pub fn pack_next(conn: &mut Connection, settled: i64) -> Result<Option<PackedDay
             |r| r.get(0),
         )
         .map_err(sql(what))?;
+    // The chunk is [lo, hi], both included: `hi` = i64::MAX when fewer ids are left, so
+    // even an id of i64::MAX is in a chunk.
     let hi: i64 = tx
         .query_row(
             "SELECT id FROM interfaces WHERE id >= ?1 ORDER BY id LIMIT 1 OFFSET ?2",
-            params![lo, CHUNK],
+            params![lo, CHUNK - 1],
             |r| r.get(0),
         )
         .optional()
@@ -84,7 +86,7 @@ pub fn pack_next(conn: &mut Connection, settled: i64) -> Result<Option<PackedDay
         let mut stmt = tx
             .prepare_cached(
                 "SELECT id, bucket, rx, tx, estimated FROM usage_5m
-                 WHERE bucket >= ?1 AND bucket < ?2 AND id >= ?3 AND id < ?4
+                 WHERE bucket >= ?1 AND bucket < ?2 AND id >= ?3 AND id <= ?4
                  ORDER BY id, bucket",
             )
             .map_err(sql(what))?;
@@ -124,7 +126,7 @@ pub fn pack_next(conn: &mut Connection, settled: i64) -> Result<Option<PackedDay
         .map_err(sql(what))?;
     }
     tx.execute(
-        "DELETE FROM usage_5m WHERE bucket >= ?1 AND bucket < ?2 AND id >= ?3 AND id < ?4",
+        "DELETE FROM usage_5m WHERE bucket >= ?1 AND bucket < ?2 AND id >= ?3 AND id <= ?4",
         params![day, end, lo, hi],
     )
     .map_err(sql(what))?;
@@ -176,48 +178,74 @@ pub fn read(
 }
 
 /// Drop the packed intervals that start before `cut` (seconds), of the interfaces `ids`
-/// names (all when `None`): whole days go, a day the cut splits keeps its later part.
-/// Returns the intervals dropped.
+/// names (all when `None`): whole days in one statement each, and the day the cut
+/// splits keeps its later part. Returns the packs deleted or cut. The caller holds the
+/// transaction, so the loose rows and the packs are cut together.
 pub fn cut_before(conn: &Connection, cut: i64, ids: Option<&[i64]>) -> Result<usize, LedgerError> {
     let what = "pruning packed 5-minute usage";
-    let first_kept_day = day_of(cut);
-    let mut doomed: Vec<(i64, i64, Vec<u8>)> = Vec::new();
+    let split_day = day_of(cut);
+    let mut changed = match ids {
+        None => conn
+            .execute(
+                "DELETE FROM usage_5m_days WHERE day < ?1",
+                params![split_day],
+            )
+            .map_err(sql(what))?,
+        Some(ids) => {
+            let mut n = 0;
+            for id in ids {
+                n += conn
+                    .execute(
+                        "DELETE FROM usage_5m_days WHERE id = ?1 AND day < ?2",
+                        params![id, split_day],
+                    )
+                    .map_err(sql(what))?;
+            }
+            n
+        }
+    };
+    if cut == split_day {
+        return Ok(changed);
+    }
+    let mut split: Vec<(i64, Vec<u8>)> = Vec::new();
     {
         let mut stmt = conn
-            .prepare_cached("SELECT id, day, curve FROM usage_5m_days WHERE day < ?1")
+            .prepare_cached("SELECT id, curve FROM usage_5m_days WHERE day = ?1")
             .map_err(sql(what))?;
-        let mut rows = stmt.query(params![cut]).map_err(sql(what))?;
+        let mut rows = stmt.query(params![split_day]).map_err(sql(what))?;
         while let Some(r) = rows.next().map_err(sql(what))? {
             let id: i64 = r.get(0).map_err(sql(what))?;
             if ids.is_none_or(|ids| ids.contains(&id)) {
-                doomed.push((
-                    id,
-                    r.get(1).map_err(sql(what))?,
-                    r.get(2).map_err(sql(what))?,
-                ));
+                split.push((id, r.get(1).map_err(sql(what))?));
             }
         }
     }
-    let mut dropped = 0;
-    for (id, day, bytes) in doomed {
-        let curve = day_curve::decode(day, &bytes).map_err(unreadable)?;
-        let (gone, kept): (Vec<_>, Vec<_>) = curve.into_iter().partition(|(t, _)| *t < cut);
-        dropped += gone.len();
-        if day < first_kept_day || kept.is_empty() {
+    for (id, bytes) in split {
+        let curve = day_curve::decode(split_day, &bytes).map_err(unreadable)?;
+        if curve.iter().all(|(t, _)| *t >= cut) {
+            continue;
+        }
+        let kept: Vec<_> = curve.into_iter().filter(|(t, _)| *t >= cut).collect();
+        if kept.is_empty() {
             conn.execute(
                 "DELETE FROM usage_5m_days WHERE id = ?1 AND day = ?2",
-                params![id, day],
+                params![id, split_day],
             )
             .map_err(sql(what))?;
         } else {
             conn.execute(
                 "UPDATE usage_5m_days SET curve = ?3 WHERE id = ?1 AND day = ?2",
-                params![id, day, day_curve::encode(day, &kept).map_err(unreadable)?],
+                params![
+                    id,
+                    split_day,
+                    day_curve::encode(split_day, &kept).map_err(unreadable)?
+                ],
             )
             .map_err(sql(what))?;
         }
+        changed += 1;
     }
-    Ok(dropped)
+    Ok(changed)
 }
 
 fn unreadable(e: day_curve::DayCurveError) -> LedgerError {

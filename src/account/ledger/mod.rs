@@ -396,34 +396,38 @@ impl Ledger {
             .collect())
     }
 
-    /// Delete 5-minute buckets older than `keep_5m` and hourly ones older than
-    /// `keep_hour` (before `now`); returns the rows deleted.
+    /// Delete 5-minute buckets (rows and packed days) older than `keep_5m` and hourly
+    /// ones older than `keep_hour` (before `now`), and events older than `keep_events`,
+    /// in one transaction (one fsync); returns the rows and packs deleted or cut.
     pub fn expire(&mut self, now: Timestamp, keep: LedgerConfig) -> Result<usize, LedgerError> {
         let cut = |keep: Duration| {
             now.as_second() - i64::try_from(keep.as_secs()).unwrap_or(i64::MAX / 2)
         };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("expiring buckets"))?;
         let mut gone = 0;
         for (table, keep) in [
             (Table::FiveMinutes, keep.keep_5m),
             (Table::Hour, keep.keep_hourly),
         ] {
-            gone += self
-                .conn
+            gone += tx
                 .execute(
                     &format!("DELETE FROM {} WHERE bucket < ?1", table.name()),
                     params![cut(keep)],
                 )
                 .map_err(sql("expiring buckets"))?;
         }
-        gone += days::cut_before(&self.conn, cut(keep.keep_5m), None)?;
+        gone += days::cut_before(&tx, cut(keep.keep_5m), None)?;
         // The event log too: its rows are few, but a host runs for years.
-        gone += self
-            .conn
+        gone += tx
             .execute(
                 "DELETE FROM events WHERE at_ms < ?1",
                 params![cut(keep.keep_events).saturating_mul(1000)],
             )
             .map_err(sql("expiring events"))?;
+        tx.commit().map_err(sql("expiring buckets"))?;
         // Our own writes never change our `data_version`: only other connections' do.
         Ok(gone)
     }

@@ -949,6 +949,31 @@ fn packing_goes_a_chunk_of_interfaces_at_a_time_and_late_rows_are_summed() {
 }
 
 #[test]
+fn the_last_chunk_reaches_the_largest_id() {
+    let w = World::new();
+    let l = &mut w.open("boot-a");
+    let c = l.connection();
+    for id in [7, i64::MAX] {
+        c.execute(
+            "INSERT INTO interfaces (id, interface, instance) VALUES (?1, ?2, 'i')",
+            rusqlite::params![id, format!("tap{}", id % 1000)],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO usage_5m (bucket, id, rx, tx) VALUES (?1, ?2, 5, 6)",
+            rusqlite::params![JAN1, id],
+        )
+        .unwrap();
+    }
+    let later = Timestamp::from_second(JAN1 + 2 * DAY).unwrap();
+    let p = l.pack_day(later).unwrap().unwrap();
+    assert_eq!((p.interfaces, p.rows), (2, 2));
+    assert_eq!(l.pack_day(later).unwrap(), None);
+    assert_eq!(written(l, "usage_5m"), 0);
+    assert_eq!(totals(l, "usage_5m"), (10, 12, false));
+}
+
+#[test]
 fn pruning_and_expiry_cut_packed_days_too() {
     let w = World::new();
     let l = &mut w.open("boot-a");
