@@ -262,6 +262,8 @@ fn a_hung_tick_stops_the_watchdog() {
                 pets += usize::from(m.contains("WATCHDOG=1"));
                 assert!(pets < 20, "still petting: the tick never hung ({m:?})");
             }
+            // A signal to the test process (another test's child exiting) is not silence.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => break e,
         }
     };
