@@ -63,6 +63,13 @@ fn stream(ns: String, dst: std::net::Ipv4Addr, bps: u64, stop: Arc<AtomicBool>) 
     })
 }
 
+/// A script at `path` with `body`, executable.
+fn executable(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, body).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 fn write_config(dir: &Path, store: &str, token: &str, hook: &Path) -> std::path::PathBuf {
     let config = dir.join("sluice.toml");
     std::fs::write(
@@ -126,15 +133,10 @@ fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
     let admin = create_token(&db, &["--role", "admin"]);
     let store = StoreProc::start_in(Some(&host.name), &db, &[]);
     let hook = tmp.path().join("hook.sh");
-    std::fs::write(
+    executable(
         &hook,
         "#!/bin/sh\necho \"$1\" >> \"$(dirname \"$0\")/hook.log\"\n",
-    )
-    .unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    );
     let config = write_config(tmp.path(), &store.base, &token, &hook);
 
     // Life 0 takes the baseline while nothing has crossed the link (what crossed before
@@ -471,18 +473,13 @@ fn a_blackholed_store_and_webhook_and_a_hook_that_never_exits_hold_no_tick_back(
     // The hook records its pid (to be killed by it at the end), then never exits.
     let hook = tmp.path().join("hook.sh");
     let hook_pid = tmp.path().join("hook.pid");
-    std::fs::write(
+    executable(
         &hook,
-        format!(
+        &format!(
             "#!/bin/sh\necho $$ > {}\nexec sleep 600\n",
             hook_pid.display()
         ),
-    )
-    .unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    );
     const PORT: u16 = 9487;
     let config = tmp.path().join("sluice.toml");
     std::fs::write(
